@@ -1,0 +1,369 @@
+"""COCO-style box AP through pycocotools (or faster-coco-eval, which gives the same numbers).
+
+Units: every AP kiln reports is in **percent** (0–100), like Detectron2 — ``bbox/AP`` of 41.2
+means 0.412 in pycocotools' ``stats[0]``. A metric pycocotools marks undefined (``-1``: no
+ground truth in that area range or class) is reported as ``nan``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kiln.registry import EVALUATORS
+
+from .evaluator import DatasetEvaluator
+
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "coco_metric_table"]
+
+logger = logging.getLogger(__name__)
+
+# Order of pycocotools' COCOeval.stats for bbox.
+_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        return x.detach().cpu().numpy()
+    if hasattr(x, "tensor") and hasattr(x.tensor, "detach"):  # kiln Boxes
+        return x.tensor.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _unpack_prediction(output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes XYXY N×4, scores N, labels N) from either output form the evaluator accepts."""
+    if isinstance(output, Mapping) and "instances" in output:  # Detectron2-style output
+        inst = output["instances"]
+        return (_to_numpy(inst.pred_boxes).reshape(-1, 4), _to_numpy(inst.scores).reshape(-1),
+                _to_numpy(inst.pred_classes).reshape(-1))
+    if not isinstance(output, Mapping) or not {"boxes", "scores", "labels"} <= set(output):
+        keys = sorted(output) if isinstance(output, Mapping) else type(output).__name__
+        raise KeyError(
+            f"COCOEvaluator: a model output must be a dict with 'boxes' (N×4 XYXY, original-image "
+            f"pixels), 'scores' (N) and 'labels' (N, contiguous 0-based), or with 'instances'; got "
+            f"{keys}. Check that the model is in eval mode (model.eval()) when producing outputs."
+        )
+    return (_to_numpy(output["boxes"]).reshape(-1, 4), _to_numpy(output["scores"]).reshape(-1),
+            _to_numpy(output["labels"]).reshape(-1))
+
+
+def instances_to_coco_json(
+    output: Any, image_id: int, cat_ids: Sequence[int]
+) -> list[dict[str, Any]]:
+    """Convert one image's predictions to COCO result dicts.
+
+    Boxes go from XYXY to COCO's XYWH; contiguous labels ``l`` become ``cat_ids[l]``.
+
+    Example::
+
+        >>> instances_to_coco_json({'boxes': [[0, 0, 10, 5]], 'scores': [0.9], 'labels': [0]},
+        ...                        image_id=7, cat_ids=[3])
+        [{'image_id': 7, 'category_id': 3, 'bbox': [0.0, 0.0, 10.0, 5.0], 'score': 0.9}]
+    """
+    boxes, scores, labels = _unpack_prediction(output)
+    if len(boxes) == 0:
+        return []
+    labels = labels.astype(np.int64)
+    bad = labels[(labels < 0) | (labels >= len(cat_ids))]
+    if bad.size:
+        raise ValueError(
+            f"COCOEvaluator: image {image_id} has predicted label {int(bad[0])}, but the dataset "
+            f"has {len(cat_ids)} categories (contiguous labels 0..{len(cat_ids) - 1}). Check the "
+            f"model's num_classes against the dataset's classes."
+        )
+    xywh = boxes.astype(np.float64).copy()
+    xywh[:, 2:] -= xywh[:, :2]
+    scores = scores.astype(np.float64)
+    return [
+        {"image_id": image_id, "category_id": int(cat_ids[int(lab)]),
+         "bbox": [round(float(v), 4) for v in box], "score": round(float(s), 6)}
+        for box, s, lab in zip(xywh, scores, labels)
+    ]
+
+
+def _load_coco(coco_gt: Any) -> Any:
+    from pycocotools.coco import COCO
+
+    if isinstance(coco_gt, COCO) or (hasattr(coco_gt, "dataset") and hasattr(coco_gt, "imgs")):
+        return coco_gt
+    if isinstance(coco_gt, (str, os.PathLike)):
+        path = os.fspath(coco_gt)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"COCOEvaluator: annotation file '{path}' does not exist. Pass the path of a COCO "
+                f"instances json, a pycocotools COCO object, or the dataset (build_evaluator)."
+            )
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(path)
+    if isinstance(coco_gt, Mapping):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(dict(coco_gt))
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco.createIndex()
+        return coco
+    raise TypeError(
+        f"COCOEvaluator: coco_gt must be a pycocotools COCO object, a path to a COCO json or a "
+        f"COCO-format dict, got {type(coco_gt).__name__}."
+    )
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"COCOEvaluator: backend must be one of {_BACKENDS}, got {backend!r}.")
+    if backend == "pycocotools":
+        return backend
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError as exc:
+        if backend == "faster_coco_eval":
+            raise ImportError(
+                "COCOEvaluator(backend='faster_coco_eval') needs the faster-coco-eval package: "
+                "pip install faster-coco-eval (or use backend='pycocotools')."
+            ) from exc
+        return "pycocotools"
+    return "faster_coco_eval"
+
+
+def coco_metric_table(rows: Sequence[tuple[str, float]], ncols: int = 3) -> str:
+    """Format ``(name, value)`` pairs as a fixed-width text table, ``ncols`` pairs per line."""
+    if not rows:
+        return ""
+    cells = [(str(n), "nan" if math.isnan(v) else f"{v:.3f}") for n, v in rows]
+    wn = max(len(n) for n, _ in cells)
+    wv = max(len(v) for _, v in cells)
+    lines = []
+    for start in range(0, len(cells), ncols):
+        chunk = cells[start:start + ncols]
+        lines.append(" | ".join(f"{n:<{wn}} {v:>{wv}}" for n, v in chunk))
+    return "\n".join(lines)
+
+
+@EVALUATORS.register_module()
+class COCOEvaluator(DatasetEvaluator):
+    """Box AP over a COCO-format ground truth, computed by pycocotools' COCOeval.
+
+    Args:
+        coco_gt: the ground truth — a pycocotools ``COCO`` object (e.g. ``CocoDataset.coco``),
+            a path to a COCO instances json, or a COCO-format dict. ``ann_file`` is an alias.
+        cat_ids: dataset category id of each contiguous label (``cat_ids[label]``); default
+            the sorted category ids of ``coco_gt`` (kiln's CocoDataset order).
+        class_names: names for the per-class AP table; default the categories' names.
+        output_dir: where ``coco_instances_results.json`` (the detections in COCO result
+            format) is written; ``None`` writes nothing.
+        distributed: gather predictions from all ranks before evaluating.
+        max_dets_per_image: the last entry of COCOeval's ``maxDets`` (AP uses it).
+        backend: ``'pycocotools'``, ``'faster_coco_eval'`` or ``'auto'`` (the faster one when
+            installed). Both give the same numbers.
+        classwise: also report ``bbox/AP-<class>`` per class.
+        prefix: key prefix of the results.
+
+    ``evaluate()`` returns ``{'bbox/AP', 'bbox/AP50', 'bbox/AP75', 'bbox/APs', 'bbox/APm',
+    'bbox/APl'}`` (+ per-class entries) in percent; only the images that were processed are
+    evaluated, so a subset run gives that subset's AP.
+
+    Example::
+
+        >>> ev = COCOEvaluator('annotations/val.json', output_dir='work_dirs/eval')
+        >>> ev.reset(); ev.process(batch, model(batch)); ev.evaluate()['bbox/AP']  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        coco_gt: Any = None,
+        *,
+        ann_file: str | None = None,
+        cat_ids: Sequence[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        output_dir: str | None = None,
+        distributed: bool = True,
+        max_dets_per_image: int = 100,
+        backend: str = "auto",
+        classwise: bool = True,
+        prefix: str = "bbox",
+    ) -> None:
+        if coco_gt is None and ann_file is None:
+            raise ValueError("COCOEvaluator needs the ground truth: pass coco_gt= (COCO object, json "
+                             "path or dict) or ann_file=.")
+        if coco_gt is not None and ann_file is not None:
+            raise ValueError("COCOEvaluator: pass either coco_gt or ann_file, not both.")
+        self._coco_gt = _load_coco(coco_gt if coco_gt is not None else ann_file)
+        gt_cat_ids = sorted(self._coco_gt.getCatIds())
+        self._cat_ids = [int(c) for c in (cat_ids if cat_ids is not None else gt_cat_ids)]
+        unknown = sorted(set(self._cat_ids) - set(gt_cat_ids))
+        if unknown:
+            raise ValueError(
+                f"COCOEvaluator: cat_ids {unknown} are not categories of the ground truth "
+                f"(which has {gt_cat_ids}). cat_ids must map contiguous labels to the json's ids."
+            )
+        if class_names is None:
+            class_names = [self._coco_gt.cats[c]["name"] for c in self._cat_ids]
+        if len(class_names) != len(self._cat_ids):
+            raise ValueError(
+                f"COCOEvaluator: {len(class_names)} class_names for {len(self._cat_ids)} cat_ids; "
+                f"they must correspond one to one."
+            )
+        self._class_names = list(class_names)
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._max_dets = int(max_dets_per_image)
+        self._backend = _resolve_backend(backend)
+        self._classwise = classwise
+        self._prefix = prefix
+        self.coco_eval: Any = None  # the last COCOeval object, for users who want more detail
+        self.reset()
+
+    @property
+    def coco_gt(self) -> Any:
+        """The ground-truth COCO object."""
+        return self._coco_gt
+
+    @property
+    def cat_ids(self) -> list[int]:
+        """Dataset category id of each contiguous label."""
+        return list(self._cat_ids)
+
+    def reset(self) -> None:
+        """Drop the predictions collected so far."""
+        self._predictions: list[dict[str, Any]] = []  # per image: image_id + COCO result dicts
+
+    def process(self, inputs: Sequence[Any], outputs: Sequence[Any]) -> None:
+        """Convert a batch's predictions to COCO result dicts (kept on CPU as plain python)."""
+        from kiln.structures import sample_image_id
+
+        if len(inputs) != len(outputs):
+            raise ValueError(
+                f"COCOEvaluator.process: {len(inputs)} inputs but {len(outputs)} outputs; the "
+                f"model must return one prediction dict per image of the batch."
+            )
+        for sample, output in zip(inputs, outputs):
+            image_id = int(sample_image_id(sample))
+            self._predictions.append(
+                {"image_id": image_id,
+                 "instances": instances_to_coco_json(output, image_id, self._cat_ids)}
+            )
+
+    def _gather(self) -> list[dict[str, Any]] | None:
+        if not _distributed_run(self._distributed):
+            return self._predictions
+        from kiln.engine import comm
+
+        gathered = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        return list(itertools.chain.from_iterable(gathered))
+
+    def evaluate(self) -> dict[str, float]:
+        """Gather predictions (distributed), write the result json, run COCOeval, return metrics."""
+        predictions = self._gather()
+        results = self._evaluate_predictions(predictions) if predictions is not None else {}
+        if _distributed_run(self._distributed):
+            from kiln.engine import comm
+
+            # Every rank gets the main rank's numbers, so hooks (save-best) agree across ranks.
+            results = comm.all_gather(results)[0]
+        return results
+
+    def _evaluate_predictions(self, predictions: list[dict[str, Any]]) -> dict[str, float]:
+        if not predictions:
+            logger.warning("COCOEvaluator: no images were processed; returning no metrics.")
+            return {}
+        img_ids = sorted({p["image_id"] for p in predictions})
+        missing = [i for i in img_ids if i not in self._coco_gt.imgs]
+        if missing:
+            raise KeyError(
+                f"COCOEvaluator: image ids {missing[:10]} (of {len(missing)}) are not in the ground "
+                f"truth annotations; the evaluator's annotation file and the evaluated dataset "
+                f"differ. Build the evaluator from the same dataset (build_evaluator(cfg, dataset))."
+            )
+        coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, "coco_instances_results.json")
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(coco_results, f)
+            os.replace(tmp, path)
+            logger.info("COCOEvaluator: wrote %d detections to %s", len(coco_results), path)
+        if not coco_results:
+            logger.warning("COCOEvaluator: the model predicted no boxes on %d images.", len(img_ids))
+        return self._run_cocoeval(coco_results, img_ids)
+
+    def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int]) -> dict[str, float]:
+        coco_gt, coco_dt, coco_eval = self._make_cocoeval(coco_results)
+        coco_eval.params.imgIds = img_ids
+        coco_eval.params.maxDets = [1, 10, self._max_dets]
+        text = io.StringIO()
+        with contextlib.redirect_stdout(text):
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        self.coco_eval = coco_eval
+        logger.info("COCO bbox evaluation (%s):\n%s", self._backend, text.getvalue().rstrip())
+        stats = np.asarray(coco_eval.stats, dtype=np.float64)
+        results = {
+            f"{self._prefix}/{name}": (float(stats[i] * 100) if stats[i] >= 0 else float("nan"))
+            for i, name in enumerate(_STAT_NAMES)
+        }
+        if self._classwise:
+            per_class = self._per_class_ap(coco_eval)
+            logger.info("Per-class %s AP (%%):\n%s", self._prefix, coco_metric_table(per_class))
+            for name, ap in per_class:
+                results[f"{self._prefix}/AP-{name}"] = ap
+        return results
+
+    def _make_cocoeval(self, coco_results: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+        if self._backend == "faster_coco_eval":
+            from faster_coco_eval import COCO, COCOeval_faster
+
+            coco_gt = COCO(copy.deepcopy(self._coco_gt.dataset))
+            coco_dt = coco_gt.loadRes(coco_results) if coco_results else _empty_dt(COCO, coco_gt)
+            return coco_gt, coco_dt, COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=print)
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        coco_gt = self._coco_gt
+        with contextlib.redirect_stdout(io.StringIO()):
+            # loadRes on an empty list fails inside pycocotools; an empty result set is valid.
+            coco_dt = coco_gt.loadRes(coco_results) if coco_results else _empty_dt(COCO, coco_gt)
+        return coco_gt, coco_dt, COCOeval(coco_gt, coco_dt, "bbox")
+
+    def _per_class_ap(self, coco_eval: Any) -> list[tuple[str, float]]:
+        # precision: [iou thresholds, recall points, categories, area ranges, max dets]
+        precision = coco_eval.eval["precision"]
+        cat_index = {c: k for k, c in enumerate(coco_eval.params.catIds)}
+        rows = []
+        for name, cat_id in zip(self._class_names, self._cat_ids):
+            p = precision[:, :, cat_index[cat_id], 0, -1]
+            p = p[p > -1]
+            rows.append((name, float(np.mean(p) * 100) if p.size else float("nan")))
+        return rows
+
+
+def _distributed_run(enabled: bool) -> bool:
+    """True inside an initialized process group of more than one rank."""
+    if not enabled:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _empty_dt(coco_cls: Any, coco_gt: Any) -> Any:
+    dt = coco_cls()
+    dt.dataset = {"images": list(coco_gt.dataset.get("images", [])),
+                  "categories": copy.deepcopy(coco_gt.dataset.get("categories", [])),
+                  "annotations": []}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt.createIndex()
+    return dt
