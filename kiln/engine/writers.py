@@ -1,0 +1,314 @@
+"""Event writers: read the current :class:`EventStorage` and write its metrics somewhere.
+
+A logger hook calls ``write()`` every N iterations and ``close()`` at the end. Writers are built from
+config through the ``WRITERS`` registry, e.g. ``WRITERS.build(dict(type='JSONWriter', json_file=p))``.
+Only the main process should own writers (the runner decides; writers don't check ranks).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from kiln.registry import WRITERS
+from kiln.utils.lazy import require
+
+from .events import EventStorage, get_event_storage
+
+__all__ = [
+    "EventWriter",
+    "CommonMetricPrinter",
+    "JSONWriter",
+    "TensorboardXWriter",
+    "MLflowWriter",
+    "WandbWriter",
+]
+
+# Scalars the console line shows in fixed places instead of in the generic loss list.
+_TIME_KEYS = ("time", "data_time")
+
+
+class EventWriter:
+    """Base class: ``write()`` reads :func:`get_event_storage` and writes; ``close()`` releases resources."""
+
+    def write(self) -> None:
+        """Write what is new in the current storage."""
+        raise NotImplementedError(f"{type(self).__name__} must implement write().")
+
+    def close(self) -> None:
+        """Flush and release files/connections. Called once at the end of training."""
+
+
+def _new_scalars_by_iter(
+    storage: EventStorage, window: int, last_write: float
+) -> tuple[dict[int, dict[str, float]], float]:
+    """Group the scalars put after ``last_write`` by iteration; return them and the new high-water mark."""
+    by_iter: dict[int, dict[str, float]] = defaultdict(dict)
+    newest = last_write
+    for k, (v, itr) in storage.latest_with_smoothing_hint(window).items():
+        if itr > last_write:
+            by_iter[itr][k] = v
+            newest = max(newest, itr)
+    return by_iter, newest
+
+
+@WRITERS.register_module()
+class CommonMetricPrinter(EventWriter):
+    """One console line per write, through ``logging`` (logger ``kiln.engine.writers`` by default).
+
+    Shows ETA, epoch (if the scalar ``epoch`` is put), iteration, every scalar whose name contains
+    ``loss`` (median over ``window``), ``time``/``data_time`` (window median and latest), ``lr`` and,
+    on CUDA, the peak allocated memory.
+
+    Args:
+        max_iter: total iterations, for the ETA and the ``iter: 20/100`` display; ``None`` hides both.
+        window: smoothing window in iterations.
+        logger_name: logger to write through.
+    """
+
+    def __init__(self, max_iter: int | None = None, window: int = 20, logger_name: str = __name__) -> None:
+        self.logger = logging.getLogger(logger_name)
+        self._max_iter = max_iter
+        self._window = window
+        self._last_write: tuple[int, float] | None = None  # (iteration, wall time) of the previous write
+
+    def _eta(self, storage: EventStorage) -> str | None:
+        if self._max_iter is None:
+            return None
+        iteration = storage.iter
+        remaining = self._max_iter - iteration - 1
+        try:
+            eta_seconds = storage.history("time").median(1000) * remaining
+        except KeyError:
+            # No timer hook: estimate from the wall time between two writes (noisier).
+            eta_seconds = None
+            now = time.perf_counter()
+            if self._last_write is not None and iteration > self._last_write[0]:
+                per_iter = (now - self._last_write[1]) / (iteration - self._last_write[0])
+                eta_seconds = per_iter * remaining
+            self._last_write = (iteration, now)
+            if eta_seconds is None:
+                return None
+        storage.put_scalar("eta_seconds", eta_seconds, smoothing_hint=False)
+        return str(datetime.timedelta(seconds=int(max(eta_seconds, 0))))
+
+    def write(self) -> None:
+        """Log one line for the current iteration."""
+        storage = get_event_storage()
+        iteration = storage.iter
+        hist = storage.histories()
+        w = self._window
+
+        def fmt_time(key: str) -> str | None:
+            h = hist.get(key)
+            if h is None:
+                return None
+            return f"{key}: {h.avg(w):.4f}  last_{key}: {h.latest():.4f}"
+
+        parts: list[str] = []
+        eta = self._eta(storage)
+        if eta is not None:
+            parts.append(f"eta: {eta}")
+        if "epoch" in hist:
+            parts.append(f"epoch: {int(hist['epoch'].latest())}")
+        # 1-based: after the iteration with index 19 has run, 20 of max_iter are done.
+        parts.append(f"iter: {iteration + 1}" + (f"/{self._max_iter}" if self._max_iter else ""))
+        parts.extend(f"{k}: {h.median(w):.4g}" for k, h in hist.items() if "loss" in k)
+        parts.extend(s for s in (fmt_time(k) for k in _TIME_KEYS) if s)
+        if "lr" in hist:
+            parts.append(f"lr: {hist['lr'].latest():.5g}")
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            parts.append(f"max_mem: {torch.cuda.max_memory_allocated() / 1024 / 1024:.0f}M")
+        self.logger.info("  ".join(parts))
+
+
+def _open_append(path: str) -> Any:
+    if "://" in path:
+        import fsspec
+
+        return fsspec.open(path, "a", encoding="utf-8").open()
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    return open(path, "a", encoding="utf-8")
+
+
+@WRITERS.register_module()
+class JSONWriter(EventWriter):
+    """Appends one JSON object per iteration to a JSON-lines file (``metrics.jsonl``).
+
+    Each line is ``{"iteration": i, "<scalar>": value, ...}`` with the scalars put at that iteration
+    since the previous write (smoothed over ``window`` where hinted). Read it back with::
+
+        [json.loads(line) for line in open(path)]
+
+    Args:
+        json_file: output path (local, or an fsspec URL); opened in append mode so resumed runs continue it.
+        window: smoothing window in iterations.
+    """
+
+    def __init__(self, json_file: str, window: int = 20) -> None:
+        self._path = os.fspath(json_file)
+        self._file = _open_append(self._path)
+        self._window = window
+        self._last_write = -1.0
+
+    def write(self) -> None:
+        """Append lines for iterations not yet written."""
+        storage = get_event_storage()
+        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        for itr in sorted(by_iter):
+            self._file.write(json.dumps({"iteration": itr, **by_iter[itr]}, sort_keys=True) + "\n")
+        self._file.flush()
+        try:
+            os.fsync(self._file.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass  # remote files have no fileno; flush is all they offer
+
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+
+@WRITERS.register_module()
+class TensorboardXWriter(EventWriter):
+    """Writes scalars, queued images and histograms to TensorBoard event files.
+
+    Uses ``torch.utils.tensorboard.SummaryWriter`` (imported when the writer is created, not with kiln).
+
+    Args:
+        log_dir: directory for the event files.
+        window: smoothing window in iterations.
+        kwargs: passed to ``SummaryWriter`` (e.g. ``flush_secs``).
+    """
+
+    def __init__(self, log_dir: str, window: int = 20, **kwargs: Any) -> None:
+        tb = require("torch.utils.tensorboard", "TensorboardXWriter (pip install tensorboard)")
+        self._window = window
+        self._writer = tb.SummaryWriter(os.fspath(log_dir), **kwargs)
+        self._last_write = -1.0
+
+    @property
+    def log_dir(self) -> str:
+        """The directory the event files go to."""
+        return self._writer.log_dir
+
+    def write(self) -> None:
+        """Write new scalars, then every queued image and histogram (and clear the queues)."""
+        storage = get_event_storage()
+        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        for itr in sorted(by_iter):
+            for k, v in by_iter[itr].items():
+                self._writer.add_scalar(k, v, itr)
+        if storage.vis_data:
+            for name, img, itr in storage.vis_data:
+                self._writer.add_image(name, img, itr)
+            storage.clear_images()
+        if storage.histograms_data:
+            for params in storage.histograms_data:
+                self._writer.add_histogram_raw(**params)
+            storage.clear_histograms()
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self._writer.close()
+
+
+@WRITERS.register_module()
+class MLflowWriter(EventWriter):
+    """Logs scalars to MLflow; offline by default (a local ``file:`` tracking store).
+
+    Needs the optional ``mlflow`` package (``pip install mlflow``); kiln does not install it.
+
+    Args:
+        tracking_uri: MLflow tracking URI; default ``file:<log_dir>/mlruns`` (no server needed).
+        log_dir: where the default local store goes.
+        experiment_name: MLflow experiment.
+        run_name: name of the run.
+        params: hyper-parameters logged once at start (flat dict).
+        window: smoothing window in iterations.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str | None = None,
+        log_dir: str = ".",
+        experiment_name: str = "kiln",
+        run_name: str | None = None,
+        params: dict[str, Any] | None = None,
+        window: int = 20,
+    ) -> None:
+        self._mlflow = require("mlflow", "MLflowWriter")
+        uri = tracking_uri or "file:" + os.path.abspath(os.path.join(log_dir, "mlruns"))
+        self._mlflow.set_tracking_uri(uri)
+        self._mlflow.set_experiment(experiment_name)
+        self._run = self._mlflow.start_run(run_name=run_name)
+        if params:
+            self._mlflow.log_params(params)
+        self._window = window
+        self._last_write = -1.0
+
+    def write(self) -> None:
+        """Log scalars put since the previous write, one call per iteration."""
+        storage = get_event_storage()
+        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        for itr in sorted(by_iter):
+            self._mlflow.log_metrics(by_iter[itr], step=int(itr))
+
+    def close(self) -> None:
+        """End the MLflow run."""
+        self._mlflow.end_run()
+
+
+@WRITERS.register_module()
+class WandbWriter(EventWriter):
+    """Logs scalars and queued images to Weights & Biases; ``mode='offline'`` by default (no network).
+
+    Needs the optional ``wandb`` package (``pip install wandb``); kiln does not install it.
+
+    Args:
+        project: W&B project.
+        name: run name.
+        log_dir: where the offline run directory goes.
+        mode: ``'offline'``, ``'online'`` or ``'disabled'``.
+        config: the run's config, logged once.
+        window: smoothing window in iterations.
+    """
+
+    def __init__(
+        self,
+        project: str = "kiln",
+        name: str | None = None,
+        log_dir: str | None = None,
+        mode: str = "offline",
+        config: dict[str, Any] | None = None,
+        window: int = 20,
+    ) -> None:
+        self._wandb = require("wandb", "WandbWriter")
+        self._run = self._wandb.init(project=project, name=name, dir=log_dir, mode=mode, config=config)
+        self._window = window
+        self._last_write = -1.0
+
+    def write(self) -> None:
+        """Log scalars put since the previous write, and queued images."""
+        storage = get_event_storage()
+        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        for itr in sorted(by_iter):
+            self._run.log(by_iter[itr], step=int(itr))
+        if storage.vis_data:
+            for name, img, itr in storage.vis_data:
+                arr = img.permute(1, 2, 0).numpy()
+                self._run.log({name: self._wandb.Image(arr)}, step=int(itr))
+            storage.clear_images()
+
+    def close(self) -> None:
+        """Finish the W&B run."""
+        self._run.finish()
