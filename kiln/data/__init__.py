@@ -1,0 +1,59 @@
+"""Data: catalogs, datasets (COCO, VOC, generated shapes), samplers, resumable loaders, transforms.
+
+Importing ``kiln.data`` registers the dataset classes (``DATASETS``), samplers (``SAMPLERS``) and
+loader builders (``DATA_LOADERS``). Transforms live in :mod:`kiln.data.transforms` (loaded on
+first use of ``kiln.data.transforms`` or of ``TRANSFORMS``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .build import (
+    ResumableLoader,
+    build_dataloader,
+    build_test_loader,
+    build_train_loader,
+    sample_seed,
+    seeded_rngs,
+    trivial_batch_collator,
+)
+from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .common import DatasetFromList, MapDataset
+from .samplers import (
+    InferenceSampler,
+    RepeatFactorTrainingSampler,
+    TrainingSampler,
+    repeat_factors_from_category_frequency,
+)
+
+__all__ = [
+    "DatasetCatalog",
+    "DatasetFromList",
+    "InferenceSampler",
+    "MapDataset",
+    "Metadata",
+    "MetadataCatalog",
+    "RepeatFactorTrainingSampler",
+    "ResumableLoader",
+    "TrainingSampler",
+    "build_dataloader",
+    "build_test_loader",
+    "build_train_loader",
+    "repeat_factors_from_category_frequency",
+    "sample_seed",
+    "seeded_rngs",
+    "trivial_batch_collator",
+]
+
+# Heavier or separately owned parts load on first access: ``kiln.data.transforms`` pulls in cv2.
+_LAZY = {"transforms": "kiln.data.transforms", "datasets": "kiln.data.datasets"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'kiln.data' has no attribute '{name}'")

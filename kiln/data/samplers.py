@@ -1,0 +1,287 @@
+"""Index samplers: seeded, sharded by rank, resumable without touching the global RNG.
+
+Every sampler draws its permutations from its own ``torch.Generator`` seeded by
+``(seed, epoch)``, so the order is a pure function of those numbers and identical on all ranks
+before sharding. ``set_epoch`` picks the epoch; ``set_start(n)`` skips the first ``n`` indices of
+this rank's stream (only index arithmetic, no data is read).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import secrets
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+from kiln.registry import SAMPLERS
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TrainingSampler",
+    "InferenceSampler",
+    "RepeatFactorTrainingSampler",
+    "repeat_factors_from_category_frequency",
+    "get_dist_info",
+    "shared_random_seed",
+]
+
+
+def get_dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of torch.distributed, or ``(0, 1)`` when it is not initialized."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shared_random_seed() -> int:
+    """A random seed that is the same on every rank (rank 0's choice is broadcast)."""
+    import torch.distributed as dist
+
+    seed = secrets.randbits(31)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([seed], dtype=torch.int64)
+        dist.broadcast(t, src=0)
+        seed = int(t.item())
+    return seed
+
+
+def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    r, w = get_dist_info()
+    rank = r if rank is None else int(rank)
+    world_size = w if world_size is None else int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"Sampler: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}.")
+    return rank, world_size
+
+
+class _ShardedSampler(Sampler[int]):
+    """Shared machinery: per-epoch global order → padded → this rank's shard; start offset."""
+
+    def __init__(self, size: int, seed: int | None, rank: int | None, world_size: int | None,
+                 infinite: bool) -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError(f"{type(self).__name__}: dataset size must be a positive int, got {size!r}.")
+        self._size = size
+        self._rank, self._world_size = _resolve_rank(rank, world_size)
+        self._seed = int(shared_random_seed() if seed is None else seed)
+        self._infinite = bool(infinite)
+        self._epoch = 0
+        self._start = 0
+
+    @property
+    def seed(self) -> int:
+        """The seed all permutations derive from."""
+        return self._seed
+
+    @property
+    def infinite(self) -> bool:
+        """Whether ``__iter__`` never ends (iteration-based training)."""
+        return self._infinite
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` (in infinite mode: the first pass of the stream)."""
+        self._epoch = int(epoch)
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` indices of this rank's stream on the next ``__iter__``."""
+        if start < 0:
+            raise ValueError(f"set_start expects a non-negative position, got {start}.")
+        self._start = int(start)
+
+    def _global_order(self, epoch: int) -> list[int]:
+        raise NotImplementedError
+
+    def _shard(self, order: list[int]) -> list[int]:
+        # Pad by wrapping around so every rank gets the same count (keeps DDP collectives aligned).
+        n = len(order)
+        per_rank = math.ceil(n / self._world_size)
+        total = per_rank * self._world_size
+        if total > n:
+            order = order + (order * (total // max(n, 1) + 1))[: total - n]
+        return order[self._rank:total:self._world_size]
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's indices for one pass ``epoch`` (no start offset)."""
+        return self._shard(self._global_order(epoch))
+
+    def __iter__(self) -> Iterator[int]:
+        start = self._start
+        if self._infinite:
+            stream: Iterator[int] = itertools.chain.from_iterable(
+                self.epoch_indices(e) for e in itertools.count(self._epoch)
+            )
+        else:
+            stream = iter(self.epoch_indices(self._epoch))
+        return itertools.islice(stream, start, None)
+
+    def __len__(self) -> int:
+        """Indices per rank in one epoch (the infinite stream repeats epochs of this length)."""
+        return math.ceil(self._size / self._world_size)
+
+    def state_dict(self) -> dict[str, int]:
+        """``{seed, epoch, start}``."""
+        return {"seed": self._seed, "epoch": self._epoch, "start": self._start}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore ``state_dict()`` output."""
+        self._seed = int(state["seed"])
+        self._epoch = int(state.get("epoch", 0))
+        self._start = int(state.get("start", 0))
+
+
+@SAMPLERS.register_module()
+class TrainingSampler(_ShardedSampler):
+    """Shuffled (or sequential) training indices; infinite by default, finite per epoch on request.
+
+    Args:
+        size: dataset length.
+        shuffle: a fresh permutation per epoch from ``(seed, epoch)``.
+        seed: shared by all ranks; ``None`` draws one on rank 0 and broadcasts it.
+        rank, world_size: default to torch.distributed's.
+        infinite: ``True`` for iteration-based training (the stream concatenates epochs 0, 1, ...),
+            ``False`` for one epoch per ``__iter__`` (epoch-based runner; call ``set_epoch``).
+
+    Example::
+
+        >>> s = TrainingSampler(10, seed=0, infinite=False)
+        >>> sorted(s) == list(range(10))
+        True
+    """
+
+    def __init__(self, size: int, shuffle: bool = True, seed: int | None = None, rank: int | None = None,
+                 world_size: int | None = None, infinite: bool = True) -> None:
+        super().__init__(size, seed, rank, world_size, infinite)
+        self._shuffle = shuffle
+
+    def _global_order(self, epoch: int) -> list[int]:
+        if not self._shuffle:
+            return list(range(self._size))
+        g = torch.Generator()
+        g.manual_seed(self._seed + 1_000_003 * int(epoch))
+        return torch.randperm(self._size, generator=g).tolist()
+
+
+@SAMPLERS.register_module()
+class InferenceSampler(Sampler[int]):
+    """Each index exactly once across ranks, in order: rank r gets one contiguous shard.
+
+    Shards differ in size by at most one, so no sample is duplicated (duplicates would be
+    counted twice by an evaluator).
+    """
+
+    def __init__(self, size: int, rank: int | None = None, world_size: int | None = None) -> None:
+        if not isinstance(size, int) or size < 0:
+            raise ValueError(f"InferenceSampler: size must be a non-negative int, got {size!r}.")
+        self._size = size
+        self._rank, self._world_size = _resolve_rank(rank, world_size)
+        shard_sizes = [size // self._world_size + (1 if r < size % self._world_size else 0)
+                       for r in range(self._world_size)]
+        begin = sum(shard_sizes[: self._rank])
+        self._local = range(begin, begin + shard_sizes[self._rank])
+        self._start = 0
+        self._epoch = 0
+
+    @property
+    def infinite(self) -> bool:
+        """Always ``False``."""
+        return False
+
+    @property
+    def seed(self) -> int:
+        """Inference order does not depend on a seed; reported as 0."""
+        return 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Accepted for interface symmetry; the order never changes."""
+        self._epoch = int(epoch)
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` indices of this rank's shard."""
+        self._start = int(start)
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's shard."""
+        return list(self._local)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._local[self._start:])
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+
+def repeat_factors_from_category_frequency(
+    dataset_dicts: Sequence[dict], repeat_thresh: float
+) -> torch.Tensor:
+    """Per-image repeat factor ``max over its categories of max(1, sqrt(t / f(c)))`` (LVIS paper).
+
+    ``f(c)`` is the fraction of images containing category ``c``; ``t = repeat_thresh``. Images
+    without annotations get factor 1.
+    """
+    category_freq: dict[int, float] = defaultdict(int)
+    for d in dataset_dicts:
+        for cat_id in {ann["category_id"] for ann in d.get("annotations", [])}:
+            category_freq[cat_id] += 1
+    num_images = len(dataset_dicts)
+    for k in category_freq:
+        category_freq[k] = category_freq[k] / num_images
+    category_rep = {c: max(1.0, math.sqrt(repeat_thresh / f)) for c, f in category_freq.items()}
+    rep_factors = []
+    for d in dataset_dicts:
+        cats = {ann["category_id"] for ann in d.get("annotations", [])}
+        rep_factors.append(max((category_rep[c] for c in cats), default=1.0))
+    return torch.tensor(rep_factors, dtype=torch.float32)
+
+
+@SAMPLERS.register_module()
+class RepeatFactorTrainingSampler(_ShardedSampler):
+    """Training sampler that repeats images with rare categories (stochastic rounding per epoch).
+
+    Args:
+        repeat_factors: float per image; factor 2.3 means the image appears 2 times plus once more
+            with probability 0.3, redrawn each epoch from ``(seed, epoch)``.
+        shuffle, seed, rank, world_size, infinite: as in :class:`TrainingSampler`.
+    """
+
+    def __init__(self, repeat_factors: Sequence[float] | torch.Tensor, shuffle: bool = True,
+                 seed: int | None = None, rank: int | None = None, world_size: int | None = None,
+                 infinite: bool = True) -> None:
+        rf = torch.as_tensor(repeat_factors, dtype=torch.float32)
+        if rf.dim() != 1 or len(rf) == 0 or bool((rf < 0).any()):
+            raise ValueError("RepeatFactorTrainingSampler: repeat_factors must be a non-empty 1-D list of "
+                             "non-negative floats (one per image).")
+        super().__init__(len(rf), seed, rank, world_size, infinite)
+        self._int_part = torch.trunc(rf)
+        self._frac_part = rf - self._int_part
+        self._shuffle = shuffle
+
+    def _global_order(self, epoch: int) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self._seed + 1_000_003 * int(epoch))
+        rands = torch.rand(len(self._frac_part), generator=g)
+        reps = self._int_part + (rands < self._frac_part).float()
+        indices = torch.repeat_interleave(torch.arange(len(reps)), reps.long())
+        if self._shuffle:
+            indices = indices[torch.randperm(len(indices), generator=g)]
+        return indices.tolist()
+
+    def __len__(self) -> int:
+        """Expected indices per rank in one epoch (the actual count varies with the rounding)."""
+        expected = float((self._int_part + self._frac_part).sum())
+        return max(1, math.ceil(expected / self._world_size))
+
+    @staticmethod
+    def repeat_factors_from_category_frequency(dataset_dicts: Sequence[dict], repeat_thresh: float
+                                               ) -> torch.Tensor:
+        """See :func:`repeat_factors_from_category_frequency`."""
+        return repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh)
+
+
