@@ -1,0 +1,441 @@
+"""MM-style config pipeline steps: loading, photometric, formatting, and ``Compose``.
+
+A pipeline is a list of ``dict(type=..., ...)`` steps (seed 001 ``train_pipeline``), each a
+callable ``results -> results`` (or ``None`` to reject the sample). The input ``results`` from a
+dataset (MM convention) holds ``img_info`` (``filename``, ``height``, ``width``, ``id``),
+``img_prefix``, ``ann_info`` (``bboxes`` N x 4 XYXY float32, ``labels`` int64, ``bboxes_ignore``,
+optional ``masks``) and ``image_id``. ``Collect`` produces the batch contract of
+``docs/architecture.md``. Geometric steps live in :mod:`.pipelines_geometric`.
+
+Bookkeeping keys a step may add: ``img_fields``/``bbox_fields``/``mask_fields``/``seg_fields``
+name which entries are images, box arrays, instance masks and label maps, so geometric steps
+move all of them with one :class:`~kiln.data.transforms.transform.Transform`.
+"""
+
+from __future__ import annotations
+
+import os.path as osp
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from kiln.registry import TRANSFORMS
+
+from .transform import BlendTransform, ChannelPermuteTransform, HueSaturationTransform
+
+__all__ = [
+    "Compose",
+    "LoadImageFromFile",
+    "LoadAnnotations",
+    "Normalize",
+    "PhotoMetricDistortion",
+    "DefaultFormatBundle",
+    "ImageToTensor",
+    "ToTensor",
+    "Collect",
+    "DEFAULT_META_KEYS",
+]
+
+DEFAULT_META_KEYS = ("filename", "ori_filename", "image_id", "ori_shape", "img_shape", "pad_shape",
+                     "scale_factor", "flip", "flip_direction", "img_norm_cfg")
+
+
+@TRANSFORMS.register_module()
+class Compose:
+    """Run steps in order; a step returning ``None`` rejects the sample (``Compose`` returns ``None``).
+
+    Args:
+        transforms: config dicts (built from ``TRANSFORMS``) or callables.
+        cfg_path: where these steps sit in the config (e.g. ``'data.train.pipeline'``), for errors.
+    """
+
+    def __init__(self, transforms: Sequence[Mapping | Callable], cfg_path: str = "pipeline") -> None:
+        if isinstance(transforms, Mapping) or not isinstance(transforms, Sequence):
+            raise TypeError(f"{cfg_path} must be a list of transform dicts or callables, got "
+                            f"{type(transforms).__name__}")
+        self.transforms: list[Callable] = []
+        for i, t in enumerate(transforms):
+            if isinstance(t, Mapping):
+                t = TRANSFORMS.build(t, cfg_path=f"{cfg_path}[{i}]")
+            if not callable(t):
+                raise TypeError(f"{cfg_path}[{i}] must be a dict(type=...) or a callable, got {t!r}")
+            self.transforms.append(t)
+
+    def __call__(self, results: dict) -> dict | None:
+        for t in self.transforms:
+            results = t(results)
+            if results is None:
+                return None
+        return results
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        return f"Compose([{inner}\n])"
+
+
+def _imread(path: str, flag: str) -> np.ndarray | None:
+    """Decode an image file; prefers kiln.image.imread (fsspec paths) when it exists."""
+    try:
+        from kiln.image import imread  # foundation's reader: local and fsspec paths
+    except ImportError:
+        imread = None
+    if imread is not None:
+        return imread(path, flag=flag)
+    flags = {"color": cv2.IMREAD_COLOR, "grayscale": cv2.IMREAD_GRAYSCALE,
+             "unchanged": cv2.IMREAD_UNCHANGED}[flag]
+    return cv2.imread(path, flags)
+
+
+@TRANSFORMS.register_module()
+class LoadImageFromFile:
+    """Read ``img_prefix/img_info['filename']`` into ``results['img']`` (BGR uint8, H x W x 3).
+
+    Sets ``filename``, ``ori_filename``, ``img``, ``img_shape``, ``ori_shape``, ``img_fields``.
+
+    Args:
+        to_float32: convert to float32 right away (MM compatibility).
+        color_type: ``'color'`` (3-channel BGR), ``'grayscale'`` or ``'unchanged'``.
+    """
+
+    def __init__(self, to_float32: bool = False, color_type: str = "color",
+                 file_client_args: Mapping | None = None) -> None:
+        if color_type not in ("color", "grayscale", "unchanged"):
+            raise ValueError(f"LoadImageFromFile color_type must be 'color', 'grayscale' or 'unchanged', "
+                             f"got {color_type!r}")
+        self.to_float32, self.color_type = to_float32, color_type
+        # file_client_args is accepted for MM configs; paths go through kiln.image/fsspec instead.
+        self.file_client_args = file_client_args
+
+    def __call__(self, results: dict) -> dict:
+        if "img_info" not in results or "filename" not in results["img_info"]:
+            raise KeyError(f"LoadImageFromFile needs results['img_info']['filename']; got keys "
+                           f"{sorted(results)}. The dataset must provide img_info (MM convention).")
+        prefix = results.get("img_prefix")
+        rel = results["img_info"]["filename"]
+        filename = osp.join(prefix, rel) if prefix else rel
+        img = _imread(filename, self.color_type)
+        if img is None:
+            hint = "" if osp.exists(filename) else (
+                " (file does not exist; check img_prefix and the annotation's file_name)")
+            raise FileNotFoundError(f"LoadImageFromFile could not read image '{filename}' "
+                                    f"(img_prefix={prefix!r}, filename={rel!r}){hint}")
+        if self.to_float32:
+            img = img.astype(np.float32)
+        results["filename"] = filename
+        results["ori_filename"] = rel
+        results["img"] = img
+        results["img_shape"] = img.shape
+        results["ori_shape"] = img.shape
+        results["img_fields"] = ["img"]
+        return results
+
+    def __repr__(self) -> str:
+        return f"LoadImageFromFile(to_float32={self.to_float32}, color_type={self.color_type!r})"
+
+
+def _polygons_to_mask(polygons: Any, h: int, w: int) -> np.ndarray:
+    """Rasterize one instance's polygons (list of flat ``[x0, y0, ...]`` lists) or an RLE dict."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(polygons, Mapping):
+        rle = polygons
+        if isinstance(rle.get("counts"), list):
+            rle = mask_utils.frPyObjects(rle, h, w)
+    else:
+        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polygons], h, w))
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+@TRANSFORMS.register_module()
+class LoadAnnotations:
+    """Copy boxes/labels (and optionally masks) from ``results['ann_info']`` into ``gt_*`` keys.
+
+    Args:
+        with_bbox: load ``gt_bboxes`` (N x 4 float32) and ``gt_bboxes_ignore``.
+        with_label: load ``gt_labels`` (int64).
+        with_mask: load ``gt_masks`` from ``ann_info['masks']`` (polygons or RLE per instance);
+            ``poly2mask=True`` rasterizes them to an N x H x W uint8 array, otherwise they stay
+            lists of K x 2 float polygons (moved exactly by geometric steps).
+    """
+
+    def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
+                 with_seg: bool = False, poly2mask: bool = True,
+                 file_client_args: Mapping | None = None) -> None:
+        if with_seg:
+            raise NotImplementedError("LoadAnnotations(with_seg=True) (semantic segmentation maps) is not "
+                                      "supported by kiln yet; remove with_seg from the pipeline.")
+        self.with_bbox, self.with_label = with_bbox, with_label
+        self.with_mask, self.poly2mask = with_mask, poly2mask
+
+    def __call__(self, results: dict) -> dict:
+        ann = results.get("ann_info")
+        if ann is None:
+            raise KeyError(f"LoadAnnotations needs results['ann_info'] (keys: {sorted(results)}); "
+                           "test-mode datasets do not provide it, so drop LoadAnnotations from test "
+                           "pipelines.")
+        if self.with_bbox:
+            boxes = np.asarray(ann["bboxes"], dtype=np.float32).reshape(-1, 4)
+            results["gt_bboxes"] = boxes.copy()
+            results.setdefault("bbox_fields", [])
+            results["bbox_fields"].append("gt_bboxes")
+            ignore = ann.get("bboxes_ignore")
+            if ignore is not None:
+                results["gt_bboxes_ignore"] = np.asarray(ignore, dtype=np.float32).reshape(-1, 4).copy()
+                results["bbox_fields"].append("gt_bboxes_ignore")
+        if self.with_label:
+            results["gt_labels"] = np.asarray(ann["labels"], dtype=np.int64).reshape(-1).copy()
+        if self.with_mask:
+            if "masks" not in ann:
+                raise KeyError("LoadAnnotations(with_mask=True) needs ann_info['masks'] (one polygon list "
+                               "or RLE per box); the dataset did not provide it.")
+            if self.poly2mask:
+                h, w = results["img_info"]["height"], results["img_info"]["width"]
+                masks = [_polygons_to_mask(m, h, w) for m in ann["masks"]]
+                results["gt_masks"] = (np.stack(masks) if masks else np.zeros((0, h, w), np.uint8))
+            else:
+                results["gt_masks"] = [[np.asarray(p, np.float64).reshape(-1, 2) for p in m]
+                                       for m in ann["masks"]]
+            results.setdefault("mask_fields", []).append("gt_masks")
+        return results
+
+    def __repr__(self) -> str:
+        return (f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label}, "
+                f"with_mask={self.with_mask}, poly2mask={self.poly2mask})")
+
+
+@TRANSFORMS.register_module()
+class Normalize:
+    """``img = (img[..., ::-1 if to_rgb] - mean) / std`` as float32; records ``img_norm_cfg``."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], to_rgb: bool = True) -> None:
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        if self.mean.shape != self.std.shape:
+            raise ValueError(f"Normalize mean {list(mean)} and std {list(std)} must have the same length")
+        if np.any(self.std == 0):
+            raise ValueError(f"Normalize std must be non-zero, got {list(std)}")
+        self.to_rgb = to_rgb
+        # cv2's arithmetic takes a 4-tuple of float64 as a per-channel scalar.
+        self._mean64 = np.asarray(mean, np.float64).reshape(1, -1)
+        self._inv_std64 = 1.0 / np.asarray(std, np.float64).reshape(1, -1)
+
+    def _normalize(self, img: np.ndarray) -> np.ndarray:
+        img = img.astype(np.float32)  # always a fresh buffer, so the in-place ops below are safe
+        channels = 1 if img.ndim == 2 else img.shape[2]
+        if channels != self.mean.size and self.mean.size != 1:
+            raise ValueError(f"Normalize has {self.mean.size} mean values but the image has "
+                             f"{channels} channels")
+        if self.to_rgb and channels == 3:
+            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, img)
+        if channels <= 4:
+            cv2.subtract(img, self._mean64, img)
+            cv2.multiply(img, self._inv_std64, img)
+        else:
+            img -= self.mean
+            img /= self.std
+        return img
+
+    def __call__(self, results: dict) -> dict:
+        for key in results.get("img_fields", ["img"]):
+            results[key] = self._normalize(results[key])
+        results["img_norm_cfg"] = dict(mean=self.mean.copy(), std=self.std.copy(), to_rgb=self.to_rgb)
+        return results
+
+    def __repr__(self) -> str:
+        return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()}, to_rgb={self.to_rgb})"
+
+
+@TRANSFORMS.register_module()
+class PhotoMetricDistortion:
+    """SSD-style colour jitter on a BGR image, each step with probability 1/2: brightness delta,
+    contrast (before or after the HSV steps), saturation scale, hue shift, channel shuffle.
+    Works in float32 (uint8 inputs are converted), like MMDetection's."""
+
+    def __init__(self, brightness_delta: float = 32, contrast_range: Sequence[float] = (0.5, 1.5),
+                 saturation_range: Sequence[float] = (0.5, 1.5), hue_delta: float = 18) -> None:
+        self.brightness_delta = brightness_delta
+        self.contrast_lower, self.contrast_upper = contrast_range
+        self.saturation_lower, self.saturation_upper = saturation_range
+        self.hue_delta = hue_delta
+
+    def __call__(self, results: dict) -> dict:
+        img = results["img"].astype(np.float32)
+        rand = np.random
+        if rand.randint(2):
+            delta = rand.uniform(-self.brightness_delta, self.brightness_delta)
+            img = BlendTransform(delta, 1.0, 1.0).apply_image(img)
+        contrast_first = rand.randint(2) == 1
+
+        def contrast(im: np.ndarray) -> np.ndarray:
+            if rand.randint(2):
+                alpha = rand.uniform(self.contrast_lower, self.contrast_upper)
+                im = BlendTransform(0.0, 0.0, alpha).apply_image(im)
+            return im
+
+        if contrast_first:
+            img = contrast(img)
+        sat = rand.uniform(self.saturation_lower, self.saturation_upper) if rand.randint(2) else 1.0
+        hue = rand.uniform(-self.hue_delta, self.hue_delta) if rand.randint(2) else 0.0
+        if sat != 1.0 or hue != 0.0:
+            img = HueSaturationTransform(hue, sat, "BGR").apply_image(img)
+        if not contrast_first:
+            img = contrast(img)
+        if rand.randint(2):
+            img = ChannelPermuteTransform(rand.permutation(3)).apply_image(img)
+        results["img"] = img
+        return results
+
+    def __repr__(self) -> str:
+        return (f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, contrast_range="
+                f"({self.contrast_lower}, {self.contrast_upper}), saturation_range=({self.saturation_lower}, "
+                f"{self.saturation_upper}), hue_delta={self.hue_delta})")
+
+
+def _image_to_tensor(img: Any):
+    import torch
+
+    if isinstance(img, torch.Tensor):
+        return img
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+def _to_tensor(data: Any):
+    import torch
+
+    if isinstance(data, torch.Tensor):
+        return data
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(data))
+    if isinstance(data, (int, float)):
+        return torch.tensor(data)
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return torch.as_tensor(data)
+    raise TypeError(f"Cannot convert {type(data).__name__} to a tensor")
+
+
+def _default_meta(results: dict) -> None:
+    """Fill the meta keys of the batch contract that earlier steps may not have set."""
+    img = results.get("img")
+    shape = getattr(img, "shape", None)
+    if shape is not None and "img_shape" not in results:
+        results["img_shape"] = shape
+    if "img_shape" in results:
+        results.setdefault("pad_shape", results["img_shape"])
+    results.setdefault("scale_factor", np.ones(4, dtype=np.float32))
+    results.setdefault("flip", False)
+    results.setdefault("flip_direction", None)
+    channels = 1 if shape is None or len(shape) < 3 else shape[2]
+    results.setdefault("img_norm_cfg", dict(mean=np.zeros(channels, np.float32),
+                                            std=np.ones(channels, np.float32), to_rgb=False))
+    if "image_id" not in results and "img_info" in results and "id" in results["img_info"]:
+        results["image_id"] = results["img_info"]["id"]
+
+
+@TRANSFORMS.register_module()
+class DefaultFormatBundle:
+    """Convert ``img`` to a float32 C x H x W tensor, ``gt_bboxes``/``gt_bboxes_ignore`` to float32
+    and ``gt_labels`` to int64 tensors, ``gt_masks`` bitmaps to a uint8 tensor; fill default
+    ``pad_shape``, ``scale_factor``, ``flip`` and ``img_norm_cfg`` when no step set them."""
+
+    def __call__(self, results: dict) -> dict:
+        import torch
+
+        _default_meta(results)
+        if "img" in results:
+            img = np.asarray(results["img"])
+            if img.dtype != np.float32:
+                img = img.astype(np.float32)
+            results["img"] = _image_to_tensor(img)
+        for key in ("gt_bboxes", "gt_bboxes_ignore"):
+            if key in results:
+                results[key] = torch.as_tensor(np.asarray(results[key], np.float32).reshape(-1, 4))
+        if "gt_labels" in results:
+            results["gt_labels"] = torch.as_tensor(np.asarray(results["gt_labels"], np.int64).reshape(-1))
+        if isinstance(results.get("gt_masks"), np.ndarray):
+            results["gt_masks"] = torch.from_numpy(np.ascontiguousarray(results["gt_masks"]))
+        return results
+
+    def __repr__(self) -> str:
+        return "DefaultFormatBundle()"
+
+
+@TRANSFORMS.register_module()
+class ImageToTensor:
+    """Convert each H x W x C image under ``keys`` to a C x H x W tensor (dtype kept)."""
+
+    def __init__(self, keys: Sequence[str] = ("img",)) -> None:
+        self.keys = list(keys)
+
+    def __call__(self, results: dict) -> dict:
+        for key in self.keys:
+            results[key] = _image_to_tensor(results[key])
+        return results
+
+    def __repr__(self) -> str:
+        return f"ImageToTensor(keys={self.keys})"
+
+
+@TRANSFORMS.register_module()
+class ToTensor:
+    """Convert each value under ``keys`` to a tensor (numpy arrays, numbers, sequences)."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+
+    def __call__(self, results: dict) -> dict:
+        for key in self.keys:
+            results[key] = _to_tensor(results[key])
+        return results
+
+    def __repr__(self) -> str:
+        return f"ToTensor(keys={self.keys})"
+
+
+@TRANSFORMS.register_module()
+class Collect:
+    """Keep ``keys`` and gather ``meta_keys`` into ``img_metas``: the batch contract's per-image dict.
+
+    ``img`` always leaves as a float32 C x H x W tensor and ``gt_bboxes``/``gt_labels`` as float32 /
+    int64 tensors, whatever formatting step (if any) ran before.
+    """
+
+    def __init__(self, keys: Sequence[str], meta_keys: Sequence[str] = DEFAULT_META_KEYS) -> None:
+        self.keys, self.meta_keys = list(keys), list(meta_keys)
+
+    def __call__(self, results: dict) -> dict:
+        import torch
+
+        _default_meta(results)
+        data: dict[str, Any] = {}
+        metas: dict[str, Any] = {}
+        for key in self.meta_keys:
+            if key not in results:
+                raise KeyError(f"Collect: meta key '{key}' is not in the results (keys: {sorted(results)}); "
+                               "remove it from meta_keys or add the step that sets it.")
+            metas[key] = results[key]
+        data["img_metas"] = metas
+        for key in self.keys:
+            if key not in results:
+                hint = (" Add dict(type='LoadAnnotations', with_bbox=True) before it."
+                        if key.startswith("gt_") else "")
+                raise KeyError(f"Collect: key '{key}' is not in the results (keys: {sorted(results)}).{hint}")
+            value = results[key]
+            if key == "img":
+                if not isinstance(value, torch.Tensor):
+                    value = _image_to_tensor(np.asarray(value, dtype=np.float32))
+                elif value.dtype != torch.float32:
+                    value = value.float()
+            elif key in ("gt_bboxes", "gt_bboxes_ignore") and not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(np.asarray(value, np.float32).reshape(-1, 4))
+            elif key == "gt_labels" and not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(np.asarray(value, np.int64).reshape(-1))
+            data[key] = value
+        return data
+
+    def __repr__(self) -> str:
+        return f"Collect(keys={self.keys}, meta_keys={self.meta_keys})"

@@ -1,0 +1,456 @@
+"""MM-style geometric pipeline steps: Resize, RandomFlip, Pad, RandomCrop, MinIoURandomCrop,
+MultiScaleFlipAug.
+
+Every step decides *what* to do, builds the primitive
+:class:`~kiln.data.transforms.transform.Transform` for it, and hands it to :func:`apply_geometry`,
+which moves all images, boxes, masks and label maps of the sample. No step here does its own box
+arithmetic beyond clipping/filtering, so the MM and Detectron2 styles share one geometry core.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from kiln.registry import TRANSFORMS
+
+from .pipelines import Compose
+from .transform import (
+    CropTransform,
+    HFlipTransform,
+    PadTransform,
+    ResizeTransform,
+    Transform,
+    TransformList,
+    VFlipTransform,
+    clip_boxes,
+)
+
+__all__ = ["Resize", "RandomFlip", "Pad", "RandomCrop", "MinIoURandomCrop", "MultiScaleFlipAug",
+           "apply_geometry", "rescale_size"]
+
+
+def apply_geometry(results: dict, tfm: Transform, clip_shape: tuple[int, int] | None = None,
+                   seg_transform: Transform | None = None) -> dict:
+    """Move every image, box array, mask and label map of ``results`` with ``tfm``.
+
+    Boxes are clipped to ``clip_shape`` ``(h, w)`` when given. Label maps (``seg_fields``) use
+    ``seg_transform`` when given (same geometry, different fill value). The transform is also appended to
+    ``results['transforms']`` (a :class:`TransformList`), so predictions can be mapped back with
+    ``results['transforms'].inverse()``.
+    """
+    for key in results.get("img_fields", ["img"]):
+        if key in results:
+            results[key] = tfm.apply_image(results[key])
+    for key in results.get("bbox_fields", []):
+        boxes = tfm.apply_box(results[key])
+        results[key] = clip_boxes(boxes, *clip_shape) if clip_shape is not None else boxes
+    for key in results.get("mask_fields", []):
+        masks = results[key]
+        if isinstance(masks, np.ndarray):
+            moved = [tfm.apply_segmentation(m) for m in masks]
+            if moved:
+                results[key] = np.stack(moved)
+            else:
+                # An empty stack still needs the new H x W: transform a blank mask to learn it.
+                h, w = tfm.apply_segmentation(np.zeros(masks.shape[1:], np.uint8)).shape[:2]
+                results[key] = np.zeros((0, h, w), masks.dtype)
+        else:
+            results[key] = [tfm.apply_polygons(polys) for polys in masks]
+    for key in results.get("seg_fields", []):
+        results[key] = (seg_transform or tfm).apply_segmentation(results[key])
+    done = results.get("transforms")
+    results["transforms"] = TransformList([done, tfm]) if done is not None else TransformList([tfm])
+    return results
+
+
+def rescale_size(w: int, h: int, scale: float | Sequence[int]) -> tuple[tuple[int, int], float]:
+    """Keep-ratio target size: the largest ``(new_w, new_h)`` whose long edge is at most
+    ``max(scale)`` and short edge at most ``min(scale)`` (or ``w, h`` times a float ``scale``)."""
+    if isinstance(scale, (int, float)):
+        factor = float(scale)
+    else:
+        long_edge, short_edge = max(scale), min(scale)
+        factor = min(long_edge / max(h, w), short_edge / min(h, w))
+    return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
+
+
+def _as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
+    if img_scale is None:
+        return []
+    is_pair = isinstance(img_scale, (tuple, list)) and len(img_scale) == 2
+    if is_pair and all(isinstance(v, (int, float)) for v in img_scale):
+        return [(int(img_scale[0]), int(img_scale[1]))]
+    scales = []
+    for s in img_scale:
+        if not (isinstance(s, (tuple, list)) and len(s) == 2):
+            raise ValueError(f"{name} must be a (long, short) pair or a list of pairs, got {img_scale!r}")
+        scales.append((int(s[0]), int(s[1])))
+    return scales
+
+
+@TRANSFORMS.register_module()
+class Resize:
+    """Resize the image (and everything on it) to a scale chosen from ``img_scale``.
+
+    Args:
+        img_scale: a ``(w, h)``/``(long, short)`` pair or a list of them. Inside
+            :class:`MultiScaleFlipAug` leave it ``None``: the wrapper sets ``results['scale']``.
+        multiscale_mode: with several scales, ``'range'`` samples long/short edges uniformly
+            between the extremes (needs exactly two scales), ``'value'`` picks one scale.
+        ratio_range: ``(min, max)``: multiply the single ``img_scale`` by a random ratio.
+        keep_ratio: keep the aspect ratio (long edge <= ``max(scale)``, short edge <=
+            ``min(scale)``); otherwise resize to exactly ``scale = (w, h)``.
+        bbox_clip_border: clip boxes to the resized image.
+        interpolation: cv2 interpolation name for images.
+    """
+
+    def __init__(self, img_scale: Any = None, multiscale_mode: str = "range",
+                 ratio_range: Sequence[float] | None = None, keep_ratio: bool = True,
+                 bbox_clip_border: bool = True, interpolation: str = "bilinear",
+                 override: bool = False) -> None:
+        self.img_scale = _as_scales(img_scale, "Resize img_scale")
+        if multiscale_mode not in ("range", "value"):
+            raise ValueError(f"Resize multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
+        if ratio_range is not None and len(self.img_scale) != 1:
+            raise ValueError(f"Resize ratio_range needs exactly one img_scale, got {img_scale!r}")
+        if multiscale_mode == "range" and ratio_range is None and len(self.img_scale) not in (0, 1, 2):
+            raise ValueError(f"Resize multiscale_mode='range' takes two scales (the extremes), got "
+                             f"{len(self.img_scale)}; use multiscale_mode='value' to pick from a list")
+        self.multiscale_mode, self.ratio_range = multiscale_mode, ratio_range
+        self.keep_ratio, self.bbox_clip_border = keep_ratio, bbox_clip_border
+        self.interpolation, self.override = interpolation, override
+
+    def _random_scale(self) -> tuple[int, int]:
+        if self.ratio_range is not None:
+            lo, hi = self.ratio_range
+            ratio = np.random.random_sample() * (hi - lo) + lo
+            return int(self.img_scale[0][0] * ratio), int(self.img_scale[0][1] * ratio)
+        if len(self.img_scale) == 1:
+            return self.img_scale[0]
+        if self.multiscale_mode == "value":
+            return self.img_scale[np.random.randint(len(self.img_scale))]
+        longs = [max(s) for s in self.img_scale]
+        shorts = [min(s) for s in self.img_scale]
+        long_edge = np.random.randint(min(longs), max(longs) + 1)
+        short_edge = np.random.randint(min(shorts), max(shorts) + 1)
+        return int(long_edge), int(short_edge)
+
+    def __call__(self, results: dict) -> dict:
+        if isinstance(results.get("scale_factor"), np.ndarray) and not self.override:
+            raise RuntimeError("Resize: the image was already resized (scale_factor is set); pass "
+                               "override=True to resize again.")
+        img = results["img"]
+        h, w = img.shape[:2]
+        if "scale" in results:
+            scale = results["scale"]
+        elif isinstance(results.get("scale_factor"), (int, float)):
+            scale = float(results["scale_factor"])
+        elif self.img_scale:
+            scale = self._random_scale()
+        else:
+            raise ValueError("Resize has no img_scale and results has no 'scale'; set img_scale, or put "
+                             "Resize inside MultiScaleFlipAug(img_scale=...).")
+        if self.keep_ratio:
+            (new_w, new_h), _ = rescale_size(w, h, scale)
+        elif isinstance(scale, float):
+            new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+        else:
+            new_w, new_h = scale
+        tfm = ResizeTransform(h, w, new_h, new_w, self.interpolation)
+        apply_geometry(results, tfm, (new_h, new_w) if self.bbox_clip_border else None)
+        results["scale"] = scale
+        results["img_shape"] = results["img"].shape
+        results["pad_shape"] = results["img"].shape
+        results["scale_factor"] = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
+        results["keep_ratio"] = self.keep_ratio
+        return results
+
+    def __repr__(self) -> str:
+        return (f"Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, "
+                f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})")
+
+
+_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+
+
+def _flip_transform(direction: str, h: int, w: int) -> Transform:
+    if direction == "horizontal":
+        return HFlipTransform(w)
+    if direction == "vertical":
+        return VFlipTransform(h)
+    return TransformList([HFlipTransform(w), VFlipTransform(h)])
+
+
+@TRANSFORMS.register_module()
+class RandomFlip:
+    """Flip with probability ``flip_ratio`` in ``direction`` (``'horizontal'``, ``'vertical'``,
+    ``'diagonal'``, or a list with one ratio each / one ratio shared). Inside
+    :class:`MultiScaleFlipAug` the wrapper's ``flip``/``flip_direction`` decide."""
+
+    def __init__(self, flip_ratio: float | Sequence[float] | None = None,
+                 direction: str | Sequence[str] = "horizontal") -> None:
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        for d in directions:
+            if d not in _DIRECTIONS:
+                raise ValueError(f"RandomFlip direction must be one of {_DIRECTIONS}, got {d!r}")
+        if isinstance(flip_ratio, (list, tuple)):
+            if len(flip_ratio) != len(directions):
+                raise ValueError(f"RandomFlip got {len(flip_ratio)} flip ratios for "
+                                 f"{len(directions)} directions")
+            ratios = [float(r) for r in flip_ratio]
+        elif flip_ratio is None:
+            ratios = []
+        else:
+            ratios = [float(flip_ratio) / len(directions)] * len(directions)
+        if ratios and not (all(0 <= r <= 1 for r in ratios) and sum(ratios) <= 1 + 1e-9):
+            raise ValueError(f"RandomFlip flip ratios must be in [0, 1] and sum to at most 1, "
+                             f"got {flip_ratio!r}")
+        self.flip_ratio, self.directions, self._ratios = flip_ratio, directions, ratios
+
+    def __call__(self, results: dict) -> dict:
+        if "flip" not in results:
+            if not self._ratios:
+                results["flip"], results["flip_direction"] = False, None
+            else:
+                options = self.directions + [None]
+                probs = self._ratios + [max(0.0, 1.0 - sum(self._ratios))]
+                choice = options[np.random.choice(len(options), p=np.asarray(probs) / sum(probs))]
+                results["flip"], results["flip_direction"] = choice is not None, choice
+        elif "flip_direction" not in results:
+            results["flip_direction"] = self.directions[0] if results["flip"] else None
+        if results["flip"]:
+            h, w = results["img"].shape[:2]
+            apply_geometry(results, _flip_transform(results["flip_direction"], h, w))
+        return results
+
+    def __repr__(self) -> str:
+        return f"RandomFlip(flip_ratio={self.flip_ratio}, direction={self.directions})"
+
+
+@TRANSFORMS.register_module()
+class Pad:
+    """Pad bottom/right to ``size`` ``(h, w)`` or to multiples of ``size_divisor``.
+
+    ``pad_val`` is a number (images; masks 0, label maps 255) or ``dict(img=, masks=, seg=)``.
+    Sets ``pad_shape``, ``pad_fixed_size``, ``pad_size_divisor``.
+    """
+
+    def __init__(self, size: Sequence[int] | None = None, size_divisor: int | None = None,
+                 pad_val: float | Mapping = 0) -> None:
+        if (size is None) == (size_divisor is None):
+            raise ValueError(f"Pad needs exactly one of size or size_divisor, got size={size!r}, "
+                             f"size_divisor={size_divisor!r}")
+        self.size, self.size_divisor = (tuple(size) if size is not None else None), size_divisor
+        if isinstance(pad_val, Mapping):
+            self.pad_val = dict(img=0, masks=0, seg=255, **pad_val)
+        else:
+            self.pad_val = dict(img=pad_val, masks=0, seg=255)
+
+    def __call__(self, results: dict) -> dict:
+        h, w = results["img"].shape[:2]
+        if self.size is not None:
+            th, tw = self.size
+            if th < h or tw < w:
+                raise ValueError(f"Pad size {self.size} is smaller than the image {h}x{w}; use a larger "
+                                 "size or a crop step before Pad.")
+        else:
+            d = self.size_divisor
+            th, tw = -(-h // d) * d, -(-w // d) * d
+        # Instance masks (mask_fields) pad with pad_val['masks'], label maps (seg_fields) with 'seg'.
+        tfm = PadTransform(0, 0, tw - w, th - h, orig_w=w, orig_h=h, pad_value=self.pad_val["img"],
+                           seg_pad_value=self.pad_val["masks"])
+        seg_tfm = PadTransform(0, 0, tw - w, th - h, orig_w=w, orig_h=h, seg_pad_value=self.pad_val["seg"])
+        apply_geometry(results, tfm, seg_transform=seg_tfm)
+        results["pad_shape"] = results["img"].shape
+        results["pad_fixed_size"] = self.size
+        results["pad_size_divisor"] = self.size_divisor
+        return results
+
+    def __repr__(self) -> str:
+        return f"Pad(size={self.size}, size_divisor={self.size_divisor}, pad_val={self.pad_val})"
+
+
+def _crop_and_filter(results: dict, tfm: CropTransform, clip: bool, keep: np.ndarray | None = None) -> bool:
+    """Crop everything, clip boxes, drop boxes (and their labels/masks) left empty. Returns whether
+    any ``gt_bboxes`` survive."""
+    h, w = tfm.h, tfm.w
+    fields = list(results.get("bbox_fields", []))
+    apply_geometry(results, tfm, (h, w) if clip else None)
+    survived = True
+    for key in fields:
+        boxes = results[key]
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if key == "gt_bboxes" and keep is not None:
+            valid &= keep
+        results[key] = boxes[valid]
+        if key == "gt_bboxes":
+            survived = bool(valid.any())
+            if "gt_labels" in results:
+                results["gt_labels"] = results["gt_labels"][valid]
+            for mkey in results.get("mask_fields", []):
+                m = results[mkey]
+                results[mkey] = m[valid] if isinstance(m, np.ndarray) else [p for p, v in zip(m, valid) if v]
+    results["img_shape"] = results["img"].shape
+    results["pad_shape"] = results["img"].shape
+    return survived
+
+
+@TRANSFORMS.register_module()
+class RandomCrop:
+    """Crop a random ``crop_size`` window; boxes are clipped and boxes left empty dropped with
+    their labels/masks. Rejects the sample (returns ``None``) when no ground-truth box survives,
+    unless ``allow_negative_crop``.
+
+    Args:
+        crop_size: ``(h, w)``; for ``'relative'``/``'relative_range'`` fractions of the image,
+            for ``'absolute_range'`` the ``(min, max)`` side in pixels.
+    """
+
+    def __init__(self, crop_size: Sequence[float], crop_type: str = "absolute",
+                 allow_negative_crop: bool = False, bbox_clip_border: bool = True) -> None:
+        from .augmentation import RandomCrop as _CropPolicy
+
+        self.crop_size, self.crop_type = tuple(crop_size), crop_type
+        self._policy = _CropPolicy(crop_type, crop_size)  # one crop-size rule for both styles
+        self.allow_negative_crop, self.bbox_clip_border = allow_negative_crop, bbox_clip_border
+
+    def __call__(self, results: dict) -> dict | None:
+        img = results["img"]
+        h, w = img.shape[:2]
+        ch, cw = self._policy.get_crop_size((h, w))
+        y0 = np.random.randint(0, h - ch + 1)
+        x0 = np.random.randint(0, w - cw + 1)
+        tfm = CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
+        had_boxes = "gt_bboxes" in results and len(results["gt_bboxes"]) > 0
+        survived = _crop_and_filter(results, tfm, self.bbox_clip_border)
+        if had_boxes and not survived and not self.allow_negative_crop:
+            return None
+        return results
+
+    def __repr__(self) -> str:
+        return (f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r}, "
+                f"allow_negative_crop={self.allow_negative_crop})")
+
+
+def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-6)
+
+
+@TRANSFORMS.register_module()
+class MinIoURandomCrop:
+    """SSD-style crop: pick a minimum IoU from ``(1, *min_ious, 0)`` (1 = keep the image), then
+    try random windows (side >= ``min_crop_size`` of the image, aspect in [1/2, 2]) until every box
+    overlaps the window by at least that IoU; keep the boxes whose centres fall inside.
+
+    MMDetection retries forever; kiln gives up after ``max_trials`` modes of 50 windows each and
+    keeps the image uncropped, so a sample can never hang the loader.
+    """
+
+    def __init__(self, min_ious: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9), min_crop_size: float = 0.3,
+                 bbox_clip_border: bool = True, max_trials: int = 20) -> None:
+        self.min_ious, self.min_crop_size = tuple(min_ious), min_crop_size
+        self.sample_mode = (1, *self.min_ious, 0)
+        self.bbox_clip_border, self.max_trials = bbox_clip_border, max_trials
+
+    def __call__(self, results: dict) -> dict:
+        img = results["img"]
+        h, w = img.shape[:2]
+        boxes = np.asarray(results.get("gt_bboxes", np.zeros((0, 4), np.float32)))
+        for _ in range(self.max_trials):
+            mode = self.sample_mode[np.random.randint(len(self.sample_mode))]
+            if mode == 1:
+                return results
+            for _ in range(50):
+                new_w = np.random.uniform(self.min_crop_size * w, w)
+                new_h = np.random.uniform(self.min_crop_size * h, h)
+                if new_h / new_w < 0.5 or new_h / new_w > 2:
+                    continue
+                left = np.random.uniform(w - new_w)
+                top = np.random.uniform(h - new_h)
+                patch = np.array([int(left), int(top), int(left + new_w), int(top + new_h)])
+                if patch[2] <= patch[0] or patch[3] <= patch[1]:
+                    continue
+                if len(boxes) and _iou_one_to_many(patch, boxes).min() < mode:
+                    continue
+                if len(boxes):
+                    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+                    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+                    inside = (cx > patch[0]) & (cy > patch[1]) & (cx < patch[2]) & (cy < patch[3])
+                    if not inside.any():
+                        continue
+                else:
+                    inside = None
+                tfm = CropTransform(patch[0], patch[1], patch[2] - patch[0], patch[3] - patch[1],
+                                    orig_w=w, orig_h=h)
+                _crop_and_filter(results, tfm, self.bbox_clip_border, keep=inside)
+                return results
+        return results
+
+    def __repr__(self) -> str:
+        return f"MinIoURandomCrop(min_ious={self.min_ious}, min_crop_size={self.min_crop_size})"
+
+
+@TRANSFORMS.register_module()
+class MultiScaleFlipAug:
+    """Test-time augmentation: run ``transforms`` once per (scale, flip) combination and return
+    each output key as a list, one entry per combination (scales outer, flips inner).
+
+    Args:
+        transforms: the inner pipeline; its Resize/RandomFlip take scale/flip from here.
+        img_scale: a ``(w, h)`` pair or list of pairs; or instead ``scale_factor`` (float or list).
+        flip: also run flipped versions, in each of ``flip_direction``.
+    """
+
+    def __init__(self, transforms: Sequence[Mapping], img_scale: Any = None,
+                 scale_factor: float | Sequence[float] | None = None, flip: bool = False,
+                 flip_direction: str | Sequence[str] = "horizontal") -> None:
+        if (img_scale is None) == (scale_factor is None):
+            raise ValueError("MultiScaleFlipAug needs exactly one of img_scale or scale_factor")
+        self.transforms = Compose(transforms, cfg_path="MultiScaleFlipAug.transforms")
+        if img_scale is not None:
+            self.scales: list[Any] = _as_scales(img_scale, "MultiScaleFlipAug img_scale")
+            self.scale_key = "scale"
+        else:
+            self.scales = [float(s) for s in (scale_factor if isinstance(scale_factor, (list, tuple))
+                                               else [scale_factor])]
+            self.scale_key = "scale_factor"
+        self.flip = flip
+        self.flip_direction = [flip_direction] if isinstance(flip_direction, str) else list(flip_direction)
+        for d in self.flip_direction:
+            if d not in _DIRECTIONS:
+                raise ValueError(f"MultiScaleFlipAug flip_direction must be in {_DIRECTIONS}, got {d!r}")
+
+    def __call__(self, results: dict) -> dict:
+        combos = [(False, None)] + ([(True, d) for d in self.flip_direction] if self.flip else [])
+        outputs: dict[str, list] = {}
+        for scale in self.scales:
+            for flip, direction in combos:
+                r = copy.copy(results)  # shallow: steps replace values, they never mutate them in place
+                for key in ("img_fields", "bbox_fields", "mask_fields", "seg_fields"):
+                    if key in r:
+                        r[key] = list(r[key])
+                r[self.scale_key] = scale
+                r["flip"], r["flip_direction"] = flip, direction
+                out = self.transforms(r)
+                if out is None:
+                    raise RuntimeError("A step inside MultiScaleFlipAug rejected the sample; test-time "
+                                       "pipelines must not drop images.")
+                for key, value in out.items():
+                    outputs.setdefault(key, []).append(value)
+        return outputs
+
+    def __repr__(self) -> str:
+        return (f"MultiScaleFlipAug(transforms={self.transforms!r}, {self.scale_key}={self.scales}, "
+                f"flip={self.flip}, flip_direction={self.flip_direction})")
+
