@@ -1,0 +1,46 @@
+"""Exceptions raised by kiln.config.
+
+``ConfigError`` is a ``ValueError`` so existing ``except ValueError`` code keeps working;
+``ConfigKeyError`` is also a ``KeyError`` (a missing key) but prints its message without the
+quotes ``KeyError`` normally adds, because the message is meant for people.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(ValueError):
+    """A config file or an override is invalid; the message names the file/key and the fix."""
+
+
+class ConfigKeyError(KeyError, ConfigError):
+    """A key does not exist in a config (the message lists close matches)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class FrozenConfigError(AttributeError):
+    """A write to a frozen (immutable) config."""
+
+
+def close_matches(key: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``key`` (typos, case, substrings)."""
+    cands = [str(c) for c in candidates]
+    found = difflib.get_close_matches(key, cands, n=n, cutoff=0.6)
+    if len(found) < n:
+        low = key.lower()
+        for c in cands:
+            if c not in found and (c.lower() == low or (len(low) > 2 and (low in c.lower()))):
+                found.append(c)
+            if len(found) >= n:
+                break
+    return found
+
+
+def did_you_mean(key: str, candidates: Iterable[str]) -> str:
+    """`` Did you mean 'a', 'b'?`` or an empty string when nothing is close."""
+    found = close_matches(key, candidates)
+    return f" Did you mean: {', '.join(repr(f) for f in found)}?" if found else ""

@@ -1,0 +1,355 @@
+"""Reading config files: .py/.json/.yaml, ``_base_`` inheritance and ``{{ ... }}`` variables.
+
+Order of work for one file (bases first, recursively):
+
+1. text substitution: ``{{ fileDirname }}``-style predefined variables and
+   ``{{$NAME:default}}`` environment variables;
+2. ``{{_base_.a.b}}`` references become placeholders, resolved after the bases are merged;
+3. the ``_base_`` list is read (for .py files from the syntax tree, without running code);
+4. bases load and merge (two bases may define the same key only with equal values);
+5. the file itself is evaluated — a .py file runs with ``_base_`` bound to the merged base
+   config, and top-level assignments named by a variable override are replaced by the
+   override value first, so values computed from them see the override;
+6. the file's keys merge over the bases (``_delete_=True`` replaces instead of merging).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import os.path as osp
+import re
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from .config_dict import ConfigDict
+from .errors import ConfigError
+from .merge import merge_into, strip_delete
+
+BASE_KEYS = ("_base_", "_BASE_")
+RESERVED_KEYS = ("filename", "text", "pretty_text")
+SUFFIXES = (".py", ".json", ".yaml", ".yml")
+OVERRIDES_NAME = "__kiln_overrides__"
+
+_PREDEFINED_RE = re.compile(
+    r"\{\{\s*(fileDirname|fileBasename|fileBasenameNoExtension|fileExtname)\s*\}\}"
+)
+_ENV_RE = re.compile(r"\{\{\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^}]*))?\}\}")
+_BASE_REF_RE = re.compile(r"(['\"]?)\{\{\s*_base_\.([\w.]+)\s*\}\}\1")
+_PLACEHOLDER_RE = re.compile(r"['\"]?(__kiln_base_ref_\d+__)['\"]?")
+
+
+class LoadedFile:
+    """The result of loading one file: merged dict, its text, and the files it read."""
+
+    __slots__ = ("cfg", "text", "files", "applied_vars")
+
+    def __init__(self, cfg: ConfigDict, text: str, files: list[str], applied_vars: set[str]):
+        self.cfg = cfg
+        self.text = text
+        self.files = files
+        self.applied_vars = applied_vars
+
+
+def check_suffix(filename: str) -> str:
+    """Return the suffix of a config path or fail listing the supported ones."""
+    suffix = osp.splitext(filename)[1].lower()
+    if suffix not in SUFFIXES:
+        raise ConfigError(
+            f"Config file {filename!r} has an unsupported extension {suffix!r}; use one of "
+            f"{', '.join(SUFFIXES)}."
+        )
+    return suffix
+
+
+def _substitute_predefined(text: str, filename: str) -> str:
+    if "{{" not in text:
+        return text
+    dirname = osp.dirname(osp.abspath(filename))
+    base = osp.basename(filename)
+    stem, ext = osp.splitext(base)
+    values = {
+        "fileDirname": dirname.replace("\\", "/"),
+        "fileBasename": base,
+        "fileBasenameNoExtension": stem,
+        "fileExtname": ext,
+    }
+    return _PREDEFINED_RE.sub(lambda m: values[m.group(1)], text)
+
+
+def _substitute_env(text: str, filename: str) -> str:
+    if "{{" not in text:
+        return text
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is None:
+            raise ConfigError(
+                f"{filename}: environment variable '{name}' is not set and "
+                f"'{{{{${name}}}}}' has no default. Set it, or write '{{{{${name}:default}}}}'."
+            )
+        return default.strip()
+
+    return _ENV_RE.sub(repl, text)
+
+
+def _substitute_base_refs(text: str) -> tuple[str, dict[str, str]]:
+    refs: dict[str, str] = {}
+    if "_base_." not in text:
+        return text, refs
+
+    def repl(m: re.Match) -> str:
+        token = f"__kiln_base_ref_{len(refs)}__"
+        refs[token] = m.group(2)
+        return f'"{token}"'
+
+    return _BASE_REF_RE.sub(repl, text), refs
+
+
+def _lookup(cfg: Mapping, dotted: str, filename: str) -> Any:
+    node: Any = cfg
+    for seg in dotted.split("."):
+        if isinstance(node, (list, tuple)) and seg.lstrip("-").isdigit():
+            idx = int(seg)
+            if not -len(node) <= idx < len(node):
+                raise ConfigError(f"{filename}: '{{{{_base_.{dotted}}}}}': index {idx} is out of range.")
+            node = node[idx]
+        elif isinstance(node, Mapping) and seg in node:
+            node = node[seg]
+        else:
+            raise ConfigError(
+                f"{filename}: '{{{{_base_.{dotted}}}}}' refers to a key that the base configs do "
+                f"not define ('{seg}' is missing)."
+            )
+    return copy.deepcopy(node)
+
+
+def _resolve_refs(value: Any, refs: dict[str, str], base: Mapping, filename: str) -> Any:
+    if isinstance(value, str) and "__kiln_base_ref_" in value:
+        m = _PLACEHOLDER_RE.fullmatch(value)
+        if m and m.group(1) in refs:
+            return _lookup(base, refs[m.group(1)], filename)
+        return _PLACEHOLDER_RE.sub(
+            lambda mm: str(_lookup(base, refs[mm.group(1)], filename)), value
+        )
+    if isinstance(value, dict):
+        for k in list(value):
+            value[k] = _resolve_refs(value[k], refs, base, filename)
+        return value
+    if isinstance(value, list):
+        return [_resolve_refs(v, refs, base, filename) for v in value]
+    if isinstance(value, tuple):
+        return type(value)(_resolve_refs(v, refs, base, filename) for v in value)
+    return value
+
+
+def _syntax_error(exc: SyntaxError, filename: str) -> ConfigError:
+    line = (exc.text or "").rstrip()
+    caret = f"\n    {line}" if line else ""
+    return ConfigError(f"{filename}, line {exc.lineno}: invalid Python syntax: {exc.msg}{caret}")
+
+
+def _py_base_list(tree: ast.Module, filename: str) -> list[str] | str | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id in BASE_KEYS for t in node.targets
+        ):
+            try:
+                return ast.literal_eval(node.value)
+            except ValueError:
+                raise ConfigError(
+                    f"{filename}, line {node.lineno}: _base_ must be a string or a list of "
+                    f"strings written literally (it is read before the file runs)."
+                ) from None
+    return None
+
+
+def _is_target(node: ast.stmt, names: Mapping) -> str | None:
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        t = node.targets[0]
+        if isinstance(t, ast.Name) and t.id in names:
+            return t.id
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value:
+        if node.target.id in names:
+            return node.target.id
+    return None
+
+
+def _exec_py(tree: ast.Module, filename: str, base: ConfigDict, var_overrides: Mapping,
+             applied: set[str]) -> dict:
+    body = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id in BASE_KEYS for t in node.targets
+        ):
+            continue  # `_base_` stays bound to the merged base config
+        name = _is_target(node, var_overrides)
+        if name is not None:
+            node.value = ast.copy_location(
+                ast.Subscript(
+                    value=ast.Name(id=OVERRIDES_NAME, ctx=ast.Load()),
+                    slice=ast.Constant(value=name),
+                    ctx=ast.Load(),
+                ),
+                node.value,
+            )
+            applied.add(name)
+        body.append(node)
+    tree.body = body
+    ast.fix_missing_locations(tree)
+    namespace: dict[str, Any] = {
+        "__file__": filename,
+        "__name__": "__kiln_config__",
+        "_base_": base,
+        OVERRIDES_NAME: dict(var_overrides),
+    }
+    # Python configs are code: they run with the user's privileges (documented in config.md).
+    exec(compile(tree, filename, "exec"), namespace)
+    return {
+        k: v for k, v in namespace.items()
+        if not k.startswith("__") and k not in BASE_KEYS
+        and not isinstance(v, (types.ModuleType, types.FunctionType))
+    }
+
+
+def _parse_data(text: str, filename: str, suffix: str) -> dict:
+    if suffix == ".json":
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{filename}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    else:
+        from kiln.fileio.yaml_io import YAMLError, yaml_load
+
+        try:
+            data = yaml_load(text)
+        except YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{filename}{line}: invalid YAML: {exc}") from None
+        data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{filename}: a config must be a mapping at the top level, got {type(data).__name__}."
+        )
+    return data
+
+
+def resolve_base_path(entry: str, filename: str) -> str:
+    """Resolve one ``_base_`` entry relative to the including file (``pkg::rel`` too)."""
+    if not isinstance(entry, str):
+        raise ConfigError(f"{filename}: _base_ entries must be strings, got {entry!r}.")
+    if "::" in entry:
+        import importlib.util
+
+        pkg, _, rel = entry.partition("::")
+        spec = importlib.util.find_spec(pkg)
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        for root in roots:
+            for sub in ("configs", osp.join("model_zoo", "configs")):
+                cand = osp.join(root, sub, rel)
+                if osp.isfile(cand):
+                    return cand
+        raise ConfigError(f"{filename}: base config '{entry}' not found in package '{pkg}'.")
+    path = osp.expanduser(entry)
+    if not osp.isabs(path):
+        path = osp.join(osp.dirname(osp.abspath(filename)), path)
+    return osp.normpath(path)
+
+
+def load_config_text(
+    text: str,
+    filename: str,
+    *,
+    var_overrides: Mapping | None = None,
+    use_predefined_variables: bool = True,
+    use_environment_variables: bool = True,
+    _stack: tuple[str, ...] = (),
+) -> LoadedFile:
+    """Load a config from its text; ``filename`` gives the format and resolves relative bases."""
+    suffix = check_suffix(filename)
+    var_overrides = var_overrides or {}
+    raw_text = text
+    if use_predefined_variables:
+        text = _substitute_predefined(text, filename)
+    if use_environment_variables:
+        text = _substitute_env(text, filename)
+    text, refs = _substitute_base_refs(text)
+
+    if suffix == ".py":
+        try:
+            tree = ast.parse(text, filename=filename)
+        except SyntaxError as exc:
+            raise _syntax_error(exc, filename) from None
+        base_entries = _py_base_list(tree, filename)
+        data = None
+    else:
+        tree = None
+        data = _parse_data(text, filename, suffix)
+        base_entries = None
+        for key in BASE_KEYS:
+            if key in data:
+                base_entries = data.pop(key)
+
+    files = [osp.abspath(filename)]
+    applied: set[str] = set()
+    base_cfg = ConfigDict()
+    if base_entries:
+        entries = [base_entries] if isinstance(base_entries, str) else list(base_entries)
+        owner: dict[str, str] = {}
+        for entry in entries:
+            path = resolve_base_path(entry, filename)
+            if path in _stack or path == osp.abspath(filename):
+                chain = " -> ".join((*_stack, osp.abspath(filename), path))
+                raise ConfigError(f"Circular _base_ inheritance: {chain}")
+            if not osp.isfile(path):
+                raise ConfigError(f"{filename}: base config '{entry}' not found (looked at {path}).")
+            with open(path, encoding="utf-8") as f:
+                sub = load_config_text(
+                    f.read(), path, var_overrides=var_overrides,
+                    use_predefined_variables=use_predefined_variables,
+                    use_environment_variables=use_environment_variables,
+                    _stack=(*_stack, osp.abspath(filename)),
+                )
+            files.extend(sub.files)
+            applied |= sub.applied_vars
+            for key, value in sub.cfg.items():
+                if key in base_cfg and base_cfg[key] != value:
+                    raise ConfigError(
+                        f"{filename}: key '{key}' is defined differently in base configs "
+                        f"{owner[key]} and {path}. Define it in one base only, or set it in "
+                        f"{osp.basename(filename)} itself."
+                    )
+                owner.setdefault(key, path)
+                base_cfg[key] = value
+
+    if suffix == ".py":
+        assert tree is not None
+        data = _exec_py(tree, filename, copy.deepcopy(base_cfg), var_overrides, applied)
+    assert data is not None
+    if refs:
+        data = _resolve_refs(data, refs, base_cfg, filename)
+    for key in RESERVED_KEYS:
+        if key in data:
+            raise ConfigError(
+                f"{filename}: '{key}' is a reserved name in kiln configs (Config.{key} is a "
+                f"property); rename the key."
+            )
+    merged = merge_into(data, base_cfg, where=f"{filename}: ")
+    strip_delete(merged)
+    return LoadedFile(ConfigDict(merged), raw_text, files, applied)
+
+
+def load_config_file(filename: str, **kwargs: Any) -> LoadedFile:
+    """Load a config file (see :func:`load_config_text`)."""
+    filename = osp.expanduser(str(filename))
+    check_suffix(filename)
+    if not osp.isfile(filename):
+        raise ConfigError(f"Config file {filename!r} does not exist (cwd: {os.getcwd()}).")
+    with open(filename, encoding="utf-8") as f:
+        return load_config_text(f.read(), filename, **kwargs)

@@ -1,0 +1,152 @@
+"""Command-line override grammars, parsed literally (never evaluated as code).
+
+* MM ``--cfg-options``: ``['a.b=1', 'c=x,y', 'd=[(1,2),(3,4)]', '+new.key=3']`` →
+  :func:`parse_cfg_options`. A leading ``+`` marks a key that may be created.
+* Detectron2 ``--opts``: ``['SOLVER.BASE_LR', '0.01', 'MODEL.WEIGHTS', 'w.pth']`` →
+  :func:`parse_opts`.
+
+Value grammar (:func:`parse_value`): ints, floats (``1e-3``), ``true/false`` (any case),
+``None``/``null``, quoted strings, ``[...]`` lists and ``(...)`` tuples (nested), ``{...}``
+dict literals, and bare ``a,b`` which is a list. Anything else is a plain string.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["parse_value", "parse_cfg_options", "parse_opts", "NEW_KEY_PREFIX"]
+
+NEW_KEY_PREFIX = "+"
+
+_BOOLS = {"true": True, "false": False}
+_NONES = {"none", "null", "~"}
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on ``sep`` outside brackets and quotes."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"Unbalanced brackets in override value {text!r}.")
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0 or quote:
+        raise ConfigError(f"Unbalanced brackets or quotes in override value {text!r}.")
+    parts.append(text[start:])
+    return parts
+
+
+def _matching_close(text: str) -> bool:
+    """True when the opening bracket at 0 closes exactly at the last character."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                return i == len(text) - 1
+    return False
+
+
+def _parse_scalar(text: str) -> Any:
+    low = text.lower()
+    if low in _BOOLS:
+        return _BOOLS[low]
+    if low in _NONES:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+    if isinstance(value, (int, float, complex, str, bytes)):
+        return value
+    return text
+
+
+def parse_value(text: str) -> Any:
+    """Parse one override value literally (see the module docstring for the grammar).
+
+    Example::
+
+        >>> parse_value('[(1,2),(3,4)]'), parse_value('a,b'), parse_value('1e-3')
+        ([(1, 2), (3, 4)], ['a', 'b'], 0.001)
+    """
+    text = text.strip()
+    if not text:
+        return ""
+    if text[0] in "[(" and _matching_close(text):
+        inner = text[1:-1].strip()
+        items = [p for p in _split_top_level(inner)] if inner else []
+        if items and not items[-1].strip():  # trailing comma: (1,)
+            items = items[:-1]
+        values = [parse_value(p) for p in items]
+        return values if text[0] == "[" else tuple(values)
+    if text[0] == "{" and _matching_close(text):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as exc:
+            raise ConfigError(
+                f"Cannot parse dict override value {text!r}: {exc}. Use a Python dict literal "
+                f"with quoted string keys, e.g. {{'a': 1}}."
+            ) from None
+        return value
+    parts = _split_top_level(text)
+    if len(parts) > 1:
+        return [parse_value(p) for p in parts if p.strip()]
+    return _parse_scalar(text)
+
+
+def parse_cfg_options(options: Sequence[str] | None) -> dict[str, Any]:
+    """Parse MM-style ``key=value`` strings into ``{dotted_key: value}``.
+
+    Keys keep a leading ``+`` (``'+a.b'``) so that :meth:`Config.merge_from_dict` lets
+    them create new keys. Several ``key=value`` may share one string separated by spaces
+    only when passed as separate list items (as argparse does).
+    """
+    out: dict[str, Any] = {}
+    for item in options or ():
+        if not isinstance(item, str) or "=" not in item:
+            raise ConfigError(
+                f"Override {item!r} is not of the form key=value (e.g. model.backbone.depth=50 "
+                f"or +new_key=1 for a key that does not exist yet)."
+            )
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        if not key or key == NEW_KEY_PREFIX:
+            raise ConfigError(f"Override {item!r} has an empty key.")
+        out[key] = parse_value(raw)
+    return out
+
+
+def parse_opts(opts: Sequence[str] | None) -> dict[str, Any]:
+    """Parse Detectron2-style ``KEY VALUE KEY VALUE ...`` into ``{dotted_key: value}``."""
+    opts = list(opts or ())
+    if len(opts) % 2:
+        raise ConfigError(
+            f"--opts needs KEY VALUE pairs, got an odd number of items ({len(opts)}): {opts}. "
+            f"The last key without a value is {opts[-1]!r}."
+        )
+    out: dict[str, Any] = {}
+    for key, raw in zip(opts[0::2], opts[1::2]):
+        out[str(key)] = parse_value(raw) if isinstance(raw, str) else raw
+    return out
