@@ -1,0 +1,228 @@
+"""``DatasetMapper``: one standard dataset dict -> one model input (Detectron2 style).
+
+It reads the image, runs the augmentations (which choose primitive transforms), moves the
+annotations with those same transforms, and packs ``Instances``. Output keys follow the batch
+contract of ``docs/architecture.md``: ``image`` (uint8 C x H x W tensor, not normalized),
+``instances`` (``gt_boxes``, ``gt_classes``, optionally ``gt_masks``), ``height``/``width``
+(original size), ``file_name``, ``image_id``.
+
+Example::
+
+    from kiln.data import build_train_loader
+    from kiln.data import transforms as T
+    mapper = DatasetMapper([T.ResizeShortestEdge((640, 800), 1333), T.RandomFlip()], is_train=True)
+    loader = build_train_loader(dataset_dicts, mapper=mapper, total_batch_size=2, num_workers=2, seed=0)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .transforms.augmentation import AugInput, Augmentation, AugmentationList
+from .transforms.transform import Transform, clip_boxes
+
+__all__ = ["DatasetMapper", "build_augmentation", "read_image", "transform_instance_annotations"]
+
+logger = logging.getLogger(__name__)
+
+_FORMATS = ("BGR", "RGB", "L")
+
+
+def read_image(file_name: str, image_format: str = "BGR") -> np.ndarray:
+    """Read an image as ``H x W x 3`` (``'BGR'``/``'RGB'``) or ``H x W x 1`` (``'L'``) uint8."""
+    if image_format not in _FORMATS:
+        raise ValueError(f"image_format must be one of {_FORMATS}, got {image_format!r}")
+    flag = cv2.IMREAD_GRAYSCALE if image_format == "L" else cv2.IMREAD_COLOR
+    if "://" in str(file_name):
+        from kiln.fileio import get_bytes  # remote paths (fsspec) through the foundation's fileio
+
+        buf = np.frombuffer(get_bytes(file_name), np.uint8)
+        img = cv2.imdecode(buf, flag)
+    else:
+        img = cv2.imread(str(file_name), flag)
+    if img is None:
+        raise FileNotFoundError(f"Could not read image '{file_name}': missing, unreadable or not an image.")
+    if image_format == "RGB":
+        img = np.ascontiguousarray(img[:, :, ::-1])
+    elif image_format == "L":
+        img = img[:, :, None]
+    return img
+
+
+def _annotation_mask(segm: Any, h: int, w: int) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segm, Mapping):
+        rle = mask_utils.frPyObjects(segm, h, w) if isinstance(segm.get("counts"), list) else segm
+    else:
+        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], h, w))
+    return mask_utils.decode(rle).astype(np.uint8)
+
+
+def transform_instance_annotations(annotation: dict, transforms: Transform, image_size: tuple[int, int]
+                                   ) -> dict:
+    """Move one annotation dict's ``bbox`` (any ``bbox_mode``; result XYXY_ABS, clipped to
+    ``image_size`` ``(h, w)``) and polygon ``segmentation`` with ``transforms``.
+
+    RLE segmentations are left for :class:`DatasetMapper`, which decodes and moves them as masks.
+    """
+    from kiln.structures import BoxMode
+
+    ann = dict(annotation)
+    box = BoxMode.convert(np.asarray(ann["bbox"], dtype=np.float64).reshape(1, -1),
+                          BoxMode(ann.get("bbox_mode", BoxMode.XYXY_ABS)), BoxMode.XYXY_ABS)
+    box = transforms.apply_box(box)
+    ann["bbox"] = clip_boxes(box, *image_size)[0]
+    ann["bbox_mode"] = BoxMode.XYXY_ABS
+    segm = ann.get("segmentation")
+    if isinstance(segm, list) and segm:
+        polys = transforms.apply_polygons([np.asarray(p, np.float64).reshape(-1, 2) for p in segm])
+        ann["segmentation"] = [p.reshape(-1) for p in polys]
+    return ann
+
+
+class DatasetMapper:
+    """Map a dataset dict to the model input, applying ``augmentations``.
+
+    Args:
+        augmentations: :class:`Augmentation` or :class:`Transform` objects, applied in order.
+        image_format: ``'BGR'`` (default), ``'RGB'`` or ``'L'``.
+        is_train: training keeps annotations (as ``instances``); inference drops them.
+        use_instance_mask: also produce ``instances.gt_masks`` (bool N x H x W tensor) from
+            polygon or RLE ``segmentation``.
+        recompute_boxes: after augmentation, set boxes to the masks' bounds (needs masks), which is
+            tighter than moving the box after crops/rotations.
+        min_box_size: boxes with a side (after clipping) at most this are dropped.
+    """
+
+    def __init__(self, augmentations: Sequence[Augmentation | Transform], image_format: str = "BGR",
+                 is_train: bool = True, *, use_instance_mask: bool = False, recompute_boxes: bool = False,
+                 min_box_size: float = 0.0) -> None:
+        if image_format not in _FORMATS:
+            raise ValueError(f"DatasetMapper image_format must be one of {_FORMATS}, got {image_format!r}")
+        if recompute_boxes and not use_instance_mask:
+            raise ValueError("DatasetMapper(recompute_boxes=True) needs use_instance_mask=True.")
+        self.augmentations = AugmentationList(list(augmentations))
+        self.image_format, self.is_train = image_format, is_train
+        self.use_instance_mask, self.recompute_boxes = use_instance_mask, recompute_boxes
+        self.min_box_size = min_box_size
+
+    @classmethod
+    def from_config(cls, cfg: Any, is_train: bool = True) -> DatasetMapper:
+        """Build from a Detectron2-style config (``cfg.INPUT.*``, ``cfg.MODEL.MASK_ON``)."""
+        inp = cfg.INPUT
+        mask_on = bool(getattr(getattr(cfg, "MODEL", None), "MASK_ON", False))
+        return cls(build_augmentation(cfg, is_train), image_format=getattr(inp, "FORMAT", "BGR"),
+                   is_train=is_train, use_instance_mask=mask_on, recompute_boxes=False)
+
+    def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
+        import torch
+
+        from kiln.structures import Boxes, Instances
+
+        d = copy.deepcopy(dict(dataset_dict))  # never mutate the dataset's own dicts
+        if "file_name" not in d:
+            raise KeyError(f"DatasetMapper needs 'file_name' in the dataset dict; got keys {sorted(d)}")
+        image = read_image(d["file_name"], self.image_format)
+        h0, w0 = image.shape[:2]
+        exp = (d.get("height"), d.get("width"))
+        if None not in exp and exp != (h0, w0):
+            raise ValueError(f"Image '{d['file_name']}' is {h0}x{w0} (HxW) but its dataset dict says "
+                             f"{exp[0]}x{exp[1]}; fix the annotation's height/width or the image file.")
+        d["height"], d["width"] = h0, w0
+        sem_seg = None
+        if "sem_seg_file_name" in d:
+            sem_seg = cv2.imread(d.pop("sem_seg_file_name"), cv2.IMREAD_UNCHANGED)
+        aug_input = AugInput(image, sem_seg=sem_seg)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        h, w = image.shape[:2]
+        d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if aug_input.sem_seg is not None:
+            d["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        annos = d.pop("annotations", None)
+        if not self.is_train or annos is None:
+            return d
+
+        kept = [a for a in annos if int(a.get("iscrowd", 0)) == 0]
+        moved = [transform_instance_annotations(a, transforms, (h, w)) for a in kept]
+        boxes = np.asarray([a["bbox"] for a in moved], dtype=np.float32).reshape(-1, 4)
+        classes = np.asarray([int(a["category_id"]) for a in moved], dtype=np.int64)
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.as_tensor(boxes))
+        inst.gt_classes = torch.as_tensor(classes)
+        if self.use_instance_mask:
+            masks = [self._instance_mask(a, orig, transforms, (h0, w0), (h, w))
+                     for a, orig in zip(moved, kept)]
+            inst.gt_masks = torch.as_tensor(np.stack(masks).astype(bool) if masks
+                                            else np.zeros((0, h, w), bool))
+            if self.recompute_boxes:
+                inst.gt_boxes = Boxes(_mask_bounds(inst.gt_masks))
+        wh = boxes[:, 2:] - boxes[:, :2] if not self.recompute_boxes else (
+            inst.gt_boxes.tensor[:, 2:] - inst.gt_boxes.tensor[:, :2]).numpy()
+        keep = (wh > self.min_box_size).all(axis=1)
+        d["instances"] = inst[torch.as_tensor(keep)]
+        return d
+
+    @staticmethod
+    def _instance_mask(moved: dict, orig: dict, transforms: Transform, orig_size: tuple[int, int],
+                       size: tuple[int, int]) -> np.ndarray:
+        segm = moved.get("segmentation")
+        if segm is None:
+            raise KeyError(f"use_instance_mask=True but annotation {orig.get('id', '?')} has no "
+                           "'segmentation'")
+        if isinstance(segm, list):
+            # Polygons were moved exactly; rasterize them at the output size.
+            return _annotation_mask([p.tolist() for p in segm], *size)
+        return transforms.apply_segmentation(_annotation_mask(segm, *orig_size))
+
+    def __repr__(self) -> str:
+        return (f"DatasetMapper(augmentations={self.augmentations.augs!r}, "
+                f"image_format={self.image_format!r}, "
+                f"is_train={self.is_train}, use_instance_mask={self.use_instance_mask})")
+
+
+def _mask_bounds(masks: Any) -> Any:
+    import torch
+
+    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32)
+    for i, m in enumerate(masks):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        if len(xs):
+            boxes[i] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
+    return boxes
+
+
+def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:
+    """Default augmentations from a Detectron2-style config: ``ResizeShortestEdge`` from
+    ``INPUT.MIN_SIZE_TRAIN/MAX_SIZE_TRAIN/MIN_SIZE_TRAIN_SAMPLING`` (or ``*_TEST``), an optional
+    ``INPUT.CROP`` (``ENABLED``, ``TYPE``, ``SIZE``) first, and ``RandomFlip`` per
+    ``INPUT.RANDOM_FLIP`` (``'horizontal'``, ``'vertical'``, ``'none'``) in training."""
+    from .transforms.augmentation import RandomCrop, RandomFlip, ResizeShortestEdge
+
+    inp = cfg.INPUT
+    if is_train:
+        sizes, max_size = inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN
+        style = getattr(inp, "MIN_SIZE_TRAIN_SAMPLING", "choice")
+    else:
+        sizes, max_size, style = inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice"
+    if isinstance(sizes, int):
+        sizes = (sizes,)
+    augs: list[Augmentation] = []
+    crop = getattr(inp, "CROP", None)
+    if is_train and crop is not None and getattr(crop, "ENABLED", False):
+        augs.append(RandomCrop(crop.TYPE, crop.SIZE))
+    augs.append(ResizeShortestEdge(tuple(sizes), max_size, style))
+    flip = getattr(inp, "RANDOM_FLIP", "horizontal") if is_train else "none"
+    if flip not in ("horizontal", "vertical", "none"):
+        raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
+    if flip != "none":
+        augs.append(RandomFlip(horizontal=flip == "horizontal", vertical=flip == "vertical"))
+    return augs
+
