@@ -79,9 +79,10 @@ def inference_on_dataset(
         logged and kept on ``inference_on_dataset.last_timing``.
     """
     import torch
+    import torch.distributed as dist
 
-    from kiln.engine import comm
-
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     evaluator = _as_evaluator(evaluator)
     evaluator.reset()
     try:
@@ -89,7 +90,7 @@ def inference_on_dataset(
     except TypeError:
         total = None
     if progress is None:
-        progress = comm.is_main_process()
+        progress = rank == 0
     num_warmup = max(0, min(num_warmup, (total - 1) if total else num_warmup))
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
@@ -130,7 +131,7 @@ def inference_on_dataset(
         "Inference on %d images took %s (%.4f s/img; model %.4f s/img; %d warm-up batches excluded, "
         "world size %d)",
         n_images, str(datetime.timedelta(seconds=int(wall))), timing["time_per_image"],
-        timing["model_time_per_image"], timing["num_warmup_batches"], comm.get_world_size(),
+        timing["model_time_per_image"], timing["num_warmup_batches"], world_size,
     )
     results = evaluator.evaluate()
     # An evaluator may return None on non-main ranks; callers get a dict either way.

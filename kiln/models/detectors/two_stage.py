@@ -1,0 +1,161 @@
+"""Two-stage detectors: backbone → neck → RPN proposals → RoI head (Faster R-CNN)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from kiln.registry import MODELS
+
+from ..utils import cfg_get
+from .base import BaseDetector, DetInputs
+
+__all__ = ["TwoStageDetector", "FasterRCNN"]
+
+
+def _section(cfg: Any, key: str, where: str) -> Any:
+    value = cfg_get(cfg, key)
+    if cfg is not None and value is None:
+        raise KeyError(
+            f"{where} has no '{key}' section; a two-stage detector needs {where}.{key} "
+            f"(keys present: {sorted(cfg) if isinstance(cfg, Mapping) else cfg!r})."
+        )
+    return value
+
+
+@MODELS.register_module()
+class TwoStageDetector(BaseDetector):
+    """Backbone + neck + RPN head + RoI head.
+
+    Args:
+        backbone, neck, rpn_head, roi_head: module configs (``roi_head=dict(type='StandardRoIHead',
+            bbox_roi_extractor=..., bbox_head=...)``). MMDetection v1 configs that put
+            ``bbox_roi_extractor`` and ``bbox_head`` at the detector level are accepted too.
+        train_cfg: ``dict(rpn=dict(assigner, sampler, ...), rpn_proposal=dict(nms_pre, max_per_img,
+            nms, min_bbox_size), rcnn=dict(assigner, sampler, pos_weight))``; ``None`` for test-only.
+        test_cfg: ``dict(rpn=dict(nms_pre, max_per_img, nms, min_bbox_size), rcnn=dict(score_thr,
+            nms, max_per_img))``.
+        pretrained: backbone weights (local file or ``torchvision://resnet50``; never downloaded).
+        pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
+
+    Train mode returns ``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` and the
+    logged ``acc``; eval mode returns per-image ``boxes``/``scores``/``labels`` in original pixels.
+    """
+
+    def __init__(
+        self,
+        backbone: Mapping[str, Any],
+        neck: Mapping[str, Any] | None = None,
+        rpn_head: Mapping[str, Any] | None = None,
+        roi_head: Mapping[str, Any] | None = None,
+        train_cfg: Mapping[str, Any] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
+        pretrained: str | None = None,
+        init_cfg: Any = None,
+        bbox_roi_extractor: Mapping[str, Any] | None = None,
+        bbox_head: Mapping[str, Any] | None = None,
+        pixel_mean: Any = None,
+        pixel_std: Any = None,
+        size_divisibility: int | None = None,
+    ) -> None:
+        super().__init__(
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            size_divisibility=size_divisibility,
+            train_cfg=train_cfg,
+            test_cfg=test_cfg,
+        )
+        if rpn_head is None:
+            raise ValueError(f"{type(self).__name__} needs rpn_head=dict(type='RPNHead', ...).")
+        if roi_head is None:
+            if bbox_roi_extractor is None or bbox_head is None:
+                raise ValueError(
+                    f"{type(self).__name__} needs roi_head=dict(type='StandardRoIHead', "
+                    f"bbox_roi_extractor=..., bbox_head=...)."
+                )
+            roi_head = dict(
+                type="StandardRoIHead", bbox_roi_extractor=bbox_roi_extractor, bbox_head=bbox_head
+            )
+        elif bbox_roi_extractor is not None or bbox_head is not None:
+            raise ValueError(
+                "give bbox_roi_extractor/bbox_head inside roi_head=dict(...) (v2) or at the "
+                "detector level (v1), not both."
+            )
+        self.backbone = MODELS.build(backbone, cfg_path="model.backbone")
+        self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
+        rpn_train = _section(train_cfg, "rpn", "train_cfg")
+        self.rpn_proposal_cfg = _section(train_cfg, "rpn_proposal", "train_cfg")
+        rpn_test = _section(test_cfg, "rpn", "test_cfg")
+        rpn_cfg = dict(rpn_head)
+        rpn_cfg.update(train_cfg=rpn_train, test_cfg=rpn_test)
+        self.rpn_head = MODELS.build(rpn_cfg, cfg_path="model.rpn_head")
+        roi_cfg = dict(roi_head)
+        roi_cfg.update(
+            train_cfg=_section(train_cfg, "rcnn", "train_cfg"),
+            test_cfg=_section(test_cfg, "rcnn", "test_cfg"),
+        )
+        self.roi_head = MODELS.build(roi_cfg, cfg_path="model.roi_head")
+        if init_cfg is not None and pretrained is None and cfg_get(init_cfg, "type") == "Pretrained":
+            pretrained = cfg_get(init_cfg, "checkpoint")
+        self.pretrained = pretrained
+        if pretrained is not None and hasattr(self.backbone, "init_weights"):
+            self.backbone.init_weights(pretrained)
+
+    def init_weights(self) -> None:
+        """Re-initialise every part (backbone weights reloaded from ``pretrained`` when set)."""
+        for part in (self.backbone, self.neck, self.rpn_head, self.roi_head):
+            if part is None:
+                continue
+            if part is self.backbone and self.pretrained is not None:
+                part.init_weights(self.pretrained)
+                continue
+            for m in part.modules():
+                if m is not part and hasattr(m, "init_weights"):
+                    m.init_weights()
+            if hasattr(part, "init_weights"):
+                part.init_weights()
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes."""
+        return self.roi_head.num_classes
+
+    def extract_feat(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Backbone (+ neck) features, finest first."""
+        x = self.backbone(images)
+        if self.neck is not None:
+            x = self.neck(x)
+        return tuple(x)
+
+    def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:
+        """RPN losses on sampled anchors + RoI head losses on sampled proposals."""
+        feats = self.extract_feat(inputs.images.tensor)
+        img_shapes = [m["img_shape"] for m in inputs.metas]
+        ignore = inputs.gt_bboxes_ignore or None
+        cls_scores, bbox_preds = self.rpn_head(feats)
+        losses = dict(self.rpn_head.loss(cls_scores, bbox_preds, inputs.gt_bboxes, img_shapes, ignore))
+        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes, self.rpn_proposal_cfg)
+        roi_losses = self.roi_head.forward_train(
+            feats, [p for p, _ in proposals], inputs.gt_bboxes, inputs.gt_labels, ignore
+        )
+        for key, value in roi_losses.items():
+            if key in losses:
+                raise KeyError(f"loss name '{key}' is produced by both the RPN and the RoI head.")
+            losses[key] = value
+        return losses
+
+    def predict(self, inputs: DetInputs) -> list[dict[str, torch.Tensor]]:
+        """Proposals, then RoI-head detections, per image in input-image pixels."""
+        feats = self.extract_feat(inputs.images.tensor)
+        img_shapes = [m["img_shape"] for m in inputs.metas]
+        cls_scores, bbox_preds = self.rpn_head(feats)
+        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes)
+        dets = self.roi_head.simple_test(feats, [p for p, _ in proposals], img_shapes)
+        return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in dets]
+
+
+@MODELS.register_module()
+class FasterRCNN(TwoStageDetector):
+    """Faster R-CNN (Ren et al. 2015) with FPN: a :class:`TwoStageDetector` with the standard RoI head."""

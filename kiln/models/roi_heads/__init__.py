@@ -1,0 +1,15 @@
+"""RoI heads: RoI feature extraction, box heads and the heads that drive them (second stage)."""
+
+from .bbox_head import ConvFCBBoxHead, Shared2FCBBoxHead, multiclass_nms
+from .roi_extractor import SingleRoIExtractor, bbox2roi, map_roi_levels
+from .standard_roi_head import StandardRoIHead
+
+__all__ = [
+    "ConvFCBBoxHead",
+    "Shared2FCBBoxHead",
+    "SingleRoIExtractor",
+    "StandardRoIHead",
+    "bbox2roi",
+    "map_roi_levels",
+    "multiclass_nms",
+]

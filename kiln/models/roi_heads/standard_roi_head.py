@@ -1,0 +1,141 @@
+"""The standard RoI head: sample proposals, pool their features, classify and refine them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from kiln.registry import MODELS, TASK_UTILS
+
+from ..utils import put_scalars
+from .roi_extractor import bbox2roi
+
+__all__ = ["StandardRoIHead"]
+
+
+@MODELS.register_module()
+class StandardRoIHead(nn.Module):
+    """Second stage of Faster R-CNN: RoIAlign over FPN levels + a box head (MMDetection's StandardRoIHead).
+
+    Args:
+        bbox_roi_extractor: e.g. ``dict(type='SingleRoIExtractor', roi_layer=dict(type='RoIAlign',
+            output_size=7, sampling_ratio=0), out_channels=256, featmap_strides=[4, 8, 16, 32])``.
+        bbox_head: e.g. ``dict(type='Shared2FCBBoxHead', in_channels=256, fc_out_channels=1024,
+            roi_feat_size=7, num_classes=80, ...)``.
+        train_cfg: the ``rcnn`` train settings: ``assigner``, ``sampler``, ``pos_weight``.
+        test_cfg: the ``rcnn`` test settings: ``score_thr``, ``nms``, ``max_per_img``.
+
+    Masks (``mask_head``) and shared heads are not implemented; configs that set them fail clearly.
+    """
+
+    def __init__(
+        self,
+        bbox_roi_extractor: Mapping[str, Any],
+        bbox_head: Mapping[str, Any],
+        train_cfg: Mapping[str, Any] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
+        shared_head: Mapping[str, Any] | None = None,
+        mask_roi_extractor: Mapping[str, Any] | None = None,
+        mask_head: Mapping[str, Any] | None = None,
+        init_cfg: Any = None,
+    ) -> None:
+        super().__init__()
+        if shared_head is not None or mask_head is not None or mask_roi_extractor is not None:
+            raise NotImplementedError(
+                "roi_head: shared_head / mask_head are not implemented in kiln; "
+                "remove them from the config (boxes only)."
+            )
+        self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor, cfg_path="roi_head.bbox_roi_extractor")
+        self.bbox_head = MODELS.build(bbox_head, cfg_path="roi_head.bbox_head")
+        self.train_cfg = dict(train_cfg or {})
+        self.test_cfg = dict(test_cfg or {})
+        self.bbox_assigner = self.bbox_sampler = None
+        if self.train_cfg:
+            self.bbox_assigner = TASK_UTILS.build(
+                self.train_cfg["assigner"], cfg_path="train_cfg.rcnn.assigner"
+            )
+            self.bbox_sampler = TASK_UTILS.build(self.train_cfg["sampler"], cfg_path="train_cfg.rcnn.sampler")
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes of the box head."""
+        return self.bbox_head.num_classes
+
+    def _bbox_forward(
+        self, feats: Sequence[torch.Tensor], rois: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        roi_feats = self.bbox_roi_extractor(feats[: self.bbox_roi_extractor.num_inputs], rois)
+        return self.bbox_head(roi_feats)
+
+    def sample_proposals(
+        self,
+        proposals: Sequence[torch.Tensor],
+        gt_bboxes: Sequence[torch.Tensor],
+        gt_labels: Sequence[torch.Tensor],
+        gt_bboxes_ignore: Sequence[torch.Tensor | None] | None = None,
+    ) -> list[Any]:
+        """Assign each image's proposals to ground truths and sample them (gts added as proposals)."""
+        if self.bbox_assigner is None:
+            raise RuntimeError(
+                "StandardRoIHead needs train_cfg.rcnn (assigner, sampler) to train; give the "
+                "detector train_cfg=dict(rpn=..., rpn_proposal=..., rcnn=...)."
+            )
+        results = []
+        for i, (props, gts, labels) in enumerate(zip(proposals, gt_bboxes, gt_labels)):
+            gts = gts.to(props.device, torch.float32)
+            labels = labels.to(props.device, torch.long)
+            ignore = gt_bboxes_ignore[i] if gt_bboxes_ignore is not None else None
+            assign = self.bbox_assigner.assign(props, gts, ignore, labels)
+            results.append(self.bbox_sampler.sample(assign, props, gts, labels))
+        return results
+
+    def forward_train(
+        self,
+        feats: Sequence[torch.Tensor],
+        proposals: Sequence[torch.Tensor],
+        gt_bboxes: Sequence[torch.Tensor],
+        gt_labels: Sequence[torch.Tensor],
+        gt_bboxes_ignore: Sequence[torch.Tensor | None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """``loss_cls``, ``loss_bbox`` (and the logged ``acc``) of the box head on sampled RoIs."""
+        proposals = [p.detach() for p in proposals]
+        samples = self.sample_proposals(proposals, gt_bboxes, gt_labels, gt_bboxes_ignore)
+        return self._bbox_loss(feats, samples)
+
+    def _bbox_loss(self, feats: Sequence[torch.Tensor], samples: Sequence[Any]) -> dict[str, torch.Tensor]:
+        rois = bbox2roi([torch.cat([s.pos_bboxes, s.neg_bboxes]) for s in samples])
+        cls_score, bbox_pred = self._bbox_forward(feats, rois)
+        targets = self.bbox_head.get_targets(
+            [s.pos_bboxes for s in samples],
+            [s.neg_bboxes for s in samples],
+            [s.pos_gt_bboxes for s in samples],
+            [s.pos_gt_labels for s in samples],
+            pos_weight=float(self.train_cfg.get("pos_weight", -1)),
+        )
+        losses = self.bbox_head.loss(cls_score, bbox_pred, rois, *targets)
+        put_scalars(
+            rcnn_num_pos_rois=sum(len(s.pos_inds) for s in samples) / max(len(samples), 1),
+            rcnn_num_neg_rois=sum(len(s.neg_inds) for s in samples) / max(len(samples), 1),
+        )
+        return losses
+
+    def simple_test(
+        self,
+        feats: Sequence[torch.Tensor],
+        proposals: Sequence[torch.Tensor],
+        img_shapes: Sequence[Sequence[int]],
+        cfg: Mapping[str, Any] | None = None,
+    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per image ``(boxes, scores, labels)`` in input-image pixels (not yet rescaled)."""
+        cfg = dict(cfg if cfg is not None else self.test_cfg)
+        rois = bbox2roi(proposals).to(feats[0].device)
+        cls_score, bbox_pred = self._bbox_forward(feats, rois)
+        counts = [len(p) for p in proposals]
+        results = []
+        per_image = zip(rois.split(counts), cls_score.split(counts), bbox_pred.split(counts))
+        for i, (r, c, b) in enumerate(per_image):
+            results.append(self.bbox_head.get_bboxes(r, c, b, img_shapes[i], cfg))
+        return results
