@@ -1,0 +1,160 @@
+"""EventStorage and HistoryBuffer: what training code puts, writers read, and checkpoints keep."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from kiln.engine.events import EventStorage, HistoryBuffer, get_event_storage, has_event_storage
+
+
+def test_history_buffer_windowed_statistics():
+    h = HistoryBuffer()
+    for i, v in enumerate([1.0, 2.0, 3.0, 100.0]):
+        h.update(v, i)
+    assert h.latest() == 100.0
+    assert h.median(3) == 3.0
+    assert h.avg(2) == 51.5
+    assert h.global_avg() == pytest.approx(26.5)
+    assert h.values() == [(1.0, 0), (2.0, 1), (3.0, 2), (100.0, 3)]
+
+
+def test_history_buffer_keeps_max_length_but_global_avg_covers_all():
+    h = HistoryBuffer(max_length=3)
+    for i in range(10):
+        h.update(float(i), i)
+    assert [v for v, _ in h.values()] == [7.0, 8.0, 9.0]
+    assert len(h) == 3
+    assert h.global_avg() == pytest.approx(4.5)
+    assert h.count() == 10
+
+
+def test_get_event_storage_outside_context_explains_how_to_open_one():
+    assert not has_event_storage()
+    with pytest.raises(RuntimeError, match=r"with EventStorage\(start_iter=0\)"):
+        get_event_storage()
+
+
+def test_storages_nest_as_a_stack():
+    with EventStorage() as outer:
+        with EventStorage() as inner:
+            assert get_event_storage() is inner
+        assert get_event_storage() is outer
+
+
+def test_put_scalar_records_at_current_iteration_and_step_advances():
+    with EventStorage(start_iter=5) as s:
+        s.put_scalar("loss", 2.0)
+        s.step()
+        s.put_scalar("loss", 4.0)
+        assert s.iter == 6
+        assert s.history("loss").values() == [(2.0, 5), (4.0, 6)]
+        assert s.latest() == {"loss": (4.0, 6)}
+
+
+def test_put_scalar_cur_iter_overrides_iteration():
+    with EventStorage(start_iter=10) as s:
+        s.put_scalar("val/AP", 0.5, smoothing_hint=False, cur_iter=3)
+        assert s.latest()["val/AP"] == (0.5, 3)
+
+
+def test_tensor_values_are_detached_and_converted_when_read():
+    w = torch.tensor(3.0, requires_grad=True)
+    with EventStorage() as s:
+        s.put_scalar("loss", w * 2)
+        s.put_scalars(a=torch.tensor([1.5]), b=torch.tensor(2, dtype=torch.int64))
+        raw = s.history("loss")._values[0]
+        assert isinstance(raw, torch.Tensor) and raw.grad_fn is None  # no graph kept alive
+        assert s.latest() == {"loss": (6.0, 0), "a": (1.5, 0), "b": (2.0, 0)}
+        assert all(type(v) is float for v, _ in s.history("loss").values())
+
+
+def test_put_scalar_rejects_multi_element_tensor_naming_it():
+    with EventStorage() as s:
+        with pytest.raises(ValueError, match=r"put_scalar\('loss_cls'\).*shape \(2,\)"):
+            s.put_scalar("loss_cls", torch.ones(2))
+
+
+def test_smoothing_hint_must_stay_the_same():
+    with EventStorage() as s:
+        s.put_scalar("lr", 0.1, smoothing_hint=False)
+        with pytest.raises(ValueError, match="first put with smoothing_hint=False"):
+            s.put_scalar("lr", 0.1, smoothing_hint=True)
+
+
+def test_unknown_history_lists_known_names():
+    with EventStorage() as s:
+        s.put_scalar("loss", 1.0)
+        with pytest.raises(KeyError, match="Known scalars: loss"):
+            s.history("los")
+
+
+def test_latest_with_smoothing_hint_uses_median_over_recent_iterations():
+    with EventStorage() as s:
+        for i, v in enumerate([100.0, 1.0, 2.0, 3.0]):
+            s.iter = i
+            s.put_scalar("loss", v)
+            s.put_scalar("lr", v, smoothing_hint=False)
+        s.put_scalar("rare", 7.0, cur_iter=0)  # put once, long ago
+        s.put_scalar("rare", 9.0, cur_iter=3)
+        out = s.latest_with_smoothing_hint(window=3)
+        assert out["loss"] == (2.0, 3)  # median of the values at iterations 1..3
+        assert out["lr"] == (3.0, 3)  # no smoothing
+        assert out["rare"] == (9.0, 3)  # the value from iteration 0 is outside the window
+
+
+def test_name_scope_prefixes_and_nests():
+    with EventStorage() as s:
+        with s.name_scope("rpn"):
+            s.put_scalar("loss", 1.0)
+            with s.name_scope("head/"):
+                s.put_scalar("acc", 0.5)
+        s.put_scalar("total", 2.0)
+        assert set(s.histories()) == {"rpn/loss", "rpn/head/acc", "total"}
+
+
+def test_put_image_and_histogram_are_queued_until_cleared():
+    with EventStorage(start_iter=4) as s:
+        s.put_image("vis", torch.rand(3, 8, 8))
+        s.put_histogram("weights", torch.arange(10.0), bins=5)
+        assert [(n, tuple(t.shape), it) for n, t, it in s.vis_data] == [("vis", (3, 8, 8), 4)]
+        hist = s.histograms_data[0]
+        assert hist["num"] == 10 and hist["min"] == 0.0 and hist["max"] == 9.0
+        assert sum(hist["bucket_counts"]) == 10 and len(hist["bucket_limits"]) == 5
+        s.clear_images()
+        s.clear_histograms()
+        assert s.vis_data == [] and s.histograms_data == []
+
+
+def test_put_image_rejects_wrong_shape():
+    with EventStorage() as s:
+        with pytest.raises(ValueError, match=r"put_image\('vis'\).*C×H×W"):
+            s.put_image("vis", torch.rand(8, 8))
+
+
+def test_state_dict_round_trips_through_weights_only_load():
+    with EventStorage(start_iter=0) as s:
+        for i in range(30):
+            s.iter = i
+            s.put_scalar("loss", torch.tensor(float(i)))
+            s.put_scalar("lr", 0.01 * i, smoothing_hint=False)
+        buf = io.BytesIO()
+        torch.save(s.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    with EventStorage() as r:
+        r.load_state_dict(state)
+        assert r.iter == 29
+        assert r.history("loss").values() == s.history("loss").values()
+        assert r.history("loss").global_avg() == pytest.approx(14.5)
+        assert r.latest_with_smoothing_hint(20) == s.latest_with_smoothing_hint(20)
+        with pytest.raises(ValueError, match="smoothing_hint"):
+            r.put_scalar("lr", 1.0)  # hints survive too
+
+
+def test_empty_history_statistics_are_nan():
+    h = HistoryBuffer()
+    assert math.isnan(h.global_avg()) and math.isnan(h.median(5))
+    with pytest.raises(IndexError, match="empty"):
+        h.latest()

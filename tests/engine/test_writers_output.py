@@ -1,0 +1,185 @@
+"""Writers produce real output: console lines via logging, JSON lines, TensorBoard event files."""
+
+import importlib.util
+import json
+import logging
+import sys
+import types
+
+import pytest
+import torch
+
+from kiln.engine.events import EventStorage
+from kiln.engine.writers import CommonMetricPrinter, JSONWriter, MLflowWriter, TensorboardXWriter, WandbWriter
+from kiln.registry import WRITERS
+
+
+def _run_iters(storage, start, stop):
+    for i in range(start, stop):
+        storage.iter = i
+        storage.put_scalars(total_loss=float(i), loss_cls=torch.tensor(0.5 * i))
+        storage.put_scalar("lr", 0.1, smoothing_hint=False)
+
+
+def test_json_writer_writes_one_parsable_object_per_iteration(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JSONWriter(str(path), window=3)
+    with EventStorage() as s:
+        _run_iters(s, 0, 3)
+        writer.write()
+        _run_iters(s, 3, 5)
+        writer.write()
+    writer.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    # Each scalar's latest value is at the newest iteration, so each write emits one line.
+    assert [r["iteration"] for r in rows] == [2, 4]
+    assert rows[0] == {"iteration": 2, "total_loss": 1.0, "loss_cls": 0.5, "lr": 0.1}
+    assert rows[1]["total_loss"] == 3.0  # median of iterations 2..4
+
+
+def test_json_writer_groups_scalars_by_the_iteration_they_were_put_at(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    writer = JSONWriter(str(path))
+    with EventStorage(start_iter=9) as s:
+        s.put_scalar("loss", 1.0)
+        s.put_scalar("bbox/AP", 40.0, smoothing_hint=False, cur_iter=7)
+        writer.write()
+        writer.write()  # nothing new: no duplicate lines
+    writer.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"iteration": 7, "bbox/AP": 40.0}, {"iteration": 9, "loss": 1.0}]
+
+
+def test_json_writer_appends_when_reopened_after_resume(tmp_path):
+    path = tmp_path / "out" / "metrics.jsonl"
+    for start in (0, 1):
+        writer = JSONWriter(str(path))
+        with EventStorage(start_iter=start) as s:
+            s.put_scalar("loss", float(start))
+            writer.write()
+        writer.close()
+    assert [json.loads(x)["iteration"] for x in path.read_text().splitlines()] == [0, 1]
+
+
+def test_writers_are_built_from_config(tmp_path):
+    writer = WRITERS.build(dict(type="JSONWriter", json_file=str(tmp_path / "m.jsonl")))
+    assert isinstance(writer, JSONWriter)
+    writer.close()
+    assert {"CommonMetricPrinter", "JSONWriter", "TensorboardXWriter", "MLflowWriter", "WandbWriter"} <= set(
+        WRITERS.keys()
+    )
+
+
+def test_tensorboard_writer_writes_readable_scalars_images_histograms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    writer = TensorboardXWriter(str(tmp_path / "tb"), window=1)
+    with EventStorage() as s:
+        _run_iters(s, 0, 3)
+        s.put_image("vis/sample", torch.rand(3, 6, 5))
+        s.put_histogram("weights", torch.randn(100), bins=10)
+        writer.write()
+        assert s.vis_data == [] and s.histograms_data == []  # consumed
+    writer.close()
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"total_loss", "loss_cls", "lr"} <= set(tags["scalars"])
+    assert [(e.step, e.value) for e in acc.Scalars("total_loss")] == [(2, 2.0)]
+    assert tags["images"] == ["vis/sample"]
+    img = acc.Images("vis/sample")[0]
+    assert (img.width, img.height, img.step) == (5, 6, 2)
+    hist = acc.Histograms("weights")[0]
+    assert hist.histogram_value.num == 100
+
+
+def test_common_metric_printer_logs_eta_iter_losses_time_lr(caplog):
+    printer = CommonMetricPrinter(max_iter=100, window=20)
+    with EventStorage() as s, caplog.at_level(logging.INFO, logger="kiln.engine.writers"):
+        for i in range(20):
+            s.iter = i
+            s.put_scalars(total_loss=0.5, loss_cls=0.25, time=0.2, data_time=0.01)
+            s.put_scalar("lr", 0.02, smoothing_hint=False)
+            s.put_scalar("epoch", 1, smoothing_hint=False)
+        printer.write()
+        assert s.latest()["eta_seconds"][0] == pytest.approx(0.2 * 80)
+    line = caplog.records[-1].getMessage()
+    for part in ("eta: 0:00:16", "epoch: 1", "iter: 20/100", "total_loss: 0.5", "loss_cls: 0.25",
+                 "time: 0.2000", "data_time: 0.0100", "lr: 0.02"):
+        assert part in line, (part, line)
+
+
+def test_common_metric_printer_estimates_eta_without_timer(caplog):
+    printer = CommonMetricPrinter(max_iter=10)
+    with EventStorage() as s, caplog.at_level(logging.INFO, logger="kiln.engine.writers"):
+        s.put_scalar("loss", 1.0)
+        printer.write()
+        assert "eta" not in caplog.records[-1].getMessage()  # one point: no rate yet
+        s.iter = 4
+        s.put_scalar("loss", 1.0)
+        printer.write()
+        assert caplog.records[-1].getMessage().startswith("eta: 0:00:00  iter: 5/10")
+
+
+_MLFLOW_ABSENT = importlib.util.find_spec("mlflow") is None
+_WANDB_ABSENT = importlib.util.find_spec("wandb") is None
+
+
+@pytest.mark.skipif(not _MLFLOW_ABSENT, reason="tests the error when mlflow is absent")
+def test_mlflow_writer_without_package_says_how_to_install(tmp_path):
+    with pytest.raises(ImportError, match=r"MLflowWriter needs the optional package 'mlflow'.*pip install"):
+        MLflowWriter(log_dir=str(tmp_path))
+
+
+@pytest.mark.skipif(not _WANDB_ABSENT, reason="tests the error when wandb is absent")
+def test_wandb_writer_without_package_says_how_to_install(tmp_path):
+    with pytest.raises(ImportError, match=r"WandbWriter needs the optional package 'wandb'.*pip install"):
+        WandbWriter(log_dir=str(tmp_path))
+
+
+class _Recorder(types.ModuleType):
+    """A stand-in for the optional tracking package (not installed here): records the API calls made."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.calls = []
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def record(*args, **kwargs):
+            self.calls.append((attr, args, kwargs))
+            return self
+
+        return record
+
+
+def test_mlflow_writer_uses_a_local_file_store_and_logs_metrics_per_step(tmp_path, monkeypatch):
+    fake = _Recorder("mlflow")
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    writer = MLflowWriter(log_dir=str(tmp_path), params={"lr": 0.1})
+    with EventStorage(start_iter=3) as s:
+        s.put_scalar("loss", 2.0)
+        writer.write()
+    writer.close()
+    names = [c[0] for c in fake.calls]
+    assert names == [
+        "set_tracking_uri", "set_experiment", "start_run", "log_params", "log_metrics", "end_run"
+    ]
+    assert fake.calls[0][1][0] == "file:" + str(tmp_path / "mlruns")
+    assert fake.calls[4][1:] == (({"loss": 2.0},), {"step": 3})
+
+
+def test_wandb_writer_runs_offline_and_logs_metrics_per_step(tmp_path, monkeypatch):
+    fake = _Recorder("wandb")
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    writer = WandbWriter(log_dir=str(tmp_path))
+    with EventStorage(start_iter=2) as s:
+        s.put_scalar("loss", 1.0)
+        writer.write()
+    writer.close()
+    init = fake.calls[0]
+    assert init[0] == "init" and init[2]["mode"] == "offline"
+    assert ("log", ({"loss": 1.0},), {"step": 2}) in fake.calls
+    assert fake.calls[-1][0] == "finish"
