@@ -1,0 +1,146 @@
+"""Resolving ``pretrained=`` names to local files and loading foreign ResNet state dicts.
+
+Nothing is downloaded: ``torchvision://resnet50`` is looked up in local cache directories
+(``$KILN_HOME/checkpoints``, ``$TORCH_HOME/hub/checkpoints``, ``~/.cache/torch/hub/checkpoints``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "TORCHVISION_URLS",
+    "checkpoint_dirs",
+    "resolve_pretrained",
+    "load_checkpoint_state_dict",
+    "convert_resnet_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+# File names torchvision publishes; the hash part is what `torch.hub` caches them under.
+TORCHVISION_URLS = {
+    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
+    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
+    "resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
+}
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Directories searched for ``torchvision://`` checkpoints, in order."""
+    dirs = []
+    if os.environ.get("KILN_HOME"):
+        dirs.append(Path(os.environ["KILN_HOME"]) / "checkpoints")
+    if os.environ.get("TORCH_HOME"):
+        dirs.append(Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints")
+    dirs.append(Path.home() / ".cache" / "torch" / "hub" / "checkpoints")
+    return dirs
+
+
+def resolve_pretrained(pretrained: str) -> Path | None:
+    """Return the local file for ``pretrained``, or ``None`` (with a warning) if it is not there.
+
+    * ``torchvision://NAME``: ``NAME.pth`` or ``NAME-<hash>.pth`` in :func:`checkpoint_dirs`.
+      Missing → a warning naming the file, the URL and the directory to put it in; the caller
+      continues with random initialisation (kiln never downloads).
+    * anything else is a local path; a missing one raises ``FileNotFoundError`` because an explicit
+      path that does not exist is a typo, and training from scratch by accident wastes a run.
+    """
+    if pretrained.startswith("torchvision://"):
+        name = pretrained[len("torchvision://") :]
+        dirs = checkpoint_dirs()
+        for d in dirs:
+            if not d.is_dir():
+                continue
+            exact = d / f"{name}.pth"
+            if exact.is_file():
+                return exact
+            hits = sorted(
+                p
+                for p in d.glob(f"{name}-*.pth")
+                if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]+\.pth", p.name)
+            )
+            if hits:
+                return hits[-1]
+        url = TORCHVISION_URLS.get(name)
+        fname = url.rsplit("/", 1)[-1] if url else f"{name}.pth"
+        where = " or ".join(str(d) for d in dirs)
+        msg = (
+            f"pretrained={pretrained!r}: no local file {name}.pth / {name}-<hash>.pth in {where}. "
+            f"kiln does not download weights; fetch {url or fname} yourself and put it at "
+            f"{dirs[0] / fname} (set KILN_HOME or TORCH_HOME to choose the directory). "
+            "Continuing with random initialisation."
+        )
+        warnings.warn(msg, stacklevel=3)
+        return None
+    if "://" in pretrained:
+        raise ValueError(
+            f"pretrained={pretrained!r}: unsupported scheme; use a local file path or "
+            "'torchvision://<name>'. "
+            "kiln never downloads weights at run time."
+        )
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained={pretrained!r}: file not found (resolved to {path.resolve()}). Check the path, or "
+            "set pretrained=None to train from scratch."
+        )
+    return path
+
+
+def load_checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a state dict from a ``.pth`` file (``weights_only``), unwrapping ``state_dict``/``model`` keys."""
+    obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise TypeError(f"{path}: expected a state dict (mapping name → tensor), got {type(obj).__name__}.")
+    return obj
+
+
+_D2_BLOCK = re.compile(r"^res(\d)\.(\d+)\.(conv\d|shortcut)(\.norm)?\.(.+)$")
+
+
+def convert_resnet_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a torchvision / MMDetection / Detectron2 ResNet state dict onto kiln's ResNet names.
+
+    kiln's ResNet uses torchvision's names (``conv1``, ``bn1``, ``layerN.i.convK``, ``bnK``,
+    ``downsample.0/1``), so torchvision dicts only lose ``fc.*``; prefixes ``module.`` and
+    ``backbone.`` are stripped; Detectron2 names (``stem.conv1``, ``resN.i.convK.norm``,
+    ``shortcut``) are renamed.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key
+        for prefix in ("module.", "backbone.", "bottom_up."):
+            if k.startswith(prefix):
+                k = k[len(prefix) :]
+        if k.startswith("fc.") or k.startswith("linear."):
+            continue  # classification head: not part of a detection backbone
+        if k.startswith("stem.conv1.norm."):
+            k = "bn1." + k[len("stem.conv1.norm.") :]
+        elif k.startswith("stem.conv1."):
+            k = "conv1." + k[len("stem.conv1.") :]
+        else:
+            m = _D2_BLOCK.match(k)
+            if m:
+                stage, block, conv, norm, rest = m.groups()
+                layer = f"layer{int(stage) - 1}.{block}"
+                if conv == "shortcut":
+                    k = f"{layer}.downsample.{1 if norm else 0}.{rest}"
+                elif norm:
+                    k = f"{layer}.bn{conv[4:]}.{rest}"
+                else:
+                    k = f"{layer}.{conv}.{rest}"
+        out[k] = value
+    return out

@@ -1,0 +1,370 @@
+"""ResNet 18–152 backbone with MMDetection's options (norm_cfg, style, frozen_stages, norm_eval, ...).
+
+Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``downsample.0``), so
+torchvision ImageNet checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+
+from kiln.registry import MODELS
+from kiln.structures import ShapeSpec
+
+from ..layers import build_norm_layer, is_norm
+from .base import Backbone
+from .pretrained import convert_resnet_state_dict, load_checkpoint_state_dict, resolve_pretrained
+
+__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+
+logger = logging.getLogger(__name__)
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    pad = dilation * (k - 1) // 2
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs with a residual connection (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        style: str = "pytorch",
+        norm_cfg: Mapping[str, Any] | None = None,
+        with_cp: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = _conv(inplanes, planes, 3, stride, dilation)
+        self.bn1 = build_norm_layer(norm_cfg, planes)
+        self.conv2 = _conv(planes, planes, 3, 1, dilation)
+        self.bn2 = build_norm_layer(norm_cfg, planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.with_cp = with_cp
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual block forward (optionally with activation checkpointing)."""
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(self._residual, x, use_reentrant=False)
+        else:
+            out = self._residual(x)
+        return self.relu(out)
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The norm layer zeroed by ``zero_init_residual``."""
+        return self.bn2
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 → 1×1 bottleneck. ``style='pytorch'`` strides in the 3×3, ``'caffe'`` in the first 1×1."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        dilation: int = 1,
+        downsample: nn.Module | None = None,
+        style: str = "pytorch",
+        norm_cfg: Mapping[str, Any] | None = None,
+        with_cp: bool = False,
+    ) -> None:
+        super().__init__()
+        s1, s2 = (1, stride) if style == "pytorch" else (stride, 1)
+        self.conv1 = _conv(inplanes, planes, 1, s1)
+        self.bn1 = build_norm_layer(norm_cfg, planes)
+        self.conv2 = _conv(planes, planes, 3, s2, dilation)
+        self.bn2 = build_norm_layer(norm_cfg, planes)
+        self.conv3 = _conv(planes, planes * self.expansion, 1)
+        self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.with_cp = with_cp
+
+    def _residual(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return out + identity
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual block forward (optionally with activation checkpointing)."""
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(self._residual, x, use_reentrant=False)
+        else:
+            out = self._residual(x)
+        return self.relu(out)
+
+    @property
+    def last_norm(self) -> nn.Module:
+        """The norm layer zeroed by ``zero_init_residual``."""
+        return self.bn3
+
+
+@MODELS.register_module()
+class ResNet(Backbone):
+    """ResNet backbone (He et al. 2016) returning the outputs of the stages in ``out_indices``.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        in_channels: input image channels.
+        base_channels: width of the first stage (64 in the paper; smaller for fast tests).
+        num_stages: how many of the 4 residual stages to build.
+        strides, dilations: per stage.
+        out_indices: which stages' outputs to return (0-based), e.g. ``(0, 1, 2, 3)`` → C2..C5.
+        style: ``'pytorch'`` (stride on the 3×3 conv) or ``'caffe'`` (stride on the first 1×1).
+        frozen_stages: ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem and stages 1..k
+            (parameters get ``requires_grad=False`` and their norm layers stay in eval mode).
+        norm_cfg: ``dict(type='BN'|'SyncBN'|'GN'|'FrozenBN', requires_grad=True)``.
+        norm_eval: keep batch-norm statistics frozen (eval mode) while training.
+        with_cp: activation checkpointing in the residual blocks (less memory, more compute).
+        zero_init_residual: zero the last norm's weight in each block (identity at start).
+        pretrained: a local ``.pth`` file or ``'torchvision://resnet50'``-style name (see
+            :func:`kiln.models.backbones.pretrained.resolve_pretrained`); loaded by :meth:`init_weights`.
+        init_cfg: MM-style ``dict(type='Pretrained', checkpoint=...)`` (same as ``pretrained``).
+
+    Example::
+
+        >>> m = ResNet(depth=18, base_channels=16)
+        >>> [f.shape[1] for f in m(torch.zeros(1, 3, 64, 64))]
+        [16, 32, 64, 128]
+    """
+
+    arch_settings = {
+        18: (BasicBlock, (2, 2, 2, 2)),
+        34: (BasicBlock, (3, 4, 6, 3)),
+        50: (Bottleneck, (3, 4, 6, 3)),
+        101: (Bottleneck, (3, 4, 23, 3)),
+        152: (Bottleneck, (3, 8, 36, 3)),
+    }
+
+    def __init__(
+        self,
+        depth: int = 50,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        stem_channels: int | None = None,
+        num_stages: int = 4,
+        strides: Sequence[int] = (1, 2, 2, 2),
+        dilations: Sequence[int] = (1, 1, 1, 1),
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        style: str = "pytorch",
+        frozen_stages: int = -1,
+        norm_cfg: Mapping[str, Any] | None = None,
+        norm_eval: bool = True,
+        with_cp: bool = False,
+        zero_init_residual: bool = True,
+        pretrained: str | None = None,
+        init_cfg: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if depth not in self.arch_settings:
+            raise KeyError(
+                f"ResNet depth={depth!r} is not supported; choose one of {sorted(self.arch_settings)}."
+            )
+        if not 1 <= num_stages <= 4:
+            raise ValueError(f"ResNet num_stages={num_stages} must be between 1 and 4.")
+        if len(strides) < num_stages or len(dilations) < num_stages:
+            raise ValueError(
+                f"ResNet strides={tuple(strides)} and dilations={tuple(dilations)} need "
+                f"num_stages={num_stages} entries."
+            )
+        if not out_indices or max(out_indices) >= num_stages or min(out_indices) < 0:
+            raise ValueError(
+                f"ResNet out_indices={tuple(out_indices)} must lie in [0, num_stages={num_stages})."
+            )
+        if style not in ("pytorch", "caffe"):
+            raise ValueError(f"ResNet style={style!r}: expected 'pytorch' or 'caffe'.")
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(
+                f"ResNet frozen_stages={frozen_stages} must be in [-1, num_stages={num_stages}]."
+            )
+        if init_cfg is not None and pretrained is None:
+            if init_cfg.get("type") != "Pretrained" or "checkpoint" not in init_cfg:
+                raise ValueError(
+                    f"ResNet init_cfg={dict(init_cfg)!r}: only dict(type='Pretrained', "
+                    "checkpoint=...) is supported."
+                )
+            pretrained = init_cfg["checkpoint"]
+        norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
+        self.depth = depth
+        self.num_stages = num_stages
+        self.out_indices = tuple(out_indices)
+        self.style = style
+        self.frozen_stages = frozen_stages
+        self.norm_cfg = norm_cfg
+        self.norm_eval = norm_eval
+        self.zero_init_residual = zero_init_residual
+        self.pretrained = pretrained
+
+        block, stage_blocks = self.arch_settings[depth]
+        stem_channels = stem_channels or base_channels
+        self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = build_norm_layer(norm_cfg, stem_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+        inplanes = stem_channels
+        self.res_layers: list[str] = []
+        self._out_channels: list[int] = []
+        for i in range(num_stages):
+            planes = base_channels * 2**i
+            layer = self._make_layer(
+                block, inplanes, planes, stage_blocks[i], strides[i], dilations[i], style, norm_cfg, with_cp
+            )
+            inplanes = planes * block.expansion
+            name = f"layer{i + 1}"
+            self.add_module(name, layer)
+            self.res_layers.append(name)
+            self._out_channels.append(inplanes)
+        stride = 4
+        self._out_strides = []
+        for i in range(num_stages):
+            stride *= strides[i]
+            self._out_strides.append(stride)
+        self.init_weights()
+
+    @staticmethod
+    def _make_layer(
+        block: type,
+        inplanes: int,
+        planes: int,
+        num_blocks: int,
+        stride: int,
+        dilation: int,
+        style: str,
+        norm_cfg: Mapping[str, Any],
+        with_cp: bool,
+    ) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                build_norm_layer(norm_cfg, planes * block.expansion),
+            )
+        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp)]
+        for _ in range(1, num_blocks):
+            layers.append(
+                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp)
+            )
+        return nn.Sequential(*layers)
+
+    # ------------------------------------------------------------------ contract
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        """``{'res2': ShapeSpec(channels, stride=4), ...}`` for the stages in ``out_indices``."""
+        return {
+            f"res{i + 2}": ShapeSpec(channels=self._out_channels[i], stride=self._out_strides[i])
+            for i in self.out_indices
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        """The largest output stride: padding inputs to it keeps feature maps aligned."""
+        return max(self._out_strides[i] for i in self.out_indices)
+
+    # ------------------------------------------------------------------ weights
+    def init_weights(self, pretrained: str | None = None) -> None:
+        """Kaiming-initialise convs, then load ``pretrained`` (argument or constructor value) if given."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)) and m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)) and isinstance(
+                    m.last_norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+                ):
+                    nn.init.zeros_(m.last_norm.weight)
+        pretrained = pretrained if pretrained is not None else self.pretrained
+        if pretrained:
+            self.pretrained = pretrained
+            path = resolve_pretrained(pretrained)
+            if path is not None:
+                self.load_pretrained(path)
+        self._freeze_stages()
+
+    def load_pretrained(self, path: str) -> None:
+        """Load a torchvision/MM/Detectron2 ResNet checkpoint file into this backbone (non-strict)."""
+        state = convert_resnet_state_dict(load_checkpoint_state_dict(path))
+        own = self.state_dict()
+        mismatched = [
+            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and own[k].shape != v.shape
+        ]
+        if mismatched:
+            raise ValueError(
+                f"pretrained file {path} does not fit ResNet(depth={self.depth}): shape mismatch for "
+                f"{mismatched[:5]}{' ...' if len(mismatched) > 5 else ''}. "
+                "Check depth/base_channels against the "
+                "checkpoint."
+            )
+        result = self.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+        if missing:
+            logger.warning("ResNet pretrained %s: missing keys %s", path, missing)
+        if result.unexpected_keys:
+            logger.warning("ResNet pretrained %s: unused keys %s", path, result.unexpected_keys)
+        logger.info("ResNet: loaded pretrained weights from %s", path)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        mods: list[nn.Module] = []
+        if self.frozen_stages >= 0:
+            mods += [self.conv1, self.bn1]
+        for i in range(1, self.frozen_stages + 1):
+            mods.append(getattr(self, f"layer{i}"))
+        return mods
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ResNet:
+        """Set train mode, keeping frozen stages (and all norms when ``norm_eval``) in eval mode."""
+        super().train(mode)
+        if mode:
+            for m in self._frozen_modules():
+                m.eval()
+            if self.norm_eval:
+                for m in self.modules():
+                    if is_norm(m) and isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Return the feature maps of the stages in ``out_indices``, finest first."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for i, name in enumerate(self.res_layers):
+            x = getattr(self, name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)

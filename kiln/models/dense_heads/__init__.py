@@ -1,0 +1,6 @@
+"""Dense heads: per-location classification and box regression over feature maps."""
+
+from .anchor_head import AnchorHead
+from .retina_head import RetinaHead
+
+__all__ = ["AnchorHead", "RetinaHead"]

@@ -1,0 +1,14 @@
+"""Detectors: the batch/model contract (:class:`BaseDetector`) and the meta-architectures."""
+
+from .base import BaseDetector, DetInputs, to_original_pixels
+from .ensemble import DetectorEnsemble
+from .single_stage import RetinaNet, SingleStageDetector
+
+__all__ = [
+    "BaseDetector",
+    "DetInputs",
+    "DetectorEnsemble",
+    "RetinaNet",
+    "SingleStageDetector",
+    "to_original_pixels",
+]

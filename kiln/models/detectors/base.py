@@ -1,0 +1,330 @@
+"""``BaseDetector``: turns either batch form into one internal form and maps predictions back.
+
+The two batch producers (MM pipeline ``Collect`` and Detectron2 ``DatasetMapper``, see
+docs/architecture.md) are converted once, in :meth:`BaseDetector.preprocess`, into
+:class:`DetInputs`; subclasses implement :meth:`loss` and :meth:`predict` against that form only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from kiln.structures import ImageList
+
+from ..utils import cfg_get, merge_detections, nms_iou_threshold
+
+__all__ = ["BaseDetector", "DetInputs", "to_original_pixels"]
+
+# ImageNet mean/std in 0–255 RGB: what MMDetection's img_norm_cfg uses; used for Detectron2-form inputs.
+DEFAULT_PIXEL_MEAN = (123.675, 116.28, 103.53)
+DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass
+class DetInputs:
+    """One batch in the form detectors work with.
+
+    Attributes:
+        images: the normalised images padded into one tensor.
+        metas: per image ``img_shape (h, w)`` (the image before padding, where predictions live),
+            ``ori_shape (h, w)``, ``scale_factor`` tensor ``[w, h, w, h]`` (input / original),
+            ``flip``, ``flip_direction``, ``image_id``.
+        gt_bboxes, gt_labels: per image N×4 XYXY in input pixels, N int64 (empty lists when absent).
+        gt_bboxes_ignore: per image M×4 or ``None``.
+        sample_index: for each entry, which batch element it came from (test-time augmentation gives
+            several entries per element).
+    """
+
+    images: ImageList
+    metas: list[dict[str, Any]]
+    gt_bboxes: list[torch.Tensor] = field(default_factory=list)
+    gt_labels: list[torch.Tensor] = field(default_factory=list)
+    gt_bboxes_ignore: list[torch.Tensor | None] = field(default_factory=list)
+    sample_index: list[int] = field(default_factory=list)
+
+    @property
+    def has_gt(self) -> bool:
+        """Whether ground truth is present for every image."""
+        return len(self.gt_bboxes) == len(self.metas) and len(self.metas) > 0
+
+
+def _unwrap(x: Any) -> Any:
+    # MMCV's DataContainer keeps the payload in `.data`; accept it without depending on MMCV.
+    if (
+        hasattr(x, "data")
+        and not isinstance(x, (torch.Tensor, np.ndarray))
+        and type(x).__name__ == "DataContainer"
+    ):
+        return x.data
+    return x
+
+
+def _as_tensor(x: Any, dtype: torch.dtype, device: torch.device, what: str) -> torch.Tensor:
+    x = _unwrap(x)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(x)
+        except Exception as exc:
+            raise TypeError(
+                f"batch key '{what}': expected a tensor or array, got {type(x).__name__}."
+            ) from exc
+    return x.to(device=device, dtype=dtype, non_blocking=True)
+
+
+def _scale_factor(value: Any, device: torch.device) -> torch.Tensor:
+    sf = torch.as_tensor(np.asarray(value, dtype=np.float32).reshape(-1), device=device)
+    if sf.numel() == 1:
+        sf = sf.repeat(4)
+    elif sf.numel() == 2:
+        sf = sf.repeat(2)
+    elif sf.numel() != 4:
+        raise ValueError(f"img_metas['scale_factor']={value!r}: expected a number, [w, h] or [w, h, w, h].")
+    return sf
+
+
+def to_original_pixels(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
+    """Map boxes from input-image pixels back to original-image pixels: undo flip, then resize; clip."""
+    boxes = boxes.clone()
+    if meta.get("flip"):
+        h, w = meta["img_shape"][:2]
+        direction = meta.get("flip_direction") or "horizontal"
+        if direction in ("horizontal", "diagonal"):
+            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        if direction in ("vertical", "diagonal"):
+            boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+    boxes = boxes / meta["scale_factor"].to(boxes)
+    oh, ow = meta["ori_shape"][:2]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, ow)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, oh)
+    return boxes
+
+
+class BaseDetector(nn.Module):
+    """Base of all detectors: batch handling and the model contract.
+
+    ``model(batch)`` with ``batch`` a list of per-image dicts in either form (or one dict):
+
+    * train mode → ``dict`` of named losses (keys containing ``loss``), from :meth:`loss`;
+    * eval mode → list (one per batch element) of ``{'boxes', 'scores', 'labels'}`` in original-image
+      pixels, from :meth:`predict` plus :func:`to_original_pixels` and test-time-augmentation merging.
+
+    Args:
+        pixel_mean, pixel_std: normalisation of Detectron2-form ``image`` tensors (MM-form ``img`` is
+            normalised by the pipeline already). Default: ImageNet RGB statistics in 0–255.
+        size_divisibility: pad the batch to a multiple of this (default: the backbone's).
+        train_cfg, test_cfg: kept as attributes for subclasses.
+    """
+
+    def __init__(
+        self,
+        pixel_mean: Sequence[float] | None = None,
+        pixel_std: Sequence[float] | None = None,
+        size_divisibility: int | None = None,
+        train_cfg: Any = None,
+        test_cfg: Any = None,
+    ) -> None:
+        super().__init__()
+        mean = torch.tensor(pixel_mean if pixel_mean is not None else DEFAULT_PIXEL_MEAN, dtype=torch.float32)
+        std = torch.tensor(pixel_std if pixel_std is not None else DEFAULT_PIXEL_STD, dtype=torch.float32)
+        self.register_buffer("pixel_mean", mean.view(-1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", std.view(-1, 1, 1), persistent=False)
+        self._size_divisibility = size_divisibility
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+
+    # ------------------------------------------------------------------ to implement
+    def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:
+        """Training losses for a preprocessed batch."""
+        raise NotImplementedError
+
+    def predict(self, inputs: DetInputs) -> list[dict[str, torch.Tensor]]:
+        """Per-entry detections in input-image pixels (``img_shape`` coordinates)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ contract
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters (inputs are moved there)."""
+        for p in self.parameters():
+            return p.device
+        return self.pixel_mean.device
+
+    @property
+    def size_divisibility(self) -> int:
+        """Batches are padded to a multiple of this (explicit value, else the backbone's, else 32)."""
+        if self._size_divisibility is not None:
+            return int(self._size_divisibility)
+        backbone = getattr(self, "backbone", None)
+        value = getattr(backbone, "size_divisibility", None)
+        return int(value) if value else 32
+
+    def forward(self, batch: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Any:
+        """The model contract: losses in train mode, per-image detections in eval mode."""
+        inputs = self.preprocess(batch)
+        if self.training:
+            if not inputs.has_gt:
+                raise KeyError(
+                    "training batch has no ground truth: MM-form samples need 'gt_bboxes' and 'gt_labels' "
+                    "(add them to Collect keys=[...]); Detectron2-form samples need 'instances' "
+                    "(DatasetMapper with is_train=True). Call model.eval() for inference."
+                )
+            return self.loss(inputs)
+        results = self.predict(inputs)
+        return self.postprocess(results, inputs)
+
+    def postprocess(
+        self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
+    ) -> list[dict[str, torch.Tensor]]:
+        """Map detections to original pixels and merge test-time-augmented views of the same image."""
+        mapped = []
+        for res, meta in zip(results, inputs.metas):
+            out = dict(res)
+            out["boxes"] = to_original_pixels(res["boxes"], meta)
+            out["labels"] = res["labels"].long()
+            mapped.append(out)
+        num = max(inputs.sample_index) + 1 if inputs.sample_index else 0
+        groups: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(num)]
+        for idx, res in zip(inputs.sample_index, mapped):
+            groups[idx].append(res)
+        if all(len(g) == 1 for g in groups):
+            return [g[0] for g in groups]
+        iou = nms_iou_threshold(cfg_get(self.test_cfg, "nms"))
+        max_per_img = cfg_get(self.test_cfg, "max_per_img", 100)
+        return [g[0] if len(g) == 1 else merge_detections(g, iou, max_per_img) for g in groups]
+
+    # ------------------------------------------------------------------ batch conversion
+    def preprocess(self, batch: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> DetInputs:
+        """Convert a batch in either form to :class:`DetInputs` on the model's device."""
+        if isinstance(batch, Mapping):
+            batch = [batch]
+        if not isinstance(batch, Sequence) or len(batch) == 0:
+            raise TypeError(
+                f"a batch must be a non-empty list of per-image dicts, got {type(batch).__name__}."
+            )
+        device = self.device
+        images: list[torch.Tensor] = []
+        inputs = DetInputs(images=None, metas=[])  # type: ignore[arg-type]
+        for i, sample in enumerate(batch):
+            if not isinstance(sample, Mapping):
+                raise TypeError(f"batch[{i}] is a {type(sample).__name__}; expected a dict per image.")
+            if "img" in sample:
+                self._add_mm_sample(sample, i, device, images, inputs)
+            elif "image" in sample:
+                self._add_d2_sample(sample, i, device, images, inputs)
+            else:
+                raise KeyError(
+                    f"batch[{i}] has keys {sorted(sample)}; expected 'img' + 'img_metas' "
+                    "(MM pipeline Collect) or "
+                    "'image' (Detectron2 DatasetMapper). See docs/architecture.md, 'Batches'."
+                )
+        inputs.images = ImageList.from_tensors(images, self.size_divisibility)
+        return inputs
+
+    def _add_mm_sample(
+        self,
+        sample: Mapping[str, Any],
+        i: int,
+        device: torch.device,
+        images: list[torch.Tensor],
+        inputs: DetInputs,
+    ) -> None:
+        imgs = _unwrap(sample["img"])
+        metas = _unwrap(sample.get("img_metas", {}))
+        if isinstance(imgs, (list, tuple)):  # MultiScaleFlipAug: one entry per scale/flip
+            if not isinstance(metas, (list, tuple)) or len(metas) != len(imgs):
+                raise ValueError(
+                    f"batch[{i}]: 'img' is a list of {len(imgs)} views, so 'img_metas' must be a list "
+                    "of as many dicts."
+                )
+            views = list(zip(imgs, metas))
+        else:
+            views = [(imgs, metas)]
+        for img, meta in views:
+            img = _as_tensor(img, torch.float32, device, "img")
+            if img.dim() == 4 and img.shape[0] == 1:
+                img = img[0]
+            if img.dim() != 3:
+                raise ValueError(f"batch[{i}]['img'] has shape {tuple(img.shape)}; expected C×H×W.")
+            meta = _unwrap(meta) or {}
+            img_shape = tuple(meta.get("img_shape", img.shape[-2:]))[:2]
+            images.append(img)
+            inputs.metas.append(
+                {
+                    "img_shape": (int(img_shape[0]), int(img_shape[1])),
+                    "ori_shape": tuple(int(v) for v in meta.get("ori_shape", img_shape)[:2]),
+                    "scale_factor": _scale_factor(meta.get("scale_factor", 1.0), device),
+                    "flip": bool(meta.get("flip", False)),
+                    "flip_direction": meta.get("flip_direction"),
+                    "image_id": meta.get("image_id", sample.get("image_id")),
+                }
+            )
+            inputs.sample_index.append(i)
+        if "gt_bboxes" in sample:
+            if len(views) != 1:
+                raise ValueError(
+                    f"batch[{i}]: ground truth with {len(views)} augmented views is not supported."
+                )
+            boxes = _as_tensor(sample["gt_bboxes"], torch.float32, device, "gt_bboxes").reshape(-1, 4)
+            labels = _as_tensor(
+                sample.get("gt_labels", torch.zeros(0)), torch.int64, device, "gt_labels"
+            ).reshape(-1)
+            if len(labels) != len(boxes):
+                raise ValueError(f"batch[{i}]: {len(boxes)} gt_bboxes but {len(labels)} gt_labels.")
+            inputs.gt_bboxes.append(boxes)
+            inputs.gt_labels.append(labels)
+            ign = sample.get("gt_bboxes_ignore")
+            inputs.gt_bboxes_ignore.append(
+                None
+                if ign is None
+                else _as_tensor(ign, torch.float32, device, "gt_bboxes_ignore").reshape(-1, 4)
+            )
+
+    def _add_d2_sample(
+        self,
+        sample: Mapping[str, Any],
+        i: int,
+        device: torch.device,
+        images: list[torch.Tensor],
+        inputs: DetInputs,
+    ) -> None:
+        img = _as_tensor(sample["image"], torch.float32, device, "image")
+        if img.dim() != 3 or img.shape[0] != self.pixel_mean.shape[0]:
+            raise ValueError(
+                f"batch[{i}]['image'] has shape {tuple(img.shape)}; expected C×H×W with "
+                f"C={self.pixel_mean.shape[0]} (len(pixel_mean))."
+            )
+        img = (img - self.pixel_mean) / self.pixel_std
+        h, w = int(img.shape[-2]), int(img.shape[-1])
+        oh, ow = int(sample.get("height", h)), int(sample.get("width", w))
+        images.append(img)
+        inputs.metas.append(
+            {
+                "img_shape": (h, w),
+                "ori_shape": (oh, ow),
+                "scale_factor": torch.tensor([w / ow, h / oh, w / ow, h / oh], device=device),
+                "flip": False,
+                "flip_direction": None,
+                "image_id": sample.get("image_id"),
+            }
+        )
+        inputs.sample_index.append(i)
+        inst = sample.get("instances")
+        if inst is not None:
+            boxes = inst.gt_boxes if inst.has("gt_boxes") else torch.zeros(0, 4)
+            boxes = getattr(boxes, "tensor", boxes)
+            labels = inst.gt_classes if inst.has("gt_classes") else torch.zeros(0, dtype=torch.int64)
+            inputs.gt_bboxes.append(
+                _as_tensor(boxes, torch.float32, device, "instances.gt_boxes").reshape(-1, 4)
+            )
+            inputs.gt_labels.append(
+                _as_tensor(labels, torch.int64, device, "instances.gt_classes").reshape(-1)
+            )
+            inputs.gt_bboxes_ignore.append(None)

@@ -1,0 +1,9 @@
+"""Losses (registered in ``MODELS``): all take ``reduction``, ``loss_weight`` and, at call time,
+``weight``, ``avg_factor`` and ``reduction_override``."""
+
+from .cross_entropy_loss import CrossEntropyLoss
+from .focal_loss import FocalLoss
+from .regression_losses import GIoULoss, L1Loss, SmoothL1Loss
+from .utils import weight_reduce_loss
+
+__all__ = ["CrossEntropyLoss", "FocalLoss", "GIoULoss", "L1Loss", "SmoothL1Loss", "weight_reduce_loss"]

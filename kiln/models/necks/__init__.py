@@ -1,0 +1,5 @@
+"""Necks: modules between backbone and heads."""
+
+from .fpn import FPN
+
+__all__ = ["FPN"]

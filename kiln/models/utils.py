@@ -1,0 +1,74 @@
+"""Helpers shared by heads and detectors: test_cfg parsing, NMS merging, EventStorage stats."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torchvision.ops import batched_nms
+
+__all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get"]
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` for dicts and attribute-style configs; ``default`` when absent."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, Mapping):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def nms_iou_threshold(nms_cfg: Any, where: str = "test_cfg.nms") -> float:
+    """IoU threshold of an ``nms=dict(type='nms', iou_thr=...)`` (v1) or ``iou_threshold=`` (v2)."""
+    if nms_cfg is None:
+        return 0.5
+    if isinstance(nms_cfg, (int, float)):
+        return float(nms_cfg)
+    nms_type = cfg_get(nms_cfg, "type", "nms")
+    if nms_type not in ("nms", "batched_nms"):
+        raise ValueError(
+            f"{where}: type={nms_type!r} is not supported; kiln uses torchvision nms, "
+            "so write nms=dict(type='nms', iou_threshold=0.5)."
+        )
+    for key in ("iou_threshold", "iou_thr"):
+        value = cfg_get(nms_cfg, key)
+        if value is not None:
+            return float(value)
+    raise KeyError(
+        f"{where}={dict(nms_cfg)!r} has no IoU threshold; add iou_threshold=0.5 (or v1 iou_thr=0.5)."
+    )
+
+
+def merge_detections(
+    dets: Sequence[Mapping[str, torch.Tensor]], iou_threshold: float, max_per_img: int | None
+) -> dict[str, torch.Tensor]:
+    """Merge several detection sets of the same image (TTA, ensembles) by per-class NMS."""
+    boxes = torch.cat([d["boxes"] for d in dets])
+    scores = torch.cat([d["scores"] for d in dets])
+    labels = torch.cat([d["labels"] for d in dets])
+    keep = batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
+    if max_per_img is not None and max_per_img > 0:
+        keep = keep[:max_per_img]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def put_scalars(**scalars: float | torch.Tensor) -> None:
+    """Record scalars in the active EventStorage (engine's ``get_event_storage``); no-op when none is open.
+
+    Models call this in training so stats such as the number of positive anchors reach the writers
+    without the model knowing about the runner.
+    """
+    try:
+        from kiln.engine.events import get_event_storage
+    except ImportError:
+        return
+    try:
+        storage = get_event_storage()
+    except Exception:  # no storage open (e.g. a bare forward in a notebook or a test)
+        return
+    if storage is None:
+        return
+    values = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in scalars.items()}
+    storage.put_scalars(**values)
