@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from .errors import ConfigError, ConfigKeyError, FrozenConfigError, did_you_mean
+from .errors import yaml_msg as _yaml_msg
 from .overrides import parse_opts, parse_value
 
 __all__ = ["CfgNode"]
@@ -92,10 +93,18 @@ class CfgNode(dict):
     @classmethod
     def _convert(cls, value: Any, key_list: list[str], new_allowed: bool) -> Any:
         if isinstance(value, CfgNode):
+            value._set_key_list(key_list)
             return value
         if isinstance(value, dict):
             return cls(value, key_list, new_allowed)
         return value
+
+    def _set_key_list(self, key_list: list[str]) -> None:
+        # a node built on its own and attached later learns its path, for messages
+        self.__dict__["_key_list"] = list(key_list)
+        for key, value in self.items():
+            if isinstance(value, CfgNode):
+                value._set_key_list([*key_list, str(key)])
 
     # ---------------------------------------------------------------- access
     def _path(self, key: str) -> str:
@@ -236,7 +245,7 @@ class CfgNode(dict):
             except YAMLError as exc:
                 mark = getattr(exc, "problem_mark", None)
                 line = f", line {mark.line + 1}" if mark is not None else ""
-                raise ConfigError(f"{filename}{line}: invalid YAML: {exc}") from None
+                raise ConfigError(f"{filename}{line}: invalid YAML: {_yaml_msg(exc)}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{filename}: a config must be a mapping at the top level.")
         bases = data.pop(BASE_KEY, None) or data.pop("_base_", None)

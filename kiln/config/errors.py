@@ -44,3 +44,8 @@ def did_you_mean(key: str, candidates: Iterable[str]) -> str:
     """`` Did you mean 'a', 'b'?`` or an empty string when nothing is close."""
     found = close_matches(key, candidates)
     return f" Did you mean: {', '.join(repr(f) for f in found)}?" if found else ""
+
+
+def yaml_msg(exc: Exception) -> str:
+    """A PyYAML error text with its ``"<unicode string>"`` stream name replaced."""
+    return str(exc).replace('"<unicode string>"', "the file").replace("\n", " ")

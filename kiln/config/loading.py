@@ -27,6 +27,7 @@ from typing import Any
 
 from .config_dict import ConfigDict
 from .errors import ConfigError
+from .errors import yaml_msg as _yaml_msg
 from .merge import merge_into, strip_delete
 
 BASE_KEYS = ("_base_", "_BASE_")
@@ -231,7 +232,7 @@ def _parse_data(text: str, filename: str, suffix: str) -> dict:
         except YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{filename}{line}: invalid YAML: {exc}") from None
+            raise ConfigError(f"{filename}{line}: invalid YAML: {_yaml_msg(exc)}") from None
         data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(

@@ -118,7 +118,7 @@ def set_by_dotted_key(
 
 
 def _merged(old: Any, value: Any) -> Any:
-    if isinstance(value, dict) and isinstance(old, dict):
+    if isinstance(value, dict) and isinstance(old, dict) and not value.get(DELETE_KEY, False):
         merged = copy.deepcopy(old)
         return to_config_value(merge_into(value, merged))
     if isinstance(value, dict):
