@@ -21,6 +21,21 @@ from .build import (
 )
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .common import DatasetFromList, MapDataset
+from .datasets import (
+    ClassBalancedDataset,
+    CocoDataset,
+    ConcatDataset,
+    CustomDataset,
+    RepeatDataset,
+    ShapesDataset,
+    VOCDataset,
+    build_dataset,
+    generate_shapes_dataset,
+    load_coco_json,
+    load_voc_instances,
+    register_coco_instances,
+    register_pascal_voc,
+)
 from .samplers import (
     InferenceSampler,
     RepeatFactorTrainingSampler,
@@ -29,6 +44,19 @@ from .samplers import (
 )
 
 __all__ = [
+    "ClassBalancedDataset",
+    "CocoDataset",
+    "ConcatDataset",
+    "CustomDataset",
+    "RepeatDataset",
+    "ShapesDataset",
+    "VOCDataset",
+    "build_dataset",
+    "generate_shapes_dataset",
+    "load_coco_json",
+    "load_voc_instances",
+    "register_coco_instances",
+    "register_pascal_voc",
     "DatasetCatalog",
     "DatasetFromList",
     "InferenceSampler",
@@ -48,7 +76,7 @@ __all__ = [
 ]
 
 # Heavier or separately owned parts load on first access: ``kiln.data.transforms`` pulls in cv2.
-_LAZY = {"transforms": "kiln.data.transforms", "datasets": "kiln.data.datasets"}
+_LAZY = {"transforms": "kiln.data.transforms"}
 
 
 def __getattr__(name: str) -> Any:
