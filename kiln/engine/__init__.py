@@ -1,0 +1,48 @@
+"""The training engine: Runner and loops, hooks, optimizer wrapper, schedules, events, checkpoints.
+
+Importing ``kiln.engine`` registers every engine component (hooks, optimizers, schedulers,
+writers, loops, runners) in its registry.
+"""
+
+from . import comm
+from .checkpoint import Checkpointer, PeriodicCheckpointer
+from .events import EventStorage, get_event_storage, has_event_storage
+from .hooks import (
+    STAGES,
+    CallbackHook,
+    CheckInvalidLossHook,
+    CheckpointHook,
+    DistSamplerSeedHook,
+    EarlyStoppingHook,
+    EMAHook,
+    EmptyCacheHook,
+    EvalHook,
+    Hook,
+    HookBase,
+    HookError,
+    IterTimerHook,
+    JsonLoggerHook,
+    LoggerHook,
+    OptimizerHook,
+    ParamSchedulerHook,
+    PeriodicWriter,
+    Priority,
+    TensorboardLoggerHook,
+    TextLoggerHook,
+)
+from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
+from .runner import Runner, parse_losses
+from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
+from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+__all__ = [
+    "comm", "Checkpointer", "PeriodicCheckpointer", "EventStorage", "get_event_storage", "has_event_storage",
+    "STAGES", "CallbackHook", "CheckInvalidLossHook", "CheckpointHook", "DistSamplerSeedHook",
+    "EarlyStoppingHook", "EMAHook", "EmptyCacheHook", "EvalHook", "Hook", "HookBase", "HookError",
+    "IterTimerHook", "JsonLoggerHook", "LoggerHook", "OptimizerHook", "ParamSchedulerHook", "PeriodicWriter",
+    "Priority", "TensorboardLoggerHook", "TextLoggerHook", "EpochBasedTrainLoop", "IterBasedTrainLoop",
+    "TestLoop", "ValLoop", "AmpOptimWrapper", "OptimWrapper", "build_optim_wrapper", "build_optimizer",
+    "Runner", "parse_losses", "ScheduleSet", "build_param_schedulers", "schedulers_from_lr_config",
+    "CommonMetricPrinter", "JSONWriter", "TensorboardXWriter",
+]

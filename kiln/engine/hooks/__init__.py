@@ -1,0 +1,24 @@
+"""Runner hooks: the base classes and every built-in hook (importing this registers them in HOOKS)."""
+
+from .base import STAGES, CallbackHook, Hook, HookBase, HookError, Priority, get_priority
+from .checkpoint import BestCheckpointKeeper, CheckpointHook, infer_rule, publish_checkpoint
+from .ema import EMAHook
+from .eval import EvalHook
+from .logger import JsonLoggerHook, LoggerHook, PeriodicWriter, TensorboardLoggerHook, TextLoggerHook
+from .misc import (
+    CheckInvalidLossHook,
+    DistSamplerSeedHook,
+    EarlyStoppingHook,
+    EmptyCacheHook,
+    OptimizerHook,
+    ParamSchedulerHook,
+)
+from .timer import IterationTimer, IterTimerHook
+
+__all__ = [
+    "STAGES", "CallbackHook", "Hook", "HookBase", "HookError", "Priority", "get_priority",
+    "BestCheckpointKeeper", "CheckpointHook", "infer_rule", "publish_checkpoint", "EMAHook", "EvalHook",
+    "JsonLoggerHook", "LoggerHook", "PeriodicWriter", "TensorboardLoggerHook", "TextLoggerHook",
+    "CheckInvalidLossHook", "DistSamplerSeedHook", "EarlyStoppingHook", "EmptyCacheHook", "OptimizerHook",
+    "ParamSchedulerHook", "IterationTimer", "IterTimerHook",
+]

@@ -1,0 +1,221 @@
+"""CheckpointHook: periodic, last and best checkpoints, pruning, weights-only publishing."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from typing import Any
+
+import torch
+
+from kiln.registry import HOOKS
+
+from .. import comm
+from ..checkpoint import atomic_torch_save
+from .base import Hook, Priority
+
+__all__ = ["CheckpointHook", "BestCheckpointKeeper", "publish_checkpoint", "infer_rule"]
+
+logger = logging.getLogger(__name__)
+
+_GREATER = ("acc", "top", "ap", "auc", "precision", "recall", "f1", "map", "miou", "iou", "psnr", "ssim")
+_LESS = ("loss", "err", "error", "fid", "mse", "mae")
+
+
+def infer_rule(key: str) -> str:
+    """'greater' for accuracy-like metric names (AP, acc, ...), 'less' for loss-like ones."""
+    low = key.lower().split("/")[-1]
+    if any(t in low for t in _LESS):
+        return "less"
+    if any(t in low for t in _GREATER):
+        return "greater"
+    raise ValueError(
+        f"Cannot tell whether a larger '{key}' is better; pass rule='greater' or rule='less'."
+    )
+
+
+class BestCheckpointKeeper:
+    """Track the best value of a metric and save ``best_<metric>_<epoch|iter>_<n>.pth`` when it improves.
+
+    Args:
+        save_best: metric key, or ``'auto'`` for the first metric the evaluator returns.
+        rule: ``'greater'``, ``'less'`` or ``None`` (inferred from the name).
+    """
+
+    def __init__(self, save_best: str, rule: str | None = None) -> None:
+        if rule not in (None, "greater", "less"):
+            raise ValueError(f"rule must be 'greater', 'less' or None, got {rule!r}.")
+        self.key = save_best
+        self.rule = rule
+        self.best_score: float | None = None
+        self.best_path: str | None = None
+
+    def update(self, runner: Any, metrics: dict | None) -> str | None:
+        """Save a best checkpoint if ``metrics`` improved on the best so far; returns its path."""
+        if not metrics:
+            return None
+        key = self.key
+        if key == "auto":
+            key = next(iter(metrics))
+            self.key = key
+        if key not in metrics:
+            raise KeyError(
+                f"save_best='{key}' is not among the evaluation metrics {sorted(metrics)}; "
+                f"use one of those or 'auto'."
+            )
+        if self.rule is None:
+            self.rule = infer_rule(key)
+        score = float(metrics[key])
+        if math.isnan(score):
+            return None
+        better = (self.best_score is None
+                  or (score > self.best_score if self.rule == "greater" else score < self.best_score))
+        if not better:
+            return None
+        self.best_score = score
+        unit, n = ("epoch", runner.epoch + 1) if runner.by_epoch else ("iter", runner.iter + 1)
+        name = f"best_{key.replace('/', '_')}_{unit}_{n}"
+        old = self.best_path
+        path = runner.save_checkpoint(name, meta={"best_score": score, "best_metric": key})
+        if path is not None:
+            self.best_path = path
+            if old and old != path and os.path.exists(old):
+                os.remove(old)
+            logger.info("New best %s = %.4f; saved %s", key, score, path)
+        return path
+
+    def state_dict(self) -> dict:
+        """Best score, metric key, rule and file."""
+        return {"key": self.key, "rule": self.rule, "best_score": self.best_score, "best_path": self.best_path}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.key = state.get("key", self.key)
+        self.rule = state.get("rule", self.rule)
+        self.best_score = state.get("best_score")
+        self.best_path = state.get("best_path")
+
+
+def publish_checkpoint(src: str, dst_dir: str | None = None, name: str | None = None) -> str:
+    """Write a weights-only copy of checkpoint ``src`` named ``<name>-<sha256[:8]>.pth``.
+
+    Optimizer, schedules, RNG and hook states are dropped; only ``model`` (and ``meta`` without the
+    config) remains, for sharing or the model zoo. Returns the new path.
+    """
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    meta = {k: v for k, v in dict(ckpt.get("meta", {})).items() if k != "config"}
+    out = {"model": ckpt["model"], "meta": meta}
+    dst_dir = dst_dir or os.path.dirname(os.path.abspath(src))
+    base = name or os.path.splitext(os.path.basename(src))[0]
+    tmp = os.path.join(dst_dir, f"{base}.publish.tmp.pth")
+    atomic_torch_save(out, tmp)
+    with open(tmp, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:8]
+    final = os.path.join(dst_dir, f"{base}-{digest}.pth")
+    os.replace(tmp, final)
+    return final
+
+
+@HOOKS.register_module(name=["CheckpointHook", "PeriodicCheckpointerHook"])
+class CheckpointHook(Hook):
+    """Save checkpoints every ``interval`` epochs/iterations, at the end, and on a new best metric.
+
+    Args:
+        interval: epochs (``by_epoch``) or iterations between saves; ``-1`` saves only the last one.
+        by_epoch: count epochs; default follows the runner (epoch- or iteration-based).
+        save_optimizer: include optimizer/scheduler state (needed to resume).
+        max_keep_ckpts: keep only the newest N periodic checkpoints (``-1``: keep all).
+        save_last: always save after the last epoch/iteration.
+        save_best: metric key or ``'auto'``: keep the checkpoint with the best validation value.
+        rule: ``'greater'``/``'less'`` for ``save_best`` (inferred from the name when ``None``).
+        publish: after training, also write a weights-only ``<name>-<sha8>.pth`` of the last one.
+    """
+
+    priority = Priority.VERY_LOW
+
+    def __init__(self, interval: int = -1, by_epoch: bool | None = None, save_optimizer: bool = True,
+                 max_keep_ckpts: int = -1, save_last: bool = True, save_best: str | None = None,
+                 rule: str | None = None, publish: bool = False, out_dir: str | None = None,
+                 filename_tmpl: str | None = None, **kwargs: Any) -> None:
+        unknown = set(kwargs) - {"sync_buffer", "create_symlink", "file_client_args", "meta"}
+        if unknown:
+            raise TypeError(f"CheckpointHook got unknown arguments {sorted(unknown)}.")
+        if int(interval) == 0 or int(interval) < -1:
+            raise ValueError(f"CheckpointHook: interval must be >= 1 or -1 (only the last), got {interval}.")
+        self.interval = int(interval)
+        self.by_epoch = by_epoch
+        self.save_optimizer = save_optimizer
+        self.max_keep_ckpts = int(max_keep_ckpts)
+        self.save_last = save_last
+        self.best = BestCheckpointKeeper(save_best, rule) if save_best else None
+        self.publish = publish
+        self.filename_tmpl = filename_tmpl
+        if out_dir is not None:
+            logger.warning("CheckpointHook(out_dir=...) is ignored: checkpoints go to the runner's work_dir.")
+        self.kept: list[str] = []
+        self.last_path: str | None = None
+
+    def before_train(self, runner: Any) -> None:
+        """Resolve ``by_epoch`` from the runner; refuse to run without a work_dir."""
+        if self.by_epoch is None:
+            self.by_epoch = runner.by_epoch
+        if not runner.work_dir:
+            raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
+
+    def _save(self, runner: Any, unit: str, n: int) -> None:
+        name = self.filename_tmpl.format(n) if self.filename_tmpl else f"{unit}_{n}"
+        if name.endswith(".pth"):
+            name = name[:-4]
+        path = runner.save_checkpoint(name, save_optimizer=self.save_optimizer)
+        if path is None:  # not the main process
+            return
+        self.last_path = path
+        if path in self.kept:
+            self.kept.remove(path)
+        self.kept.append(path)
+        if self.max_keep_ckpts > 0:
+            while len(self.kept) > self.max_keep_ckpts:
+                old = self.kept.pop(0)
+                if os.path.exists(old):
+                    os.remove(old)
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Iteration-based saving."""
+        if self.by_epoch:
+            return
+        n = runner.iter + 1
+        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= runner.max_iters):
+            self._save(runner, "iter", n)
+
+    def after_train_epoch(self, runner: Any) -> None:
+        """Epoch-based saving."""
+        if not self.by_epoch:
+            return
+        n = runner.epoch + 1
+        last = runner.max_epochs is not None and n >= runner.max_epochs
+        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and last):
+            self._save(runner, "epoch", n)
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Keep the best checkpoint by the validation metric (during training only)."""
+        if self.best is not None and runner.train_loop is not None and runner.storage is not None:
+            self.best.update(runner, metrics)
+
+    def after_train(self, runner: Any) -> None:
+        """Publish a weights-only copy of the last checkpoint if asked."""
+        if self.publish and self.last_path and comm.is_main_process():
+            path = publish_checkpoint(self.last_path)
+            logger.info("Published weights-only checkpoint %s", path)
+
+    def state_dict(self) -> dict:
+        """Kept files and best-metric state, so pruning and best tracking survive a resume."""
+        return {"kept": list(self.kept), "best": self.best.state_dict() if self.best else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.kept = [p for p in state.get("kept", []) if os.path.exists(p)]
+        if self.best is not None and state.get("best"):
+            self.best.load_state_dict(state["best"])

@@ -1,0 +1,166 @@
+"""Logger hooks: flush per-iteration metrics into the event storage and run writers periodically.
+
+``LoggerHook(interval=50)`` writes a console line and ``metrics.jsonl``; ``TextLoggerHook``,
+``JsonLoggerHook`` and ``TensorboardLoggerHook`` are the MMCV ``log_config`` names for one writer
+each; ``PeriodicWriter(writers, period)`` is Detectron2's. Writers only exist on the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from kiln.registry import HOOKS, WRITERS
+
+from .. import comm
+from .base import Hook, Priority
+
+__all__ = ["LoggerHook", "TextLoggerHook", "JsonLoggerHook", "TensorboardLoggerHook", "PeriodicWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+@HOOKS.register_module()
+class LoggerHook(Hook):
+    """Every ``interval`` iterations (and at the last one), put ``lr``/``epoch`` and write.
+
+    Args:
+        interval: iterations between writes.
+        writers: writer objects or ``WRITERS`` configs; ``None`` means the console printer plus
+            ``metrics.jsonl`` in the work dir. Created at ``before_run`` on the main process.
+        ignore_last: skip the write at the end of an epoch that is not a multiple of ``interval``.
+    """
+
+    priority = Priority.BELOW_NORMAL
+
+    def __init__(self, interval: int = 50, writers: Sequence[Any] | None = None, ignore_last: bool = False,
+                 window: int = 20) -> None:
+        if int(interval) < 1:
+            raise ValueError(f"{type(self).__name__}: interval must be >= 1, got {interval}.")
+        self.interval = int(interval)
+        self._writer_specs = list(writers) if writers is not None else None
+        self.ignore_last = ignore_last
+        self.window = window
+        self.writers: list[Any] = []
+
+    def default_writers(self, runner: Any) -> list[Any]:
+        """The writers used when none are given (subclasses pick one each)."""
+        from ..writers import CommonMetricPrinter, JSONWriter
+
+        out: list[Any] = [CommonMetricPrinter(runner.max_iters or None, window=self.window)]
+        if runner.work_dir:
+            out.append(JSONWriter(os.path.join(runner.work_dir, "metrics.jsonl"), window=self.window))
+        return out
+
+    def before_run(self, runner: Any) -> None:
+        """Create the writers (main process only)."""
+        if not comm.is_main_process() or self.writers:
+            return
+        if self._writer_specs is None:
+            self.writers = self.default_writers(runner)
+        else:
+            self.writers = [WRITERS.build(w, cfg_path="log_config.writers") if isinstance(w, dict) else w
+                            for w in self._writer_specs]
+
+    def _write(self, runner: Any) -> None:
+        runner.flush_metrics()
+        storage = runner.storage
+        if storage is None:
+            return
+        ow = runner.optim_wrapper
+        # From after_train_iter, storage.iter is the iteration just run (the loop steps it after).
+        if ow is not None:
+            storage.put_scalar("lr", ow.param_groups[0]["lr"], smoothing_hint=False)
+        if runner.by_epoch:
+            storage.put_scalar("epoch", runner.epoch, smoothing_hint=False)
+        for w in self.writers:
+            w.write()
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Write every ``interval`` iterations and at the end of training/epoch."""
+        n = runner.iter + 1
+        if n % self.interval == 0 or n >= runner.max_iters:
+            self._write(runner)
+        elif not self.ignore_last and runner.by_epoch and batch_idx + 1 == runner.epoch_length:
+            self._write(runner)
+        elif len(runner._pending_metrics) >= 4 * self.interval:
+            runner.flush_metrics()  # keep the buffer bounded even with odd intervals
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Log validation metrics."""
+        if metrics and comm.is_main_process():
+            text = ", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
+            logger.info("Validation (epoch %d, iter %d): %s", runner.epoch, runner.iter, text)
+        for w in self.writers:
+            if type(w).__name__ != "CommonMetricPrinter":
+                w.write()
+
+    def after_run(self, runner: Any) -> None:
+        """Write what is left to file writers (the console line was printed already) and close them."""
+        runner.flush_metrics()
+        for w in self.writers:
+            try:
+                if type(w).__name__ != "CommonMetricPrinter" and runner.storage is not None:
+                    w.write()
+            finally:
+                w.close()
+        self.writers = []
+
+
+@HOOKS.register_module()
+class TextLoggerHook(LoggerHook):
+    """MMCV's ``TextLoggerHook``: the console line (and, with a work dir, ``metrics.jsonl``)."""
+
+    def __init__(self, interval: int = 50, by_epoch: bool = True, ignore_last: bool = True,
+                 interval_exp_name: int = 1000, **kwargs: Any) -> None:
+        super().__init__(interval=interval, ignore_last=ignore_last, **kwargs)
+
+
+@HOOKS.register_module()
+class JsonLoggerHook(LoggerHook):
+    """Only ``metrics.jsonl`` (one JSON object per write) in the work dir, or ``json_file``."""
+
+    def __init__(self, interval: int = 50, json_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(interval=interval, **kwargs)
+        self.json_file = json_file
+
+    def default_writers(self, runner: Any) -> list[Any]:
+        """A JSON-lines writer."""
+        from ..writers import JSONWriter
+
+        path = self.json_file or (os.path.join(runner.work_dir, "metrics.jsonl") if runner.work_dir else None)
+        if path is None:
+            raise ValueError("JsonLoggerHook needs a work_dir or json_file= to write to.")
+        return [JSONWriter(path, window=self.window)]
+
+
+@HOOKS.register_module()
+class TensorboardLoggerHook(LoggerHook):
+    """TensorBoard event files in ``log_dir`` (default ``<work_dir>/tf_logs``)."""
+
+    def __init__(self, interval: int = 50, log_dir: str | None = None, by_epoch: bool = True,
+                 ignore_last: bool = True, **kwargs: Any) -> None:
+        super().__init__(interval=interval, ignore_last=ignore_last, **kwargs)
+        self.log_dir = log_dir
+
+    def default_writers(self, runner: Any) -> list[Any]:
+        """A TensorBoard writer."""
+        from ..writers import TensorboardXWriter
+
+        log_dir = self.log_dir or (os.path.join(runner.work_dir, "tf_logs") if runner.work_dir else None)
+        if log_dir is None:
+            raise ValueError("TensorboardLoggerHook needs a work_dir or log_dir= to write event files to.")
+        return [TensorboardXWriter(log_dir, window=self.window)]
+
+
+@HOOKS.register_module()
+class PeriodicWriter(LoggerHook):
+    """Detectron2's ``PeriodicWriter(writers, period=20)``: run the given writers every ``period`` iterations."""
+
+    priority = Priority.LOWEST
+
+    def __init__(self, writers: Sequence[Any], period: int = 20) -> None:
+        super().__init__(interval=period, writers=writers)

@@ -1,0 +1,226 @@
+"""Small built-in hooks: schedules, optimizer options, sampler seeding, cache, NaN checks, early stop."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+
+from kiln.registry import HOOKS
+
+from .base import Hook, Priority
+
+__all__ = ["ParamSchedulerHook", "OptimizerHook", "DistSamplerSeedHook", "EmptyCacheHook",
+           "CheckInvalidLossHook", "EarlyStoppingHook"]
+
+logger = logging.getLogger(__name__)
+
+
+@HOOKS.register_module(name=["ParamSchedulerHook", "LrUpdaterHook", "LRScheduler", "MomentumUpdaterHook"])
+class ParamSchedulerHook(Hook):
+    """Apply the runner's schedules before each iteration; step torch schedulers after it.
+
+    kiln schedules are closed-form in the iteration (see :mod:`kiln.engine.schedulers`), so this
+    sets the value for ``runner.iter`` directly, and skips work while the value cannot change.
+    """
+
+    priority = Priority.LOW
+
+    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
+        """Set lr/momentum for this iteration."""
+        s = runner.schedule_set
+        if s is not None:
+            s.apply(runner.iter)
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Step torch LR schedulers once per iteration (Detectron2's convention)."""
+        for s in runner.torch_schedulers:
+            s.step()
+
+
+@HOOKS.register_module(name=["OptimizerHook", "Fp16OptimizerHook"])
+class OptimizerHook(Hook):
+    """MMCV's ``optimizer_config`` as a hook: sets gradient clipping on the runner's optimizer wrapper.
+
+    The step itself happens in the runner's train step; this hook only configures it.
+    """
+
+    priority = Priority.ABOVE_NORMAL
+
+    def __init__(self, grad_clip: dict | None = None, **kwargs: Any) -> None:
+        self.grad_clip = grad_clip
+
+    def before_run(self, runner: Any) -> None:
+        """Configure clipping on the wrapper."""
+        if self.grad_clip and runner.optim_wrapper is not None:
+            from ..optim import OptimWrapper
+
+            tmp = OptimWrapper(runner.optim_wrapper.optimizer, clip_grad=self.grad_clip)
+            runner.optim_wrapper._clip = tmp._clip
+
+
+@HOOKS.register_module()
+class DistSamplerSeedHook(Hook):
+    """Tell samplers which epoch it is (plain torch loaders with a ``DistributedSampler``).
+
+    kiln's resumable loaders are positioned by the loop already; this covers other loaders.
+    """
+
+    priority = Priority.NORMAL
+
+    def before_train_epoch(self, runner: Any) -> None:
+        """``sampler.set_epoch(runner.epoch)`` (or ``batch_sampler.sampler``)."""
+        loader = runner.train_dataloader
+        if loader is None or hasattr(loader, "set_start"):
+            return
+        for holder in (getattr(loader, "sampler", None),
+                       getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+            if holder is not None and hasattr(holder, "set_epoch"):
+                holder.set_epoch(runner.epoch)
+                return
+
+
+@HOOKS.register_module()
+class EmptyCacheHook(Hook):
+    """Release cached CUDA memory at chosen points (``before_epoch``, ``after_epoch``, ``after_iter``)."""
+
+    priority = Priority.NORMAL
+
+    def __init__(self, before_epoch: bool = False, after_epoch: bool = True, after_iter: bool = False) -> None:
+        self._before_epoch, self._after_epoch, self._after_iter = before_epoch, after_epoch, after_iter
+
+    @staticmethod
+    def _empty() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def overridden_stages(self) -> list[str]:
+        """Only the stages switched on."""
+        out = []
+        if self._before_epoch:
+            out.append("before_train_epoch")
+        if self._after_iter:
+            out.append("after_train_iter")
+        if self._after_epoch:
+            out += ["after_train_epoch", "after_val_epoch"]
+        return out
+
+    def before_train_epoch(self, runner: Any) -> None:
+        """Empty the cache."""
+        self._empty()
+
+    def after_train_epoch(self, runner: Any) -> None:
+        """Empty the cache."""
+        self._empty()
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Empty the cache."""
+        self._empty()
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Empty the cache."""
+        self._empty()
+
+
+@HOOKS.register_module(name=["CheckInvalidLossHook", "NaNDetectionHook"])
+class CheckInvalidLossHook(Hook):
+    """Stop (or skip) when the loss becomes NaN/Inf, naming the iteration and the loss terms.
+
+    Args:
+        interval: check every N iterations (each check syncs the device once).
+        skip: instead of raising, log a warning and continue (the bad step was already applied:
+            use it with gradient clipping, or to survive rare bad batches).
+    """
+
+    priority = Priority.VERY_HIGH
+
+    def __init__(self, interval: int = 1, skip: bool = False) -> None:
+        self.interval = max(1, int(interval))
+        self.skip = skip
+        self.skipped = 0
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Check ``outputs['loss']``."""
+        if outputs is None or (runner.iter + 1) % self.interval:
+            return
+        loss = outputs.get("loss")
+        if loss is None or bool(torch.isfinite(torch.as_tensor(loss)).all()):
+            return
+        terms = {k: float(v) for k, v in outputs.items()
+                 if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k}
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        msg = (f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
+               f"non-finite terms: {bad}; all terms: {terms}. Lower the learning rate, add "
+               f"gradient clipping, or check the data of this batch.")
+        if self.skip:
+            self.skipped += 1
+            logger.warning("%s (skipping; %d so far)", msg, self.skipped)
+            return
+        raise FloatingPointError(msg)
+
+
+@HOOKS.register_module()
+class EarlyStoppingHook(Hook):
+    """Stop training when a validation metric stops improving.
+
+    Args:
+        monitor: the metric key (e.g. ``'bbox/AP'``).
+        rule: ``'greater'`` or ``'less'`` (inferred from the name when ``None``).
+        min_delta: smallest change counted as an improvement.
+        patience: validations without improvement before stopping.
+        strict: fail when ``monitor`` is missing from the metrics (else warn and ignore).
+    """
+
+    priority = Priority.LOWEST
+
+    def __init__(self, monitor: str, rule: str | None = None, min_delta: float = 0.0, patience: int = 5,
+                 strict: bool = False, stopping_threshold: float | None = None) -> None:
+        self.monitor = monitor
+        self.rule = rule
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        self.strict = strict
+        self.stopping_threshold = stopping_threshold
+        self.best: float | None = None
+        self.wait = 0
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Count validations without improvement; request a stop after ``patience``."""
+        metrics = metrics or {}
+        if self.monitor not in metrics:
+            if self.strict:
+                raise KeyError(f"EarlyStoppingHook: monitor '{self.monitor}' not in metrics {sorted(metrics)}.")
+            logger.warning("EarlyStoppingHook: '%s' not in metrics %s; ignored.", self.monitor, sorted(metrics))
+            return
+        if self.rule is None:
+            from .checkpoint import infer_rule
+
+            self.rule = infer_rule(self.monitor)
+        value = float(metrics[self.monitor])
+        sign = 1.0 if self.rule == "greater" else -1.0
+        if self.stopping_threshold is not None and sign * (value - self.stopping_threshold) >= 0:
+            logger.info("EarlyStoppingHook: %s reached %s; stopping.", self.monitor, self.stopping_threshold)
+            runner.stop_training = True
+            return
+        if self.best is None or sign * (value - self.best) > self.min_delta:
+            self.best = value
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            logger.info("EarlyStoppingHook: %s did not improve for %d validations (best %.4f); stopping.",
+                        self.monitor, self.wait, self.best)
+            runner.stop_training = True
+
+    def state_dict(self) -> dict:
+        """Best value and patience counter."""
+        return {"best": self.best, "wait": self.wait, "rule": self.rule}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.best, self.wait, self.rule = state.get("best"), int(state.get("wait", 0)), state.get("rule")

@@ -1,0 +1,614 @@
+"""The Runner: owns the model, optimizer, schedules, loaders, hooks and run state.
+
+Build it from objects (``Runner(model=..., train_dataloader=..., optim_wrapper=..., max_epochs=12)``)
+or from a config (``Runner.from_cfg(cfg)``, see :mod:`kiln.engine.runner_builder`). Config keys are
+read only there; the runner and its loops work with plain objects.
+
+Training::
+
+    runner.train()   # -> the model; resumes first if resume=True (from resume_from or work_dir)
+    runner.val()     # -> metrics dict
+    runner.test()
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from kiln.registry import HOOKS, RUNNERS
+
+from . import comm
+from .checkpoint import Checkpointer, collect_rng_states_all_ranks, set_rng_states
+from .events import EventStorage
+from .hooks.base import STAGES, CallbackHook, Hook, HookBase, HookError, build_stage_table, get_priority
+from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop, is_resumable_loader
+from .optim import OptimWrapper, build_optim_wrapper
+from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
+
+__all__ = ["Runner", "parse_losses"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Sum every entry whose key contains ``loss`` into the total; return ``(total, log_vars)``.
+
+    Values may be tensors or lists of tensors (summed). ``log_vars`` keeps every entry (tensors,
+    detached lazily by the event storage) plus ``loss`` = the total.
+    """
+    log_vars: dict[str, Any] = {}
+    total = None
+    for name, value in losses.items():
+        if isinstance(value, (list, tuple)):
+            value = sum(v.mean() for v in value)
+        log_vars[name] = value
+        if "loss" in name:
+            total = value if total is None else total + value
+    if total is None:
+        raise KeyError(
+            f"The model's training output has no key containing 'loss' (keys: {sorted(losses)}); a "
+            f"training-mode forward must return a dict like {{'loss_cls': tensor, ...}}."
+        )
+    log_vars["loss"] = total
+    return total, log_vars
+
+
+class _ScheduleHolder:
+    """What the checkpoint stores for the param schedules (kiln shapes and/or torch schedulers)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def state_dict(self) -> dict:
+        r = self.runner
+        state: dict[str, Any] = {}
+        if r.schedule_set is not None:
+            state["kiln"] = r.schedule_set.state_dict()
+        state["torch"] = [s.state_dict() for s in r.torch_schedulers]
+        return state
+
+    def load_state_dict(self, state: Mapping) -> None:
+        r = self.runner
+        if r.schedule_set is not None and "kiln" in state:
+            r.schedule_set.load_state_dict(state["kiln"])
+        for s, st in zip(r.torch_schedulers, state.get("torch", [])):
+            s.load_state_dict(st)
+
+
+@RUNNERS.register_module()
+class Runner:
+    """Trains, validates and tests a model with hooks.
+
+    Args:
+        model: an ``nn.Module`` following the model contract (train mode returns a loss dict).
+        work_dir: where checkpoints, logs and metrics go (created on the main process).
+        train_dataloader / val_dataloader / test_dataloader: iterables of batches.
+        optim_wrapper: an :class:`OptimWrapper`, a ``torch.optim.Optimizer`` or an ``optim_wrapper``
+            config dict (``dict(optimizer=dict(type='SGD', lr=0.01), clip_grad=...)``).
+        param_scheduler: schedule shapes or their configs (MMEngine style), or torch LR schedulers
+            (stepped once per iteration, as Detectron2 does).
+        max_epochs / max_iters: training length; exactly one of them for training.
+        val_interval: validate every N epochs (epoch-based) or iterations (iteration-based).
+        val_evaluator / test_evaluator: objects with ``reset/process/evaluate``.
+        default_hooks: ``{name: hook or config or None}`` overriding the defaults (timer, logger,
+            param_scheduler, checkpoint, sampler_seed); ``None`` removes one.
+        custom_hooks: more hooks (objects or configs with optional ``priority``).
+        load_from: a checkpoint to load weights from (optimizer etc. start fresh).
+        resume: resume everything: ``True`` finds the latest checkpoint in ``work_dir``; a path
+            resumes from that file.
+        seed: the run seed (stored in checkpoints; seeding itself is done by ``default_setup``).
+        cfg: the config text/object, stored in checkpoint meta.
+        find_unused_parameters: for DDP wrapping when the world size is > 1.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None,
+        work_dir: str | None = None,
+        train_dataloader: Any = None,
+        val_dataloader: Any = None,
+        test_dataloader: Any = None,
+        optim_wrapper: Any = None,
+        param_scheduler: Any = None,
+        max_epochs: int | None = None,
+        max_iters: int | None = None,
+        val_interval: int = 1,
+        val_evaluator: Any = None,
+        test_evaluator: Any = None,
+        default_hooks: Mapping[str, Any] | None = None,
+        custom_hooks: Sequence[Any] | None = None,
+        load_from: str | None = None,
+        resume: bool | str = False,
+        seed: int | None = None,
+        cfg: Any = None,
+        find_unused_parameters: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
+        self.work_dir = os.path.abspath(work_dir) if work_dir else None
+        if self.work_dir and comm.is_main_process():
+            os.makedirs(self.work_dir, exist_ok=True)
+        self.cfg = cfg
+        self.seed = seed
+        self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
+        self._raw_model = model if model is not None else nn.Module()
+        self.model = self._wrap_model(self._raw_model, find_unused_parameters)
+        self.train_dataloader = train_dataloader
+        self.val_dataloader = val_dataloader
+        self.test_dataloader = test_dataloader
+        self.val_evaluator = val_evaluator
+        self.test_evaluator = test_evaluator
+        self.load_from = load_from
+        self.resume_from = resume
+        self.allow_pickle = allow_pickle
+
+        # ---- run state ------------------------------------------------------------------------
+        self.epoch = 0
+        self.iter = 0
+        self.inner_iter = 0
+        self._done = (0, 0)  # (iterations done, batches of the epoch done) right after a step
+        self.stop_training = False
+        self.storage: EventStorage | None = None
+        self._pending_metrics: list[tuple[int, dict]] = []
+        self.last_metrics: dict[str, dict] = {}
+        self._hooks: list[Hook] = []
+        self._hook_keys: dict[int, str] = {}
+        self._stages: dict[str, tuple[Callable, ...]] = build_stage_table([])
+        self._resumed = False
+
+        # ---- optimization ---------------------------------------------------------------------
+        self.optim_wrapper: OptimWrapper | None = None
+        if optim_wrapper is not None:
+            self.optim_wrapper = build_optim_wrapper(self._raw_model, optim_wrapper)
+        self.train_loop: Any = None
+        if train_dataloader is not None:
+            if (max_epochs is None) == (max_iters is None):
+                raise ValueError(
+                    f"Give exactly one of max_epochs / max_iters for training (got max_epochs={max_epochs}, "
+                    f"max_iters={max_iters}); in configs: total_epochs=12 or runner=dict(type="
+                    f"'IterBasedRunner', max_iters=90000)."
+                )
+            if self.optim_wrapper is None:
+                raise ValueError("Training needs an optimizer: pass optim_wrapper= (or optimizer= in the config).")
+            if max_epochs is not None:
+                self.train_loop = EpochBasedTrainLoop(self, train_dataloader, max_epochs)
+            else:
+                self.train_loop = IterBasedTrainLoop(self, train_dataloader, max_iters)
+        self.val_interval = int(val_interval)
+        self.val_loop = ValLoop(self, val_dataloader, val_evaluator) if val_dataloader is not None else None
+        self.test_loop = TestLoop(self, test_dataloader, test_evaluator) if test_dataloader is not None else None
+
+        self.schedule_set: ScheduleSet | None = None
+        self.torch_schedulers: list[Any] = []
+        self._setup_schedulers(param_scheduler)
+
+        # ---- checkpointing ----------------------------------------------------------------------
+        checkpointables: dict[str, Any] = {"scheduler": _ScheduleHolder(self)}
+        if self.optim_wrapper is not None:
+            checkpointables["optimizer"] = self.optim_wrapper
+        self.checkpointer = Checkpointer(self._raw_model, self.work_dir or "", allow_pickle=allow_pickle,
+                                         **checkpointables)
+
+        # ---- hooks ------------------------------------------------------------------------------
+        self._register_default_hooks(default_hooks)
+        for h in custom_hooks or ():
+            self.register_hook(h)
+
+    # ============================================================================== construction
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> Runner:
+        """Build a runner from a config in the seed-001 (MMDetection v2) or MMEngine schema."""
+        from .runner_builder import build_runner_from_cfg
+
+        return build_runner_from_cfg(cls, cfg)
+
+    def _wrap_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
+        if self.world_size > 1 and any(p.requires_grad for p in model.parameters()):
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if torch.cuda.is_available():
+                device = torch.device("cuda", comm.get_local_rank())
+                model.to(device)
+                return DDP(model, device_ids=[device.index], broadcast_buffers=False,
+                           find_unused_parameters=find_unused_parameters)
+            return DDP(model, broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+        return model
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The model without its DDP wrapper."""
+        return self._raw_model
+
+    @property
+    def max_epochs(self) -> int | None:
+        """Training length in epochs (``None`` for iteration-based training)."""
+        return getattr(self.train_loop, "max_epochs", None)
+
+    @property
+    def max_iters(self) -> int:
+        """Training length in iterations."""
+        return getattr(self.train_loop, "max_iters", 0)
+
+    @property
+    def by_epoch(self) -> bool:
+        """Whether training counts epochs (hooks' ``by_epoch`` defaults follow this)."""
+        return bool(getattr(self.train_loop, "by_epoch", False))
+
+    @property
+    def epoch_length(self) -> int | None:
+        """Iterations per epoch (``None`` for an infinite loader)."""
+        return getattr(self.train_loop, "epoch_length", None)
+
+    def _setup_schedulers(self, param_scheduler: Any) -> None:
+        if param_scheduler is None:
+            return
+        items = [param_scheduler] if isinstance(param_scheduler, (Mapping, ParamScheduler)) else list(
+            param_scheduler)
+        shapes: list[ParamScheduler] = []
+        for item in items:
+            if isinstance(item, (Mapping, ParamScheduler)):
+                shapes.extend(build_param_schedulers([item]))
+            elif hasattr(item, "step") and hasattr(item, "state_dict"):
+                self.torch_schedulers.append(item)
+            else:
+                raise TypeError(
+                    f"param_scheduler entries must be kiln schedulers, their configs or torch LR "
+                    f"schedulers; got {type(item).__name__}."
+                )
+        if shapes:
+            if self.optim_wrapper is None:
+                raise ValueError("param_scheduler was given but there is no optimizer to schedule.")
+            self.schedule_set = ScheduleSet(self.optim_wrapper, shapes, epoch_length=self.epoch_length,
+                                            max_iters=self.max_iters or None)
+
+    def _register_default_hooks(self, overrides: Mapping[str, Any] | None) -> None:
+        from .hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
+        from .hooks.eval import EvalHook
+
+        defaults: dict[str, Any] = {
+            "timer": IterTimerHook(),
+            "logger": LoggerHook(),
+            "param_scheduler": ParamSchedulerHook(),
+            "checkpoint": CheckpointHook(interval=1),
+            "sampler_seed": DistSamplerSeedHook(),
+        }
+        if self.val_loop is not None:
+            defaults["eval"] = EvalHook(interval=self.val_interval)
+        for k, v in (overrides or {}).items():
+            defaults[k] = v
+        for name, hook in defaults.items():
+            if hook is not None:
+                self.register_hook(hook, key=name)
+
+    # ================================================================================== hooks
+    def register_hook(self, hook: Any, priority: int | str | None = None, key: str | None = None) -> Hook:
+        """Add a hook (object, config dict with ``type``, or Detectron2 ``HookBase``).
+
+        Hooks run in priority order (lower first); equal priorities keep registration order.
+        """
+        if isinstance(hook, Mapping):
+            cfg = dict(hook)
+            if priority is None and "priority" in cfg:
+                priority = cfg.pop("priority")
+            hook = HOOKS.build(cfg, cfg_path=f"hooks.{key or cfg.get('type')}")
+        if not isinstance(hook, Hook):
+            raise TypeError(
+                f"register_hook expects a kiln Hook (or HookBase / config dict), got {type(hook).__name__}; "
+                f"for a plain function use register_callback(fn, stage=...)."
+            )
+        if isinstance(hook, HookBase):
+            hook.attach(self)
+        prio = get_priority(priority if priority is not None else hook.priority)
+        hook.priority = prio
+        # Insert after every hook with priority <= prio: stable within a priority.
+        pos = len(self._hooks)
+        for i in range(len(self._hooks) - 1, -1, -1):
+            if get_priority(self._hooks[i].priority) <= prio:
+                pos = i + 1
+                break
+        else:
+            pos = 0
+        self._hooks.insert(pos, hook)
+        if key is not None:
+            self._hook_keys[id(hook)] = key
+        self._stages = build_stage_table(self._hooks)
+        return hook
+
+    def register_hooks(self, hooks: Iterable[Any]) -> None:
+        """Register several hooks (``None`` entries are skipped, as in Detectron2)."""
+        for h in hooks:
+            if h is not None:
+                self.register_hook(h)
+
+    def register_callback(self, fn: Callable, stage: str = "after_train_iter",
+                          priority: int | str = "NORMAL") -> Hook:
+        """Call ``fn(runner, *stage_args)`` at ``stage``; returns the wrapping hook."""
+        return self.register_hook(CallbackHook(fn, stage, priority))
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """Registered hooks in call order."""
+        return list(self._hooks)
+
+    def get_hook(self, cls_or_key: type | str) -> Hook | None:
+        """The first hook of a class, or registered under a default-hook key."""
+        for h in self._hooks:
+            if isinstance(cls_or_key, str):
+                if self._hook_keys.get(id(h)) == cls_or_key or type(h).__name__ == cls_or_key:
+                    return h
+            elif isinstance(h, cls_or_key):
+                return h
+        return None
+
+    def call_hook(self, stage: str, *args: Any) -> None:
+        """Call ``stage`` on every hook overriding it; a failure names the hook and stage."""
+        for fn in self._stages[stage]:
+            try:
+                fn(self, *args)
+            except HookError:
+                raise
+            except Exception as exc:
+                owner = getattr(fn, "__self__", None)
+                raise HookError(f"{type(owner).__name__} failed in {stage}: {type(exc).__name__}: {exc}") from exc
+
+    def hook_table(self) -> str:
+        """A readable table: for each stage, the hooks that run there (with priorities)."""
+        lines = []
+        for stage in STAGES:
+            names = [f"({get_priority(h.priority):<3}) {type(h).__name__}" for h in self._hooks
+                     if stage in h.overridden_stages()]
+            if names:
+                lines.append(f"{stage}:\n  " + "\n  ".join(names))
+        return "\n".join(lines)
+
+    # ================================================================================== steps
+    def train_step(self, data_batch: Any) -> dict[str, Any]:
+        """One optimization step on ``data_batch``; returns log variables (tensors)."""
+        model = self._raw_model
+        own = getattr(model, "train_step", None)
+        if own is not None:
+            return own(data_batch, self.optim_wrapper)
+        ow = self.optim_wrapper
+        if type(ow) is OptimWrapper and ow.accumulative_counts == 1:  # the common, cheapest path
+            total, log_vars = parse_losses(self.model(data_batch))
+            ow.update_params(total)
+        else:
+            with ow.optim_context(self.model):
+                with ow.autocast():
+                    losses = self.model(data_batch)
+                total, log_vars = parse_losses(losses)
+                ow.update_params(total)
+        if ow.last_grad_norm is not None:
+            log_vars["grad_norm"] = ow.last_grad_norm
+        return log_vars
+
+    def eval_step(self, data_batch: Any) -> Any:
+        """The model's eval-mode outputs for ``data_batch`` (``model.val_step`` when defined)."""
+        own = getattr(self._raw_model, "val_step", None)
+        if own is not None:
+            return own(data_batch)
+        return self.model(data_batch)
+
+    def flush_metrics(self) -> None:
+        """Move the per-iteration outputs buffered by the loop into the event storage.
+
+        The loop only appends each step's log variables to a list (no tensor-to-float syncs); this
+        puts them into the storage at their own iterations. Logger, checkpoint and eval hooks call it.
+        """
+        pending = self._pending_metrics
+        storage = self.storage
+        if not pending or storage is None:
+            pending.clear()
+            return
+        for it, values in pending:
+            for k, v in values.items():
+                if isinstance(v, torch.Tensor):
+                    if v.numel() == 1:
+                        storage.put_scalar(k, v, cur_iter=it)
+                elif isinstance(v, (int, float)):
+                    storage.put_scalar(k, v, cur_iter=it)
+        pending.clear()
+
+    def progress(self, iterable: Any, desc: str) -> Any:
+        """Wrap an eval loader in a progress bar on the main process when stdout is a terminal."""
+        import sys
+
+        if comm.is_main_process() and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            try:
+                total = len(iterable)
+            except TypeError:
+                total = None
+            return tqdm(iterable, desc=desc, total=total, leave=False)
+        return iterable
+
+    # ================================================================================== running
+    def _ensure_storage(self) -> EventStorage:
+        if self.storage is None:
+            self.storage = EventStorage(self.iter)
+        return self.storage
+
+    def train(self) -> nn.Module:
+        """Train (resuming or loading weights first as configured); returns the model."""
+        if self.train_loop is None:
+            raise RuntimeError("Runner.train(): no train_dataloader was given.")
+        storage = self._ensure_storage()
+        with storage:
+            self.call_hook("before_run")
+            try:
+                self._load_or_resume()
+                storage.iter = self.iter
+                if self.iter >= self.max_iters:
+                    logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
+                else:
+                    logger.info("Start training at epoch %d, iteration %d of %d", self.epoch, self.iter,
+                                self.max_iters)
+                self.train_loop.run()
+            finally:
+                self.flush_metrics()
+                self.call_hook("after_run")
+        return self.model
+
+    def val(self) -> dict:
+        """Run the validation loop once; returns metrics."""
+        if self.val_loop is None:
+            raise RuntimeError("Runner.val(): no val_dataloader was given.")
+        with self._ensure_storage():
+            return self.val_loop.run()
+
+    def test(self) -> dict:
+        """Run the test loop once; returns metrics."""
+        if self.test_loop is None:
+            raise RuntimeError("Runner.test(): no test_dataloader was given.")
+        with self._ensure_storage():
+            if self.load_from and not self._resumed:
+                self.load_checkpoint(self.load_from)
+            return self.test_loop.run()
+
+    # ============================================================================= checkpoints
+    def _position(self) -> tuple[int, int, int]:
+        """(epoch, batches done in it, iterations done) to resume from, normalized at epoch ends."""
+        epoch, inner, it = self.epoch, self.inner_iter, self.iter
+        iters_done, inner_done = self._done
+        if iters_done > it:  # saving from inside after_train_iter: count the step just taken
+            it, inner = iters_done, inner_done
+        length = self.epoch_length
+        if length and inner >= length:
+            epoch, inner = epoch + 1, 0
+        return epoch, inner, it
+
+    def save_checkpoint(self, name: str, save_optimizer: bool = True, meta: Mapping | None = None) -> str | None:
+        """Save everything needed to resume exactly; collective (all ranks call it), rank 0 writes."""
+        self.flush_metrics()
+        epoch, inner, it = self._position()
+        rng = collect_rng_states_all_ranks()
+        extra: dict[str, Any] = {
+            "meta": {
+                "epoch": epoch, "iter": it, "inner_iter": inner, "seed": self.seed,
+                "world_size": self.world_size, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "kiln_version": _kiln_version(), "torch_version": torch.__version__,
+                "config": _config_text(self.cfg), **dict(meta or {}),
+            },
+            "storage": self.storage.state_dict() if self.storage is not None else None,
+            "hooks": self._hook_states(),
+            **rng,
+        }
+        if self.train_dataloader is not None and is_resumable_loader(self.train_dataloader):
+            extra["loader"] = self.train_dataloader.state_dict()
+        self.call_hook("before_save_checkpoint", extra)
+        if extra["storage"] is None:
+            extra.pop("storage")
+        if not save_optimizer:
+            opt = self.checkpointer.checkpointables.pop("optimizer", None)
+            try:
+                path = self.checkpointer.save(name, **extra)
+            finally:
+                if opt is not None:
+                    self.checkpointer.checkpointables["optimizer"] = opt
+        else:
+            path = self.checkpointer.save(name, **extra)
+        return path
+
+    def _hook_states(self) -> dict[str, Any]:
+        states = {}
+        for i, h in enumerate(self._hooks):
+            if hasattr(h, "state_dict") and hasattr(h, "load_state_dict"):
+                states[self._hook_state_key(h, i)] = h.state_dict()
+        return states
+
+    def _hook_state_key(self, hook: Hook, index: int) -> str:
+        key = self._hook_keys.get(id(hook))
+        if key:
+            return key
+        same = [h for h in self._hooks if type(h) is type(hook)]
+        return f"{type(hook).__name__}.{same.index(hook)}"
+
+    def load_checkpoint(self, path: str, strict_resume: bool = False) -> dict:
+        """Load model weights only (``load_from``); returns the checkpoint's other entries."""
+        return self.checkpointer.load(path, checkpointables=[])
+
+    def resume(self, path: str) -> None:
+        """Restore model, optimizer, schedules, loader position, hooks, storage and RNGs from ``path``."""
+        extra = self.checkpointer.load(path)
+        meta = extra.get("meta", {})
+        self.epoch = int(meta.get("epoch", 0))
+        self.iter = int(meta.get("iter", 0))
+        self.inner_iter = int(meta.get("inner_iter", 0))
+        self._done = (self.iter, self.inner_iter)
+        if self.seed is not None and meta.get("seed") is not None and meta["seed"] != self.seed:
+            logger.warning("Resuming a run seeded %s with seed %s; the data order will differ.",
+                           meta["seed"], self.seed)
+        if "storage" in extra and self.storage is not None:
+            self.storage.load_state_dict(extra["storage"])
+        loader = self.train_dataloader
+        if "loader" in extra and loader is not None and is_resumable_loader(loader):
+            loader.load_state_dict(extra["loader"])
+        hook_states = extra.get("hooks", {})
+        for i, h in enumerate(self._hooks):
+            key = self._hook_state_key(h, i)
+            if key in hook_states and hasattr(h, "load_state_dict"):
+                h.load_state_dict(hook_states[key])
+        rng = extra.get(f"rng_state_rank{self.rank}")
+        if rng is not None:
+            set_rng_states(rng)
+        elif any(k.startswith("rng_state_rank") for k in extra):
+            logger.warning("Checkpoint has no RNG state for rank %d (saved with another world size).", self.rank)
+        if meta.get("world_size", self.world_size) != self.world_size:
+            logger.warning("Resuming a %s-process run with %d processes: the data split will differ.",
+                           meta.get("world_size"), self.world_size)
+        self._resumed = True
+        self.call_hook("after_load_checkpoint", extra)
+        logger.info("Resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iter)
+
+    def _load_or_resume(self) -> None:
+        if self._resumed:
+            return
+        resume = self.resume_from
+        if resume:
+            path = resume if isinstance(resume, str) else None
+            if path is None and self.checkpointer.has_checkpoint():
+                path = self.checkpointer.get_checkpoint_file()
+            if path:
+                self.resume(path)
+                return
+            logger.info("resume=True but no checkpoint found in %s; starting from scratch.", self.work_dir)
+        if self.load_from:
+            self.load_checkpoint(self.load_from)
+
+    def __repr__(self) -> str:
+        return (f"Runner(model={type(self._raw_model).__name__}, work_dir={self.work_dir!r}, "
+                f"epoch={self.epoch}, iter={self.iter}/{self.max_iters}, hooks={len(self._hooks)})")
+
+
+def _kiln_version() -> str:
+    import kiln
+
+    return kiln.__version__
+
+
+def _config_text(cfg: Any) -> str:
+    if cfg is None:
+        return ""
+    for attr in ("pretty_text", "dump"):
+        fn = getattr(cfg, attr, None)
+        if isinstance(fn, str):
+            return fn
+        if attr == "dump" and callable(fn):
+            try:
+                out = fn()
+                if isinstance(out, str):
+                    return out
+            except Exception:  # a config that cannot dump still must not block a checkpoint
+                pass
+    try:
+        return repr(copy.deepcopy(dict(cfg)))
+    except Exception:
+        return repr(cfg)
