@@ -1,0 +1,49 @@
+"""``kiln browse-dataset CONFIG --output-dir DIR``: training images after the pipeline, boxes drawn.
+
+The drawing lives in :mod:`kiln.data.browse` (owned by the data package); this module only wires
+the command line to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from .common import add_override_args, load_config, user_errors
+from .errors import CLIError
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    """Register ``kiln browse-dataset``."""
+    p = sub.add_parser(name, help="write training images (after augmentation) with boxes drawn",
+                       description=__doc__)
+    p.add_argument("config")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--num", type=int, default=10, help="number of images to write")
+    p.add_argument("--split", choices=["train", "val", "test"], default="train")
+    add_override_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``kiln browse-dataset``."""
+    try:
+        from kiln.data.browse import browse_dataset
+    except ImportError as exc:
+        raise CLIError(f"browse-dataset needs kiln.data.browse, which failed to import: {exc}") from exc
+    cfg = load_config(args.config, args.cfg_options, args.opts)
+    if args.num < 1:
+        raise CLIError("--num must be >= 1")
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(browse_dataset).parameters
+    for key, value in (("split", args.split), ("num", args.num), ("num_images", args.num)):
+        if key in params:
+            kwargs[key] = value
+    with user_errors("cannot browse the dataset"):
+        written = browse_dataset(cfg, args.output_dir, **kwargs)
+    count = len(written) if isinstance(written, (list, tuple)) else args.num
+    print(f"wrote {count} images to {args.output_dir}")
+    return 0

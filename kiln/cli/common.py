@@ -1,0 +1,108 @@
+"""Helpers shared by subcommands: loading a config with overrides, mapping user errors to exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CLIError
+
+__all__ = [
+    "add_override_args", "load_config", "user_errors", "is_d2_yaml",
+    "default_work_dir",
+]
+
+# Exceptions that, while reading a config or building from it, mean "the user's input is wrong".
+_USER_ERRORS = (KeyError, TypeError, ValueError, FileNotFoundError, SyntaxError, ImportError, LookupError)
+
+
+def add_override_args(parser: argparse.ArgumentParser, opts: bool = True) -> None:
+    """Add ``--cfg-options k=v ...`` (MM grammar) and ``--opts KEY VALUE ...`` (Detectron2 grammar)."""
+    parser.add_argument(
+        "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override config keys, e.g. model.backbone.depth=18 data.samples_per_gpu=2 "
+             "(a leading + creates a new key: +foo=1)")
+    if opts:
+        parser.add_argument(
+            "--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+            help="Detectron2-style overrides as KEY VALUE pairs, e.g. SOLVER.BASE_LR 0.01; "
+                 "must come last")
+
+
+@contextlib.contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Turn config/build mistakes raised inside the block into a :class:`CLIError`.
+
+    ``KILN_DEBUG=1`` lets the original exception (and its traceback) through.
+    """
+    try:
+        yield
+    except CLIError:
+        raise
+    except _USER_ERRORS as exc:
+        if os.environ.get("KILN_DEBUG"):
+            raise
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise CLIError(f"{what}: {type(exc).__name__}: {msg}") from exc
+
+
+def is_d2_yaml(path: str) -> bool:
+    """True for a Detectron2-style yaml: top-level keys are UPPER_CASE (MODEL, SOLVER, _BASE_, ...)."""
+    if not path.endswith((".yaml", ".yml")):
+        return False
+    import yaml
+
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict) or not data:
+        return False
+    keys = [k for k in data if isinstance(k, str)]
+    return bool(keys) and all(k == k.upper() for k in keys)
+
+
+def _load_native(path: str, cfg_options: dict[str, Any]) -> Any:
+    from kiln.config import Config
+
+    # Config.fromfile applies an override of a top-level .py variable (data_root) at its
+    # assignment, so values computed from it (ann_file=data_root + ...) follow.
+    return Config.fromfile(path, cfg_options=cfg_options or None)
+
+
+def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = ()) -> Any:
+    """Load ``path`` (``kiln::`` names, .py/.json/.yaml, or a Detectron2 yaml) and apply overrides.
+
+    ``cfg_options`` are MM ``key=value`` strings and ``opts`` Detectron2 ``KEY VALUE`` items. For a
+    Detectron2 yaml the ``--opts`` go into the CfgNode before it is mapped to a native config; for
+    a native config both grammars address native keys.
+
+    Raises:
+        CLIError: missing file, syntax error, unknown override key, bad value, ...
+    """
+    from kiln.model_zoo import resolve_config_path
+
+    with user_errors(f"cannot load config '{path}'"):
+        real = resolve_config_path(path)
+        if not Path(real).is_file():
+            raise CLIError(f"config file '{path}' does not exist")
+        from kiln.config.overrides import parse_cfg_options, parse_opts
+
+        options = parse_cfg_options(cfg_options)
+        if is_d2_yaml(real):
+            from .d2_config import load_d2_config
+
+            cfg = load_d2_config(real, list(opts))
+            if options:
+                cfg.merge_from_dict(options)
+            return cfg
+        options.update(parse_opts(opts))
+        return _load_native(real, options)
+
+
+def default_work_dir(config_path: str) -> str:
+    """``./work_dirs/<config file stem>`` (MMDetection's default)."""
+    stem = Path(config_path.split("::")[-1]).stem
+    return os.path.join("work_dirs", stem)

@@ -1,0 +1,111 @@
+"""``kiln test CONFIG CHECKPOINT``: evaluate a checkpoint on the config's test set.
+
+Writes ``WORK_DIR/test_metrics.json`` (read by ``kiln summarize``); ``--out`` saves the detections
+in COCO result format and ``--show-dir`` draws them on the test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from typing import Any
+
+from .common import add_override_args, default_work_dir, load_config, user_errors
+from .errors import CLIError
+
+__all__ = ["add_parser", "run", "build_test_objects", "evaluate_checkpoint"]
+
+
+def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    """Register ``kiln test``."""
+    p = sub.add_parser(name, help="evaluate a checkpoint on the test set", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("--eval", nargs="+", default=None, metavar="METRIC", help="metrics (default: bbox)")
+    p.add_argument("--out", default=None, help="write detections (COCO result json) here")
+    p.add_argument("--show-dir", default=None, help="draw detections on the images into this directory")
+    p.add_argument("--show-score-thr", type=float, default=0.3)
+    p.add_argument("--work-dir", default=None, help="where test_metrics.json goes (default: cfg.work_dir)")
+    p.add_argument("--split", choices=["test", "val"], default="test", help="which data.<split> to use")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_override_args(p)
+    return p
+
+
+def _device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_test_objects(cfg: Any, split: str = "test") -> tuple[Any, Any]:
+    """(model in eval mode without weights, test dataset) from a native config."""
+    from kiln.models import build_detector
+    from kiln.registry import DATASETS
+
+    if "data" not in cfg or split not in cfg.data:
+        raise CLIError(f"the config has no data.{split} entry to evaluate on")
+    with user_errors("cannot build from config"):
+        model_cfg = cfg.model.copy() if hasattr(cfg.model, "copy") else dict(cfg.model)
+        model_cfg["pretrained"] = None  # the checkpoint supersedes ImageNet weights
+        model = build_detector(model_cfg, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+        ds_cfg = dict(cfg.data[split])
+        dataset = DATASETS.build(ds_cfg, default_args={"test_mode": True}, cfg_path=f"data.{split}")
+    return model, dataset
+
+
+def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", device: str = "cpu",
+                        output_dir: str | None = None, metrics: list[str] | None = None,
+                        extra_evaluators: list[Any] | None = None) -> dict[str, float]:
+    """Load ``checkpoint`` into the config's model and evaluate it on ``data.<split>``."""
+    from kiln.data import build_test_loader
+    from kiln.evaluation import DatasetEvaluators, build_evaluator, inference_on_dataset
+    from kiln.model_zoo import load_weights
+
+    model, dataset = build_test_objects(cfg, split)
+    with user_errors(f"cannot load checkpoint '{checkpoint}'"):
+        load_weights(model, checkpoint)
+    model.to(device).eval()
+    ev_cfg = dict(cfg.get("evaluation") or {})
+    if metrics:
+        ev_cfg["metric"] = metrics
+    with user_errors("cannot build the evaluator"):
+        evaluator = build_evaluator(ev_cfg, dataset, output_dir=output_dir)
+    evaluators = DatasetEvaluators([evaluator, *(extra_evaluators or [])])
+    workers = int(cfg.data.get("workers_per_gpu", 0)) if "data" in cfg else 0
+    loader = build_test_loader(dataset, batch_size=1, num_workers=workers)
+    return inference_on_dataset(model, loader, evaluators)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``kiln test``."""
+    if not os.path.isfile(args.checkpoint):
+        raise CLIError(f"checkpoint '{args.checkpoint}' does not exist")
+    cfg = load_config(args.config, args.cfg_options, args.opts)
+    work_dir = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
+    os.makedirs(work_dir, exist_ok=True)
+    extra = []
+    if args.show_dir:
+        from .infer import ShowPredictions
+
+        extra.append(ShowPredictions(args.show_dir, args.show_score_thr))
+    out_dir = os.path.join(work_dir, "test_results")
+    metrics = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, device=_device(args.device),
+                                  output_dir=out_dir, metrics=args.eval, extra_evaluators=extra)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    with open(os.path.join(work_dir, "test_metrics.json"), "w") as f:
+        json.dump({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, f, indent=2)
+    if args.out:
+        src = os.path.join(out_dir, "coco_instances_results.json")
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        shutil.copyfile(src, args.out)
+        print(f"detections written to {args.out}")
+    for key in sorted(metrics):
+        print(f"{key}: {metrics[key]:.4f}")
+    print(f"metrics written to {os.path.join(work_dir, 'test_metrics.json')}")
+    return 0
