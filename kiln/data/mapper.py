@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,7 +63,10 @@ def _annotation_mask(segm: Any, h: int, w: int) -> np.ndarray:
         rle = mask_utils.frPyObjects(segm, h, w) if isinstance(segm.get("counts"), list) else segm
     else:
         rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], h, w))
-    return mask_utils.decode(rle).astype(np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools' decode trips numpy 2's __array__(copy=) deprecation; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(np.uint8)
 
 
 def transform_instance_annotations(annotation: dict, transforms: Transform, image_size: tuple[int, int]

@@ -15,6 +15,7 @@ move all of them with one :class:`~kiln.data.transforms.transform.Transform`.
 from __future__ import annotations
 
 import os.path as osp
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -143,7 +144,10 @@ def _polygons_to_mask(polygons: Any, h: int, w: int) -> np.ndarray:
             rle = mask_utils.frPyObjects(rle, h, w)
     else:
         rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polygons], h, w))
-    return mask_utils.decode(rle).astype(np.uint8)
+    with warnings.catch_warnings():
+        # pycocotools' decode trips numpy 2's __array__(copy=) deprecation; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(np.uint8)
 
 
 @TRANSFORMS.register_module()
