@@ -257,15 +257,25 @@ class Registry:
         """Return the object registered as ``key`` (or ``'scope.key'``), or ``None``.
 
         The lookup checks this registry, then its parents. ``'scope.Name'`` looks in the
-        registry of that scope anywhere in the tree.
+        registry of that scope anywhere in the tree. The first miss anywhere loads the
+        ``kiln.plugins`` entry points (see :func:`load_plugins`) and looks again.
         """
         if not isinstance(key, str):
             raise TypeError(f"Registry key must be a str, got {type(key).__name__}.")
+        obj = self._lookup(key)
+        if obj is None and not _plugins_loaded:
+            # A miss may be a module that an installed plugin provides: discover plugins
+            # once (entry-point group ``kiln.plugins``) and look again.
+            load_plugins()
+            obj = self._lookup(key)
+        return obj
+
+    def _lookup(self, key: str) -> Any:
         if "." in key:
             scope, _, short = key.partition(".")
             target = self._find_scope(scope)
             if target is not None:
-                return target.get(short)
+                return target._lookup(short)
         reg: Registry | None = self
         while reg is not None:
             obj = reg._get_local(key)
@@ -450,8 +460,11 @@ def load_plugins(force: bool = False) -> list[str]:
     """Import every module advertised in the ``kiln.plugins`` entry-point group.
 
     A pip-installed package declares ``[project.entry-points."kiln.plugins"] name = "pkg.module"``
-    and its registrations become visible without any import in the config. Called on the
-    first unknown-name lookup and by the runner/CLI at start-up. Returns the loaded names.
+    (the module is imported) or ``name = "pkg.module:setup"`` (``setup()`` is called after the
+    import), and its registrations become visible without any import in the config. Called
+    automatically on the first lookup that misses in any registry, and by the runner/CLI at
+    start-up. A plugin that fails to import is logged as a warning and skipped. Returns the
+    names of the plugins loaded.
     """
     global _plugins_loaded
     if _plugins_loaded and not force:
@@ -462,7 +475,10 @@ def load_plugins(force: bool = False) -> list[str]:
     loaded = []
     for ep in entry_points(group=PLUGIN_ENTRY_POINT_GROUP):
         try:
-            ep.load()
+            obj = ep.load()
+            # ``name = "pkg.mod:setup"`` names a function to call; a module needs no call.
+            if ep.attr and callable(obj) and not isinstance(obj, type):
+                obj()
             loaded.append(ep.name)
         except Exception as exc:  # a broken plugin must not break kiln; say so loudly
             logger.warning("kiln plugin '%s' (%s) failed to load: %s", ep.name, ep.value, exc)
