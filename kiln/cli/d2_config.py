@@ -199,7 +199,7 @@ def _model(d2: Any) -> tuple[dict, str | None]:
         head = model["bbox_head"]
         head["num_classes"] = int(r.NUM_CLASSES)
         head["stacked_convs"] = int(r.NUM_CONVS)
-        head["anchor_ratios"] = list(d2.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
+        head["anchor_generator"]["ratios"] = list(d2.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
         head["loss_cls"].update(gamma=float(r.FOCAL_LOSS_GAMMA), alpha=float(r.FOCAL_LOSS_ALPHA))
         neg, pos = r.IOU_THRESHOLDS
         train_cfg["assigner"].update(neg_iou_thr=float(neg), pos_iou_thr=float(pos))
@@ -208,9 +208,10 @@ def _model(d2: Any) -> tuple[dict, str | None]:
                         max_per_img=int(d2.TEST.DETECTIONS_PER_IMAGE))
     else:
         rh, rpn = d2.MODEL.ROI_HEADS, d2.MODEL.RPN
-        model["bbox_head"]["num_classes"] = int(rh.NUM_CLASSES)
-        model["bbox_head"]["reg_class_agnostic"] = bool(d2.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG)
-        model["rpn_head"]["anchor_ratios"] = list(d2.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
+        box_head = model["roi_head"]["bbox_head"]
+        box_head["num_classes"] = int(rh.NUM_CLASSES)
+        box_head["reg_class_agnostic"] = bool(d2.MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG)
+        model["rpn_head"]["anchor_generator"]["ratios"] = list(d2.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0])
         neg, pos = rpn.IOU_THRESHOLDS
         train_cfg["rpn"]["assigner"].update(neg_iou_thr=float(neg), pos_iou_thr=float(pos))
         train_cfg["rpn"]["sampler"].update(num=int(rpn.BATCH_SIZE_PER_IMAGE),

@@ -9,8 +9,9 @@ model = dict(
     backbone=dict(depth=18, base_channels=32, frozen_stages=-1, norm_eval=False),
     neck=dict(in_channels=[32, 64, 128, 256], out_channels=64),
     rpn_head=dict(in_channels=64, feat_channels=64),
-    bbox_roi_extractor=dict(out_channels=64),
-    bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=3))
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=64),
+        bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=3)))
 optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)
 optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(policy='step', warmup='linear', warmup_iters=100, warmup_ratio=0.1, step=[5])

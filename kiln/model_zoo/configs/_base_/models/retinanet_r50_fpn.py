@@ -1,5 +1,6 @@
 # RetinaNet with a ResNet-50 + FPN backbone (the seed-001 RetinaNet, depth 50).
-# train_cfg/test_cfg live inside `model` (they may also be given at the top level, seed-001 style).
+# MMDetection v2 layout: num_classes counts foreground classes; anchors and box coding are
+# sub-configs. train_cfg/test_cfg live inside `model` (top level also works, seed-001 style).
 model = dict(
     type='RetinaNet',
     pretrained='torchvision://resnet50',
@@ -25,12 +26,16 @@ model = dict(
         in_channels=256,
         stacked_convs=4,
         feat_channels=256,
-        octave_base_scale=4,
-        scales_per_octave=3,
-        anchor_ratios=[0.5, 1.0, 2.0],
-        anchor_strides=[8, 16, 32, 64, 128],
-        target_means=[.0, .0, .0, .0],
-        target_stds=[1.0, 1.0, 1.0, 1.0],
+        anchor_generator=dict(
+            type='AnchorGenerator',
+            octave_base_scale=4,
+            scales_per_octave=3,
+            ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16, 32, 64, 128]),
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder',
+            target_means=[.0, .0, .0, .0],
+            target_stds=[1.0, 1.0, 1.0, 1.0]),
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type='SmoothL1Loss', beta=0.11, loss_weight=1.0)),
     train_cfg=dict(
