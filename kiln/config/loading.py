@@ -28,7 +28,7 @@ from typing import Any
 from .config_dict import ConfigDict
 from .errors import ConfigError
 from .errors import yaml_msg as _yaml_msg
-from .merge import merge_into, strip_delete
+from .merge import merge_into
 
 BASE_KEYS = ("_base_", "_BASE_")
 RESERVED_KEYS = ("filename", "text", "pretty_text")
@@ -191,18 +191,17 @@ def _exec_py(tree: ast.Module, filename: str, base: ConfigDict, var_overrides: M
             continue  # `_base_` stays bound to the merged base config
         name = _is_target(node, var_overrides)
         if name is not None:
-            node.value = ast.copy_location(
-                ast.Subscript(
-                    value=ast.Name(id=OVERRIDES_NAME, ctx=ast.Load()),
-                    slice=ast.Constant(value=name),
-                    ctx=ast.Load(),
-                ),
-                node.value,
+            new_value = ast.Subscript(
+                value=ast.Name(id=OVERRIDES_NAME, ctx=ast.Load()),
+                slice=ast.Constant(value=name),
+                ctx=ast.Load(),
             )
+            for sub in ast.walk(new_value):  # locate only the new nodes; the rest has positions
+                ast.copy_location(sub, node.value)
+            node.value = new_value
             applied.add(name)
         body.append(node)
     tree.body = body
-    ast.fix_missing_locations(tree)
     namespace: dict[str, Any] = {
         "__file__": filename,
         "__name__": "__kiln_config__",
@@ -331,7 +330,11 @@ def load_config_text(
 
     if suffix == ".py":
         assert tree is not None
-        data = _exec_py(tree, filename, copy.deepcopy(base_cfg), var_overrides, applied)
+        # `_base_` is a value only if the file names it beyond its own `_base_ = ...` line;
+        # otherwise skip copying the merged bases for it.
+        uses_base = text.count("_base_") > (1 if base_entries is not None else 0)
+        base_value = copy.deepcopy(base_cfg) if uses_base else ConfigDict()
+        data = _exec_py(tree, filename, base_value, var_overrides, applied)
     assert data is not None
     if refs:
         data = _resolve_refs(data, refs, base_cfg, filename)
@@ -341,9 +344,8 @@ def load_config_text(
                 f"{filename}: '{key}' is a reserved name in kiln configs (Config.{key} is a "
                 f"property); rename the key."
             )
-    merged = merge_into(data, base_cfg, where=f"{filename}: ")
-    strip_delete(merged)
-    return LoadedFile(ConfigDict(merged), raw_text, files, applied)
+    merged = merge_into(data, base_cfg, where=f"{filename}: ")  # strips `_delete_` as it goes
+    return LoadedFile(merged, raw_text, files, applied)
 
 
 def load_config_file(filename: str, **kwargs: Any) -> LoadedFile:
