@@ -112,7 +112,7 @@ def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str])
 
 def _browse_d2(cfg: Any, split: str, num_images: int):
     from .catalog import DatasetCatalog, MetadataCatalog
-    from .mapper import DatasetMapper
+    from .mapper import DatasetMapper, _opt
 
     datasets = cfg.DATASETS
     names_key = {"train": "TRAIN", "val": "TEST", "test": "TEST"}[split]
@@ -123,7 +123,7 @@ def _browse_d2(cfg: Any, split: str, num_images: int):
     dicts = [d for name in ds_names for d in DatasetCatalog.get(name)]
     mapper = DatasetMapper.from_config(cfg, is_train=True)  # is_train keeps annotations to draw
     class_names = getattr(MetadataCatalog.get(ds_names[0]), "thing_classes", None)
-    fmt = getattr(cfg.INPUT, "FORMAT", "BGR")
+    fmt = _opt(cfg.INPUT, "FORMAT", "BGR")
     for i in range(min(num_images, len(dicts))):
         _seed(i)
         out = mapper(dicts[i])

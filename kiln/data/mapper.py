@@ -121,8 +121,8 @@ class DatasetMapper:
     def from_config(cls, cfg: Any, is_train: bool = True) -> DatasetMapper:
         """Build from a Detectron2-style config (``cfg.INPUT.*``, ``cfg.MODEL.MASK_ON``)."""
         inp = cfg.INPUT
-        mask_on = bool(getattr(getattr(cfg, "MODEL", None), "MASK_ON", False))
-        return cls(build_augmentation(cfg, is_train), image_format=getattr(inp, "FORMAT", "BGR"),
+        mask_on = bool(_opt(_opt(cfg, "MODEL"), "MASK_ON", False))
+        return cls(build_augmentation(cfg, is_train), image_format=_opt(inp, "FORMAT", "BGR"),
                    is_train=is_train, use_instance_mask=mask_on, recompute_boxes=False)
 
     def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +203,16 @@ def _mask_bounds(masks: Any) -> Any:
     return boxes
 
 
+def _opt(node: Any, key: str, default: Any = None) -> Any:
+    """``node.key`` or ``default`` (config nodes raise KeyError or AttributeError for missing keys)."""
+    if node is None:
+        return default
+    try:
+        return getattr(node, key)
+    except (AttributeError, KeyError):
+        return default
+
+
 def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:
     """Default augmentations from a Detectron2-style config: ``ResizeShortestEdge`` from
     ``INPUT.MIN_SIZE_TRAIN/MAX_SIZE_TRAIN/MIN_SIZE_TRAIN_SAMPLING`` (or ``*_TEST``), an optional
@@ -213,17 +223,17 @@ def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:
     inp = cfg.INPUT
     if is_train:
         sizes, max_size = inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN
-        style = getattr(inp, "MIN_SIZE_TRAIN_SAMPLING", "choice")
+        style = _opt(inp, "MIN_SIZE_TRAIN_SAMPLING", "choice")
     else:
         sizes, max_size, style = inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice"
     if isinstance(sizes, int):
         sizes = (sizes,)
     augs: list[Augmentation] = []
-    crop = getattr(inp, "CROP", None)
-    if is_train and crop is not None and getattr(crop, "ENABLED", False):
+    crop = _opt(inp, "CROP")
+    if is_train and crop is not None and _opt(crop, "ENABLED", False):
         augs.append(RandomCrop(crop.TYPE, crop.SIZE))
     augs.append(ResizeShortestEdge(tuple(sizes), max_size, style))
-    flip = getattr(inp, "RANDOM_FLIP", "horizontal") if is_train else "none"
+    flip = _opt(inp, "RANDOM_FLIP", "horizontal") if is_train else "none"
     if flip not in ("horizontal", "vertical", "none"):
         raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
     if flip != "none":

@@ -104,13 +104,12 @@ def test_mapper_missing_file_names_path(record, tmp_path):
 
 
 def test_build_augmentation_from_detectron2_style_config():
-    class Node:
-        def __init__(self, **kw):
-            self.__dict__.update(kw)
+    from kiln.config.cfg_node import CfgNode
 
-    cfg = Node(INPUT=Node(MIN_SIZE_TRAIN=(640, 800), MAX_SIZE_TRAIN=1333, MIN_SIZE_TRAIN_SAMPLING="choice",
-                          MIN_SIZE_TEST=800, MAX_SIZE_TEST=1333, RANDOM_FLIP="horizontal", FORMAT="BGR",
-                          CROP=Node(ENABLED=False)))
+    inp = dict(MIN_SIZE_TRAIN=(640, 800), MAX_SIZE_TRAIN=1333, MIN_SIZE_TRAIN_SAMPLING="choice",
+               MIN_SIZE_TEST=800, MAX_SIZE_TEST=1333, RANDOM_FLIP="horizontal", FORMAT="BGR",
+               CROP=dict(ENABLED=False))
+    cfg = CfgNode(dict(INPUT=inp))
     train = build_augmentation(cfg, True)
     assert [type(a).__name__ for a in train] == ["ResizeShortestEdge", "RandomFlip"]
     assert train[0].short_edge_length == (640, 800) and train[0].max_size == 1333
