@@ -7,7 +7,6 @@ the command line to it.
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 from .common import add_override_args, load_config, user_errors
@@ -37,13 +36,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.cfg_options, args.opts)
     if args.num < 1:
         raise CLIError("--num must be >= 1")
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(browse_dataset).parameters
-    for key, value in (("split", args.split), ("num", args.num), ("num_images", args.num)):
-        if key in params:
-            kwargs[key] = value
     with user_errors("cannot browse the dataset"):
-        written = browse_dataset(cfg, args.output_dir, **kwargs)
-    count = len(written) if isinstance(written, (list, tuple)) else args.num
-    print(f"wrote {count} images to {args.output_dir}")
+        written = browse_dataset(cfg, args.output_dir, num_images=args.num, split=args.split)
+    print(f"wrote {len(written)} images to {args.output_dir}")
     return 0

@@ -14,10 +14,12 @@ import os
 import tempfile
 from typing import Any
 
+from kiln.evaluation.evaluator import DatasetEvaluator
+
 from .common import add_override_args, load_config, user_errors
 from .errors import CLIError
 
-__all__ = ["add_parser", "run", "draw_detections", "ShowPredictions", "class_names_of"]
+__all__ = ["add_parser", "run", "ShowPredictions", "class_names_of"]
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -34,37 +36,6 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     add_override_args(p)
     return p
-
-
-def _color(label: int) -> tuple[int, int, int]:
-    # distinct, stable colours per class (golden-angle hue steps), in BGR for OpenCV
-    import colorsys
-
-    r, g, b = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 0.95)
-    return int(b * 255), int(g * 255), int(r * 255)
-
-
-def draw_detections(image: Any, boxes: Any, scores: Any, labels: Any, class_names: list[str] | None = None,
-                    score_thr: float = 0.3) -> Any:
-    """Return a copy of a BGR uint8 image with boxes, class names and scores drawn."""
-    import cv2
-
-    out = image.copy()
-    thickness = max(1, round(min(out.shape[:2]) / 200))
-    for box, score, label in zip(boxes, scores, labels):
-        if float(score) < score_thr:
-            continue
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-        color = _color(int(label))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        name = class_names[int(label)] if class_names and int(label) < len(class_names) else str(int(label))
-        text = f"{name} {float(score):.2f}"
-        scale = max(0.3, min(out.shape[:2]) / 600)
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        ty = max(y1, th + 2)
-        cv2.rectangle(out, (x1, ty - th - 2), (x1 + tw + 2, ty), color, -1)
-        cv2.putText(out, text, (x1 + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    return out
 
 
 def _plain(pred: dict[str, Any]) -> tuple[list, list, list]:
@@ -103,8 +74,8 @@ def class_names_of(cfg: Any, dataset: Any = None) -> list[str] | None:
     return list(names) if names else None
 
 
-class ShowPredictions:
-    """A DatasetEvaluator-shaped sink that draws each image's detections into ``out_dir``.
+class ShowPredictions(DatasetEvaluator):
+    """A DatasetEvaluator sink that draws each image's detections into ``out_dir``.
 
     Also keeps the detections (original-image pixels) for :meth:`evaluate` to return as records.
     """
@@ -122,6 +93,8 @@ class ShowPredictions:
     def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
         """Draw every image of the batch with its predictions."""
         import cv2
+
+        from kiln.visualization import draw_boxes
 
         os.makedirs(self.out_dir, exist_ok=True)
         for sample, pred in zip(inputs, outputs):
@@ -142,7 +115,7 @@ class ShowPredictions:
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
                 continue
-            drawn = draw_detections(image, boxes, scores, labels, names, self.score_thr)
+            drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr)
             stem = os.path.splitext(os.path.basename(path))[0]
             cv2.imwrite(os.path.join(self.out_dir, f"{stem}.png"), drawn)
 
