@@ -189,7 +189,9 @@ class ResumableLoader:
             num_workers=self.num_workers,
             collate_fn=self._collate,
             generator=generator,
-            persistent_workers=self.num_workers > 0,
+            # Not persistent: shutting persistent workers down costs ~5 s each (join timeout)
+            # and a fresh fork per epoch is cheap.
+            persistent_workers=False,
             pin_memory=pin_memory,
         )
 
