@@ -19,10 +19,9 @@ Example::
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
-import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -100,8 +99,7 @@ class Registry:
         self._locations = list(locations)
         self._imported = not self._locations
         if scope is None:
-            frame = inspect.currentframe()
-            caller = frame.f_back if frame is not None else None
+            caller = sys._getframe(1)
             module = caller.f_globals.get("__name__", "kiln") if caller is not None else "kiln"
             scope = module.split(".")[0]
             if scope == "__main__":
@@ -293,6 +291,8 @@ class Registry:
         return sorted(names)
 
     def unknown_type_message(self, key: str, cfg_path: str = "") -> str:
+        import difflib
+
         close = difflib.get_close_matches(key, self._all_names(), n=3, cutoff=0.5)
         if not close:
             lowered = key.lower()
@@ -311,6 +311,8 @@ class Registry:
     def build(self, cfg: Any, default_args: Mapping | None = None, *, cfg_path: str = "") -> Any:
         """Build an object (or a list of objects) from a config dict with a ``type`` key."""
         if self._build_func is not None:
+            import inspect
+
             params = inspect.signature(self._build_func).parameters
             if "cfg_path" in params:
                 return self._build_func(cfg, self, default_args, cfg_path=cfg_path)
@@ -389,12 +391,16 @@ def build_from_cfg(
 
 def _signature_text(obj: Any) -> str:
     try:
+        import inspect
+
         return f"{getattr(obj, '__name__', obj)}{inspect.signature(obj)}"
     except (TypeError, ValueError):
         return "<unavailable>"
 
 
 def _unexpected_keys(obj: Any, args: Mapping) -> list[str] | None:
+    import inspect  # only on the error path: keeps `import kiln.registry` cheap
+
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):

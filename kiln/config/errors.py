@@ -7,7 +7,6 @@ quotes ``KeyError`` normally adds, because the message is meant for people.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -28,6 +27,8 @@ class FrozenConfigError(AttributeError):
 
 def close_matches(key: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Return up to ``n`` candidates that look like ``key`` (typos, case, substrings)."""
+    import difflib  # only on error paths
+
     cands = [str(c) for c in candidates]
     found = difflib.get_close_matches(key, cands, n=n, cutoff=0.6)
     if len(found) < n:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
+import os
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
@@ -42,8 +41,8 @@ def _json_default(obj: Any) -> Any:
     """Convert numpy scalars/arrays, sets, tuples-in-keys and paths for json."""
     if isinstance(obj, (set, frozenset)):
         return sorted(obj, key=repr)
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
         return obj.tolist()
     if hasattr(obj, "item") and type(obj).__module__ == "numpy":
@@ -91,13 +90,19 @@ class PickleHandler(BaseFileHandler):
     str_like = False
 
     def load_from_fileobj(self, file: IO, **kwargs: Any) -> Any:
+        import pickle
+
         return pickle.load(file, **kwargs)
 
     def dump_to_fileobj(self, obj: Any, file: IO, **kwargs: Any) -> None:
+        import pickle
+
         kwargs.setdefault("protocol", pickle.HIGHEST_PROTOCOL)
         pickle.dump(obj, file, **kwargs)
 
     def dump_to_str(self, obj: Any, **kwargs: Any) -> bytes:
+        import pickle
+
         kwargs.setdefault("protocol", pickle.HIGHEST_PROTOCOL)
         return pickle.dumps(obj, **kwargs)
 
@@ -158,12 +163,12 @@ def _suffix(path: Any) -> str | None:
     return name.rsplit(".", 1)[1] if "." in name else None
 
 
-def load(file: str | Path | IO, file_format: str | None = None, **kwargs: Any) -> Any:
+def load(file: str | os.PathLike | IO, file_format: str | None = None, **kwargs: Any) -> Any:
     """Load json/yaml/pickle/... from a path, URI (``memory://``, ``s3://`` ...) or file object.
 
     The format comes from the suffix unless ``file_format`` is given.
     """
-    if isinstance(file, (str, Path)):
+    if isinstance(file, (str, os.PathLike)):
         handler = _handler(file_format or _suffix(file), file)
         from .paths import open_file
 
@@ -176,7 +181,7 @@ def load(file: str | Path | IO, file_format: str | None = None, **kwargs: Any) -
     raise TypeError(f"load() needs a path, URI or file object, got {type(file).__name__}.")
 
 
-def dump(obj: Any, file: str | Path | IO | None = None, file_format: str | None = None,
+def dump(obj: Any, file: str | os.PathLike | IO | None = None, file_format: str | None = None,
          **kwargs: Any) -> str | bytes | None:
     """Dump ``obj``; with no ``file`` return it as a string (bytes for binary formats).
 
@@ -184,7 +189,7 @@ def dump(obj: Any, file: str | Path | IO | None = None, file_format: str | None 
     """
     if file is None:
         return _handler(file_format, "<string>").dump_to_str(obj, **kwargs)
-    if isinstance(file, (str, Path)):
+    if isinstance(file, (str, os.PathLike)):
         handler = _handler(file_format or _suffix(file), file)
         from .paths import atomic_open
 

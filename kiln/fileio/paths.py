@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import os.path as osp
-import shutil
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -89,6 +87,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
     local = osp.abspath(_strip_file_scheme(text))
     directory = osp.dirname(local)
     os.makedirs(directory, exist_ok=True)
+    import tempfile  # with shutil, imported on first write: keeps `import kiln.fileio` cheap
+
     fd, tmp = tempfile.mkstemp(prefix=f".{osp.basename(local)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
@@ -96,6 +96,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             f.flush()
             os.fsync(f.fileno())
         if osp.exists(local):  # keep the permissions of the file being replaced
+            import shutil
+
             shutil.copymode(local, tmp)
         else:
             umask = os.umask(0)
@@ -195,6 +197,8 @@ def get_local_path(path: str | os.PathLike) -> Iterator[str]:
     if not fs.exists(fpath):
         raise FileNotFoundError(f"No such file: {text!r}")
     suffix = osp.splitext(fpath)[1]
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(suffix=suffix)
     os.close(fd)
     try:
