@@ -33,6 +33,14 @@ def _check_and_coerce(replacement: Any, original: Any, full_key: str) -> Any:
     rtype, otype = type(replacement), type(original)
     if rtype is otype:
         return replacement
+    if rtype is str and otype in (tuple, list) and replacement.lstrip()[:1] in ("(", "["):
+        # yacs decodes yaml strings literally: TRAIN: ("coco_2017_train",) is a tuple (seed 002)
+        from .overrides import parse_value
+
+        replacement = parse_value(replacement)
+        rtype = type(replacement)
+        if rtype is otype:
+            return replacement
     if isinstance(original, CfgNode) and isinstance(replacement, dict):
         return replacement
     if replacement is None and otype in _VALID_TYPES:
