@@ -99,6 +99,9 @@ def _catalog_dataset(names: Any, pipeline: list, key: str, test_mode: bool) -> d
                            f"{', '.join(sorted(DatasetCatalog.list())) or 'none'}. Register it with "
                            f"register_coco_instances(name, {{}}, json_file, image_root).")
         meta = MetadataCatalog.get(name)
+        if not meta.get("json_file"):
+            DatasetCatalog.get(name)  # lazily registered sets (shapes) write their json on first load
+            meta = MetadataCatalog.get(name)
         json_file, image_root = meta.get("json_file"), meta.get("image_root")
         if not json_file:
             raise CLIError(f"{key}: dataset '{name}' has no json_file in its metadata; kiln maps "

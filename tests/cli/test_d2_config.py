@@ -1,0 +1,111 @@
+"""Detectron2-style yaml (`_BASE_`, MODEL/SOLVER/DATASETS/INPUT, `--opts`) mapped onto kiln's config."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiln.cli import main
+from kiln.cli.d2_config import load_d2_config
+
+
+@pytest.fixture(scope="module")
+def tiny_catalog(tmp_path_factory):
+    """Two small COCO-format shapes splits registered in the catalog as d2t_train / d2t_val."""
+    from kiln.data import DatasetCatalog
+    from kiln.data.datasets import generate_shapes_dataset, register_coco_instances
+
+    root = tmp_path_factory.mktemp("d2data")
+    for split, n in (("train", 8), ("val", 4)):
+        name = f"d2t_{split}"
+        if name not in DatasetCatalog.list():
+            p = generate_shapes_dataset(str(root), num_images=n, image_size=64, split=split)
+            register_coco_instances(name, {}, p["ann_file"], p["img_prefix"])
+    return root
+
+
+BASE = """\
+MODEL:
+  META_ARCHITECTURE: "RetinaNet"
+  BACKBONE:
+    NAME: "build_retinanet_resnet_fpn_backbone"
+  RESNETS:
+    DEPTH: 50
+  RETINANET:
+    NUM_CLASSES: 3
+DATASETS:
+  TRAIN: ("d2t_train",)
+  TEST: ("d2t_val",)
+SOLVER:
+  IMS_PER_BATCH: 16
+  BASE_LR: 0.01
+  STEPS: (60000, 80000)
+  MAX_ITER: 90000
+INPUT:
+  MIN_SIZE_TRAIN: (640, 672, 704)
+"""
+
+
+def _write(tmp_path, child: str):
+    (tmp_path / "Base-RetinaNet.yaml").write_text(BASE)
+    path = tmp_path / "retina.yaml"
+    path.write_text('_BASE_: "Base-RetinaNet.yaml"\n' + child)
+    return str(path)
+
+
+def test_retinanet_yaml_maps_model_solver_data_and_output(tiny_catalog, tmp_path):
+    path = _write(tmp_path, "MODEL:\n  RESNETS:\n    DEPTH: 18\nSOLVER:\n  CHECKPOINT_PERIOD: 500\n"
+                            "OUTPUT_DIR: ./out/retina\nINPUT:\n  MAX_SIZE_TRAIN: 1000\n")
+    cfg = load_d2_config(path, ["SOLVER.BASE_LR", "0.02", "SEED", "7"])
+    assert cfg.model.type == "RetinaNet"
+    assert cfg.model.backbone.depth == 18 and cfg.model.neck.in_channels == [64, 128, 256, 512]
+    assert cfg.model.bbox_head.num_classes == 3
+    assert cfg.optimizer.lr == 0.02  # --opts wins over the file
+    assert cfg.data.samples_per_gpu == 16
+    assert cfg.runner == dict(type="IterBasedRunner", max_iters=90000)
+    assert cfg.lr_config.step == [60000, 80000] and cfg.lr_config.by_epoch is False
+    assert cfg.checkpoint_config.interval == 500
+    assert cfg.work_dir == "./out/retina" and cfg.seed == 7
+    resize = cfg.data.train.pipeline[2]
+    assert resize.img_scale == [(1000, 640), (1000, 672), (1000, 704)]
+    assert cfg.data.train.type == "CocoDataset" and cfg.data.train.ann_file.endswith("annotations.json")
+    assert cfg.data.test.test_mode is True
+
+
+def test_generalized_rcnn_maps_to_faster_rcnn_with_roi_classes(tiny_catalog, tmp_path):
+    path = _write(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "GeneralizedRCNN"\n  BACKBONE:\n'
+                            '    NAME: "build_resnet_fpn_backbone"\n  ROI_HEADS:\n    NUM_CLASSES: 5\n')
+    cfg = load_d2_config(path)
+    assert cfg.model.type == "FasterRCNN"
+    assert cfg.model.roi_head.bbox_head.num_classes == 5
+
+
+def test_fewshot_freeze_flags_become_frozen_modules(tiny_catalog, tmp_path):
+    path = _write(tmp_path, "MODEL:\n  BACKBONE:\n    FREEZE: True\n")
+    cfg = load_d2_config(path, ["MODEL.ROI_HEADS.FREEZE_FEAT", "True"])
+    assert cfg.frozen_modules == ["backbone", "roi_head.bbox_head.shared_fcs"]
+
+
+def test_unsupported_architecture_is_a_clear_error(tiny_catalog, tmp_path, capsys):
+    path = _write(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "PanopticFPN"\n')
+    assert main(["config", "print", path]) == 2
+    err = capsys.readouterr().err
+    assert "PanopticFPN" in err and "RetinaNet" in err and "GeneralizedRCNN" in err
+
+
+def test_unknown_dataset_name_lists_registered_ones(tiny_catalog, tmp_path, capsys):
+    path = _write(tmp_path, 'DATASETS:\n  TRAIN: ("coco_2017_train",)\n')
+    assert main(["config", "print", path]) == 2
+    err = capsys.readouterr().err
+    assert "coco_2017_train" in err and "d2t_train" in err
+
+
+def test_unknown_yaml_key_is_rejected_with_its_name(tiny_catalog, tmp_path, capsys):
+    path = _write(tmp_path, "SOLVER:\n  BASE_LRR: 0.1\n")
+    assert main(["config", "print", path]) == 2
+    assert "BASE_LRR" in capsys.readouterr().err
+
+
+def test_opts_with_wrong_type_is_rejected(tiny_catalog, tmp_path, capsys):
+    path = _write(tmp_path, "")
+    assert main(["config", "print", path, "--opts", "SOLVER.MAX_ITER", "many"]) == 2
+    assert "SOLVER.MAX_ITER" in capsys.readouterr().err
