@@ -494,7 +494,7 @@ class Runner:
             "meta": {
                 "epoch": epoch, "iter": it, "inner_iter": inner, "seed": self.seed,
                 "world_size": self.world_size, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "kiln_version": _kiln_version(), "torch_version": torch.__version__,
+                "kiln_version": _kiln_version(), "torch_version": str(torch.__version__),
                 "config": _config_text(self.cfg), **dict(meta or {}),
             },
             "storage": self.storage.state_dict() if self.storage is not None else None,
