@@ -104,6 +104,15 @@ def test_normalize_converts_bgr_to_rgb_and_standardizes():
     np.testing.assert_allclose(out[0, 0], [expected_r, (0 - 116.28) / 57.12, expected_b], rtol=1e-5)
 
 
+def test_normalize_float_input_matches_uint8_input():
+    step = TRANSFORMS.build(dict(type="Normalize", **IMG_NORM))
+    img = np.random.default_rng(0).integers(0, 255, (5, 7, 3)).astype(np.uint8)
+    a = step(dict(img=img))["img"]
+    b = step(dict(img=img.astype(np.float32)))["img"]
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a, (img[..., ::-1] - np.array(IMG_NORM["mean"])) / IMG_NORM["std"], rtol=1e-5)
+
+
 def test_pad_size_divisor_and_fixed_size():
     img = np.ones((33, 65, 3), np.float32)
     out = TRANSFORMS.build(dict(type="Pad", size_divisor=32))(dict(img=img))

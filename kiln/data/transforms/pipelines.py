@@ -224,20 +224,26 @@ class Normalize:
         self._inv_std64 = 1.0 / np.asarray(std, np.float64).reshape(1, -1)
 
     def _normalize(self, img: np.ndarray) -> np.ndarray:
-        img = img.astype(np.float32)  # always a fresh buffer, so the in-place ops below are safe
         channels = 1 if img.ndim == 2 else img.shape[2]
         if channels != self.mean.size and self.mean.size != 1:
             raise ValueError(f"Normalize has {self.mean.size} mean values but the image has "
                              f"{channels} channels")
+        if channels > 4:
+            out = img.astype(np.float32)
+            if self.to_rgb and channels == 3:
+                out = out[..., ::-1]
+            return np.ascontiguousarray((out - self.mean) / self.std, dtype=np.float32)
         if self.to_rgb and channels == 3:
-            cv2.cvtColor(img, cv2.COLOR_BGR2RGB, img)
-        if channels <= 4:
-            cv2.subtract(img, self._mean64, img)
-            cv2.multiply(img, self._inv_std64, img)
+            # Swap channels while the image is still uint8 (a quarter of the bytes of float32).
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if img.dtype == np.uint8:
+            # uint8 -> float32 and the mean subtraction in one pass; always a fresh buffer.
+            out = cv2.subtract(img, self._mean64, dtype=cv2.CV_32F)
         else:
-            img -= self.mean
-            img /= self.std
-        return img
+            out = img.astype(np.float32, copy=not (self.to_rgb and channels == 3))
+            cv2.subtract(out, self._mean64, out)
+        cv2.multiply(out, self._inv_std64, out)
+        return out.reshape(img.shape)
 
     def __call__(self, results: dict) -> dict:
         for key in results.get("img_fields", ["img"]):
