@@ -240,22 +240,41 @@ def _parse_data(text: str, filename: str, suffix: str) -> dict:
     return data
 
 
+def resolve_package_path(name: str, what: str = "config") -> str:
+    """Resolve ``'pkg::rel/path'`` to a config shipped inside an installed package.
+
+    ``kiln::...`` is resolved by :func:`kiln.model_zoo.resolve_config_path` (suffix optional,
+    close matches on a miss); other packages are searched in ``<pkg>/configs`` and
+    ``<pkg>/model_zoo/configs``.
+    """
+    pkg, _, rel = name.partition("::")
+    if pkg == "kiln":
+        from kiln.model_zoo.paths import resolve_config_path
+
+        try:
+            return resolve_config_path(name)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{what} {exc}") from None
+    import importlib.util
+
+    spec = importlib.util.find_spec(pkg) if pkg else None
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        for sub in ("configs", osp.join("model_zoo", "configs")):
+            base = osp.join(root, sub, rel)
+            for cand in (base, *(base + s for s in SUFFIXES)):
+                if osp.isfile(cand):
+                    return cand
+    raise ConfigError(f"{what} '{name}' not found in package '{pkg}' (looked in its configs/ "
+                      f"and model_zoo/configs/ directories).")
+
+
 def resolve_base_path(entry: str, filename: str) -> str:
     """Resolve one ``_base_`` entry relative to the including file (``pkg::rel`` too)."""
     if not isinstance(entry, str):
         raise ConfigError(f"{filename}: _base_ entries must be strings, got {entry!r}.")
     if "::" in entry:
-        import importlib.util
-
-        pkg, _, rel = entry.partition("::")
-        spec = importlib.util.find_spec(pkg)
-        roots = list(spec.submodule_search_locations or []) if spec else []
-        for root in roots:
-            for sub in ("configs", osp.join("model_zoo", "configs")):
-                cand = osp.join(root, sub, rel)
-                if osp.isfile(cand):
-                    return cand
-        raise ConfigError(f"{filename}: base config '{entry}' not found in package '{pkg}'.")
+        return resolve_package_path(entry, f"{filename}: base config")
     path = osp.expanduser(entry)
     if not osp.isabs(path):
         path = osp.join(osp.dirname(osp.abspath(filename)), path)
@@ -351,6 +370,8 @@ def load_config_text(
 def load_config_file(filename: str, **kwargs: Any) -> LoadedFile:
     """Load a config file (see :func:`load_config_text`)."""
     filename = osp.expanduser(str(filename))
+    if "::" in filename and "://" not in filename:
+        filename = resolve_package_path(filename)
     check_suffix(filename)
     if not osp.isfile(filename):
         raise ConfigError(f"Config file {filename!r} does not exist (cwd: {os.getcwd()}).")

@@ -245,3 +245,31 @@ def test_copy_deepcopy_and_pickle_keep_everything(write):
     deep = copy.deepcopy(cfg)
     deep.a.b.append(4)
     assert cfg.a.b == [1, (2, 3)]
+
+
+def test_package_prefixed_paths_in_fromfile_and_base(write, monkeypatch):
+    write("kiln_cfgpkg_t/__init__.py", "")
+    write("kiln_cfgpkg_t/configs/base/model.yaml", "model: {depth: 18}\n")
+    monkeypatch.syspath_prepend(str(write("x.txt", "").parent))
+    child = write("c.py", "_base_ = 'kiln_cfgpkg_t::base/model.yaml'\nlr = 0.1\n")
+    assert Config.fromfile(child).model.depth == 18
+    assert Config.fromfile("kiln_cfgpkg_t::base/model").model.depth == 18  # suffix optional
+    with pytest.raises(ConfigError, match="'kiln_cfgpkg_t::nope.py' not found in package"):
+        Config.fromfile("kiln_cfgpkg_t::nope.py")
+
+
+def test_kiln_prefix_resolves_shipped_model_zoo_configs(write):
+    from kiln.model_zoo import list_configs
+
+    name = list_configs()[0]
+    child = write("c.py", f"_base_ = 'kiln::{name}'\nextra = 1\n")
+    cfg = Config.fromfile(child)
+    assert cfg.extra == 1 and cfg.model.to_dict() == Config.fromfile(f"kiln::{name}").model.to_dict()
+    with pytest.raises(ConfigError, match="No shipped config 'kiln::nope/none.py'"):
+        Config.fromfile(write("d.py", "_base_ = 'kiln::nope/none.py'\n"))
+
+
+def test_detectron2_style_BASE_key_works_in_yaml_configs(write):
+    write("base.yaml", "a: 1\nb: {c: 2}\n")
+    assert Config.fromfile(write("c.yaml", "_BASE_: base.yaml\nb: {d: 3}\n")).to_dict() == {
+        "a": 1, "b": {"c": 2, "d": 3}}
