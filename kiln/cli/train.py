@@ -115,6 +115,14 @@ def _worker(cfg: Any, args: argparse.Namespace) -> None:
     default_setup(cfg, args)
     with user_errors("cannot build from config"):
         runner = Runner.from_cfg(cfg)
+    if cfg.get("frozen_modules"):
+        from .fewshot import freeze_modules
+
+        # Frozen after the optimizer is built: parameters without gradients are skipped by every
+        # torch optimizer, so they stay exactly as loaded. Under DDP the config must set
+        # find_unused_parameters=True (frozen parameters never produce gradients).
+        names = freeze_modules(runner.unwrapped_model, list(cfg.frozen_modules))
+        logging.getLogger("kiln").info("Froze %d parameters in %s", len(names), list(cfg.frozen_modules))
     if args.eval_only:
         ckpt = cfg.get("resume_from") or cfg.get("load_from") or find_last_checkpoint(cfg.work_dir)
         if not ckpt:
