@@ -209,7 +209,18 @@ def _exec_py(tree: ast.Module, filename: str, base: ConfigDict, var_overrides: M
         OVERRIDES_NAME: dict(var_overrides),
     }
     # Python configs are code: they run with the user's privileges (documented in config.md).
-    exec(compile(tree, filename, "exec"), namespace)
+    try:
+        exec(compile(tree, filename, "exec"), namespace)
+    except Exception as exc:
+        line = "?"
+        tb = exc.__traceback__
+        while tb is not None:  # the deepest frame that belongs to the config file
+            if tb.tb_frame.f_code.co_filename == filename:
+                line = str(tb.tb_lineno)
+            tb = tb.tb_next
+        raise ConfigError(
+            f"{filename}, line {line}: the config raised {type(exc).__name__}: {exc}"
+        ) from exc
     return {
         k: v for k, v in namespace.items()
         if not k.startswith("__") and k not in BASE_KEYS

@@ -273,3 +273,9 @@ def test_detectron2_style_BASE_key_works_in_yaml_configs(write):
     write("base.yaml", "a: 1\nb: {c: 2}\n")
     assert Config.fromfile(write("c.yaml", "_BASE_: base.yaml\nb: {d: 3}\n")).to_dict() == {
         "a": 1, "b": {"c": 2, "d": 3}}
+
+
+def test_python_runtime_error_reports_file_and_line(write):
+    path = write("boom.py", "a = 1\nb = undefined_name + 1\n")
+    with pytest.raises(ConfigError, match=r"boom\.py, line 2: the config raised NameError.*undefined_name"):
+        Config.fromfile(path)
