@@ -69,14 +69,25 @@ def get_env_info() -> dict[str, Any]:
     return info
 
 
+_DISTRIBUTIONS = {
+    "cv2": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless",
+            "opencv-contrib-python"),
+}
+
+
 def _version_of(module: str) -> str:
-    try:
-        mod = __import__(module)
-    except ImportError:
-        return "not installed"
-    except Exception as e:  # a broken optional install must not break the report
-        return f"import failed: {type(e).__name__}"
-    return str(getattr(mod, "__version__", "unknown"))
+    """Version of ``module`` from package metadata (no import: torchvision alone takes seconds to import)."""
+    from importlib import metadata
+
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
+    for dist in _DISTRIBUTIONS.get(module, (module,)):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
 
 
 def collect_env_info() -> str:

@@ -11,12 +11,14 @@ from kiln.utils import Timer, collect_env_info, get_env_info, lazy_import, requi
 
 
 def test_env_info_names_versions_and_git_hash():
+    from importlib import metadata
+
     import torch
-    import torchvision
 
     info = get_env_info()
     assert info["PyTorch"].startswith(torch.__version__)
-    assert info["torchvision"] == torchvision.__version__
+    assert info["torchvision"] == metadata.version("torchvision")
+    assert info["pycocotools"] == metadata.version("pycocotools")
     assert "CUDA available" in info and "Python" in info
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                           cwd=info["kiln"].split(" @ ")[1]).stdout.strip()
