@@ -120,18 +120,22 @@ class Registry:
     # ------------------------------------------------------------------ basics
     @property
     def name(self) -> str:
+        """What the registry holds, e.g. ``'model'`` (used in messages)."""
         return self._name
 
     @property
     def scope(self) -> str:
+        """The scope name; ``'scope.Name'`` lookups find this registry by it."""
         return self._scope
 
     @property
     def children(self) -> dict[str, Registry]:
+        """Child registries by scope."""
         return self._children
 
     @property
     def module_dict(self) -> dict[str, Any]:
+        """This registry's own name → object table (``locations`` imported first)."""
         self._import_locations()
         return self._module_dict
 
@@ -142,9 +146,11 @@ class Registry:
         return iter(sorted(self.module_dict))
 
     def keys(self) -> list[str]:
+        """Sorted registered names (this registry only, not its parents)."""
         return sorted(self.module_dict)
 
     def items(self) -> list[tuple[str, Any]]:
+        """Sorted ``(name, object)`` pairs (this registry only)."""
         return sorted(self.module_dict.items())
 
     def __contains__(self, key: object) -> bool:
@@ -291,6 +297,7 @@ class Registry:
         return sorted(names)
 
     def unknown_type_message(self, key: str, cfg_path: str = "") -> str:
+        """The error text for an unknown ``type``: registry, close names, how to register."""
         import difflib
 
         close = difflib.get_close_matches(key, self._all_names(), n=3, cutoff=0.5)
