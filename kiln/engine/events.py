@@ -3,9 +3,10 @@
 The runner opens one ``EventStorage`` around training; ``get_event_storage()`` returns the innermost open
 one from anywhere (model code included). Writers (``kiln.engine.writers``) read it periodically.
 
-Cost matters here: ``put_scalar`` runs several times per iteration. A tensor value is kept as a detached
-tensor and converted to a float only when something reads it (a writer, ``latest()``, ``state_dict()``),
-and then all pending tensors of one device are converted with a single device sync.
+Cost matters here: ``put_scalar`` runs several times per iteration. A tensor on an accelerator is kept as
+a detached tensor and converted to a float only when something reads it (a writer, ``latest()``,
+``state_dict()``); then all pending tensors of one device are converted with a single device sync. CPU
+tensors need no sync and are converted at once (cheaper than keeping a copy).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def _to_floats(pending: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, float
                 out[n] = (pending[n][0], float(pending[n][1]))
         else:
             dtype = torch.float32 if device.type == "mps" else torch.float64
-            stacked = torch.stack([pending[n][1].to(dtype) for n in idx]).tolist()
+            stacked = torch.stack([pending[n][1].reshape(()).to(dtype) for n in idx]).tolist()
             for n, f in zip(idx, stacked):
                 out[n] = (pending[n][0], f)
     return out
@@ -235,7 +236,9 @@ class EventStorage:
                     f"put_scalar('{name}'): expected a number or a one-element tensor, got a tensor of "
                     f"shape {tuple(value.shape)}; reduce it first (e.g. value.mean())."
                 )
-            value = value.detach().reshape(())
+            # A CPU tensor converts without a device sync, and .item() is cheaper than keeping a detached
+            # copy. Accelerator tensors are kept (detached, so no graph stays alive) until read.
+            value = value.item() if value.is_cpu else value.detach()
         history = self._history.get(name)
         if history is None:
             history = self._history[name] = HistoryBuffer()

@@ -59,15 +59,42 @@ def test_put_scalar_cur_iter_overrides_iteration():
         assert s.latest()["val/AP"] == (0.5, 3)
 
 
-def test_tensor_values_are_detached_and_converted_when_read():
+def test_cpu_tensor_values_become_floats_without_keeping_the_graph():
     w = torch.tensor(3.0, requires_grad=True)
     with EventStorage() as s:
         s.put_scalar("loss", w * 2)
         s.put_scalars(a=torch.tensor([1.5]), b=torch.tensor(2, dtype=torch.int64))
-        raw = s.history("loss")._values[0]
-        assert isinstance(raw, torch.Tensor) and raw.grad_fn is None  # no graph kept alive
+        assert type(s.history("loss")._values[0]) is float  # no tensor (and no autograd graph) retained
         assert s.latest() == {"loss": (6.0, 0), "a": (1.5, 0), "b": (2.0, 0)}
-        assert all(type(v) is float for v, _ in s.history("loss").values())
+
+
+def test_history_buffer_converts_pending_tensor_values_in_order_when_read():
+    h = HistoryBuffer(max_length=4)
+    h.update(1.0, 0)
+    h.update(torch.tensor(2.0), 1)  # what put_scalar stores for accelerator tensors
+    h.update(3.0, 2)
+    h.update(torch.tensor(4.0), 3)
+    assert h.count() == 4
+    assert h.values() == [(1.0, 0), (2.0, 1), (3.0, 2), (4.0, 3)]
+    assert h.global_avg() == 2.5
+    for i in range(4, 8):  # trimming converts what it keeps
+        h.update(torch.tensor(float(i + 1)), i)
+    assert h.values() == [(5.0, 4), (6.0, 5), (7.0, 6), (8.0, 7)] and h.global_avg() == 4.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the deferred path is for accelerator tensors")
+def test_cuda_tensor_values_are_kept_detached_until_read():
+    w = torch.tensor(3.0, device="cuda", requires_grad=True)
+    with EventStorage() as s:
+        for i in range(3):
+            s.iter = i
+            s.put_scalar("loss", w * (i + 1))
+            s.put_scalar("acc", torch.tensor([0.5], device="cuda"))
+        raw = s.history("loss")._values
+        assert all(isinstance(v, torch.Tensor) and v.grad_fn is None for v in raw)
+        assert s.latest() == {"loss": (9.0, 2), "acc": (0.5, 2)}  # one conversion for all pending values
+        assert s.history("loss").values() == [(3.0, 0), (6.0, 1), (9.0, 2)]
+        assert s.history("loss").global_avg() == 6.0
 
 
 def test_put_scalar_rejects_multi_element_tensor_naming_it():
