@@ -26,6 +26,8 @@ class _Missing:
         return "MISSING"
 
 
+_RESERVED = ("filename", "text", "pretty_text")
+
 MISSING = _Missing()
 """Marks a key present on only one side of :meth:`Config.diff`."""
 
@@ -65,7 +67,7 @@ class Config:
             cfg_dict = {}
         elif not isinstance(cfg_dict, Mapping):
             raise TypeError(f"Config(cfg_dict) needs a dict, got {type(cfg_dict).__name__}.")
-        for key in ("filename", "text", "pretty_text"):
+        for key in _RESERVED:
             if key in cfg_dict:
                 raise ConfigError(f"'{key}' is a reserved name in kiln configs; rename the key.")
         object.__setattr__(self, "_cfg_dict", ConfigDict(cfg_dict))
@@ -254,6 +256,8 @@ class Config:
         return getattr(self._cfg_dict, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in _RESERVED:
+            raise ConfigError(f"'{name}' is a read-only Config property, not a config key.")
         self._cfg_dict[name] = value
 
     def __delattr__(self, name: str) -> None:
@@ -263,6 +267,8 @@ class Config:
         return self._cfg_dict[key]
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if key in _RESERVED:
+            raise ConfigError(f"'{key}' is a reserved name in kiln configs; use another key.")
         self._cfg_dict[key] = value
 
     def __delitem__(self, key: str) -> None:
@@ -340,3 +346,8 @@ class Config:
 
     def __repr__(self) -> str:
         return f"Config (path: {self._filename}):\n{self.pretty_text}"
+
+
+# A Config reads like a mapping (keys, items, get, []): let isinstance(cfg, Mapping) say so,
+# so that code accepting dicts (Registry.build, ``**cfg``) accepts a Config too.
+Mapping.register(Config)

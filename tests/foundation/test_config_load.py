@@ -279,3 +279,14 @@ def test_python_runtime_error_reports_file_and_line(write):
     path = write("boom.py", "a = 1\nb = undefined_name + 1\n")
     with pytest.raises(ConfigError, match=r"boom\.py, line 2: the config raised NameError.*undefined_name"):
         Config.fromfile(path)
+
+
+def test_config_is_a_mapping_and_reserved_names_cannot_be_set():
+    from collections.abc import Mapping
+
+    cfg = Config(dict(a=1))
+    assert isinstance(cfg, Mapping) and dict(**cfg) == {"a": 1}
+    with pytest.raises(ConfigError, match="read-only"):
+        cfg.filename = "x.py"
+    with pytest.raises(ConfigError, match="reserved"):
+        cfg["text"] = "x"
