@@ -166,14 +166,17 @@ class JSONWriter(EventWriter):
         by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
         for itr in sorted(by_iter):
             self._file.write(json.dumps({"iteration": itr, **by_iter[itr]}, sort_keys=True) + "\n")
+        # flush() is enough to survive a killed process (the data is in the OS page cache); an fsync
+        # per write cost ~10 ms on a busy disk, i.e. up to 200 us per iteration at interval 50.
+        self._file.flush()
+
+    def close(self) -> None:
+        """Flush to disk and close the file."""
         self._file.flush()
         try:
             os.fsync(self._file.fileno())
         except (AttributeError, OSError, ValueError):
             pass  # remote files have no fileno; flush is all they offer
-
-    def close(self) -> None:
-        """Close the file."""
         self._file.close()
 
 
