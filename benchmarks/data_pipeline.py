@@ -145,7 +145,8 @@ def interleaved_in_process(kiln_ds: Dataset, hand_ds: Dataset, repeats: int) -> 
     n = 0
     for _ in range(repeats):
         for i in range(len(kiln_ds)):
-            for name, ds in (("kiln", kiln_ds), ("hand", hand_ds)):
+            order = (("kiln", kiln_ds), ("hand", hand_ds))
+            for name, ds in (order if i % 2 else order[::-1]):  # alternate who goes first
                 np.random.seed(i)
                 t0, c0 = time.perf_counter(), time.process_time()
                 ds[i]
