@@ -63,13 +63,13 @@ class _TrainLoopBase:
         self.runner = runner
         self.dataloader = dataloader
 
-    def _run_iters(self, batches: Any, first_idx: int, limit: int) -> None:
+    def _run_iters(self, batches: Any, first_idx: int, limit: int, step: Any = None) -> None:
         """The hot loop: run up to ``limit`` iterations from ``batches``."""
         runner = self.runner
         stages = runner._stages
         before = stages["before_train_iter"]
         after = stages["after_train_iter"]
-        step = runner.train_step
+        step = step or runner.make_train_step()
         storage = runner.storage
         pending = runner._pending_metrics
         it = runner.iter
@@ -208,12 +208,16 @@ class IterBasedTrainLoop(_TrainLoopBase):
 
 
 class StepLoop(_TrainLoopBase):
-    """Iterations without a data loader: each step calls ``step_fn()`` (Detectron2's ``run_step``)."""
+    """Iterations that fetch their own data: each calls ``step_fn()`` (Detectron2's ``run_step``).
+
+    ``step_fn`` returns a dict of scalars to log (or ``None``).
+    """
 
     by_epoch = False
 
-    def __init__(self, runner: Any, max_iters: int) -> None:
-        super().__init__(runner, None)
+    def __init__(self, runner: Any, step_fn: Any, max_iters: int, dataloader: Any = None) -> None:
+        super().__init__(runner, dataloader)
+        self.step_fn = step_fn
         self.max_iters = int(max_iters)
         self.max_epochs = None
         self.epoch_length = None
@@ -221,9 +225,10 @@ class StepLoop(_TrainLoopBase):
     def run(self) -> None:
         """Run iterations ``runner.iter .. max_iters``."""
         runner = self.runner
+        step_fn = self.step_fn
         runner.call_hook("before_train")
         remaining = self.max_iters - runner.iter
-        self._run_iters(itertools.repeat(None), runner.iter, remaining)
+        self._run_iters(itertools.repeat(None), runner.iter, remaining, step=lambda _: step_fn() or {})
         runner.call_hook("after_train")
 
 

@@ -276,7 +276,8 @@ class Runner:
             "timer": IterTimerHook(),
             "logger": LoggerHook(),
             "param_scheduler": ParamSchedulerHook(),
-            "checkpoint": CheckpointHook(interval=1),
+            # Epoch-based: every epoch; iteration-based: only at the end unless configured.
+            "checkpoint": CheckpointHook(interval=1 if self.by_epoch else -1),
             "sampler_seed": DistSamplerSeedHook(),
         }
         if self.val_loop is not None:
@@ -303,7 +304,7 @@ class Runner:
                 f"register_hook expects a kiln Hook (or HookBase / config dict), got {type(hook).__name__}; "
                 f"for a plain function use register_callback(fn, stage=...)."
             )
-        if isinstance(hook, HookBase):
+        if isinstance(hook, HookBase) and hook.trainer is None:
             hook.attach(self)
         prio = get_priority(priority if priority is not None else hook.priority)
         hook.priority = prio
@@ -371,23 +372,39 @@ class Runner:
     # ================================================================================== steps
     def train_step(self, data_batch: Any) -> dict[str, Any]:
         """One optimization step on ``data_batch``; returns log variables (tensors)."""
-        model = self._raw_model
-        own = getattr(model, "train_step", None)
-        if own is not None:
-            return own(data_batch, self.optim_wrapper)
+        return self.make_train_step()(data_batch)
+
+    def make_train_step(self) -> Callable[[Any], dict[str, Any]]:
+        """The step function for the current model/optimizer, with the per-step checks hoisted out.
+
+        The loop calls the returned closure every iteration: the model's own ``train_step`` when it
+        defines one, else forward -> :func:`parse_losses` -> ``optim_wrapper.update_params``.
+        """
+        model = self.model
         ow = self.optim_wrapper
-        if type(ow) is OptimWrapper and ow.accumulative_counts == 1:  # the common, cheapest path
-            total, log_vars = parse_losses(self.model(data_batch))
-            ow.update_params(total)
-        else:
-            with ow.optim_context(self.model):
+        own = getattr(self._raw_model, "train_step", None)
+        if own is not None:
+            return lambda data_batch: own(data_batch, ow)
+        if ow is None:
+            raise RuntimeError("Runner.train_step: there is no optimizer (pass optim_wrapper=...).")
+        update = ow.update_params
+        if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and ow._clip is None:
+            def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
+                total, log_vars = parse_losses(model(data_batch))
+                update(total)
+                return log_vars
+            return fast_step
+
+        def step(data_batch: Any) -> dict[str, Any]:
+            with ow.optim_context(model):
                 with ow.autocast():
-                    losses = self.model(data_batch)
+                    losses = model(data_batch)
                 total, log_vars = parse_losses(losses)
-                ow.update_params(total)
-        if ow.last_grad_norm is not None:
-            log_vars["grad_norm"] = ow.last_grad_norm
-        return log_vars
+                update(total)
+            if ow.last_grad_norm is not None:
+                log_vars["grad_norm"] = ow.last_grad_norm
+            return log_vars
+        return step
 
     def eval_step(self, data_batch: Any) -> Any:
         """The model's eval-mode outputs for ``data_batch`` (``model.val_step`` when defined)."""
@@ -407,14 +424,42 @@ class Runner:
         if not pending or storage is None:
             pending.clear()
             return
+        # One device->host conversion for all buffered tensors, instead of one per value.
+        keys: list[tuple[int, str]] = []
+        tensors: list[torch.Tensor] = []
+        plain: list[tuple[int, str, float]] = []
         for it, values in pending:
             for k, v in values.items():
                 if isinstance(v, torch.Tensor):
-                    if v.numel() == 1:
-                        storage.put_scalar(k, v, cur_iter=it)
-                elif isinstance(v, (int, float)):
-                    storage.put_scalar(k, v, cur_iter=it)
+                    if v.ndim == 0:
+                        keys.append((it, k))
+                        tensors.append(v)
+                    elif v.numel() == 1:
+                        keys.append((it, k))
+                        tensors.append(v.reshape(()))
+                elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                    plain.append((it, k, v))
         pending.clear()
+        floats: list[float] = []
+        if tensors:
+            try:
+                with torch.no_grad():
+                    floats = torch.stack(tensors).tolist()
+            except (RuntimeError, TypeError):  # mixed devices or dtypes: convert one by one
+                floats = [float(t) for t in tensors]
+        histories = storage.histories()
+        for (it, k), f in zip(keys, floats):
+            self._put(storage, histories, k, f, it)
+        for it, k, f in plain:
+            self._put(storage, histories, k, f, it)
+
+    @staticmethod
+    def _put(storage: EventStorage, histories: dict, key: str, value: float, it: int) -> None:
+        h = histories.get(key)
+        if h is None:  # first time: let the storage register the name and its smoothing hint
+            storage.put_scalar(key, value, cur_iter=it)
+        else:
+            h.update(value, it)
 
     def progress(self, iterable: Any, desc: str) -> Any:
         """Wrap an eval loader in a progress bar on the main process when stdout is a terminal."""

@@ -1,0 +1,442 @@
+"""Detectron2's trainer API as a thin layer over the kiln :class:`~kiln.engine.Runner`.
+
+``TrainerBase.train(start_iter, max_iter)`` runs ``before_step / run_step / after_step`` with
+hooks, exactly as Detectron2 does, but the loop, hook dispatch, event storage, checkpoints and
+exact resume are the runner's: kiln hooks (``CheckpointHook``, ``EvalHook``, writers) and
+Detectron2-style ``HookBase`` hooks work side by side.
+
+Example (the seed's custom loader)::
+
+    class TextTrainer(DefaultTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return build_train_loader(DatasetCatalog.get('text_train'), mapper=BoundaryMapper(cfg),
+                                      total_batch_size=cfg.SOLVER.IMS_PER_BATCH, infinite=True)
+
+    trainer = TextTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    trainer.train()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from kiln.registry import MODELS
+
+from . import comm
+from .hooks.base import Hook, HookBase
+from .loops import StepLoop, is_resumable_loader
+from .optim import OptimWrapper
+from .runner import Runner, parse_losses
+
+__all__ = ["TrainerBase", "SimpleTrainer", "AMPTrainer", "DefaultTrainer", "HookBase"]
+
+logger = logging.getLogger(__name__)
+
+
+class TrainerBase:
+    """A loop of ``run_step`` with hooks; subclasses implement :meth:`run_step`.
+
+    Attributes:
+        iter: the current iteration (the runner's). ``start_iter`` / ``max_iter`` as given to train.
+        storage: the :class:`EventStorage` open during training.
+        runner: the kiln runner doing the work (created on first use).
+    """
+
+    def __init__(self) -> None:
+        self._hooks: list[Hook] = []
+        self.start_iter = 0
+        self.max_iter = 0
+        self.runner: Runner | None = None
+
+    # -- the runner underneath ---------------------------------------------------------------
+    def _model_for_runner(self) -> nn.Module | None:
+        return getattr(self, "model", None)
+
+    def _optimizer_for_runner(self) -> Any:
+        return getattr(self, "optimizer", None)
+
+    def _get_runner(self) -> Runner:
+        if self.runner is None:
+            self.runner = Runner(
+                self._model_for_runner(), work_dir=getattr(self, "output_dir", None),
+                optim_wrapper=self._optimizer_for_runner(),
+                param_scheduler=getattr(self, "scheduler", None),
+                default_hooks={k: None for k in ("timer", "logger", "param_scheduler", "checkpoint",
+                                                 "sampler_seed")},
+                seed=getattr(self, "seed", None), cfg=getattr(self, "cfg", None),
+            )
+            self.runner.train_dataloader = getattr(self, "data_loader", None)
+            for h in self._hooks:
+                self.runner.register_hook(h)
+        return self.runner
+
+    @property
+    def iter(self) -> int:
+        """The current iteration."""
+        return self.runner.iter if self.runner is not None else self.start_iter
+
+    @iter.setter
+    def iter(self, value: int) -> None:
+        self._get_runner().iter = int(value)
+
+    @property
+    def storage(self) -> Any:
+        """The event storage of the current run."""
+        return self.runner.storage if self.runner is not None else None
+
+    # -- Detectron2 API --------------------------------------------------------------------------
+    def register_hooks(self, hooks: Iterable[Hook | None]) -> None:
+        """Register hooks (``None`` skipped). ``HookBase`` hooks get ``self.trainer`` (a weak proxy).
+
+        Detectron2 hooks run in registration order; kiln hooks run by their priority.
+        """
+        for h in hooks:
+            if h is None:
+                continue
+            if not isinstance(h, Hook):
+                raise TypeError(f"register_hooks: {h!r} is not a HookBase/Hook instance.")
+            if isinstance(h, HookBase):
+                h.trainer = weakref.proxy(self)
+                # Detectron2 order is registration order: give them increasing priorities.
+                if type(h).priority == Hook.priority:
+                    h.priority = 50
+            self._hooks.append(h)
+            if self.runner is not None:
+                self.runner.register_hook(h)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        """Run iterations ``start_iter .. max_iter - 1`` (resumed state wins over ``start_iter``)."""
+        runner = self._get_runner()
+        self.max_iter = int(max_iter)
+        if not runner._resumed:
+            runner.iter = int(start_iter)
+        self.start_iter = runner.iter
+        runner.train_loop = StepLoop(runner, self.run_step, self.max_iter, getattr(self, "data_loader", None))
+        logger.info("Starting training from iteration %d", runner.iter)
+        runner.train()
+
+    def run_step(self) -> dict | None:
+        """One iteration; return a dict of scalars to log (or put them in ``self.storage`` yourself)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """Detectron2 compatibility: the iteration (everything else is in the runner's checkpoint)."""
+        return {"iteration": self.iter}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Detectron2 compatibility."""
+        self.iter = int(state["iteration"])
+
+
+class SimpleTrainer(TrainerBase):
+    """``model(data) -> losses``, backward, ``optimizer.step()`` each iteration.
+
+    Losses follow the kiln model contract: keys containing ``loss`` are summed (``total_loss`` is
+    logged with each term and ``data_time``).
+    """
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer | OptimWrapper,
+                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False) -> None:
+        super().__init__()
+        model.train()
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.zero_grad_before_forward = zero_grad_before_forward
+        self._data_iter: Any = None
+
+    @property
+    def _data_loader_iter(self) -> Any:
+        # Created on first use so a resume can position a kiln loader first (no replay).
+        if self._data_iter is None:
+            loader = self.data_loader
+            if is_resumable_loader(loader) and getattr(loader, "infinite", False):
+                loader.set_epoch(0)
+                loader.set_start(self.iter)
+            self._data_iter = iter(loader)
+        return self._data_iter
+
+    def _optim(self) -> torch.optim.Optimizer:
+        return self.optimizer.optimizer if isinstance(self.optimizer, OptimWrapper) else self.optimizer
+
+    def run_step(self) -> dict:
+        """Fetch a batch, forward, backward, step; return the metrics to log."""
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        opt = self._optim()
+        if self.zero_grad_before_forward:
+            opt.zero_grad(set_to_none=True)
+        loss_dict = self.model(data)
+        total, log_vars = parse_losses(loss_dict)
+        if not self.zero_grad_before_forward:
+            opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        log_vars["total_loss"] = log_vars.pop("loss")
+        log_vars["data_time"] = data_time
+        return log_vars
+
+
+class AMPTrainer(SimpleTrainer):
+    """:class:`SimpleTrainer` with autocast (fp16 + ``GradScaler`` on CUDA, or bf16)."""
+
+    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
+                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False,
+                 grad_scaler: Any = None, precision: torch.dtype = torch.float16) -> None:
+        super().__init__(model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward)
+        params = [p for p in model.parameters()]
+        self.device_type = params[0].device.type if params else "cpu"
+        if precision is torch.float16 and self.device_type != "cuda":
+            raise ValueError("AMPTrainer: float16 needs CUDA; pass precision=torch.bfloat16 on CPU.")
+        self.precision = precision
+        if grad_scaler is None and precision is torch.float16:
+            grad_scaler = torch.amp.GradScaler("cuda")
+        self.grad_scaler = grad_scaler
+
+    def run_step(self) -> dict:
+        """Like :meth:`SimpleTrainer.run_step` under autocast, scaling the loss for fp16."""
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        opt = self._optim()
+        with torch.autocast(self.device_type, dtype=self.precision):
+            loss_dict = self.model(data)
+            total, log_vars = parse_losses(loss_dict)
+        opt.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(total).backward()
+            self.grad_scaler.step(opt)
+            self.grad_scaler.update()
+        else:
+            total.backward()
+            opt.step()
+        log_vars["total_loss"] = log_vars.pop("loss")
+        log_vars["data_time"] = data_time
+        return log_vars
+
+    def state_dict(self) -> dict:
+        """Iteration and grad-scaler state."""
+        state = super().state_dict()
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore iteration and grad-scaler state."""
+        super().load_state_dict(state)
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+
+
+def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif hasattr(node, part):
+            node = getattr(node, part)
+        else:
+            return default
+    return node
+
+
+class DefaultTrainer(SimpleTrainer):
+    """A trainer with Detectron2's defaults, built from a ``CfgNode``-style config.
+
+    Override the ``build_*`` class methods to change a part (model, optimizer, schedule, loaders,
+    evaluator, hooks, writers). Config keys: ``MODEL.META_ARCHITECTURE``, ``MODEL.WEIGHTS``,
+    ``MODEL.DEVICE``, ``SOLVER.{MAX_ITER, BASE_LR, MOMENTUM, WEIGHT_DECAY, STEPS, GAMMA,
+    WARMUP_ITERS, WARMUP_FACTOR, WARMUP_METHOD, CHECKPOINT_PERIOD, IMS_PER_BATCH}``,
+    ``DATASETS.{TRAIN, TEST}``, ``DATALOADER.NUM_WORKERS``, ``TEST.EVAL_PERIOD``, ``OUTPUT_DIR``, ``SEED``.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.output_dir = _cfg_get(cfg, "OUTPUT_DIR", "./output")
+        seed = _cfg_get(cfg, "SEED", -1)
+        self.seed = seed if seed is not None and seed >= 0 else None
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        super().__init__(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.start_iter = 0
+        self.max_iter = int(_cfg_get(cfg, "SOLVER.MAX_ITER"))
+        runner = self._get_runner()
+        self.model = runner.model  # DDP-wrapped when distributed, as in Detectron2
+        self.checkpointer = runner.checkpointer
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Resume everything from ``OUTPUT_DIR``'s last checkpoint, or load ``MODEL.WEIGHTS`` only."""
+        runner = self._get_runner()
+        if resume and runner.checkpointer.has_checkpoint():
+            with runner._ensure_storage():
+                runner.resume(runner.checkpointer.get_checkpoint_file())
+        else:
+            weights = _cfg_get(self.cfg, "MODEL.WEIGHTS", "")
+            if weights:
+                runner.load_checkpoint(weights)
+
+    def train(self) -> dict | None:  # type: ignore[override]
+        """Train to ``SOLVER.MAX_ITER``; returns the last evaluation results (if any)."""
+        super().train(self.start_iter, self.max_iter)
+        return self.runner.last_metrics.get("val") if self.runner is not None else None
+
+    # -- builders (override in subclasses) -------------------------------------------------------
+    @classmethod
+    def build_model(cls, cfg: Any) -> nn.Module:
+        """``MODELS.get(cfg.MODEL.META_ARCHITECTURE)(cfg)`` on ``cfg.MODEL.DEVICE``."""
+        name = _cfg_get(cfg, "MODEL.META_ARCHITECTURE")
+        arch = MODELS.get(name) if name else None
+        if arch is None:
+            raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
+        model = arch(cfg)
+        model.to(torch.device(_cfg_get(cfg, "MODEL.DEVICE", "cpu")))
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
+        """SGD with ``SOLVER.BASE_LR/MOMENTUM/WEIGHT_DECAY`` (+ ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``)."""
+        from .optim import build_optimizer
+
+        lr = float(_cfg_get(cfg, "SOLVER.BASE_LR", 0.001))
+        wd = float(_cfg_get(cfg, "SOLVER.WEIGHT_DECAY", 0.0001))
+        paramwise = {}
+        wd_norm = _cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM")
+        if wd_norm is not None and wd:
+            paramwise["norm_decay_mult"] = float(wd_norm) / wd
+        bias_factor = _cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
+        if bias_factor is not None and bias_factor != 1.0:
+            paramwise["bias_lr_mult"] = float(bias_factor)
+        return build_optimizer(model, dict(type="SGD", lr=lr, momentum=float(_cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+                                           weight_decay=wd, paramwise_cfg=paramwise or None))
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: Any, optimizer: Any) -> list:
+        """Warmup (linear/constant) then multi-step decay at ``SOLVER.STEPS`` (iteration schedules)."""
+        from .schedulers import ConstantParamScheduler, LinearParamScheduler, MultiStepParamScheduler
+
+        out: list = []
+        steps = list(_cfg_get(cfg, "SOLVER.STEPS", []) or [])
+        if steps:
+            out.append(MultiStepParamScheduler(milestones=steps, gamma=float(_cfg_get(cfg, "SOLVER.GAMMA", 0.1)),
+                                               by_epoch=False))
+        warm = int(_cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
+        if warm > 0:
+            factor = float(_cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
+            method = _cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear")
+            if method == "constant":
+                out.append(ConstantParamScheduler(factor=factor, by_epoch=False, end=warm))
+            else:
+                out.append(LinearParamScheduler(start_factor=factor, by_epoch=False, end=warm))
+        return out
+
+    @classmethod
+    def build_train_loader(cls, cfg: Any) -> Any:
+        """An infinite kiln loader over ``DATASETS.TRAIN`` (``DatasetMapper(cfg)`` when available)."""
+        from kiln.data import DatasetCatalog, build_train_loader
+
+        dicts: list = []
+        for name in _cfg_get(cfg, "DATASETS.TRAIN", ()):
+            dicts.extend(DatasetCatalog.get(name))
+        mapper = None
+        try:
+            from kiln.data.transforms import DatasetMapper
+
+            mapper = DatasetMapper(cfg, is_train=True)
+        except (ImportError, AttributeError, TypeError):
+            logger.warning("No DatasetMapper available; the train loader yields raw dataset dicts.")
+        seed = _cfg_get(cfg, "SEED", -1)
+        return build_train_loader(dicts, mapper=mapper, total_batch_size=int(_cfg_get(cfg, "SOLVER.IMS_PER_BATCH", 2)),
+                                  num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
+                                  seed=seed if seed is not None and seed >= 0 else None, infinite=True)
+
+    @classmethod
+    def build_test_loader(cls, cfg: Any, dataset_name: str) -> Any:
+        """An in-order loader over one registered dataset."""
+        from kiln.data import DatasetCatalog, build_test_loader
+
+        mapper = None
+        try:
+            from kiln.data.transforms import DatasetMapper
+
+            mapper = DatasetMapper(cfg, is_train=False)
+        except (ImportError, AttributeError, TypeError):
+            pass
+        return build_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
+                                 num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)))
+
+    @classmethod
+    def build_evaluator(cls, cfg: Any, dataset_name: str) -> Any:
+        """No default: Detectron2 asks you to implement it (return a ``DatasetEvaluator``)."""
+        raise NotImplementedError(
+            f"DefaultTrainer.build_evaluator: implement it in your trainer subclass to evaluate "
+            f"'{dataset_name}' (e.g. return COCOEvaluator(ann_file=...))."
+        )
+
+    def build_writers(self) -> list:
+        """Console printer, ``metrics.json`` lines and TensorBoard in ``OUTPUT_DIR``."""
+        from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+
+        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.output_dir, "metrics.json")),
+                TensorboardXWriter(self.output_dir)]
+
+    def build_hooks(self) -> list:
+        """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
+        from .hooks import CheckpointHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
+
+        period = int(_cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
+        hooks: list = [IterTimerHook(), ParamSchedulerHook(), CheckpointHook(interval=period, by_epoch=False)]
+        eval_period = int(_cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
+        if eval_period > 0 and _cfg_get(self.cfg, "DATASETS.TEST", ()):
+            hooks.append(_TestHook(eval_period, self))
+        if comm.is_main_process():
+            hooks.append(PeriodicWriter(self.build_writers(), period=20))
+        return hooks
+
+    @classmethod
+    def test(cls, cfg: Any, model: nn.Module, evaluators: Any = None) -> dict:
+        """Evaluate ``model`` on every dataset in ``DATASETS.TEST``; ``{name: metrics}``."""
+        from kiln.evaluation import inference_on_dataset
+
+        names = list(_cfg_get(cfg, "DATASETS.TEST", ()))
+        if evaluators is not None and not isinstance(evaluators, (list, tuple)):
+            evaluators = [evaluators]
+        results = {}
+        for i, name in enumerate(names):
+            loader = cls.build_test_loader(cfg, name)
+            evaluator = evaluators[i] if evaluators is not None else cls.build_evaluator(cfg, name)
+            results[name] = inference_on_dataset(model, loader, evaluator)
+        return results
+
+
+class _TestHook(Hook):
+    """Detectron2's ``EvalHook(cfg.TEST.EVAL_PERIOD, lambda: trainer.test(cfg, model))``."""
+
+    priority = 70
+
+    def __init__(self, period: int, trainer: DefaultTrainer) -> None:
+        self.period = period
+        self.trainer = weakref.proxy(trainer)
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        """Evaluate every ``period`` iterations and at the end."""
+        n = runner.iter + 1
+        if n % self.period == 0 or n >= runner.max_iters:
+            results = type(self.trainer).test(self.trainer.cfg, runner.unwrapped_model)
+            flat = {f"{ds}/{k}": v for ds, m in results.items() for k, v in m.items()}
+            runner.last_metrics["val"] = flat
+            runner.call_hook("after_val_epoch", flat)
