@@ -76,12 +76,16 @@ __all__ = [
 ]
 
 # Heavier or separately owned parts load on first access: ``kiln.data.transforms`` pulls in cv2.
-_LAZY = {"transforms": "kiln.data.transforms"}
+_LAZY_MODULES = {"transforms": "kiln.data.transforms", "mapper": "kiln.data.mapper"}
+_LAZY_NAMES = {"DatasetMapper": "kiln.data.mapper"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'kiln.data' has no attribute '{name}'")
+    if name in _LAZY_MODULES:
+        value = importlib.import_module(_LAZY_MODULES[name])
+    elif name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    else:
+        raise AttributeError(f"module 'kiln.data' has no attribute '{name}'")
+    globals()[name] = value
+    return value

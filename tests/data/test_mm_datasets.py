@@ -123,3 +123,19 @@ def test_list_of_ann_files_concatenates(tmp_path):
 def test_unknown_dataset_type_names_the_config_key():
     with pytest.raises(KeyError, match=r"'CocoDatset' is not registered.*data.train.*CocoDataset"):
         build_dataset(dict(type="CocoDatset"), cfg_path="data.train")
+
+
+@pytest.mark.parametrize("type_", ["CocoDataset", "VOCDataset", "ShapesDataset", "CustomDataset"])
+def test_dataset_signatures_expose_test_mode_for_builders(type_):
+    # The runner passes test_mode=True to val/test datasets whose signature has it.
+    import inspect
+
+    assert "test_mode" in inspect.signature(DATASETS.get(type_)).parameters
+
+
+def test_shapes_val_in_test_mode_has_no_annotations(tmp_path):
+    ds = build_dataset(
+        dict(type="ShapesDataset", split="val", num_images=3, image_size=32, root=str(tmp_path)),
+        dict(test_mode=True),
+    )
+    assert ds.test_mode and len(ds) == 3 and "ann_info" not in ds[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,9 +31,16 @@ class CocoDataset(CustomDataset):
 
     CLASSES: Sequence[str] | None = None
 
-    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None, *,
-                 min_size: int | None = 32, **kwargs: Any) -> None:
-        super().__init__(ann_file, pipeline, min_size=min_size, **kwargs)
+    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None,
+                 classes: Sequence[str] | str | None = None, data_root: str | None = None,
+                 img_prefix: str = "", seg_prefix: str | None = None, proposal_file: str | None = None,
+                 test_mode: bool = False, filter_empty_gt: bool = True, min_size: int | None = 32,
+                 file_client_args: Mapping | None = None) -> None:
+        # Arguments spelled out (not **kwargs) so builders can see test_mode etc. in the signature.
+        super().__init__(ann_file, pipeline, classes=classes, data_root=data_root, img_prefix=img_prefix,
+                         seg_prefix=seg_prefix, proposal_file=proposal_file, test_mode=test_mode,
+                         filter_empty_gt=filter_empty_gt, min_size=min_size,
+                         file_client_args=file_client_args)
 
     def load_annotations(self, ann_file: str) -> list[dict[str, Any]]:
         """Parse and validate the json; set ``CLASSES``, ``cat_ids``, ``cat2label``, ``img_ids``."""

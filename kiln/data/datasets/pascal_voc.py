@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os.path as osp
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,9 +106,15 @@ class VOCDataset(CustomDataset):
 
     CLASSES: Sequence[str] | None = VOC_CLASSES
 
-    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None, *,
-                 min_size: int | None = None, **kwargs: Any) -> None:
-        super().__init__(ann_file, pipeline, min_size=min_size, **kwargs)
+    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None,
+                 classes: Sequence[str] | str | None = None, data_root: str | None = None,
+                 img_prefix: str = "", seg_prefix: str | None = None, proposal_file: str | None = None,
+                 test_mode: bool = False, filter_empty_gt: bool = True, min_size: int | None = None,
+                 file_client_args: Mapping | None = None) -> None:
+        super().__init__(ann_file, pipeline, classes=classes, data_root=data_root, img_prefix=img_prefix,
+                         seg_prefix=seg_prefix, proposal_file=proposal_file, test_mode=test_mode,
+                         filter_empty_gt=filter_empty_gt, min_size=min_size,
+                         file_client_args=file_client_args)
 
     def load_annotations(self, ann_file: str) -> list[dict[str, Any]]:
         """Read the split file and every listed xml (boxes are kept with the image info)."""

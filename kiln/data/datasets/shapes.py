@@ -309,17 +309,24 @@ class ShapesDataset(CocoDataset):
         split: ``'train'``, ``'val'`` or another name (a different random stream).
         num_images, image_size, seed, root: as in :func:`generate_shapes_dataset`.
         generator_args: more keyword arguments for :func:`generate_shapes_dataset`.
-        **kwargs: ``CocoDataset`` arguments (``pipeline``, ``test_mode``, ``filter_empty_gt``, ...).
+        classes: the shapes to draw and their label order (default all three).
+        pipeline, test_mode, filter_empty_gt, min_size: as in ``CocoDataset``.
     """
 
     def __init__(self, split: str = "train", num_images: int | None = None,
                  image_size: int | Sequence[int] = 128, seed: int = 0, root: str | None = None,
-                 generator_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        paths = generate_shapes_dataset(root, num_images, image_size, seed, split=split,
-                                        **(generator_args or {}))
+                 generator_args: dict[str, Any] | None = None, pipeline: Sequence[Any] | None = None,
+                 classes: Sequence[str] | None = None, test_mode: bool = False, filter_empty_gt: bool = True,
+                 min_size: int | None = 32) -> None:
+        gen_args = dict(generator_args or {})
+        if classes is not None and "classes" not in gen_args:
+            # Generate only the requested shapes, so labels follow `classes` and no image is empty.
+            gen_args["classes"] = tuple(classes)
+        paths = generate_shapes_dataset(root, num_images, image_size, seed, split=split, **gen_args)
         self.split = split
-        kwargs.setdefault("img_prefix", paths["img_prefix"])
-        super().__init__(paths["ann_file"], **kwargs)
+        self.paths = paths
+        super().__init__(paths["ann_file"], pipeline, classes=classes, img_prefix=paths["img_prefix"],
+                         test_mode=test_mode, filter_empty_gt=filter_empty_gt, min_size=min_size)
 
 
 def register_shapes(name: str, split: str, root: str | None = None, **kwargs: Any) -> None:
