@@ -318,13 +318,29 @@ class Registry:
     def build(self, cfg: Any, default_args: Mapping | None = None, *, cfg_path: str = "") -> Any:
         """Build an object (or a list of objects) from a config dict with a ``type`` key."""
         if self._build_func is not None:
-            import inspect
-
-            params = inspect.signature(self._build_func).parameters
-            if "cfg_path" in params:
+            if _accepts_cfg_path(self._build_func):
                 return self._build_func(cfg, self, default_args, cfg_path=cfg_path)
             return self._build_func(cfg, self, default_args)
         return build_from_cfg(cfg, self, default_args, cfg_path=cfg_path)
+
+
+_CFG_PATH_SUPPORT: dict[Any, bool] = {}
+
+
+def _accepts_cfg_path(func: Callable) -> bool:
+    """Whether a custom build function takes ``cfg_path=`` (cached: build is called often)."""
+    known = _CFG_PATH_SUPPORT.get(func)
+    if known is None:
+        import inspect
+
+        try:
+            params = inspect.signature(func).parameters
+            known = "cfg_path" in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        except (TypeError, ValueError):
+            known = False
+        _CFG_PATH_SUPPORT[func] = known
+    return known
 
 
 def _is_config_like(obj: Any) -> bool:

@@ -248,3 +248,23 @@ def test_import_modules_for_custom_imports(write, monkeypatch):
     with pytest.raises(ImportError, match="kiln_ci_missing_t.*allow_failed_imports=True"):
         reg_mod.import_modules("kiln_ci_missing_t")
     assert reg_mod.import_modules(["kiln_ci_missing_t"], allow_failed_imports=True) == [None]
+
+
+def test_custom_build_func_with_and_without_cfg_path():
+    seen = []
+
+    def old_style(cfg, registry, default_args):
+        seen.append(("old", cfg["type"]))
+        return build_from_cfg(cfg, registry, default_args)
+
+    def new_style(cfg, registry, default_args, cfg_path=""):
+        seen.append(("new", cfg_path))
+        return build_from_cfg(cfg, registry, default_args, cfg_path=cfg_path)
+
+    old = Registry("old", build_func=old_style, scope="kiln_t_old")
+    new = Registry("new", build_func=new_style, scope="kiln_t_new")
+    old.register_module(module=dict)
+    new.register_module(module=dict)
+    assert old.build(dict(type="dict", a=1), cfg_path="x") == {"a": 1}
+    assert new.build(dict(type="dict", a=2), cfg_path="model.x") == {"a": 2}
+    assert seen == [("old", "dict"), ("new", "model.x")]
