@@ -185,3 +185,11 @@ def test_empty_history_statistics_are_nan():
     assert math.isnan(h.global_avg()) and math.isnan(h.median(5))
     with pytest.raises(IndexError, match="empty"):
         h.latest()
+
+
+def test_a_nan_in_the_window_shows_as_nan_not_a_misleading_median():
+    h = HistoryBuffer()
+    for i, v in enumerate([1.0, float("nan"), 3.0]):
+        h.update(v, i)
+    assert math.isnan(h.median(3))
+    assert h.median(1) == 3.0
