@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .transforms.augmentation import AugInput, Augmentation, AugmentationList
+from .transforms.pipelines import read_image_file
 from .transforms.transform import Transform, clip_boxes
 
 __all__ = ["DatasetMapper", "build_augmentation", "read_image", "transform_instance_annotations"]
@@ -39,16 +40,7 @@ def read_image(file_name: str, image_format: str = "BGR") -> np.ndarray:
     """Read an image as ``H x W x 3`` (``'BGR'``/``'RGB'``) or ``H x W x 1`` (``'L'``) uint8."""
     if image_format not in _FORMATS:
         raise ValueError(f"image_format must be one of {_FORMATS}, got {image_format!r}")
-    flag = cv2.IMREAD_GRAYSCALE if image_format == "L" else cv2.IMREAD_COLOR
-    if "://" in str(file_name):
-        from kiln.fileio import get_bytes  # remote paths (fsspec) through the foundation's fileio
-
-        buf = np.frombuffer(get_bytes(file_name), np.uint8)
-        img = cv2.imdecode(buf, flag)
-    else:
-        img = cv2.imread(str(file_name), flag)
-    if img is None:
-        raise FileNotFoundError(f"Could not read image '{file_name}': missing, unreadable or not an image.")
+    img = read_image_file(str(file_name), "grayscale" if image_format == "L" else "color")
     if image_format == "RGB":
         img = np.ascontiguousarray(img[:, :, ::-1])
     elif image_format == "L":

@@ -334,3 +334,18 @@ def test_collect_converts_numpy_image_to_float_chw_tensor():
     out = step(dict(img=np.zeros((5, 6, 3), np.uint8)))
     assert out["img"].dtype == torch.float32 and out["img"].shape == (3, 5, 6)
     assert out["img_metas"]["pad_shape"] == (5, 6, 3) and out["img_metas"]["flip"] is False
+
+
+def test_load_image_corrupt_file_names_the_file(sample, tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match=r"a\.jpg"):
+        _run(TRAIN_PIPELINE, sample)
+
+
+def test_load_image_reads_fsspec_uri(sample, tmp_path):
+    from kiln.fileio import put_bytes
+
+    put_bytes((tmp_path / "a.jpg").read_bytes(), "memory://kiln-pipeline-test/a.jpg")
+    sample["img_prefix"] = "memory://kiln-pipeline-test"
+    out = _run(TRAIN_PIPELINE[:2], sample)
+    assert out["img"].shape == (120, 200, 3) and out["filename"] == "memory://kiln-pipeline-test/a.jpg"
