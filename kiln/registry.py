@@ -401,7 +401,9 @@ def build_from_cfg(
         return obj_cls(**args)
     except TypeError as exc:
         bad = _unexpected_keys(obj_cls, args)
-        if bad is None and "argument" not in str(exc):
+        # Keys that match the signature mean the TypeError came from inside the constructor:
+        # re-raise it untouched. Without a readable signature, wrap only argument errors.
+        if bad == [] or (bad is None and "argument" not in str(exc)):
             raise
         name = getattr(obj_cls, "__name__", repr(obj_cls))
         where = f"config key '{cfg_path}'" if cfg_path else "the config"
@@ -436,6 +438,8 @@ def _unexpected_keys(obj: Any, args: Mapping) -> list[str] | None:
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
             and n not in args
         ]
+        # **kwargs may be forwarded to a base class whose signature we cannot see: a clean
+        # result here proves nothing, so report "unknown" (None) rather than "fine" ([]).
         return [f"missing: {m}" for m in missing] or None
     unexpected = [k for k in args if k not in params]
     missing = [
@@ -444,8 +448,7 @@ def _unexpected_keys(obj: Any, args: Mapping) -> list[str] | None:
         and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         and n not in args
     ]
-    out = [f"unexpected: {k}" for k in unexpected] + [f"missing: {m}" for m in missing]
-    return out or None
+    return [f"unexpected: {k}" for k in unexpected] + [f"missing: {m}" for m in missing]
 
 
 def build_model_from_cfg(

@@ -268,3 +268,27 @@ def test_custom_build_func_with_and_without_cfg_path():
     assert old.build(dict(type="dict", a=1), cfg_path="x") == {"a": 1}
     assert new.build(dict(type="dict", a=2), cfg_path="model.x") == {"a": 2}
     assert seen == [("old", "dict"), ("new", "model.x")]
+
+
+def test_type_error_inside_a_constructor_is_not_blamed_on_the_config(things):
+    @things.register_module()
+    class Broken:
+        def __init__(self, n=1):
+            len(n)  # a bug in the class, not in the config
+
+    with pytest.raises(TypeError, match=r"^object of type 'int' has no len\(\)$"):
+        things.build(dict(type="Broken", n=3))
+
+
+def test_bad_key_forwarded_through_kwargs_still_names_the_config_path(things):
+    class Base:
+        def __init__(self, channels=1):
+            self.channels = channels
+
+    @things.register_module()
+    class Child(Base):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+
+    with pytest.raises(TypeError, match=r"Child.*'model\.neck'.*chanels"):
+        things.build(dict(type="Child", chanels=3), cfg_path="model.neck")
