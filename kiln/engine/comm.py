@@ -32,6 +32,7 @@ __all__ = [
     "shared_random_seed",
     "create_local_process_group",
     "get_local_process_group",
+    "forget_process_groups",
 ]
 
 _LOCAL_PROCESS_GROUP: Any = None
@@ -72,6 +73,14 @@ def create_local_process_group(num_workers_per_machine: int) -> None:
         if m == machine_rank:
             _LOCAL_PROCESS_GROUP = group
     _LOCAL_SIZE = num_workers_per_machine
+
+
+def forget_process_groups() -> None:
+    """Drop cached sub-groups (call after ``destroy_process_group`` before initializing a new one)."""
+    global _LOCAL_PROCESS_GROUP, _LOCAL_SIZE
+    _LOCAL_PROCESS_GROUP = None
+    _LOCAL_SIZE = None
+    _object_group.cache_clear()
 
 
 def get_local_process_group() -> Any:

@@ -151,9 +151,15 @@ class HistoryBuffer:
         return min(len(self._values), self._max_length)
 
     # ---------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Plain state (a float64 tensor + numbers) that loads under ``weights_only=True``."""
+    def state_dict(self, max_values: int | None = None) -> dict[str, Any]:
+        """Plain state (a float64 tensor + numbers) that loads under ``weights_only=True``.
+
+        Args:
+            max_values: keep only the newest ``max_values`` values (global sum/count stay exact).
+        """
         pairs = self.values()
+        if max_values is not None:
+            pairs = pairs[-max_values:] if max_values > 0 else []
         data = torch.tensor(pairs, dtype=torch.float64).reshape(-1, 2)
         return {"max_length": self._max_length, "data": data,
                 "global_sum": self._global_sum, "count": self._count}
@@ -213,7 +219,8 @@ class EventStorage:
         True
     """
 
-    def __init__(self, start_iter: int = 0) -> None:
+    def __init__(self, start_iter: int = 0, state_history_length: int = 10_000) -> None:
+        self.state_history_length = state_history_length
         self._history: dict[str, HistoryBuffer] = {}
         self._smoothing_hints: dict[str, bool] = {}
         self._iter = start_iter
@@ -420,13 +427,17 @@ class EventStorage:
     def state_dict(self) -> dict[str, Any]:
         """Iteration, histories and smoothing hints, as tensors and plain types (weights_only-safe).
 
-        Queued images and histograms are not saved: they are transient and already written.
+        Each history keeps its newest ``state_history_length`` values (default 10,000: far more than any
+        smoothing window or ETA estimate uses) so checkpoints of long runs stay small; global averages
+        and counts stay exact. The full curves are in ``metrics.jsonl``. Queued images and histograms
+        are not saved: they are transient and already written.
         """
         self.materialize()
+        n = self.state_history_length
         return {
             "iter": self._iter,
             "smoothing_hints": dict(self._smoothing_hints),
-            "history": {k: h.state_dict() for k, h in self._history.items()},
+            "history": {k: h.state_dict(max_values=n) for k, h in self._history.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

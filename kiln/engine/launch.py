@@ -147,6 +147,7 @@ def _distributed_worker(
         main_func(*args)
     finally:
         dist.destroy_process_group()
+        comm.forget_process_groups()
 
 
 def init_from_env(

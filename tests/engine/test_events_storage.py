@@ -193,3 +193,16 @@ def test_a_nan_in_the_window_shows_as_nan_not_a_misleading_median():
         h.update(v, i)
     assert math.isnan(h.median(3))
     assert h.median(1) == 3.0
+
+
+def test_checkpointed_histories_are_capped_but_global_average_stays_exact():
+    with EventStorage(state_history_length=5) as s:
+        for i in range(100):
+            s.iter = i
+            s.put_scalar("loss", float(i))
+        state = s.state_dict()
+    with EventStorage() as r:
+        r.load_state_dict(state)
+        h = r.history("loss")
+        assert [v for v, _ in h.values()] == [95.0, 96.0, 97.0, 98.0, 99.0]
+        assert h.global_avg() == 49.5 and h.count() == 100
