@@ -4,11 +4,19 @@ Importing this package registers every component in ``MODELS`` / ``TASK_UTILS`` 
 it lazily on first lookup). It imports torch, so ``import kiln`` must not import it eagerly.
 """
 
-from . import backbones, dense_heads, detectors, losses, necks, task_modules
+from . import backbones, dense_heads, detectors, losses, necks, roi_heads, task_modules
 from .backbones import Backbone, ResNet
 from .builder import build_backbone, build_detector, build_head, build_loss, build_neck
-from .dense_heads import AnchorHead, RetinaHead
-from .detectors import BaseDetector, DetectorEnsemble, DetInputs, RetinaNet, SingleStageDetector
+from .dense_heads import AnchorHead, RetinaHead, RPNHead
+from .detectors import (
+    BaseDetector,
+    DetectorEnsemble,
+    DetInputs,
+    FasterRCNN,
+    RetinaNet,
+    SingleStageDetector,
+    TwoStageDetector,
+)
 from .necks import FPN
 
 __all__ = [
@@ -18,10 +26,13 @@ __all__ = [
     "DetInputs",
     "DetectorEnsemble",
     "FPN",
+    "FasterRCNN",
     "ResNet",
     "RetinaHead",
     "RetinaNet",
+    "RPNHead",
     "SingleStageDetector",
+    "TwoStageDetector",
     "backbones",
     "build_backbone",
     "build_detector",
@@ -32,5 +43,6 @@ __all__ = [
     "detectors",
     "losses",
     "necks",
+    "roi_heads",
     "task_modules",
 ]

@@ -2,5 +2,6 @@
 
 from .anchor_head import AnchorHead
 from .retina_head import RetinaHead
+from .rpn_head import RPNHead
 
-__all__ = ["AnchorHead", "RetinaHead"]
+__all__ = ["AnchorHead", "RetinaHead", "RPNHead"]

@@ -3,12 +3,15 @@
 from .base import BaseDetector, DetInputs, to_original_pixels
 from .ensemble import DetectorEnsemble
 from .single_stage import RetinaNet, SingleStageDetector
+from .two_stage import FasterRCNN, TwoStageDetector
 
 __all__ = [
     "BaseDetector",
     "DetInputs",
     "DetectorEnsemble",
+    "FasterRCNN",
     "RetinaNet",
     "SingleStageDetector",
+    "TwoStageDetector",
     "to_original_pixels",
 ]
