@@ -61,14 +61,9 @@ def put_scalars(**scalars: float | torch.Tensor) -> None:
     without the model knowing about the runner.
     """
     try:
-        from kiln.engine.events import get_event_storage
-    except ImportError:
+        from kiln.engine.events import get_event_storage, has_event_storage
+    except ImportError:  # models used without the engine package
         return
-    try:
-        storage = get_event_storage()
-    except Exception:  # no storage open (e.g. a bare forward in a notebook or a test)
+    if not has_event_storage():  # a bare forward outside training (notebook, test)
         return
-    if storage is None:
-        return
-    values = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in scalars.items()}
-    storage.put_scalars(**values)
+    get_event_storage().put_scalars(**scalars)
