@@ -22,8 +22,10 @@ def _is_ident(key: Any) -> bool:
 
 
 class _Formatter:
-    def __init__(self) -> None:
+    def __init__(self, dict_calls: bool = True) -> None:
         self.imports: dict[tuple[str, str], str] = {}
+        # A top-level key named `dict` would shadow the builtin that `dict(...)` calls need.
+        self.dict_calls = dict_calls
 
     def ref(self, obj: Any) -> str:
         module = getattr(obj, "__module__", None)
@@ -37,14 +39,15 @@ class _Formatter:
 
     def scalar(self, value: Any) -> str:
         if isinstance(value, float) and not math.isfinite(value):
-            return f"float({str(value)!r})"
+            # literals, not float('inf'): a config key named `float` must not break loading
+            return "(1e999 * 0)" if math.isnan(value) else ("1e999" if value > 0 else "-1e999")
         if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
             return self.ref(value)
         return repr(value)
 
     def inline(self, value: Any) -> str:
         if isinstance(value, Mapping):
-            if all(_is_ident(k) for k in value):
+            if self.dict_calls and all(_is_ident(k) for k in value):
                 return "dict(" + ", ".join(f"{k}={self.inline(v)}" for k, v in value.items()) + ")"
             return "{" + ", ".join(f"{self.inline(k)}: {self.inline(v)}" for k, v in value.items()) + "}"
         if isinstance(value, list):
@@ -61,7 +64,7 @@ class _Formatter:
         pad = " " * (indent + INDENT)
         end = " " * indent
         if isinstance(value, Mapping):
-            if all(_is_ident(k) for k in value):
+            if self.dict_calls and all(_is_ident(k) for k in value):
                 items = [f"{pad}{k}={self.block(v, indent + INDENT)}," for k, v in value.items()]
                 return "dict(\n" + "\n".join(items) + f"\n{end})"
             items = [f"{pad}{self.inline(k)}: {self.block(v, indent + INDENT)},"
@@ -74,12 +77,16 @@ class _Formatter:
 
 def format_py(cfg: Mapping) -> str:
     """Write ``cfg`` as a Python config file."""
-    fmt = _Formatter()
+    fmt = _Formatter(dict_calls="dict" not in cfg)
     lines = []
+    needs_ns = False
     for key, value in cfg.items():
         if _is_ident(key):
             lines.append(f"{key} = {fmt.block(value, 0)}")
-        else:  # not an identifier: still loadable, through globals()
-            lines.append(f"globals()[{key!r}] = {fmt.block(value, 0)}")
+        else:  # not an identifier: still loadable, through the module namespace
+            needs_ns = True
+            lines.append(f"__kiln_ns__[{key!r}] = {fmt.block(value, 0)}")
     header = [f"from {m} import {q} as {alias}" for (m, q), alias in fmt.imports.items()]
+    if needs_ns:  # bound before any key is assigned, so a key named `globals` cannot shadow it
+        header.append("__kiln_ns__ = globals()")
     return "\n".join(header + ([""] if header else []) + lines) + "\n"

@@ -185,3 +185,11 @@ def test_diff_lists_changed_added_and_removed_keys():
     assert Config.diff(a, b) == {
         "model.depth": (50, 101), "model.w.1": (2, 3), "gone": (1, MISSING), "new": (MISSING, 2)}
     assert Config.diff(a, a) == {}
+
+
+def test_py_dump_survives_keys_that_shadow_builtins(tmp_path):
+    cfg = Config({"dict": {"a": 1}, "float": float("-inf"), "globals": [1], "not ident": {"b": 2},
+                  "model": {"x": {"y": 1}}})
+    out = tmp_path / "c.py"
+    cfg.dump(out)
+    assert Config.fromfile(out).to_dict() == cfg.to_dict()
