@@ -211,14 +211,19 @@ class Runner:
 
     def _wrap_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
         if self.world_size > 1 and any(p.requires_grad for p in model.parameters()):
+            import inspect
+
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            kwargs: dict[str, Any] = {"find_unused_parameters": find_unused_parameters}
+            # Don't re-broadcast buffers every forward (Detectron2's choice); newer torch renamed it.
+            params = inspect.signature(DDP.__init__).parameters
+            kwargs["forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"] = False
             if torch.cuda.is_available():
                 device = torch.device("cuda", comm.get_local_rank())
                 model.to(device)
-                return DDP(model, device_ids=[device.index], broadcast_buffers=False,
-                           find_unused_parameters=find_unused_parameters)
-            return DDP(model, broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+                return DDP(model, device_ids=[device.index], **kwargs)
+            return DDP(model, **kwargs)
         return model
 
     @property
