@@ -109,8 +109,7 @@ def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> An
 def _worker(cfg: Any, args: argparse.Namespace) -> None:
     """One training process (rank): set up the work_dir, build the runner, train or evaluate."""
     from kiln.engine import Runner
-
-    from .setup import default_setup
+    from kiln.engine.defaults import default_setup
 
     default_setup(cfg, args)
     with user_errors("cannot build from config"):
