@@ -30,7 +30,9 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("checkpoint")
-    p.add_argument("images", nargs="+", help="image files, directories or glob patterns")
+    p.add_argument("images", nargs="*", help="image files, directories or glob patterns")
+    p.add_argument("--dataset-images", type=int, default=0, metavar="N",
+                   help="use the first N images of the config's data.test instead of IMAGES")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--score-thr", type=float, default=0.3, help="draw/keep detections above this score")
     p.add_argument("--device", default=None)
@@ -139,6 +141,20 @@ def _expand(patterns: list[str]) -> list[str]:
     return [os.path.abspath(f) for f in files]
 
 
+def _dataset_images(cfg: Any, n: int) -> list[str]:
+    """Absolute paths of the first ``n`` images of ``data.test``."""
+    from .test import build_test_objects
+
+    if n < 1:
+        raise CLIError("--dataset-images must be >= 1")
+    _, dataset = build_test_objects(cfg, "test", with_model=False)
+    infos = getattr(dataset, "data_infos", None)
+    if infos is None:
+        raise CLIError("--dataset-images needs a data.test dataset with data_infos (CocoDataset-like)")
+    prefix = getattr(dataset, "img_prefix", None) or ""
+    return [os.path.abspath(os.path.join(prefix, info["filename"])) for info in infos[:n]]
+
+
 def _unlabeled_coco(files: list[str], class_names: list[str], path: str) -> None:
     from PIL import Image
 
@@ -167,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.checkpoint):
         raise CLIError(f"checkpoint '{args.checkpoint}' does not exist")
-    files = _expand(args.images)
+    if bool(args.images) == bool(args.dataset_images):
+        raise CLIError("give IMAGES or --dataset-images N (one of the two)")
     cfg = load_config(args.config, args.cfg_options, args.opts)
+    files = _expand(args.images) if args.images else _dataset_images(cfg, args.dataset_images)
     names = class_names_of(cfg)
     if not names:
         raise CLIError("cannot tell the class names: set data.test.classes in the config")

@@ -43,8 +43,8 @@ def _device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_test_objects(cfg: Any, split: str = "test") -> tuple[Any, Any]:
-    """(model in eval mode without weights, test dataset) from a native config."""
+def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -> tuple[Any, Any]:
+    """(model without weights or ``None``, test dataset) from a native config."""
     from kiln.models import build_detector
     from kiln.registry import DATASETS
 
@@ -53,7 +53,8 @@ def build_test_objects(cfg: Any, split: str = "test") -> tuple[Any, Any]:
     with user_errors("cannot build from config"):
         model_cfg = cfg.model.copy() if hasattr(cfg.model, "copy") else dict(cfg.model)
         model_cfg["pretrained"] = None  # the checkpoint supersedes ImageNet weights
-        model = build_detector(model_cfg, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+        model = build_detector(model_cfg, train_cfg=cfg.get("train_cfg"),
+                               test_cfg=cfg.get("test_cfg")) if with_model else None
         ds_cfg = dict(cfg.data[split])
         dataset = DATASETS.build(ds_cfg, default_args={"test_mode": True}, cfg_path=f"data.{split}")
     return model, dataset
