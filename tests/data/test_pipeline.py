@@ -349,3 +349,12 @@ def test_load_image_reads_fsspec_uri(sample, tmp_path):
     sample["img_prefix"] = "memory://kiln-pipeline-test"
     out = _run(TRAIN_PIPELINE[:2], sample)
     assert out["img"].shape == (120, 200, 3) and out["filename"] == "memory://kiln-pipeline-test/a.jpg"
+
+
+def test_second_resize_needs_override_and_then_uses_its_own_scale():
+    first = TRANSFORMS.build(dict(type="Resize", img_scale=(100, 100)))
+    r = first(dict(img=np.zeros((50, 50, 3), np.uint8)))
+    with pytest.raises(RuntimeError, match="override=True"):
+        TRANSFORMS.build(dict(type="Resize", img_scale=(40, 40)))(r)
+    r = TRANSFORMS.build(dict(type="Resize", img_scale=(40, 40), override=True))(r)
+    assert r["img_shape"] == (40, 40, 3)

@@ -140,9 +140,13 @@ class Resize:
         return int(long_edge), int(short_edge)
 
     def __call__(self, results: dict) -> dict:
-        if isinstance(results.get("scale_factor"), np.ndarray) and not self.override:
-            raise RuntimeError("Resize: the image was already resized (scale_factor is set); pass "
-                               "override=True to resize again.")
+        if isinstance(results.get("scale_factor"), np.ndarray):
+            if not self.override:
+                raise RuntimeError("Resize: the image was already resized (scale_factor is set); pass "
+                                   "override=True to resize again.")
+            # A second resize picks its own scale; scale_factor then describes the last resize only.
+            results.pop("scale", None)
+            results.pop("scale_factor")
         img = results["img"]
         h, w = img.shape[:2]
         if "scale" in results:
