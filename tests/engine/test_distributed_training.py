@@ -1,20 +1,21 @@
 """2 gloo processes train the same steps as 1 process with the same global batch.
 
-Weights must match across ranks exactly and match the single-process run within float tolerance,
-for a plain DDP loop (started by ``launch`` and by ``torchrun`` + ``init_from_env``) and for the Runner.
+Weights must match across ranks exactly and match the single-process run within float tolerance, for a
+plain DDP loop and for the Runner. The workers are started by torchrun and join with ``init_from_env``
+(``kiln train --launcher pytorch``); ``launch`` itself is exercised in test_launch_workers.py.
 """
 
 import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from kiln.engine import comm
-from kiln.engine.launch import launch
 
 GLOBAL_BATCH = 8
 STEPS = 5
@@ -62,6 +63,7 @@ def _train_plain_ddp(out_file):
 
 
 def _ddp_and_runner_worker(out_dir):
+    """Plain DDP, then the Runner, on the same per-rank data."""
     from kiln.engine import Runner
 
     _train_plain_ddp(os.path.join(out_dir, "plain_rank{rank}.pt"))
@@ -93,42 +95,47 @@ def _assert_same(a, b, exact):
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_two_gloo_processes_match_one_process_plain_ddp_and_runner(tmp_path):
-    launch(_ddp_and_runner_worker, num_gpus_per_machine=2, args=(str(tmp_path),), backend="gloo")
-    reference = _single_process_reference()
-    initial = _Regressor().state_dict()
-    assert not torch.equal(reference["net.0.weight"], initial["net.0.weight"])  # training changed weights
-    for kind in ("plain", "runner"):
-        r0 = torch.load(tmp_path / f"{kind}_rank0.pt", weights_only=True)
-        r1 = torch.load(tmp_path / f"{kind}_rank1.pt", weights_only=True)
-        _assert_same(r0, r1, exact=True)
-        _assert_same(r0, reference, exact=False)
-    # Only the main process wrote the runner's checkpoint, and it holds the trained weights.
-    ckpt = torch.load(tmp_path / "runner_work" / "epoch_1.pth", weights_only=True)
-    _assert_same(ckpt["model"], torch.load(tmp_path / "runner_rank0.pt", weights_only=True), exact=True)
-
-
 _TORCHRUN_SCRIPT = """
 import sys
 sys.path.insert(0, {test_dir!r})
 from kiln.engine.launch import init_from_env
-from test_distributed_training import _train_plain_ddp
+from test_distributed_training import _ddp_and_runner_worker
 rank, world_size = init_from_env(backend="gloo")
 assert world_size == 2
-_train_plain_ddp({out!r})
+_ddp_and_runner_worker({out!r})
 """
 
 
-def test_torchrun_with_init_from_env_trains_like_one_process(tmp_path):
-    script = tmp_path / "train.py"
-    out = str(tmp_path / "torchrun_rank{rank}.pt")
-    script.write_text(_TORCHRUN_SCRIPT.format(test_dir=os.path.dirname(__file__), out=out))
+@pytest.fixture(scope="module")
+def torchrun_out(tmp_path_factory):
+    """Run ``_ddp_and_runner_worker`` under torchrun (2 gloo processes, ``init_from_env``) once."""
+    out = tmp_path_factory.mktemp("torchrun")
+    script = out / "train.py"
+    script.write_text(_TORCHRUN_SCRIPT.format(test_dir=os.path.dirname(__file__), out=str(out)))
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0 = torch.load(tmp_path / "torchrun_rank0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "torchrun_rank1.pt", weights_only=True)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["plain", "runner"])
+def test_two_gloo_processes_end_with_identical_weights(torchrun_out, kind):
+    r0 = torch.load(torchrun_out / f"{kind}_rank0.pt", weights_only=True)
+    r1 = torch.load(torchrun_out / f"{kind}_rank1.pt", weights_only=True)
     _assert_same(r0, r1, exact=True)
-    _assert_same(r0, _single_process_reference(), exact=False)
+
+
+@pytest.mark.parametrize("kind", ["plain", "runner"])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(torchrun_out, kind):
+    reference = _single_process_reference()
+    assert not torch.equal(reference["net.0.weight"], _Regressor().state_dict()["net.0.weight"])
+    _assert_same(torch.load(torchrun_out / f"{kind}_rank0.pt", weights_only=True), reference, exact=False)
+
+
+def test_only_the_main_process_writes_the_runner_checkpoint(torchrun_out):
+    work = torchrun_out / "runner_work"
+    ckpt = torch.load(work / "epoch_1.pth", weights_only=True)
+    _assert_same(ckpt["model"], torch.load(torchrun_out / "runner_rank0.pt", weights_only=True), exact=True)
+    assert {f"rng_state_rank{r}" for r in (0, 1)} <= set(ckpt)  # every rank's RNG state, one file

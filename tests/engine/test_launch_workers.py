@@ -1,9 +1,16 @@
-"""launch(): in-process for one worker, spawned gloo workers otherwise; init_from_env for torchrun."""
+"""launch(): in-process for one worker, spawned gloo workers otherwise; comm collectives across them.
 
+Spawning workers costs seconds (each imports torch), so one launch serves several tests: its workers
+run every collective, record their environment, and then rank 1 raises.
+"""
+
+import json
 import os
 import re
 
+import numpy as np
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from kiln.engine import comm
@@ -39,16 +46,64 @@ def test_init_from_env_outside_torchrun_explains(monkeypatch):
         init_from_env()
 
 
-def _fail_on_rank1(out_dir):
+def _worker(out_dir):
     rank = comm.get_rank()
-    with open(os.path.join(out_dir, f"env{rank}"), "w") as f:
-        f.write(" ".join(os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")))
+    np.random.seed(100 + rank)  # ranks draw different local numbers; the shared seed must still agree
+    result = {
+        "env": [os.environ[k] for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")],
+        "ids": [rank, comm.get_world_size(), comm.get_local_rank(), comm.get_local_size(),
+                comm.is_main_process()],
+        "all_gather": comm.all_gather({"rank": rank, "name": f"w{rank}"}),
+        "gather": comm.gather(rank * 10, dst=0),
+        "broadcast": comm.broadcast_object(f"from{rank}", src=1),
+        "reduce_avg": {k: v.item() for k, v in comm.reduce_dict(
+            {"a": torch.tensor(float(rank)), "b": torch.tensor(4.0)}).items()},
+        "reduce_sum": {k: v.item() for k, v in comm.reduce_dict(
+            {"a": torch.tensor(float(rank))}, average=False).items()},
+        "mean": comm.all_reduce_mean(torch.tensor([float(rank)])).item(),
+        "seed": comm.shared_random_seed(),
+    }
+    comm.synchronize()
+    with open(f"{out_dir}/rank{rank}.json", "w") as f:
+        json.dump(result, f)
     if rank == 1:
         raise ValueError("boom on rank 1")
 
 
-def test_workers_get_torchrun_env_and_a_worker_error_reaches_the_caller(tmp_path):
-    with pytest.raises(mp.ProcessRaisedException, match="boom on rank 1"):
-        launch(_fail_on_rank1, num_gpus_per_machine=2, args=(str(tmp_path),), backend="gloo")
-    assert (tmp_path / "env0").read_text() == "0 0 2 2"
-    assert (tmp_path / "env1").read_text() == "1 1 2 2"
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """Run ``_worker`` on 2 gloo processes; return (rank 0 result, rank 1 result, raised exception)."""
+    out = tmp_path_factory.mktemp("launch")
+    error = None
+    try:
+        launch(_worker, num_gpus_per_machine=2, dist_url="auto", args=(str(out),), backend="gloo")
+    except mp.ProcessRaisedException as e:
+        error = e
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    return r0, r1, error
+
+
+def test_workers_get_global_and_local_ranks_and_torchrun_env(two_workers):
+    r0, r1, _ = two_workers
+    assert r0["ids"] == [0, 2, 0, 2, True] and r1["ids"] == [1, 2, 1, 2, False]
+    assert r0["env"] == ["0", "0", "2", "2"] and r1["env"] == ["1", "1", "2", "2"]
+
+
+def test_object_collectives_across_two_gloo_processes(two_workers):
+    r0, r1, _ = two_workers
+    assert r0["all_gather"] == r1["all_gather"] == [{"rank": 0, "name": "w0"}, {"rank": 1, "name": "w1"}]
+    assert r0["gather"] == [0, 10] and r1["gather"] == []
+    assert r0["broadcast"] == r1["broadcast"] == "from1"
+    assert r0["seed"] == r1["seed"]
+
+
+def test_tensor_reductions_across_two_gloo_processes(two_workers):
+    r0, r1, _ = two_workers
+    assert r0["reduce_avg"] == r1["reduce_avg"] == {"a": 0.5, "b": 4.0}
+    assert r0["reduce_sum"] == r1["reduce_sum"] == {"a": 1.0}
+    assert r0["mean"] == r1["mean"] == 0.5
+
+
+def test_a_worker_error_reaches_the_caller(two_workers):
+    error = two_workers[2]
+    assert error is not None and "boom on rank 1" in str(error)
