@@ -341,10 +341,11 @@ class OneCycleParamScheduler(ParamScheduler):
         peak = self.max_lr if self.max_lr is not None else base
         initial = peak / self.div_factor
         final = initial / self.final_div_factor
-        total = T - 1 if T > 1 else 1
-        up = self.pct_start * total
+        # Phase ends as in torch's OneCycleLR (step indices).
+        total = T - 1
+        up = self.pct_start * T - 1
         if self.three_phase:
-            phases = [(up, initial, peak), (2 * up, peak, initial), (total, initial, final)]
+            phases = [(up, initial, peak), (2 * self.pct_start * T - 2, peak, initial), (total, initial, final)]
         else:
             phases = [(up, initial, peak), (total, peak, final)]
         start_t = 0.0
