@@ -329,7 +329,9 @@ class Checkpointer:
         return bool(path) and os.path.isfile(path)
 
     def get_checkpoint_file(self) -> str:
-        """The file ``last_checkpoint`` points at ('' when there is no pointer)."""
+        """The file ``last_checkpoint`` points at ('' when there is no pointer or no ``save_dir``)."""
+        if not self.save_dir:  # never pick up a stray pointer from the current directory
+            return ""
         pointer = os.path.join(self.save_dir, LAST_CHECKPOINT_FILE)
         try:
             with open(pointer, encoding="utf-8") as f:
@@ -340,6 +342,8 @@ class Checkpointer:
 
     def get_all_checkpoint_files(self) -> list[str]:
         """Every ``*.pth`` in ``save_dir``, oldest first (by modification time)."""
+        if not self.save_dir:
+            return []
         files = [p for p in glob.glob(os.path.join(glob.escape(self.save_dir), "*.pth")) if os.path.isfile(p)]
         return sorted(files, key=lambda p: (os.path.getmtime(p), p))
 

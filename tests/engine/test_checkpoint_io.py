@@ -218,3 +218,20 @@ def test_atomic_save_leaves_no_temp_files_and_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_all_checkpoint_files_are_listed_oldest_first(tmp_path):
+    c = Checkpointer(_model(), str(tmp_path))
+    for i, name in enumerate(["b", "a", "c"]):
+        path = c.save(name)
+        os.utime(path, (1000 + i, 1000 + i))  # distinct mtimes regardless of filesystem resolution
+    assert [os.path.basename(p) for p in c.get_all_checkpoint_files()] == ["b.pth", "a.pth", "c.pth"]
+
+
+def test_without_save_dir_no_pointer_is_read_from_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Checkpointer(_model(), ".").save("stray")
+    c = Checkpointer(_model())
+    assert not c.has_checkpoint() and c.get_all_checkpoint_files() == []
+    with pytest.raises(ValueError, match="save_dir is empty"):
+        c.save("m")
