@@ -151,7 +151,7 @@ class CheckInvalidLossHook(Hook):
         loss = outputs.get("loss")
         if loss is None or bool(torch.isfinite(torch.as_tensor(loss)).all()):
             return
-        terms = {k: float(v) for k, v in outputs.items()
+        terms = {k: float(v.detach()) for k, v in outputs.items()
                  if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k}
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         msg = (f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
