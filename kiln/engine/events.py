@@ -250,14 +250,20 @@ class EventStorage:
         if cur_iter is None:
             cur_iter = self._iter
         if value.__class__ is not float and isinstance(value, _Tensor):
-            if value.numel() != 1:
+            # A CPU tensor converts without a device sync, and .item() is cheaper than keeping a detached
+            # copy. Accelerator tensors are kept (detached, so no graph stays alive) until read.
+            try:
+                if value.is_cpu:
+                    value = value.item()  # raises for more than one element
+                elif value.numel() == 1:
+                    value = value.detach()
+                else:
+                    raise RuntimeError("not one element")
+            except RuntimeError:
                 raise ValueError(
                     f"put_scalar('{name}'): expected a number or a one-element tensor, got a tensor of "
                     f"shape {tuple(value.shape)}; reduce it first (e.g. value.mean())."
-                )
-            # A CPU tensor converts without a device sync, and .item() is cheaper than keeping a detached
-            # copy. Accelerator tensors are kept (detached, so no graph stays alive) until read.
-            value = value.item() if value.is_cpu else value.detach()
+                ) from None
         history = self._history.get(name)
         if history is None:
             history = self._history[name] = HistoryBuffer()
