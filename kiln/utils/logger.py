@@ -52,6 +52,7 @@ def setup_logger(
     level: int | str = logging.INFO,
     color: bool | None = None,
     console: bool = True,
+    propagate: bool = True,
 ) -> logging.Logger:
     """Configure logger ``name``: console output on rank 0 and (optionally) a log file per rank.
 
@@ -63,6 +64,9 @@ def setup_logger(
         level: the logger's level.
         color: colour WARNING/ERROR on the console; default: only if stdout is a terminal.
         console: set False to skip the console handler entirely.
+        propagate: also pass records to the root logger. True by default so that tools hooked on the
+            root logger (pytest's caplog, an application's own handlers) still see kiln's records; set
+            False if your application prints root records to the console too and lines appear twice.
 
     Returns:
         The configured :class:`logging.Logger`.
@@ -76,8 +80,7 @@ def setup_logger(
             )
         level = level_value
     logger.setLevel(level)
-    # A configured 'kiln' logger handles its own output; don't print twice through the root logger.
-    logger.propagate = False
+    logger.propagate = propagate
 
     for handler in list(logger.handlers):
         if getattr(handler, _KILN_HANDLER_ATTR, False):

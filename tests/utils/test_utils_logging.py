@@ -55,3 +55,10 @@ def test_log_first_n_and_every_n_limit_repeats(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert [m for m in msgs if m.startswith("first")] == ["first 0", "first 1"]
     assert [m for m in msgs if m.startswith("every")] == ["every 0", "every 2", "every 4"]
+
+
+def test_records_still_reach_root_handlers_after_setup(tmp_path, caplog, fresh_name):
+    setup_logger(str(tmp_path), name=fresh_name, color=False)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger(f"{fresh_name}.child").info("seen by root")
+    assert "seen by root" in caplog.text
