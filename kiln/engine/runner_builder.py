@@ -255,8 +255,10 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
         val_evaluator = _build_evaluator(cfg, _get(cfg, "val_evaluator", evaluation), loaders["val_dataset"],
                                          work_dir)
     if "test_dataloader" in loaders:
-        test_evaluator = _build_evaluator(cfg, _get(cfg, "test_evaluator", evaluation), loaders["test_dataset"],
-                                          work_dir)
+        test_cfg = _get(cfg, "test_evaluator", evaluation)
+        if test_cfg is None:
+            test_cfg = _get(cfg, "val_evaluator")
+        test_evaluator = _build_evaluator(cfg, test_cfg, loaders["test_dataset"], work_dir)
     optim_wrapper = _optim_wrapper_cfg(cfg, model)
     default_hooks, custom_hooks = _hooks(cfg, has_val, kind, val_interval)
     resume = _get(cfg, "resume_from") or _get(cfg, "resume", False)
