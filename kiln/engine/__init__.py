@@ -6,6 +6,7 @@ writers, loops, runners) in its registry.
 
 from . import comm
 from .checkpoint import Checkpointer, PeriodicCheckpointer
+from .defaults import default_argument_parser, default_setup, seed_all_rng
 from .events import EventStorage, get_event_storage, has_event_storage
 from .hooks import (
     STAGES,
@@ -34,6 +35,7 @@ from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
+from .trainer import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 __all__ = [
@@ -44,5 +46,6 @@ __all__ = [
     "Priority", "TensorboardLoggerHook", "TextLoggerHook", "EpochBasedTrainLoop", "IterBasedTrainLoop",
     "TestLoop", "ValLoop", "AmpOptimWrapper", "OptimWrapper", "build_optim_wrapper", "build_optimizer",
     "Runner", "parse_losses", "ScheduleSet", "build_param_schedulers", "schedulers_from_lr_config",
-    "CommonMetricPrinter", "JSONWriter", "TensorboardXWriter",
+    "CommonMetricPrinter", "JSONWriter", "TensorboardXWriter", "default_argument_parser", "default_setup",
+    "seed_all_rng", "AMPTrainer", "DefaultTrainer", "SimpleTrainer", "TrainerBase",
 ]

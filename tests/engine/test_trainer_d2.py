@@ -1,0 +1,138 @@
+"""Detectron2's trainer API over the Runner: SimpleTrainer + HookBase, DefaultTrainer overrides, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from engine_toys import ToyRegressor, toy_batches  # noqa: E402
+
+from kiln.config import get_cfg  # noqa: E402
+from kiln.data import DatasetCatalog, build_train_loader  # noqa: E402
+from kiln.engine import get_event_storage  # noqa: E402
+from kiln.engine.hooks import CheckpointHook  # noqa: E402
+from kiln.engine.trainer import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer  # noqa: E402
+from kiln.registry import META_ARCH_REGISTRY  # noqa: E402
+
+
+def _infinite(batches):
+    while True:
+        yield from batches
+
+
+class StepRecorder(HookBase):
+    def __init__(self):
+        self.events = []
+
+    def before_train(self):
+        self.events.append(("before_train", self.trainer.iter))
+
+    def after_step(self):
+        storage = get_event_storage()
+        self.events.append(("after_step", self.trainer.iter, storage.iter))
+
+    def after_train(self):
+        self.events.append(("after_train", self.trainer.iter))
+
+
+def test_simple_trainer_runs_run_step_between_hook_calls_with_the_trainer_proxy():
+    model = ToyRegressor()
+    trainer = SimpleTrainer(model, _infinite(toy_batches(3)), torch.optim.SGD(model.parameters(), lr=0.01))
+    rec = StepRecorder()
+    trainer.register_hooks([rec, None])
+    trainer.train(2, 6)
+    assert rec.events[0] == ("before_train", 2) and rec.events[-1] == ("after_train", 6)
+    assert [e for e in rec.events if e[0] == "after_step"] == [("after_step", i, i) for i in range(2, 6)]
+    trainer.runner.flush_metrics()
+    assert trainer.storage.history("total_loss").latest_iter() == 5
+    assert "data_time" in trainer.storage.histories()
+
+
+def test_amp_trainer_bf16_on_cpu_trains():
+    model = ToyRegressor()
+    before = model.fc.weight.detach().clone()
+    trainer = AMPTrainer(model, _infinite(toy_batches(2)), torch.optim.SGD(model.parameters(), lr=0.1),
+                         precision=torch.bfloat16)
+    trainer.train(0, 3)
+    assert not torch.equal(before, model.fc.weight)
+    with pytest.raises(ValueError, match="float16 needs CUDA"):
+        AMPTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+@META_ARCH_REGISTRY.register(name="ToyMetaArch")
+class ToyMetaArch(ToyRegressor):
+    """A Detectron2-style meta-architecture: built from the cfg."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+
+def _register_toy_dataset(name):
+    if name not in DatasetCatalog.list():
+        g = torch.Generator().manual_seed(4)
+        DatasetCatalog.register(name, lambda: [{"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)}
+                                               for _ in range(12)])
+
+
+class TextTrainer(DefaultTrainer):
+    """The seed's example: only the train loader is customised."""
+
+    built_loader = 0
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        cls.built_loader += 1
+        return build_train_loader(DatasetCatalog.get("toy_d2_train"), mapper=lambda d: d,
+                                  total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=1, infinite=True)
+
+
+def _d2_cfg(tmp_path, max_iter=6):
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "ToyMetaArch"
+    cfg.DATASETS.TRAIN = ("toy_d2_train",)
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = (4,)
+    cfg.SOLVER.WARMUP_ITERS = 2
+    cfg.SOLVER.CHECKPOINT_PERIOD = 3
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.SEED = 1
+    return cfg
+
+
+def test_default_trainer_subclass_overrides_the_loader_and_writes_checkpoints_and_metrics(tmp_path):
+    _register_toy_dataset("toy_d2_train")
+    trainer = TextTrainer(_d2_cfg(tmp_path))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert TextTrainer.built_loader >= 1 and trainer.iter == 6
+    assert {"iter_3.pth", "iter_6.pth", "metrics.json"} <= set(os.listdir(tmp_path))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.json")]
+    assert "total_loss" in rows[-1] and rows[-1]["iteration"] == 5
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # decayed at step 4
+
+
+def test_default_trainer_resume_or_load_continues_from_the_last_checkpoint(tmp_path):
+    _register_toy_dataset("toy_d2_train")
+    first = TextTrainer(_d2_cfg(tmp_path, max_iter=3))
+    first.train()
+    second = TextTrainer(_d2_cfg(tmp_path, max_iter=6))
+    second.resume_or_load(resume=True)
+    rec = StepRecorder()
+    second.register_hooks([rec])
+    second.train()
+    assert rec.events[0] == ("before_train", 3)
+    assert [e[1] for e in rec.events if e[0] == "after_step"] == [3, 4, 5]
+    assert isinstance(second.runner.get_hook(CheckpointHook), CheckpointHook)
+
+
+def test_default_trainer_build_evaluator_must_be_implemented(tmp_path):
+    with pytest.raises(NotImplementedError, match="implement it in your trainer subclass"):
+        DefaultTrainer.build_evaluator(_d2_cfg(tmp_path), "toy")
