@@ -37,7 +37,7 @@ def multiclass_nms(
     if boxes.shape[1] == 4:
         boxes = boxes[:, None, :].expand(-1, num_classes, 4)
     else:
-        boxes = boxes.view(-1, num_classes, 4)
+        boxes = boxes.reshape(boxes.shape[0], num_classes, 4)
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
     keep = scores > score_thr
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
@@ -186,7 +186,7 @@ class ConvFCBBoxHead(nn.Module):
             if self.reg_class_agnostic:
                 pos_pred = bbox_pred[pos]
             else:
-                pos_pred = bbox_pred.view(bbox_pred.shape[0], -1, 4)[pos, labels[pos]]
+                pos_pred = bbox_pred.reshape(bbox_pred.shape[0], self.num_classes, 4)[pos, labels[pos]]
             if self.reg_decoded_bbox:
                 pos_pred = self.bbox_coder.decode(rois[pos, 1:], pos_pred)
             losses["loss_bbox"] = self.loss_bbox(
@@ -223,16 +223,16 @@ class ConvFCBBoxHead(nn.Module):
         if self.reg_class_agnostic:
             return self.bbox_coder.decode(rois[:, 1:], bbox_pred, max_shape=max_shape)
         k = bbox_pred.shape[0]
-        deltas = bbox_pred.view(k, -1, 4)
+        deltas = bbox_pred.reshape(k, self.num_classes, 4)
         boxes = self.bbox_coder.decode(rois[:, None, 1:].expand_as(deltas), deltas, max_shape=max_shape)
-        return boxes.reshape(k, -1)
+        return boxes.reshape(k, self.num_classes * 4)
 
     def regress_by_class(
         self, rois: torch.Tensor, labels: torch.Tensor, bbox_pred: torch.Tensor, img_shape: Sequence[int]
     ) -> torch.Tensor:
         """Refined K×4 boxes: each RoI moved by the deltas of class ``labels`` (Cascade R-CNN)."""
         if not self.reg_class_agnostic:
-            bbox_pred = bbox_pred.view(bbox_pred.shape[0], -1, 4)
+            bbox_pred = bbox_pred.reshape(bbox_pred.shape[0], self.num_classes, 4)
             bbox_pred = bbox_pred[
                 torch.arange(bbox_pred.shape[0], device=labels.device), labels.clamp(max=self.num_classes - 1)
             ]

@@ -39,14 +39,14 @@ def map_roi_levels(
     MMDetection mapping (default): ``floor(log2(scale / finest_scale + 1e-6))`` — scale < 112
     → level 0, < 224 → 1, < 448 → 2, else 3.
     Detectron2 / torchvision ``MultiScaleRoIAlign`` mapping (``canonical_box_size`` given, e.g.
-    224): ``floor(canonical_level + log2(scale / canonical_box_size + 1e-8)) - min_level``.
+    224): ``floor(canonical_level + log2(scale / canonical_box_size) + 1e-6) - min_level``.
     Both are clamped to ``[0, num_levels - 1]``.
     """
     scale = torch.sqrt((rois[:, 3] - rois[:, 1]).clamp(min=0) * (rois[:, 4] - rois[:, 2]).clamp(min=0))
     if canonical_box_size is None:
         levels = torch.floor(torch.log2(scale / finest_scale + 1e-6))
     else:
-        levels = torch.floor(canonical_level + torch.log2(scale / canonical_box_size + 1e-8)) - min_level
+        levels = torch.floor(canonical_level + torch.log2(scale / canonical_box_size) + 1e-6) - min_level
     return levels.clamp(min=0, max=num_levels - 1).long()
 
 
