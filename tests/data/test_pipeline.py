@@ -358,3 +358,21 @@ def test_second_resize_needs_override_and_then_uses_its_own_scale():
         TRANSFORMS.build(dict(type="Resize", img_scale=(40, 40)))(r)
     r = TRANSFORMS.build(dict(type="Resize", img_scale=(40, 40), override=True))(r)
     assert r["img_shape"] == (40, 40, 3)
+
+
+def test_semantic_label_map_loads_and_follows_geometry_with_ignore_padding(sample, tmp_path):
+    seg = np.zeros((120, 200), np.uint8)
+    seg[10:50, 20:80] = 3
+    (tmp_path / "seg").mkdir()
+    cv2.imwrite(str(tmp_path / "seg" / "a.png"), seg)
+    sample["seg_prefix"] = str(tmp_path / "seg")
+    sample["ann_info"]["seg_map"] = "a.png"
+    pipeline = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_seg=True),
+                dict(type="Resize", img_scale=(400, 240)), dict(type="RandomFlip", flip_ratio=1.0),
+                dict(type="Pad", size_divisor=32), dict(type="DefaultFormatBundle")]
+    r = _run(pipeline, sample)
+    seg_t = r["gt_semantic_seg"]
+    assert seg_t.dtype == torch.int64 and seg_t.shape == (1, 256, 416)
+    assert set(seg_t.unique().tolist()) == {0, 3, 255}  # labels kept exactly, padding = ignore
+    ys, xs = torch.nonzero(seg_t[0] == 3, as_tuple=True)
+    np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], r["gt_bboxes"][0], atol=1)

@@ -172,14 +172,15 @@ class LoadAnnotations:
         with_mask: load ``gt_masks`` from ``ann_info['masks']`` (polygons or RLE per instance);
             ``poly2mask=True`` rasterizes them to an N x H x W uint8 array, otherwise they stay
             lists of K x 2 float polygons (moved exactly by geometric steps).
+        with_seg: load ``gt_semantic_seg`` (H x W class indices) from
+            ``seg_prefix/ann_info['seg_map']``; geometric steps move it with nearest-neighbour
+            resampling and ``Pad`` fills it with 255 (ignore).
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
                  with_seg: bool = False, poly2mask: bool = True,
                  file_client_args: Mapping | None = None) -> None:
-        if with_seg:
-            raise NotImplementedError("LoadAnnotations(with_seg=True) (semantic segmentation maps) is not "
-                                      "supported by kiln yet; remove with_seg from the pipeline.")
+        self.with_seg = with_seg
         self.with_bbox, self.with_label = with_bbox, with_label
         self.with_mask, self.poly2mask = with_mask, poly2mask
 
@@ -212,11 +213,27 @@ class LoadAnnotations:
                 results["gt_masks"] = [[np.asarray(p, np.float64).reshape(-1, 2) for p in m]
                                        for m in ann["masks"]]
             results.setdefault("mask_fields", []).append("gt_masks")
+        if self.with_seg:
+            self._load_seg(results, ann)
         return results
+
+    @staticmethod
+    def _load_seg(results: dict, ann: Mapping) -> None:
+        if "seg_map" not in ann:
+            raise KeyError("LoadAnnotations(with_seg=True) needs ann_info['seg_map'] (the label-map file "
+                           "name); the dataset did not provide it.")
+        prefix = results.get("seg_prefix")
+        path = osp.join(prefix, ann["seg_map"]) if prefix else ann["seg_map"]
+        seg = read_image_file(path, "unchanged")
+        if seg.ndim == 3:
+            raise ValueError(f"Semantic label map '{path}' has {seg.shape[2]} channels; expected a "
+                             "single-channel image of class indices.")
+        results["gt_semantic_seg"] = seg
+        results.setdefault("seg_fields", []).append("gt_semantic_seg")
 
     def __repr__(self) -> str:
         return (f"LoadAnnotations(with_bbox={self.with_bbox}, with_label={self.with_label}, "
-                f"with_mask={self.with_mask}, poly2mask={self.poly2mask})")
+                f"with_mask={self.with_mask}, with_seg={self.with_seg}, poly2mask={self.poly2mask})")
 
 
 @TRANSFORMS.register_module()
@@ -359,7 +376,8 @@ def _default_meta(results: dict) -> None:
 @TRANSFORMS.register_module()
 class DefaultFormatBundle:
     """Convert ``img`` to a float32 C x H x W tensor, ``gt_bboxes``/``gt_bboxes_ignore`` to float32
-    and ``gt_labels`` to int64 tensors, ``gt_masks`` bitmaps to a uint8 tensor; fill default
+    and ``gt_labels`` to int64 tensors, ``gt_masks`` bitmaps to a uint8 tensor,
+    ``gt_semantic_seg`` to an int64 1 x H x W tensor; fill default
     ``pad_shape``, ``scale_factor``, ``flip`` and ``img_norm_cfg`` when no step set them."""
 
     def __call__(self, results: dict) -> dict:
@@ -378,6 +396,9 @@ class DefaultFormatBundle:
             results["gt_labels"] = torch.as_tensor(np.asarray(results["gt_labels"], np.int64).reshape(-1))
         if isinstance(results.get("gt_masks"), np.ndarray):
             results["gt_masks"] = torch.from_numpy(np.ascontiguousarray(results["gt_masks"]))
+        if isinstance(results.get("gt_semantic_seg"), np.ndarray):
+            seg = results["gt_semantic_seg"].astype(np.int64)
+            results["gt_semantic_seg"] = torch.from_numpy(np.ascontiguousarray(seg[None]))  # 1 x H x W
         return results
 
     def __repr__(self) -> str:
