@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,8 @@ __all__ = [
     "get_local_rank",
     "get_local_size",
     "is_main_process",
+    "get_dist_info",
+    "master_only",
     "synchronize",
     "all_gather",
     "gather",
@@ -113,6 +115,23 @@ def get_local_size() -> int:
 def is_main_process() -> bool:
     """Whether this is global rank 0 (the process that writes files and logs)."""
     return get_rank() == 0
+
+
+def get_dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``, MMCV's spelling."""
+    return get_rank(), get_world_size()
+
+
+def master_only(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: run ``func`` only on the main process (returns ``None`` elsewhere)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if is_main_process():
+            return func(*args, **kwargs)
+        return None
+
+    return wrapper
 
 
 def synchronize() -> None:

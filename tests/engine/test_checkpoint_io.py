@@ -235,3 +235,17 @@ def test_without_save_dir_no_pointer_is_read_from_the_current_directory(tmp_path
     assert not c.has_checkpoint() and c.get_all_checkpoint_files() == []
     with pytest.raises(ValueError, match="save_dir is empty"):
         c.save("m")
+
+
+def test_detectron2_pkl_weights_need_allow_pickle_and_load_numpy_arrays(tmp_path):
+    src = _model()
+    path = str(tmp_path / "model_final.pkl")
+    with open(path, "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in src.state_dict().items()}, "__author__": "x"}, f)
+    dst = _model()
+    nn.init.zeros_(dst[0].weight)
+    ckpt = Checkpointer(dst, str(tmp_path))
+    with pytest.raises(pickle.UnpicklingError, match=r"model_final.pkl' is a python pickle.*allow_pickle"):
+        ckpt.load(path)
+    assert ckpt.load(path, allow_pickle=True) == {"__author__": "x"}
+    assert torch.equal(dst[0].weight, src[0].weight)

@@ -20,3 +20,15 @@ def test_single_process_defaults_need_no_process_group():
     assert comm.all_reduce_mean(t) is t
     seed = comm.shared_random_seed()
     assert isinstance(seed, int) and 0 <= seed < 2**31
+    assert comm.get_dist_info() == (0, 1)
+
+
+def test_master_only_runs_on_the_main_process():
+    calls = []
+
+    @comm.master_only
+    def write(x):
+        calls.append(x)
+        return x * 2
+
+    assert write(3) == 6 and calls == [3]
