@@ -182,7 +182,14 @@ def _model(d2: Any) -> tuple[dict, str | None]:
     bb["norm_cfg"] = dict(_NORMS[d2.MODEL.RESNETS.NORM])
     bb["frozen_stages"] = int(d2.MODEL.BACKBONE.FREEZE_AT) - 1
     model["neck"]["in_channels"] = [64, 128, 256, 512] if depth < 50 else [256, 512, 1024, 2048]
-    model["neck"]["out_channels"] = int(d2.MODEL.FPN.OUT_CHANNELS)
+    fpn_out = int(d2.MODEL.FPN.OUT_CHANNELS)
+    model["neck"]["out_channels"] = fpn_out
+    if arch == "RetinaNet":
+        model["bbox_head"]["in_channels"] = fpn_out
+    else:
+        model["rpn_head"]["in_channels"] = fpn_out
+        model["roi_head"]["bbox_roi_extractor"]["out_channels"] = fpn_out
+        model["roi_head"]["bbox_head"]["in_channels"] = fpn_out
     weights = d2.MODEL.WEIGHTS or ""
     load_from = None
     if not weights:

@@ -109,3 +109,22 @@ def test_opts_with_wrong_type_is_rejected(tiny_catalog, tmp_path, capsys):
     path = _write(tmp_path, "")
     assert main(["config", "print", path, "--opts", "SOLVER.MAX_ITER", "many"]) == 2
     assert "SOLVER.MAX_ITER" in capsys.readouterr().err
+
+
+def test_kiln_train_on_a_detectron2_yaml_with_opts(tiny_catalog, tmp_path):
+    import json
+
+    path = _write(tmp_path, "")
+    out = tmp_path / "out"
+    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.FPN.OUT_CHANNELS", "64", "SOLVER.IMS_PER_BATCH", "4",
+            "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "0",
+            "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)",
+            "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
+            "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out), "SEED", "1"]
+    assert main(["train", "--config-file", path, "--opts", *opts]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["iteration"] for r in records if "loss" in r) == 1  # MAX_ITER=2
+    lr = [r["lr"] for r in records if "lr" in r][-1]
+    assert abs(lr - 0.001) < 1e-9  # BASE_LR 0.01 x GAMMA after STEPS=(1,)
+    assert "Validation (epoch 0, iter 1): bbox/AP" in (out / "log.txt").read_text()  # TEST.EVAL_PERIOD
+    assert (out / "config.py").is_file() and "iter_2.pth" in (out / "last_checkpoint").read_text()
