@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,14 @@ def launch(
     if world_size == 1:
         main_func(*args)
         return
+    try:
+        pickle.dumps((main_func, args))
+    except Exception as e:
+        raise TypeError(
+            f"launch: main_func and args must be picklable, because spawned workers receive them by "
+            f"pickling ({type(e).__name__}: {e}). Use a module-level function (not a lambda, closure or "
+            f"method of a local class) and plain arguments."
+        ) from e
     if dist_url in (None, "auto"):
         if num_machines != 1:
             raise ValueError(

@@ -39,6 +39,11 @@ def test_auto_dist_url_needs_a_single_machine():
         launch(_record, num_gpus_per_machine=1, num_machines=2, dist_url="auto")
 
 
+def test_unpicklable_main_function_is_rejected_before_spawning():
+    with pytest.raises(TypeError, match="must be picklable.*module-level function"):
+        launch(lambda: None, num_gpus_per_machine=2)
+
+
 def test_init_from_env_outside_torchrun_explains(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
