@@ -65,12 +65,19 @@ def kiln_loop(batches: list[dict], work_dir: str, with_final_checkpoint: bool = 
     model = TinyModel()
     n = len(batches)
     runner = Runner(
-        model, work_dir=work_dir, train_dataloader=batches, max_iters=n,
+        model,
+        work_dir=work_dir,
+        train_dataloader=batches,
+        max_iters=n,
         optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
-        param_scheduler=[dict(type="LinearLR", start_factor=0.1, by_epoch=False, end=100),
-                         dict(type="MultiStepLR", by_epoch=False, milestones=[n // 2, 3 * n // 4])],
-        default_hooks=dict(logger=LoggerHook(interval=50),
-                           checkpoint=CheckpointHook(interval=-1, save_last=with_final_checkpoint)),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.1, by_epoch=False, end=100),
+            dict(type="MultiStepLR", by_epoch=False, milestones=[n // 2, 3 * n // 4]),
+        ],
+        default_hooks=dict(
+            logger=LoggerHook(interval=50),
+            checkpoint=CheckpointHook(interval=-1, save_last=with_final_checkpoint),
+        ),
     )
     t0 = time.perf_counter()
     runner.train()
@@ -96,13 +103,17 @@ def main() -> None:
             kiln.append(kiln_loop(batches, d))
         with tempfile.TemporaryDirectory() as d:
             kiln_nockpt.append(kiln_loop(batches, d, with_final_checkpoint=False))
-        print(f"round {r}: raw {raw[-1] * 1e6:.1f} us/iter, kiln {kiln[-1] * 1e6:.1f} us/iter, "
-              f"kiln without the final checkpoint {kiln_nockpt[-1] * 1e6:.1f} us/iter")
+        print(
+            f"round {r}: raw {raw[-1] * 1e6:.1f} us/iter, kiln {kiln[-1] * 1e6:.1f} us/iter, "
+            f"kiln without the final checkpoint {kiln_nockpt[-1] * 1e6:.1f} us/iter"
+        )
     m_raw, m_kiln, m_nock = (statistics.median(x) * 1e6 for x in (raw, kiln, kiln_nockpt))
     print(f"\nmedian over {args.rounds} rounds of {args.iters} iterations (torch threads={args.threads}):")
     print(f"  raw PyTorch loop          : {m_raw:8.1f} us/iter")
-    print(f"  kiln Runner, default hooks: {m_kiln:8.1f} us/iter   overhead {m_kiln - m_raw:+.1f} us/iter "
-          f"(ratio {m_kiln / m_raw:.3f})")
+    print(
+        f"  kiln Runner, default hooks: {m_kiln:8.1f} us/iter   overhead {m_kiln - m_raw:+.1f} us/iter "
+        f"(ratio {m_kiln / m_raw:.3f})"
+    )
     print(f"  ... without final ckpt    : {m_nock:8.1f} us/iter   overhead {m_nock - m_raw:+.1f} us/iter")
 
 

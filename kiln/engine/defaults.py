@@ -29,24 +29,41 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
     ``--machine-rank``, ``--dist-url`` and trailing ``KEY VALUE`` overrides (``opts``).
     """
     parser = argparse.ArgumentParser(
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train or evaluate with a kiln config.")
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train or evaluate with a kiln config.",
+    )
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to the config file")
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the last checkpoint in the output dir (else load MODEL.WEIGHTS)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="resume from the last checkpoint in the output dir (else load MODEL.WEIGHTS)",
+    )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")
     # A port derived from the uid, so two users on one machine rarely collide.
     port = 2**15 + 2**14 + hash(os.getuid() if sys.platform != "win32" else 1) % 2**14
-    parser.add_argument("--dist-url", default=f"tcp://127.0.0.1:{port}",
-                        help="initialization URL for torch.distributed ('auto' picks a free port)")
+    parser.add_argument(
+        "--dist-url",
+        default=f"tcp://127.0.0.1:{port}",
+        help="initialization URL for torch.distributed ('auto' picks a free port)",
+    )
     parser.add_argument("--work-dir", default=None, help="output directory (overrides the config)")
-    parser.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
-                        help="MM-style overrides, e.g. optimizer.lr=0.02")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="Detectron2-style overrides: KEY VALUE pairs at the end of the command")
+    parser.add_argument(
+        "--cfg-options",
+        nargs="+",
+        default=None,
+        metavar="KEY=VALUE",
+        help="MM-style overrides, e.g. optimizer.lr=0.02",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="Detectron2-style overrides: KEY VALUE pairs at the end of the command",
+    )
     return parser
 
 
@@ -94,8 +111,14 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
         logger.info("Arguments: %s", vars(args))
     seed = _cfg_value(cfg, "seed", "SEED", default=None)
     if seed is None or int(seed) < 0:
-        seed = comm.broadcast_object(set_random_seed(None)) if comm.get_world_size() > 1 else set_random_seed(None)
-    used = set_random_seed(int(seed) + rank, deterministic=bool(_cfg_value(cfg, "deterministic", default=False)))
+        seed = (
+            comm.broadcast_object(set_random_seed(None))
+            if comm.get_world_size() > 1
+            else set_random_seed(None)
+        )
+    used = set_random_seed(
+        int(seed) + rank, deterministic=bool(_cfg_value(cfg, "deterministic", default=False))
+    )
     logger.info("Using seed %d on rank %d", used, rank)
     bench = _cfg_value(cfg, "cudnn_benchmark", "CUDNN_BENCHMARK", default=False)
     if not _cfg_value(cfg, "deterministic", default=False):

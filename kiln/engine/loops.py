@@ -18,8 +18,14 @@ from kiln.registry import LOOPS
 
 from .hooks.base import HookError, owner_of_failure
 
-__all__ = ["EpochBasedTrainLoop", "IterBasedTrainLoop", "ValLoop", "TestLoop", "StepLoop",
-           "is_resumable_loader"]
+__all__ = [
+    "EpochBasedTrainLoop",
+    "IterBasedTrainLoop",
+    "ValLoop",
+    "TestLoop",
+    "StepLoop",
+    "is_resumable_loader",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +53,11 @@ def _position_loader(loader: Any, epoch: int, start: int, what: str) -> Any:
     if start:
         logger.warning(
             "%s: the data loader (%s) cannot be positioned, so resuming replays and skips %d batches. "
-            "Use kiln.data.build_train_loader for an exact, replay-free resume.", what,
-            type(loader).__name__, start)
+            "Use kiln.data.build_train_loader for an exact, replay-free resume.",
+            what,
+            type(loader).__name__,
+            start,
+        )
         for _ in range(start):
             next(it)
     return it
@@ -200,8 +209,9 @@ class IterBasedTrainLoop(_TrainLoopBase):
             return iter(loader)
         it = iter(loader)
         if it0:
-            logger.warning("IterBasedTrainLoop: the infinite loader cannot be positioned; skipping %d batches.",
-                           it0)
+            logger.warning(
+                "IterBasedTrainLoop: the infinite loader cannot be positioned; skipping %d batches.", it0
+            )
             for _ in range(it0):
                 next(it)
         return it

@@ -37,19 +37,29 @@ __all__ = [
 def _register_torch_optimizers() -> None:
     for name in dir(torch.optim):
         obj = getattr(torch.optim, name)
-        if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer) and obj is not torch.optim.Optimizer:
+        if (
+            inspect.isclass(obj)
+            and issubclass(obj, torch.optim.Optimizer)
+            and obj is not torch.optim.Optimizer
+        ):
             if OPTIMIZERS.get(name) is None:
                 OPTIMIZERS.register_module(module=obj)
 
 
 _register_torch_optimizers()
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm,
-               nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+_NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)
 
 
-def get_param_groups(model: nn.Module, base_lr: float, base_wd: float,
-                     paramwise_cfg: Mapping | None = None) -> list[dict]:
+def get_param_groups(
+    model: nn.Module, base_lr: float, base_wd: float, paramwise_cfg: Mapping | None = None
+) -> list[dict]:
     """Split ``model``'s trainable parameters into groups with per-parameter lr/weight-decay.
 
     ``paramwise_cfg`` keys (MMCV/MMEngine meaning): ``bias_lr_mult``, ``bias_decay_mult``,
@@ -58,8 +68,14 @@ def get_param_groups(model: nn.Module, base_lr: float, base_wd: float,
     ``bypass_duplicate`` (skip parameters shared between modules instead of failing).
     """
     cfg = dict(paramwise_cfg or {})
-    known = {"bias_lr_mult", "bias_decay_mult", "norm_decay_mult", "dwconv_decay_mult",
-             "custom_keys", "bypass_duplicate"}
+    known = {
+        "bias_lr_mult",
+        "bias_decay_mult",
+        "norm_decay_mult",
+        "dwconv_decay_mult",
+        "custom_keys",
+        "bypass_duplicate",
+    }
     unknown = set(cfg) - known
     if unknown:
         raise KeyError(
@@ -151,8 +167,9 @@ class OptimWrapper:
             ``grad_norm`` in the step's outputs.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1,
-                 clip_grad: Mapping | None = None) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1, clip_grad: Mapping | None = None
+    ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
                 f"OptimWrapper needs a torch.optim.Optimizer, got {type(optimizer).__name__}; build it "
@@ -169,7 +186,9 @@ class OptimWrapper:
             kind = clip.pop("type", "norm")
             if kind == "norm":
                 if "max_norm" not in clip:
-                    raise KeyError(f"clip_grad={clip_grad} needs max_norm (e.g. dict(max_norm=35, norm_type=2)).")
+                    raise KeyError(
+                        f"clip_grad={clip_grad} needs max_norm (e.g. dict(max_norm=35, norm_type=2))."
+                    )
                 self._clip = ("norm", float(clip["max_norm"]), float(clip.get("norm_type", 2)))
             elif kind == "value":
                 if "clip_value" not in clip:
@@ -278,8 +297,10 @@ class OptimWrapper:
         self._params_cache = None
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({type(self.optimizer).__name__}, "
-                f"accumulative_counts={self.accumulative_counts}, clip={self._clip})")
+        return (
+            f"{type(self).__name__}({type(self.optimizer).__name__}, "
+            f"accumulative_counts={self.accumulative_counts}, clip={self._clip})"
+        )
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -292,11 +313,21 @@ class AmpOptimWrapper(OptimWrapper):
         device_type: ``'cuda'`` or ``'cpu'`` (default: where the optimizer's parameters live).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, dtype: str = "float16",
-                 loss_scale: str | float = "dynamic", device_type: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        dtype: str = "float16",
+        loss_scale: str | float = "dynamic",
+        device_type: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(optimizer, **kwargs)
-        dtypes = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
-                  "bf16": torch.bfloat16}
+        dtypes = {
+            "float16": torch.float16,
+            "fp16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+        }
         if dtype not in dtypes:
             raise ValueError(f"AmpOptimWrapper dtype must be one of {sorted(dtypes)}, got {dtype!r}.")
         self.dtype = dtypes[dtype]
@@ -313,8 +344,9 @@ class AmpOptimWrapper(OptimWrapper):
             if loss_scale == "dynamic":
                 self.scaler = torch.amp.GradScaler(device_type)
             else:
-                self.scaler = torch.amp.GradScaler(device_type, init_scale=float(loss_scale),
-                                                   growth_interval=2**31 - 1)
+                self.scaler = torch.amp.GradScaler(
+                    device_type, init_scale=float(loss_scale), growth_interval=2**31 - 1
+                )
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """``torch.autocast`` with this wrapper's device and dtype."""
@@ -352,7 +384,9 @@ class AmpOptimWrapper(OptimWrapper):
             self.scaler.load_state_dict(state["loss_scaler"])
 
 
-def build_optim_wrapper(model: nn.Module, cfg: Mapping | torch.optim.Optimizer | OptimWrapper) -> OptimWrapper:
+def build_optim_wrapper(
+    model: nn.Module, cfg: Mapping | torch.optim.Optimizer | OptimWrapper
+) -> OptimWrapper:
     """Build an :class:`OptimWrapper` from an MMEngine-style ``optim_wrapper`` config.
 
     ``cfg`` may also be an optimizer (wrapped as is) or a wrapper (returned as is). Config keys:
@@ -378,8 +412,9 @@ def build_optim_wrapper(model: nn.Module, cfg: Mapping | torch.optim.Optimizer |
     return OPTIM_WRAPPERS.build(cfg, default_args={"optimizer": optimizer}, cfg_path="optim_wrapper")
 
 
-def build_optim_wrapper_from_mm(model: nn.Module, optimizer: Mapping,
-                                optimizer_config: Mapping | None = None) -> OptimWrapper:
+def build_optim_wrapper_from_mm(
+    model: nn.Module, optimizer: Mapping, optimizer_config: Mapping | None = None
+) -> OptimWrapper:
     """MMCV/MMDet v2 configs: ``optimizer=dict(type='SGD', ...)`` + ``optimizer_config=dict(grad_clip=...)``.
 
     ``optimizer_config`` keys: ``grad_clip`` (None or ``dict(max_norm, norm_type)``),

@@ -13,10 +13,8 @@ Training::
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,11 +24,12 @@ import torch.nn as nn
 from kiln.registry import HOOKS, RUNNERS
 
 from . import comm
-from .checkpoint import Checkpointer, collect_rng_states_all_ranks, set_rng_states
+from .checkpoint import Checkpointer
 from .events import EventStorage
 from .hooks.base import STAGES, CallbackHook, Hook, HookBase, HookError, build_stage_table, get_priority
-from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop, is_resumable_loader
+from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import OptimWrapper, build_optim_wrapper
+from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
 
 __all__ = ["Runner", "parse_losses"]
@@ -61,30 +60,8 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any
     return total, log_vars
 
 
-class _ScheduleHolder:
-    """What the checkpoint stores for the param schedules (kiln shapes and/or torch schedulers)."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-
-    def state_dict(self) -> dict:
-        r = self.runner
-        state: dict[str, Any] = {}
-        if r.schedule_set is not None:
-            state["kiln"] = r.schedule_set.state_dict()
-        state["torch"] = [s.state_dict() for s in r.torch_schedulers]
-        return state
-
-    def load_state_dict(self, state: Mapping) -> None:
-        r = self.runner
-        if r.schedule_set is not None and "kiln" in state:
-            r.schedule_set.load_state_dict(state["kiln"])
-        for s, st in zip(r.torch_schedulers, state.get("torch", [])):
-            s.load_state_dict(st)
-
-
 @RUNNERS.register_module()
-class Runner:
+class Runner(RunnerCheckpointMixin):
     """Trains, validates and tests a model with hooks.
 
     Args:
@@ -176,14 +153,18 @@ class Runner:
                     f"'IterBasedRunner', max_iters=90000)."
                 )
             if self.optim_wrapper is None:
-                raise ValueError("Training needs an optimizer: pass optim_wrapper= (or optimizer= in the config).")
+                raise ValueError(
+                    "Training needs an optimizer: pass optim_wrapper= (or optimizer= in the config)."
+                )
             if max_epochs is not None:
                 self.train_loop = EpochBasedTrainLoop(self, train_dataloader, max_epochs)
             else:
                 self.train_loop = IterBasedTrainLoop(self, train_dataloader, max_iters)
         self.val_interval = int(val_interval)
         self.val_loop = ValLoop(self, val_dataloader, val_evaluator) if val_dataloader is not None else None
-        self.test_loop = TestLoop(self, test_dataloader, test_evaluator) if test_dataloader is not None else None
+        self.test_loop = (
+            TestLoop(self, test_dataloader, test_evaluator) if test_dataloader is not None else None
+        )
 
         self.schedule_set: ScheduleSet | None = None
         self.torch_schedulers: list[Any] = []
@@ -193,8 +174,9 @@ class Runner:
         checkpointables: dict[str, Any] = {"scheduler": _ScheduleHolder(self)}
         if self.optim_wrapper is not None:
             checkpointables["optimizer"] = self.optim_wrapper
-        self.checkpointer = Checkpointer(self._raw_model, self.work_dir or "", allow_pickle=allow_pickle,
-                                         **checkpointables)
+        self.checkpointer = Checkpointer(
+            self._raw_model, self.work_dir or "", allow_pickle=allow_pickle, **checkpointables
+        )
 
         # ---- hooks ------------------------------------------------------------------------------
         self._register_default_hooks(default_hooks)
@@ -218,7 +200,9 @@ class Runner:
             kwargs: dict[str, Any] = {"find_unused_parameters": find_unused_parameters}
             # Don't re-broadcast buffers every forward (Detectron2's choice); newer torch renamed it.
             params = inspect.signature(DDP.__init__).parameters
-            kwargs["forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"] = False
+            kwargs["forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"] = (
+                False
+            )
             if torch.cuda.is_available():
                 device = torch.device("cuda", comm.get_local_rank())
                 model.to(device)
@@ -254,8 +238,11 @@ class Runner:
     def _setup_schedulers(self, param_scheduler: Any) -> None:
         if param_scheduler is None:
             return
-        items = [param_scheduler] if isinstance(param_scheduler, (Mapping, ParamScheduler)) else list(
-            param_scheduler)
+        items = (
+            [param_scheduler]
+            if isinstance(param_scheduler, (Mapping, ParamScheduler))
+            else list(param_scheduler)
+        )
         shapes: list[ParamScheduler] = []
         for item in items:
             if isinstance(item, (Mapping, ParamScheduler)):
@@ -270,8 +257,9 @@ class Runner:
         if shapes:
             if self.optim_wrapper is None:
                 raise ValueError("param_scheduler was given but there is no optimizer to schedule.")
-            self.schedule_set = ScheduleSet(self.optim_wrapper, shapes, epoch_length=self.epoch_length,
-                                            max_iters=self.max_iters or None)
+            self.schedule_set = ScheduleSet(
+                self.optim_wrapper, shapes, epoch_length=self.epoch_length, max_iters=self.max_iters or None
+            )
 
     def _register_default_hooks(self, overrides: Mapping[str, Any] | None) -> None:
         from .hooks import CheckpointHook, DistSamplerSeedHook, IterTimerHook, LoggerHook, ParamSchedulerHook
@@ -333,8 +321,9 @@ class Runner:
             if h is not None:
                 self.register_hook(h)
 
-    def register_callback(self, fn: Callable, stage: str = "after_train_iter",
-                          priority: int | str = "NORMAL") -> Hook:
+    def register_callback(
+        self, fn: Callable, stage: str = "after_train_iter", priority: int | str = "NORMAL"
+    ) -> Hook:
         """Call ``fn(runner, *stage_args)`` at ``stage``; returns the wrapping hook."""
         return self.register_hook(CallbackHook(fn, stage, priority))
 
@@ -362,14 +351,19 @@ class Runner:
                 raise
             except Exception as exc:
                 owner = getattr(fn, "__self__", None)
-                raise HookError(f"{type(owner).__name__} failed in {stage}: {type(exc).__name__}: {exc}") from exc
+                raise HookError(
+                    f"{type(owner).__name__} failed in {stage}: {type(exc).__name__}: {exc}"
+                ) from exc
 
     def hook_table(self) -> str:
         """A readable table: for each stage, the hooks that run there (with priorities)."""
         lines = []
         for stage in STAGES:
-            names = [f"({get_priority(h.priority):<3}) {type(h).__name__}" for h in self._hooks
-                     if stage in h.overridden_stages()]
+            names = [
+                f"({get_priority(h.priority):<3}) {type(h).__name__}"
+                for h in self._hooks
+                if stage in h.overridden_stages()
+            ]
             if names:
                 lines.append(f"{stage}:\n  " + "\n  ".join(names))
         return "\n".join(lines)
@@ -394,10 +388,12 @@ class Runner:
             raise RuntimeError("Runner.train_step: there is no optimizer (pass optim_wrapper=...).")
         update = ow.update_params
         if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and ow._clip is None:
+
             def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
                 total, log_vars = parse_losses(model(data_batch))
                 update(total)
                 return log_vars
+
             return fast_step
 
         def step(data_batch: Any) -> dict[str, Any]:
@@ -409,6 +405,7 @@ class Runner:
             if ow.last_grad_norm is not None:
                 log_vars["grad_norm"] = ow.last_grad_norm
             return log_vars
+
         return step
 
     def eval_step(self, data_batch: Any) -> Any:
@@ -499,8 +496,12 @@ class Runner:
                 if self.iter >= self.max_iters:
                     logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
                 else:
-                    logger.info("Start training at epoch %d, iteration %d of %d", self.epoch, self.iter,
-                                self.max_iters)
+                    logger.info(
+                        "Start training at epoch %d, iteration %d of %d",
+                        self.epoch,
+                        self.iter,
+                        self.max_iters,
+                    )
                 self.train_loop.run()
             finally:
                 self.flush_metrics()
@@ -523,142 +524,8 @@ class Runner:
                 self.load_checkpoint(self.load_from)
             return self.test_loop.run()
 
-    # ============================================================================= checkpoints
-    def _position(self) -> tuple[int, int, int]:
-        """(epoch, batches done in it, iterations done) to resume from, normalized at epoch ends."""
-        epoch, inner, it = self.epoch, self.inner_iter, self.iter
-        iters_done, inner_done = self._done
-        if iters_done > it:  # saving from inside after_train_iter: count the step just taken
-            it, inner = iters_done, inner_done
-        length = self.epoch_length
-        if length and inner >= length:
-            epoch, inner = epoch + 1, 0
-        return epoch, inner, it
-
-    def save_checkpoint(self, name: str, save_optimizer: bool = True, meta: Mapping | None = None) -> str | None:
-        """Save everything needed to resume exactly; collective (all ranks call it), rank 0 writes."""
-        self.flush_metrics()
-        epoch, inner, it = self._position()
-        rng = collect_rng_states_all_ranks()
-        extra: dict[str, Any] = {
-            "meta": {
-                "epoch": epoch, "iter": it, "inner_iter": inner, "seed": self.seed,
-                "world_size": self.world_size, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "kiln_version": _kiln_version(), "torch_version": str(torch.__version__),
-                "config": _config_text(self.cfg), **dict(meta or {}),
-            },
-            "storage": self.storage.state_dict() if self.storage is not None else None,
-            "hooks": self._hook_states(),
-            **rng,
-        }
-        if self.train_dataloader is not None and is_resumable_loader(self.train_dataloader):
-            extra["loader"] = self.train_dataloader.state_dict()
-        self.call_hook("before_save_checkpoint", extra)
-        if extra["storage"] is None:
-            extra.pop("storage")
-        if not save_optimizer:
-            opt = self.checkpointer.checkpointables.pop("optimizer", None)
-            try:
-                path = self.checkpointer.save(name, **extra)
-            finally:
-                if opt is not None:
-                    self.checkpointer.checkpointables["optimizer"] = opt
-        else:
-            path = self.checkpointer.save(name, **extra)
-        return path
-
-    def _hook_states(self) -> dict[str, Any]:
-        states = {}
-        for i, h in enumerate(self._hooks):
-            if hasattr(h, "state_dict") and hasattr(h, "load_state_dict"):
-                states[self._hook_state_key(h, i)] = h.state_dict()
-        return states
-
-    def _hook_state_key(self, hook: Hook, index: int) -> str:
-        key = self._hook_keys.get(id(hook))
-        if key:
-            return key
-        same = [h for h in self._hooks if type(h) is type(hook)]
-        return f"{type(hook).__name__}.{same.index(hook)}"
-
-    def load_checkpoint(self, path: str, strict_resume: bool = False) -> dict:
-        """Load model weights only (``load_from``); returns the checkpoint's other entries."""
-        return self.checkpointer.load(path, checkpointables=[])
-
-    def resume(self, path: str) -> None:
-        """Restore model, optimizer, schedules, loader position, hooks, storage and RNGs from ``path``."""
-        extra = self.checkpointer.load(path)
-        meta = extra.get("meta", {})
-        self.epoch = int(meta.get("epoch", 0))
-        self.iter = int(meta.get("iter", 0))
-        self.inner_iter = int(meta.get("inner_iter", 0))
-        self._done = (self.iter, self.inner_iter)
-        if self.seed is not None and meta.get("seed") is not None and meta["seed"] != self.seed:
-            logger.warning("Resuming a run seeded %s with seed %s; the data order will differ.",
-                           meta["seed"], self.seed)
-        if "storage" in extra and self.storage is not None:
-            self.storage.load_state_dict(extra["storage"])
-        loader = self.train_dataloader
-        if "loader" in extra and loader is not None and is_resumable_loader(loader):
-            loader.load_state_dict(extra["loader"])
-        hook_states = extra.get("hooks", {})
-        for i, h in enumerate(self._hooks):
-            key = self._hook_state_key(h, i)
-            if key in hook_states and hasattr(h, "load_state_dict"):
-                h.load_state_dict(hook_states[key])
-        rng = extra.get(f"rng_state_rank{self.rank}")
-        if rng is not None:
-            set_rng_states(rng)
-        elif any(k.startswith("rng_state_rank") for k in extra):
-            logger.warning("Checkpoint has no RNG state for rank %d (saved with another world size).", self.rank)
-        if meta.get("world_size", self.world_size) != self.world_size:
-            logger.warning("Resuming a %s-process run with %d processes: the data split will differ.",
-                           meta.get("world_size"), self.world_size)
-        self._resumed = True
-        self.call_hook("after_load_checkpoint", extra)
-        logger.info("Resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iter)
-
-    def _load_or_resume(self) -> None:
-        if self._resumed:
-            return
-        resume = self.resume_from
-        if resume:
-            path = resume if isinstance(resume, str) else None
-            if path is None and self.checkpointer.has_checkpoint():
-                path = self.checkpointer.get_checkpoint_file()
-            if path:
-                self.resume(path)
-                return
-            logger.info("resume=True but no checkpoint found in %s; starting from scratch.", self.work_dir)
-        if self.load_from:
-            self.load_checkpoint(self.load_from)
-
     def __repr__(self) -> str:
-        return (f"Runner(model={type(self._raw_model).__name__}, work_dir={self.work_dir!r}, "
-                f"epoch={self.epoch}, iter={self.iter}/{self.max_iters}, hooks={len(self._hooks)})")
-
-
-def _kiln_version() -> str:
-    import kiln
-
-    return kiln.__version__
-
-
-def _config_text(cfg: Any) -> str:
-    if cfg is None:
-        return ""
-    for attr in ("pretty_text", "dump"):
-        fn = getattr(cfg, attr, None)
-        if isinstance(fn, str):
-            return fn
-        if attr == "dump" and callable(fn):
-            try:
-                out = fn()
-                if isinstance(out, str):
-                    return out
-            except Exception:  # a config that cannot dump still must not block a checkpoint
-                pass
-    try:
-        return repr(copy.deepcopy(dict(cfg)))
-    except Exception:
-        return repr(cfg)
+        return (
+            f"Runner(model={type(self._raw_model).__name__}, work_dir={self.work_dir!r}, "
+            f"epoch={self.epoch}, iter={self.iter}/{self.max_iters}, hooks={len(self._hooks)})"
+        )

@@ -49,7 +49,8 @@ def _plain(obj: Any) -> Any:
 
 def _is_loop_cfg(train_cfg: Any) -> bool:
     return isinstance(train_cfg, Mapping) and (
-        bool(_LOOP_KEYS & set(train_cfg)) or str(train_cfg.get("type", "")).endswith("Loop"))
+        bool(_LOOP_KEYS & set(train_cfg)) or str(train_cfg.get("type", "")).endswith("Loop")
+    )
 
 
 def build_model_from_cfg(cfg: Any) -> Any:
@@ -77,7 +78,7 @@ def build_model_from_cfg(cfg: Any) -> Any:
 
 
 def resolve_training_length(cfg: Any) -> tuple[str, int, int]:
-    """``('epoch'|'iter', length, val_interval)`` from ``runner``, ``total_epochs`` or a loop ``train_cfg``."""
+    """``('epoch'|'iter', length, val_interval)`` from ``runner``, ``total_epochs`` or loop ``train_cfg``."""
     runner_cfg = _get(cfg, "runner")
     train_cfg = _get(cfg, "train_cfg")
     total_epochs = _get(cfg, "total_epochs")
@@ -98,7 +99,11 @@ def resolve_training_length(cfg: Any) -> tuple[str, int, int]:
         return "epoch", int(epochs), val_interval
     if _is_loop_cfg(train_cfg):
         val_interval = int(train_cfg.get("val_interval", 1))
-        if "max_iters" in train_cfg or "Iter" in str(train_cfg.get("type", "")) or train_cfg.get("by_epoch") is False:
+        if (
+            "max_iters" in train_cfg
+            or "Iter" in str(train_cfg.get("type", ""))
+            or train_cfg.get("by_epoch") is False
+        ):
             return "iter", int(train_cfg["max_iters"]), val_interval
         return "epoch", int(train_cfg["max_epochs"]), val_interval
     if total_epochs is not None:
@@ -114,8 +119,11 @@ def _build_dataset(ds_cfg: Any, test_mode: bool, where: str) -> Any:
 
     ds_cfg = _plain(ds_cfg)
     default_args = None
-    cls = DATASETS.get(ds_cfg.get("type")) if isinstance(ds_cfg, Mapping) and isinstance(
-        ds_cfg.get("type"), str) else None
+    cls = (
+        DATASETS.get(ds_cfg.get("type"))
+        if isinstance(ds_cfg, Mapping) and isinstance(ds_cfg.get("type"), str)
+        else None
+    )
     if test_mode and cls is not None and "test_mode" in inspect.signature(cls).parameters:
         default_args = {"test_mode": True}
     return build_dataset(ds_cfg, default_args, cfg_path=where)
@@ -133,8 +141,9 @@ def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
         if data.get("train") is not None:
             ds = _build_dataset(data["train"], False, "data.train")
             out["train_dataset"] = ds
-            out["train_dataloader"] = build_dataloader(ds, samples_per_gpu=per_gpu, workers_per_gpu=workers,
-                                                       seed=seed, runner_type=runner_type)
+            out["train_dataloader"] = build_dataloader(
+                ds, samples_per_gpu=per_gpu, workers_per_gpu=workers, seed=seed, runner_type=runner_type
+            )
         for split in ("val", "test"):
             sub = data.get(split)
             if sub is None:
@@ -143,8 +152,9 @@ def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
             bs = sub.pop("samples_per_gpu", 1)
             ds = _build_dataset(sub, True, f"data.{split}")
             out[f"{split}_dataset"] = ds
-            out[f"{split}_dataloader"] = build_dataloader(ds, samples_per_gpu=bs, workers_per_gpu=workers,
-                                                          shuffle=False)
+            out[f"{split}_dataloader"] = build_dataloader(
+                ds, samples_per_gpu=bs, workers_per_gpu=workers, shuffle=False
+            )
     for split in ("train", "val", "test"):
         loader_cfg = _get(cfg, f"{split}_dataloader")
         if loader_cfg is None:
@@ -153,8 +163,13 @@ def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
         ds = _build_dataset(loader_cfg.pop("dataset"), split != "train", f"{split}_dataloader.dataset")
         out[f"{split}_dataset"] = ds
         out[f"{split}_dataloader"] = build_dataloader(
-            ds, samples_per_gpu=loader_cfg.pop("batch_size", 1), workers_per_gpu=loader_cfg.pop("num_workers", 0),
-            shuffle=split == "train", seed=seed, runner_type=runner_type)
+            ds,
+            samples_per_gpu=loader_cfg.pop("batch_size", 1),
+            workers_per_gpu=loader_cfg.pop("num_workers", 0),
+            shuffle=split == "train",
+            seed=seed,
+            runner_type=runner_type,
+        )
     return out
 
 
@@ -195,8 +210,9 @@ def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict,
     default_hooks: dict[str, Any] = {}
     custom: list[Any] = []
     if _get(cfg, "default_hooks") is not None:
-        default_hooks.update({k: (dict(v) if v is not None else None)
-                              for k, v in _plain(_get(cfg, "default_hooks")).items()})
+        default_hooks.update(
+            {k: (dict(v) if v is not None else None) for k, v in _plain(_get(cfg, "default_hooks")).items()}
+        )
     ck = _get(cfg, "checkpoint_config")
     if ck is not None:
         ck = dict(_plain(ck))
@@ -249,11 +265,15 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
     loaders = _build_loaders(cfg, kind, seed)
     evaluation = _get(cfg, "evaluation")
     val_evaluator = test_evaluator = None
-    has_val = "val_dataloader" in loaders and (evaluation is not None or _get(cfg, "val_evaluator") is not None
-                                               or any(m == "val" for m, _ in (_get(cfg, "workflow") or [])))
+    has_val = "val_dataloader" in loaders and (
+        evaluation is not None
+        or _get(cfg, "val_evaluator") is not None
+        or any(m == "val" for m, _ in (_get(cfg, "workflow") or []))
+    )
     if has_val:
-        val_evaluator = _build_evaluator(cfg, _get(cfg, "val_evaluator", evaluation), loaders["val_dataset"],
-                                         work_dir)
+        val_evaluator = _build_evaluator(
+            cfg, _get(cfg, "val_evaluator", evaluation), loaders["val_dataset"], work_dir
+        )
     if "test_dataloader" in loaders:
         test_cfg = _get(cfg, "test_evaluator", evaluation)
         if test_cfg is None:

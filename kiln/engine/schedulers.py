@@ -31,10 +31,20 @@ from typing import Any
 from kiln.registry import PARAM_SCHEDULERS
 
 __all__ = [
-    "ParamScheduler", "ConstantParamScheduler", "LinearParamScheduler", "ExponentialParamScheduler",
-    "StepParamScheduler", "MultiStepParamScheduler", "CosineAnnealingParamScheduler",
-    "CosineRestartParamScheduler", "PolyParamScheduler", "OneCycleParamScheduler",
-    "ExpWarmupParamScheduler", "ScheduleSet", "build_param_schedulers", "schedulers_from_lr_config",
+    "ParamScheduler",
+    "ConstantParamScheduler",
+    "LinearParamScheduler",
+    "ExponentialParamScheduler",
+    "StepParamScheduler",
+    "MultiStepParamScheduler",
+    "CosineAnnealingParamScheduler",
+    "CosineRestartParamScheduler",
+    "PolyParamScheduler",
+    "OneCycleParamScheduler",
+    "ExpWarmupParamScheduler",
+    "ScheduleSet",
+    "build_param_schedulers",
+    "schedulers_from_lr_config",
 ]
 
 INF = float("inf")
@@ -55,10 +65,19 @@ class ParamScheduler:
     #: whether the factor only changes at discrete points (lets the set skip recomputation)
     discrete = False
 
-    def __init__(self, param_name: str = "lr", begin: float = 0, end: float | None = None,
-                 by_epoch: bool = True, convert_to_iter_based: bool = False, optimizer: Any = None) -> None:
+    def __init__(
+        self,
+        param_name: str = "lr",
+        begin: float = 0,
+        end: float | None = None,
+        by_epoch: bool = True,
+        convert_to_iter_based: bool = False,
+        optimizer: Any = None,
+    ) -> None:
         if param_name not in ("lr", "momentum"):
-            raise ValueError(f"{type(self).__name__}: param_name must be 'lr' or 'momentum', got {param_name!r}.")
+            raise ValueError(
+                f"{type(self).__name__}: param_name must be 'lr' or 'momentum', got {param_name!r}."
+            )
         if end is not None and end <= begin:
             raise ValueError(f"{type(self).__name__}: end ({end}) must be greater than begin ({begin}).")
         self.param_name = param_name
@@ -142,7 +161,7 @@ class ConstantParamScheduler(ParamScheduler):
 
 
 class LinearParamScheduler(ParamScheduler):
-    """Move the multiplier linearly from ``start_factor`` to ``end_factor`` over the window (linear warmup)."""
+    """Move the multiplier linearly from ``start_factor`` to ``end_factor`` over the window (warmup)."""
 
     def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -179,7 +198,7 @@ class ExponentialParamScheduler(ParamScheduler):
 
     def factor(self, base: float, t: float) -> float:
         """``gamma ** t``."""
-        return self.gamma ** t
+        return self.gamma**t
 
 
 class StepParamScheduler(ParamScheduler):
@@ -238,8 +257,13 @@ class CosineAnnealingParamScheduler(ParamScheduler):
     ``T_max`` defaults to the window length (``end - begin``).
     """
 
-    def __init__(self, T_max: float | None = None, eta_min: float | None = None,
-                 eta_min_ratio: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        T_max: float | None = None,
+        eta_min: float | None = None,
+        eta_min_ratio: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if eta_min is not None and eta_min_ratio is not None:
             raise ValueError("CosineAnnealingParamScheduler: give eta_min or eta_min_ratio, not both.")
@@ -261,8 +285,14 @@ class CosineAnnealingParamScheduler(ParamScheduler):
 class CosineRestartParamScheduler(ParamScheduler):
     """Cosine annealing restarted after each of ``periods``, peak scaled by ``restart_weights``."""
 
-    def __init__(self, periods: Sequence[float], restart_weights: Sequence[float] = (1.0,),
-                 eta_min: float | None = None, eta_min_ratio: float | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        periods: Sequence[float],
+        restart_weights: Sequence[float] = (1.0,),
+        eta_min: float | None = None,
+        eta_min_ratio: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if len(restart_weights) == 1 and len(periods) > 1:
             restart_weights = list(restart_weights) * len(periods)
@@ -301,7 +331,9 @@ class PolyParamScheduler(ParamScheduler):
         """Polynomial interpolation between base and ``eta_min``."""
         T = self.end - self.begin
         if T == INF:
-            raise ValueError("PolyParamScheduler needs an end to its window (end=... or the training length).")
+            raise ValueError(
+                "PolyParamScheduler needs an end to its window (end=... or the training length)."
+            )
         if base == 0:
             return 1.0
         return (self.eta_min + (base - self.eta_min) * (1 - min(t, T) / T) ** self.power) / base
@@ -314,12 +346,22 @@ class OneCycleParamScheduler(ParamScheduler):
     ``start / final_div_factor``. ``anneal_strategy`` is ``'cos'`` or ``'linear'``.
     """
 
-    def __init__(self, max_lr: float | None = None, pct_start: float = 0.3, anneal_strategy: str = "cos",
-                 div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False,
-                 total_steps: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        max_lr: float | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: str = "cos",
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        total_steps: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if anneal_strategy not in ("cos", "linear"):
-            raise ValueError(f"OneCycleParamScheduler: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}.")
+            raise ValueError(
+                f"OneCycleParamScheduler: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}."
+            )
         if total_steps is not None:
             self.end = self.begin + total_steps
         self.max_lr, self.pct_start = max_lr, pct_start
@@ -345,7 +387,11 @@ class OneCycleParamScheduler(ParamScheduler):
         total = T - 1
         up = self.pct_start * T - 1
         if self.three_phase:
-            phases = [(up, initial, peak), (2 * self.pct_start * T - 2, peak, initial), (total, initial, final)]
+            phases = [
+                (up, initial, peak),
+                (2 * self.pct_start * T - 2, peak, initial),
+                (total, initial, final),
+            ]
         else:
             phases = [(up, initial, peak), (total, peak, final)]
         start_t = 0.0
@@ -376,11 +422,15 @@ def _register_shapes() -> None:
     for name, cls in _SHAPES.items():
         PARAM_SCHEDULERS.register_module(name=f"{name}ParamScheduler", module=cls)
         for suffix, param in (("LR", "lr"), ("Momentum", "momentum")):
-            sub = type(f"{name}{suffix}", (cls,), {
-                "__doc__": f"{cls.__name__} for ``{param}``.",
-                "__init__": _fixed_param_init(cls, param),
-                "__module__": __name__,
-            })
+            sub = type(
+                f"{name}{suffix}",
+                (cls,),
+                {
+                    "__doc__": f"{cls.__name__} for ``{param}``.",
+                    "__init__": _fixed_param_init(cls, param),
+                    "__module__": __name__,
+                },
+            )
             globals()[sub.__name__] = sub
             PARAM_SCHEDULERS.register_module(module=sub)
 
@@ -389,6 +439,7 @@ def _fixed_param_init(cls: type, param: str) -> Any:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("param_name", param)
         cls.__init__(self, *args, **kwargs)
+
     return __init__
 
 
@@ -408,8 +459,13 @@ class ScheduleSet:
     which the optimizer's state dict carries across a resume.
     """
 
-    def __init__(self, optimizer: Any, schedulers: Sequence[ParamScheduler], epoch_length: int | None = None,
-                 max_iters: int | None = None) -> None:
+    def __init__(
+        self,
+        optimizer: Any,
+        schedulers: Sequence[ParamScheduler],
+        epoch_length: int | None = None,
+        max_iters: int | None = None,
+    ) -> None:
         self.optimizer = getattr(optimizer, "optimizer", optimizer)
         self.schedulers = list(schedulers)
         if any(s.by_epoch for s in self.schedulers) and not epoch_length:
@@ -419,9 +475,13 @@ class ScheduleSet:
             )
         self.epoch_length = int(epoch_length or 1)
         for s in self.schedulers:
-            if s.end == INF and max_iters is not None and not isinstance(s, (StepParamScheduler,
-                                                                             MultiStepParamScheduler,
-                                                                             ExponentialParamScheduler)):
+            if (
+                s.end == INF
+                and max_iters is not None
+                and not isinstance(
+                    s, (StepParamScheduler, MultiStepParamScheduler, ExponentialParamScheduler)
+                )
+            ):
                 s.end = max_iters / self.epoch_length if s.by_epoch else max_iters
         self._by_param: dict[str, list[ParamScheduler]] = {}
         for s in self.schedulers:
@@ -497,97 +557,4 @@ def build_param_schedulers(cfgs: Sequence[Mapping] | Mapping) -> list[ParamSched
     return out
 
 
-_POLICIES = {
-    "step", "fixed", "exp", "poly", "cosineannealing", "cosinerestart", "onecycle", "linearannealing",
-    "inv",
-}
-
-
-def schedulers_from_lr_config(lr_config: Mapping | None, param_name: str = "lr") -> list[ParamScheduler]:
-    """Convert an MMCV ``lr_config`` (or ``momentum_config``) into schedule shapes.
-
-    Policies: ``fixed``, ``step`` (``step`` int or list, ``gamma``), ``exp``, ``poly``
-    (``power``, ``min_lr``), ``CosineAnnealing`` (``min_lr``/``min_lr_ratio``), ``CosineRestart``
-    (``periods``, ``restart_weights``), ``OneCycle``, ``LinearAnnealing``. Warmup
-    (``warmup='linear'|'constant'|'exp'``, ``warmup_iters``, ``warmup_ratio``, ``warmup_by_epoch``)
-    multiplies the regular schedule, as in MMCV. ``by_epoch`` defaults to True.
-    """
-    if not lr_config:
-        return []
-    cfg = dict(lr_config)
-    policy = str(cfg.pop("policy", "fixed"))
-    key = policy.lower()
-    if key not in _POLICIES:
-        raise ValueError(
-            f"lr_config policy {policy!r} is not supported; use one of: step, fixed, exp, poly, "
-            f"CosineAnnealing, CosineRestart, OneCycle, LinearAnnealing (or param_scheduler=[...])."
-        )
-    by_epoch = bool(cfg.pop("by_epoch", True))
-    warmup = cfg.pop("warmup", None)
-    warmup_iters = cfg.pop("warmup_iters", 0)
-    warmup_ratio = cfg.pop("warmup_ratio", 0.1)
-    warmup_by_epoch = bool(cfg.pop("warmup_by_epoch", False))
-    common = {"param_name": param_name, "by_epoch": by_epoch}
-    out: list[ParamScheduler] = []
-    if key == "step":
-        step = cfg.pop("step")
-        gamma = cfg.pop("gamma", 0.1)
-        min_lr = cfg.pop("min_lr", None)
-        if min_lr is not None:
-            raise ValueError("lr_config: step policy with min_lr is not supported; drop min_lr.")
-        if isinstance(step, int):
-            out.append(StepParamScheduler(step_size=step, gamma=gamma, **common))
-        else:
-            out.append(MultiStepParamScheduler(milestones=list(step), gamma=gamma, **common))
-    elif key == "exp":
-        out.append(ExponentialParamScheduler(gamma=cfg.pop("gamma"), **common))
-    elif key == "poly":
-        out.append(PolyParamScheduler(power=cfg.pop("power", 1.0), eta_min=cfg.pop("min_lr", 0.0), **common))
-    elif key == "cosineannealing":
-        out.append(CosineAnnealingParamScheduler(eta_min=cfg.pop("min_lr", None),
-                                                 eta_min_ratio=cfg.pop("min_lr_ratio", None), **common))
-    elif key == "linearannealing":
-        ratio = cfg.pop("min_lr_ratio", None)
-        min_lr = cfg.pop("min_lr", None)
-        out.append(_LinearToMin(eta_min=min_lr, eta_min_ratio=ratio, **common))
-    elif key == "cosinerestart":
-        out.append(CosineRestartParamScheduler(
-            periods=cfg.pop("periods"), restart_weights=cfg.pop("restart_weights", (1.0,)),
-            eta_min=cfg.pop("min_lr", None), eta_min_ratio=cfg.pop("min_lr_ratio", None), **common))
-    elif key == "onecycle":
-        out.append(OneCycleParamScheduler(
-            max_lr=cfg.pop("max_lr", None), pct_start=cfg.pop("pct_start", 0.3),
-            anneal_strategy=cfg.pop("anneal_strategy", "cos"), div_factor=cfg.pop("div_factor", 25.0),
-            final_div_factor=cfg.pop("final_div_factor", 1e4), three_phase=cfg.pop("three_phase", False),
-            total_steps=cfg.pop("total_steps", None), param_name=param_name, by_epoch=False))
-    elif key == "inv":
-        raise ValueError("lr_config policy 'inv' is not supported; use 'poly' or param_scheduler=[...].")
-    if cfg:
-        raise KeyError(f"lr_config (policy={policy!r}) has keys kiln does not understand: {sorted(cfg)}.")
-    if warmup is not None and warmup_iters:
-        wcommon = {"param_name": param_name, "begin": 0, "end": warmup_iters, "by_epoch": warmup_by_epoch}
-        if warmup == "linear":
-            out.append(LinearParamScheduler(start_factor=warmup_ratio, end_factor=1.0, **wcommon))
-        elif warmup == "constant":
-            out.append(ConstantParamScheduler(factor=warmup_ratio, **wcommon))
-        elif warmup == "exp":
-            out.append(ExpWarmupParamScheduler(start_factor=warmup_ratio, **wcommon))
-        else:
-            raise ValueError(f"lr_config warmup must be 'linear', 'constant' or 'exp', got {warmup!r}.")
-    return out
-
-
-class _LinearToMin(ParamScheduler):
-    """MMCV ``LinearAnnealing``: linear from the base value to ``min_lr`` over training."""
-
-    def __init__(self, eta_min: float | None = None, eta_min_ratio: float | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.eta_min, self.eta_min_ratio = eta_min, eta_min_ratio
-
-    def factor(self, base: float, t: float) -> float:
-        """Linear interpolation to the minimum."""
-        T = self.end - self.begin
-        if base == 0:
-            return 1.0
-        lo = _eta_min(base, self.eta_min, self.eta_min_ratio)
-        return (base + (lo - base) * min(t, T) / T) / base
+from .schedulers_mm import schedulers_from_lr_config  # noqa: E402  (re-export; it imports us)

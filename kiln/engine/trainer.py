@@ -68,12 +68,15 @@ class TrainerBase:
     def _get_runner(self) -> Runner:
         if self.runner is None:
             self.runner = Runner(
-                self._model_for_runner(), work_dir=getattr(self, "output_dir", None),
+                self._model_for_runner(),
+                work_dir=getattr(self, "output_dir", None),
                 optim_wrapper=self._optimizer_for_runner(),
                 param_scheduler=getattr(self, "scheduler", None),
-                default_hooks={k: None for k in ("timer", "logger", "param_scheduler", "checkpoint",
-                                                 "sampler_seed")},
-                seed=getattr(self, "seed", None), cfg=getattr(self, "cfg", None),
+                default_hooks={
+                    k: None for k in ("timer", "logger", "param_scheduler", "checkpoint", "sampler_seed")
+                },
+                seed=getattr(self, "seed", None),
+                cfg=getattr(self, "cfg", None),
             )
             self.runner.train_dataloader = getattr(self, "data_loader", None)
             for h in self._hooks:
@@ -145,8 +148,14 @@ class SimpleTrainer(TrainerBase):
     logged with each term and ``data_time``).
     """
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer | OptimWrapper,
-                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer | OptimWrapper,
+        gather_metric_period: int = 1,
+        zero_grad_before_forward: bool = False,
+    ) -> None:
         super().__init__()
         model.train()
         self.model = model
@@ -191,9 +200,16 @@ class SimpleTrainer(TrainerBase):
 class AMPTrainer(SimpleTrainer):
     """:class:`SimpleTrainer` with autocast (fp16 + ``GradScaler`` on CUDA, or bf16)."""
 
-    def __init__(self, model: nn.Module, data_loader: Iterable, optimizer: torch.optim.Optimizer,
-                 gather_metric_period: int = 1, zero_grad_before_forward: bool = False,
-                 grad_scaler: Any = None, precision: torch.dtype = torch.float16) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        gather_metric_period: int = 1,
+        zero_grad_before_forward: bool = False,
+        grad_scaler: Any = None,
+        precision: torch.dtype = torch.float16,
+    ) -> None:
         super().__init__(model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward)
         params = [p for p in model.parameters()]
         self.device_type = params[0].device.type if params else "cpu"
@@ -320,8 +336,16 @@ class DefaultTrainer(SimpleTrainer):
         bias_factor = _cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
         if bias_factor is not None and bias_factor != 1.0:
             paramwise["bias_lr_mult"] = float(bias_factor)
-        return build_optimizer(model, dict(type="SGD", lr=lr, momentum=float(_cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
-                                           weight_decay=wd, paramwise_cfg=paramwise or None))
+        return build_optimizer(
+            model,
+            dict(
+                type="SGD",
+                lr=lr,
+                momentum=float(_cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+                weight_decay=wd,
+                paramwise_cfg=paramwise or None,
+            ),
+        )
 
     @classmethod
     def build_lr_scheduler(cls, cfg: Any, optimizer: Any) -> list:
@@ -331,8 +355,11 @@ class DefaultTrainer(SimpleTrainer):
         out: list = []
         steps = list(_cfg_get(cfg, "SOLVER.STEPS", []) or [])
         if steps:
-            out.append(MultiStepParamScheduler(milestones=steps, gamma=float(_cfg_get(cfg, "SOLVER.GAMMA", 0.1)),
-                                               by_epoch=False))
+            out.append(
+                MultiStepParamScheduler(
+                    milestones=steps, gamma=float(_cfg_get(cfg, "SOLVER.GAMMA", 0.1)), by_epoch=False
+                )
+            )
         warm = int(_cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
         if warm > 0:
             factor = float(_cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
@@ -359,9 +386,14 @@ class DefaultTrainer(SimpleTrainer):
         except (ImportError, AttributeError, TypeError):
             logger.warning("No DatasetMapper available; the train loader yields raw dataset dicts.")
         seed = _cfg_get(cfg, "SEED", -1)
-        return build_train_loader(dicts, mapper=mapper, total_batch_size=int(_cfg_get(cfg, "SOLVER.IMS_PER_BATCH", 2)),
-                                  num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
-                                  seed=seed if seed is not None and seed >= 0 else None, infinite=True)
+        return build_train_loader(
+            dicts,
+            mapper=mapper,
+            total_batch_size=int(_cfg_get(cfg, "SOLVER.IMS_PER_BATCH", 2)),
+            num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
+            seed=seed if seed is not None and seed >= 0 else None,
+            infinite=True,
+        )
 
     @classmethod
     def build_test_loader(cls, cfg: Any, dataset_name: str) -> Any:
@@ -375,8 +407,11 @@ class DefaultTrainer(SimpleTrainer):
             mapper = DatasetMapper(cfg, is_train=False)
         except (ImportError, AttributeError, TypeError):
             pass
-        return build_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper,
-                                 num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)))
+        return build_test_loader(
+            DatasetCatalog.get(dataset_name),
+            mapper=mapper,
+            num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
+        )
 
     @classmethod
     def build_evaluator(cls, cfg: Any, dataset_name: str) -> Any:
@@ -390,8 +425,11 @@ class DefaultTrainer(SimpleTrainer):
         """Console printer, ``metrics.json`` lines and TensorBoard in ``OUTPUT_DIR``."""
         from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.output_dir, "metrics.json")),
-                TensorboardXWriter(self.output_dir)]
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.output_dir, "metrics.json")),
+            TensorboardXWriter(self.output_dir),
+        ]
 
     def build_hooks(self) -> list:
         """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
@@ -431,8 +469,9 @@ class _TestHook(Hook):
         self.period = period
         self.trainer = weakref.proxy(trainer)
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Evaluate every ``period`` iterations and at the end."""
         n = runner.iter + 1
         if n % self.period == 0 or n >= runner.max_iters:

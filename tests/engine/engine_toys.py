@@ -7,7 +7,7 @@ import torch.nn as nn
 
 
 class ToyRegressor(nn.Module):
-    """Follows the model contract: a list of per-sample dicts in; a loss dict (train) or predictions (eval)."""
+    """The model contract: a list of per-sample dicts in; a loss dict (train) or predictions (eval)."""
 
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
@@ -20,16 +20,21 @@ class ToyRegressor(nn.Module):
         pred = self.fc(self.drop(self.bn(x)))
         if self.training:
             y = torch.stack([s["y"] for s in batch])
-            return {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": 0.5 * (pred - y).abs().mean(),
-                    "acc_like": (pred - y).abs().lt(0.5).float().mean()}
+            return {
+                "loss_mse": ((pred - y) ** 2).mean(),
+                "loss_l1": 0.5 * (pred - y).abs().mean(),
+                "acc_like": (pred - y).abs().lt(0.5).float().mean(),
+            }
         return [{"pred": p} for p in pred]
 
 
 def toy_batches(n_batches: int = 6, batch_size: int = 4, seed: int = 0) -> list[list[dict]]:
     """In-memory batches (lists of per-sample dicts)."""
     g = torch.Generator().manual_seed(seed)
-    return [[{"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)} for _ in range(batch_size)]
-            for _ in range(n_batches)]
+    return [
+        [{"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)} for _ in range(batch_size)]
+        for _ in range(n_batches)
+    ]
 
 
 class MSEEvaluator:

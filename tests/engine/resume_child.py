@@ -55,18 +55,28 @@ def make_runner(work_dir: str, mode: str) -> Runner:
     g = np.random.RandomState(0)
     dicts = [{"x": g.randn(8).tolist(), "y": float(g.randn())} for _ in range(32)]
     infinite = mode == "iter"
-    loader = build_train_loader(dicts, mapper=augment, total_batch_size=4, num_workers=2, seed=7,
-                                infinite=infinite)
+    loader = build_train_loader(
+        dicts, mapper=augment, total_batch_size=4, num_workers=2, seed=7, infinite=infinite
+    )
     model = DropoutMLP()
     length = dict(max_iters=24) if infinite else dict(max_epochs=3)
     return Runner(
-        model, work_dir=work_dir, train_dataloader=loader, seed=7, resume=True,
-        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=1e-4),
-                           clip_grad=dict(max_norm=1.0)),
-        param_scheduler=[dict(type="LinearLR", start_factor=0.2, by_epoch=False, end=5),
-                         dict(type="CosineAnnealingLR", by_epoch=False, eta_min=1e-4)],
-        default_hooks=dict(checkpoint=CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=2),
-                           logger=dict(type="LoggerHook", interval=5)),
+        model,
+        work_dir=work_dir,
+        train_dataloader=loader,
+        seed=7,
+        resume=True,
+        optim_wrapper=dict(
+            optimizer=dict(type="SGD", lr=0.05, momentum=0.9, weight_decay=1e-4), clip_grad=dict(max_norm=1.0)
+        ),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.2, by_epoch=False, end=5),
+            dict(type="CosineAnnealingLR", by_epoch=False, eta_min=1e-4),
+        ],
+        default_hooks=dict(
+            checkpoint=CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=2),
+            logger=dict(type="LoggerHook", interval=5),
+        ),
         **length,
     )
 
@@ -98,9 +108,13 @@ def main() -> None:
 
         torch.save = half_save
     runner.train()
-    torch.save({"model": runner.unwrapped_model.state_dict(),
-                "optimizer": runner.optim_wrapper.optimizer.state_dict()},
-               os.path.join(work_dir, "final_state.pt"))
+    torch.save(
+        {
+            "model": runner.unwrapped_model.state_dict(),
+            "optimizer": runner.optim_wrapper.optimizer.state_dict(),
+        },
+        os.path.join(work_dir, "final_state.pt"),
+    )
     print("DONE", flush=True)
 
 

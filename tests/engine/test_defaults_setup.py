@@ -38,7 +38,8 @@ def test_seed_all_rng_makes_python_numpy_torch_repeatable():
 
 def test_argument_parser_takes_detectron2_flags_and_trailing_overrides():
     args = default_argument_parser().parse_args(
-        ["--config-file", "c.yaml", "--resume", "--num-gpus", "2", "SOLVER.BASE_LR", "0.1"])
+        ["--config-file", "c.yaml", "--resume", "--num-gpus", "2", "SOLVER.BASE_LR", "0.1"]
+    )
     assert args.config_file == "c.yaml" and args.resume and args.num_gpus == 2
     assert args.opts == ["SOLVER.BASE_LR", "0.1"]
 

@@ -20,8 +20,12 @@ from kiln.engine.hooks import HookError  # noqa: E402
 
 def _runner(tmp_path, model=None, **kw):
     model = model or ToyRegressor()
-    args = dict(work_dir=str(tmp_path), train_dataloader=toy_batches(4), max_epochs=3,
-                optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.05))
+    args = dict(
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(4),
+        max_epochs=3,
+        optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.05),
+    )
     args.update(kw)
     return Runner(model, **args)
 
@@ -32,8 +36,11 @@ def _jsonl(path):
 
 
 def test_logger_writes_metrics_jsonl_every_interval_with_losses_times_and_lr(tmp_path):
-    r = _runner(tmp_path, default_hooks=dict(logger=dict(type="LoggerHook", interval=3)),
-                param_scheduler=dict(type="MultiStepLR", milestones=[1], gamma=0.1))
+    r = _runner(
+        tmp_path,
+        default_hooks=dict(logger=dict(type="LoggerHook", interval=3)),
+        param_scheduler=dict(type="MultiStepLR", milestones=[1], gamma=0.1),
+    )
     r.train()
     rows = _jsonl(tmp_path / "metrics.jsonl")
     assert [row["iteration"] for row in rows] == [2, 3, 5, 7, 8, 11]  # every 3 + each epoch's end
@@ -44,8 +51,11 @@ def test_logger_writes_metrics_jsonl_every_interval_with_losses_times_and_lr(tmp
 def test_tensorboard_logger_hook_writes_readable_event_files(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    r = _runner(tmp_path, default_hooks=dict(logger=None),
-                custom_hooks=[dict(type="TensorboardLoggerHook", interval=2)])
+    r = _runner(
+        tmp_path,
+        default_hooks=dict(logger=None),
+        custom_hooks=[dict(type="TensorboardLoggerHook", interval=2)],
+    )
     r.train()
     acc = EventAccumulator(str(tmp_path / "tf_logs"))
     acc.Reload()
@@ -54,8 +64,14 @@ def test_tensorboard_logger_hook_writes_readable_event_files(tmp_path):
 
 
 def test_seed_log_config_text_and_tensorboard_hooks_both_write(tmp_path, caplog):
-    r = _runner(tmp_path, default_hooks=dict(logger=None),
-                custom_hooks=[dict(type="TextLoggerHook", interval=4), dict(type="TensorboardLoggerHook", interval=4)])
+    r = _runner(
+        tmp_path,
+        default_hooks=dict(logger=None),
+        custom_hooks=[
+            dict(type="TextLoggerHook", interval=4),
+            dict(type="TensorboardLoggerHook", interval=4),
+        ],
+    )
     with caplog.at_level("INFO", logger="kiln.engine.writers"):
         r.train()
     assert "iter: 4/12" in caplog.text and "loss_mse" in caplog.text
@@ -63,11 +79,18 @@ def test_seed_log_config_text_and_tensorboard_hooks_both_write(tmp_path, caplog)
 
 
 def test_checkpoint_hook_keeps_only_the_newest_and_publishes_weights_only(tmp_path):
-    r = _runner(tmp_path, max_epochs=4, default_hooks=dict(
-        logger=None, checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, publish=True)))
+    r = _runner(
+        tmp_path,
+        max_epochs=4,
+        default_hooks=dict(
+            logger=None, checkpoint=dict(type="CheckpointHook", interval=1, max_keep_ckpts=2, publish=True)
+        ),
+    )
     r.train()
     assert sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "epoch_[0-9].pth"))) == [
-        "epoch_3.pth", "epoch_4.pth"]
+        "epoch_3.pth",
+        "epoch_4.pth",
+    ]
     published = glob.glob(str(tmp_path / "epoch_4-*.pth"))
     assert len(published) == 1
     ckpt = torch.load(published[0], weights_only=True)
@@ -75,8 +98,12 @@ def test_checkpoint_hook_keeps_only_the_newest_and_publishes_weights_only(tmp_pa
 
 
 def test_checkpoint_contents_cover_everything_needed_to_resume(tmp_path):
-    r = _runner(tmp_path, default_hooks=dict(logger=None), seed=5,
-                param_scheduler=dict(type="MultiStepLR", milestones=[1]))
+    r = _runner(
+        tmp_path,
+        default_hooks=dict(logger=None),
+        seed=5,
+        param_scheduler=dict(type="MultiStepLR", milestones=[1]),
+    )
     r.train()
     ckpt = torch.load(tmp_path / "epoch_2.pth", weights_only=True)
     assert {"model", "optimizer", "scheduler", "meta", "storage", "hooks", "rng_state_rank0"} <= set(ckpt)
@@ -86,8 +113,12 @@ def test_checkpoint_contents_cover_everything_needed_to_resume(tmp_path):
 
 def test_eval_hook_validates_every_interval_and_keeps_the_best_checkpoint(tmp_path):
     ev = MSEEvaluator(values=[0.3, 0.5, 0.4])
-    r = _runner(tmp_path, val_dataloader=toy_batches(2, seed=9), val_evaluator=ev,
-                default_hooks=dict(logger=None, eval=dict(type="EvalHook", interval=1, save_best="bbox/AP")))
+    r = _runner(
+        tmp_path,
+        val_dataloader=toy_batches(2, seed=9),
+        val_evaluator=ev,
+        default_hooks=dict(logger=None, eval=dict(type="EvalHook", interval=1, save_best="bbox/AP")),
+    )
     r.train()
     assert ev.calls == 3
     best = glob.glob(str(tmp_path / "best_*.pth"))
@@ -96,17 +127,28 @@ def test_eval_hook_validates_every_interval_and_keeps_the_best_checkpoint(tmp_pa
 
 
 def test_save_best_with_an_unknown_metric_lists_the_available_ones(tmp_path):
-    r = _runner(tmp_path, val_dataloader=toy_batches(2), val_evaluator=MSEEvaluator(),
-                default_hooks=dict(logger=None, checkpoint=dict(type="CheckpointHook", save_best="bbox/mAP")))
-    with pytest.raises(HookError, match=r"save_best='bbox/mAP' is not among the evaluation metrics \['mse'\]"):
+    r = _runner(
+        tmp_path,
+        val_dataloader=toy_batches(2),
+        val_evaluator=MSEEvaluator(),
+        default_hooks=dict(logger=None, checkpoint=dict(type="CheckpointHook", save_best="bbox/mAP")),
+    )
+    with pytest.raises(
+        HookError, match=r"save_best='bbox/mAP' is not among the evaluation metrics \['mse'\]"
+    ):
         r.train()
 
 
 def test_early_stopping_stops_after_patience_validations_without_improvement(tmp_path):
     ev = MSEEvaluator(values=[0.5, 0.4, 0.45, 0.3, 0.9])
-    r = _runner(tmp_path, max_epochs=10, val_dataloader=toy_batches(2), val_evaluator=ev,
-                default_hooks=dict(logger=None),
-                custom_hooks=[dict(type="EarlyStoppingHook", monitor="bbox/AP", patience=2)])
+    r = _runner(
+        tmp_path,
+        max_epochs=10,
+        val_dataloader=toy_batches(2),
+        val_evaluator=ev,
+        default_hooks=dict(logger=None),
+        custom_hooks=[dict(type="EarlyStoppingHook", monitor="bbox/AP", patience=2)],
+    )
     r.train()
     assert ev.calls == 3 and r.epoch == 3  # 0.5 best, then 0.4, 0.45: two without improvement
 
@@ -122,15 +164,27 @@ def test_nan_loss_is_reported_with_iteration_and_terms(tmp_path):
 
     model = Exploding()
     model.seen = []
-    r = _runner(tmp_path, model=model, default_hooks=dict(logger=None),
-                custom_hooks=[dict(type="CheckInvalidLossHook")])
-    with pytest.raises(HookError, match=r"infinite or NaN at iteration 2 .*non-finite terms: \['loss_l1', 'loss'\]"):
+    r = _runner(
+        tmp_path,
+        model=model,
+        default_hooks=dict(logger=None),
+        custom_hooks=[dict(type="CheckInvalidLossHook")],
+    )
+    with pytest.raises(
+        HookError, match=r"infinite or NaN at iteration 2 .*non-finite terms: \['loss_l1', 'loss'\]"
+    ):
         r.train()
 
 
 def test_ema_weights_are_used_for_validation_restored_after_and_resumed(tmp_path):
-    r = _runner(tmp_path, val_dataloader=toy_batches(2), val_evaluator=MSEEvaluator(), max_epochs=2,
-                default_hooks=dict(logger=None), custom_hooks=[dict(type="EMAHook", momentum=0.5)])
+    r = _runner(
+        tmp_path,
+        val_dataloader=toy_batches(2),
+        val_evaluator=MSEEvaluator(),
+        max_epochs=2,
+        default_hooks=dict(logger=None),
+        custom_hooks=[dict(type="EMAHook", momentum=0.5)],
+    )
     seen = {}
 
     def at_val(runner, *a):

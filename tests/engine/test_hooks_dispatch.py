@@ -19,8 +19,13 @@ NO_DEFAULTS = {k: None for k in ("timer", "logger", "param_scheduler", "checkpoi
 
 def _runner(tmp_path, **kw):
     model = ToyRegressor()
-    args = dict(work_dir=str(tmp_path), train_dataloader=toy_batches(3), max_epochs=2,
-                optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01), default_hooks=NO_DEFAULTS)
+    args = dict(
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(3),
+        max_epochs=2,
+        optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.01),
+        default_hooks=NO_DEFAULTS,
+    )
     args.update(kw)
     return Runner(model, **args)
 
@@ -33,10 +38,13 @@ class Recorder(Hook):
 
 
 for _stage in STAGES:
+
     def _make(stage):
         def method(self, runner, *args):
             self.log.append(stage)
+
         return method
+
     setattr(Recorder, _stage, _make(_stage))
 
 
@@ -84,9 +92,15 @@ def test_only_overridden_stages_are_dispatched(tmp_path):
 def test_all_22_stages_are_reached_in_order_by_train_val_test_and_checkpointing(tmp_path):
     log = []
     val = toy_batches(2, seed=5)
-    runner = _runner(tmp_path, val_dataloader=val, test_dataloader=val, val_evaluator=MSEEvaluator(),
-                     test_evaluator=MSEEvaluator(), max_epochs=1,
-                     default_hooks={**NO_DEFAULTS, "checkpoint": {"type": "CheckpointHook", "interval": 1}})
+    runner = _runner(
+        tmp_path,
+        val_dataloader=val,
+        test_dataloader=val,
+        val_evaluator=MSEEvaluator(),
+        test_evaluator=MSEEvaluator(),
+        max_epochs=1,
+        default_hooks={**NO_DEFAULTS, "checkpoint": {"type": "CheckpointHook", "interval": 1}},
+    )
     runner.register_hook(Recorder(log))
     runner.train()
     runner2 = _runner(tmp_path, max_epochs=1, resume=True)
@@ -96,9 +110,12 @@ def test_all_22_stages_are_reached_in_order_by_train_val_test_and_checkpointing(
     assert set(log) == set(STAGES)
     first_run = log[: log.index("after_run") + 1]
     assert first_run[:4] == ["before_run", "before_train", "before_train_epoch", "before_train_iter"]
-    assert first_run.index("after_val_epoch") < first_run.index("before_save_checkpoint") < first_run.index(
-        "after_train")
-    assert log[log.index("after_run") + 1:].index("after_load_checkpoint") == 1
+    assert (
+        first_run.index("after_val_epoch")
+        < first_run.index("before_save_checkpoint")
+        < first_run.index("after_train")
+    )
+    assert log[log.index("after_run") + 1 :].index("after_load_checkpoint") == 1
 
 
 def test_register_callback_calls_a_plain_function_at_its_stage(tmp_path):
@@ -166,5 +183,7 @@ def test_hooks_from_config_dicts_with_priority(tmp_path):
 
 
 def test_unknown_hook_type_names_the_registry(tmp_path):
-    with pytest.raises(KeyError, match="'TextLogerHook' is not registered in the 'hook' registry.*TextLoggerHook"):
+    with pytest.raises(
+        KeyError, match="'TextLogerHook' is not registered in the 'hook' registry.*TextLoggerHook"
+    ):
         _runner(tmp_path, custom_hooks=[dict(type="TextLogerHook")])

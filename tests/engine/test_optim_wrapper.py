@@ -33,9 +33,22 @@ def _group_of(opt, param):
 
 def test_paramwise_cfg_sets_bias_norm_dwconv_and_custom_key_multipliers():
     net = Net()
-    opt = build_optimizer(net, dict(type="SGD", lr=0.1, weight_decay=1e-4, momentum=0.9, paramwise_cfg=dict(
-        bias_lr_mult=2.0, bias_decay_mult=0.0, norm_decay_mult=0.0, dwconv_decay_mult=0.5,
-        custom_keys={"head": dict(lr_mult=0.1)})))
+    opt = build_optimizer(
+        net,
+        dict(
+            type="SGD",
+            lr=0.1,
+            weight_decay=1e-4,
+            momentum=0.9,
+            paramwise_cfg=dict(
+                bias_lr_mult=2.0,
+                bias_decay_mult=0.0,
+                norm_decay_mult=0.0,
+                dwconv_decay_mult=0.5,
+                custom_keys={"head": dict(lr_mult=0.1)},
+            ),
+        ),
+    )
     assert isinstance(opt, torch.optim.SGD)
     conv_b = _group_of(opt, net.backbone[0].bias)
     assert (conv_b["lr"], conv_b["weight_decay"]) == (0.2, 0.0)
@@ -59,7 +72,9 @@ def test_unknown_paramwise_key_is_reported():
 
 
 def test_unknown_optimizer_type_names_the_registry_and_a_close_match():
-    with pytest.raises(KeyError, match="'Adamw' is not registered in the 'optimizer' registry.*Did you mean: 'Adam'"):
+    with pytest.raises(
+        KeyError, match="'Adamw' is not registered in the 'optimizer' registry.*Did you mean: 'Adam'"
+    ):
         build_optimizer(Net(), dict(type="Adamw", lr=0.1))
 
 
@@ -72,7 +87,9 @@ def test_norm_clipping_bounds_the_gradient_and_reports_the_pre_clip_norm():
     ow.step()
     raw_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     assert float(ow.last_grad_norm) == pytest.approx(float(raw_norm), rel=1e-5)
-    clipped = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in net.parameters()]))
+    clipped = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in net.parameters()])
+    )
     assert float(clipped) == pytest.approx(0.01, rel=1e-3)
 
 
@@ -126,14 +143,24 @@ def test_wrapper_state_round_trips_optimizer_and_accumulation_counter():
 
 def test_mm_optimizer_config_grad_clip_and_mmengine_optim_wrapper_build_the_same_thing():
     net = Net()
-    mm = build_optim_wrapper_from_mm(net, dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4),
-                                     dict(grad_clip=dict(max_norm=35, norm_type=2)))
-    me = build_optim_wrapper(net, dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4),
-                                       clip_grad=dict(max_norm=35, norm_type=2)))
+    mm = build_optim_wrapper_from_mm(
+        net,
+        dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4),
+        dict(grad_clip=dict(max_norm=35, norm_type=2)),
+    )
+    me = build_optim_wrapper(
+        net,
+        dict(
+            optimizer=dict(type="SGD", lr=0.01, momentum=0.9, weight_decay=1e-4),
+            clip_grad=dict(max_norm=35, norm_type=2),
+        ),
+    )
     assert mm._clip == me._clip == ("norm", 35.0, 2.0)
     assert type(mm.optimizer) is type(me.optimizer) is torch.optim.SGD
 
 
 def test_mm_optimizer_config_with_unknown_keys_is_reported():
-    with pytest.raises(KeyError, match=r"optimizer_config has keys kiln does not understand: \['grad_clipp'\]"):
+    with pytest.raises(
+        KeyError, match=r"optimizer_config has keys kiln does not understand: \['grad_clipp'\]"
+    ):
         build_optim_wrapper_from_mm(Net(), dict(type="SGD", lr=0.01), dict(grad_clipp=None))

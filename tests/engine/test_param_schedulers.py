@@ -45,57 +45,92 @@ def test_seed_lr_config_step_with_linear_warmup_works_as_written():
     opt = _opt(0.01)
     sset = ScheduleSet(opt, schedulers_from_lr_config(lr_config), epoch_length=100, max_iters=1200)
     v = sset.values_at
-    assert v(0)["lr"][0] == pytest.approx(0.01 / 3)                            # warmup starts at ratio
+    assert v(0)["lr"][0] == pytest.approx(0.01 / 3)  # warmup starts at ratio
     assert v(250)["lr"][0] == pytest.approx(0.01 * (1 - (1 - 250 / 500) * (1 - 1 / 3)))  # MMCV formula
     assert v(500)["lr"][0] == pytest.approx(0.01)
     assert v(799)["lr"][0] == pytest.approx(0.01) and v(800)["lr"][0] == pytest.approx(0.001)  # epoch 8
-    assert v(1100)["lr"][0] == pytest.approx(0.0001)                           # epoch 11
+    assert v(1100)["lr"][0] == pytest.approx(0.0001)  # epoch 11
 
 
-@pytest.mark.parametrize("cfg, make_torch", [
-    (dict(type="MultiStepLR", milestones=[3, 7], gamma=0.5, by_epoch=False),
-     lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [3, 7], 0.5)),
-    (dict(type="StepLR", step_size=4, gamma=0.3, by_epoch=False),
-     lambda o: torch.optim.lr_scheduler.StepLR(o, 4, 0.3)),
-    (dict(type="ExponentialLR", gamma=0.9, by_epoch=False),
-     lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9)),
-    (dict(type="CosineAnnealingLR", T_max=12, eta_min=0.01, by_epoch=False, end=12),
-     lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 12, 0.01)),
-    (dict(type="PolyLR", power=2.0, eta_min=0.0, by_epoch=False, end=12),
-     lambda o: torch.optim.lr_scheduler.PolynomialLR(o, 12, 2.0)),
-    (dict(type="LinearLR", start_factor=0.25, end_factor=1.0, by_epoch=False, end=5),
-     lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.25, 1.0, 5)),
-    (dict(type="ConstantLR", factor=0.5, by_epoch=False, end=4),
-     lambda o: torch.optim.lr_scheduler.ConstantLR(o, 0.5, 4)),
-    (dict(type="OneCycleLR", max_lr=0.1, by_epoch=False, total_steps=12),
-     lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 0.1, total_steps=12)),
-])
+@pytest.mark.parametrize(
+    "cfg, make_torch",
+    [
+        (
+            dict(type="MultiStepLR", milestones=[3, 7], gamma=0.5, by_epoch=False),
+            lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [3, 7], 0.5),
+        ),
+        (
+            dict(type="StepLR", step_size=4, gamma=0.3, by_epoch=False),
+            lambda o: torch.optim.lr_scheduler.StepLR(o, 4, 0.3),
+        ),
+        (
+            dict(type="ExponentialLR", gamma=0.9, by_epoch=False),
+            lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+        ),
+        (
+            dict(type="CosineAnnealingLR", T_max=12, eta_min=0.01, by_epoch=False, end=12),
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 12, 0.01),
+        ),
+        (
+            dict(type="PolyLR", power=2.0, eta_min=0.0, by_epoch=False, end=12),
+            lambda o: torch.optim.lr_scheduler.PolynomialLR(o, 12, 2.0),
+        ),
+        (
+            dict(type="LinearLR", start_factor=0.25, end_factor=1.0, by_epoch=False, end=5),
+            lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.25, 1.0, 5),
+        ),
+        (
+            dict(type="ConstantLR", factor=0.5, by_epoch=False, end=4),
+            lambda o: torch.optim.lr_scheduler.ConstantLR(o, 0.5, 4),
+        ),
+        (
+            dict(type="OneCycleLR", max_lr=0.1, by_epoch=False, total_steps=12),
+            lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 0.1, total_steps=12),
+        ),
+    ],
+)
 def test_shapes_match_torch_schedulers(cfg, make_torch):
     sset = ScheduleSet(_opt(), build_param_schedulers(cfg), max_iters=12)
     assert _lrs(sset, 12) == pytest.approx(_torch_lrs(make_torch, 12), rel=1e-6, abs=1e-9)
 
 
 def test_cosine_restart_restarts_at_each_period_with_its_weight():
-    sset = ScheduleSet(_opt(), build_param_schedulers(dict(
-        type="CosineRestartLR", periods=[4, 4], restart_weights=[1.0, 0.5], eta_min=0.0, by_epoch=False)))
+    sset = ScheduleSet(
+        _opt(),
+        build_param_schedulers(
+            dict(
+                type="CosineRestartLR",
+                periods=[4, 4],
+                restart_weights=[1.0, 0.5],
+                eta_min=0.0,
+                by_epoch=False,
+            )
+        ),
+    )
     lrs = _lrs(sset, 8)
-    assert lrs[0] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.05) and lrs[3] < lrs[0] and lrs[7] < lrs[4]
+    assert (
+        lrs[0] == pytest.approx(0.1) and lrs[4] == pytest.approx(0.05) and lrs[3] < lrs[0] and lrs[7] < lrs[4]
+    )
 
 
 def test_by_epoch_schedule_moves_at_epoch_boundaries_or_every_iteration_when_converted():
     stepwise = ScheduleSet(_opt(), [CosineAnnealingParamScheduler(by_epoch=True, end=2)], epoch_length=4)
     lrs = _lrs(stepwise, 8)
     assert lrs[0] == lrs[3] and lrs[4] == lrs[7] and lrs[4] < lrs[0]
-    smooth = ScheduleSet(_opt(), [CosineAnnealingParamScheduler(by_epoch=True, end=2, convert_to_iter_based=True)],
-                         epoch_length=4)
+    smooth = ScheduleSet(
+        _opt(),
+        [CosineAnnealingParamScheduler(by_epoch=True, end=2, convert_to_iter_based=True)],
+        epoch_length=4,
+    )
     lrs = _lrs(smooth, 8)
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
 
 
 def test_momentum_schedule_sets_adam_beta1():
     opt = _opt(kind="Adam")
-    sset = ScheduleSet(opt, build_param_schedulers(dict(type="LinearMomentum", start_factor=0.5, by_epoch=False,
-                                                        end=10)))
+    sset = ScheduleSet(
+        opt, build_param_schedulers(dict(type="LinearMomentum", start_factor=0.5, by_epoch=False, end=10))
+    )
     sset.apply(0)
     assert opt.param_groups[0]["betas"][0] == pytest.approx(0.45)
     sset.apply(10)
@@ -103,8 +138,10 @@ def test_momentum_schedule_sets_adam_beta1():
 
 
 def test_values_are_a_function_of_the_iteration_so_a_restored_set_continues_exactly():
-    cfgs = [dict(type="LinearLR", start_factor=0.1, by_epoch=False, end=5),
-            dict(type="MultiStepLR", milestones=[2], by_epoch=True)]
+    cfgs = [
+        dict(type="LinearLR", start_factor=0.1, by_epoch=False, end=5),
+        dict(type="MultiStepLR", milestones=[2], by_epoch=True),
+    ]
     a = ScheduleSet(_opt(), build_param_schedulers(cfgs), epoch_length=3)
     full = _lrs(a, 9)
     opt_b = _opt()

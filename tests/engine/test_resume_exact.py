@@ -87,7 +87,10 @@ def _reference_state(tmp_path, mode: str) -> dict:
         runner.train()
     finally:
         torch.set_num_threads(threads)
-    return {"model": runner.unwrapped_model.state_dict(), "optimizer": runner.optim_wrapper.optimizer.state_dict()}
+    return {
+        "model": runner.unwrapped_model.state_dict(),
+        "optimizer": runner.optim_wrapper.optimizer.state_dict(),
+    }
 
 
 def _assert_bit_identical(a, b, where: str = "") -> None:
@@ -107,8 +110,8 @@ def _assert_bit_identical(a, b, where: str = "") -> None:
 
 def test_sigkill_mid_epoch_mid_save_and_at_epoch_end_then_resume_is_bit_identical(tmp_path):
     rng = random.Random()
-    k1 = rng.randint(2, 6)      # inside epoch 0 (8 iterations per epoch)
-    k2 = rng.randint(10, 14)    # killed half-way through writing the checkpoint after iteration k2
+    k1 = rng.randint(2, 6)  # inside epoch 0 (8 iterations per epoch)
+    k2 = rng.randint(10, 14)  # killed half-way through writing the checkpoint after iteration k2
     work = str(tmp_path / "killed")
     points = f"kill points: ITER {k1}, mid-save after ITER {k2}, ITER 16 (epoch end)"
     # The reference first: forked children then inherit its imports (torch.optim pulls in dynamo).
@@ -134,7 +137,7 @@ def test_resumed_run_does_not_repeat_iterations_it_already_checkpointed(tmp_path
     seen = _run_until(_spawn(work, "iter"), "ITER 9")
     done_before = max(int(s.split()[1]) for s in seen if s.startswith("ITER"))
     with open(os.path.join(work, "last_checkpoint")) as f:
-        ckpt_iter = int(f.read().strip()[len("iter_"):-len(".pth")])
+        ckpt_iter = int(f.read().strip()[len("iter_") : -len(".pth")])
     assert ckpt_iter in (done_before - 1, done_before)
     lines = _run_to_end(_spawn(work, "iter"))
     iters = [int(s.split()[1]) for s in lines if s.startswith("ITER")]

@@ -103,7 +103,8 @@ def test_seed_001_schema_builds_and_trains(tmp_path):
 def test_resume_from_in_the_config_resumes(tmp_path):
     Runner.from_cfg(_cfg(tmp_path)).train()
     text = SEED_STYLE.replace("resume_from = None", "resume_from = '{work_dir}/epoch_2.pth'").replace(
-        "total_epochs = 3", "total_epochs = 4")
+        "total_epochs = 3", "total_epochs = 4"
+    )
     runner = Runner.from_cfg(_cfg(tmp_path, text))
     starts = []
     runner.register_callback(lambda r: starts.append((r.epoch, r.iter)), "before_train")
@@ -118,7 +119,8 @@ data = dict(samples_per_gpu=2, workers_per_gpu=0, train=dict(type='CfgToyDataset
 runner = dict(type='IterBasedRunner', max_iters=7)
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=0.001), clip_grad=None)
 param_scheduler = [dict(type='LinearLR', start_factor=0.5, by_epoch=False, end=3)]
-default_hooks = dict(logger=dict(type='LoggerHook', interval=3), checkpoint=dict(type='CheckpointHook', interval=5))
+default_hooks = dict(logger=dict(type='LoggerHook', interval=3),
+                     checkpoint=dict(type='CheckpointHook', interval=5))
 work_dir = '{work_dir}'
 """
     runner = Runner.from_cfg(_cfg(tmp_path, text))
@@ -136,7 +138,9 @@ def test_missing_training_length_says_how_to_give_it(tmp_path):
 
 def test_workflow_with_val_validates_every_n_train_epochs(tmp_path):
     text = SEED_STYLE.replace("workflow = [('train', 1)]", "workflow = [('train', 2), ('val', 1)]").replace(
-        "evaluation = dict(type='CfgToyEvaluator', interval=1, save_best='mse')", "val_evaluator = dict(type='CfgToyEvaluator')")
+        "evaluation = dict(type='CfgToyEvaluator', interval=1, save_best='mse')",
+        "val_evaluator = dict(type='CfgToyEvaluator')",
+    )
     runner = Runner.from_cfg(_cfg(tmp_path, text))
     ev = runner.get_hook(EvalHook)
     assert ev is not None and ev.interval == 2

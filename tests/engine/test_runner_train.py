@@ -37,21 +37,36 @@ def test_parse_losses_without_a_loss_key_explains_the_contract():
 
 def test_epoch_based_training_runs_every_batch_of_every_epoch_and_checkpoints_each_epoch(tmp_path):
     model = ToyRegressor()
-    runner = Runner(model, work_dir=str(tmp_path), train_dataloader=toy_batches(5), optim_wrapper=_sgd(model),
-                    max_epochs=3, default_hooks=QUIET)
+    runner = Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(5),
+        optim_wrapper=_sgd(model),
+        max_epochs=3,
+        default_hooks=QUIET,
+    )
     seen = []
     runner.register_callback(lambda r, i, b, o: seen.append((r.epoch, i, r.iter)), "after_train_iter")
     runner.train()
     assert seen == [(e, i, e * 5 + i) for e in range(3) for i in range(5)]
     assert (runner.epoch, runner.iter) == (3, 15)
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".pth")) == [
-        "epoch_1.pth", "epoch_2.pth", "epoch_3.pth"]
+        "epoch_1.pth",
+        "epoch_2.pth",
+        "epoch_3.pth",
+    ]
 
 
 def test_iteration_based_training_cycles_a_finite_loader(tmp_path):
     model = ToyRegressor()
-    runner = Runner(model, work_dir=str(tmp_path), train_dataloader=toy_batches(4), optim_wrapper=_sgd(model),
-                    max_iters=10, default_hooks=QUIET)
+    runner = Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(4),
+        optim_wrapper=_sgd(model),
+        max_iters=10,
+        default_hooks=QUIET,
+    )
     runner.train()
     assert runner.iter == 10 and runner.epoch == 2 and runner.inner_iter == 2
     assert os.listdir(tmp_path).count("iter_10.pth") == 1  # iteration-based default: the last one only
@@ -74,25 +89,47 @@ def test_model_train_step_takes_over_the_step(tmp_path):
             return {"loss": losses["loss_mse"]}
 
     model = OwnStep()
-    Runner(model, work_dir=str(tmp_path), train_dataloader=toy_batches(3), optim_wrapper=_sgd(model),
-           max_epochs=1, default_hooks=QUIET).train()
+    Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model),
+        max_epochs=1,
+        default_hooks=QUIET,
+    ).train()
     assert OwnStep.calls == 3
 
 
 def test_load_from_loads_weights_but_starts_the_schedule_from_scratch(tmp_path):
     model = ToyRegressor()
-    first = Runner(model, work_dir=str(tmp_path / "a"), train_dataloader=toy_batches(3), optim_wrapper=_sgd(model),
-                   max_epochs=1, default_hooks=QUIET)
+    first = Runner(
+        model,
+        work_dir=str(tmp_path / "a"),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model),
+        max_epochs=1,
+        default_hooks=QUIET,
+    )
     first.train()
     trained = {k: v.clone() for k, v in model.state_dict().items()}
     model2 = ToyRegressor()
-    second = Runner(model2, work_dir=str(tmp_path / "b"), train_dataloader=toy_batches(3),
-                    optim_wrapper=_sgd(model2), max_epochs=1, load_from=str(tmp_path / "a" / "epoch_1.pth"),
-                    default_hooks={**QUIET, "checkpoint": None})
+    second = Runner(
+        model2,
+        work_dir=str(tmp_path / "b"),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model2),
+        max_epochs=1,
+        load_from=str(tmp_path / "a" / "epoch_1.pth"),
+        default_hooks={**QUIET, "checkpoint": None},
+    )
     starts = []
     second.register_callback(lambda r: starts.append((r.epoch, r.iter)), "before_train")
-    second.register_callback(lambda r: starts.append(
-        {k: torch.equal(v, trained[k]) for k, v in r.unwrapped_model.state_dict().items()}), "before_train")
+    second.register_callback(
+        lambda r: starts.append(
+            {k: torch.equal(v, trained[k]) for k, v in r.unwrapped_model.state_dict().items()}
+        ),
+        "before_train",
+    )
     second.train()
     assert starts[0] == (0, 0) and all(starts[1].values())
     assert second.optim_wrapper.optimizer.state_dict()["state"] != {} and second.iter == 3
@@ -100,11 +137,24 @@ def test_load_from_loads_weights_but_starts_the_schedule_from_scratch(tmp_path):
 
 def test_resume_true_continues_from_the_latest_checkpoint_in_work_dir(tmp_path):
     model = ToyRegressor()
-    Runner(model, work_dir=str(tmp_path), train_dataloader=toy_batches(3), optim_wrapper=_sgd(model),
-           max_epochs=2, default_hooks=QUIET).train()
+    Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model),
+        max_epochs=2,
+        default_hooks=QUIET,
+    ).train()
     model2 = ToyRegressor()
-    r = Runner(model2, work_dir=str(tmp_path), train_dataloader=toy_batches(3), optim_wrapper=_sgd(model2),
-               max_epochs=3, resume=True, default_hooks=QUIET)
+    r = Runner(
+        model2,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model2),
+        max_epochs=3,
+        resume=True,
+        default_hooks=QUIET,
+    )
     iters = []
     r.register_callback(lambda r_, i, b, o: iters.append(r_.iter), "after_train_iter")
     r.train()
@@ -114,13 +164,21 @@ def test_resume_true_continues_from_the_latest_checkpoint_in_work_dir(tmp_path):
 
 def test_iteration_resume_mid_epoch_does_not_replay_the_loader(tmp_path):
     """Resume cost is independent of the position: no sample before the checkpoint is produced again."""
+
     def make(max_iters, resume):
         ds = CountingDataset(40)
         loader = build_train_loader(ds, total_batch_size=4, num_workers=0, seed=3, infinite=True)
         model = ToyRegressor()
-        r = Runner(model, work_dir=str(tmp_path), train_dataloader=loader, optim_wrapper=_sgd(model),
-                   max_iters=max_iters, resume=resume, seed=3,
-                   default_hooks={**QUIET, "checkpoint": dict(type="CheckpointHook", interval=7)})
+        r = Runner(
+            model,
+            work_dir=str(tmp_path),
+            train_dataloader=loader,
+            optim_wrapper=_sgd(model),
+            max_iters=max_iters,
+            resume=resume,
+            seed=3,
+            default_hooks={**QUIET, "checkpoint": dict(type="CheckpointHook", interval=7)},
+        )
         return r, ds
 
     r, ds = make(30, False)
@@ -136,13 +194,26 @@ def test_iteration_resume_mid_epoch_does_not_replay_the_loader(tmp_path):
 def test_plain_dataloader_resume_replays_with_a_warning(tmp_path, caplog):
     batches = toy_batches(6)
     model = ToyRegressor()
-    r = Runner(model, work_dir=str(tmp_path), train_dataloader=batches, optim_wrapper=_sgd(model), max_epochs=2,
-               default_hooks={**QUIET, "checkpoint": dict(type="CheckpointHook", interval=4, by_epoch=False)})
+    r = Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=batches,
+        optim_wrapper=_sgd(model),
+        max_epochs=2,
+        default_hooks={**QUIET, "checkpoint": dict(type="CheckpointHook", interval=4, by_epoch=False)},
+    )
     r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter + 1 == 4), "after_train_iter")
     r.train()
     model2 = ToyRegressor()
-    r2 = Runner(model2, work_dir=str(tmp_path), train_dataloader=batches, optim_wrapper=_sgd(model2),
-                max_epochs=2, resume=True, default_hooks=QUIET)
+    r2 = Runner(
+        model2,
+        work_dir=str(tmp_path),
+        train_dataloader=batches,
+        optim_wrapper=_sgd(model2),
+        max_epochs=2,
+        resume=True,
+        default_hooks=QUIET,
+    )
     seen = []
     r2.register_callback(lambda r_, i, b, o: seen.append(b is batches[i]), "after_train_iter")
     with caplog.at_level(logging.WARNING, logger="kiln.engine.loops"):
@@ -153,8 +224,14 @@ def test_plain_dataloader_resume_replays_with_a_warning(tmp_path, caplog):
 
 def test_early_stop_request_ends_training_after_the_current_iteration(tmp_path):
     model = ToyRegressor()
-    r = Runner(model, work_dir=str(tmp_path), train_dataloader=toy_batches(5), optim_wrapper=_sgd(model),
-               max_epochs=4, default_hooks={**QUIET, "checkpoint": None})
+    r = Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(5),
+        optim_wrapper=_sgd(model),
+        max_epochs=4,
+        default_hooks={**QUIET, "checkpoint": None},
+    )
     r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter == 6), "after_train_iter")
     r.train()
     assert r.iter == 7 and r.epoch == 1

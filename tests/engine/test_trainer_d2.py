@@ -57,8 +57,12 @@ def test_simple_trainer_runs_run_step_between_hook_calls_with_the_trainer_proxy(
 def test_amp_trainer_bf16_on_cpu_trains():
     model = ToyRegressor()
     before = model.fc.weight.detach().clone()
-    trainer = AMPTrainer(model, _infinite(toy_batches(2)), torch.optim.SGD(model.parameters(), lr=0.1),
-                         precision=torch.bfloat16)
+    trainer = AMPTrainer(
+        model,
+        _infinite(toy_batches(2)),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        precision=torch.bfloat16,
+    )
     trainer.train(0, 3)
     assert not torch.equal(before, model.fc.weight)
     with pytest.raises(ValueError, match="float16 needs CUDA"):
@@ -76,8 +80,10 @@ class ToyMetaArch(ToyRegressor):
 def _register_toy_dataset(name):
     if name not in DatasetCatalog.list():
         g = torch.Generator().manual_seed(4)
-        DatasetCatalog.register(name, lambda: [{"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)}
-                                               for _ in range(12)])
+        DatasetCatalog.register(
+            name,
+            lambda: [{"x": torch.randn(4, generator=g), "y": torch.randn(1, generator=g)} for _ in range(12)],
+        )
 
 
 class TextTrainer(DefaultTrainer):
@@ -88,8 +94,13 @@ class TextTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         cls.built_loader += 1
-        return build_train_loader(DatasetCatalog.get("toy_d2_train"), mapper=lambda d: d,
-                                  total_batch_size=cfg.SOLVER.IMS_PER_BATCH, seed=1, infinite=True)
+        return build_train_loader(
+            DatasetCatalog.get("toy_d2_train"),
+            mapper=lambda d: d,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=1,
+            infinite=True,
+        )
 
 
 def _d2_cfg(tmp_path, max_iter=6):

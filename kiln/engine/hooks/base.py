@@ -294,8 +294,9 @@ class CallbackHook(Hook):
     >>> hook = CallbackHook(lambda runner, *a: calls.append(runner), stage='after_train_epoch')
     """
 
-    def __init__(self, fn: Callable, stage: str = "after_train_iter",
-                 priority: int | str | Priority = Priority.NORMAL) -> None:
+    def __init__(
+        self, fn: Callable, stage: str = "after_train_iter", priority: int | str | Priority = Priority.NORMAL
+    ) -> None:
         if stage not in STAGES:
             raise ValueError(
                 f"Unknown hook stage {stage!r} for callback {getattr(fn, '__name__', fn)!r}; "

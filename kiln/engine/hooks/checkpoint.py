@@ -31,9 +31,7 @@ def infer_rule(key: str) -> str:
         return "less"
     if any(t in low for t in _GREATER):
         return "greater"
-    raise ValueError(
-        f"Cannot tell whether a larger '{key}' is better; pass rule='greater' or rule='less'."
-    )
+    raise ValueError(f"Cannot tell whether a larger '{key}' is better; pass rule='greater' or rule='less'.")
 
 
 class BestCheckpointKeeper:
@@ -70,8 +68,9 @@ class BestCheckpointKeeper:
         score = float(metrics[key])
         if math.isnan(score):
             return None
-        better = (self.best_score is None
-                  or (score > self.best_score if self.rule == "greater" else score < self.best_score))
+        better = self.best_score is None or (
+            score > self.best_score if self.rule == "greater" else score < self.best_score
+        )
         if not better:
             return None
         self.best_score = score
@@ -88,7 +87,12 @@ class BestCheckpointKeeper:
 
     def state_dict(self) -> dict:
         """Best score, metric key, rule and file."""
-        return {"key": self.key, "rule": self.rule, "best_score": self.best_score, "best_path": self.best_path}
+        return {
+            "key": self.key,
+            "rule": self.rule,
+            "best_score": self.best_score,
+            "best_path": self.best_path,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
@@ -135,10 +139,20 @@ class CheckpointHook(Hook):
 
     priority = Priority.VERY_LOW
 
-    def __init__(self, interval: int = -1, by_epoch: bool | None = None, save_optimizer: bool = True,
-                 max_keep_ckpts: int = -1, save_last: bool = True, save_best: str | None = None,
-                 rule: str | None = None, publish: bool = False, out_dir: str | None = None,
-                 filename_tmpl: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        interval: int = -1,
+        by_epoch: bool | None = None,
+        save_optimizer: bool = True,
+        max_keep_ckpts: int = -1,
+        save_last: bool = True,
+        save_best: str | None = None,
+        rule: str | None = None,
+        publish: bool = False,
+        out_dir: str | None = None,
+        filename_tmpl: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         unknown = set(kwargs) - {"sync_buffer", "create_symlink", "file_client_args", "meta"}
         if unknown:
             raise TypeError(f"CheckpointHook got unknown arguments {sorted(unknown)}.")
@@ -181,8 +195,9 @@ class CheckpointHook(Hook):
                 if os.path.exists(old):
                     os.remove(old)
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Iteration-based saving."""
         if self.by_epoch:
             return

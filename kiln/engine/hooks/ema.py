@@ -33,8 +33,9 @@ class EMAHook(Hook):
 
     priority = Priority.NORMAL
 
-    def __init__(self, momentum: float = 0.0002, interval: int = 1, begin_iter: int = 0,
-                 update_buffers: bool = False) -> None:
+    def __init__(
+        self, momentum: float = 0.0002, interval: int = 1, begin_iter: int = 0, update_buffers: bool = False
+    ) -> None:
         if not 0.0 < momentum < 1.0:
             raise ValueError(f"EMAHook: momentum must be in (0, 1), got {momentum}.")
         self.momentum = float(momentum)
@@ -56,8 +57,9 @@ class EMAHook(Hook):
         if self._ema is None:
             self._ema = {n: t.detach().clone() for n, t in self._model_tensors(runner).items()}
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Update the average."""
         if (runner.iter + 1) % self.interval:
             return

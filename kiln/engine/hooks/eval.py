@@ -30,9 +30,16 @@ class EvalHook(Hook):
 
     priority = Priority.LOW
 
-    def __init__(self, interval: int = 1, by_epoch: bool | None = None, start: int | None = None,
-                 save_best: str | None = None, rule: str | None = None, metric: Any = None,
-                 **eval_kwargs: Any) -> None:
+    def __init__(
+        self,
+        interval: int = 1,
+        by_epoch: bool | None = None,
+        start: int | None = None,
+        save_best: str | None = None,
+        rule: str | None = None,
+        metric: Any = None,
+        **eval_kwargs: Any,
+    ) -> None:
         if int(interval) < 1:
             raise ValueError(f"EvalHook: interval must be >= 1, got {interval}.")
         self.interval = int(interval)
@@ -61,8 +68,9 @@ class EvalHook(Hook):
         if self.best is not None:
             self.best.update(runner, metrics)
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Iteration-based validation."""
         if not self.by_epoch and self._due(runner.iter + 1):
             self._evaluate(runner)

@@ -35,8 +35,13 @@ class LoggerHook(Hook):
 
     priority = Priority.BELOW_NORMAL
 
-    def __init__(self, interval: int = 50, writers: Sequence[Any] | None = None, ignore_last: bool = False,
-                 window: int = 20) -> None:
+    def __init__(
+        self,
+        interval: int = 50,
+        writers: Sequence[Any] | None = None,
+        ignore_last: bool = False,
+        window: int = 20,
+    ) -> None:
         if int(interval) < 1:
             raise ValueError(f"{type(self).__name__}: interval must be >= 1, got {interval}.")
         self.interval = int(interval)
@@ -61,8 +66,10 @@ class LoggerHook(Hook):
         if self._writer_specs is None:
             self.writers = self.default_writers(runner)
         else:
-            self.writers = [WRITERS.build(w, cfg_path="log_config.writers") if isinstance(w, dict) else w
-                            for w in self._writer_specs]
+            self.writers = [
+                WRITERS.build(w, cfg_path="log_config.writers") if isinstance(w, dict) else w
+                for w in self._writer_specs
+            ]
 
     def _write(self, runner: Any) -> None:
         runner.flush_metrics()
@@ -78,8 +85,9 @@ class LoggerHook(Hook):
         for w in self.writers:
             w.write()
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Write every ``interval`` iterations and at the end of training/epoch."""
         n = runner.iter + 1
         if n % self.interval == 0 or n >= runner.max_iters:
@@ -92,7 +100,9 @@ class LoggerHook(Hook):
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         """Log validation metrics."""
         if metrics and comm.is_main_process():
-            text = ", ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items())
+            text = ", ".join(
+                f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
+            )
             logger.info("Validation (epoch %d, iter %d): %s", runner.epoch, runner.iter, text)
         for w in self.writers:
             if type(w).__name__ != "CommonMetricPrinter":
@@ -114,8 +124,14 @@ class LoggerHook(Hook):
 class TextLoggerHook(LoggerHook):
     """MMCV's ``TextLoggerHook``: the console line (and, with a work dir, ``metrics.jsonl``)."""
 
-    def __init__(self, interval: int = 50, by_epoch: bool = True, ignore_last: bool = True,
-                 interval_exp_name: int = 1000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        interval: int = 50,
+        by_epoch: bool = True,
+        ignore_last: bool = True,
+        interval_exp_name: int = 1000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(interval=interval, ignore_last=ignore_last, **kwargs)
 
 
@@ -141,8 +157,14 @@ class JsonLoggerHook(LoggerHook):
 class TensorboardLoggerHook(LoggerHook):
     """TensorBoard event files in ``log_dir`` (default ``<work_dir>/tf_logs``)."""
 
-    def __init__(self, interval: int = 50, log_dir: str | None = None, by_epoch: bool = True,
-                 ignore_last: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        interval: int = 50,
+        log_dir: str | None = None,
+        by_epoch: bool = True,
+        ignore_last: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(interval=interval, ignore_last=ignore_last, **kwargs)
         self.log_dir = log_dir
 
@@ -158,7 +180,7 @@ class TensorboardLoggerHook(LoggerHook):
 
 @HOOKS.register_module()
 class PeriodicWriter(LoggerHook):
-    """Detectron2's ``PeriodicWriter(writers, period=20)``: run the given writers every ``period`` iterations."""
+    """Detectron2's ``PeriodicWriter(writers, period=20)``: run ``writers`` every ``period`` iterations."""
 
     priority = Priority.LOWEST
 

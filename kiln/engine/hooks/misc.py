@@ -12,8 +12,14 @@ from kiln.registry import HOOKS
 
 from .base import Hook, Priority
 
-__all__ = ["ParamSchedulerHook", "OptimizerHook", "DistSamplerSeedHook", "EmptyCacheHook",
-           "CheckInvalidLossHook", "EarlyStoppingHook"]
+__all__ = [
+    "ParamSchedulerHook",
+    "OptimizerHook",
+    "DistSamplerSeedHook",
+    "EmptyCacheHook",
+    "CheckInvalidLossHook",
+    "EarlyStoppingHook",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,9 @@ class ParamSchedulerHook(Hook):
         if s is not None:
             s.apply(runner.iter)
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Step torch LR schedulers once per iteration (Detectron2's convention)."""
         for s in runner.torch_schedulers:
             s.step()
@@ -76,8 +83,10 @@ class DistSamplerSeedHook(Hook):
         loader = runner.train_dataloader
         if loader is None or hasattr(loader, "set_start"):
             return
-        for holder in (getattr(loader, "sampler", None),
-                       getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        for holder in (
+            getattr(loader, "sampler", None),
+            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+        ):
             if holder is not None and hasattr(holder, "set_epoch"):
                 holder.set_epoch(runner.epoch)
                 return
@@ -89,7 +98,9 @@ class EmptyCacheHook(Hook):
 
     priority = Priority.NORMAL
 
-    def __init__(self, before_epoch: bool = False, after_epoch: bool = True, after_iter: bool = False) -> None:
+    def __init__(
+        self, before_epoch: bool = False, after_epoch: bool = True, after_iter: bool = False
+    ) -> None:
         self._before_epoch, self._after_epoch, self._after_iter = before_epoch, after_epoch, after_iter
 
     @staticmethod
@@ -120,8 +131,9 @@ class EmptyCacheHook(Hook):
         """Empty the cache."""
         self._empty()
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Empty the cache."""
         self._empty()
 
@@ -143,20 +155,26 @@ class CheckInvalidLossHook(Hook):
         self.skip = skip
         self.skipped = 0
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Check ``outputs['loss']``."""
         if outputs is None or (runner.iter + 1) % self.interval:
             return
         loss = outputs.get("loss")
         if loss is None or bool(torch.isfinite(torch.as_tensor(loss)).all()):
             return
-        terms = {k: float(v.detach()) for k, v in outputs.items()
-                 if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k}
+        terms = {
+            k: float(v.detach())
+            for k, v in outputs.items()
+            if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k
+        }
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
-        msg = (f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
-               f"non-finite terms: {bad}; all terms: {terms}. Lower the learning rate, add "
-               f"gradient clipping, or check the data of this batch.")
+        msg = (
+            f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
+            f"non-finite terms: {bad}; all terms: {terms}. Lower the learning rate, add "
+            f"gradient clipping, or check the data of this batch."
+        )
         if self.skip:
             self.skipped += 1
             logger.warning("%s (skipping; %d so far)", msg, self.skipped)
@@ -178,8 +196,15 @@ class EarlyStoppingHook(Hook):
 
     priority = Priority.LOWEST
 
-    def __init__(self, monitor: str, rule: str | None = None, min_delta: float = 0.0, patience: int = 5,
-                 strict: bool = False, stopping_threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        monitor: str,
+        rule: str | None = None,
+        min_delta: float = 0.0,
+        patience: int = 5,
+        strict: bool = False,
+        stopping_threshold: float | None = None,
+    ) -> None:
         self.monitor = monitor
         self.rule = rule
         self.min_delta = abs(float(min_delta))
@@ -194,8 +219,12 @@ class EarlyStoppingHook(Hook):
         metrics = metrics or {}
         if self.monitor not in metrics:
             if self.strict:
-                raise KeyError(f"EarlyStoppingHook: monitor '{self.monitor}' not in metrics {sorted(metrics)}.")
-            logger.warning("EarlyStoppingHook: '%s' not in metrics %s; ignored.", self.monitor, sorted(metrics))
+                raise KeyError(
+                    f"EarlyStoppingHook: monitor '{self.monitor}' not in metrics {sorted(metrics)}."
+                )
+            logger.warning(
+                "EarlyStoppingHook: '%s' not in metrics %s; ignored.", self.monitor, sorted(metrics)
+            )
             return
         if self.rule is None:
             from .checkpoint import infer_rule
@@ -213,8 +242,12 @@ class EarlyStoppingHook(Hook):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            logger.info("EarlyStoppingHook: %s did not improve for %d validations (best %.4f); stopping.",
-                        self.monitor, self.wait, self.best)
+            logger.info(
+                "EarlyStoppingHook: %s did not improve for %d validations (best %.4f); stopping.",
+                self.monitor,
+                self.wait,
+                self.best,
+            )
             runner.stop_training = True
 
     def state_dict(self) -> dict:

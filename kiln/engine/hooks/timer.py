@@ -33,8 +33,9 @@ class IterTimerHook(Hook):
         """The time since the last iteration ended was spent waiting for this batch."""
         self._t_start = time.perf_counter()
 
-    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None,
-                         outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         """Attach ``time`` and ``data_time`` to the outputs buffered for the storage."""
         now = time.perf_counter()
         if outputs is not None:
