@@ -268,11 +268,21 @@ class Checkpointer:
     ) -> None:
         self.model = _unwrap(model)
         self.save_dir = os.fspath(save_dir)
-        self.save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
+        self._save_to_disk = save_to_disk
         self.allow_pickle = allow_pickle
         self.checkpointables: dict[str, Any] = {}
         for k, v in checkpointables.items():
             self.add_checkpointable(k, v)
+
+    @property
+    def save_to_disk(self) -> bool:
+        """Whether :meth:`save` writes; by default decided when saving (main process only), so a
+        checkpointer built before the process group exists still behaves correctly."""
+        return comm.is_main_process() if self._save_to_disk is None else self._save_to_disk
+
+    @save_to_disk.setter
+    def save_to_disk(self, value: bool | None) -> None:
+        self._save_to_disk = value
 
     def add_checkpointable(self, key: str, obj: Any) -> None:
         """Also save/load ``obj`` (anything with ``state_dict``/``load_state_dict``) under ``key``."""
