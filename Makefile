@@ -16,6 +16,18 @@ $(STAMP): pyproject.toml requirements/ci.txt
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# The README demo: train a small RetinaNet on the generated shapes data (made on first use in
+# KILN_DATA, default ~/.cache/kiln/data), evaluate COCO AP, plot curves, draw predictions.
+# Re-running resumes: a finished run is only evaluated again.
+DEMO_CONFIG ?= kiln::shapes/retinanet_r18_fpn_shapes.py
+DEMO_DIR ?= work_dirs/demo
+
+demo: $(STAMP)
+	$(PY) -m kiln train $(DEMO_CONFIG) --work-dir $(DEMO_DIR) --resume
+	$(PY) -m kiln test $(DEMO_CONFIG) $(DEMO_DIR) --work-dir $(DEMO_DIR) --out $(DEMO_DIR)/detections.json
+	$(PY) -m kiln plot $(DEMO_DIR)/metrics.jsonl --keys loss lr bbox/AP --out $(DEMO_DIR)/curve.png
+	$(PY) -m kiln infer $(DEMO_CONFIG) $(DEMO_DIR) --dataset-images 8 --out-dir $(DEMO_DIR)/predictions
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kiln tests benchmarks
 
