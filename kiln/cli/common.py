@@ -13,7 +13,7 @@ from .errors import CLIError
 
 __all__ = [
     "add_override_args", "load_config", "user_errors", "is_d2_yaml",
-    "default_work_dir",
+    "default_work_dir", "resolve_checkpoint",
 ]
 
 # Exceptions that, while reading a config or building from it, mean "the user's input is wrong".
@@ -100,6 +100,20 @@ def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] 
             return cfg
         options.update(parse_opts(opts))
         return _load_native(real, options)
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a work_dir whose ``last_checkpoint`` names one; else :class:`CLIError`."""
+    if os.path.isdir(path):
+        pointer = os.path.join(path, "last_checkpoint")
+        name = open(pointer).read().strip() if os.path.isfile(pointer) else ""
+        found = name if os.path.isabs(name) else os.path.join(path, name)
+        if not name or not os.path.isfile(found):
+            raise CLIError(f"'{path}' is a directory without a usable last_checkpoint; pass a .pth file")
+        return found
+    if not os.path.isfile(path):
+        raise CLIError(f"checkpoint '{path}' does not exist")
+    return path
 
 
 def default_work_dir(config_path: str) -> str:

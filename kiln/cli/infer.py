@@ -16,7 +16,7 @@ from typing import Any
 
 from kiln.evaluation.evaluator import DatasetEvaluator
 
-from .common import add_override_args, load_config, user_errors
+from .common import add_override_args, load_config, resolve_checkpoint, user_errors
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "ShowPredictions", "class_names_of"]
@@ -29,7 +29,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="run a detector on images; write PNGs with boxes and a JSON",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a .pth file, or a work_dir (its last_checkpoint is used)")
     p.add_argument("images", nargs="*", help="image files, directories or glob patterns")
     p.add_argument("--dataset-images", type=int, default=0, metavar="N",
                    help="use the first N images of the config's data.test instead of IMAGES")
@@ -181,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .test import _device
 
-    if not os.path.isfile(args.checkpoint):
-        raise CLIError(f"checkpoint '{args.checkpoint}' does not exist")
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     if bool(args.images) == bool(args.dataset_images):
         raise CLIError("give IMAGES or --dataset-images N (one of the two)")
     cfg = load_config(args.config, args.cfg_options, args.opts)

@@ -12,7 +12,7 @@ import os
 import shutil
 from typing import Any
 
-from .common import add_override_args, default_work_dir, load_config, user_errors
+from .common import add_override_args, default_work_dir, load_config, resolve_checkpoint, user_errors
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "build_test_objects", "evaluate_checkpoint"]
@@ -23,7 +23,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="evaluate a checkpoint on the test set", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a .pth file, or a work_dir (its last_checkpoint is used)")
     p.add_argument("--eval", nargs="+", default=None, metavar="METRIC", help="metrics (default: bbox)")
     p.add_argument("--out", default=None, help="write detections (COCO result json) here")
     p.add_argument("--show-dir", default=None, help="draw detections on the images into this directory")
@@ -85,8 +85,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln test``."""
-    if not os.path.isfile(args.checkpoint):
-        raise CLIError(f"checkpoint '{args.checkpoint}' does not exist")
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     cfg = load_config(args.config, args.cfg_options, args.opts)
     work_dir = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
     os.makedirs(work_dir, exist_ok=True)

@@ -68,7 +68,7 @@ _SHIPPED: list[ZooEntry] = [
     ZooEntry("faster_rcnn_r50_fpn_1x_coco", "kiln::faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py",
              note="no published COCO checkpoint; train with `kiln train` and `kiln zoo add`"),
     ZooEntry("shapes_retinanet_r18_fpn", "kiln::shapes/retinanet_r18_fpn_shapes.py",
-             note="the `make demo` model; `make demo` adds its checkpoint to the local zoo"),
+             note="the `make demo` model; add its checkpoint with `kiln zoo add`"),
     ZooEntry("shapes_faster_rcnn_r18_fpn", "kiln::shapes/faster_rcnn_r18_fpn_shapes.py",
              note="small Faster R-CNN on the generated shapes data"),
     ZooEntry("torchvision/resnet18", None, _TV + "resnet18-f37072fd.pth", "f37072fd",
