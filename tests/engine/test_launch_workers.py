@@ -7,6 +7,8 @@ run every collective, record their environment, and then rank 1 raises.
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from kiln.engine import comm
-from kiln.engine.launch import init_from_env, launch
+from kiln.engine.launch import find_free_port, init_from_env, launch
 
 
 def _record(box):
@@ -112,3 +114,35 @@ def test_tensor_reductions_across_two_gloo_processes(two_workers):
 def test_a_worker_error_reaches_the_caller(two_workers):
     error = two_workers[2]
     assert error is not None and "boom on rank 1" in str(error)
+
+
+def _record_ranks(out_dir):
+    info = [comm.get_rank(), comm.get_world_size(), comm.get_local_rank(), comm.get_local_size()]
+    with open(os.path.join(out_dir, f"machine_rank{comm.get_rank()}.json"), "w") as f:
+        json.dump(info, f)
+
+
+_MACHINE_1 = """
+import sys
+sys.path.insert(0, {test_dir!r})
+from kiln.engine.launch import launch
+from test_launch_workers import _record_ranks
+launch(_record_ranks, num_gpus_per_machine=1, num_machines=2, machine_rank=1, dist_url={url!r},
+       args=({out!r},), backend="gloo")
+"""
+
+
+def test_two_machines_get_global_ranks_by_machine_rank(tmp_path):
+    """Two "machines" on this host (one worker each) meet at one tcp:// address."""
+    url = f"tcp://127.0.0.1:{find_free_port()}"
+    script = _MACHINE_1.format(test_dir=os.path.dirname(__file__), url=url, out=str(tmp_path))
+    machine1 = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        launch(_record_ranks, num_gpus_per_machine=1, num_machines=2, machine_rank=0, dist_url=url,
+               args=(str(tmp_path),), backend="gloo")
+    finally:
+        _, err = machine1.communicate(timeout=300)
+    assert machine1.returncode == 0, err[-3000:]
+    got = [json.loads((tmp_path / f"machine_rank{r}.json").read_text()) for r in (0, 1)]
+    assert got == [[0, 2, 0, 1], [1, 2, 0, 1]]  # [rank, world size, local rank, local size]
+
