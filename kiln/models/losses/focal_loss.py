@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from kiln.registry import MODELS
 
-from .utils import _WeightedLoss, weight_reduce_loss
+from .utils import _WeightedLoss, class_index_to_binary, weight_reduce_loss
 
 __all__ = ["FocalLoss"]
 
@@ -49,10 +48,8 @@ class FocalLoss(_WeightedLoss):
         reduction_override: str | None = None,
     ) -> torch.Tensor:
         """The weighted, reduced focal loss times ``loss_weight``."""
-        if target.dim() == pred.dim() - 1 or (target.dim() == 1 and pred.dim() == 2):
-            num_classes = pred.shape[-1]
-            # index == num_classes is background: one_hot over C+1 then drop the background column
-            target = F.one_hot(target.long().clamp(min=0), num_classes + 1)[..., :num_classes]
+        if target.dim() == pred.dim() - 1:
+            target = class_index_to_binary(target, pred)
         loss = sigmoid_focal_loss(
             pred, target.to(pred.dtype), alpha=self.alpha, gamma=self.gamma, reduction="none"
         )

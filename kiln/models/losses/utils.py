@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["weight_reduce_loss", "REDUCTIONS"]
+__all__ = ["weight_reduce_loss", "class_index_to_binary", "REDUCTIONS"]
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -39,6 +39,17 @@ def weight_reduce_loss(
     if reduction == "sum":
         raise ValueError("avg_factor cannot be used with reduction='sum'; use reduction='mean'.")
     return loss
+
+
+def class_index_to_binary(target: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """N class indices → N×C 0/1 targets shaped like ``pred``; indices outside ``[0, C)`` (background
+    ``C``, ignore ``-1``) give all-zero rows. Written as a scatter into ``pred``'s dtype, which avoids the
+    int64 N×(C+1) temporary of ``one_hot`` on the large dense-head tensors."""
+    out = torch.zeros_like(pred)
+    fg = (target >= 0) & (target < pred.shape[-1])
+    idx = torch.nonzero(fg).flatten()
+    out[idx, target[idx].long()] = 1.0
+    return out
 
 
 class _WeightedLoss(torch.nn.Module):
