@@ -21,6 +21,7 @@ HOOK_KEYS = frozenset({
     "gpu_collect", "tmpdir", "broadcast_bn_buffer", "out_dir", "dynamic_intervals",
 })
 _SUPPORTED_METRICS = ("bbox",)
+_MM3_COCO_NAMES = ("CocoMetric", "COCOMetric")
 
 
 def _unwrap(dataset: Any) -> Any:
@@ -86,6 +87,8 @@ def build_evaluator(
     * MM style ``dict(interval=1, metric='bbox')`` (``metric`` a str or list; ``classwise``
       passes through): a :class:`COCOEvaluator` over ``dataset``'s COCO ground truth.
       Hook keys (``interval``, ``save_best``, ``rule``, ...) are ignored here.
+    * MMDetection 3 ``dict(type='CocoMetric', ann_file=..., metric='bbox')``: the same
+      :class:`COCOEvaluator`, over ``ann_file`` when given (else over ``dataset``).
     * ``dict(type='SomeEvaluator', ...)``: built through ``EVALUATORS``; ``dataset`` is given as
       the ``dataset`` argument when the evaluator's constructor takes one.
     * ``None``: ``metric='bbox'``.
@@ -97,6 +100,14 @@ def build_evaluator(
     cfg = dict(cfg or {})
     for key in HOOK_KEYS:
         cfg.pop(key, None)
+    if cfg.get("type") in _MM3_COCO_NAMES:
+        # MMDetection 3 style val_evaluator=dict(type='CocoMetric', ann_file=..., metric='bbox').
+        cfg.pop("type")
+        ann_file = cfg.pop("ann_file", None)
+        for key in ("format_only", "backend_args", "outfile_prefix", "proposal_nums", "sort_categories"):
+            cfg.pop(key, None)
+        if ann_file is not None:
+            dataset = ann_file
     if "type" in cfg:
         import inspect
 

@@ -75,3 +75,8 @@ def test_typed_entry_builds_a_registered_evaluator_with_the_dataset(dataset):
 
 def test_json_path_also_works_as_the_dataset(gt_file):
     assert isinstance(build_evaluator(dict(metric="bbox"), gt_file), COCOEvaluator)
+
+
+def test_mmdet3_coco_metric_entry_maps_to_the_coco_evaluator(dataset, gt_file):
+    ev = build_evaluator(dict(type="CocoMetric", ann_file=gt_file, metric="bbox", format_only=False), dataset)
+    assert isinstance(ev, COCOEvaluator) and ev.cat_ids == CAT_IDS
