@@ -91,6 +91,8 @@ class _TrainLoopBase:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)
             pending.append((it, outputs))
+            if len(pending) >= 512:  # no logger flushed them: keep the buffer bounded
+                runner.flush_metrics()
             runner._done = (it + 1, idx + 1)
             try:
                 for fn in after:

@@ -175,6 +175,7 @@ class CheckpointHook(Hook):
         """Resolve ``by_epoch`` from the runner; refuse to run without a work_dir."""
         if self.by_epoch is None:
             self.by_epoch = runner.by_epoch
+        self._last = runner.max_iters
         if not runner.work_dir:
             raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
 
@@ -202,7 +203,7 @@ class CheckpointHook(Hook):
         if self.by_epoch:
             return
         n = runner.iter + 1
-        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= runner.max_iters):
+        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= self._last):
             self._save(runner, "iter", n)
 
     def after_train_epoch(self, runner: Any) -> None:

@@ -85,17 +85,21 @@ class LoggerHook(Hook):
         for w in self.writers:
             w.write()
 
+    def before_train(self, runner: Any) -> None:
+        """Cache what the per-iteration check needs (properties cost more than attributes)."""
+        self._last = runner.max_iters
+        self._epoch_ends = not self.ignore_last and runner.by_epoch
+        self._epoch_length = runner.epoch_length
+
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Write every ``interval`` iterations and at the end of training/epoch."""
         n = runner.iter + 1
-        if n % self.interval == 0 or n >= runner.max_iters:
+        if n % self.interval == 0 or n >= self._last:
             self._write(runner)
-        elif not self.ignore_last and runner.by_epoch and batch_idx + 1 == runner.epoch_length:
+        elif self._epoch_ends and batch_idx + 1 == self._epoch_length:
             self._write(runner)
-        elif len(runner._pending_metrics) >= 4 * self.interval:
-            runner.flush_metrics()  # keep the buffer bounded even with odd intervals
 
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         """Log validation metrics."""
