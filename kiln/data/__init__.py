@@ -36,6 +36,11 @@ from .datasets import (
     register_coco_instances,
     register_pascal_voc,
 )
+from .detection_loaders import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from .samplers import (
     InferenceSampler,
     RepeatFactorTrainingSampler,
@@ -52,7 +57,10 @@ __all__ = [
     "ShapesDataset",
     "VOCDataset",
     "build_dataset",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
     "generate_shapes_dataset",
+    "get_detection_dataset_dicts",
     "load_coco_json",
     "load_voc_instances",
     "register_coco_instances",

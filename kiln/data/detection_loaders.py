@@ -1,0 +1,134 @@
+"""Detectron2-style entry points: loaders built from a ``CfgNode``-like config and catalog names.
+
+``build_detection_train_loader(cfg, mapper=None)`` reads ``cfg.DATASETS.TRAIN``,
+``cfg.SOLVER.IMS_PER_BATCH``, ``cfg.DATALOADER.{NUM_WORKERS, ASPECT_RATIO_GROUPING,
+FILTER_EMPTY_ANNOTATIONS, SAMPLER_TRAIN, REPEAT_THRESHOLD}`` and ``cfg.SEED``, and returns the
+same :class:`~kiln.data.build.ResumableLoader` as :func:`~kiln.data.build.build_train_loader`
+(infinite, as Detectron2's iteration-based training expects). Config is read here, at the edge;
+everything below takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .build import ResumableLoader, build_test_loader, build_train_loader
+from .catalog import DatasetCatalog, MetadataCatalog
+from .samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors_from_category_frequency
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader"]
+
+_MISSING = object()
+
+
+def _cfg(cfg: Any, dotted: str, default: Any = _MISSING) -> Any:
+    node = cfg
+    for part in dotted.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif not isinstance(node, dict) and hasattr(node, part):
+            node = getattr(node, part)
+        elif default is not _MISSING:
+            return default
+        else:
+            raise KeyError(f"The config has no '{dotted}'; set it (e.g. --opts {dotted} VALUE).")
+    return node
+
+
+def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True) -> list[dict]:
+    """Concatenate the dataset dicts of catalog datasets; optionally drop images without objects.
+
+    Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise).
+    "Without objects" means no annotation with ``iscrowd == 0``.
+    """
+    if isinstance(names, str):
+        names = [names]
+    if len(names) == 0:
+        raise ValueError("get_detection_dataset_dicts: no dataset names given (cfg.DATASETS.TRAIN is empty).")
+    per_name = [DatasetCatalog.get(n) for n in names]
+    for name, dicts in zip(names, per_name):
+        if len(dicts) == 0:
+            raise ValueError(f"Dataset '{name}' is empty.")
+    classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
+    known = {n: c for n, c in classes.items() if c is not None}
+    if len({tuple(c) for c in known.values()}) > 1:
+        raise ValueError(f"Datasets {list(names)} have different thing_classes {known}; labels would mix. "
+                         "Train on datasets with the same classes, or remap them first.")
+    dicts = list(itertools.chain.from_iterable(per_name))
+    if filter_empty:
+        before = len(dicts)
+        dicts = [d for d in dicts if any(a.get("iscrowd", 0) == 0 for a in d.get("annotations", []))]
+        if len(dicts) < before:
+            logger.info("Removed %d images without usable annotations; %d left.", before - len(dicts),
+                        len(dicts))
+        if not dicts:
+            raise ValueError(f"No image of {list(names)} has a non-crowd annotation; set "
+                             "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or check the annotations.")
+    return dicts
+
+
+def _default_mapper(cfg: Any, is_train: bool) -> Callable:
+    from .mapper import DatasetMapper
+
+    return DatasetMapper.from_config(cfg, is_train)
+
+
+def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, dataset: Any = None,
+                                 sampler: Any = None) -> ResumableLoader:
+    """The training loader of a Detectron2-style config (see the module docstring for the keys).
+
+    Args:
+        cfg: a ``CfgNode`` (or nested dict).
+        mapper: turns a dataset dict into a model input; default ``DatasetMapper.from_config(cfg, True)``.
+        dataset: overrides ``cfg.DATASETS.TRAIN`` (a list of dicts or a map-style dataset).
+        sampler: overrides ``cfg.DATALOADER.SAMPLER_TRAIN``.
+
+    Example (the seed's custom trainer)::
+
+        class TextTrainer(DefaultTrainer):
+            @classmethod
+            def build_train_loader(cls, cfg):
+                return build_detection_train_loader(cfg, BoundaryMapper(cfg))
+    """
+    if dataset is None:
+        filter_empty = bool(_cfg(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
+        dataset = get_detection_dataset_dicts(_cfg(cfg, "DATASETS.TRAIN"), filter_empty=filter_empty)
+    if mapper is None:
+        mapper = _default_mapper(cfg, True)
+    seed = _cfg(cfg, "SEED", -1)
+    seed = int(seed) if seed is not None and int(seed) >= 0 else None
+    if sampler is None:
+        name = _cfg(cfg, "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
+        if name == "TrainingSampler":
+            sampler = TrainingSampler(len(dataset), seed=seed)
+        elif name == "RepeatFactorTrainingSampler":
+            if not isinstance(dataset, list):
+                raise TypeError("RepeatFactorTrainingSampler needs dataset dicts (cfg.DATASETS.TRAIN), not a "
+                                f"{type(dataset).__name__}.")
+            thresh = float(_cfg(cfg, "DATALOADER.REPEAT_THRESHOLD"))
+            factors = repeat_factors_from_category_frequency(dataset, thresh)
+            sampler = RepeatFactorTrainingSampler(factors, seed=seed)
+        else:
+            raise ValueError(f"cfg.DATALOADER.SAMPLER_TRAIN = {name!r} is unknown; use 'TrainingSampler' or "
+                             "'RepeatFactorTrainingSampler'.")
+    return build_train_loader(
+        dataset, mapper=mapper, total_batch_size=int(_cfg(cfg, "SOLVER.IMS_PER_BATCH")),
+        num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)), sampler=sampler,
+        aspect_ratio_grouping=bool(_cfg(cfg, "DATALOADER.ASPECT_RATIO_GROUPING", True)), infinite=True,
+    )
+
+
+def build_detection_test_loader(cfg: Any, dataset_name: str | Sequence[str], mapper: Callable | None = None,
+                                *, batch_size: int = 1) -> ResumableLoader:
+    """An in-order inference loader over catalog dataset(s) (nothing filtered, nothing dropped)."""
+    names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
+    dicts = get_detection_dataset_dicts(names, filter_empty=False)
+    if mapper is None:
+        mapper = _default_mapper(cfg, False)
+    return build_test_loader(dicts, mapper=mapper, batch_size=batch_size,
+                             num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)))
