@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import tempfile
 import time
 
@@ -43,9 +44,15 @@ class TinyModel(nn.Module):
         return {"loss_mse": ((pred - batch["y"]) ** 2).mean(), "loss_l1": (pred - batch["y"]).abs().mean()}
 
 
-def make_batches(n: int) -> list[dict]:
+def make_batches(n: int) -> torch.utils.data.DataLoader:
+    """In-memory batches behind a plain torch DataLoader (the same loader for every framework)."""
     g = torch.Generator().manual_seed(0)
-    return [{"x": torch.randn(8, 16, generator=g), "y": torch.randn(8, 1, generator=g)} for _ in range(n)]
+    data = [{"x": torch.randn(8, 16, generator=g), "y": torch.randn(8, 1, generator=g)} for _ in range(n)]
+    return torch.utils.data.DataLoader(data, batch_size=1, collate_fn=_first)
+
+
+def _first(items: list) -> dict:
+    return items[0]
 
 
 class StepTimer:
@@ -66,7 +73,7 @@ class StepTimer:
         return timed
 
 
-def raw_loop(batches: list[dict]) -> tuple[float, float, float, float]:
+def raw_loop(batches: torch.utils.data.DataLoader) -> tuple[float, float, float, float]:
     """The baseline: what a hand-written loop does per iteration. Returns (wall, cpu, outside wall/cpu)."""
     torch.manual_seed(0)
     model = TinyModel()
@@ -91,7 +98,7 @@ def raw_loop(batches: list[dict]) -> tuple[float, float, float, float]:
     return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
 
 
-def kiln_loop(batches: list[dict], work_dir: str) -> tuple[float, float, float, float]:
+def kiln_loop(batches: torch.utils.data.DataLoader, work_dir: str) -> tuple[float, float, float, float]:
     """The same steps through ``Runner.train()`` with kiln's default hooks."""
     from kiln.engine import Runner
     from kiln.engine.hooks import CheckpointHook, LoggerHook
@@ -114,9 +121,129 @@ def kiln_loop(batches: list[dict], work_dir: str) -> tuple[float, float, float, 
     timer = StepTimer()
     make = runner.make_train_step
     runner.make_train_step = lambda: timer.wrap(make())  # time the step the loop runs
-    w, c = _clock(), _cpu()
+    marks: dict = {}
+    runner.register_callback(lambda r: marks.update(w=_clock(), c=_cpu()), "before_train", priority=0)
+    runner.register_callback(lambda r: marks.update(w1=_clock(), c1=_cpu()), "after_train", priority=100)
     runner.train()
-    wall, cpu = _clock() - w, _cpu() - c
+    wall, cpu = marks["w1"] - marks["w"], marks["c1"] - marks["c"]
+    return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
+
+
+def ignite_loop(batches: torch.utils.data.DataLoader, work_dir: str) -> tuple[float, float, float, float]:
+    """pytorch-ignite with the equivalent handlers: timer, log every 50 (line + JSON), lr schedule,
+    checkpoint at the end."""
+    import json
+    import os
+
+    from ignite.engine import Engine, Events
+    from ignite.handlers import PiecewiseLinear, Timer
+
+    torch.manual_seed(0)
+    model = TinyModel()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    n = len(batches)
+    timer = StepTimer()
+
+    def update(engine: Engine, batch: dict) -> dict:
+        losses = model(batch)
+        total = sum(v for k, v in losses.items() if "loss" in k)
+        total.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return losses
+
+    timed = timer.wrap(lambda b: update(None, b))  # type: ignore[arg-type]
+    engine = Engine(lambda e, b: timed(b))
+    Timer(average=True).attach(
+        engine,
+        start=Events.STARTED,
+        resume=Events.ITERATION_STARTED,
+        pause=Events.ITERATION_COMPLETED,
+        step=Events.ITERATION_COMPLETED,
+    )
+    sched = PiecewiseLinear(
+        opt,
+        "lr",
+        milestones_values=[(0, 0.001), (100, 0.01), (n // 2, 0.01), (n // 2 + 1, 0.001), (n, 0.001)],
+    )
+    engine.add_event_handler(Events.ITERATION_STARTED, sched)
+    log = logging.getLogger("ignite_bench")
+    jf = open(os.path.join(work_dir, "metrics.jsonl"), "a")
+
+    @engine.on(Events.ITERATION_COMPLETED(every=50))
+    def _log(e: Engine) -> None:
+        out = {k: float(v.detach()) for k, v in e.state.output.items()}
+        log.info("iter %d %s", e.state.iteration, out)
+        jf.write(json.dumps({"iteration": e.state.iteration, **out}) + "\n")
+        jf.flush()
+
+    marks: dict = {}
+    engine.add_event_handler(Events.STARTED, lambda e: marks.update(w=_clock(), c=_cpu()))
+
+    @engine.on(Events.COMPLETED)
+    def _save(e: Engine) -> None:
+        torch.save(
+            {"model": model.state_dict(), "optimizer": opt.state_dict()}, os.path.join(work_dir, "final.pth")
+        )
+        marks.update(w1=_clock(), c1=_cpu())
+
+    engine.run(batches, max_epochs=1)
+    jf.close()
+    wall, cpu = marks["w1"] - marks["w"], marks["c1"] - marks["c"]
+    return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
+
+
+def mmengine_loop(batches: torch.utils.data.DataLoader, work_dir: str) -> tuple[float, float, float, float]:
+    """MMEngine's Runner with its default hooks (logger every 50, checkpoint at the end)."""
+    from mmengine.hooks import Hook as MMHook
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner as MMRunner
+
+    class MMTiny(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = TinyModel().net
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor, mode: str = "loss") -> dict:
+            pred = self.net(x)
+            return {"loss_mse": ((pred - y) ** 2).mean(), "loss_l1": (pred - y).abs().mean()}
+
+    torch.manual_seed(0)
+    model = MMTiny()
+    n = len(batches)
+    timer = StepTimer()
+    inner = model.train_step
+    model.train_step = lambda data, optim_wrapper: timer.wrap(lambda d: inner(d, optim_wrapper))(data)
+    marks: dict = {}
+
+    class Marks(MMHook):
+        priority = "HIGHEST"
+
+        def before_train(self, runner: object) -> None:
+            marks.update(w=_clock(), c=_cpu())
+
+        def after_train(self, runner: object) -> None:
+            marks.update(w1=_clock(), c1=_cpu())
+
+    runner = MMRunner(
+        model=model,
+        work_dir=work_dir,
+        train_dataloader=batches,
+        optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.01, momentum=0.9)),
+        param_scheduler=[
+            dict(type="LinearLR", start_factor=0.1, by_epoch=False, begin=0, end=100),
+            dict(type="MultiStepLR", by_epoch=False, milestones=[n // 2, 3 * n // 4]),
+        ],
+        train_cfg=dict(by_epoch=False, max_iters=n),
+        default_hooks=dict(
+            logger=dict(type="LoggerHook", interval=50),
+            checkpoint=dict(type="CheckpointHook", interval=n, by_epoch=False),
+        ),
+        custom_hooks=[Marks()],
+        log_level="WARNING",
+    )
+    runner.train()
+    wall, cpu = marks["w1"] - marks["w"], marks["c1"] - marks["c"]
     return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
 
 
@@ -125,34 +252,62 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--with",
+        dest="others",
+        nargs="*",
+        default=[],
+        choices=["ignite", "mmengine"],
+        help="also measure these frameworks (must be importable)",
+    )
+    parser.add_argument(
+        "--extra-path",
+        action="append",
+        default=[],
+        help="append a site-packages dir to sys.path (after ours) for --with packages",
+    )
     args = parser.parse_args()
+    sys.path.extend(args.extra_path)
     torch.set_num_threads(args.threads)
-    logging.getLogger("kiln").setLevel(logging.WARNING)  # keep the console line's formatting, not the I/O
+    for name in ("kiln", "ignite_bench", "mmengine"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # keep the formatting work, not the I/O
     batches = make_batches(args.iters)
-    raw_loop(batches[:200])  # warm up kernels, allocator and imports
+    loops = {"raw": lambda d: raw_loop(batches), "kiln": lambda d: kiln_loop(batches, d)}
+    if "ignite" in args.others:
+        loops["ignite"] = lambda d: ignite_loop(batches, d)
+    if "mmengine" in args.others:
+        loops["mmengine"] = lambda d: mmengine_loop(batches, d)
+    results: dict[str, list] = {k: [] for k in loops}
     with tempfile.TemporaryDirectory() as d:
-        kiln_loop(batches[:200], d)
-    raw, kiln = [], []
+        for fn in loops.values():  # warm up kernels, allocator and imports
+            fn(d)
     for r in range(args.rounds):
-        raw.append(raw_loop(batches))
-        with tempfile.TemporaryDirectory() as d:
-            kiln.append(kiln_loop(batches, d))
+        for name, fn in loops.items():
+            with tempfile.TemporaryDirectory() as d:
+                results[name].append(fn(d))
         print(
-            f"round {r}: wall raw {raw[-1][0] * 1e6:.1f} / kiln {kiln[-1][0] * 1e6:.1f} us/iter;  "
-            f"outside the step: raw {raw[-1][2] * 1e6:.2f} / kiln {kiln[-1][2] * 1e6:.2f} us/iter (wall), "
-            f"raw {raw[-1][3] * 1e6:.2f} / kiln {kiln[-1][3] * 1e6:.2f} us/iter (cpu)"
+            f"round {r}: "
+            + ", ".join(
+                f"{k} {v[-1][0] * 1e6:.1f} us/iter (outside the step {v[-1][2] * 1e6:.1f})"
+                for k, v in results.items()
+            )
         )
 
     def med(rows: list, i: int) -> float:
         return statistics.median(x[i] for x in rows) * 1e6
 
-    print(f"\nmedian of {args.rounds} rounds x {args.iters} iterations "
-          f"(torch threads={args.threads}), us/iter:")
-    print(f"  {'':34s} {'raw':>9s} {'kiln':>9s} {'kiln-raw':>9s}")
-    for label, i in (("total, wall", 0), ("total, cpu", 1), ("outside the step, wall", 2),
-                     ("outside the step, cpu", 3)):
-        a, b = med(raw, i), med(kiln, i)
-        print(f"  {label:34s} {a:9.2f} {b:9.2f} {b - a:+9.2f}")
+    print(
+        f"\nmedian of {args.rounds} rounds x {args.iters} iterations (torch threads={args.threads}), "
+        f"us/iter; '+' columns: minus the raw loop"
+    )
+    labels = ("total wall", "total cpu", "outside-step wall", "outside-step cpu")
+    print(f"  {'':10s}" + "".join(f"{lab:>19s}" for lab in labels))
+    for name, rows in results.items():
+        cells = []
+        for i in range(4):
+            v, base = med(rows, i), med(results["raw"], i)
+            cells.append(f"{v:9.1f}" + (f" ({v - base:+7.1f})" if name != "raw" else " " * 10))
+        print(f"  {name:10s}" + "".join(f"{c:>19s}" for c in cells))
 
 
 if __name__ == "__main__":
