@@ -108,3 +108,27 @@ def test_missing_source_checkpoint_exits_2(tmp_path, capsys):
     assert main(["surgery", "--method", "remove", "--src", str(tmp_path / "none.pth"),
                  "--out", str(tmp_path / "o.pth")]) == 2
     assert "none.pth" in capsys.readouterr().err
+
+
+def test_faster_rcnn_randinit_loads_strictly_and_freeze_groups_exist(tmp_path):
+    from kiln.cli.fewshot import freeze_modules
+    from kiln.config import Config
+    from kiln.models import build_detector
+
+    base = model_zoo.get("shapes_faster_rcnn_r18_fpn")
+    src = tmp_path / "frcnn.pth"
+    torch.save({"model": base.state_dict()}, src)
+    out = tmp_path / "frcnn_5cls.pth"
+    assert main(["surgery", "--method", "randinit", "--src", str(src), "--out", str(out),
+                 "--num-classes", "5", "--keep-classes", "all"]) == 0
+    cfg = Config.fromfile(model_zoo.get_config_file("shapes_faster_rcnn_r18_fpn"))
+    cfg.model.roi_head.bbox_head.num_classes = 5
+    model = build_detector(cfg.model)
+    model_zoo.load_weights(model, str(out))  # strict: fc_cls (6 rows) and fc_reg (20 rows) fit
+    old = base.state_dict()["roi_head.bbox_head.fc_reg.weight"]
+    assert torch.equal(model.roi_head.bbox_head.fc_reg.weight[:12], old)  # 3 kept classes x 4
+    # the RPN is class-agnostic and untouched
+    assert torch.equal(model.rpn_head.rpn_cls.weight, base.rpn_head.rpn_cls.weight)
+    frozen = freeze_modules(model, ["backbone", "rpn", "roi_feat"])
+    assert any(n.startswith("roi_head.bbox_head.shared_fcs") for n in frozen)
+    assert model.roi_head.bbox_head.fc_cls.weight.requires_grad
