@@ -202,7 +202,7 @@ class ResumableLoader:
         self.drop_last = drop_last
         self.infinite = bool(getattr(sampler, "infinite", False))
         self.seed = int(getattr(sampler, "seed", 0))
-        self.rank = int(getattr(sampler, "_rank", 0))
+        self.rank = int(getattr(sampler, "rank", 0))
         self._flags = _aspect_ratio_flags(dataset) if aspect_ratio_grouping else None
         self.aspect_ratio_grouping = aspect_ratio_grouping
         self._epoch = 0
@@ -225,20 +225,20 @@ class ResumableLoader:
         )
 
     # ------------------------------------------------------------------ batching
-    def _index_stream(self, epoch: int) -> Iterator[int]:
+    def _index_stream(self, epoch: int, rank: int) -> Iterator[int]:
         s = self.sampler
         if self.infinite:
             e = epoch
             while True:
-                yield from s.epoch_indices(e)
+                yield from s.epoch_indices(e, rank)
                 e += 1
         else:
-            yield from s.epoch_indices(epoch)
+            yield from s.epoch_indices(epoch, rank)
 
-    def _batches(self, epoch: int) -> Iterator[tuple[tuple[int, int], ...]]:
-        """The epoch's batches as tuples of ``(position, dataset index)``."""
+    def _rank_batches(self, epoch: int, rank: int) -> Iterator[tuple[tuple[int, int], ...]]:
+        """Batches of ``rank`` in ``epoch`` as tuples of ``(position, dataset index)``."""
         bs = self.batch_size
-        stream = enumerate(self._index_stream(epoch))
+        stream = enumerate(self._index_stream(epoch, rank))
         if self._flags is None:
             batch: list[tuple[int, int]] = []
             for pos, idx in stream:
@@ -260,6 +260,30 @@ class ResumableLoader:
             for b in buckets:
                 if b:
                     yield tuple(b)
+
+    def _batches(self, epoch: int) -> Iterator[tuple[tuple[int, int], ...]]:
+        """This rank's batches of ``epoch``.
+
+        With aspect-ratio grouping in finite mode, ranks could end an epoch with different batch
+        counts, and DDP would hang on the unmatched all-reduce. Every rank therefore computes all
+        ranks' counts (the global order is a function of seed and epoch, so no communication is
+        needed) and truncates (``drop_last``) or pads by repeating its own batches (with fresh
+        positions, hence fresh augmentation) to the common count.
+        """
+        world = int(getattr(self.sampler, "world_size", 1))
+        if self.infinite or self._flags is None or world == 1:
+            yield from self._rank_batches(epoch, self.rank)
+            return
+        counts = [sum(1 for _ in self._rank_batches(epoch, r)) for r in range(world)]
+        target = min(counts) if self.drop_last else max(counts)
+        mine = list(self._rank_batches(epoch, self.rank))
+        yield from mine[:target]
+        if not mine:
+            return
+        n_positions = 1 + max(pos for b in mine for pos, _ in b)
+        for i in range(len(mine), target):
+            cycle, j = divmod(i, len(mine))
+            yield tuple((pos + cycle * n_positions, idx) for pos, idx in mine[j])
 
     # ------------------------------------------------------------------ public API
     def __len__(self) -> int:

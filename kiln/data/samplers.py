@@ -99,18 +99,32 @@ class _ShardedSampler(Sampler[int]):
     def _global_order(self, epoch: int) -> list[int]:
         raise NotImplementedError
 
-    def _shard(self, order: list[int]) -> list[int]:
+    @property
+    def rank(self) -> int:
+        """This process's rank."""
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks sharing the data."""
+        return self._world_size
+
+    def _shard(self, order: list[int], rank: int) -> list[int]:
         # Pad by wrapping around so every rank gets the same count (keeps DDP collectives aligned).
         n = len(order)
         per_rank = math.ceil(n / self._world_size)
         total = per_rank * self._world_size
         if total > n:
             order = order + (order * (total // max(n, 1) + 1))[: total - n]
-        return order[self._rank:total:self._world_size]
+        return order[rank:total:self._world_size]
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's indices for one pass ``epoch`` (no start offset)."""
-        return self._shard(self._global_order(epoch))
+    def epoch_indices(self, epoch: int, rank: int | None = None) -> list[int]:
+        """The indices of ``rank`` (default: this rank) for one pass ``epoch`` (no start offset).
+
+        Any rank's shard can be computed locally, because the global order depends only on
+        ``(seed, epoch)``; loaders use this to agree on batch counts without communication.
+        """
+        return self._shard(self._global_order(epoch), self._rank if rank is None else int(rank))
 
     def __iter__(self) -> Iterator[int]:
         start = self._start
@@ -182,12 +196,25 @@ class InferenceSampler(Sampler[int]):
             raise ValueError(f"InferenceSampler: size must be a non-negative int, got {size!r}.")
         self._size = size
         self._rank, self._world_size = _resolve_rank(rank, world_size)
-        shard_sizes = [size // self._world_size + (1 if r < size % self._world_size else 0)
-                       for r in range(self._world_size)]
-        begin = sum(shard_sizes[: self._rank])
-        self._local = range(begin, begin + shard_sizes[self._rank])
+        self._local = self._shard_range(self._rank)
         self._start = 0
         self._epoch = 0
+
+    def _shard_range(self, rank: int) -> range:
+        sizes = [self._size // self._world_size + (1 if r < self._size % self._world_size else 0)
+                 for r in range(self._world_size)]
+        begin = sum(sizes[:rank])
+        return range(begin, begin + sizes[rank])
+
+    @property
+    def rank(self) -> int:
+        """This process's rank."""
+        return self._rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of ranks sharing the data."""
+        return self._world_size
 
     @property
     def infinite(self) -> bool:
@@ -207,9 +234,9 @@ class InferenceSampler(Sampler[int]):
         """Skip the first ``start`` indices of this rank's shard."""
         self._start = int(start)
 
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's shard."""
-        return list(self._local)
+    def epoch_indices(self, epoch: int, rank: int | None = None) -> list[int]:
+        """The shard of ``rank`` (default: this rank)."""
+        return list(self._local if rank is None else self._shard_range(int(rank)))
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._local[self._start:])

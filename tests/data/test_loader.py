@@ -194,3 +194,22 @@ def test_mm_build_dataloader_uses_group_flag_and_finite_epochs(shapes_small):  #
 def test_total_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="total_batch_size"):
         build_train_loader(DICTS, total_batch_size=0, seed=0)
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_grouped_finite_epochs_have_the_same_batch_count_on_every_rank(drop_last):
+    # Orientation mix that makes per-rank grouping uneven; unequal counts would hang DDP.
+    from kiln.data import TrainingSampler
+
+    dicts = [dict(i=i, width=30 if i % 3 else 10, height=20) for i in range(23)]
+    for epoch in range(4):
+        counts = []
+        for rank in range(3):
+            sampler = TrainingSampler(23, seed=epoch, rank=rank, world_size=3, infinite=False)
+            loader = build_train_loader(
+                dicts, total_batch_size=2, sampler=sampler, aspect_ratio_grouping=True, drop_last=drop_last
+            )
+            batches = list(loader)
+            assert all(len({s["width"] > s["height"] for s in b}) == 1 for b in batches)
+            counts.append(len(batches))
+        assert len(set(counts)) == 1, counts
