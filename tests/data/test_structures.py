@@ -90,3 +90,26 @@ def test_sample_image_id_reads_both_batch_forms():
     assert sample_image_id({"img": [None], "img_metas": [{"image_id": 3}, {"image_id": 3}]}) == 3
     with pytest.raises(KeyError, match="meta_keys"):
         sample_image_id({"img": None, "img_metas": {}})
+
+
+def test_boxmode_xywh_round_trip_and_clip_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    coord = st.floats(min_value=-500, max_value=500, allow_nan=False, width=32)
+    size = st.floats(min_value=0, max_value=500, allow_nan=False, width=32)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.tuples(coord, coord, size, size), min_size=1, max_size=8))
+    def check(rows):
+        xywh = torch.tensor(rows, dtype=torch.float64)
+        xyxy = BoxMode.convert(xywh, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        torch.testing.assert_close(BoxMode.convert(xyxy, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS), xywh)
+        boxes = Boxes(xyxy.float())
+        boxes.clip((100, 200))
+        t = boxes.tensor
+        assert (t[:, 0::2] >= 0).all() and (t[:, 0::2] <= 200).all()
+        assert (t[:, 1::2] >= 0).all() and (t[:, 1::2] <= 100).all()
+        assert (boxes.area() >= 0).all()
+
+    check()
