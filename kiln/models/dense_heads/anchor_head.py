@@ -103,7 +103,9 @@ class AnchorHead(nn.Module):
             if loss_bbox is not None
             else dict(type="SmoothL1Loss", beta=1 / 9, loss_weight=1.0)
         )
-        self.use_sigmoid_cls = bool(loss_cls.get("use_sigmoid", False))
+        # Ask the built loss (FocalLoss defaults to sigmoid without saying so in the config).
+        self.loss_cls = MODELS.build(loss_cls, cfg_path="bbox_head.loss_cls")
+        self.use_sigmoid_cls = bool(getattr(self.loss_cls, "use_sigmoid", loss_cls.get("use_sigmoid", False)))
         if v1:
             if anchor_generator is not None or bbox_coder is not None:
                 raise ValueError(
@@ -151,7 +153,6 @@ class AnchorHead(nn.Module):
             bbox_coder = dict(type="DeltaXYWHBBoxCoder")
         self.prior_generator = TASK_UTILS.build(anchor_generator, cfg_path="bbox_head.anchor_generator")
         self.bbox_coder = TASK_UTILS.build(bbox_coder, cfg_path="bbox_head.bbox_coder")
-        self.loss_cls = MODELS.build(loss_cls, cfg_path="bbox_head.loss_cls")
         self.loss_bbox = MODELS.build(loss_bbox, cfg_path="bbox_head.loss_bbox")
         self.num_anchors = self.prior_generator.num_base_anchors[0]
         if len(set(self.prior_generator.num_base_anchors)) != 1:
