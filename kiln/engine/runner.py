@@ -446,7 +446,10 @@ class Runner(RunnerCheckpointMixin):
         if tensors:
             try:
                 with torch.no_grad():
-                    floats = torch.stack(tensors).tolist()
+                    stacked = torch.stack(tensors).float()
+                    if self.world_size > 1:
+                        stacked = self._mean_over_ranks(stacked, keys)
+                    floats = stacked.tolist()
             except (RuntimeError, TypeError):  # mixed devices or dtypes: convert one by one
                 floats = [float(t) for t in tensors]
         histories = storage.histories()
@@ -454,6 +457,27 @@ class Runner(RunnerCheckpointMixin):
             self._put(storage, histories, k, f, it)
         for it, k, f in plain:
             self._put(storage, histories, k, f, it)
+
+    def _mean_over_ranks(self, stacked: torch.Tensor, keys: list) -> torch.Tensor:
+        """Average the buffered scalars over ranks (one all_reduce per flush, as Detectron2 logs).
+
+        Ranks flush at the same points; if their buffers differ (a loss present on some ranks
+        only), the local values are logged instead, with a warning.
+        """
+        import zlib
+
+        import torch.distributed as dist
+
+        signature = zlib.crc32(repr(keys).encode())  # str hashes differ between processes
+        if len(set(comm.all_gather(signature))) != 1:
+            if not getattr(self, "_warned_reduce", False):
+                logger.warning("Logged metrics differ between ranks; logging each rank's own values.")
+                self._warned_reduce = True
+            return stacked
+        if dist.get_backend() == "nccl" and stacked.device.type != "cuda":
+            stacked = stacked.cuda()
+        dist.all_reduce(stacked)
+        return stacked / self.world_size
 
     @staticmethod
     def _put(storage: EventStorage, histories: dict, key: str, value: float, it: int) -> None:
