@@ -273,6 +273,8 @@ class Runner(RunnerCheckpointMixin):
             "checkpoint": CheckpointHook(interval=1 if self.by_epoch else -1),
             "sampler_seed": DistSamplerSeedHook(),
         }
+        if not self.work_dir:  # nowhere to save: no default checkpoints (an explicit hook still fails)
+            defaults["checkpoint"] = None
         if self.val_loop is not None:
             defaults["eval"] = EvalHook(interval=self.val_interval)
         for k, v in (overrides or {}).items():

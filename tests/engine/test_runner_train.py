@@ -235,3 +235,23 @@ def test_early_stop_request_ends_training_after_the_current_iteration(tmp_path):
     r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter == 6), "after_train_iter")
     r.train()
     assert r.iter == 7 and r.epoch == 1
+
+
+def test_a_runner_without_work_dir_trains_without_default_checkpoints(tmp_path):
+    model = ToyRegressor()
+    r = Runner(model, train_dataloader=toy_batches(2), optim_wrapper=_sgd(model), max_epochs=1)
+    r.train()
+    assert r.iter == 2 and r.get_hook("checkpoint") is None
+
+
+def test_an_explicit_checkpoint_hook_without_work_dir_says_what_to_set():
+    model = ToyRegressor()
+    r = Runner(
+        model,
+        train_dataloader=toy_batches(2),
+        optim_wrapper=_sgd(model),
+        max_epochs=1,
+        default_hooks=dict(checkpoint=dict(type="CheckpointHook", interval=1)),
+    )
+    with pytest.raises(Exception, match="CheckpointHook needs the runner's work_dir"):
+        r.train()
