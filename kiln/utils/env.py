@@ -79,14 +79,15 @@ def _version_of(module: str) -> str:
     """Version of ``module`` from package metadata (no import: torchvision alone takes seconds to import)."""
     from importlib import metadata
 
-    loaded = sys.modules.get(module)
-    if loaded is not None and getattr(loaded, "__version__", None):
-        return str(loaded.__version__)
+    # Metadata first, so the report does not depend on what happens to be imported already.
     for dist in _DISTRIBUTIONS.get(module, (module,)):
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, "__version__", None):
+        return str(loaded.__version__)
     return "not installed"
 
 
