@@ -91,6 +91,7 @@ def test_missing_image_files_are_an_error_naming_image_root(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         load_coco_json(json_file, root)
     assert "2 of 2 image files are missing" in str(e.value) and root in str(e.value)
+    assert "image id 1 ('a.jpg')" in str(e.value)
 
 
 def test_not_a_coco_file_is_explained(tmp_path):

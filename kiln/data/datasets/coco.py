@@ -160,13 +160,12 @@ def parse_coco_json(
 
     ordered = [images[i] for i in sorted(images)]
     if check_files and image_root is not None:
-        missing_files = [im["file_name"] for im in ordered
-                         if not osp.isfile(osp.join(image_root, im["file_name"]))]
-        if missing_files:
+        missing = [im for im in ordered if not osp.isfile(osp.join(image_root, im["file_name"]))]
+        if missing:
             raise FileNotFoundError(
-                f"'{json_file}': {len(missing_files)} of {len(ordered)} image files are missing under "
-                f"image_root '{image_root}', e.g. {missing_files[0]!r}. Check image_root/img_prefix, or "
-                "pass check_files=False to defer the error to loading time."
+                f"'{json_file}': {len(missing)} of {len(ordered)} image files are missing under "
+                f"image_root '{image_root}', e.g. image id {missing[0]['id']} ({missing[0]['file_name']!r}). "
+                "Check image_root/img_prefix, or pass check_files=False to defer the error to loading time."
             )
     return CocoParse(json_file, data, cat_ids, names, ordered, dict(anns_by_image), dict(skipped))
 
