@@ -1,8 +1,8 @@
 """Data: catalogs, datasets (COCO, VOC, generated shapes), samplers, resumable loaders, transforms.
 
-Importing ``kiln.data`` registers the dataset classes (``DATASETS``), samplers (``SAMPLERS``) and
-loader builders (``DATA_LOADERS``). Transforms live in :mod:`kiln.data.transforms` (loaded on
-first use of ``kiln.data.transforms`` or of ``TRANSFORMS``).
+Importing ``kiln.data`` registers the dataset classes (``DATASETS``), samplers (``SAMPLERS``),
+loader builders (``DATA_LOADERS``) and transforms (``TRANSFORMS``, in :mod:`kiln.data.transforms`).
+``DatasetMapper`` (:mod:`kiln.data.mapper`) loads on first access.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import transforms  # noqa: F401  (registers TRANSFORMS)
 from .build import (
     ResumableLoader,
     build_dataloader,
@@ -83,8 +84,8 @@ __all__ = [
     "trivial_batch_collator",
 ]
 
-# Heavier or separately owned parts load on first access: ``kiln.data.transforms`` pulls in cv2.
-_LAZY_MODULES = {"transforms": "kiln.data.transforms", "mapper": "kiln.data.mapper"}
+# The mapper (Detectron2-style) loads on first access.
+_LAZY_MODULES = {"mapper": "kiln.data.mapper"}
 _LAZY_NAMES = {"DatasetMapper": "kiln.data.mapper"}
 
 
