@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(work_dir, exist_ok=True)
     extra = []
     if args.show_dir:
-        from .infer import ShowPredictions
+        from .show import ShowPredictions
 
         extra.append(ShowPredictions(args.show_dir, args.show_score_thr))
     out_dir = os.path.join(work_dir, "test_results")

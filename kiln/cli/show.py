@@ -1,0 +1,80 @@
+"""Drawing detections while a dataset is evaluated (``kiln test --show-dir``, ``kiln infer``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kiln.evaluation.evaluator import DatasetEvaluator
+
+__all__ = ["ShowPredictions"]
+
+
+def _plain(pred: dict[str, Any]) -> tuple[list, list, list]:
+    def as_list(x: Any) -> list:
+        return x.detach().cpu().tolist() if hasattr(x, "detach") else [v for v in x]
+
+    return as_list(pred["boxes"]), as_list(pred["scores"]), as_list(pred["labels"])
+
+
+def _file_name(sample: dict[str, Any]) -> str | None:
+    if "file_name" in sample:
+        return sample["file_name"]
+    metas = sample.get("img_metas")
+    if isinstance(metas, (list, tuple)):
+        metas = metas[0]
+    if hasattr(metas, "data"):  # a DataContainer-like wrapper
+        metas = metas.data
+    if isinstance(metas, dict):
+        return metas.get("filename") or metas.get("file_name")
+    return None
+
+
+class ShowPredictions(DatasetEvaluator):
+    """A DatasetEvaluator sink that draws each image's detections into ``out_dir``.
+
+    Also keeps the detections (original-image pixels) for :meth:`evaluate` to return as records.
+    """
+
+    def __init__(self, out_dir: str, score_thr: float = 0.3, class_names: list[str] | None = None) -> None:
+        self.out_dir = out_dir
+        self.score_thr = score_thr
+        self.class_names = class_names
+        self.records: list[dict[str, Any]] = []
+
+    def reset(self) -> None:
+        """Forget previous records."""
+        self.records = []
+
+    def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        """Draw every image of the batch with its predictions."""
+        import cv2
+
+        from kiln.visualization import draw_boxes
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        for sample, pred in zip(inputs, outputs):
+            path = _file_name(sample)
+            if not path:
+                continue
+            boxes, scores, labels = _plain(pred)
+            keep = [i for i, s in enumerate(scores) if s >= self.score_thr]
+            names = self.class_names
+            self.records.append({
+                "file_name": path,
+                "boxes": [[round(v, 2) for v in boxes[i]] for i in keep],
+                "scores": [round(scores[i], 4) for i in keep],
+                "labels": [int(labels[i]) for i in keep],
+                "label_names": [names[int(labels[i])] if names and int(labels[i]) < len(names) else
+                                str(labels[i]) for i in keep],
+            })
+            image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr)
+            stem = os.path.splitext(os.path.basename(path))[0]
+            cv2.imwrite(os.path.join(self.out_dir, f"{stem}.png"), drawn)
+
+    def evaluate(self) -> dict[str, float]:
+        """No metrics: drawing is the point."""
+        return {}
