@@ -322,13 +322,16 @@ class ResumableLoader:
         return {"seed": self.seed, "epoch": self._epoch, "start": self._start}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Restore a ``state_dict()``; the seed must match the one the loader was built with."""
-        if int(state["seed"]) != self.seed:
-            raise ValueError(
-                f"ResumableLoader.load_state_dict: checkpoint seed {state['seed']} differs from this "
-                f"loader's seed {self.seed}; build the loader with seed={state['seed']} (the run's seed) "
-                "to resume exactly."
-            )
+        """Restore a ``state_dict()``, seed included (the order and augmentation derive from it)."""
+        seed = int(state["seed"])
+        if seed != self.seed:
+            # A resumed run may have drawn a different random seed; the checkpoint's wins, since
+            # continuing the saved stream exactly is the point of resuming.
+            logger.info("ResumableLoader: using the checkpoint's seed %d instead of %d.", seed, self.seed)
+            self.seed = seed
+            if hasattr(self.sampler, "_seed"):
+                self.sampler._seed = seed
+            self._len_cache.clear()
         self._epoch = int(state.get("epoch", 0))
         self._start = int(state.get("start", 0))
 
