@@ -468,6 +468,7 @@ class _TestHook(Hook):
     def __init__(self, period: int, trainer: DefaultTrainer) -> None:
         self.period = period
         self.trainer = weakref.proxy(trainer)
+        self.trainer_cls = type(trainer)  # type() of a weak proxy is the proxy type
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
@@ -475,7 +476,7 @@ class _TestHook(Hook):
         """Evaluate every ``period`` iterations and at the end."""
         n = runner.iter + 1
         if n % self.period == 0 or n >= runner.max_iters:
-            results = type(self.trainer).test(self.trainer.cfg, runner.unwrapped_model)
+            results = self.trainer_cls.test(self.trainer.cfg, runner.unwrapped_model)
             flat = {f"{ds}/{k}": v for ds, m in results.items() for k, v in m.items()}
             runner.last_metrics["val"] = flat
             runner.call_hook("after_val_epoch", flat)

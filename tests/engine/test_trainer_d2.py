@@ -147,3 +147,35 @@ def test_default_trainer_resume_or_load_continues_from_the_last_checkpoint(tmp_p
 def test_default_trainer_build_evaluator_must_be_implemented(tmp_path):
     with pytest.raises(NotImplementedError, match="implement it in your trainer subclass"):
         DefaultTrainer.build_evaluator(_d2_cfg(tmp_path), "toy")
+
+
+class EvalTrainer(TextTrainer):
+    """Evaluates every TEST.EVAL_PERIOD iterations through build_test_loader/build_evaluator."""
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return toy_batches(2, seed=3)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        from engine_toys import MSEEvaluator
+
+        from kiln.evaluation import DatasetEvaluator
+
+        class Evaluator(MSEEvaluator, DatasetEvaluator):
+            pass
+
+        return Evaluator()
+
+
+def test_default_trainer_evaluates_every_eval_period_and_returns_the_last_results(tmp_path):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path)
+    cfg.DATASETS.TEST = ("toy_d2_val",)
+    cfg.TEST.EVAL_PERIOD = 3
+    trainer = EvalTrainer(cfg)
+    seen = []
+    trainer.runner.register_callback(lambda r, m: seen.append((r.iter, sorted(m))), "after_val_epoch")
+    results = trainer.train()
+    assert seen == [(2, ["toy_d2_val/mse"]), (5, ["toy_d2_val/mse"])]
+    assert set(results) == {"toy_d2_val/mse"}
