@@ -231,6 +231,16 @@ class Runner(RunnerCheckpointMixin):
         return bool(getattr(self.train_loop, "by_epoch", False))
 
     @property
+    def optimizer(self) -> Any:
+        """The wrapped ``torch.optim`` optimizer (Detectron2 hooks use ``trainer.optimizer``)."""
+        return self.optim_wrapper.optimizer if self.optim_wrapper is not None else None
+
+    @property
+    def max_iter(self) -> int:
+        """Detectron2's name for :attr:`max_iters`."""
+        return self.max_iters
+
+    @property
     def epoch_length(self) -> int | None:
         """Iterations per epoch (``None`` for an infinite loader)."""
         return getattr(self.train_loop, "epoch_length", None)
@@ -546,7 +556,8 @@ class Runner(RunnerCheckpointMixin):
         if self.test_loop is None:
             raise RuntimeError("Runner.test(): no test_dataloader was given.")
         with self._ensure_storage():
-            if self.load_from and not self._resumed:
+            # load_from only if nothing was loaded yet (a CLI `test` loads its checkpoint first).
+            if self.load_from and not self._resumed and not getattr(self, "_weights_loaded", False):
                 self.load_checkpoint(self.load_from)
             return self.test_loop.run()
 

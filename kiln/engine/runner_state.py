@@ -118,7 +118,9 @@ class RunnerCheckpointMixin:
 
     def load_checkpoint(self, path: str, strict_resume: bool = False) -> dict:
         """Load model weights only (``load_from``); returns the checkpoint's other entries."""
-        return self.checkpointer.load(path, checkpointables=[])
+        extra = self.checkpointer.load(path, checkpointables=[])
+        self._weights_loaded = True
+        return extra
 
     def resume(self, path: str) -> None:
         """Restore model, optimizer, schedules, loader position, hooks, storage and RNGs from ``path``."""

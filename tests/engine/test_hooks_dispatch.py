@@ -139,6 +139,7 @@ def test_detectron2_hookbase_gets_trainer_and_step_calls(tmp_path):
     class D2Hook(HookBase):
         def before_train(self):
             events.append(("before_train", self.trainer.iter))
+            assert self.trainer.max_iter == 6 and isinstance(self.trainer.optimizer, torch.optim.SGD)
 
         def before_step(self):
             events.append(("before_step", self.trainer.iter))

@@ -255,3 +255,26 @@ def test_an_explicit_checkpoint_hook_without_work_dir_says_what_to_set():
     )
     with pytest.raises(Exception, match="CheckpointHook needs the runner's work_dir"):
         r.train()
+
+
+def test_test_uses_an_explicitly_loaded_checkpoint_rather_than_load_from(tmp_path):
+    model = ToyRegressor()
+    Runner(
+        model,
+        work_dir=str(tmp_path / "a"),
+        train_dataloader=toy_batches(3),
+        optim_wrapper=_sgd(model),
+        max_epochs=1,
+        default_hooks=QUIET,
+    ).train()
+    fresh = ToyRegressor()
+    torch.save({"model": fresh.state_dict()}, tmp_path / "init.pth")
+    r = Runner(
+        ToyRegressor(),
+        work_dir=str(tmp_path / "b"),
+        test_dataloader=toy_batches(1),
+        load_from=str(tmp_path / "init.pth"),
+    )
+    r.load_checkpoint(str(tmp_path / "a" / "epoch_1.pth"))
+    r.test()
+    assert torch.equal(r.unwrapped_model.fc.weight, model.fc.weight)
