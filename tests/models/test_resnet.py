@@ -107,6 +107,8 @@ def test_torchvision_state_dict_file_loads_and_reproduces_torchvision_features(t
     x = torch.randn(1, 3, 64, 64)
     expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
     assert torch.allclose(m(x)[-1], expected, atol=1e-5)
+    via_init_cfg = ResNet(depth=18, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    assert torch.equal(via_init_cfg.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
 
 
 def test_torchvision_scheme_resolves_from_kiln_home_cache(tmp_path, monkeypatch):
@@ -161,3 +163,15 @@ def test_detectron2_and_prefixed_names_convert_to_torchvision_names():
             "layer4.0.downsample.1.weight",
         ]
     )
+
+
+def test_activation_checkpointing_gives_the_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = ResNet(depth=18, base_channels=8, norm_eval=False)
+    cp = ResNet(depth=18, base_channels=8, norm_eval=False, with_cp=True)
+    cp.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    plain(x)[-1].sum().backward()
+    g_plain = plain.layer2[0].conv1.weight.grad.clone()
+    cp(x)[-1].sum().backward()
+    assert torch.allclose(cp.layer2[0].conv1.weight.grad, g_plain, atol=1e-5)
