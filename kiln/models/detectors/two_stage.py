@@ -12,7 +12,7 @@ from kiln.registry import MODELS
 from ..utils import cfg_get
 from .base import BaseDetector, DetInputs
 
-__all__ = ["TwoStageDetector", "FasterRCNN"]
+__all__ = ["TwoStageDetector", "FasterRCNN", "CascadeRCNN"]
 
 
 def _section(cfg: Any, key: str, where: str) -> Any:
@@ -159,3 +159,9 @@ class TwoStageDetector(BaseDetector):
 @MODELS.register_module()
 class FasterRCNN(TwoStageDetector):
     """Faster R-CNN (Ren et al. 2015) with FPN: a :class:`TwoStageDetector` with the standard RoI head."""
+
+
+@MODELS.register_module()
+class CascadeRCNN(TwoStageDetector):
+    """Cascade R-CNN (Cai & Vasconcelos 2018): a :class:`TwoStageDetector` whose ``roi_head`` is a
+    ``CascadeRoIHead`` and whose ``train_cfg.rcnn`` is a list with one assigner/sampler per stage."""
