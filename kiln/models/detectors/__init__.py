@@ -3,10 +3,11 @@
 from .base import BaseDetector, DetInputs, to_original_pixels
 from .ensemble import DetectorEnsemble
 from .single_stage import RetinaNet, SingleStageDetector
-from .two_stage import FasterRCNN, TwoStageDetector
+from .two_stage import CascadeRCNN, FasterRCNN, TwoStageDetector
 
 __all__ = [
     "BaseDetector",
+    "CascadeRCNN",
     "DetInputs",
     "DetectorEnsemble",
     "FasterRCNN",
