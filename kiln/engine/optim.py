@@ -284,8 +284,17 @@ class OptimWrapper:
 
     # ----------------------------------------------------------- state
     def state_dict(self) -> dict:
-        """Optimizer state plus the accumulation counter."""
-        return {"optimizer": self.optimizer.state_dict(), "inner_count": self._inner_count}
+        """Optimizer state, the accumulation counter and, mid-window, the accumulated gradients.
+
+        Saving the partial gradients keeps a resume exact even when a checkpoint falls inside an
+        accumulation window.
+        """
+        state = {"optimizer": self.optimizer.state_dict(), "inner_count": self._inner_count}
+        if self.accumulative_counts > 1 and self._inner_count % self.accumulative_counts:
+            state["pending_grads"] = [
+                None if p.grad is None else p.grad.detach().clone() for p in self._params()
+            ]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (a bare optimizer state dict is accepted too)."""
@@ -295,6 +304,16 @@ class OptimWrapper:
         else:
             self.optimizer.load_state_dict(state)
         self._params_cache = None
+        grads = state.get("pending_grads")
+        if grads is not None:
+            params = self._params()
+            if len(grads) != len(params):
+                raise ValueError(
+                    f"OptimWrapper.load_state_dict: the checkpoint holds {len(grads)} pending gradients but "
+                    f"the optimizer has {len(params)} parameters; was the model changed?"
+                )
+            for p, g in zip(params, grads):
+                p.grad = None if g is None else g.to(p.device, p.dtype).clone()
 
     def __repr__(self) -> str:
         return (

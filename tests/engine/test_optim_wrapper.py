@@ -164,3 +164,25 @@ def test_mm_optimizer_config_with_unknown_keys_is_reported():
         KeyError, match=r"optimizer_config has keys kiln does not understand: \['grad_clipp'\]"
     ):
         build_optim_wrapper_from_mm(Net(), dict(type="SGD", lr=0.01), dict(grad_clipp=None))
+
+
+def test_a_state_saved_inside_an_accumulation_window_resumes_the_same_step():
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    a = nn.Linear(3, 1)
+    b = nn.Linear(3, 1)
+    b.load_state_dict(a.state_dict())
+    ref = OptimWrapper(torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9), accumulative_counts=3)
+    for i in range(6):
+        ref.update_params(a(x[i : i + 1]).pow(2).sum())
+    first = OptimWrapper(torch.optim.SGD(b.parameters(), lr=0.1, momentum=0.9), accumulative_counts=3)
+    for i in range(4):  # stops inside the second window
+        first.update_params(b(x[i : i + 1]).pow(2).sum())
+    state = first.state_dict()
+    c = nn.Linear(3, 1)
+    c.load_state_dict(b.state_dict())
+    resumed = OptimWrapper(torch.optim.SGD(c.parameters(), lr=0.1, momentum=0.9), accumulative_counts=3)
+    resumed.load_state_dict(state)
+    for i in range(4, 6):
+        resumed.update_params(c(x[i : i + 1]).pow(2).sum())
+    assert torch.equal(c.weight, a.weight) and torch.equal(c.bias, a.bias)
