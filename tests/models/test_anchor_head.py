@@ -82,3 +82,21 @@ def test_allowed_border_excludes_anchors_outside_the_image_from_the_loss():
     # only anchor (1, 1) = [0, 0, 16, 16] lies inside the 24x24 image; it matches the object
     assert label_w[0].tolist() == [0.0, 0.0, 0.0, 1.0] and labels[0].tolist() == [2, 2, 2, 1]
     assert (num_pos, num_neg) == (1, 0) and box_w[0, 3].tolist() == [1.0] * 4
+
+
+def test_a_sampler_limits_the_anchors_that_get_a_loss_and_sets_the_normaliser():
+    torch.manual_seed(0)
+    train_cfg = dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4),
+                     sampler=dict(type="RandomSampler", num=3, pos_fraction=0.5, add_gt_as_proposals=False))
+    head = build_head(dict(
+        type="AnchorHead", num_classes=2, in_channels=4,
+        anchor_generator=dict(type="AnchorGenerator", scales=[2], ratios=[1.0], strides=[8]),
+        loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, reduction="mean"), train_cfg=train_cfg))
+    gt, labels = [torch.tensor([[0.0, 0.0, 8.0, 8.0]])], [torch.tensor([0])]
+    anchors = torch.cat(head.prior_generator.grid_priors([(4, 4)]))
+    _, label_w, _, _, num_pos, num_neg = head.get_targets(anchors, gt, labels, [dict(img_shape=(32, 32))])
+    assert (num_pos, num_neg) == (1, 2) and int((label_w > 0).sum()) == 3
+    cls = [torch.zeros(1, 2, 4, 4)]  # every logit 0: BCE of log(2) per class and anchor
+    losses = head.loss_by_feat(cls, [torch.zeros(1, 4, 4, 4)], gt, labels, [dict(img_shape=(32, 32))])
+    # summed over the 3 sampled anchors x 2 classes, divided by avg_factor = pos + neg = 3
+    assert torch.allclose(losses["loss_cls"], torch.tensor(2 * math.log(2)), atol=1e-5)
