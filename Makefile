@@ -13,8 +13,10 @@ $(STAMP): pyproject.toml requirements/ci.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# Two pytest workers on two cores: one torch/OpenMP thread each (subprocesses inherit it), so the
+# workers do not oversubscribe the CPU.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # The README demo: train a small RetinaNet on the generated shapes data (made on first use in
 # KILN_DATA, default ~/.cache/kiln/data), evaluate COCO AP, plot curves, draw predictions.
