@@ -6,10 +6,12 @@ import copy
 
 import pytest
 import torch
-from twostage_configs import faster_rcnn_cfg
+from twostage_configs import faster_rcnn_cfg, one_thread  # noqa: F401  (fixture)
 
 from kiln.models import build_detector
 from kiln.models.roi_heads import CascadeRoIHead
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cascade_cfg() -> dict:

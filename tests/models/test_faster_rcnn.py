@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from twostage_configs import faster_rcnn_cfg, split_train_test_cfg
+from twostage_configs import faster_rcnn_cfg, one_thread, split_train_test_cfg  # noqa: F401  (fixture)
 
 from kiln.engine.events import EventStorage
 from kiln.models import FasterRCNN, build_detector
@@ -14,6 +14,8 @@ from kiln.registry import MODELS
 from kiln.structures import Boxes, Instances
 
 LOSS_KEYS = {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

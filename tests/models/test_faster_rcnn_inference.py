@@ -6,13 +6,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from twostage_configs import faster_rcnn_cfg, split_train_test_cfg
+from twostage_configs import faster_rcnn_cfg, one_thread, split_train_test_cfg  # noqa: F401  (fixture)
 
 from kiln.engine.checkpoint import Checkpointer
 from kiln.models import build_detector
 from kiln.models.inference import Predictor, inference_detector, init_detector, show_result
 
 NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_config(tmp_path, low_score: bool = True) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from twostage_configs import faster_rcnn_cfg
+from twostage_configs import faster_rcnn_cfg, one_thread  # noqa: F401  (fixture)
 
 from kiln.data import build_test_loader
 from kiln.data.datasets.shapes import ShapesDataset
@@ -31,16 +31,8 @@ NUM_IMAGES, ITERS, BATCH, LR = 4, 150, 4, 1e-3
 AP_FLOOR, AP50_FLOOR = 60.0, 90.0
 
 
-@pytest.fixture
-def one_thread():
-    # Tests run two per machine (pytest -n 2 on 2 cores): more threads only contend and run ~10× slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_faster_rcnn_overfits_shapes_to_high_coco_ap(tmp_path, one_thread):
+@pytest.mark.usefixtures("one_thread")
+def test_faster_rcnn_overfits_shapes_to_high_coco_ap(tmp_path):
     gen = dict(split="train", num_images=NUM_IMAGES, image_size=128, root=str(tmp_path))
     train_set = ShapesDataset(pipeline=TRAIN_PIPELINE, **gen)
     samples = [train_set[i] for i in range(len(train_set))]  # no random augmentation: decode once

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import nms
-from twostage_configs import faster_rcnn_cfg
+from twostage_configs import faster_rcnn_cfg, one_thread  # noqa: F401  (fixture)
 
 import kiln.models  # noqa: F401
 from kiln.models.roi_heads import Shared2FCBBoxHead, bbox2roi, multiclass_nms
 from kiln.registry import MODELS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def bbox_head(agnostic: bool = False, num_classes: int = 3) -> Shared2FCBBoxHead:

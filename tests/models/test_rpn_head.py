@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision.ops import box_iou
-from twostage_configs import rpn_head_cfg, rpn_train_cfg
+from twostage_configs import one_thread, rpn_head_cfg, rpn_train_cfg  # noqa: F401  (fixture)
 
 import kiln.models  # noqa: F401
 from kiln.registry import MODELS
 
 PROPOSAL_CFG = dict(nms_pre=200, max_per_img=50, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def feats(size: int = 64, channels: int = 16, batch: int = 2) -> list[torch.Tensor]:

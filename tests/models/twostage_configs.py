@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one torch thread: the suite runs two test processes on two cores, where more
+    threads only contend (convolutions measured ~10× slower with 2 threads under that load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 def rpn_train_cfg() -> dict:
     """train_cfg.rpn of MMDetection's faster_rcnn_r50_fpn_1x."""
