@@ -74,6 +74,17 @@ def test_loss_regresses_exactly_the_sampled_positive_anchors():
     torch.testing.assert_close(losses["loss_rpn_bbox"], expected)
 
 
+def test_anchors_over_batch_padding_are_not_valid():
+    head = build()
+    sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    flags = head.valid_flags(sizes, (30, 64))  # a 30×64 image padded to 64×64 in its batch
+    per_level = flags.split([h * w * 3 for h, w in sizes])
+    # stride 4: ceil(30 / 4) = 8 of 16 rows valid; stride 8: 4 of 8; stride 16: 2 of 4; 32: 1 of 2; 64: 1
+    assert [int(f.sum()) // 3 for f in per_level] == [8 * 16, 4 * 8, 2 * 4, 1 * 2, 1]
+    level0 = per_level[0].reshape(16, 16, 3)
+    assert level0[:8].all() and not level0[8:].any()
+
+
 def test_image_without_boxes_trains_on_negatives_only():
     head = build(train_cfg=rpn_train_cfg())
     cls, reg = head(feats(batch=1))

@@ -160,6 +160,23 @@ class RPNHead(nn.Module):
         sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         return self.anchor_generator.grid_priors(sizes, device=cls_scores[0].device)
 
+    def valid_flags(self, featmap_sizes: Sequence[Sequence[int]], img_shape: Sequence[int],
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+        """Which anchors (all levels, generator order) sit on a feature cell inside the image.
+
+        Anchors on cells that cover only batch padding (an image smaller than the padded batch) are
+        neither positives nor negatives (MMDetection's ``valid_flags``).
+        """
+        h, w = int(img_shape[0]), int(img_shape[1])
+        flags = []
+        for (fh, fw), (sx, sy), num in zip(featmap_sizes, self.anchor_generator.strides,
+                                           self.anchor_generator.num_base_anchors):
+            fh, fw = int(fh), int(fw)
+            valid = torch.zeros(fh, fw, dtype=torch.bool, device=device)
+            valid[: min(-(-h // int(sy)), fh), : min(-(-w // int(sx)), fw)] = True
+            flags.append(valid.reshape(-1, 1).expand(-1, num).reshape(-1))
+        return torch.cat(flags)
+
     # ------------------------------------------------------------------ training
     def loss(
         self,
@@ -176,6 +193,7 @@ class RPNHead(nn.Module):
                 "without a train_cfg. Give the detector train_cfg=dict(rpn=..., ...)."
             )
         anchors = torch.cat(self._anchors(cls_scores))
+        featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         cls_flat, reg_flat = self._flatten(cls_scores, bbox_preds)
         allowed_border = self.train_cfg.get("allowed_border", -1)
         pos_weight = float(self.train_cfg.get("pos_weight", -1))
@@ -183,10 +201,10 @@ class RPNHead(nn.Module):
         num_pos = num_samples = 0
         for i, gts in enumerate(gt_bboxes):
             gts = gts.to(anchors.device, torch.float32)
-            valid = torch.ones(len(anchors), dtype=torch.bool, device=anchors.device)
+            valid = self.valid_flags(featmap_sizes, img_shapes[i], anchors.device)
             if allowed_border >= 0:
                 h, w = img_shapes[i][0], img_shapes[i][1]
-                valid = (
+                valid &= (
                     (anchors[:, 0] >= -allowed_border)
                     & (anchors[:, 1] >= -allowed_border)
                     & (anchors[:, 2] < w + allowed_border)
