@@ -12,8 +12,8 @@ model = dict(
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=64),
         bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes=3)))
-# AdamW: from scratch it converges several times faster than SGD here (measured: AP after 2
-# epochs 14.8 vs 0.1 with SGD lr 0.02).
+# AdamW: from scratch it learns much faster than SGD here (RetinaNet, measured: bbox AP after
+# epoch 1 0.66 vs 0.08 with SGD lr 0.02, whose classification loss had barely moved).
 optimizer = dict(type='AdamW', lr=0.001, weight_decay=0.05)
 optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(policy='step', warmup='linear', warmup_iters=100, warmup_ratio=0.1, step=[5])
