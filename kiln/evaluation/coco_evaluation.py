@@ -82,13 +82,13 @@ def instances_to_coco_json(
             f"has {len(cat_ids)} categories (contiguous labels 0..{len(cat_ids) - 1}). Check the "
             f"model's num_classes against the dataset's classes."
         )
-    xywh = boxes.astype(np.float64).copy()
-    xywh[:, 2:] -= xywh[:, :2]
-    scores = scores.astype(np.float64)
+    xywh = boxes.astype(np.float64)
+    xywh[:, 2:] = xywh[:, 2:] - xywh[:, :2]
+    # Full precision (no rounding): the numbers must equal pycocotools' on the raw detections.
+    cats = np.asarray(cat_ids, dtype=np.int64)[labels].tolist()
     return [
-        {"image_id": image_id, "category_id": int(cat_ids[int(lab)]),
-         "bbox": [round(float(v), 4) for v in box], "score": round(float(s), 6)}
-        for box, s, lab in zip(xywh, scores, labels)
+        {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
+        for b, s, c in zip(xywh.tolist(), scores.astype(np.float64).tolist(), cats)
     ]
 
 
