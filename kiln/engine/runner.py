@@ -438,37 +438,45 @@ class Runner(RunnerCheckpointMixin):
         if not pending or storage is None:
             pending.clear()
             return
-        # One device->host conversion for all buffered tensors, instead of one per value.
+        # Plain numbers go straight into their history; tensors are collected and converted with one
+        # device->host transfer for all of them, instead of one per value.
+        histories = storage.histories()  # the live dict: names added by put_scalar appear in it
         keys: list[tuple[int, str]] = []
         tensors: list[torch.Tensor] = []
-        plain: list[tuple[int, str, float]] = []
+        tensor_type = torch.Tensor
         for it, values in pending:
             for k, v in values.items():
-                if isinstance(v, torch.Tensor):
+                tv = type(v)
+                if tv is float or tv is int or (tv is not bool and isinstance(v, (int, float))):
+                    h = histories.get(k)
+                    if h is None:  # first time: let the storage register the name and its hint
+                        storage.put_scalar(k, v, cur_iter=it)
+                    else:
+                        h.update(v, it)
+                elif isinstance(v, tensor_type):
                     if v.ndim == 0:
                         keys.append((it, k))
                         tensors.append(v)
                     elif v.numel() == 1:
                         keys.append((it, k))
                         tensors.append(v.reshape(()))
-                elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                    plain.append((it, k, v))
         pending.clear()
-        floats: list[float] = []
-        if tensors:
-            try:
-                with torch.no_grad():
-                    stacked = torch.stack(tensors).float()
-                    if self.world_size > 1:
-                        stacked = self._mean_over_ranks(stacked, keys)
-                    floats = stacked.tolist()
-            except (RuntimeError, TypeError):  # mixed devices or dtypes: convert one by one
-                floats = [float(t) for t in tensors]
-        histories = storage.histories()
+        if not tensors:
+            return
+        try:
+            with torch.no_grad():
+                stacked = torch.stack(tensors).float()
+                if self.world_size > 1:
+                    stacked = self._mean_over_ranks(stacked, keys)
+                floats = stacked.tolist()
+        except (RuntimeError, TypeError):  # mixed devices or dtypes: convert one by one
+            floats = [float(t) for t in tensors]
         for (it, k), f in zip(keys, floats):
-            self._put(storage, histories, k, f, it)
-        for it, k, f in plain:
-            self._put(storage, histories, k, f, it)
+            h = histories.get(k)
+            if h is None:
+                storage.put_scalar(k, f, cur_iter=it)
+            else:
+                h.update(f, it)
 
     def _mean_over_ranks(self, stacked: torch.Tensor, keys: list) -> torch.Tensor:
         """Average the buffered scalars over ranks (one all_reduce per flush, as Detectron2 logs).
@@ -490,14 +498,6 @@ class Runner(RunnerCheckpointMixin):
             stacked = stacked.cuda()
         dist.all_reduce(stacked)
         return stacked / self.world_size
-
-    @staticmethod
-    def _put(storage: EventStorage, histories: dict, key: str, value: float, it: int) -> None:
-        h = histories.get(key)
-        if h is None:  # first time: let the storage register the name and its smoothing hint
-            storage.put_scalar(key, value, cur_iter=it)
-        else:
-            h.update(value, it)
 
     def progress(self, iterable: Any, desc: str) -> Any:
         """Wrap an eval loader in a progress bar on the main process when stdout is a terminal."""
