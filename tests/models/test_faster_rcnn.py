@@ -73,6 +73,23 @@ def test_eval_mode_returns_boxes_in_original_image_pixels(model):
     assert same["boxes"].max() <= 64 and half["boxes"].max() <= 128
 
 
+def test_test_time_augmented_views_merge_with_the_rcnn_test_settings(model):
+    model.eval()
+    base = mm_sample(8)
+    flipped = dict(base["img_metas"], flip=True, flip_direction="horizontal")
+    sample = dict(img=[base["img"], base["img"].flip(-1)], img_metas=[base["img_metas"], flipped])
+    with torch.no_grad():
+        single = model([mm_sample(8)])[0]
+        model.test_cfg["rcnn"]["max_per_img"] = 5  # the merge cap; each view still keeps up to 100
+        try:
+            out = model([sample, mm_sample(9)])
+        finally:
+            model.test_cfg["rcnn"]["max_per_img"] = 100
+    assert len(out) == 2 and len(single["boxes"]) > 5
+    assert len(out[0]["boxes"]) == 5 and len(out[1]["boxes"]) == len(model([mm_sample(9)])[0]["boxes"])
+    assert out[0]["boxes"].max() <= 64
+
+
 def test_detectron2_batch_form_trains_and_predicts(model):
     inst = Instances((64, 64))
     inst.gt_boxes = Boxes(torch.tensor([[8.0, 8.0, 40.0, 36.0]]))

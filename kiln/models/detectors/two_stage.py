@@ -146,6 +146,17 @@ class TwoStageDetector(BaseDetector):
             losses[key] = value
         return losses
 
+    def postprocess(self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
+                    ) -> list[dict[str, torch.Tensor]]:
+        """As :meth:`BaseDetector.postprocess`; test-time-augmented views merge with ``test_cfg.rcnn``'s
+        ``nms`` and ``max_per_img`` (the base class reads them from the top level of ``test_cfg``)."""
+        full = self.test_cfg
+        self.test_cfg = cfg_get(full, "rcnn", full)
+        try:
+            return super().postprocess(results, inputs)
+        finally:
+            self.test_cfg = full
+
     def predict(self, inputs: DetInputs) -> list[dict[str, torch.Tensor]]:
         """Proposals, then RoI-head detections, per image in input-image pixels."""
         feats = self.extract_feat(inputs.images.tensor)
