@@ -221,6 +221,7 @@ class COCOEvaluator(DatasetEvaluator):
         self._classwise = classwise
         self._prefix = prefix
         self.coco_eval: Any = None  # the last COCOeval object, for users who want more detail
+        self._fast_gt: Any = None  # faster-coco-eval's own COCO index of the ground truth
         self.reset()
 
     @property
@@ -326,7 +327,9 @@ class COCOEvaluator(DatasetEvaluator):
         if self._backend == "faster_coco_eval":
             from faster_coco_eval import COCO, COCOeval_faster
 
-            coco_gt = COCO(copy.deepcopy(self._coco_gt.dataset))
+            if self._fast_gt is None:  # indexed once; evaluate() may run every epoch
+                self._fast_gt = COCO(copy.deepcopy(self._coco_gt.dataset))
+            coco_gt = self._fast_gt
             coco_dt = coco_gt.loadRes(coco_results) if coco_results else _empty_dt(COCO, coco_gt)
             return coco_gt, coco_dt, COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=print)
         from pycocotools.coco import COCO
