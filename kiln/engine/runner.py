@@ -529,6 +529,8 @@ class Runner(RunnerCheckpointMixin):
             try:
                 self._load_or_resume()
                 storage.iter = self.iter
+                # Now that the run is known, hooks may drop stages they have nothing to do in.
+                self._stages = build_stage_table(self._hooks, runner=self)
                 if self.iter >= self.max_iters:
                     logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
                 else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -188,3 +189,28 @@ def test_unknown_hook_type_names_the_registry(tmp_path):
         KeyError, match="'TextLogerHook' is not registered in the 'hook' registry.*TextLoggerHook"
     ):
         _runner(tmp_path, custom_hooks=[dict(type="TextLogerHook")])
+
+
+def test_hooks_drop_stages_they_have_nothing_to_do_in_for_this_run(tmp_path):
+    runner = _runner(
+        tmp_path,
+        default_hooks={
+            **NO_DEFAULTS,
+            "param_scheduler": dict(type="ParamSchedulerHook"),
+            "checkpoint": dict(type="CheckpointHook", interval=1),
+        },
+    )
+    seen = {}
+    runner.register_callback(
+        lambda r: seen.update({s: [f.__self__ for f in fns] for s, fns in r._stages.items()}),
+        stage="before_train",
+    )
+    runner.train()
+    kinds = {s: sorted(type(h).__name__ for h in hooks) for s, hooks in seen.items()}
+    # No schedule and no torch scheduler: the schedule hook is not called per iteration at all;
+    # epoch-based checkpoints: the checkpoint hook is not called per iteration either.
+    assert "ParamSchedulerHook" not in kinds["before_train_iter"] + kinds["after_train_iter"]
+    assert (
+        "CheckpointHook" not in kinds["after_train_iter"] and "CheckpointHook" in kinds["after_train_epoch"]
+    )
+    assert os.path.exists(tmp_path / "epoch_2.pth")

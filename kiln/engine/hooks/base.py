@@ -330,14 +330,18 @@ def _stage_callable(hook: Hook, stage: str) -> Callable:
     return getattr(hook, stage)
 
 
-def build_stage_table(hooks: Iterable[Hook]) -> dict[str, tuple[Callable, ...]]:
+def build_stage_table(hooks: Iterable[Hook], runner: Any = None) -> dict[str, tuple[Callable, ...]]:
     """For each stage, the callables of the hooks overriding it, in priority order.
 
-    Tuples (not lists) because the hot loop iterates them every iteration.
+    With ``runner``, a hook may narrow its stages for this run through an optional
+    ``active_stages(runner)`` method (e.g. the schedule hook skips ``after_train_iter`` when there
+    is no torch scheduler to step). Tuples (not lists): the hot loop iterates them every iteration.
     """
     table: dict[str, list[Callable]] = {s: [] for s in STAGES}
     for hook in hooks:
-        for stage in hook.overridden_stages():
+        narrow = getattr(hook, "active_stages", None) if runner is not None else None
+        stages = narrow(runner) if narrow is not None else hook.overridden_stages()
+        for stage in stages:
             table[stage].append(_stage_callable(hook, stage))
     return {s: tuple(v) for s, v in table.items()}
 

@@ -171,6 +171,13 @@ class CheckpointHook(Hook):
         self.kept: list[str] = []
         self.last_path: str | None = None
 
+    def active_stages(self, runner: Any) -> list[str]:
+        """Per-iteration checks only for iteration-based saving, per-epoch ones only for epochs."""
+        by_epoch = runner.by_epoch if self.by_epoch is None else self.by_epoch
+        stages = ["before_train", "after_val_epoch", "after_train"]
+        stages.append("after_train_epoch" if by_epoch else "after_train_iter")
+        return stages
+
     def before_train(self, runner: Any) -> None:
         """Resolve ``by_epoch`` from the runner; refuse to run without a work_dir."""
         if self.by_epoch is None:

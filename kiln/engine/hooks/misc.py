@@ -40,6 +40,15 @@ class ParamSchedulerHook(Hook):
         if s is not None:
             s.apply(runner.iter)
 
+    def active_stages(self, runner: Any) -> list[str]:
+        """Only the stages with something to schedule in this run."""
+        stages = []
+        if runner.schedule_set is not None:
+            stages.append("before_train_iter")
+        if runner.torch_schedulers:
+            stages.append("after_train_iter")
+        return stages
+
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
