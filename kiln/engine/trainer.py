@@ -372,46 +372,21 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg: Any) -> Any:
-        """An infinite kiln loader over ``DATASETS.TRAIN`` (``DatasetMapper(cfg)`` when available)."""
-        from kiln.data import DatasetCatalog, build_train_loader
+        """An infinite loader over ``DATASETS.TRAIN`` through ``DatasetMapper.from_config(cfg)``.
 
-        dicts: list = []
-        for name in _cfg_get(cfg, "DATASETS.TRAIN", ()):
-            dicts.extend(DatasetCatalog.get(name))
-        mapper = None
-        try:
-            from kiln.data.transforms import DatasetMapper
+        Override it to change the mapper (the seed's ``TextTrainer``); see
+        :func:`kiln.data.build_detection_train_loader` for the config keys it reads.
+        """
+        from kiln.data.detection_loaders import build_detection_train_loader
 
-            mapper = DatasetMapper(cfg, is_train=True)
-        except (ImportError, AttributeError, TypeError):
-            logger.warning("No DatasetMapper available; the train loader yields raw dataset dicts.")
-        seed = _cfg_get(cfg, "SEED", -1)
-        return build_train_loader(
-            dicts,
-            mapper=mapper,
-            total_batch_size=int(_cfg_get(cfg, "SOLVER.IMS_PER_BATCH", 2)),
-            num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
-            seed=seed if seed is not None and seed >= 0 else None,
-            infinite=True,
-        )
+        return build_detection_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg: Any, dataset_name: str) -> Any:
-        """An in-order loader over one registered dataset."""
-        from kiln.data import DatasetCatalog, build_test_loader
+        """An in-order loader over one registered dataset, through the test-time mapper."""
+        from kiln.data.detection_loaders import build_detection_test_loader
 
-        mapper = None
-        try:
-            from kiln.data.transforms import DatasetMapper
-
-            mapper = DatasetMapper(cfg, is_train=False)
-        except (ImportError, AttributeError, TypeError):
-            pass
-        return build_test_loader(
-            DatasetCatalog.get(dataset_name),
-            mapper=mapper,
-            num_workers=int(_cfg_get(cfg, "DATALOADER.NUM_WORKERS", 0)),
-        )
+        return build_detection_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg: Any, dataset_name: str) -> Any:

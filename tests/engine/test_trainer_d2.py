@@ -179,3 +179,24 @@ def test_default_trainer_evaluates_every_eval_period_and_returns_the_last_result
     results = trainer.train()
     assert seen == [(2, ["toy_d2_val/mse"]), (5, ["toy_d2_val/mse"])]
     assert set(results) == {"toy_d2_val/mse"}
+
+
+def test_default_trainer_default_train_loader_maps_real_images_to_model_inputs(tmp_path):
+    """Without an override, DefaultTrainer reads DATASETS.TRAIN through DatasetMapper (real files)."""
+    from kiln.data.datasets.coco import register_coco_instances
+    from kiln.data.datasets.shapes import generate_shapes_dataset
+    from kiln.structures import Instances
+
+    paths = generate_shapes_dataset(str(tmp_path / "data"), num_images=4, image_size=64, seed=2)
+    register_coco_instances("d2_default_loader_shapes", {}, paths["ann_file"], paths["img_prefix"])
+    cfg = _d2_cfg(tmp_path)
+    cfg.DATASETS.TRAIN = ("d2_default_loader_shapes",)
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.INPUT.MIN_SIZE_TRAIN = (64,)
+    cfg.INPUT.MAX_SIZE_TRAIN = 64
+    cfg.DATALOADER.NUM_WORKERS = 0
+    batch = next(iter(DefaultTrainer.build_train_loader(cfg)))
+    assert len(batch) == 2
+    for sample in batch:
+        assert isinstance(sample["image"], torch.Tensor) and sample["image"].shape[0] == 3
+        assert isinstance(sample["instances"], Instances) and len(sample["instances"]) >= 1
