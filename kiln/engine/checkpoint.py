@@ -96,6 +96,7 @@ def _atomic_write(path: str, write: Any) -> None:
     _fsync_dir(directory)
 
 
+_PLAIN_LEAVES = (bool, int, float, complex, str, bytes)
 _SAFE_LEAVES = (str, bytes, bool, int, float, complex, type(None), torch.Tensor, torch.Size,
                 torch.dtype, torch.device)
 
@@ -106,6 +107,10 @@ def to_weights_only_safe(obj: Any, where: str = "checkpoint") -> Any:
     Raises:
         TypeError: naming the key path of the first object ``torch.load(weights_only=True)`` would reject.
     """
+    if isinstance(obj, _PLAIN_LEAVES) and type(obj) not in _PLAIN_LEAVES:
+        # A subclass of a plain type (torch.__version__ is a str subclass, IntEnum an int one) would need
+        # pickle to load; store the plain value instead.
+        return next(base for base in type(obj).__mro__ if base in _PLAIN_LEAVES)(obj)
     if isinstance(obj, _SAFE_LEAVES):
         return obj
     if isinstance(obj, collections.OrderedDict):

@@ -77,6 +77,13 @@ def test_saved_file_loads_with_plain_torch_weights_only(tmp_path):
     assert set(data) == {"model", "meta", "rng"}
 
 
+def test_subclasses_of_plain_types_are_stored_as_plain_values(tmp_path):
+    # torch.__version__ is a str subclass; stored as is, weights_only loading would reject the file.
+    path = Checkpointer(_model(), str(tmp_path)).save("m", meta={"torch": torch.__version__})
+    data = torch.load(path, weights_only=True)
+    assert data["meta"]["torch"] == str(torch.__version__) and type(data["meta"]["torch"]) is str
+
+
 def test_save_rejects_objects_weights_only_cannot_load_naming_the_key(tmp_path):
     ckpt = Checkpointer(_model(), str(tmp_path))
     with pytest.raises(TypeError, match=r"checkpoint 'm'\.meta\.cfg is a .*_Counter.*state_dict"):
