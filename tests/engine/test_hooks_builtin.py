@@ -78,6 +78,23 @@ def test_seed_log_config_text_and_tensorboard_hooks_both_write(tmp_path, caplog)
     assert glob.glob(str(tmp_path / "tf_logs" / "events.out.tfevents.*"))
 
 
+def test_validation_metrics_are_logged_once_with_text_and_tensorboard_logger_hooks(tmp_path, caplog):
+    r = _runner(
+        tmp_path,
+        val_dataloader=toy_batches(2, seed=9),
+        val_evaluator=MSEEvaluator(),
+        default_hooks=dict(logger=None, eval=dict(type="EvalHook", interval=1)),
+        custom_hooks=[
+            dict(type="TextLoggerHook", interval=4),
+            dict(type="TensorboardLoggerHook", interval=4),
+        ],
+    )
+    with caplog.at_level("INFO", logger="kiln.engine"):
+        r.train()
+    lines = [m for m in caplog.messages if m.startswith("Validation (")]
+    assert len(lines) == 3 and len(set(lines)) == 3  # one line per validation (3 epochs)
+
+
 def test_checkpoint_hook_keeps_only_the_newest_and_publishes_weights_only(tmp_path):
     r = _runner(
         tmp_path,

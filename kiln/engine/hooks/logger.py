@@ -101,9 +101,16 @@ class LoggerHook(Hook):
         elif self._epoch_ends and batch_idx + 1 == self._epoch_length:
             self._write(runner)
 
+    def _prints_to_console(self) -> bool:
+        from ..writers import CommonMetricPrinter
+
+        return any(isinstance(w, CommonMetricPrinter) for w in self.writers)
+
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         """Log validation metrics."""
-        if metrics and comm.is_main_process():
+        # Only a hook that owns the console printer logs the line: with several logger hooks
+        # (log_config=[TextLoggerHook, TensorboardLoggerHook]) it would otherwise appear once per hook.
+        if metrics and comm.is_main_process() and self._prints_to_console():
             text = ", ".join(
                 f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
             )
