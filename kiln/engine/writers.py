@@ -47,16 +47,19 @@ class EventWriter:
 
 
 def _new_scalars_by_iter(
-    storage: EventStorage, window: int, last_write: float
-) -> tuple[dict[int, dict[str, float]], float]:
-    """Group the scalars put after ``last_write`` by iteration; return them and the new high-water mark."""
+    storage: EventStorage, window: int, last_written: dict[str, int]
+) -> dict[int, dict[str, float]]:
+    """Group the scalars not written yet by iteration, and mark them written in ``last_written``.
+
+    The high-water mark is kept per scalar, not per writer: a metric put at an iteration that was
+    already written for other scalars (validation at the last iteration) is still written.
+    """
     by_iter: dict[int, dict[str, float]] = defaultdict(dict)
-    newest = last_write
     for k, (v, itr) in storage.latest_with_smoothing_hint(window).items():
-        if itr > last_write:
+        if itr > last_written.get(k, -1):
             by_iter[itr][k] = v
-            newest = max(newest, itr)
-    return by_iter, newest
+            last_written[k] = itr
+    return by_iter
 
 
 @WRITERS.register_module()
@@ -158,12 +161,12 @@ class JSONWriter(EventWriter):
         self._path = os.fspath(json_file)
         self._file = _open_append(self._path)
         self._window = window
-        self._last_write = -1.0
+        self._last_written: dict[str, int] = {}
 
     def write(self) -> None:
         """Append lines for iterations not yet written."""
         storage = get_event_storage()
-        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
         for itr in sorted(by_iter):
             self._file.write(json.dumps({"iteration": itr, **by_iter[itr]}, sort_keys=True) + "\n")
         # flush() is enough to survive a killed process (the data is in the OS page cache); an fsync
@@ -193,7 +196,7 @@ class TensorboardXWriter(EventWriter):
         tb = require("torch.utils.tensorboard", "TensorboardXWriter (pip install tensorboard)")
         self._window = window
         self._writer = tb.SummaryWriter(os.fspath(log_dir), **kwargs)
-        self._last_write = -1.0
+        self._last_written: dict[str, int] = {}
 
     @property
     def log_dir(self) -> str:
@@ -203,7 +206,7 @@ class TensorboardXWriter(EventWriter):
     def write(self) -> None:
         """Write new scalars, then every queued image and histogram (and clear the queues)."""
         storage = get_event_storage()
-        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
         for itr in sorted(by_iter):
             for k, v in by_iter[itr].items():
                 self._writer.add_scalar(k, v, itr)
@@ -254,12 +257,12 @@ class MLflowWriter(EventWriter):
         if params:
             self._mlflow.log_params(params)
         self._window = window
-        self._last_write = -1.0
+        self._last_written: dict[str, int] = {}
 
     def write(self) -> None:
         """Log scalars put since the previous write, one call per iteration."""
         storage = get_event_storage()
-        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
         for itr in sorted(by_iter):
             self._mlflow.log_metrics(by_iter[itr], step=int(itr))
 
@@ -295,12 +298,12 @@ class WandbWriter(EventWriter):
         self._wandb = require("wandb", "WandbWriter")
         self._run = self._wandb.init(project=project, name=name, dir=log_dir, mode=mode, config=config)
         self._window = window
-        self._last_write = -1.0
+        self._last_written: dict[str, int] = {}
 
     def write(self) -> None:
         """Log scalars put since the previous write, and queued images."""
         storage = get_event_storage()
-        by_iter, self._last_write = _new_scalars_by_iter(storage, self._window, self._last_write)
+        by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
         for itr in sorted(by_iter):
             self._run.log(by_iter[itr], step=int(itr))
         if storage.vis_data:

@@ -50,6 +50,21 @@ def test_json_writer_groups_scalars_by_the_iteration_they_were_put_at(tmp_path):
     assert rows == [{"iteration": 7, "bbox/AP": 40.0}, {"iteration": 9, "loss": 1.0}]
 
 
+def test_json_writer_writes_a_metric_put_later_at_an_already_written_iteration(tmp_path):
+    # Validation after the last training iteration puts bbox/AP at the iteration whose losses were
+    # written already; it must still reach the file.
+    path = tmp_path / "metrics.jsonl"
+    writer = JSONWriter(str(path))
+    with EventStorage(start_iter=9) as s:
+        s.put_scalar("loss", 1.0)
+        writer.write()
+        s.put_scalar("bbox/AP", 40.0, smoothing_hint=False)
+        writer.write()
+    writer.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert rows == [{"iteration": 9, "loss": 1.0}, {"iteration": 9, "bbox/AP": 40.0}]
+
+
 def test_json_writer_appends_when_reopened_after_resume(tmp_path):
     path = tmp_path / "out" / "metrics.jsonl"
     for start in (0, 1):
