@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from kiln.utils import cfg_lookup as _cfg
+
 from .build import ResumableLoader, build_test_loader, build_train_loader
 from .catalog import DatasetCatalog, MetadataCatalog
 from .samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors_from_category_frequency
@@ -22,23 +24,6 @@ from .samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_facto
 logger = logging.getLogger(__name__)
 
 __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader"]
-
-_MISSING = object()
-
-
-def _cfg(cfg: Any, dotted: str, default: Any = _MISSING) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif not isinstance(node, dict) and hasattr(node, part):
-            node = getattr(node, part)
-        elif default is not _MISSING:
-            return default
-        else:
-            raise KeyError(f"The config has no '{dotted}'; set it (e.g. --opts {dotted} VALUE).")
-    return node
-
 
 def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True) -> list[dict]:
     """Concatenate the dataset dicts of catalog datasets; optionally drop images without objects.

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from kiln.registry import MODELS
+from kiln.utils import cfg_lookup
 
 from . import comm
 from .hooks.base import Hook, HookBase
@@ -256,15 +257,7 @@ class AMPTrainer(SimpleTrainer):
 
 
 def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    node = cfg
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif hasattr(node, part):
-            node = getattr(node, part)
-        else:
-            return default
-    return node
+    return cfg_lookup(cfg, dotted, default)
 
 
 class DefaultTrainer(SimpleTrainer):
