@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -78,14 +77,9 @@ def _cfg_get(cfg: Any, key: str) -> Any:
 
 def _seed(i: int) -> None:
     # Reproducible pictures: sample i is always augmented the same way.
-    random.seed(i)
-    np.random.seed(i)
-    try:
-        import torch
+    from kiln.utils import set_random_seed
 
-        torch.manual_seed(i)
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
+    set_random_seed(i)
 
 
 def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str]):
