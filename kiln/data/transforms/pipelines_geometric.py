@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kiln.image.geometric import rescale_size as _image_rescale_size
 from kiln.registry import TRANSFORMS
 
 from .pipelines import Compose
@@ -69,13 +70,10 @@ def apply_geometry(results: dict, tfm: Transform, clip_shape: tuple[int, int] | 
 
 def rescale_size(w: int, h: int, scale: float | Sequence[int]) -> tuple[tuple[int, int], float]:
     """Keep-ratio target size: the largest ``(new_w, new_h)`` whose long edge is at most
-    ``max(scale)`` and short edge at most ``min(scale)`` (or ``w, h`` times a float ``scale``)."""
-    if isinstance(scale, (int, float)):
-        factor = float(scale)
-    else:
-        long_edge, short_edge = max(scale), min(scale)
-        factor = min(long_edge / max(h, w), short_edge / min(h, w))
-    return (int(w * factor + 0.5), int(h * factor + 0.5)), factor
+    ``max(scale)`` and short edge at most ``min(scale)`` (or ``w, h`` times a float ``scale``).
+
+    The ``(w, h, scale)`` spelling of :func:`kiln.image.rescale_size`, which does the work."""
+    return _image_rescale_size((w, h), scale, return_scale=True)
 
 
 def _as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
