@@ -19,8 +19,7 @@ import os.path as osp
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from .errors import ConfigError, ConfigKeyError, FrozenConfigError, did_you_mean
-from .errors import yaml_msg as _yaml_msg
+from .errors import ConfigError, ConfigKeyError, FrozenConfigError, did_you_mean, invalid_yaml
 from .overrides import parse_opts, parse_value
 
 __all__ = ["CfgNode"]
@@ -251,9 +250,7 @@ class CfgNode(dict):
             try:
                 data = yaml_load(f) or {}
             except YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = f", line {mark.line + 1}" if mark is not None else ""
-                raise ConfigError(f"{filename}{line}: invalid YAML: {_yaml_msg(exc)}") from None
+                raise invalid_yaml(filename, exc) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{filename}: a config must be a mapping at the top level.")
         bases = data.pop(BASE_KEY, None) or data.pop("_base_", None)

@@ -50,3 +50,10 @@ def did_you_mean(key: str, candidates: Iterable[str]) -> str:
 def yaml_msg(exc: Exception) -> str:
     """A PyYAML error text with its ``"<unicode string>"`` stream name replaced."""
     return str(exc).replace('"<unicode string>"', "the file").replace("\n", " ")
+
+
+def invalid_yaml(filename: str, exc: Exception) -> ConfigError:
+    """The ``ConfigError`` for a PyYAML error in ``filename``, with the line number when known."""
+    mark = getattr(exc, "problem_mark", None)
+    line = f", line {mark.line + 1}" if mark is not None else ""
+    return ConfigError(f"{filename}{line}: invalid YAML: {yaml_msg(exc)}")

@@ -26,8 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config_dict import ConfigDict
-from .errors import ConfigError
-from .errors import yaml_msg as _yaml_msg
+from .errors import ConfigError, invalid_yaml
 from .merge import merge_into
 
 BASE_KEYS = ("_base_", "_BASE_")
@@ -240,9 +239,7 @@ def _parse_data(text: str, filename: str, suffix: str) -> dict:
         try:
             data = yaml_load(text)
         except YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f", line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{filename}{line}: invalid YAML: {_yaml_msg(exc)}") from None
+            raise invalid_yaml(filename, exc) from None
         data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(
