@@ -115,16 +115,20 @@ class LoggerHook(Hook):
                 f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
             )
             logger.info("Validation (epoch %d, iter %d): %s", runner.epoch, runner.iter, text)
+        from ..writers import CommonMetricPrinter
+
         for w in self.writers:
-            if type(w).__name__ != "CommonMetricPrinter":
+            if not isinstance(w, CommonMetricPrinter):  # the console line was printed already
                 w.write()
 
     def after_run(self, runner: Any) -> None:
         """Write what is left to file writers (the console line was printed already) and close them."""
+        from ..writers import CommonMetricPrinter
+
         runner.flush_metrics()
         for w in self.writers:
             try:
-                if type(w).__name__ != "CommonMetricPrinter" and runner.storage is not None:
+                if not isinstance(w, CommonMetricPrinter) and runner.storage is not None:
                     w.write()
             finally:
                 w.close()
