@@ -74,6 +74,23 @@ class HistoryBuffer:
         if len(values) >= 2 * self._max_length:
             self._trim()
 
+    def extend(self, values: list[float], iters: list[float]) -> None:
+        """Append many float ``values`` put at ``iters`` (same length), as repeated :meth:`update` would.
+
+        The bulk path of the runner's metric flush: list extends and one C-level sum instead of a
+        Python call per value.
+        """
+        if len(values) != len(iters):
+            raise ValueError(
+                f"HistoryBuffer.extend: {len(values)} values but {len(iters)} iterations; pass one each."
+            )
+        self._values.extend(values)
+        self._iters.extend(iters)
+        self._global_sum = sum(values, self._global_sum)
+        self._count += len(values)
+        if len(self._values) >= 2 * self._max_length:
+            self._trim()
+
     def _trim(self) -> None:
         self.materialize()
         extra = len(self._values) - self._max_length
@@ -157,10 +174,16 @@ class HistoryBuffer:
         Args:
             max_values: keep only the newest ``max_values`` values (global sum/count stay exact).
         """
-        pairs = self.values()
+        self.materialize()
+        n = min(len(self._values), self._max_length)
         if max_values is not None:
-            pairs = pairs[-max_values:] if max_values > 0 else []
-        data = torch.tensor(pairs, dtype=torch.float64).reshape(-1, 2)
+            n = min(n, max(max_values, 0))
+        # Through numpy: a float list converts ~10x faster than with torch.tensor(list).
+        data = np.empty((n, 2), dtype=np.float64)
+        if n:
+            data[:, 0] = self._values[len(self._values) - n:]
+            data[:, 1] = self._iters[len(self._iters) - n:]
+        data = torch.from_numpy(data)
         return {"max_length": self._max_length, "data": data,
                 "global_sum": self._global_sum, "count": self._count}
 
@@ -177,8 +200,12 @@ class HistoryBuffer:
 
 
 def _median(values: list[float]) -> float:
-    # statistics.median is ~25x faster than np.median on the short lists writers smooth over.
-    if not values or any(v != v for v in values):
+    # statistics.median is ~25x faster than np.median on the short lists writers smooth over. A NaN
+    # anywhere makes the C-level sum NaN (so does inf - inf: then the exact check decides).
+    if not values:
+        return math.nan
+    total = sum(values)
+    if total != total and any(v != v for v in values):
         return math.nan
     return float(statistics.median(values))
 
@@ -275,6 +302,29 @@ class EventStorage:
             )
         history.update(value, cur_iter)
 
+    def put_scalar_series(
+        self, name: str, values: list[float], iters: list[float], smoothing_hint: bool | None = None
+    ) -> None:
+        """Record float ``values[i]`` at iteration ``iters[i]`` for scalar ``name`` in one call.
+
+        What the runner's metric flush uses: equivalent to ``put_scalar`` per value, without the
+        per-value checks. ``smoothing_hint=None`` keeps the hint of an existing scalar (new ones: True).
+        """
+        if not values:
+            return
+        if self._current_prefix:
+            name = self._current_prefix + name
+        history = self._history.get(name)
+        if history is None:
+            history = self._history[name] = HistoryBuffer()
+            self._smoothing_hints[name] = True if smoothing_hint is None else smoothing_hint
+        elif smoothing_hint is not None and self._smoothing_hints[name] != smoothing_hint:
+            raise ValueError(
+                f"put_scalar_series('{name}', smoothing_hint={smoothing_hint}): this scalar was first put "
+                f"with smoothing_hint={self._smoothing_hints[name]}; use the same hint every time."
+            )
+        history.extend(values, iters)
+
     def put_scalars(self, *, smoothing_hint: bool = True, cur_iter: int | None = None, **kwargs: Any) -> None:
         """Put several scalars at once: ``storage.put_scalars(loss=1.0, acc=0.5)``."""
         for k, v in kwargs.items():
@@ -321,11 +371,16 @@ class EventStorage:
             if self._smoothing_hints[k]:
                 vals = h._values
                 iters = h._iters
-                n = 0
-                for j in range(len(iters) - 1, max(len(iters) - 1 - window, -1), -1):
-                    if iters[j] <= itr - window:
-                        break
-                    n += 1
+                oldest = itr - window  # values put at or before this iteration are stale
+                tail = iters[-window:] if window > 0 else []
+                if tail and min(tail) > oldest:  # the usual case (one value per iteration): C speed
+                    n = len(tail)
+                else:  # count back from the newest until a stale entry
+                    n = 0
+                    for j in range(len(iters) - 1, max(len(iters) - 1 - window, -1), -1):
+                        if iters[j] <= oldest:
+                            break
+                        n += 1
                 result[k] = (_median(vals[len(vals) - n:]), itr)
             else:
                 result[k] = (h.latest(), itr)

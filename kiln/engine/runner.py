@@ -31,6 +31,7 @@ from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import OptimWrapper, build_optim_wrapper
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
+from .step_metrics import convert_columns, split_columns
 
 __all__ = ["Runner", "parse_losses"]
 
@@ -431,54 +432,22 @@ class Runner(RunnerCheckpointMixin):
         """Move the per-iteration outputs buffered by the loop into the event storage.
 
         The loop only appends each step's log variables to a list (no tensor-to-float syncs); this
-        puts them into the storage at their own iterations. Logger, checkpoint and eval hooks call it.
+        puts them into the storage at their own iterations, in bulk (see :mod:`.step_metrics`: one
+        tensor stack for all values, one history extend per scalar). Logger, checkpoint and eval
+        hooks call it.
         """
         pending = self._pending_metrics
         storage = self.storage
         if not pending or storage is None:
             pending.clear()
             return
-        # Plain numbers go straight into their history; tensors are collected and converted with one
-        # device->host transfer for all of them, instead of one per value.
-        histories = storage.histories()  # the live dict: names added by put_scalar appear in it
-        keys: list[tuple[int, str]] = []
-        tensors: list[torch.Tensor] = []
-        tensor_type = torch.Tensor
-        for it, values in pending:
-            for k, v in values.items():
-                tv = type(v)
-                if tv is float or tv is int or (tv is not bool and isinstance(v, (int, float))):
-                    h = histories.get(k)
-                    if h is None:  # first time: let the storage register the name and its hint
-                        storage.put_scalar(k, v, cur_iter=it)
-                    else:
-                        h.update(v, it)
-                elif isinstance(v, tensor_type):
-                    if v.ndim == 0:
-                        keys.append((it, k))
-                        tensors.append(v)
-                    elif v.numel() == 1:
-                        keys.append((it, k))
-                        tensors.append(v.reshape(()))
+        cols = split_columns(pending)
         pending.clear()
-        if not tensors:
-            return
-        try:
-            with torch.no_grad():
-                stacked = torch.stack(tensors).float()
-                if self.world_size > 1:
-                    stacked = self._mean_over_ranks(stacked, keys)
-                floats = stacked.tolist()
-        except (RuntimeError, TypeError):  # mixed devices or dtypes: convert one by one
-            floats = [float(t) for t in tensors]
-        for (it, k), f in zip(keys, floats):
-            h = histories.get(k)
-            if h is None:
-                storage.put_scalar(k, f, cur_iter=it)
-            else:
-                h.update(f, it)
+        reduce = self._mean_over_ranks if self.world_size > 1 else None
+        for name, (its, vals) in convert_columns(cols, reduce).items():
+            storage.put_scalar_series(name, vals, its)
 
-    def _mean_over_ranks(self, stacked: torch.Tensor, keys: list) -> torch.Tensor:
+    def _mean_over_ranks(self, stacked: torch.Tensor, signature: list) -> torch.Tensor:
         """Average the buffered scalars over ranks (one all_reduce per flush, as Detectron2 logs).
 
         Ranks flush at the same points; if their buffers differ (a loss present on some ranks
@@ -488,8 +457,8 @@ class Runner(RunnerCheckpointMixin):
 
         import torch.distributed as dist
 
-        signature = zlib.crc32(repr(keys).encode())  # str hashes differ between processes
-        if len(set(comm.all_gather(signature))) != 1:
+        crc = zlib.crc32(repr(signature).encode())  # str hashes differ between processes
+        if len(set(comm.all_gather(crc))) != 1:
             if not getattr(self, "_warned_reduce", False):
                 logger.warning("Logged metrics differ between ranks; logging each rank's own values.")
                 self._warned_reduce = True

@@ -117,6 +117,20 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
     assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
 
 
+def test_rng_states_saved_as_word_lists_by_older_checkpoints_still_restore():
+    random.seed(3)
+    np.random.seed(3)
+    states = get_rng_states()
+    expected = (random.random(), np.random.rand())
+    old = dict(states)
+    old["python"] = dict(states["python"], state=states["python"]["state"].tolist())
+    old["numpy"] = dict(states["numpy"], key=states["numpy"]["key"].tolist())
+    random.seed(4)
+    np.random.seed(4)
+    set_rng_states(old)
+    assert (random.random(), np.random.rand()) == expected
+
+
 def test_set_rng_states_rejects_incomplete_state():
     with pytest.raises(KeyError, match="expected what get_rng_states"):
         set_rng_states({"torch": torch.get_rng_state()})

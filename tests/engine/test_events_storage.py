@@ -195,6 +195,14 @@ def test_a_nan_in_the_window_shows_as_nan_not_a_misleading_median():
     assert h.median(1) == 3.0
 
 
+def test_median_of_a_window_with_opposite_infinities_is_not_mistaken_for_nan():
+    # inf + -inf sums to NaN: the fast NaN check must fall back to looking at the values.
+    h = HistoryBuffer()
+    for i, v in enumerate([float("inf"), 1.0, float("-inf")]):
+        h.update(v, i)
+    assert h.median(3) == 1.0
+
+
 def test_checkpointed_histories_are_capped_but_global_average_stays_exact():
     with EventStorage(state_history_length=5) as s:
         for i in range(100):

@@ -124,6 +124,17 @@ def test_common_metric_printer_logs_eta_iter_losses_time_lr(caplog):
         assert part in line, (part, line)
 
 
+def test_eta_uses_the_mean_iteration_time_so_recurring_slow_iterations_count():
+    # 9 iterations of 0.1 s and one of 1.1 s (a checkpoint save): the median would say 0.1 s/iter.
+    printer = CommonMetricPrinter(max_iter=20)  # 10 iterations left after iteration 9
+    with EventStorage() as s:
+        for i in range(10):
+            s.iter = i
+            s.put_scalar("time", 1.1 if i == 4 else 0.1)
+        printer.write()
+        assert s.latest()["eta_seconds"][0] == pytest.approx(0.2 * 10)  # mean 0.2 s (median: 0.1)
+
+
 def test_common_metric_printer_estimates_eta_without_timer(caplog):
     printer = CommonMetricPrinter(max_iter=10)
     with EventStorage() as s, caplog.at_level(logging.INFO, logger="kiln.engine.writers"):
