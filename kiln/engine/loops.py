@@ -16,7 +16,7 @@ import torch
 
 from kiln.registry import LOOPS
 
-from .hooks.base import HookError, owner_of_failure
+from .hooks.base import HookError, IterDispatch, owner_of_failure
 
 __all__ = [
     "EpochBasedTrainLoop",
@@ -77,12 +77,14 @@ class _TrainLoopBase:
         runner = self.runner
         stages = runner._stages
         before = stages["before_train_iter"]
-        after = stages["after_train_iter"]
+        it = runner.iter
+        idx = first_idx
+        # Periodic after_train_iter hooks (logger, checkpoint, eval) are called only when due.
+        dispatch = IterDispatch(stages["after_train_iter"], runner, it, idx)
+        after_all, after_every, due = dispatch.all, dispatch.every, dispatch.due
         step = step or runner.make_train_step()
         storage = runner.storage
         pending = runner._pending_metrics
-        it = runner.iter
-        idx = first_idx
         for data_batch in itertools.islice(batches, limit):
             try:
                 for fn in before:
@@ -95,15 +97,20 @@ class _TrainLoopBase:
                 runner.flush_metrics()
             runner._done = (it + 1, idx + 1)
             try:
-                for fn in after:
-                    fn(runner, idx, data_batch, outputs)
+                if it >= due:
+                    for fn in after_all:
+                        fn(runner, idx, data_batch, outputs)
+                    due = dispatch.next_due(runner, it + 1, idx + 1)
+                else:
+                    for fn in after_every:
+                        fn(runner, idx, data_batch, outputs)
             except Exception as exc:
                 raise _hook_failure(exc, "after_train_iter") from exc
             it += 1
             idx += 1
             runner.iter = it
             runner.inner_iter = idx
-            storage.iter = it
+            storage._iter = it
             if runner.stop_training:
                 break
 

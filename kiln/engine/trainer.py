@@ -34,7 +34,7 @@ from kiln.registry import MODELS
 from kiln.utils import cfg_lookup
 
 from . import comm
-from .hooks.base import Hook, HookBase
+from .hooks.base import Hook, HookBase, next_multiple
 from .loops import StepLoop, is_resumable_loader
 from .optim import OptimWrapper
 from .runner import Runner, parse_losses
@@ -437,6 +437,12 @@ class _TestHook(Hook):
         self.period = period
         self.trainer = weakref.proxy(trainer)
         self.trainer_cls = type(trainer)  # type() of a weak proxy is the proxy type
+
+    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+        """Every ``period``-th iteration and the last one."""
+        if type(self).after_train_iter is not _TestHook.after_train_iter:
+            return None
+        return min(next_multiple(it, self.period), max(it, runner.max_iters - 1))
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None

@@ -2,7 +2,9 @@
 
 A hook overrides any of the 22 stage methods of :class:`Hook`. The runner precomputes, for each
 stage, the list of bound methods of hooks that *override* that stage, so a stage nobody cares
-about costs one empty loop, and a hook that only logs every 50 iterations costs one call.
+about costs one empty loop. A hook whose ``after_train_iter`` acts only at some iterations (log
+every 50, save every 1000) can say when through :meth:`Hook.next_due_iter`; the training loop then
+calls it only at those iterations, so between them it costs nothing (see :class:`IterDispatch`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __all__ = [
     "HookError",
     "build_stage_table",
     "owner_of_failure",
+    "IterDispatch",
+    "next_multiple",
 ]
 
 # The 22 points a hook can attach to, in the order a full run meets them.
@@ -198,6 +202,18 @@ class Hook:
         """Called once at the very end (also after a failure)."""
 
     # ----------------------------------------------------------------- helpers
+    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+        """When this hook's ``after_train_iter`` next has work to do, for hooks that act periodically.
+
+        Return the smallest iteration index ``>= it`` (``runner.iter`` numbering, counted while
+        that iteration's ``after_train_iter`` runs; ``batch_idx`` is the position of iteration ``it``
+        in its epoch) at which the call may do something; the loop skips the calls before it.
+        ``None`` (the default) means: call it every iteration. A subclass that overrides
+        ``after_train_iter`` of a hook implementing this must override this too (the built-in
+        hooks return ``None`` when they see their ``after_train_iter`` overridden).
+        """
+        return None
+
     def overridden_stages(self) -> list[str]:
         """The stages this hook's class overrides (the only ones the runner will call)."""
         cls = type(self)
@@ -356,3 +372,46 @@ def owner_of_failure(exc: BaseException) -> Any:
             return owner
         tb = tb.tb_next
     return None
+
+
+NEVER = 1 << 62  # an iteration no run reaches
+
+
+def next_multiple(it: int, interval: int) -> int:
+    """The smallest ``j >= it`` with ``(j + 1) % interval == 0`` (``it``, ``j``: 0-based iterations)."""
+    return ((it + interval) // interval) * interval - 1
+
+
+class IterDispatch:
+    """The ``after_train_iter`` callables, split into those called every iteration and periodic ones.
+
+    At an iteration where some periodic hook is due, every callable runs, in priority order (a
+    periodic hook that is not itself due checks and returns, as it would without this); in between,
+    only the every-iteration ones run. ``due`` is the next iteration at which all must run.
+    """
+
+    __slots__ = ("all", "every", "periodic", "due")
+
+    def __init__(self, fns: tuple[Callable, ...], runner: Any, it: int, batch_idx: int) -> None:
+        self.all = fns
+        every, periodic = [], []
+        for fn in fns:
+            owner = getattr(fn, "__self__", None)
+            if isinstance(owner, Hook) and owner.next_due_iter(runner, it, batch_idx) is not None:
+                periodic.append(owner)
+            else:
+                every.append(fn)
+        self.every = tuple(every)
+        self.periodic = tuple(periodic)
+        self.due = self.next_due(runner, it, batch_idx)
+
+    def next_due(self, runner: Any, it: int, batch_idx: int) -> int:
+        """The first iteration ``>= it`` at which a periodic hook is due (``NEVER`` if none is)."""
+        due = NEVER
+        for hook in self.periodic:
+            d = hook.next_due_iter(runner, it, batch_idx)
+            if d is None or d <= it:
+                return it
+            if d < due:
+                due = d
+        return due

@@ -14,7 +14,7 @@ from kiln.registry import HOOKS
 
 from .. import comm
 from ..checkpoint import atomic_torch_save
-from .base import Hook, Priority
+from .base import NEVER, Hook, Priority, next_multiple
 
 __all__ = ["CheckpointHook", "BestCheckpointKeeper", "publish_checkpoint", "infer_rule"]
 
@@ -212,6 +212,17 @@ class CheckpointHook(Hook):
         n = runner.iter + 1
         if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= self._last):
             self._save(runner, "iter", n)
+
+    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+        """Iteration-based: every ``interval``-th iteration and (``save_last``) the last one."""
+        if type(self).after_train_iter is not CheckpointHook.after_train_iter:
+            return None
+        if self.by_epoch:
+            return NEVER
+        due = next_multiple(it, self.interval) if self.interval > 0 else NEVER
+        if self.save_last and self._last:
+            due = min(due, max(it, self._last - 1))
+        return due
 
     def after_train_epoch(self, runner: Any) -> None:
         """Epoch-based saving."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from kiln.registry import HOOKS
 
-from .base import Hook, Priority
+from .base import NEVER, Hook, Priority
 from .checkpoint import BestCheckpointKeeper
 
 __all__ = ["EvalHook"]
@@ -74,6 +74,16 @@ class EvalHook(Hook):
         """Iteration-based validation."""
         if not self.by_epoch and self._due(runner.iter + 1):
             self._evaluate(runner)
+
+    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+        """Iteration-based: the next iteration whose count passes :meth:`_due`."""
+        if type(self).after_train_iter is not EvalHook.after_train_iter:
+            return None
+        if self.by_epoch:
+            return NEVER
+        start = self.interval if self.start is None else self.start
+        n = max(it + 1, start)  # n counts iterations from 1
+        return n + (-(n - start)) % self.interval - 1
 
     def after_train_epoch(self, runner: Any) -> None:
         """Epoch-based validation."""

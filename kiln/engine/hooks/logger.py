@@ -15,7 +15,7 @@ from typing import Any
 from kiln.registry import HOOKS, WRITERS
 
 from .. import comm
-from .base import Hook, Priority
+from .base import Hook, Priority, next_multiple
 
 __all__ = ["LoggerHook", "TextLoggerHook", "JsonLoggerHook", "TensorboardLoggerHook", "PeriodicWriter"]
 
@@ -100,6 +100,17 @@ class LoggerHook(Hook):
             self._write(runner)
         elif self._epoch_ends and batch_idx + 1 == self._epoch_length:
             self._write(runner)
+
+    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+        """Every ``interval``-th iteration, the last one and (unless ``ignore_last``) epoch ends."""
+        if type(self).after_train_iter is not LoggerHook.after_train_iter:
+            return None
+        due = next_multiple(it, self.interval)
+        if self._last:
+            due = min(due, max(it, self._last - 1))
+        if self._epoch_ends and self._epoch_length and batch_idx < self._epoch_length:
+            due = min(due, it + self._epoch_length - 1 - batch_idx)
+        return due
 
     def _prints_to_console(self) -> bool:
         from ..writers import CommonMetricPrinter
