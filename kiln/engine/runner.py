@@ -31,7 +31,7 @@ from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import OptimWrapper, build_optim_wrapper
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
-from .step_metrics import convert_columns, split_columns
+from .step_metrics import LossVars, convert_columns, split_columns
 
 __all__ = ["Runner", "parse_losses"]
 
@@ -42,21 +42,26 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any
     """Sum every entry whose key contains ``loss`` into the total; return ``(total, log_vars)``.
 
     Values may be tensors or lists of tensors (summed). ``log_vars`` keeps every entry (tensors,
-    detached lazily by the event storage) plus ``loss`` = the total.
+    detached lazily by the event storage) plus ``loss`` = the total. It is a :class:`LossVars`: the
+    runner logs ``loss`` as the sum of the terms' logged values (see :mod:`.step_metrics`).
     """
-    log_vars: dict[str, Any] = {}
+    log_vars = LossVars()
     total = None
+    terms = []
     for name, value in losses.items():
         if isinstance(value, (list, tuple)):
             value = sum(v.mean() for v in value)
         log_vars[name] = value
         if "loss" in name:
             total = value if total is None else total + value
+            terms.append(name)
     if total is None:
         raise KeyError(
             f"The model's training output has no key containing 'loss' (keys: {sorted(losses)}); a "
             f"training-mode forward must return a dict like {{'loss_cls': tensor, ...}}."
         )
+    if "loss" not in losses:  # (a model's own 'loss' entry is one of the terms; then read the total)
+        log_vars.terms = tuple(terms)
     log_vars["loss"] = total
     return total, log_vars
 

@@ -194,6 +194,7 @@ class SimpleTrainer(TrainerBase):
         total.backward()
         opt.step()
         log_vars["total_loss"] = log_vars.pop("loss")
+        log_vars.total_key = "total_loss"
         log_vars["data_time"] = data_time
         return log_vars
 
@@ -239,6 +240,7 @@ class AMPTrainer(SimpleTrainer):
             total.backward()
             opt.step()
         log_vars["total_loss"] = log_vars.pop("loss")
+        log_vars.total_key = "total_loss"
         log_vars["data_time"] = data_time
         return log_vars
 

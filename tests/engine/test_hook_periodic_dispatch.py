@@ -62,7 +62,9 @@ def test_logger_hook_is_due_exactly_where_it_writes(interval, max_iters, epoch_l
     _check_due_matches_actions(hook, runner, acted)
 
 
-@pytest.mark.parametrize("interval,save_last,max_iters", [(4, True, 18), (4, False, 18), (-1, True, 9), (1, True, 5)])
+@pytest.mark.parametrize(
+    "interval,save_last,max_iters", [(4, True, 18), (4, False, 18), (-1, True, 9), (1, True, 5)]
+)
 def test_checkpoint_hook_is_due_exactly_where_it_saves(interval, save_last, max_iters):
     hook = CheckpointHook(interval=interval, save_last=save_last, by_epoch=False)
     runner = _fake_runner(max_iters, None, False)

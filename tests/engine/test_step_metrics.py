@@ -126,3 +126,41 @@ def test_runner_flush_puts_every_iteration_value_at_its_iteration(tmp_path):
     assert s.history("odd").values() == [(float(i), i) for i in (1, 3, 5)]
     assert len(s.history("time")) == 7 and "ok" not in s.histories() and "vec" not in s.histories()
     assert math.isclose(s.history("loss_b").global_avg(), 6.0)
+
+
+def _loss_vars(terms, total, **extra):
+    from kiln.engine.step_metrics import LossVars
+
+    lv = LossVars(terms, loss=total, **extra)
+    lv.terms = tuple(terms)
+    return lv
+
+
+def test_the_total_of_parse_losses_is_logged_as_the_sum_of_its_terms_without_reading_it():
+    # The total tensor holds a wrong value on purpose: if the flush read it, 999 would be logged.
+    pending = [(i, _loss_vars({"loss_a": torch.tensor(1.0 * i), "loss_b": 0.5}, torch.tensor(999.0)))
+               for i in range(3)]
+    out = convert_columns(split_columns(pending))
+    assert out["loss"] == ([0, 1, 2], [0.5, 1.5, 2.5])
+
+
+def test_summed_totals_follow_the_terms_present_at_each_iteration_and_merge_with_plain_ones():
+    pending = [
+        (0, _loss_vars({"loss_a": 1.0, "loss_b": 2.0}, torch.tensor(0.0))),
+        (1, _loss_vars({"loss_a": 1.0}, torch.tensor(0.0))),  # loss_b absent this iteration
+        (2, {"loss_a": 5.0, "loss": torch.tensor(7.0)}),  # a plain dict: its total is read
+        (3, _loss_vars({"loss_a": 3.0, "loss_b": 4.0}, torch.tensor(0.0))),
+    ]
+    out = convert_columns(split_columns(pending))
+    assert out["loss"] == ([0, 1, 2, 3], [3.0, 1.0, 7.0, 7.0])
+
+
+def test_parse_losses_marks_its_terms_unless_the_model_returned_its_own_total():
+    from kiln.engine import parse_losses
+
+    _, lv = parse_losses({"loss_cls": torch.tensor(1.0), "acc": torch.tensor(0.5)})
+    assert lv.terms == ("loss_cls",) and lv.total_key == "loss"
+    _, lv = parse_losses({"loss": torch.tensor(1.0), "loss_aux": torch.tensor(2.0)})
+    assert lv.terms == () and float(lv["loss"]) == 3.0
+    pending = [(0, lv)]
+    assert convert_columns(split_columns(pending))["loss"] == ([0], [3.0])  # read, not summed

@@ -52,6 +52,9 @@ def test_simple_trainer_runs_run_step_between_hook_calls_with_the_trainer_proxy(
     trainer.runner.flush_metrics()
     assert trainer.storage.history("total_loss").latest_iter() == 5
     assert "data_time" in trainer.storage.histories()
+    hist = {k: [v for v, _ in trainer.storage.history(k).values()]
+            for k in ("total_loss", "loss_mse", "loss_l1")}
+    assert hist["total_loss"] == pytest.approx([a + b for a, b in zip(hist["loss_mse"], hist["loss_l1"])])
 
 
 def test_amp_trainer_bf16_on_cpu_trains():
