@@ -76,19 +76,25 @@ class _TrainLoopBase:
         """The hot loop: run up to ``limit`` iterations from ``batches``."""
         runner = self.runner
         stages = runner._stages
-        before = stages["before_train_iter"]
         it = runner.iter
         idx = first_idx
-        # Periodic after_train_iter hooks (logger, checkpoint, eval) are called only when due.
-        dispatch = IterDispatch(stages["after_train_iter"], runner, it, idx)
+        # Periodic hooks (logger, checkpoint, eval, lr schedule) are called only when due.
+        bdispatch = IterDispatch(stages["before_train_iter"], runner, "before_train_iter", it, idx)
+        before_all, before_every, bdue = bdispatch.all, bdispatch.every, bdispatch.due
+        dispatch = IterDispatch(stages["after_train_iter"], runner, "after_train_iter", it, idx)
         after_all, after_every, due = dispatch.all, dispatch.every, dispatch.due
         step = step or runner.make_train_step()
         storage = runner.storage
         pending = runner._pending_metrics
         for data_batch in itertools.islice(batches, limit):
             try:
-                for fn in before:
-                    fn(runner, idx, data_batch)
+                if it >= bdue:
+                    for fn in before_all:
+                        fn(runner, idx, data_batch)
+                    bdue = bdispatch.next_due(runner, it + 1, idx + 1)
+                else:
+                    for fn in before_every:
+                        fn(runner, idx, data_batch)
             except Exception as exc:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)

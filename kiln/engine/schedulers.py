@@ -531,6 +531,12 @@ class ScheduleSet:
         self.last_iter = it
         self._valid_until = min((s.next_change(it, self.epoch_length) for s in self.schedulers), default=INF)
 
+    def next_update(self, it: int) -> float:
+        """The first iteration ``>= it`` at which :meth:`apply` would change a value (``inf``: never)."""
+        if self.last_iter < it < self._valid_until:
+            return math.ceil(self._valid_until) if self._valid_until != INF else INF
+        return it
+
     def state_dict(self) -> dict:
         """The last applied iteration (values are recomputed from it)."""
         return {"last_iter": self.last_iter}

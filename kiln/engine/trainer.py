@@ -440,9 +440,9 @@ class _TestHook(Hook):
         self.trainer = weakref.proxy(trainer)
         self.trainer_cls = type(trainer)  # type() of a weak proxy is the proxy type
 
-    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
         """Every ``period``-th iteration and the last one."""
-        if type(self).after_train_iter is not _TestHook.after_train_iter:
+        if stage != "after_train_iter" or type(self).after_train_iter is not _TestHook.after_train_iter:
             return None
         return min(next_multiple(it, self.period), max(it, runner.max_iters - 1))
 

@@ -7,6 +7,7 @@ Only the main process should own writers (the runner decides; writers don't chec
 
 from __future__ import annotations
 
+import collections
 import datetime
 import json
 import logging
@@ -81,6 +82,10 @@ class CommonMetricPrinter(EventWriter):
         self._max_iter = max_iter
         self._window = window
         self._last_write: tuple[int, float] | None = None  # (iteration, wall time) of the previous write
+        # (count, sum) of the `time` history at each write, oldest first: the mean over the last
+        # ~1000 iterations is a difference of two running sums (reading the 1000 values themselves
+        # costs ~50 us a write: they are scattered in memory).
+        self._time_marks: collections.deque[tuple[int, float]] = collections.deque([(0, 0.0)])
 
     def _eta(self, storage: EventStorage) -> str | None:
         if self._max_iter is None:
@@ -88,10 +93,7 @@ class CommonMetricPrinter(EventWriter):
         iteration = storage.iter
         remaining = self._max_iter - iteration - 1
         try:
-            # The mean (not the median) of the last 1000 iteration times: the iterations that save
-            # checkpoints or validate recur, so they belong in the estimate; and a mean is a C-level
-            # sum, where a median of 1000 values is a sort per write.
-            eta_seconds = storage.history("time").avg(1000) * remaining
+            eta_seconds = self._mean_recent_time(storage.history("time")) * remaining
         except KeyError:
             # No timer hook: estimate from the wall time between two writes (noisier).
             eta_seconds = None
@@ -104,6 +106,23 @@ class CommonMetricPrinter(EventWriter):
                 return None
         storage.put_scalar("eta_seconds", eta_seconds, smoothing_hint=False)
         return str(datetime.timedelta(seconds=int(max(eta_seconds, 0))))
+
+    def _mean_recent_time(self, h: Any, span: int = 1000) -> float:
+        """Mean iteration time over the last ~``span`` iterations, at the granularity of writes.
+
+        A mean, not Detectron2's median: the iterations that save checkpoints recur, so they belong
+        in the estimate of the time left.
+        """
+        count, total = h.count(), h.global_sum()
+        marks = self._time_marks
+        if count < marks[-1][0]:  # the history was replaced (a resume): start over
+            marks.clear()
+            marks.append((0, 0.0))
+        while len(marks) > 1 and count - marks[1][0] >= span:
+            marks.popleft()
+        marks.append((count, total))
+        n0, s0 = marks[0]
+        return (total - s0) / (count - n0) if count > n0 else h.latest()
 
     def write(self) -> None:
         """Log one line for the current iteration."""

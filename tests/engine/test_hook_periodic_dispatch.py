@@ -41,7 +41,7 @@ def _check_due_matches_actions(hook, runner, acted):
     assert acts, "the configuration should make the hook act at least once"
     for it in range(n):
         expected = next((j for j in acts if j >= it), None)
-        due = hook.next_due_iter(runner, it, it % length)
+        due = hook.next_due_iter(runner, "after_train_iter", it, it % length)
         if expected is None:
             assert due >= n, (it, due)
         else:
@@ -113,7 +113,7 @@ def test_the_loop_skips_a_periodic_hook_between_its_due_iterations_and_keeps_pri
     class EveryThird(Hook):
         priority = "LOW"
 
-        def next_due_iter(self, runner, it, batch_idx):
+        def next_due_iter(self, runner, stage, it, batch_idx):
             return it + (-(it + 1)) % 3  # iterations 2, 5, 8, ...
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
@@ -170,3 +170,30 @@ def test_iteration_based_checkpoints_and_log_lines_land_where_configured(tmp_pat
     assert saved == ["iter_10.pth", "iter_3.pth", "iter_6.pth", "iter_9.pth"]
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines if "loss" in r] == [3, 7, 9]
+
+
+@pytest.mark.parametrize(
+    "schedules",
+    [
+        [dict(type="LinearLR", start_factor=0.1, by_epoch=False, end=5),
+         dict(type="MultiStepLR", by_epoch=False, milestones=[9, 14])],
+        [dict(type="MultiStepLR", by_epoch=True, milestones=[1, 2])],
+        [dict(type="CosineAnnealingLR", by_epoch=False, T_max=20)],
+    ],
+)
+def test_the_schedule_hook_sets_every_iterations_lr_while_skipping_constant_stretches(tmp_path, schedules):
+    from kiln.engine.hooks import ParamSchedulerHook
+
+    runner = _runner(tmp_path, max_epochs=5, param_scheduler=schedules,
+                     default_hooks={**NO_DEFAULTS, "param_scheduler": ParamSchedulerHook()})
+    seen, applied = [], []
+    runner.register_callback(lambda r, *a: seen.append((r.iter, r.optimizer.param_groups[0]["lr"])),
+                             "after_train_iter")
+    apply = runner.schedule_set.apply
+    runner.schedule_set.apply = lambda it: applied.append(it) or apply(it)
+    runner.train()  # 5 epochs x 4 batches
+    expected = [(it, runner.schedule_set.values_at(it)["lr"][0]) for it in range(20)]
+    assert [it for it, _ in seen] == list(range(20))
+    assert [lr for _, lr in seen] == pytest.approx([lr for _, lr in expected], rel=1e-12)
+    changes = [it for it in range(20) if it == 0 or expected[it][1] != expected[it - 1][1]]
+    assert set(changes) <= set(applied) and len(applied) <= len(changes) + 1

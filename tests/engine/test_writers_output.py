@@ -135,6 +135,22 @@ def test_eta_uses_the_mean_iteration_time_so_recurring_slow_iterations_count():
         assert s.latest()["eta_seconds"][0] == pytest.approx(0.2 * 10)  # mean 0.2 s (median: 0.1)
 
 
+def test_eta_follows_the_recent_iteration_time_not_the_whole_run():
+    # 1000 slow iterations (1 s), then 1500 fast ones (0.1 s), a line every 50: the estimate at the
+    # end uses the last ~1000 iterations only.
+    printer = CommonMetricPrinter(max_iter=3500)
+    with EventStorage() as s:
+        for i in range(2500):
+            s.iter = i
+            s.put_scalar("time", 1.0 if i < 1000 else 0.1)
+            if (i + 1) % 50 == 0:
+                printer.write()
+        assert s.latest()["eta_seconds"][0] == pytest.approx(0.1 * 1000)
+        h = s.history("eta_seconds")
+        first = h.values()[0][0]
+        assert first == pytest.approx(1.0 * (3500 - 50))  # the first line: the mean of all so far
+
+
 def test_common_metric_printer_estimates_eta_without_timer(caplog):
     printer = CommonMetricPrinter(max_iter=10)
     with EventStorage() as s, caplog.at_level(logging.INFO, logger="kiln.engine.writers"):

@@ -2,9 +2,10 @@
 
 A hook overrides any of the 22 stage methods of :class:`Hook`. The runner precomputes, for each
 stage, the list of bound methods of hooks that *override* that stage, so a stage nobody cares
-about costs one empty loop. A hook whose ``after_train_iter`` acts only at some iterations (log
-every 50, save every 1000) can say when through :meth:`Hook.next_due_iter`; the training loop then
-calls it only at those iterations, so between them it costs nothing (see :class:`IterDispatch`).
+about costs one empty loop. A hook whose ``before_train_iter``/``after_train_iter`` acts only at
+some iterations (log every 50, save every 1000, set the lr when the schedule changes it) can say
+when through :meth:`Hook.next_due_iter`; the training loop then calls it only at those iterations,
+so between them it costs nothing (see :class:`IterDispatch`).
 """
 
 from __future__ import annotations
@@ -202,15 +203,15 @@ class Hook:
         """Called once at the very end (also after a failure)."""
 
     # ----------------------------------------------------------------- helpers
-    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
-        """When this hook's ``after_train_iter`` next has work to do, for hooks that act periodically.
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
+        """When this hook's ``before_train_iter``/``after_train_iter`` (``stage``) next has work to do.
 
-        Return the smallest iteration index ``>= it`` (``runner.iter`` numbering, counted while
-        that iteration's ``after_train_iter`` runs; ``batch_idx`` is the position of iteration ``it``
-        in its epoch) at which the call may do something; the loop skips the calls before it.
-        ``None`` (the default) means: call it every iteration. A subclass that overrides
-        ``after_train_iter`` of a hook implementing this must override this too (the built-in
-        hooks return ``None`` when they see their ``after_train_iter`` overridden).
+        For hooks that act periodically: return the smallest iteration index ``>= it``
+        (``runner.iter`` numbering; ``batch_idx`` is the position of iteration ``it`` in its epoch)
+        at which the call may do something; the loop skips the calls before it. ``None`` (the
+        default) means: call it every iteration. A subclass that overrides the stage method of a
+        hook implementing this must override this too (the built-in hooks return ``None`` when
+        they see their stage method overridden).
         """
         return None
 
@@ -383,21 +384,22 @@ def next_multiple(it: int, interval: int) -> int:
 
 
 class IterDispatch:
-    """The ``after_train_iter`` callables, split into those called every iteration and periodic ones.
+    """One per-iteration stage's callables, split into those called every iteration and periodic ones.
 
     At an iteration where some periodic hook is due, every callable runs, in priority order (a
     periodic hook that is not itself due checks and returns, as it would without this); in between,
     only the every-iteration ones run. ``due`` is the next iteration at which all must run.
     """
 
-    __slots__ = ("all", "every", "periodic", "due")
+    __slots__ = ("stage", "all", "every", "periodic", "due")
 
-    def __init__(self, fns: tuple[Callable, ...], runner: Any, it: int, batch_idx: int) -> None:
+    def __init__(self, fns: tuple[Callable, ...], runner: Any, stage: str, it: int, batch_idx: int) -> None:
+        self.stage = stage
         self.all = fns
         every, periodic = [], []
         for fn in fns:
             owner = getattr(fn, "__self__", None)
-            if isinstance(owner, Hook) and owner.next_due_iter(runner, it, batch_idx) is not None:
+            if isinstance(owner, Hook) and owner.next_due_iter(runner, stage, it, batch_idx) is not None:
                 periodic.append(owner)
             else:
                 every.append(fn)
@@ -408,8 +410,9 @@ class IterDispatch:
     def next_due(self, runner: Any, it: int, batch_idx: int) -> int:
         """The first iteration ``>= it`` at which a periodic hook is due (``NEVER`` if none is)."""
         due = NEVER
+        stage = self.stage
         for hook in self.periodic:
-            d = hook.next_due_iter(runner, it, batch_idx)
+            d = hook.next_due_iter(runner, stage, it, batch_idx)
             if d is None or d <= it:
                 return it
             if d < due:

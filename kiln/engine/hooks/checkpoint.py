@@ -213,9 +213,9 @@ class CheckpointHook(Hook):
         if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= self._last):
             self._save(runner, "iter", n)
 
-    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
         """Iteration-based: every ``interval``-th iteration and (``save_last``) the last one."""
-        if type(self).after_train_iter is not CheckpointHook.after_train_iter:
+        if stage != "after_train_iter" or type(self).after_train_iter is not CheckpointHook.after_train_iter:
             return None
         if self.by_epoch:
             return NEVER

@@ -75,9 +75,9 @@ class EvalHook(Hook):
         if not self.by_epoch and self._due(runner.iter + 1):
             self._evaluate(runner)
 
-    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
         """Iteration-based: the next iteration whose count passes :meth:`_due`."""
-        if type(self).after_train_iter is not EvalHook.after_train_iter:
+        if stage != "after_train_iter" or type(self).after_train_iter is not EvalHook.after_train_iter:
             return None
         if self.by_epoch:
             return NEVER

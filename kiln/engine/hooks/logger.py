@@ -101,9 +101,9 @@ class LoggerHook(Hook):
         elif self._epoch_ends and batch_idx + 1 == self._epoch_length:
             self._write(runner)
 
-    def next_due_iter(self, runner: Any, it: int, batch_idx: int) -> int | None:
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
         """Every ``interval``-th iteration, the last one and (unless ``ignore_last``) epoch ends."""
-        if type(self).after_train_iter is not LoggerHook.after_train_iter:
+        if stage != "after_train_iter" or type(self).after_train_iter is not LoggerHook.after_train_iter:
             return None
         due = next_multiple(it, self.interval)
         if self._last:

@@ -10,7 +10,7 @@ import torch
 
 from kiln.registry import HOOKS
 
-from .base import Hook, Priority
+from .base import NEVER, Hook, Priority
 
 __all__ = [
     "ParamSchedulerHook",
@@ -39,6 +39,17 @@ class ParamSchedulerHook(Hook):
         s = runner.schedule_set
         if s is not None:
             s.apply(runner.iter)
+
+    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
+        """``before_train_iter`` only where a kiln schedule changes a value (closed form: known ahead)."""
+        own = type(self).before_train_iter is ParamSchedulerHook.before_train_iter
+        if stage != "before_train_iter" or not own:
+            return None
+        s = runner.schedule_set
+        if s is None:
+            return NEVER
+        due = s.next_update(it)
+        return NEVER if due == math.inf else int(due)
 
     def active_stages(self, runner: Any) -> list[str]:
         """Only the stages with something to schedule in this run."""
