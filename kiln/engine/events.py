@@ -75,7 +75,7 @@ class HistoryBuffer:
             self._trim()
 
     def extend(self, values: list[float], iters: list[float]) -> None:
-        """Append many float ``values`` put at ``iters`` (same length), as repeated :meth:`update` would.
+        """Append many numbers ``values`` put at ``iters`` (same length), as repeated :meth:`update` would.
 
         The bulk path of the runner's metric flush: list extends and one C-level sum instead of a
         Python call per value.
@@ -84,6 +84,8 @@ class HistoryBuffer:
             raise ValueError(
                 f"HistoryBuffer.extend: {len(values)} values but {len(iters)} iterations; pass one each."
             )
+        if set(map(type, values)) - {float}:  # ints, numpy scalars, one-element tensors: as update() does
+            values = [float(v) for v in values]
         self._values.extend(values)
         self._iters.extend(iters)
         self._global_sum = sum(values, self._global_sum)

@@ -81,6 +81,9 @@ def test_history_extend_matches_repeated_update():
     assert b.global_avg() == pytest.approx(a.global_avg(), rel=1e-12)
     with pytest.raises(ValueError, match="3 values but 2 iterations"):
         b.extend([1.0, 2.0, 3.0], [1, 2])
+    c = HistoryBuffer()
+    c.extend([1, torch.tensor(2.5)], [0, 1])  # numbers of other types become floats, as in update()
+    assert c.values() == [(1.0, 0), (2.5, 1)] and all(type(v) is float for v, _ in c.values())
 
 
 def test_put_scalar_series_registers_hint_and_refuses_a_different_one():
