@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from typing import Any
 
 import torch
@@ -86,7 +87,9 @@ class _TrainLoopBase:
         step = step or runner.make_train_step()
         storage = runner.storage
         pending = runner._pending_metrics
+        clock = time.perf_counter
         for data_batch in itertools.islice(batches, limit):
+            runner.batch_ready_time = clock()
             try:
                 if it >= bdue:
                     for fn in before_all:

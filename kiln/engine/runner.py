@@ -137,6 +137,8 @@ class Runner(RunnerCheckpointMixin):
         self.iter = 0
         self.inner_iter = 0
         self._done = (0, 0)  # (iterations done, batches of the epoch done) right after a step
+        # time.perf_counter() when the current training batch came out of the loader (set by the loop).
+        self.batch_ready_time: float | None = None
         self.stop_training = False
         self.storage: EventStorage | None = None
         self._pending_metrics: list[tuple[int, dict]] = []

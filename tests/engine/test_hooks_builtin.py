@@ -48,6 +48,45 @@ def test_logger_writes_metrics_jsonl_every_interval_with_losses_times_and_lr(tmp
     assert rows[0]["lr"] == pytest.approx(0.05) and rows[-1]["lr"] == pytest.approx(0.005)
 
 
+class _SlowLoader:
+    """Yields the toy batches, sleeping ``delay`` seconds before each (a slow data pipeline)."""
+
+    def __init__(self, batches, delay):
+        self.batches, self.delay = batches, delay
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        import time
+
+        for b in self.batches:
+            time.sleep(self.delay)
+            yield b
+
+
+def test_timer_data_time_is_the_wait_for_the_loader_not_the_hooks_before_the_step(tmp_path):
+    import time
+
+    from kiln.engine.hooks import Hook
+
+    class SlowHook(Hook):
+        priority = "HIGHEST"  # runs before the timer's stage methods
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            time.sleep(0.2)
+
+    r = _runner(tmp_path, train_dataloader=_SlowLoader(toy_batches(3), 0.01), max_epochs=1,
+                default_hooks=dict(logger=dict(type="LoggerHook", interval=1), checkpoint=None))
+    r.register_hook(SlowHook())
+    r.train()
+    data = [v for v, _ in r.storage.history("data_time").values()]
+    total = [v for v, _ in r.storage.history("time").values()]
+    assert len(data) == len(total) == 3
+    assert all(0.01 <= d < 0.15 for d in data), data  # the loader's 10 ms, not the hook's 200 ms
+    assert all(t - d >= 0.2 for d, t in zip(data, total)), (data, total)
+
+
 def test_tensorboard_logger_hook_writes_readable_event_files(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

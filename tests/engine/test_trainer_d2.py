@@ -203,3 +203,23 @@ def test_default_trainer_default_train_loader_maps_real_images_to_model_inputs(t
     for sample in batch:
         assert isinstance(sample["image"], torch.Tensor) and sample["image"].shape[0] == 3
         assert isinstance(sample["instances"], Instances) and len(sample["instances"]) >= 1
+
+
+def test_the_iteration_timer_keeps_the_data_time_run_step_measured():
+    import time
+
+    from kiln.engine.hooks import IterationTimer
+
+    def slow(batches):
+        for b in _infinite(batches):
+            time.sleep(0.05)
+            yield b
+
+    model = ToyRegressor()
+    trainer = SimpleTrainer(model, slow(toy_batches(3)), torch.optim.SGD(model.parameters(), lr=0.01))
+    trainer.register_hooks([IterationTimer()])
+    trainer.train(0, 3)
+    trainer.runner.flush_metrics()
+    data = [v for v, _ in trainer.storage.history("data_time").values()]
+    assert len(data) == 3 and all(d >= 0.045 for d in data), data  # not overwritten by the timer
+    assert len(trainer.storage.history("time")) == 3

@@ -16,8 +16,11 @@ __all__ = ["IterTimerHook", "IterationTimer"]
 class IterTimerHook(Hook):
     """Record ``data_time`` (waiting for the batch) and ``time`` (the whole iteration) per iteration.
 
-    The values ride along in the step's outputs and reach the event storage when the logger
-    flushes, so timing costs two ``perf_counter`` calls per iteration and no storage work.
+    ``time`` runs from the end of the previous iteration to the end of this one; ``data_time`` is
+    the part of it spent waiting for the loader (the loop stamps ``runner.batch_ready_time`` when a
+    batch arrives). A step that measures its own ``data_time`` (Detectron2's ``run_step``) keeps
+    it. The values ride along in the step's outputs and reach the event storage when the logger
+    flushes, so timing costs one hook call and two clock reads per iteration.
     """
 
     priority = Priority.NORMAL
@@ -29,18 +32,17 @@ class IterTimerHook(Hook):
         """Start the clock (the first wait for data counts as data time)."""
         self._t_end = time.perf_counter()
 
-    def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
-        """The time since the last iteration ended was spent waiting for this batch."""
-        self._t_start = time.perf_counter()
-
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Attach ``time`` and ``data_time`` to the outputs buffered for the storage."""
         now = time.perf_counter()
         if outputs is not None:
-            outputs["data_time"] = self._t_start - self._t_end
-            outputs["time"] = now - self._t_end
+            t_end = self._t_end
+            ready = runner.batch_ready_time
+            if ready is not None and "data_time" not in outputs:
+                outputs["data_time"] = ready - t_end
+            outputs["time"] = now - t_end
         self._t_end = now
 
     def before_val_epoch(self, runner: Any) -> None:
