@@ -11,6 +11,8 @@ from .base import Hook, Priority
 
 __all__ = ["IterTimerHook", "IterationTimer"]
 
+_clock = time.perf_counter
+
 
 @HOOKS.register_module(name=["IterTimerHook", "IterationTimer"])
 class IterTimerHook(Hook):
@@ -36,14 +38,15 @@ class IterTimerHook(Hook):
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Attach ``time`` and ``data_time`` to the outputs buffered for the storage."""
-        now = time.perf_counter()
-        if outputs is not None:
-            t_end = self._t_end
-            ready = runner.batch_ready_time
-            if ready is not None and "data_time" not in outputs:
-                outputs["data_time"] = ready - t_end
-            outputs["time"] = now - t_end
+        now = _clock()
+        t_end = self._t_end
         self._t_end = now
+        if outputs is not None:
+            outputs["time"] = now - t_end
+            if "data_time" not in outputs:
+                ready = runner.batch_ready_time
+                if ready is not None:
+                    outputs["data_time"] = ready - t_end
 
     def before_val_epoch(self, runner: Any) -> None:
         """Restart the clock for a validation pass."""
