@@ -7,6 +7,7 @@ from torchrun's ``LOCAL_RANK``/``LOCAL_WORLD_SIZE``.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -78,11 +79,17 @@ def create_local_process_group(num_workers_per_machine: int) -> None:
 
 
 def forget_process_groups() -> None:
-    """Drop cached sub-groups (call after ``destroy_process_group`` before initializing a new one)."""
+    """Drop cached sub-groups (call after ``destroy_process_group`` before initializing a new one).
+
+    Also runs at exit, so cached groups are released while the interpreter is still whole.
+    """
     global _LOCAL_PROCESS_GROUP, _LOCAL_SIZE
     _LOCAL_PROCESS_GROUP = None
     _LOCAL_SIZE = None
     _object_group.cache_clear()
+
+
+atexit.register(forget_process_groups)
 
 
 def get_local_process_group() -> Any:
@@ -147,10 +154,16 @@ def synchronize() -> None:
 
 @functools.lru_cache
 def _object_group() -> Any:
-    """A gloo group for pickled-object collectives (NCCL would need them on GPU)."""
+    """A gloo group for pickled-object collectives (NCCL would need them on GPU); ``None`` (the
+    default group) otherwise.
+
+    Never the default group object itself: a cached reference would keep a gloo process group alive
+    after ``dist.destroy_process_group()`` until interpreter shutdown, where destroying it can abort
+    the process ("terminate called without an active exception").
+    """
     if dist.get_backend() == dist.Backend.NCCL:
         return dist.new_group(backend="gloo")
-    return dist.group.WORLD
+    return None
 
 
 def all_gather(data: Any, group: Any = None) -> list[Any]:

@@ -69,6 +69,9 @@ def _worker(out_dir):
             {"a": torch.tensor(float(rank))}, average=False).items()},
         "mean": comm.all_reduce_mean(torch.tensor([float(rank)])).item(),
         "seed": comm.shared_random_seed(),
+        # Object collectives on gloo use the default group without caching the group object (a cached
+        # one outlives destroy_process_group and can abort the process at interpreter shutdown).
+        "object_group_cached": comm._object_group() is not None,
     }
     comm.synchronize()
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
@@ -102,6 +105,7 @@ def test_object_collectives_across_two_gloo_processes(two_workers):
     assert r0["gather"] == [0, 10] and r1["gather"] == []
     assert r0["broadcast"] == r1["broadcast"] == "from1"
     assert r0["seed"] == r1["seed"]
+    assert not r0["object_group_cached"] and not r1["object_group_cached"]
 
 
 def test_tensor_reductions_across_two_gloo_processes(two_workers):
