@@ -403,6 +403,109 @@ class OneCycleParamScheduler(ParamScheduler):
         return final / base
 
 
+class FlatCosineAnnealingParamScheduler(ParamScheduler):
+    """MMCV's ``FlatCosineAnnealing``: the base value for the first ``start_percent`` of the window,
+    then a cosine down to ``eta_min`` (or ``base * eta_min_ratio``) at its end.
+
+    The flat part ends at ``round(length * start_percent)`` (epochs or iterations, as MMCV rounds).
+    """
+
+    discrete = False
+
+    def __init__(
+        self,
+        start_percent: float = 0.75,
+        eta_min: float | None = None,
+        eta_min_ratio: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not 0 <= start_percent < 1:
+            raise ValueError(f"FlatCosineAnnealing: start_percent must be in [0, 1), got {start_percent}.")
+        if eta_min is not None and eta_min_ratio is not None:
+            raise ValueError(
+                "FlatCosineAnnealing: give eta_min (min_lr) or eta_min_ratio (min_lr_ratio), not both."
+            )
+        self.start_percent = start_percent
+        self.eta_min, self.eta_min_ratio = eta_min, eta_min_ratio
+
+    def factor(self, base: float, t: float) -> float:
+        """1 until the flat part ends, then half a cosine period down to the minimum."""
+        length = self.end - self.begin
+        if length == INF:
+            raise ValueError("FlatCosineAnnealing needs an end to the window (the training length).")
+        start = round(length * self.start_percent)
+        if t < start or base == 0:
+            return 1.0
+        lo = _eta_min(base, self.eta_min, self.eta_min_ratio)
+        value = lo + (base - lo) * (1 + math.cos(math.pi * (t - start) / (length - start))) / 2
+        return value / base
+
+
+class CyclicParamScheduler(ParamScheduler):
+    """MMCV's ``Cyclic`` policy (iteration-based): in each of ``cyclic_times`` cycles the multiplier
+    goes from 1 up to ``target_ratio[0]`` over the first ``step_ratio_up`` of the cycle, then to
+    ``target_ratio[1]`` by its end; ``anneal_strategy`` ``'cos'`` or ``'linear'``. With ``gamma < 1``
+    the excursion of cycle ``k`` from 1 is scaled by ``gamma ** k``.
+
+    For lr the MMCV defaults are ``target_ratio=(10, 1e-4)``; for momentum ``(0.85 / 0.95, 1)``.
+    A single number ``r`` means ``(r, r / 1e5)``.
+    """
+
+    def __init__(
+        self,
+        target_ratio: float | Sequence[float] = (10.0, 1e-4),
+        cyclic_times: int = 1,
+        step_ratio_up: float = 0.4,
+        anneal_strategy: str = "cos",
+        gamma: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("by_epoch", False)
+        super().__init__(**kwargs)
+        if self.by_epoch:
+            raise ValueError("Cyclic schedules count iterations; set by_epoch=False.")
+        if isinstance(target_ratio, (int, float)):
+            target_ratio = (float(target_ratio), float(target_ratio) / 1e5)
+        target_ratio = tuple(float(r) for r in target_ratio)
+        if len(target_ratio) != 2:
+            raise ValueError(f"Cyclic: target_ratio must be a number or two numbers, got {target_ratio}.")
+        if int(cyclic_times) < 1:
+            raise ValueError(f"Cyclic: cyclic_times must be >= 1, got {cyclic_times}.")
+        if not 0 <= step_ratio_up < 1:
+            raise ValueError(f"Cyclic: step_ratio_up must be in [0, 1), got {step_ratio_up}.")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"Cyclic: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}.")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"Cyclic: gamma must be in (0, 1], got {gamma}.")
+        self.target_ratio = target_ratio
+        self.cyclic_times = int(cyclic_times)
+        self.step_ratio_up = step_ratio_up
+        self.anneal_strategy = anneal_strategy
+        self.gamma = gamma
+
+    def _anneal(self, a: float, b: float, pct: float) -> float:
+        if self.anneal_strategy == "linear":
+            return a + (b - a) * pct
+        return b + (a - b) * (1 + math.cos(math.pi * pct)) / 2
+
+    def factor(self, base: float, t: float) -> float:
+        """The multiplier at iteration ``t`` of the window."""
+        length = self.end - self.begin
+        if length == INF:
+            raise ValueError(
+                "Cyclic schedules need an end to the window (the training length in iterations)."
+            )
+        per_cycle = max(int(length) // self.cyclic_times, 1)
+        up = int(self.step_ratio_up * per_cycle)
+        cur, cycle = int(t) % per_cycle, int(t) // per_cycle
+        scale = self.gamma**cycle
+        peak, final = self.target_ratio
+        if cur < up:
+            return self._anneal(1.0, 1 - scale + peak * scale, cur / up)
+        return self._anneal(1 - scale + peak * scale, final, (cur - up) / (per_cycle - up))
+
+
 _SHAPES = {
     "Constant": ConstantParamScheduler,
     "Linear": LinearParamScheduler,
@@ -414,6 +517,8 @@ _SHAPES = {
     "Poly": PolyParamScheduler,
     "OneCycle": OneCycleParamScheduler,
     "ExpWarmup": ExpWarmupParamScheduler,
+    "FlatCosineAnnealing": FlatCosineAnnealingParamScheduler,
+    "Cyclic": CyclicParamScheduler,
 }
 
 

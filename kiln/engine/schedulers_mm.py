@@ -9,8 +9,10 @@ from .schedulers import (
     ConstantParamScheduler,
     CosineAnnealingParamScheduler,
     CosineRestartParamScheduler,
+    CyclicParamScheduler,
     ExponentialParamScheduler,
     ExpWarmupParamScheduler,
+    FlatCosineAnnealingParamScheduler,
     LinearParamScheduler,
     MultiStepParamScheduler,
     OneCycleParamScheduler,
@@ -31,6 +33,8 @@ _POLICIES = {
     "cosinerestart",
     "onecycle",
     "linearannealing",
+    "flatcosineannealing",
+    "cyclic",
     "inv",
 }
 
@@ -40,7 +44,10 @@ def schedulers_from_lr_config(lr_config: Mapping | None, param_name: str = "lr")
 
     Policies: ``fixed``, ``step`` (``step`` int or list, ``gamma``), ``exp``, ``poly``
     (``power``, ``min_lr``), ``CosineAnnealing`` (``min_lr``/``min_lr_ratio``), ``CosineRestart``
-    (``periods``, ``restart_weights``), ``OneCycle``, ``LinearAnnealing``. Warmup
+    (``periods``, ``restart_weights``), ``OneCycle``, ``LinearAnnealing``, ``FlatCosineAnnealing``
+    (``start_percent``, ``min_lr``/``min_lr_ratio``), ``Cyclic`` (``target_ratio``, ``cyclic_times``,
+    ``step_ratio_up``, ``anneal_strategy``, ``gamma``; iteration-based; the momentum defaults are
+    MMCV's ``CyclicMomentumUpdaterHook``'s). Warmup
     (``warmup='linear'|'constant'|'exp'``, ``warmup_iters``, ``warmup_ratio``, ``warmup_by_epoch``)
     multiplies the regular schedule, as in MMCV. ``by_epoch`` defaults to True.
     """
@@ -52,7 +59,8 @@ def schedulers_from_lr_config(lr_config: Mapping | None, param_name: str = "lr")
     if key not in _POLICIES:
         raise ValueError(
             f"lr_config policy {policy!r} is not supported; use one of: step, fixed, exp, poly, "
-            f"CosineAnnealing, CosineRestart, OneCycle, LinearAnnealing (or param_scheduler=[...])."
+            f"CosineAnnealing, CosineRestart, OneCycle, LinearAnnealing, FlatCosineAnnealing, Cyclic "
+            f"(or param_scheduler=[...])."
         )
     by_epoch = bool(cfg.pop("by_epoch", True))
     warmup = cfg.pop("warmup", None)
@@ -107,6 +115,29 @@ def schedulers_from_lr_config(lr_config: Mapping | None, param_name: str = "lr")
                 total_steps=cfg.pop("total_steps", None),
                 param_name=param_name,
                 by_epoch=False,
+            )
+        )
+    elif key == "flatcosineannealing":
+        out.append(
+            FlatCosineAnnealingParamScheduler(
+                start_percent=cfg.pop("start_percent", 0.75),
+                eta_min=cfg.pop("min_lr", None),
+                eta_min_ratio=cfg.pop("min_lr_ratio", None),
+                **common,
+            )
+        )
+    elif key == "cyclic":
+        if common["by_epoch"] and "by_epoch" not in lr_config:
+            common["by_epoch"] = False  # MMCV's Cyclic hooks default to iterations
+        default_ratio = (10.0, 1e-4) if param_name == "lr" else (0.85 / 0.95, 1.0)
+        out.append(
+            CyclicParamScheduler(
+                target_ratio=cfg.pop("target_ratio", default_ratio),
+                cyclic_times=cfg.pop("cyclic_times", 1),
+                step_ratio_up=cfg.pop("step_ratio_up", 0.4),
+                anneal_strategy=cfg.pop("anneal_strategy", "cos"),
+                gamma=cfg.pop("gamma", 1.0),
+                **common,
             )
         )
     elif key == "inv":

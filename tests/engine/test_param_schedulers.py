@@ -168,3 +168,49 @@ def test_lr_config_with_a_misspelt_key_is_reported():
 def test_by_epoch_schedules_need_an_epoch_length():
     with pytest.raises(ValueError, match="infinite loader"):
         ScheduleSet(_opt(), build_param_schedulers(dict(type="MultiStepLR", milestones=[1])))
+
+
+def test_mmcv_cyclic_lr_policy_rises_to_the_peak_then_anneals_to_the_floor():
+    sset = ScheduleSet(_opt(0.01), schedulers_from_lr_config(dict(policy="cyclic")), max_iters=100)
+    v = lambda it: sset.values_at(it)["lr"][0] / 0.01  # noqa: E731
+    # defaults: target_ratio (10, 1e-4), one cycle, 40% of it going up, cosine
+    assert v(0) == pytest.approx(1.0)
+    assert v(20) == pytest.approx((1 + 10) / 2)  # halfway up a cosine
+    assert v(40) == pytest.approx(10.0)
+    assert v(70) == pytest.approx((10 + 1e-4) / 2)  # halfway down
+    assert v(99) < 0.01
+
+
+def test_cyclic_with_gamma_shrinks_each_later_cycle():
+    cfg = dict(policy="cyclic", target_ratio=(10, 1), cyclic_times=2, step_ratio_up=0.4, gamma=0.5,
+               anneal_strategy="linear")
+    sset = ScheduleSet(_opt(1.0), schedulers_from_lr_config(cfg), max_iters=100)
+    v = lambda it: sset.values_at(it)["lr"][0]  # noqa: E731
+    assert v(20) == pytest.approx(10.0)  # first peak (cycle of 50, 20 up)
+    assert v(10) == pytest.approx(5.5)  # linear halfway up
+    assert v(70) == pytest.approx(1 - 0.5 + 10 * 0.5)  # second peak: excursion halved
+
+
+def test_mmcv_cyclic_momentum_policy_dips_while_the_lr_peaks():
+    cfg = dict(policy="cyclic", target_ratio=(0.85 / 0.95, 1), cyclic_times=1, step_ratio_up=0.4)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.95)
+    sset = ScheduleSet(opt, schedulers_from_lr_config(cfg, "momentum"), max_iters=100)
+    assert sset.values_at(0)["momentum"][0] == pytest.approx(0.95)
+    assert sset.values_at(40)["momentum"][0] == pytest.approx(0.85)
+    assert sset.values_at(99)["momentum"][0] == pytest.approx(0.95, abs=1e-3)
+    # the MMCV momentum defaults are the momentum hook's, not the lr hook's
+    default = ScheduleSet(opt, schedulers_from_lr_config(dict(policy="cyclic"), "momentum"), max_iters=100)
+    assert default.values_at(40)["momentum"][0] == pytest.approx(0.85)
+
+
+def test_cyclic_counts_iterations_and_says_so():
+    with pytest.raises(ValueError, match="Cyclic schedules count iterations; set by_epoch=False"):
+        schedulers_from_lr_config(dict(policy="cyclic", by_epoch=True))
+
+
+def test_mmcv_flat_cosine_annealing_stays_flat_then_anneals_by_epoch():
+    cfg = dict(policy="FlatCosineAnnealing", start_percent=0.75, min_lr=0.0)
+    sset = ScheduleSet(_opt(1.0), schedulers_from_lr_config(cfg), epoch_length=10, max_iters=120)
+    v = lambda epoch: sset.values_at(epoch * 10 + 3)["lr"][0]  # noqa: E731
+    assert [v(e) for e in range(10)] == pytest.approx([1.0] * 10)  # flat until round(12 * 0.75) = 9
+    assert v(10) == pytest.approx(0.75) and v(11) == pytest.approx(0.25)  # cosine over epochs 9..12
