@@ -362,31 +362,46 @@ class EventStorage:
         self.materialize()
         return {k: (h.latest(), h.latest_iter()) for k, h in self._history.items()}
 
-    def latest_with_smoothing_hint(self, window: int = 20) -> dict[str, tuple[float, int]]:
+    def latest_with_smoothing_hint(
+        self, window: int = 20, newer_than: dict[str, int] | None = None
+    ) -> dict[str, tuple[float, int]]:
         """Like :meth:`latest`, but scalars with a smoothing hint give their median over the values put
         in the last ``window`` iterations (counted in iterations, not entries, so rarely-put scalars
-        are not smoothed over stale values)."""
+        are not smoothed over stale values).
+
+        Args:
+            window: smoothing window in iterations.
+            newer_than: ``{name: iteration}``; leave out scalars whose latest value is not newer
+                than that (what a writer has written already), without computing them.
+        """
         self.materialize()
         result: dict[str, tuple[float, int]] = {}
         for k, h in self._history.items():
             itr = h.latest_iter()
+            if newer_than is not None and itr <= newer_than.get(k, -1):
+                continue
             if self._smoothing_hints[k]:
-                vals = h._values
-                iters = h._iters
-                oldest = itr - window  # values put at or before this iteration are stale
-                tail = iters[-window:] if window > 0 else []
-                if tail and min(tail) > oldest:  # the usual case (one value per iteration): C speed
-                    n = len(tail)
-                else:  # count back from the newest until a stale entry
-                    n = 0
-                    for j in range(len(iters) - 1, max(len(iters) - 1 - window, -1), -1):
-                        if iters[j] <= oldest:
-                            break
-                        n += 1
-                result[k] = (_median(vals[len(vals) - n:]), itr)
+                result[k] = (self._smoothed(h, itr, window), itr)
             else:
                 result[k] = (h.latest(), itr)
         return result
+
+    @staticmethod
+    def _smoothed(h: HistoryBuffer, itr: float, window: int) -> float:
+        """Median of ``h``'s values put after iteration ``itr - window``."""
+        vals = h._values
+        iters = h._iters
+        oldest = itr - window  # values put at or before this iteration are stale
+        tail = iters[-window:] if window > 0 else []
+        if tail and min(tail) > oldest:  # the usual case (one value per iteration): C speed
+            n = len(tail)
+        else:  # count back from the newest until a stale entry
+            n = 0
+            for j in range(len(iters) - 1, max(len(iters) - 1 - window, -1), -1):
+                if iters[j] <= oldest:
+                    break
+                n += 1
+        return _median(vals[len(vals) - n:])
 
     def smoothing_hints(self) -> dict[str, bool]:
         """``{name: smoothing_hint}`` for every scalar."""

@@ -56,10 +56,11 @@ def _new_scalars_by_iter(
     already written for other scalars (validation at the last iteration) is still written.
     """
     by_iter: dict[int, dict[str, float]] = defaultdict(dict)
-    for k, (v, itr) in storage.latest_with_smoothing_hint(window).items():
-        if itr > last_written.get(k, -1):
-            by_iter[itr][k] = v
-            last_written[k] = itr
+    # Only scalars with new values are smoothed: a run logging per-class APs has ~100 names, most
+    # of them unchanged at a given write.
+    for k, (v, itr) in storage.latest_with_smoothing_hint(window, newer_than=last_written).items():
+        by_iter[itr][k] = v
+        last_written[k] = itr
     return by_iter
 
 

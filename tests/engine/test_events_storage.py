@@ -214,3 +214,16 @@ def test_checkpointed_histories_are_capped_but_global_average_stays_exact():
         h = r.history("loss")
         assert [v for v, _ in h.values()] == [95.0, 96.0, 97.0, 98.0, 99.0]
         assert h.global_avg() == 49.5 and h.count() == 100
+
+
+def test_latest_with_smoothing_hint_can_skip_what_was_written_already():
+    s = EventStorage()
+    for i in range(5):
+        s.iter = i
+        s.put_scalar("loss", float(i))
+    s.put_scalar("val/AP", 50.0, smoothing_hint=False, cur_iter=2)
+    everything = s.latest_with_smoothing_hint(3)
+    assert set(everything) == {"loss", "val/AP"}
+    newer = s.latest_with_smoothing_hint(3, newer_than={"val/AP": 2, "loss": 3})
+    assert newer == {"loss": everything["loss"]}
+    assert s.latest_with_smoothing_hint(3, newer_than={"val/AP": 1, "loss": 4}) == {"val/AP": (50.0, 2)}
