@@ -348,7 +348,8 @@ class EventStorage:
         """Convert every pending tensor value to float, with one sync per device for all scalars."""
         pending: list[tuple[tuple[HistoryBuffer, int], torch.Tensor]] = []
         for h in self._history.values():
-            pending.extend(((h, i), t) for i, t in h._pending_tensors())
+            if h._first_pending >= 0:  # (inline check: writers call this for every write)
+                pending.extend(((h, i), t) for i, t in h._pending_tensors())
         if not pending:
             return
         per_buffer: dict[int, tuple[HistoryBuffer, list[tuple[int, float]]]] = {}
