@@ -137,11 +137,12 @@ class Runner(RunnerCheckpointMixin):
         self.iter = 0
         self.inner_iter = 0
         self._done = (0, 0)  # (iterations done, batches of the epoch done) right after a step
-        # time.perf_counter() when the current training batch came out of the loader (set by the loop).
-        self.batch_ready_time: float | None = None
+        # Whether the metric flush logs the loop's per-iteration `time`/`data_time` (IterTimerHook).
+        self.log_iter_times = False
         self.stop_training = False
         self.storage: EventStorage | None = None
-        self._pending_metrics: list[tuple[int, dict]] = []
+        # The training loop's records (iteration, outputs, data_time, time), flushed in bulk.
+        self._pending_metrics: list[tuple[int, dict, float, float]] = []
         self.last_metrics: dict[str, dict] = {}
         self._hooks: list[Hook] = []
         self._hook_keys: dict[int, str] = {}
@@ -448,7 +449,7 @@ class Runner(RunnerCheckpointMixin):
         if not pending or storage is None:
             pending.clear()
             return
-        cols = split_columns(pending)
+        cols = split_columns(pending, self.log_iter_times)
         pending.clear()
         reduce = self._mean_over_ranks if self.world_size > 1 else None
         for name, (its, vals) in convert_columns(cols, reduce).items():

@@ -1,15 +1,16 @@
 """Turning the training loop's buffered step outputs into scalar series, in bulk.
 
-The loop appends ``(iteration, outputs)`` after every step and nothing else: no tensor-to-float
-conversion (a device sync on accelerators) and no storage work. Every few iterations the runner
-flushes the buffer; this module does the flush's heavy lifting:
+The loop appends ``(iteration, outputs, data_time, time)`` after every step and nothing else: no
+tensor-to-float conversion (a device sync on accelerators) and no storage work. Every few
+iterations the runner flushes the buffer; this module does the flush's heavy lifting:
 
 * :func:`split_columns` transposes the buffer into ``{name: (iterations, values)}`` columns.
   Consecutive steps returning the same keys (the usual case) are transposed with ``zip`` at C speed
-  instead of a Python call per value.
-* :func:`convert_columns` turns each column into floats: numbers as they are, one-element tensors of
-  all columns with a single ``torch.stack`` (one device sync per flush), other values dropped (they
-  are not scalars: lists, strings, multi-element tensors).
+  instead of a Python call per value. The loop's clock readings become the ``time`` and
+  ``data_time`` columns when an :class:`IterTimerHook` asks for them.
+* :func:`convert_columns` turns each column into floats: numbers as they are, one-element tensors
+  read in bulk (accelerator tensors with a single ``torch.stack``: one device sync per flush), other
+  values dropped (they are not scalars: lists, strings, multi-element tensors).
 
 The rules match :meth:`EventStorage.put_scalar`: ``bool`` values are not logged, ints become
 floats, a one-element tensor is its value.
@@ -55,26 +56,44 @@ class SumOf(tuple):
     __slots__ = ()
 
 
-def split_columns(pending: list[tuple[int, dict[str, Any]]]) -> dict[str, Column]:
-    """``{name: (iterations, values)}`` from ``[(iteration, {name: value, ...}), ...]``, names in
-    first-seen order, each column in buffer order."""
+def split_columns(pending: list[tuple], timings: bool = False) -> dict[str, Column]:
+    """``{name: (iterations, values)}`` from the loop's records, names in first-seen order, each
+    column in buffer order.
+
+    Args:
+        pending: records ``(iteration, {name: value, ...})``, or, as the training loop appends
+            them, ``(iteration, outputs, data_time, time)``.
+        timings: add the records' ``data_time`` and ``time`` as columns of those names (after the
+            outputs' columns). A name the outputs already hold keeps the outputs' values (a step
+            that measures its own ``data_time``).
+    """
     cols: dict[str, Column] = {}
-    n = len(pending)
-    i = 0
-    while i < n:
-        first = pending[i][1]
-        keys, kind = tuple(first), type(first)
-        j = i + 1
-        while j < n and tuple(pending[j][1]) == keys and type(pending[j][1]) is kind:
-            j += 1
-        run = pending[i:j]
-        its = [it for it, _ in run]
+    if not pending:
+        return cols
+    fields = list(zip(*pending))  # one C-level transpose of the records
+    its_all, dicts = fields[0], fields[1]
+    n = len(dicts)
+    keysets = list(map(tuple, dicts))
+    if keysets.count(keysets[0]) == n and len(set(map(type, dicts))) == 1:
+        runs = [(0, n)]  # the usual case: every step returned the same names
+    else:
+        runs, i = [], 0
+        while i < n:
+            keys, kind = keysets[i], type(dicts[i])
+            j = i + 1
+            while j < n and keysets[j] == keys and type(dicts[j]) is kind:
+                j += 1
+            runs.append((i, j))
+            i = j
+    for i, j in runs:
+        first, keys = dicts[i], keysets[i]
+        its = its_all[i:j]
         if len(keys) == 1:
-            transposed: Any = ([next(iter(d.values())) for _, d in run],)
+            transposed: Any = ([next(iter(d.values())) for d in dicts[i:j]],)
         else:
-            transposed = zip(*[d.values() for _, d in run])
+            transposed = zip(*map(dict.values, dicts[i:j]))
         derived = None
-        if kind is LossVars and first.terms and first.total_key in keys:
+        if type(first) is LossVars and first.terms and first.total_key in keys:
             derived = first.total_key
             marker = SumOf(first.terms)
         for k, col in zip(keys, transposed):
@@ -86,7 +105,10 @@ def split_columns(pending: list[tuple[int, dict[str, Any]]]) -> dict[str, Column
             else:
                 c[0].extend(its)
                 c[1].extend(col)
-        i = j
+    if timings and len(fields) == 4:
+        for name, values in (("time", fields[3]), ("data_time", fields[2])):
+            if name not in cols:
+                cols[name] = (list(its_all), list(values))
     return cols
 
 
@@ -178,8 +200,23 @@ def _tensor_values(
     tensor_cols: list[tuple[str, list, list]],
     reduce: Callable[[torch.Tensor, list[tuple[str, int]]], torch.Tensor] | None,
 ) -> list[list[float]]:
-    """Python floats for the tensor columns, read with one ``stack`` + ``tolist`` for all of them."""
+    """Python floats for the tensor columns.
+
+    Tensors on an accelerator are read with one ``stack`` + ``tolist`` for all of them: one device
+    transfer per flush. CPU tensors are read one ``item()`` each, which costs half of what
+    ``stack`` costs per tensor there (``stack`` makes a view of every input); nothing waits on a
+    device.
+    """
     flat = [v for _, _, vals in tensor_cols for v in vals]
+    if reduce is None and flat[0].is_cpu:
+        try:
+            numbers = [t.item() for t in flat]
+        except RuntimeError:  # a tensor that is not one element: sort them out below
+            pass
+        else:
+            if set(map(type, numbers)) != {float}:  # int and bool tensors
+                numbers = [float(x) for x in numbers]
+            return _split_flat(numbers, tensor_cols)
     stacked = _stack_scalars(flat)
     if stacked is None:
         # Not all one-element tensors of one shape: drop the others, flatten (1,)-shaped ones.
@@ -196,6 +233,11 @@ def _tensor_values(
         if reduce is not None:
             stacked = reduce(stacked, [(name, len(vals)) for name, _, vals in tensor_cols])
         numbers = stacked.tolist()
+    return _split_flat(numbers, tensor_cols)
+
+
+def _split_flat(numbers: list[float], tensor_cols: list[tuple[str, list, list]]) -> list[list[float]]:
+    """Cut the flat list of read values back into the tensor columns."""
     out, start = [], 0
     for _, _, vals in tensor_cols:
         out.append(numbers[start:start + len(vals)])

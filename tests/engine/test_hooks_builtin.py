@@ -87,6 +87,33 @@ def test_timer_data_time_is_the_wait_for_the_loader_not_the_hooks_before_the_ste
     assert all(t - d >= 0.2 for d, t in zip(data, total)), (data, total)
 
 
+def test_timer_time_excludes_the_after_iter_hooks_and_no_timer_logs_no_times(tmp_path):
+    import time
+
+    from kiln.engine.hooks import Hook
+
+    class SlowWriter(Hook):
+        priority = "LOWEST"  # like writing logs or saving a checkpoint after the step
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            time.sleep(0.1)
+
+    r = _runner(tmp_path / "a", train_dataloader=_SlowLoader(toy_batches(3), 0.01), max_epochs=1,
+                default_hooks=dict(logger=dict(type="LoggerHook", interval=1), checkpoint=None))
+    r.register_hook(SlowWriter())
+    r.train()
+    data = [v for v, _ in r.storage.history("data_time").values()]
+    total = [v for v, _ in r.storage.history("time").values()]
+    assert len(data) == len(total) == 3
+    # Neither the iteration's own slow hook nor the previous one's lands in time or data_time.
+    assert all(0.01 <= d <= t < 0.09 for d, t in zip(data, total)), (data, total)
+
+    r = _runner(tmp_path / "b", max_epochs=1, default_hooks=dict(timer=None, checkpoint=None))
+    r.train()
+    assert "loss" in r.storage.histories()
+    assert "time" not in r.storage.histories() and "data_time" not in r.storage.histories()
+
+
 def test_tensorboard_logger_hook_writes_readable_event_files(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

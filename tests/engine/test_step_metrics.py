@@ -28,6 +28,17 @@ def test_split_columns_transposes_runs_with_changing_key_sets_in_order():
     assert cols["c"] == ([2], [6.0])
 
 
+def test_split_columns_turns_the_loops_clock_readings_into_time_columns_when_asked():
+    pending = [(5, {"loss_a": 1.0}, 0.01, 0.25), (6, {"loss_a": 2.0}, 0.02, 0.5)]
+    assert set(split_columns(pending)) == {"loss_a"}  # no IterTimerHook: not logged
+    cols = split_columns(pending, timings=True)
+    assert list(cols) == ["loss_a", "time", "data_time"]
+    assert cols["time"] == ([5, 6], [0.25, 0.5]) and cols["data_time"] == ([5, 6], [0.01, 0.02])
+    # A step that measured its own data_time (Detectron2's run_step) keeps it.
+    own = [(0, {"loss_a": 1.0, "data_time": 0.3}, 0.01, 0.5)]
+    assert split_columns(own, timings=True)["data_time"] == ([0], [0.3])
+
+
 def test_convert_columns_keeps_numbers_and_one_element_tensors_and_drops_the_rest():
     pending = [
         (i, {
