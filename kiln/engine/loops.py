@@ -103,7 +103,7 @@ class _TrainLoopBase:
                     for fn in before_all:
                         fn(runner, idx, data_batch)
                     bdue = bdispatch.next_due(runner, it + 1, idx + 1)
-                else:
+                elif before_every:
                     for fn in before_every:
                         fn(runner, idx, data_batch)
             except Exception as exc:
@@ -112,13 +112,14 @@ class _TrainLoopBase:
             pending.append((it, outputs, ready - t_end, clock() - t_end))
             if len(pending) >= 512:  # no logger flushed them: keep the buffer bounded
                 runner.flush_metrics()
-            runner._done = (it + 1, idx + 1)
             try:
                 if it >= due:
+                    runner._done = (it + 1, idx + 1)  # a checkpoint saved by a hook counts this step
                     for fn in after_all:
                         fn(runner, idx, data_batch, outputs)
                     due = dispatch.next_due(runner, it + 1, idx + 1)
-                else:
+                elif after_every:
+                    runner._done = (it + 1, idx + 1)
                     for fn in after_every:
                         fn(runner, idx, data_batch, outputs)
             except Exception as exc:

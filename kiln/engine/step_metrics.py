@@ -24,6 +24,8 @@ it can differ from the float32 total tensor in the last digits.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -181,8 +183,13 @@ def _put_sums(out: dict[str, Column], name: str, its: list, markers: list) -> No
     """Add column ``name``: at each iteration of ``its``, the sum of the columns its marker names."""
     terms = markers[0]
     cols = [out.get(k) for k in terms]
-    if all(m == terms for m in markers) and all(c is not None and c[0] == its for c in cols):
-        totals = list(map(sum, zip(*[c[1] for c in cols])))  # the usual case: aligned columns
+    if markers.count(terms) == len(markers) and all(c is not None and c[0] == its for c in cols):
+        # The usual case: every iteration has all the terms (C-level adds; sum() of two floats
+        # is the same float as a + b).
+        if len(cols) == 2:
+            totals = list(map(operator.add, cols[0][1], cols[1][1]))
+        else:
+            totals = list(map(sum, zip(*[c[1] for c in cols])))
     else:
         lookup = {k: dict(zip(*c)) for k, c in zip(terms, cols) if c is not None}
         keep = [(it, [lookup[k][it] for k in m if it in lookup.get(k, ())]) for it, m in zip(its, markers)]
@@ -207,10 +214,10 @@ def _tensor_values(
     ``stack`` costs per tensor there (``stack`` makes a view of every input); nothing waits on a
     device.
     """
-    flat = [v for _, _, vals in tensor_cols for v in vals]
+    flat = list(itertools.chain.from_iterable(vals for _, _, vals in tensor_cols))
     if reduce is None and flat[0].is_cpu:
         try:
-            numbers = [t.item() for t in flat]
+            numbers = list(map(_Tensor.item, flat))
         except RuntimeError:  # a tensor that is not one element: sort them out below
             pass
         else:
