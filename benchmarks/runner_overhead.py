@@ -13,7 +13,15 @@ Reported per iteration, as the median and the minimum over interleaved rounds in
   final checkpoint), measured by timing the step inside both loops: the framework overhead
   isolated from the noise of forward/backward.
 
+Optionally the same work through other frameworks, each with its equivalent of kiln's defaults
+(``--with ignite mmengine lightning``): pytorch-ignite, MMEngine's Runner and PyTorch Lightning's
+Trainer (manual optimization so that the step can be timed; ``self.log`` of both loss terms,
+``log_every_n_steps=50`` into a CSVLogger, the default ModelCheckpoint at the end). Their packages
+may live in ``pip install --no-deps --target DIR`` directories passed with ``--extra-path DIR``, so
+that torch stays the project's.
+
     .venv/bin/python benchmarks/runner_overhead.py [--iters 3000] [--rounds 5]
+        [--with ignite mmengine lightning --extra-path DIR ...]
 """
 
 from __future__ import annotations
@@ -257,6 +265,92 @@ def mmengine_loop(batches: torch.utils.data.DataLoader, work_dir: str) -> tuple[
     return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
 
 
+def lightning_loop(batches: torch.utils.data.DataLoader, work_dir: str) -> tuple[float, float, float, float]:
+    """PyTorch Lightning's Trainer as Lightning users write it: ``self.log`` of both loss terms with
+    ``log_every_n_steps=50`` into a CSVLogger, a per-step warmup + multi-step schedule, the default
+    ModelCheckpoint (saved at the end of the single epoch).
+
+    Lightning runs forward, backward and the optimizer step inside its automatic optimization, where
+    the step cannot be timed on its own; manual optimization exposes it. The timed step is forward,
+    ``total_loss``, ``manual_backward``, ``optimizer.step`` and ``zero_grad`` (Lightning's own
+    backward/step plumbing included, as kiln's and MMEngine's optimizer wrappers are in theirs); the
+    lr scheduler step and ``self.log`` are outside it, as schedule and logging are in the other loops.
+    """
+    import warnings
+
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    # Lightning's loggers are set to INFO with their own handler when it is first imported: quiet them
+    # here (the logging calls are still made; only their output is dropped).
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)  # e.g. "no workers in the loader"
+    # Lightning 2.6 builds torch's deprecated LeafSpec when it sets up the loader (once per fit).
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+    torch.manual_seed(0)
+    n = len(batches)
+    timer = StepTimer()
+
+    class LitTiny(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = TinyModel()
+            self.automatic_optimization = False
+            self.timed_step = timer.wrap(self.optimize)
+
+        def optimize(self, batch_opt: tuple) -> dict:
+            batch, opt = batch_opt
+            losses = self.model(batch)
+            self.manual_backward(total_loss(losses))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return losses
+
+        def training_step(self, batch: dict, batch_idx: int) -> None:
+            losses = self.timed_step((batch, self.optimizers()))
+            self.lr_schedulers().step()
+            self.log("loss_mse", losses["loss_mse"])
+            self.log("loss_l1", losses["loss_l1"])
+
+        def configure_optimizers(self) -> dict:
+            from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, MultiStepLR
+
+            opt = torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+            sched = ChainedScheduler(
+                [LinearLR(opt, start_factor=0.1, total_iters=100), MultiStepLR(opt, [n // 2, 3 * n // 4])],
+                optimizer=opt,
+            )
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    marks: dict = {}
+
+    class Marks(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            marks.update(w=_clock(), c=_cpu())
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            marks.update(w1=_clock(), c1=_cpu())
+
+    trainer = pl.Trainer(
+        max_steps=n,
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=50,
+        logger=CSVLogger(work_dir, name="lightning"),
+        callbacks=[Marks()],  # the default ModelCheckpoint is added by the Trainer
+        default_root_dir=work_dir,
+    )
+    trainer.fit(LitTiny(), train_dataloaders=batches)
+    wall, cpu = marks["w1"] - marks["w"], marks["c1"] - marks["c"]
+    return wall / n, cpu / n, (wall - timer.wall) / n, (cpu - timer.cpu) / n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=3000)
@@ -267,7 +361,7 @@ def main() -> None:
         dest="others",
         nargs="*",
         default=[],
-        choices=["ignite", "mmengine"],
+        choices=["ignite", "mmengine", "lightning"],
         help="also measure these frameworks (must be importable)",
     )
     parser.add_argument(
@@ -287,6 +381,8 @@ def main() -> None:
         loops["ignite"] = lambda d: ignite_loop(batches, d)
     if "mmengine" in args.others:
         loops["mmengine"] = lambda d: mmengine_loop(batches, d)
+    if "lightning" in args.others:
+        loops["lightning"] = lambda d: lightning_loop(batches, d)
     results: dict[str, list] = {k: [] for k in loops}
     with tempfile.TemporaryDirectory() as d:
         for fn in loops.values():  # warm up kernels, allocator and imports
