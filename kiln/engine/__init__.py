@@ -30,6 +30,7 @@ from .hooks import (
     Priority,
     TensorboardLoggerHook,
     TextLoggerHook,
+    ValLossHook,
 )
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
@@ -66,6 +67,7 @@ __all__ = [
     "Priority",
     "TensorboardLoggerHook",
     "TextLoggerHook",
+    "ValLossHook",
     "EpochBasedTrainLoop",
     "IterBasedTrainLoop",
     "TestLoop",

@@ -9,6 +9,10 @@ or ``samples_per_gpu``, ``workers_per_gpu``, ``train``/``val``/``test``), ``eval
 MMEngine spellings: ``optim_wrapper``, ``param_scheduler``, ``default_hooks``,
 ``train_cfg=dict(by_epoch=True, max_epochs=12, val_interval=1)`` (told apart from a detector's
 ``train_cfg`` by its keys), ``train_dataloader``/``val_dataloader``/``test_dataloader``.
+
+``workflow`` follows MMCV: ``('val', n)`` phases compute validation *losses* (a
+:class:`~kiln.engine.hooks.ValLossHook` on ``data.val`` with the training pipeline); the evaluator
+(EvalHook) comes from ``evaluation=`` / ``val_evaluator=`` only.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from kiln.registry import DATASETS, MODELS, import_modules
 from .optim import build_optim_wrapper, build_optim_wrapper_from_mm
 from .schedulers import schedulers_from_lr_config
 
-__all__ = ["build_runner_from_cfg", "build_model_from_cfg", "resolve_training_length"]
+__all__ = [
+    "build_runner_from_cfg",
+    "build_model_from_cfg",
+    "resolve_training_length",
+    "parse_workflow",
+    "workflow_val_phases",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +241,6 @@ def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict,
             h.setdefault("interval", interval)
             custom.append(h)
     ev = _get(cfg, "evaluation")
-    workflow = _get(cfg, "workflow")
     if has_val:
         hook_cfg: dict[str, Any] = {"type": "EvalHook", "interval": val_interval}
         if ev is not None:
@@ -239,14 +248,97 @@ def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict,
             for key in ("interval", "start", "save_best", "rule", "by_epoch"):
                 if key in ev:
                     hook_cfg[key] = ev[key]
-        elif workflow:
-            trains = [n for mode, n in workflow if mode == "train"]
-            if any(mode == "val" for mode, _ in workflow) and trains:
-                hook_cfg["interval"] = int(trains[0])
         default_hooks["eval"] = hook_cfg
     for h in _plain(_get(cfg, "custom_hooks", [])):
         custom.append(dict(h))
     return default_hooks, custom
+
+
+_WORKFLOW_EXAMPLE = "workflow=[('train', 1)] or workflow=[('train', 2), ('val', 1)]"
+
+
+def parse_workflow(cfg: Any) -> list[tuple[str, int]]:
+    """The config's ``workflow`` as checked ``(mode, n)`` pairs (``[]`` when absent).
+
+    ``mode`` is ``'train'`` or ``'val'`` and ``n`` a positive int: epochs, or iterations for an
+    ``IterBasedRunner``. A bad entry is named in the error.
+    """
+    workflow = _get(cfg, "workflow")
+    if workflow is None:
+        return []
+    if not isinstance(workflow, (list, tuple)):
+        raise TypeError(
+            f"workflow={workflow!r}: expected a list of (mode, n) phases, e.g. {_WORKFLOW_EXAMPLE}."
+        )
+    out: list[tuple[str, int]] = []
+    for i, entry in enumerate(workflow):
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
+        mode, n = entry if ok else (None, None)
+        if not ok or mode not in ("train", "val") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"workflow[{i}] = {entry!r} is not a valid phase: each entry is (mode, n) with mode 'train' "
+                f"or 'val' and n a positive int (epochs; iterations with an IterBasedRunner), e.g. "
+                f"{_WORKFLOW_EXAMPLE}."
+            )
+        out.append((str(mode), int(n)))
+    if out and not any(mode == "train" for mode, _ in out):
+        raise ValueError(f"workflow={list(workflow)!r} has no ('train', n) phase; e.g. {_WORKFLOW_EXAMPLE}.")
+    return out
+
+
+def workflow_val_phases(workflow: list[tuple[str, int]]) -> list[tuple[int, int, int]]:
+    """``(interval, offset, length)`` of each ``('val', n)`` phase (for :class:`.hooks.ValLossHook`).
+
+    The workflow repeats: ``interval`` is one cycle's training epochs (iterations), ``offset`` how
+    many of them precede the phase, ``length`` its ``n``. ``[('train', 2), ('val', 1)]`` -> ``[(2, 2, 1)]``.
+    """
+    cycle = sum(n for mode, n in workflow if mode == "train")
+    phases: list[tuple[int, int, int]] = []
+    done = 0
+    for i, (mode, n) in enumerate(workflow):
+        if mode == "train":
+            done += n
+        elif done == 0:
+            raise ValueError(
+                f"workflow[{i}] = ('val', {n}) comes before any ('train', n) phase; kiln runs a val phase "
+                f"after the training it follows: write e.g. workflow=[('train', 1), ('val', {n})]."
+            )
+        else:
+            phases.append((cycle, done, n))
+    return phases
+
+
+def _val_loss_loader(cfg: Any) -> Any:
+    """The loader of the workflow's val phases: ``data.val`` with ``data.train``'s pipeline, not test mode.
+
+    As MMDetection's ``tools/train.py`` builds it: the samples carry ground truth (losses need it) and
+    look like training samples; the batch size is the training one (``samples_per_gpu``).
+    """
+    from kiln.data import build_dataloader
+
+    data = _get(cfg, "data")
+    val = data.get("val") if data is not None else None
+    if val is None:
+        raise ValueError(
+            f"workflow={_get(cfg, 'workflow')!r} has a ('val', n) phase, which computes validation losses "
+            f"on data.val, but the config has no data.val; add data=dict(val=dict(type=..., ...)) or drop "
+            f"the ('val', n) phase (evaluation=dict(interval=1, ...) runs the evaluator)."
+        )
+    val = dict(_plain(val))
+    val.pop("samples_per_gpu", None)
+    val.pop("workers_per_gpu", None)
+    train = data.get("train")
+    if isinstance(train, Mapping) and "pipeline" in val:
+        pipeline = train.get("pipeline")
+        if pipeline is None and isinstance(train.get("dataset"), Mapping):
+            pipeline = train["dataset"].get("pipeline")  # a wrapper (RepeatDataset, ...)
+        if pipeline is not None:
+            val["pipeline"] = _plain(pipeline)
+    ds = _build_dataset(val, False, "data.val")
+    per_gpu = data.get("samples_per_gpu", data.get("imgs_per_gpu", 2))
+    return build_dataloader(
+        ds, samples_per_gpu=per_gpu, workers_per_gpu=data.get("workers_per_gpu", 2), shuffle=False
+    )
 
 
 def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
@@ -261,14 +353,18 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
             work_dir = os.path.join("work_dirs", os.path.splitext(os.path.basename(filename))[0])
     seed = _get(cfg, "seed")
     kind, length, val_interval = resolve_training_length(cfg)
+    val_phases = workflow_val_phases(parse_workflow(cfg))
+    data = _get(cfg, "data")
+    if val_phases and (data is None or data.get("val") is None):
+        _val_loss_loader(cfg)  # raises the error naming workflow and data.val
     model = build_model_from_cfg(cfg)
     loaders = _build_loaders(cfg, kind, seed)
     evaluation = _get(cfg, "evaluation")
     val_evaluator = test_evaluator = None
+    # EvalHook (the evaluator) comes from evaluation= / val_evaluator=; workflow ('val', n) phases
+    # are validation-loss passes (ValLossHook), added below.
     has_val = "val_dataloader" in loaders and (
-        evaluation is not None
-        or _get(cfg, "val_evaluator") is not None
-        or any(m == "val" for m, _ in (_get(cfg, "workflow") or []))
+        evaluation is not None or _get(cfg, "val_evaluator") is not None
     )
     if has_val:
         val_evaluator = _build_evaluator(
@@ -281,6 +377,16 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
         test_evaluator = _build_evaluator(cfg, test_cfg, loaders["test_dataset"], work_dir)
     optim_wrapper = _optim_wrapper_cfg(cfg, model)
     default_hooks, custom_hooks = _hooks(cfg, has_val, kind, val_interval)
+    if val_phases:
+        from .hooks.val_loss import ValLossHook
+
+        loader = _val_loss_loader(cfg)
+        for j, (interval, offset, n) in enumerate(val_phases):
+            key = "val_loss" if j == 0 else f"val_loss_{j}"
+            if key not in default_hooks:  # default_hooks=dict(val_loss=None) removes it
+                default_hooks[key] = ValLossHook(
+                    interval=interval, length=n, offset=offset, dataloader=loader
+                )
     resume = _get(cfg, "resume_from") or _get(cfg, "resume", False)
     if resume == "auto":
         resume = True

@@ -146,7 +146,8 @@ class CommonMetricPrinter(EventWriter):
             parts.append(f"epoch: {int(hist['epoch'].latest())}")
         # 1-based: after the iteration with index 19 has run, 20 of max_iter are done.
         parts.append(f"iter: {iteration + 1}" + (f"/{self._max_iter}" if self._max_iter else ""))
-        parts.extend(f"{k}: {h.median(w):.4g}" for k, h in hist.items() if "loss" in k)
+        # Training losses only: validation losses (``val/loss``, ValLossHook) have their own line.
+        parts.extend(f"{k}: {h.median(w):.4g}" for k, h in hist.items() if "loss" in k and k[:4] != "val/")
         parts.extend(s for s in (fmt_time(k) for k in _TIME_KEYS) if s)
         if "lr" in hist:
             parts.append(f"lr: {hist['lr'].latest():.5g}")

@@ -15,7 +15,7 @@ from engine_toys import MSEEvaluator, ToyRegressor  # noqa: E402
 
 from kiln.config import Config  # noqa: E402
 from kiln.engine import Runner  # noqa: E402
-from kiln.engine.hooks import CheckpointHook, EvalHook, TextLoggerHook  # noqa: E402
+from kiln.engine.hooks import CheckpointHook, EvalHook, TextLoggerHook, ValLossHook  # noqa: E402
 from kiln.registry import DATASETS, EVALUATORS, MODELS  # noqa: E402
 
 
@@ -136,13 +136,24 @@ def test_missing_training_length_says_how_to_give_it(tmp_path):
         Runner.from_cfg(_cfg(tmp_path, text))
 
 
-def test_workflow_with_val_validates_every_n_train_epochs(tmp_path):
+def test_workflow_val_phase_logs_val_losses_and_the_evaluator_keeps_its_own_interval(tmp_path):
+    # MMCV: ('val', 1) after ('train', 2) is a validation-loss pass every 2 epochs (ValLossHook);
+    # the evaluator (EvalHook) comes from val_evaluator/evaluation with its own interval, not from workflow.
     text = SEED_STYLE.replace("workflow = [('train', 1)]", "workflow = [('train', 2), ('val', 1)]").replace(
         "evaluation = dict(type='CfgToyEvaluator', interval=1, save_best='mse')",
         "val_evaluator = dict(type='CfgToyEvaluator')",
     )
     runner = Runner.from_cfg(_cfg(tmp_path, text))
+    vl = runner.get_hook(ValLossHook)
+    assert vl is not None and (vl.interval, vl.length) == (2, 1)
     ev = runner.get_hook(EvalHook)
-    assert ev is not None and ev.interval == 2
+    assert ev is not None and ev.interval == 1
     assert isinstance(runner.get_hook(CheckpointHook), CheckpointHook)
     assert isinstance(runner.get_hook(TextLoggerHook), TextLoggerHook)
+    # Without evaluation/val_evaluator, a workflow val phase builds no EvalHook at all.
+    text = SEED_STYLE.replace("workflow = [('train', 1)]", "workflow = [('train', 2), ('val', 1)]").replace(
+        "evaluation = dict(type='CfgToyEvaluator', interval=1, save_best='mse')",
+        "test_evaluator = dict(type='CfgToyEvaluator')",
+    )
+    runner = Runner.from_cfg(_cfg(tmp_path, text))
+    assert runner.get_hook(EvalHook) is None and runner.get_hook(ValLossHook) is not None

@@ -14,6 +14,7 @@ from .misc import (
     ParamSchedulerHook,
 )
 from .timer import IterationTimer, IterTimerHook
+from .val_loss import ValLossHook
 
 __all__ = [
     "STAGES",
@@ -42,4 +43,5 @@ __all__ = [
     "ParamSchedulerHook",
     "IterationTimer",
     "IterTimerHook",
+    "ValLossHook",
 ]
