@@ -20,7 +20,10 @@ Trainer (manual optimization so that the step can be timed; ``self.log`` of both
 may live in ``pip install --no-deps --target DIR`` directories passed with ``--extra-path DIR``, so
 that torch stays the project's.
 
-    .venv/bin/python benchmarks/runner_overhead.py [--iters 3000] [--rounds 5]
+Console lines are dropped by default (loggers at WARNING; kiln and ignite then do not format
+them, MMEngine does). ``--console`` formats and emits kiln's and ignite's lines to ``os.devnull``.
+
+    .venv/bin/python benchmarks/runner_overhead.py [--iters 3000] [--rounds 5] [--console]
         [--with ignite mmengine lightning --extra-path DIR ...]
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -370,11 +374,28 @@ def main() -> None:
         default=[],
         help="append a site-packages dir to sys.path (after ours) for --with packages",
     )
+    parser.add_argument(
+        "--console",
+        action="store_true",
+        help="emit the console lines of kiln and ignite (INFO, formatted, written to os.devnull) "
+        "instead of dropping them at level WARNING",
+    )
     args = parser.parse_args()
     sys.path.extend(args.extra_path)
     torch.set_num_threads(args.threads)
+    # By default no console line is emitted (level WARNING): kiln's printer and ignite's lazy
+    # log.info('%s', ...) then skip formatting it; MMEngine formats its line anyway. --console
+    # formats and writes them, to os.devnull so that terminal I/O does not add noise.
     for name in ("kiln", "ignite_bench", "mmengine"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # keep the formatting work, not the I/O
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if args.console:
+        null = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives for the process
+        null.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        for name in ("kiln", "ignite_bench"):
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.INFO)
+            lg.addHandler(null)
+            lg.propagate = False
     batches = make_batches(args.iters)
     loops = {"raw": lambda d: raw_loop(batches), "kiln": lambda d: kiln_loop(batches, d)}
     if "ignite" in args.others:

@@ -88,7 +88,8 @@ class CommonMetricPrinter(EventWriter):
         # costs ~50 us a write: they are scattered in memory).
         self._time_marks: collections.deque[tuple[int, float]] = collections.deque([(0, 0.0)])
 
-    def _eta(self, storage: EventStorage) -> str | None:
+    def _eta(self, storage: EventStorage) -> float | None:
+        """Seconds left (also put as the scalar ``eta_seconds``), or ``None`` when unknown."""
         if self._max_iter is None:
             return None
         iteration = storage.iter
@@ -106,7 +107,7 @@ class CommonMetricPrinter(EventWriter):
             if eta_seconds is None:
                 return None
         storage.put_scalar("eta_seconds", eta_seconds, smoothing_hint=False)
-        return str(datetime.timedelta(seconds=int(max(eta_seconds, 0))))
+        return eta_seconds
 
     def _mean_recent_time(self, h: Any, span: int = 1000) -> float:
         """Mean iteration time over the last ~``span`` iterations, at the granularity of writes.
@@ -126,8 +127,15 @@ class CommonMetricPrinter(EventWriter):
         return (total - s0) / (count - n0) if count > n0 else h.latest()
 
     def write(self) -> None:
-        """Log one line for the current iteration."""
+        """Log one line for the current iteration.
+
+        ``eta_seconds`` is put into the storage at every write; the line itself is only built when
+        the logger emits INFO records (as ``logging`` skips formatting a record nobody sees).
+        """
         storage = get_event_storage()
+        eta = self._eta(storage)
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
         iteration = storage.iter
         hist = storage.histories()
         w = self._window
@@ -139,9 +147,8 @@ class CommonMetricPrinter(EventWriter):
             return f"{key}: {h.avg(w):.4f}  last_{key}: {h.latest():.4f}"
 
         parts: list[str] = []
-        eta = self._eta(storage)
         if eta is not None:
-            parts.append(f"eta: {eta}")
+            parts.append(f"eta: {datetime.timedelta(seconds=int(max(eta, 0)))}")
         if "epoch" in hist:
             parts.append(f"epoch: {int(hist['epoch'].latest())}")
         # 1-based: after the iteration with index 19 has run, 20 of max_iter are done.

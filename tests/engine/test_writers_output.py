@@ -124,6 +124,26 @@ def test_common_metric_printer_logs_eta_iter_losses_time_lr(caplog):
         assert part in line, (part, line)
 
 
+def test_common_metric_printer_builds_no_line_the_logger_would_drop(monkeypatch):
+    from kiln.engine.events import HistoryBuffer
+
+    def boom(self, window):
+        raise AssertionError("the line was formatted although nothing emits it")
+
+    printer = CommonMetricPrinter(max_iter=100, logger_name="kiln.test.quiet_printer")
+    logging.getLogger("kiln.test.quiet_printer").setLevel(logging.WARNING)
+    monkeypatch.setattr(HistoryBuffer, "median", boom)
+    with EventStorage() as s:
+        for i in range(10):
+            s.iter = i
+            s.put_scalars(loss_cls=0.25, time=0.2)
+        printer.write()  # would raise if it smoothed the losses for the line
+        assert s.latest()["eta_seconds"][0] == pytest.approx(0.2 * 90)  # still put for the JSON file
+        logging.getLogger("kiln.test.quiet_printer").setLevel(logging.INFO)
+        with pytest.raises(AssertionError, match="formatted"):
+            printer.write()
+
+
 def test_eta_uses_the_mean_iteration_time_so_recurring_slow_iterations_count():
     # 9 iterations of 0.1 s and one of 1.1 s (a checkpoint save): the median would say 0.1 s/iter.
     printer = CommonMetricPrinter(max_iter=20)  # 10 iterations left after iteration 9
