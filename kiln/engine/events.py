@@ -12,7 +12,6 @@ tensors need no sync and are converted at once (cheaper than keeping a copy).
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,14 +201,18 @@ class HistoryBuffer:
 
 
 def _median(values: list[float]) -> float:
-    # statistics.median is ~25x faster than np.median on the short lists writers smooth over. A NaN
-    # anywhere makes the C-level sum NaN (so does inf - inf: then the exact check decides).
-    if not values:
+    # A sort of the short lists writers smooth over: ~25x faster than np.median and ~2x faster than
+    # statistics.median (same result). A NaN anywhere makes the C-level sum NaN (so does inf - inf:
+    # then the exact check decides).
+    n = len(values)
+    if not n:
         return math.nan
     total = sum(values)
     if total != total and any(v != v for v in values):
         return math.nan
-    return float(statistics.median(values))
+    s = sorted(values)
+    m = n // 2
+    return float(s[m]) if n % 2 else (s[m - 1] + s[m]) / 2
 
 
 def _as_iter(it: float) -> float:

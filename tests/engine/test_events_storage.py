@@ -15,6 +15,8 @@ def test_history_buffer_windowed_statistics():
         h.update(v, i)
     assert h.latest() == 100.0
     assert h.median(3) == 3.0
+    assert h.median(4) == 2.5 and h.median(2) == 51.5  # even windows: the mean of the middle two
+    assert h.median(1) == 100.0
     assert h.avg(2) == 51.5
     assert h.global_avg() == pytest.approx(26.5)
     assert h.values() == [(1.0, 0), (2.0, 1), (3.0, 2), (100.0, 3)]

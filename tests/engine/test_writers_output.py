@@ -3,12 +3,14 @@
 import importlib.util
 import json
 import logging
+import os
 import sys
 import types
 
 import pytest
 import torch
 
+import kiln.engine.writers
 from kiln.engine.events import EventStorage
 from kiln.engine.writers import CommonMetricPrinter, JSONWriter, MLflowWriter, TensorboardXWriter, WandbWriter
 from kiln.registry import WRITERS
@@ -118,7 +120,10 @@ def test_common_metric_printer_logs_eta_iter_losses_time_lr(caplog):
             s.put_scalar("epoch", 1, smoothing_hint=False)
         printer.write()
         assert s.latest()["eta_seconds"][0] == pytest.approx(0.2 * 80)
-    line = caplog.records[-1].getMessage()
+    record = caplog.records[-1]
+    assert (record.name, record.funcName, record.levelno) == ("kiln.engine.writers", "write", logging.INFO)
+    assert os.path.samefile(record.pathname, kiln.engine.writers.__file__) and record.lineno > 0
+    line = record.getMessage()
     for part in ("eta: 0:00:16", "epoch: 1", "iter: 20/100", "total_loss: 0.5", "loss_cls: 0.25",
                  "time: 0.2000", "data_time: 0.0100", "lr: 0.02"):
         assert part in line, (part, line)
