@@ -15,7 +15,9 @@ are accepted by :func:`build_optim_wrapper_from_mm`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -30,6 +32,7 @@ __all__ = [
     "build_optimizer",
     "build_optim_wrapper",
     "build_optim_wrapper_from_mm",
+    "check_fp16_support",
     "get_param_groups",
 ]
 
@@ -198,6 +201,8 @@ class OptimWrapper:
                 raise ValueError(f"clip_grad type must be 'norm' or 'value', got {kind!r}.")
         self._params_cache: list[torch.Tensor] | None = None
         self.last_grad_norm: torch.Tensor | None = None
+        # The loss scale after the last update (fp16 AmpOptimWrapper only; logged as grad_scale).
+        self.last_loss_scale: torch.Tensor | None = None
 
     # ----------------------------------------------------------- the step
     @property
@@ -322,13 +327,75 @@ class OptimWrapper:
         )
 
 
+@functools.cache
+def _fp16_unsupported_reason(device_type: str) -> str | None:
+    """Why this torch cannot train with float16 autocast + ``GradScaler`` on ``device_type``, or None.
+
+    Probed once per device type with a one-element model: an autocast ``linear`` must come out in
+    float16 (older torch versions warn and disable CPU autocast for float16 instead of raising) and
+    a scaled backward, ``scaler.step`` (unscale + inf check) and ``scaler.update`` must run (older
+    versions have no CPU kernels for them and raise ``NotImplementedError``, a ``RuntimeError``).
+    """
+    version = torch.__version__
+    try:
+        ones = torch.ones(1, 1, device=device_type)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with torch.autocast(device_type, dtype=torch.float16):
+                out = nn.functional.linear(ones, ones)
+        if out.dtype != torch.float16:
+            return f"torch {version} has no float16 autocast on {device_type} (a Linear gave {out.dtype})"
+        with torch.inference_mode(False), torch.enable_grad():  # (built under no_grad: still probe)
+            param = torch.zeros(1, device=device_type, requires_grad=True)
+            opt = torch.optim.SGD([param], lr=0.0)
+            scaler = torch.amp.GradScaler(device_type, init_scale=2.0)
+            scaler.scale(param.sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+    except RuntimeError as e:
+        return f"torch {version} cannot run float16 autocast/GradScaler on {device_type}: {e}"
+    return None
+
+
+def check_fp16_support(device_type: str, owner: str) -> None:
+    """Raise a clear ``ValueError`` when float16 training with a ``GradScaler`` cannot run on CPU.
+
+    Only CPU is probed (once per process); CUDA and other devices are not checked here. ``owner``
+    names the caller in the message.
+    """
+    if device_type != "cpu":
+        return
+    reason = _fp16_unsupported_reason(device_type)
+    if reason is not None:
+        raise ValueError(
+            f"{owner}: float16 mixed precision on CPU is not available: {reason}. Use "
+            f"dtype='bfloat16' (precision=torch.bfloat16 for AMPTrainer; no loss scaling needed), or "
+            f"install a newer torch with CPU float16 autocast and torch.amp.GradScaler('cpu')."
+        )
+
+
+_SCALER_KEYS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval")
+
+
 @OPTIM_WRAPPERS.register_module()
 class AmpOptimWrapper(OptimWrapper):
     """:class:`OptimWrapper` with automatic mixed precision.
 
+    float16 trains with dynamic loss scaling (``torch.amp.GradScaler``) on CUDA and on CPU (CPU
+    needs a torch with CPU float16 autocast and CPU GradScaler kernels; this is checked when the
+    wrapper is built). The loss is multiplied by the scale before backward; at each update step the
+    gradients are unscaled (before clipping, so ``clip_grad`` bounds the real gradients), a step with
+    inf/NaN gradients is skipped and the scale is multiplied by ``backoff_factor``, and after
+    ``growth_interval`` good steps it is multiplied by ``growth_factor``. The scale after each
+    update is logged as ``grad_scale`` (a drop marks a skipped step) and saved in checkpoints.
+    bfloat16 needs no scaling.
+
     Args:
         dtype: ``'float16'`` (with a ``GradScaler``) or ``'bfloat16'`` (no scaling needed).
-        loss_scale: ``'dynamic'`` or a fixed float for fp16.
+        loss_scale: fp16 only. ``'dynamic'`` (``GradScaler`` defaults: initial scale 2**16,
+            growth 2x every 2000 good steps, backoff 0.5x on overflow); a float: that initial scale,
+            never grown (still backed off on overflow); or a dict of ``GradScaler`` arguments
+            (``init_scale``, ``growth_factor``, ``backoff_factor``, ``growth_interval``), as in MMEngine.
         device_type: ``'cuda'`` or ``'cpu'`` (default: where the optimizer's parameters live).
     """
 
@@ -336,7 +403,7 @@ class AmpOptimWrapper(OptimWrapper):
         self,
         optimizer: torch.optim.Optimizer,
         dtype: str = "float16",
-        loss_scale: str | float = "dynamic",
+        loss_scale: str | float | Mapping = "dynamic",
         device_type: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -354,18 +421,31 @@ class AmpOptimWrapper(OptimWrapper):
             params = self._params()
             device_type = params[0].device.type if params else "cpu"
         self.device_type = device_type
-        if self.dtype is torch.float16 and device_type == "cpu":
-            raise ValueError(
-                "AmpOptimWrapper: float16 autocast needs a CUDA device; on CPU use dtype='bfloat16'."
-            )
         self.scaler = None
         if self.dtype is torch.float16:
-            if loss_scale == "dynamic":
-                self.scaler = torch.amp.GradScaler(device_type)
-            else:
-                self.scaler = torch.amp.GradScaler(
-                    device_type, init_scale=float(loss_scale), growth_interval=2**31 - 1
+            scaler_args = self._scaler_args(loss_scale)
+            check_fp16_support(device_type, "AmpOptimWrapper")
+            self.scaler = torch.amp.GradScaler(device_type, **scaler_args)
+
+    @staticmethod
+    def _scaler_args(loss_scale: str | float | Mapping) -> dict:
+        if isinstance(loss_scale, Mapping):
+            unknown = set(loss_scale) - set(_SCALER_KEYS)
+            if unknown:
+                raise KeyError(
+                    f"AmpOptimWrapper loss_scale dict has unknown keys {sorted(unknown)}; it takes "
+                    f"GradScaler arguments {list(_SCALER_KEYS)}, e.g. "
+                    f"dict(init_scale=1024, growth_interval=500)."
                 )
+            return dict(loss_scale)
+        if loss_scale == "dynamic":
+            return {}
+        if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not loss_scale > 0:
+            raise ValueError(
+                f"AmpOptimWrapper loss_scale must be 'dynamic', a positive number or a dict of GradScaler "
+                f"arguments, got {loss_scale!r}."
+            )
+        return {"init_scale": float(loss_scale), "growth_interval": 2**31 - 1}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """``torch.autocast`` with this wrapper's device and dtype."""
@@ -380,14 +460,20 @@ class AmpOptimWrapper(OptimWrapper):
 
     def step(self) -> None:
         """Unscale, clip, step (skipped by the scaler on inf/nan gradients) and update the scale."""
-        if self.scaler is None:
+        scaler = self.scaler
+        if scaler is None:
             super().step()
             return
         if self._clip is not None:
-            self.scaler.unscale_(self.optimizer)
+            scaler.unscale_(self.optimizer)
             self.last_grad_norm = self.clip_grads()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        scaler.step(self.optimizer)
+        scaler.update()
+        # A copy of the scale tensor (update() changes it in place), read by the metric flush with
+        # the other logged tensors: get_scale() would read it now (a device sync on CUDA).
+        scale = getattr(scaler, "_scale", None)
+        if scale is not None:
+            self.last_loss_scale = scale.detach().clone()
 
     def state_dict(self) -> dict:
         """Optimizer state, accumulation counter and the grad scaler's state."""

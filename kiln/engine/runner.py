@@ -425,6 +425,8 @@ class Runner(RunnerCheckpointMixin):
                 update(total)
             if ow.last_grad_norm is not None:
                 log_vars["grad_norm"] = ow.last_grad_norm
+            if ow.last_loss_scale is not None:  # fp16 loss scale (a tensor: read at the flush)
+                log_vars["grad_scale"] = ow.last_loss_scale
             return log_vars
 
         return step

@@ -36,7 +36,7 @@ from kiln.utils import cfg_lookup
 from . import comm
 from .hooks.base import Hook, HookBase, next_multiple
 from .loops import StepLoop, is_resumable_loader
-from .optim import OptimWrapper
+from .optim import OptimWrapper, check_fp16_support
 from .runner import Runner, parse_losses
 
 __all__ = ["TrainerBase", "SimpleTrainer", "AMPTrainer", "DefaultTrainer", "HookBase"]
@@ -200,7 +200,13 @@ class SimpleTrainer(TrainerBase):
 
 
 class AMPTrainer(SimpleTrainer):
-    """:class:`SimpleTrainer` with autocast (fp16 + ``GradScaler`` on CUDA, or bf16)."""
+    """:class:`SimpleTrainer` with autocast: fp16 + ``GradScaler`` (CUDA or CPU), or bf16.
+
+    float16 on CPU needs a torch with CPU float16 autocast and ``GradScaler('cpu')`` (checked
+    here; otherwise pass ``precision=torch.bfloat16``). The grad scaler is saved in the runner's
+    checkpoints (key ``grad_scaler``). ``log_grad_scaler=True`` logs the scale each step's loss
+    was multiplied by as ``[metric]grad_scaler``, as Detectron2 does.
+    """
 
     def __init__(
         self,
@@ -211,16 +217,30 @@ class AMPTrainer(SimpleTrainer):
         zero_grad_before_forward: bool = False,
         grad_scaler: Any = None,
         precision: torch.dtype = torch.float16,
+        log_grad_scaler: bool = False,
     ) -> None:
         super().__init__(model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward)
         params = [p for p in model.parameters()]
         self.device_type = params[0].device.type if params else "cpu"
-        if precision is torch.float16 and self.device_type != "cuda":
-            raise ValueError("AMPTrainer: float16 needs CUDA; pass precision=torch.bfloat16 on CPU.")
+        if precision is torch.float16:
+            if self.device_type not in ("cuda", "cpu"):
+                raise ValueError(
+                    f"AMPTrainer: float16 runs on CUDA or CPU, the model is on {self.device_type}; "
+                    f"pass precision=torch.bfloat16."
+                )
+            check_fp16_support(self.device_type, "AMPTrainer")
         self.precision = precision
         if grad_scaler is None and precision is torch.float16:
-            grad_scaler = torch.amp.GradScaler("cuda")
+            grad_scaler = torch.amp.GradScaler(self.device_type)
         self.grad_scaler = grad_scaler
+        self.log_grad_scaler = bool(log_grad_scaler)
+
+    def _get_runner(self) -> Runner:
+        fresh = self.runner is None
+        runner = super()._get_runner()
+        if fresh and self.grad_scaler is not None:
+            runner.checkpointer.add_checkpointable("grad_scaler", self.grad_scaler)
+        return runner
 
     def run_step(self) -> dict:
         """Like :meth:`SimpleTrainer.run_step` under autocast, scaling the loss for fp16."""
@@ -232,10 +252,16 @@ class AMPTrainer(SimpleTrainer):
             loss_dict = self.model(data)
             total, log_vars = parse_losses(loss_dict)
         opt.zero_grad(set_to_none=True)
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(total).backward()
-            self.grad_scaler.step(opt)
-            self.grad_scaler.update()
+        scaler = self.grad_scaler
+        if scaler is not None:
+            scaler.scale(total).backward()
+            if self.log_grad_scaler:
+                # A copy (update() changes the scale in place), read at the metric flush: no sync here.
+                scale = getattr(scaler, "_scale", None)
+                if scale is not None:
+                    log_vars["[metric]grad_scaler"] = scale.detach().clone()
+            scaler.step(opt)
+            scaler.update()
         else:
             total.backward()
             opt.step()

@@ -118,17 +118,38 @@ def test_accumulating_two_half_batches_equals_one_full_batch_step():
     assert b.weight.grad is None  # zeroed after the step
 
 
-def test_bf16_autocast_trains_on_cpu_and_fp16_on_cpu_is_refused():
+def test_bf16_autocast_trains_on_cpu_without_a_grad_scaler():
     net = nn.Linear(3, 1)
     ow = AmpOptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1), dtype="bfloat16")
+    assert ow.scaler is None
     before = net.weight.detach().clone()
     with ow.autocast():
         out = net(torch.randn(4, 3))
     assert out.dtype == torch.bfloat16
     ow.update_params(out.float().pow(2).mean())
     assert not torch.equal(before, net.weight)
-    with pytest.raises(ValueError, match="float16 autocast needs a CUDA device.*bfloat16"):
-        AmpOptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1), dtype="float16")
+    assert ow.last_loss_scale is None  # nothing to log without loss scaling
+
+
+def test_fp16_on_cpu_gets_a_cpu_grad_scaler_configured_by_loss_scale():
+    net = nn.Linear(3, 1)
+    dynamic = AmpOptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1), dtype="float16")
+    assert dynamic.device_type == "cpu" and dynamic.scaler.get_scale() == 2.0**16
+    fixed = AmpOptimWrapper(torch.optim.SGD(net.parameters(), lr=0.1), loss_scale=512)
+    assert fixed.scaler.get_scale() == 512.0 and fixed.scaler.get_growth_interval() == 2**31 - 1
+    custom = AmpOptimWrapper(
+        torch.optim.SGD(net.parameters(), lr=0.1), loss_scale=dict(init_scale=8.0, backoff_factor=0.25)
+    )
+    assert (custom.scaler.get_scale(), custom.scaler.get_backoff_factor()) == (8.0, 0.25)
+
+
+def test_bad_loss_scale_values_are_reported_with_the_accepted_forms():
+    opt = torch.optim.SGD(nn.Linear(3, 1).parameters(), lr=0.1)
+    with pytest.raises(KeyError, match=r"unknown keys \['init'\].*init_scale"):
+        AmpOptimWrapper(opt, loss_scale=dict(init=8.0))
+    for bad in ("static", 0, -1.0):
+        with pytest.raises(ValueError, match=f"'dynamic', a positive number.*got {bad!r}"):
+            AmpOptimWrapper(opt, loss_scale=bad)
 
 
 def test_wrapper_state_round_trips_optimizer_and_accumulation_counter():

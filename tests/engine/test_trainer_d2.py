@@ -68,8 +68,10 @@ def test_amp_trainer_bf16_on_cpu_trains():
     )
     trainer.train(0, 3)
     assert not torch.equal(before, model.fc.weight)
-    with pytest.raises(ValueError, match="float16 needs CUDA"):
-        AMPTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert trainer.grad_scaler is None  # bf16 needs no loss scaling
+    # The default precision, float16, runs on CPU too (trained in test_amp_fp16_cpu.py).
+    fp16 = AMPTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert fp16.precision is torch.float16 and fp16.grad_scaler.get_scale() == 2.0**16
 
 
 @META_ARCH_REGISTRY.register(name="ToyMetaArch")
