@@ -264,16 +264,34 @@ class TensorboardXWriter(EventWriter):
 
 @WRITERS.register_module()
 class MLflowWriter(EventWriter):
-    """Logs scalars to MLflow; offline by default (a local ``file:`` tracking store).
+    """Logs scalars to an MLflow run; offline by default (a local ``file:`` tracking store).
 
-    Needs the optional ``mlflow`` package (``pip install mlflow``); kiln does not install it.
+    Needs the optional ``mlflow`` package: ``pip install mlflow-skinny`` is enough (the tracking client
+    and the local store, without the server/UI dependencies of ``pip install mlflow``); kiln does not
+    install it. Tested with mlflow-skinny 3.17 (pinned for CI), 3.1 and 2.22.
+
+    The writer talks to its own run through an ``MlflowClient``, so the process-wide MLflow state is left
+    alone: a ``mlflow.set_tracking_uri()`` or ``mlflow.start_run()`` of the calling script keeps working
+    (the fluent API would raise "Run ... is already active"). ``run_id`` and ``client`` give access to the
+    run, e.g. ``writer.client.log_artifact(writer.run_id, path)``.
+
+    Each ``write()`` is one ``log_batch`` call with every new scalar at its iteration (MLflow's ``step``).
+    Scalar and param names MLflow rejects (characters other than letters, digits, ``_ - . / space``, or
+    longer than 250) would fail the whole batch; they are logged with those characters replaced by ``_``
+    (a warning names each renamed key once), e.g. a per-class ``bbox/AP-bow_(weapon)``.
+
+    MLflow 3.13+ refuses ``file:`` stores unless ``MLFLOW_ALLOW_FILE_STORE=true`` (the file store
+    is in maintenance mode): for a ``file:`` URI the writer sets that variable when it is unset. For a
+    database store pass e.g. ``tracking_uri='sqlite:///<dir>/mlflow.db'`` (needs SQLAlchemy, which
+    ``mlflow`` installs and ``mlflow-skinny`` does not); for a server, its ``http(s)://`` URI.
 
     Args:
         tracking_uri: MLflow tracking URI; default ``file:<log_dir>/mlruns`` (no server needed).
         log_dir: where the default local store goes.
-        experiment_name: MLflow experiment.
+        experiment_name: MLflow experiment (created if missing).
         run_name: name of the run.
-        params: hyper-parameters logged once at start (flat dict).
+        params: hyper-parameters logged once at start (flat dict; values are logged as strings).
+        tags: extra run tags (MLflow's own source/user tags are added).
         window: smoothing window in iterations.
     """
 
@@ -284,43 +302,120 @@ class MLflowWriter(EventWriter):
         experiment_name: str = "kiln",
         run_name: str | None = None,
         params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
         window: int = 20,
     ) -> None:
-        self._mlflow = require("mlflow", "MLflowWriter")
-        uri = tracking_uri or "file:" + os.path.abspath(os.path.join(log_dir, "mlruns"))
-        self._mlflow.set_tracking_uri(uri)
-        self._mlflow.set_experiment(experiment_name)
-        self._run = self._mlflow.start_run(run_name=run_name)
+        import re
+
+        mlflow = require("mlflow", "MLflowWriter (pip install mlflow-skinny)")
+        from mlflow.entities import Metric, Param
+        from mlflow.exceptions import MlflowException
+
+        self._metric_cls = Metric
+        self._bad_chars = re.compile(r"[^\w./\- ]")
+        self._names: dict[str, str] = {}
+        uri = tracking_uri or "file:" + os.path.abspath(os.path.join(os.fspath(log_dir), "mlruns"))
+        if uri.startswith("file:"):
+            # MLflow >= 3.13 refuses file stores unless the user opts in; choosing one here is that choice.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self._client = mlflow.MlflowClient(tracking_uri=uri)
+        exp = self._client.get_experiment_by_name(experiment_name)
+        if exp is not None:
+            exp_id = exp.experiment_id
+        else:
+            try:
+                exp_id = self._client.create_experiment(experiment_name)
+            except MlflowException:  # created meanwhile by another process
+                exp = self._client.get_experiment_by_name(experiment_name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        run_tags = {k: str(v) for k, v in (tags or {}).items()}
+        try:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            run_tags = resolve_tags(run_tags)  # mlflow.user, mlflow.source.* (what start_run adds)
+        except Exception:  # an internal helper of MLflow; the run works without those tags
+            pass
+        self._run_id: str = self._client.create_run(exp_id, run_name=run_name, tags=run_tags).info.run_id
         if params:
-            self._mlflow.log_params(params)
+            self._client.log_batch(
+                self._run_id, params=[Param(self._name(k), str(v)) for k, v in params.items()]
+            )
         self._window = window
         self._last_written: dict[str, int] = {}
 
+    @property
+    def run_id(self) -> str:
+        """The MLflow run this writer logs to."""
+        return self._run_id
+
+    @property
+    def client(self) -> Any:
+        """The ``MlflowClient`` bound to the writer's tracking URI."""
+        return self._client
+
+    def _name(self, key: str) -> str:
+        """``key`` as a name MLflow accepts (cached; a renamed key is reported once)."""
+        name = self._names.get(key)
+        if name is None:
+            import posixpath
+
+            name = self._bad_chars.sub("_", key)[:250]
+            norm = posixpath.normpath(name)
+            if norm != name or norm in (".", "") or norm.startswith(("..", "/")):
+                # MLflow stores names as paths: "a//b", "a/./b", "/a" must not resolve to other names.
+                name = name.replace("/", "_").replace(".", "_") or "_"
+            if name != key:
+                logging.getLogger(__name__).warning(
+                    "MLflowWriter: '%s' is logged as '%s' (a name MLflow accepts).", key, name
+                )
+            self._names[key] = name
+        return name
+
     def write(self) -> None:
-        """Log scalars put since the previous write, one call per iteration."""
+        """Log scalars put since the previous write, all iterations in one ``log_batch`` call."""
         storage = get_event_storage()
         by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
-        for itr in sorted(by_iter):
-            self._mlflow.log_metrics(by_iter[itr], step=int(itr))
+        if not by_iter:
+            return
+        now = int(time.time() * 1000)
+        metrics = [
+            self._metric_cls(self._name(k), float(v), now, int(itr))
+            for itr in sorted(by_iter)
+            for k, v in by_iter[itr].items()
+        ]
+        self._client.log_batch(self._run_id, metrics=metrics)
 
     def close(self) -> None:
-        """End the MLflow run."""
-        self._mlflow.end_run()
+        """Mark the run FINISHED."""
+        self._client.set_terminated(self._run_id)
 
 
 @WRITERS.register_module()
 class WandbWriter(EventWriter):
     """Logs scalars and queued images to Weights & Biases; ``mode='offline'`` by default (no network).
 
-    Needs the optional ``wandb`` package (``pip install wandb``); kiln does not install it.
+    Needs the optional ``wandb`` package (``pip install wandb``); kiln does not install it. Tested against
+    wandb 0.31 (pinned for CI) and 0.28, offline. An offline run goes to
+    ``<log_dir>/wandb/offline-run-*``; upload it later with ``wandb sync <that dir>``.
+
+    Each iteration becomes one history row at ``step=iteration``, its scalars and the images put at that
+    iteration together: W&B drops data logged at a step lower than one already logged, so scalars and
+    images are sent in iteration order. Images (``storage.put_image``, C×H×W float in [0, 1] or uint8) are
+    converted to uint8 H×W×C, since ``wandb.Image`` casts arrays to uint8 without scaling.
+
+    ``close()`` finishes the run. The W&B service completes the run file a few milliseconds after that
+    (at the latest when the process exits); ``wandb.teardown()`` waits for it.
 
     Args:
         project: W&B project.
         name: run name.
-        log_dir: where the offline run directory goes.
+        log_dir: where the run directory goes (W&B's ``dir``; created if missing).
         mode: ``'offline'``, ``'online'`` or ``'disabled'``.
         config: the run's config, logged once.
         window: smoothing window in iterations.
+        kwargs: more ``wandb.init`` arguments (``entity``, ``group``, ``tags``, ``settings``, ...).
     """
 
     def __init__(
@@ -331,23 +426,38 @@ class WandbWriter(EventWriter):
         mode: str = "offline",
         config: dict[str, Any] | None = None,
         window: int = 20,
+        **kwargs: Any,
     ) -> None:
         self._wandb = require("wandb", "WandbWriter")
-        self._run = self._wandb.init(project=project, name=name, dir=log_dir, mode=mode, config=config)
+        if log_dir is not None:
+            log_dir = os.fspath(log_dir)
+            os.makedirs(log_dir, exist_ok=True)  # W&B warns (git root missing) when dir does not exist
+        self._run = self._wandb.init(
+            project=project, name=name, dir=log_dir, mode=mode, config=config, **kwargs
+        )
         self._window = window
         self._last_written: dict[str, int] = {}
 
+    @property
+    def run(self) -> Any:
+        """The ``wandb`` run."""
+        return self._run
+
+    def _image(self, img: torch.Tensor) -> Any:
+        if img.dtype != torch.uint8:
+            img = (img.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+        return self._wandb.Image(img.permute(1, 2, 0).numpy())
+
     def write(self) -> None:
-        """Log scalars put since the previous write, and queued images."""
+        """Log scalars put since the previous write, and queued images, one row per iteration in order."""
         storage = get_event_storage()
-        by_iter = _new_scalars_by_iter(storage, self._window, self._last_written)
-        for itr in sorted(by_iter):
-            self._run.log(by_iter[itr], step=int(itr))
+        rows: dict[int, dict[str, Any]] = _new_scalars_by_iter(storage, self._window, self._last_written)
         if storage.vis_data:
             for name, img, itr in storage.vis_data:
-                arr = img.permute(1, 2, 0).numpy()
-                self._run.log({name: self._wandb.Image(arr)}, step=int(itr))
+                rows.setdefault(itr, {})[name] = self._image(img)
             storage.clear_images()
+        for itr in sorted(rows):
+            self._run.log(rows[itr], step=int(itr))
 
     def close(self) -> None:
         """Finish the W&B run."""
