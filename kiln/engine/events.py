@@ -259,6 +259,9 @@ class EventStorage:
         self._current_prefix = ""
         self._vis_data: list[tuple[str, torch.Tensor, int]] = []
         self._histograms: list[dict[str, Any]] = []
+        # {name: latest iteration} of the histories restored by load_state_dict: the run that saved
+        # them wrote them, so writers of the resumed run treat them as written.
+        self._restored: dict[str, float] = {}
 
     # ---------------------------------------------------------------- scalars
     def put_scalar(
@@ -376,13 +379,16 @@ class EventStorage:
         Args:
             window: smoothing window in iterations.
             newer_than: ``{name: iteration}``; leave out scalars whose latest value is not newer
-                than that (what a writer has written already), without computing them.
+                than that (what a writer has written already), without computing them. A name
+                missing from it is compared with the iteration its history was restored at by
+                :meth:`load_state_dict` (a resumed run does not write the saved run's values again).
         """
         self.materialize()
         result: dict[str, tuple[float, int]] = {}
+        restored = self._restored
         for k, h in self._history.items():
             itr = h.latest_iter()
-            if newer_than is not None and itr <= newer_than.get(k, -1):
+            if newer_than is not None and itr <= newer_than.get(k, restored.get(k, -1)):
                 continue
             if self._smoothing_hints[k]:
                 result[k] = (self._smoothed(h, itr, window), itr)
@@ -531,6 +537,7 @@ class EventStorage:
             h = HistoryBuffer(int(hs["max_length"]))
             h.load_state_dict(hs)
             self._history[k] = h
+        self._restored = {k: h.latest_iter() for k, h in self._history.items() if len(h)}
 
 
 def get_event_storage() -> EventStorage:

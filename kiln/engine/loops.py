@@ -79,8 +79,9 @@ class _TrainLoopBase:
         Besides calling the step and the hooks, each iteration appends one record to the runner's
         metric buffer: ``(iteration, outputs, data_time, time)``, where ``data_time`` is the wait for
         the loader (from the end of the previous iteration's hooks to the batch's arrival) and
-        ``time`` runs from the same point to the end of the step. Three clock reads and a tuple;
-        the :class:`IterTimerHook` decides whether they are logged (see :meth:`Runner.flush_metrics`).
+        ``time`` runs from the end of the previous step to the end of this one (so the times add up
+        to the training's wall time). Three clock reads and a tuple; the :class:`IterTimerHook`
+        decides whether they are logged (see :meth:`Runner.flush_metrics`).
         """
         runner = self.runner
         stages = runner._stages
@@ -96,6 +97,8 @@ class _TrainLoopBase:
         pending = runner._pending_metrics
         clock = time.perf_counter
         t_end = clock()
+        # The previous step's end, also across epochs (epoch-end hooks count in the next `time`).
+        t_step = runner._last_step_end or t_end
         for data_batch in itertools.islice(batches, limit):
             ready = clock()
             try:
@@ -109,7 +112,9 @@ class _TrainLoopBase:
             except Exception as exc:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)
-            pending.append((it, outputs, ready - t_end, clock() - t_end))
+            now = clock()
+            pending.append((it, outputs, ready - t_end, now - t_step))
+            t_step = now
             if len(pending) >= 512:  # no logger flushed them: keep the buffer bounded
                 runner.flush_metrics()
             try:
@@ -132,6 +137,7 @@ class _TrainLoopBase:
             if runner.stop_training:
                 break
             t_end = clock()
+        runner._last_step_end = t_step
 
 
 @LOOPS.register_module()

@@ -139,6 +139,7 @@ class Runner(RunnerCheckpointMixin):
         self._done = (0, 0)  # (iterations done, batches of the epoch done) right after a step
         # Whether the metric flush logs the loop's per-iteration `time`/`data_time` (IterTimerHook).
         self.log_iter_times = False
+        self._last_step_end: float | None = None  # perf_counter() at the end of the last step of this run
         self.stop_training = False
         self.storage: EventStorage | None = None
         # The training loop's records (iteration, outputs, data_time, time), flushed in bulk.
@@ -503,6 +504,7 @@ class Runner(RunnerCheckpointMixin):
         if self.train_loop is None:
             raise RuntimeError("Runner.train(): no train_dataloader was given.")
         storage = self._ensure_storage()
+        self._last_step_end = None
         with storage:
             self.call_hook("before_run")
             try:

@@ -257,6 +257,27 @@ def test_iteration_based_workflow_runs_n_val_iterations_continuing_the_val_strea
     assert calls == list(range(7))
 
 
+def test_a_resumed_iteration_based_run_continues_the_val_stream_where_the_checkpoint_left_it(tmp_path):
+    def run(work, resume=None):
+        torch.manual_seed(0)
+        model = _IdModel()
+        hook = ValLossHook(interval=3, length=2, at_end=False, dataloader=_id_batches(3))
+        runner = Runner(
+            model, work_dir=str(work), train_dataloader=toy_batches(4, seed=0), max_iters=9,
+            optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.05, momentum=0.9)),
+            default_hooks=dict(logger=dict(type="LoggerHook", interval=2),
+                               checkpoint=dict(type="CheckpointHook", interval=4, by_epoch=False)),
+            custom_hooks=[hook], resume=resume,
+        )
+        runner.train()
+        return {i: r["val/batch_id"] for i, r in _val_rows(work).items()}
+
+    # Phases after iterations 3, 6 and 9 take val batches (0,1) (2,0) (1,2).
+    assert run(tmp_path / "full") == {2: 0.5, 5: 1.0, 8: 1.5}
+    # Resumed from iteration 4, two batches into the pass: the next phases continue at batch 2.
+    assert run(tmp_path / "resumed", resume=str(tmp_path / "full" / "iter_4.pth")) == {5: 1.0, 8: 1.5}
+
+
 def test_scalars_the_model_puts_during_the_pass_stay_out_of_the_training_metrics(tmp_path):
     from kiln.engine import get_event_storage
 

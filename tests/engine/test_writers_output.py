@@ -65,6 +65,23 @@ def test_json_writer_writes_a_metric_put_later_at_an_already_written_iteration(t
     assert rows == [{"iteration": 9, "loss": 1.0}, {"iteration": 9, "bbox/AP": 40.0}]
 
 
+def test_a_resumed_runs_writer_does_not_write_the_saved_runs_values_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    with EventStorage() as saved:
+        _run_iters(saved, 0, 4)
+        saved.put_scalar("bbox/AP", 40.0, smoothing_hint=False, cur_iter=2)  # validation at iteration 2
+        state = saved.state_dict()
+    writer = JSONWriter(str(path))  # the resumed run's writer, appending to the same file
+    with EventStorage() as s:
+        s.load_state_dict(state)
+        writer.write()  # nothing new since the checkpoint
+        _run_iters(s, 4, 6)
+        writer.write()
+    writer.close()
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [5] and "bbox/AP" not in rows[0]
+
+
 def test_json_writer_appends_when_reopened_after_resume(tmp_path):
     path = tmp_path / "out" / "metrics.jsonl"
     for start in (0, 1):

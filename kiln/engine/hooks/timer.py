@@ -17,9 +17,11 @@ class IterTimerHook(Hook):
 
     * ``data_time``: the wait for the loader, from the end of the previous iteration (after all
       its hooks) to the batch's arrival.
-    * ``time``: from the same point to the end of the step, so ``data_time``, the
-      ``before_train_iter`` hooks and the step. The ``after_train_iter`` hooks (writing logs,
-      saving checkpoints, validating) are not part of any iteration's ``time``, as in Detectron2.
+    * ``time``: from the end of the previous step to the end of this one: the previous
+      iteration's ``after_train_iter`` hooks (writing logs, saving checkpoints, validating) and
+      epoch-end hooks, ``data_time``, the ``before_train_iter`` hooks and the step. The times of a
+      run add up to its wall time, so the ETA (mean ``time`` times iterations left) counts the
+      recurring slow iterations.
 
     The training loop takes these clock readings for every iteration anyway (three
     ``perf_counter`` calls kept in the metric buffer); this hook decides that they are logged, so

@@ -142,6 +142,8 @@ class ValLossHook(Hook):
         self.at_end = bool(at_end)
         self.dataloader = dataloader
         self._stream: Iterator[Any] | None = None  # iteration-based: the current pass over the loader
+        self._consumed = 0  # batches taken from the current pass (saved in checkpoints)
+        self._resume_at = 0  # a resumed run opens its first pass at this batch
         self._start = 0  # training epochs (iterations) done when this run started
         self._last_n: int | None = None  # training epochs (iterations) done at the last phase
         self._by_epoch = True
@@ -222,16 +224,30 @@ class ValLossHook(Hook):
                 _rewind(loader)
                 yield from loader
             return
+        if self._stream is None and self._resume_at:  # continue the checkpointed pass
+            self._stream, self._consumed = _open_at(loader, self._resume_at), self._resume_at
+            self._resume_at = 0
         for _ in range(self.length):
             batch = next(self._stream, _END) if self._stream is not None else _END
             if batch is _END:  # start (another) pass over the loader
                 _rewind(loader)
-                self._stream = iter(loader)
+                self._stream, self._consumed = iter(loader), 0
                 batch = next(self._stream, _END)
                 if batch is _END:
                     self._stream = None
                     raise ValueError("ValLossHook: the val data loader is empty.")
+            self._consumed += 1
             yield batch
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, int]:
+        """Where the iteration-based val stream stands: a resumed run continues it exactly."""
+        return {"stream_position": self._consumed if self._stream is not None else self._resume_at}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the val stream at the checkpointed batch (from the next phase on)."""
+        self._stream, self._consumed = None, 0
+        self._resume_at = int(state.get("stream_position", 0))
 
     def compute(self, runner: Any) -> tuple[dict[str, float], int]:
         """Run one phase's batches; return ``({name: mean over samples and ranks}, batches on this rank)``."""
@@ -310,6 +326,19 @@ class ValLossHook(Hook):
 
 
 _END = object()
+
+
+def _open_at(loader: Any, position: int) -> Iterator[Any]:
+    """An iterator over ``loader`` from batch ``position`` (a kiln ResumableLoader skips without loading)."""
+    if hasattr(loader, "set_epoch") and hasattr(loader, "set_start"):
+        loader.set_epoch(0)
+        loader.set_start(position)
+        return iter(loader)
+    it = iter(loader)
+    for _ in range(position):  # other loaders: replay the batches before it
+        if next(it, _END) is _END:
+            return iter(loader)  # the loader got shorter: start over
+    return it
 
 
 def _rewind(loader: Any) -> None:
