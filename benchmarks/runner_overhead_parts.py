@@ -75,7 +75,7 @@ def kiln_variant(
         default_hooks=hooks,
     )
     if not flush:
-        runner.flush_metrics = runner._pending_metrics.clear
+        runner.flush_metrics = runner.state.records.clear
     step_timer = ro.StepTimer()
     make = runner.make_train_step
     runner.make_train_step = lambda: step_timer.wrap(make())

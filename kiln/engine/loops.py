@@ -17,7 +17,9 @@ import torch
 
 from kiln.registry import LOOPS
 
-from .hooks.base import HookError, IterDispatch, owner_of_failure
+from .data_position import is_resumable_loader, open_loader_at, position_loader
+from .hooks.base import HookError, owner_of_failure
+from .hooks.period import IterDispatch
 
 __all__ = [
     "EpochBasedTrainLoop",
@@ -31,113 +33,99 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def is_resumable_loader(loader: Any) -> bool:
-    """Whether ``loader`` can be positioned without replaying batches (kiln's ResumableLoader contract)."""
-    return all(hasattr(loader, a) for a in ("set_epoch", "set_start", "state_dict", "load_state_dict"))
-
-
 def _hook_failure(exc: Exception, stage: str) -> HookError:
     hook = owner_of_failure(exc)
     name = type(hook).__name__ if hook is not None else "a hook"
     return HookError(f"{name} failed in {stage}: {type(exc).__name__}: {exc}")
 
 
-def _position_loader(loader: Any, epoch: int, start: int, what: str) -> Any:
-    """Return an iterator over ``loader`` starting at batch ``start`` of ``epoch``."""
-    if is_resumable_loader(loader):
-        loader.set_epoch(epoch)
-        loader.set_start(start)
-        return iter(loader)
-    if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-    it = iter(loader)
-    if start:
-        logger.warning(
-            "%s: the data loader (%s) cannot be positioned, so resuming replays and skips %d batches. "
-            "Use kiln.data.build_train_loader for an exact, replay-free resume.",
-            what,
-            type(loader).__name__,
-            start,
-        )
-        for _ in range(start):
-            next(it)
-    return it
+def _check_val_schedule(val_interval: int, val_begin: int) -> tuple[int, int]:
+    if isinstance(val_interval, bool) or int(val_interval) < 1:
+        raise ValueError(f"train_cfg.val_interval must be >= 1, got {val_interval!r}.")
+    if isinstance(val_begin, bool) or int(val_begin) < 1:
+        raise ValueError(f"train_cfg.val_begin must be >= 1, got {val_begin!r}.")
+    return int(val_interval), int(val_begin)
 
 
 class _TrainLoopBase:
-    """Shared plumbing of the two training loops."""
+    """Shared plumbing of the training loops: the hot loop over one stretch of batches."""
 
     by_epoch = True
 
-    def __init__(self, runner: Any, dataloader: Any) -> None:
+    def __init__(self, runner: Any, dataloader: Any, val_interval: int = 1, val_begin: int = 1) -> None:
         self.runner = runner
         self.dataloader = dataloader
+        self.val_interval, self.val_begin = _check_val_schedule(val_interval, val_begin)
 
-    def _run_iters(self, batches: Any, first_idx: int, limit: int, step: Any = None) -> None:
-        """The hot loop: run up to ``limit`` iterations from ``batches``.
+    def _run_iters(self, batches: Any, limit: int, step: Any = None) -> None:
+        """The hot loop: run up to ``limit`` iterations from ``batches``, from ``runner.state``'s position.
 
-        Besides calling the step and the hooks, each iteration appends one record to the runner's
-        metric buffer: ``(iteration, outputs, data_time, time)``, where ``data_time`` is the wait for
-        the loader (from the end of the previous iteration's hooks to the batch's arrival) and
-        ``time`` runs from the end of the previous step to the end of this one (so the times add up
-        to the training's wall time). Three clock reads and a tuple; the :class:`IterTimerHook`
-        decides whether they are logged (see :meth:`Runner.flush_metrics`).
+        Per iteration: the due ``before_train_iter`` hooks, the step, one record
+        ``(iteration, outputs, data_time, time)`` appended to ``state.records`` (``data_time``: the
+        wait for the loader, from the end of the previous iteration's hooks to the batch's arrival;
+        ``time``: from the end of the previous step to the end of this one, so the times add up to
+        the wall time), the due ``after_train_iter`` hooks, then the counters move on. Hooks with a
+        ``period`` are called only at their due iterations (:class:`IterDispatch`); the
+        :class:`IterTimerHook` decides whether the timings are logged (``Runner.flush_metrics``).
         """
         runner = self.runner
-        stages = runner._stages
-        it = runner.iter
-        idx = first_idx
-        # Periodic hooks (logger, checkpoint, eval, lr schedule) are called only when due.
-        bdispatch = IterDispatch(stages["before_train_iter"], runner, "before_train_iter", it, idx)
-        before_all, before_every, bdue = bdispatch.all, bdispatch.every, bdispatch.due
-        dispatch = IterDispatch(stages["after_train_iter"], runner, "after_train_iter", it, idx)
-        after_all, after_every, due = dispatch.all, dispatch.every, dispatch.due
+        state = runner.state
+        it, idx = state.iter, state.inner_iter
+        bdispatch = IterDispatch(runner.stage_entries("before_train_iter"), runner, it, idx)
+        before_every, bdue = bdispatch.every, bdispatch.due
+        dispatch = IterDispatch(runner.stage_entries("after_train_iter"), runner, it, idx)
+        after_every, due = dispatch.every, dispatch.due
         step = step or runner.make_train_step()
         storage = runner.storage
-        pending = runner._pending_metrics
+        records = state.records
+        flush = runner.flush_metrics
         clock = time.perf_counter
         t_end = clock()
-        # The previous step's end, also across epochs (epoch-end hooks count in the next `time`).
-        t_step = runner._last_step_end or t_end
+        t_step = state.last_step_end or t_end  # the previous step's end, also across epochs
         for data_batch in itertools.islice(batches, limit):
             ready = clock()
             try:
                 if it >= bdue:
-                    for fn in before_all:
+                    for fn in bdispatch.at(it):
                         fn(runner, idx, data_batch)
-                    bdue = bdispatch.next_due(runner, it + 1, idx + 1)
-                elif before_every:
+                    bdue = bdispatch.next_due(it + 1, idx + 1)
+                else:
                     for fn in before_every:
                         fn(runner, idx, data_batch)
             except Exception as exc:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)
             now = clock()
-            pending.append((it, outputs, ready - t_end, now - t_step))
+            records.append((it, outputs, ready - t_end, now - t_step))
             t_step = now
-            if len(pending) >= 512:  # no logger flushed them: keep the buffer bounded
-                runner.flush_metrics()
+            if len(records) >= 512:  # no logger flushed them: keep the buffer bounded
+                flush()
+            state.step_done = True  # a checkpoint saved by an after_train_iter hook counts this step
             try:
                 if it >= due:
-                    runner._done = (it + 1, idx + 1)  # a checkpoint saved by a hook counts this step
-                    for fn in after_all:
+                    for fn in dispatch.at(it):
                         fn(runner, idx, data_batch, outputs)
-                    due = dispatch.next_due(runner, it + 1, idx + 1)
-                elif after_every:
-                    runner._done = (it + 1, idx + 1)
+                    due = dispatch.next_due(it + 1, idx + 1)
+                else:
                     for fn in after_every:
                         fn(runner, idx, data_batch, outputs)
             except Exception as exc:
                 raise _hook_failure(exc, "after_train_iter") from exc
             it += 1
             idx += 1
-            runner.iter = it
-            runner.inner_iter = idx
-            storage._iter = it
-            if runner.stop_training:
+            state.iter = it
+            state.inner_iter = idx
+            state.step_done = False
+            storage.iter = it
+            if state.stop_requested:
                 break
             t_end = clock()
-        runner._last_step_end = t_step
+        state.last_step_end = t_step
+
+    def _next_epoch(self) -> None:
+        state = self.runner.state
+        state.epoch += 1
+        state.inner_iter = 0
 
 
 @LOOPS.register_module()
@@ -148,10 +136,14 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         runner: the runner.
         dataloader: yields batches; ``len(dataloader)`` is the epoch length.
         max_epochs: number of epochs.
+        val_begin / val_interval: validate after epochs ``val_begin, val_begin + val_interval, ...``
+            (read by the default evaluation hook).
     """
 
-    def __init__(self, runner: Any, dataloader: Any, max_epochs: int) -> None:
-        super().__init__(runner, dataloader)
+    def __init__(
+        self, runner: Any, dataloader: Any, max_epochs: int, val_begin: int = 1, val_interval: int = 1
+    ) -> None:
+        super().__init__(runner, dataloader, val_interval, val_begin)
         if int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
         self.max_epochs = int(max_epochs)
@@ -168,24 +160,23 @@ class EpochBasedTrainLoop(_TrainLoopBase):
 
     def run(self) -> None:
         """Run the remaining epochs (resumes mid-epoch at ``runner.inner_iter``)."""
-        runner = self.runner
+        runner, state = self.runner, self.runner.state
         runner.call_hook("before_train")
-        while runner.epoch < self.max_epochs and not runner.stop_training:
+        while state.epoch < self.max_epochs and not state.stop_requested:
             self.run_epoch()
         runner.call_hook("after_train")
 
     def run_epoch(self) -> None:
         """One epoch: ``before_train_epoch``, the iterations, ``after_train_epoch``."""
-        runner = self.runner
+        runner, state = self.runner, self.runner.state
         runner.model.train()
         runner.call_hook("before_train_epoch")
-        start = runner.inner_iter
-        batches = _position_loader(self.dataloader, runner.epoch, start, "EpochBasedTrainLoop")
-        self._run_iters(batches, start, self.epoch_length - start)
+        start = state.inner_iter
+        batches = open_loader_at(self.dataloader, state.epoch, start, what="EpochBasedTrainLoop")
+        self._run_iters(batches, self.epoch_length - start)
         runner.call_hook("after_train_epoch")
-        if runner.inner_iter >= self.epoch_length or not runner.stop_training:
-            runner.epoch += 1
-            runner.inner_iter = 0
+        if state.inner_iter >= self.epoch_length or not state.stop_requested:
+            self._next_epoch()
 
 
 @LOOPS.register_module()
@@ -198,8 +189,10 @@ class IterBasedTrainLoop(_TrainLoopBase):
 
     by_epoch = False
 
-    def __init__(self, runner: Any, dataloader: Any, max_iters: int) -> None:
-        super().__init__(runner, dataloader)
+    def __init__(
+        self, runner: Any, dataloader: Any, max_iters: int, val_begin: int = 1, val_interval: int = 1000
+    ) -> None:
+        super().__init__(runner, dataloader, val_interval, val_begin)
         if int(max_iters) < 1:
             raise ValueError(f"max_iters must be >= 1, got {max_iters}.")
         self.max_iters = int(max_iters)
@@ -214,41 +207,24 @@ class IterBasedTrainLoop(_TrainLoopBase):
 
     def run(self) -> None:
         """Run until ``max_iters`` (or an early-stop request)."""
-        runner = self.runner
+        runner, state = self.runner, self.runner.state
         runner.model.train()
         runner.call_hook("before_train")
         runner.call_hook("before_train_epoch")
-        while runner.iter < self.max_iters and not runner.stop_training:
-            remaining = self.max_iters - runner.iter
+        while state.iter < self.max_iters and not state.stop_requested:
+            remaining = self.max_iters - state.iter
             if self.infinite or self.epoch_length is None:
-                batches = self._open_infinite()
-                self._run_iters(batches, runner.iter, remaining)
+                batches = open_loader_at(self.dataloader, 0, state.iter, what="IterBasedTrainLoop")
+                self._run_iters(batches, remaining)
                 continue
-            # A finite loader: one pass per "epoch"; runner.inner_iter is the position inside it.
-            start = runner.inner_iter
-            batches = _position_loader(self.dataloader, runner.epoch, start, "IterBasedTrainLoop")
-            self._run_iters(batches, start, min(remaining, self.epoch_length - start))
-            if runner.inner_iter >= self.epoch_length:
-                runner.epoch += 1
-                runner.inner_iter = 0
+            # A finite loader: one pass per "epoch"; state.inner_iter is the position inside it.
+            start = state.inner_iter
+            batches = open_loader_at(self.dataloader, state.epoch, start, what="IterBasedTrainLoop")
+            self._run_iters(batches, min(remaining, self.epoch_length - start))
+            if state.inner_iter >= self.epoch_length:
+                self._next_epoch()
         runner.call_hook("after_train_epoch")
         runner.call_hook("after_train")
-
-    def _open_infinite(self) -> Any:
-        loader = self.dataloader
-        it0 = self.runner.iter
-        if is_resumable_loader(loader):
-            loader.set_epoch(0)
-            loader.set_start(it0)
-            return iter(loader)
-        it = iter(loader)
-        if it0:
-            logger.warning(
-                "IterBasedTrainLoop: the infinite loader cannot be positioned; skipping %d batches.", it0
-            )
-            for _ in range(it0):
-                next(it)
-        return it
 
 
 class StepLoop(_TrainLoopBase):
@@ -260,7 +236,7 @@ class StepLoop(_TrainLoopBase):
     by_epoch = False
 
     def __init__(self, runner: Any, step_fn: Any, max_iters: int, dataloader: Any = None) -> None:
-        super().__init__(runner, dataloader)
+        super().__init__(runner, dataloader, val_interval=1, val_begin=1)
         self.step_fn = step_fn
         self.max_iters = int(max_iters)
         self.max_epochs = None
@@ -272,7 +248,7 @@ class StepLoop(_TrainLoopBase):
         step_fn = self.step_fn
         runner.call_hook("before_train")
         remaining = self.max_iters - runner.iter
-        self._run_iters(itertools.repeat(None), runner.iter, remaining, step=lambda _: step_fn() or {})
+        self._run_iters(itertools.repeat(None), remaining, step=lambda _: step_fn() or {})
         runner.call_hook("after_train")
 
 
@@ -298,11 +274,9 @@ class _EvalLoop:
         model.eval()
         if self.evaluator is not None:
             self.evaluator.reset()
-        before = runner._stages[f"before_{kind}_iter"]
-        after = runner._stages[f"after_{kind}_iter"]
-        if is_resumable_loader(self.dataloader):
-            self.dataloader.set_epoch(0)
-            self.dataloader.set_start(0)
+        before = runner.stage_callables(f"before_{kind}_iter")
+        after = runner.stage_callables(f"after_{kind}_iter")
+        position_loader(self.dataloader, 0, 0)  # a kiln loader may stand elsewhere after a resume
         with torch.no_grad():
             for idx, data_batch in enumerate(runner.progress(self.dataloader, kind)):
                 for fn in before:

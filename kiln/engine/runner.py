@@ -21,49 +21,102 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kiln.registry import HOOKS, RUNNERS
+from kiln.registry import HOOKS, LOOPS, RUNNERS
 
 from . import comm
+from . import loops as _loops  # noqa: F401  (registers the loops in LOOPS)
 from .checkpoint import Checkpointer
 from .events import EventStorage
-from .hooks.base import STAGES, CallbackHook, Hook, HookBase, HookError, build_stage_table, get_priority
-from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .hooks.base import (
+    STAGES,
+    CallbackHook,
+    Hook,
+    HookBase,
+    HookError,
+    StageTable,
+    build_stage_table,
+    get_priority,
+)
 from .optim import OptimWrapper, build_optim_wrapper
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
-from .step_metrics import LossVars, convert_columns, split_columns
+from .state import RunState
+from .step_metrics import convert_columns, split_columns
+from .train_step import make_train_step, parse_losses
 
-__all__ = ["Runner", "parse_losses"]
+__all__ = ["Runner", "parse_losses", "train_loop_cfg"]
 
 logger = logging.getLogger(__name__)
 
 
-def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Sum every entry whose key contains ``loss`` into the total; return ``(total, log_vars)``.
+def train_loop_cfg(
+    train_cfg: Mapping[str, Any] | None,
+    max_epochs: int | None = None,
+    max_iters: int | None = None,
+    val_interval: int | None = None,
+) -> dict[str, Any] | None:
+    """The training loop's config: ``train_cfg`` in MMEngine's spelling, or the legacy kwargs.
 
-    Values may be tensors or lists of tensors (summed). ``log_vars`` keeps every entry (tensors,
-    detached lazily by the event storage) plus ``loss`` = the total. It is a :class:`LossVars`: the
-    runner logs ``loss`` as the sum of the terms' logged values (see :mod:`.step_metrics`).
+    The one place where ``max_epochs=`` / ``max_iters=`` / ``val_interval=`` become a loop config,
+    and where the short ``dict(by_epoch=True, max_epochs=12)`` gets its ``type``. Returns ``None``
+    when there is nothing to train.
+
+    >>> train_loop_cfg(None, max_epochs=12)
+    {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1}
+    >>> train_loop_cfg(dict(by_epoch=False, max_iters=100, val_interval=50))
+    {'type': 'IterBasedTrainLoop', 'max_iters': 100, 'val_interval': 50}
     """
-    log_vars = LossVars()
-    total = None
-    terms = []
-    for name, value in losses.items():
-        if isinstance(value, (list, tuple)):
-            value = sum(v.mean() for v in value)
-        log_vars[name] = value
-        if "loss" in name:
-            total = value if total is None else total + value
-            terms.append(name)
-    if total is None:
-        raise KeyError(
-            f"The model's training output has no key containing 'loss' (keys: {sorted(losses)}); a "
-            f"training-mode forward must return a dict like {{'loss_cls': tensor, ...}}."
+    if train_cfg is not None:
+        if max_epochs is not None or max_iters is not None or val_interval is not None:
+            raise ValueError(
+                "Runner: give the training length either as train_cfg=dict(...) or as max_epochs=/"
+                f"max_iters=/val_interval=, not both (got train_cfg={dict(train_cfg)}, max_epochs="
+                f"{max_epochs}, max_iters={max_iters}, val_interval={val_interval})."
+            )
+        cfg = dict(train_cfg)
+        by_epoch = cfg.pop("by_epoch", None)
+        if "type" not in cfg:
+            if by_epoch is None:
+                by_epoch = "max_epochs" in cfg
+            cfg = {"type": "EpochBasedTrainLoop" if by_epoch else "IterBasedTrainLoop", **cfg}
+        elif by_epoch is not None and bool(by_epoch) != (cfg["type"] in ("EpochBasedTrainLoop",)):
+            raise ValueError(f"train_cfg: by_epoch={by_epoch} contradicts type={cfg['type']!r}.")
+        return cfg
+    if max_epochs is None and max_iters is None:
+        return None
+    if max_epochs is not None and max_iters is not None:
+        raise ValueError(
+            f"Give exactly one of max_epochs / max_iters for training (got max_epochs={max_epochs}, "
+            f"max_iters={max_iters}); in configs: train_cfg=dict(by_epoch=True, max_epochs=12) or "
+            f"train_cfg=dict(type='IterBasedTrainLoop', max_iters=90000)."
         )
-    if "loss" not in losses:  # (a model's own 'loss' entry is one of the terms; then read the total)
-        log_vars.terms = tuple(terms)
-    log_vars["loss"] = total
-    return total, log_vars
+    if max_epochs is not None:
+        cfg = {"type": "EpochBasedTrainLoop", "max_epochs": max_epochs}
+    else:
+        cfg = {"type": "IterBasedTrainLoop", "max_iters": max_iters}
+    cfg["val_interval"] = 1 if val_interval is None else val_interval
+    return cfg
+
+
+def _build_loop(cfg: Mapping[str, Any], cfg_path: str, **objects: Any) -> Any:
+    """Build a loop from ``LOOPS`` by ``cfg['type']``, handing it the runner's objects as they are.
+
+    (``LOOPS.build`` would deep-copy list-valued arguments, and a list of batches is a loader.)
+    """
+    args = dict(cfg)
+    loop_type = args.pop("type")
+    cls = LOOPS.get(loop_type) if isinstance(loop_type, str) else loop_type
+    if cls is None:
+        raise KeyError(LOOPS.unknown_type_message(str(loop_type), f"{cfg_path}.type"))
+    clash = sorted(set(args) & set(objects))
+    if clash:
+        raise ValueError(f"{cfg_path}: {clash} are given by the Runner; remove them from the loop config.")
+    try:
+        return cls(**objects, **args)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise TypeError(f"{cfg_path}={dict(cfg)}: {exc}. Check the keys against {cls.__name__}.") from exc
 
 
 @RUNNERS.register_module()
@@ -78,8 +131,12 @@ class Runner(RunnerCheckpointMixin):
             config dict (``dict(optimizer=dict(type='SGD', lr=0.01), clip_grad=...)``).
         param_scheduler: schedule shapes or their configs (MMEngine style), or torch LR schedulers
             (stepped once per iteration, as Detectron2 does).
-        max_epochs / max_iters: training length; exactly one of them for training.
-        val_interval: validate every N epochs (epoch-based) or iterations (iteration-based).
+        train_cfg / val_cfg / test_cfg: MMEngine loop configs, built through ``LOOPS``:
+            ``dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=1, val_begin=1)``,
+            ``dict(type='IterBasedTrainLoop', max_iters=..., val_interval=...)`` or the short
+            ``dict(by_epoch=True, max_epochs=12)``; ``val_cfg=dict(type='ValLoop')`` (the default).
+        max_epochs / max_iters / val_interval: the legacy spelling of ``train_cfg`` (see
+            :func:`train_loop_cfg`).
         val_evaluator / test_evaluator: objects with ``reset/process/evaluate``.
         default_hooks: ``{name: hook or config or None}`` overriding the defaults (timer, logger,
             param_scheduler, checkpoint, sampler_seed); ``None`` removes one.
@@ -103,7 +160,10 @@ class Runner(RunnerCheckpointMixin):
         param_scheduler: Any = None,
         max_epochs: int | None = None,
         max_iters: int | None = None,
-        val_interval: int = 1,
+        val_interval: int | None = None,
+        train_cfg: Mapping[str, Any] | None = None,
+        val_cfg: Mapping[str, Any] | None = None,
+        test_cfg: Mapping[str, Any] | None = None,
         val_evaluator: Any = None,
         test_evaluator: Any = None,
         default_hooks: Mapping[str, Any] | None = None,
@@ -132,22 +192,15 @@ class Runner(RunnerCheckpointMixin):
         self.resume_from = resume
         self.allow_pickle = allow_pickle
 
-        # ---- run state ------------------------------------------------------------------------
-        self.epoch = 0
-        self.iter = 0
-        self.inner_iter = 0
-        self._done = (0, 0)  # (iterations done, batches of the epoch done) right after a step
+        # ---- run state (written by the loops only; see RunState) ---------------------------------
+        self.state = RunState()
         # Whether the metric flush logs the loop's per-iteration `time`/`data_time` (IterTimerHook).
         self.log_iter_times = False
-        self._last_step_end: float | None = None  # perf_counter() at the end of the last step of this run
-        self.stop_training = False
         self.storage: EventStorage | None = None
-        # The training loop's records (iteration, outputs, data_time, time), flushed in bulk.
-        self._pending_metrics: list[tuple[int, dict, float, float]] = []
         self.last_metrics: dict[str, dict] = {}
         self._hooks: list[Hook] = []
         self._hook_keys: dict[int, str] = {}
-        self._stages: dict[str, tuple[Callable, ...]] = build_stage_table([])
+        self._stages: StageTable = build_stage_table([])
         self._resumed = False
 
         # ---- optimization ---------------------------------------------------------------------
@@ -155,25 +208,21 @@ class Runner(RunnerCheckpointMixin):
         if optim_wrapper is not None:
             self.optim_wrapper = build_optim_wrapper(self._raw_model, optim_wrapper)
         self.train_loop: Any = None
+        loop_cfg = train_loop_cfg(train_cfg, max_epochs, max_iters, val_interval)
         if train_dataloader is not None:
-            if (max_epochs is None) == (max_iters is None):
+            if loop_cfg is None:
                 raise ValueError(
-                    f"Give exactly one of max_epochs / max_iters for training (got max_epochs={max_epochs}, "
-                    f"max_iters={max_iters}); in configs: total_epochs=12 or runner=dict(type="
-                    f"'IterBasedRunner', max_iters=90000)."
+                    "Training needs a length: give exactly one of max_epochs / max_iters, or train_cfg="
+                    "dict(by_epoch=True, max_epochs=12) (or dict(type='IterBasedTrainLoop', max_iters=...))."
                 )
             if self.optim_wrapper is None:
                 raise ValueError(
                     "Training needs an optimizer: pass optim_wrapper= (or optimizer= in the config)."
                 )
-            if max_epochs is not None:
-                self.train_loop = EpochBasedTrainLoop(self, train_dataloader, max_epochs)
-            else:
-                self.train_loop = IterBasedTrainLoop(self, train_dataloader, max_iters)
-        self.val_interval = int(val_interval)
-        self.val_loop = ValLoop(self, val_dataloader, val_evaluator) if val_dataloader is not None else None
-        self.test_loop = (
-            TestLoop(self, test_dataloader, test_evaluator) if test_dataloader is not None else None
+            self.train_loop = _build_loop(loop_cfg, "train_cfg", runner=self, dataloader=train_dataloader)
+        self.val_loop = self._build_eval_loop(val_cfg, "ValLoop", val_dataloader, val_evaluator, "val_cfg")
+        self.test_loop = self._build_eval_loop(
+            test_cfg, "TestLoop", test_dataloader, test_evaluator, "test_cfg"
         )
 
         self.schedule_set: ScheduleSet | None = None
@@ -201,6 +250,14 @@ class Runner(RunnerCheckpointMixin):
 
         return build_runner_from_cfg(cls, cfg)
 
+    def _build_eval_loop(
+        self, cfg: Mapping[str, Any] | None, default: str, loader: Any, evaluator: Any, name: str
+    ) -> Any:
+        if loader is None:
+            return None
+        cfg = {"type": default, **dict(cfg or {})}
+        return _build_loop(cfg, name, runner=self, dataloader=loader, evaluator=evaluator)
+
     def _wrap_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
         if self.world_size > 1 and any(p.requires_grad for p in model.parameters()):
             import inspect
@@ -219,6 +276,52 @@ class Runner(RunnerCheckpointMixin):
                 return DDP(model, device_ids=[device.index], **kwargs)
             return DDP(model, **kwargs)
         return model
+
+    # -------------------------------------------------------------- run state (read-only views)
+    @property
+    def epoch(self) -> int:
+        """The current epoch (0-based): ``state.epoch``."""
+        return self.state.epoch
+
+    @property
+    def iter(self) -> int:
+        """The current iteration (0-based; in ``after_train_iter`` the one just run): ``state.iter``."""
+        return self.state.iter
+
+    @property
+    def inner_iter(self) -> int:
+        """The current iteration's place in its epoch: ``state.inner_iter``."""
+        return self.state.inner_iter
+
+    @property
+    def stop_training(self) -> bool:
+        """Whether a stop was requested (:meth:`request_stop`)."""
+        return self.state.stop_requested
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        # MMEngine/MMCV hooks write `runner.stop_training = True` (kiln: runner.request_stop()).
+        if value:
+            self.state.request_stop()
+
+    def request_stop(self) -> None:
+        """End training after the current iteration (epoch-end and ``after_train`` hooks still run)."""
+        self.state.request_stop()
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this runner restored a checkpoint with :meth:`resume`."""
+        return self._resumed
+
+    @property
+    def val_interval(self) -> int:
+        """Validate every N epochs/iterations (the training loop's ``val_interval``)."""
+        return getattr(self.train_loop, "val_interval", 1)
+
+    @property
+    def val_begin(self) -> int:
+        """The first epoch/iteration to validate after (the training loop's ``val_begin``)."""
+        return getattr(self.train_loop, "val_begin", 1)
 
     @property
     def unwrapped_model(self) -> nn.Module:
@@ -296,7 +399,9 @@ class Runner(RunnerCheckpointMixin):
         if not self.work_dir:  # nowhere to save: no default checkpoints (an explicit hook still fails)
             defaults["checkpoint"] = None
         if self.val_loop is not None:
-            defaults["eval"] = EvalHook(interval=self.val_interval)
+            # Multiples of val_interval from val_begin on (MMEngine's loops count the same way).
+            interval, begin = self.val_interval, self.val_begin
+            defaults["eval"] = EvalHook(interval=interval, start=-(-begin // interval) * interval)
         for k, v in (overrides or {}).items():
             defaults[k] = v
         for name, hook in defaults.items():
@@ -364,9 +469,24 @@ class Runner(RunnerCheckpointMixin):
                 return h
         return None
 
+    def stage_callables(self, stage: str) -> tuple[Callable, ...]:
+        """The callables of ``stage`` for this run, in priority order (periods not applied)."""
+        return self._stages[stage]
+
+    def stage_entries(self, stage: str) -> tuple[tuple[Callable, Any], ...]:
+        """``(callable, period or None)`` of ``stage`` for this run: the loops' dispatch input."""
+        return self._stages.entries(stage)
+
     def call_hook(self, stage: str, *args: Any) -> None:
-        """Call ``stage`` on every hook overriding it; a failure names the hook and stage."""
-        for fn in self._stages[stage]:
+        """Call ``stage`` on every hook overriding it (and due); a failure names the hook and stage.
+
+        ``after_train_epoch`` skips hooks whose epoch ``period`` is not due after this epoch.
+        """
+        fns = self._stages[stage]
+        if stage == "after_train_epoch" and self._stages.periods:
+            periods, n = self._stages.periods, self.state.epoch + 1
+            fns = tuple(f for f in fns if id(f) not in periods or periods[id(f)].is_due(n, self.max_epochs))
+        for fn in fns:
             try:
                 fn(self, *args)
             except HookError:
@@ -396,41 +516,8 @@ class Runner(RunnerCheckpointMixin):
         return self.make_train_step()(data_batch)
 
     def make_train_step(self) -> Callable[[Any], dict[str, Any]]:
-        """The step function for the current model/optimizer, with the per-step checks hoisted out.
-
-        The loop calls the returned closure every iteration: the model's own ``train_step`` when it
-        defines one, else forward -> :func:`parse_losses` -> ``optim_wrapper.update_params``.
-        """
-        model = self.model
-        ow = self.optim_wrapper
-        own = getattr(self._raw_model, "train_step", None)
-        if own is not None:
-            return lambda data_batch: own(data_batch, ow)
-        if ow is None:
-            raise RuntimeError("Runner.train_step: there is no optimizer (pass optim_wrapper=...).")
-        update = ow.update_params
-        if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and ow._clip is None:
-
-            def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
-                total, log_vars = parse_losses(model(data_batch))
-                update(total)
-                return log_vars
-
-            return fast_step
-
-        def step(data_batch: Any) -> dict[str, Any]:
-            with ow.optim_context(model):
-                with ow.autocast():
-                    losses = model(data_batch)
-                total, log_vars = parse_losses(losses)
-                update(total)
-            if ow.last_grad_norm is not None:
-                log_vars["grad_norm"] = ow.last_grad_norm
-            if ow.last_loss_scale is not None:  # fp16 loss scale (a tensor: read at the flush)
-                log_vars["grad_scale"] = ow.last_loss_scale
-            return log_vars
-
-        return step
+        """The step function for the current model/optimizer (:func:`.train_step.make_train_step`)."""
+        return make_train_step(self.model, self._raw_model, self.optim_wrapper)
 
     def eval_step(self, data_batch: Any) -> Any:
         """The model's eval-mode outputs for ``data_batch`` (``model.val_step`` when defined)."""
@@ -447,7 +534,7 @@ class Runner(RunnerCheckpointMixin):
         tensor stack for all values, one history extend per scalar). Logger, checkpoint and eval
         hooks call it.
         """
-        pending = self._pending_metrics
+        pending = self.state.records
         storage = self.storage
         if not pending or storage is None:
             pending.clear()
@@ -499,12 +586,16 @@ class Runner(RunnerCheckpointMixin):
             self.storage = EventStorage(self.iter)
         return self.storage
 
+    def open_storage(self) -> EventStorage:
+        """The run's event storage (created at the current iteration); use it as a context manager."""
+        return self._ensure_storage()
+
     def train(self) -> nn.Module:
         """Train (resuming or loading weights first as configured); returns the model."""
         if self.train_loop is None:
             raise RuntimeError("Runner.train(): no train_dataloader was given.")
         storage = self._ensure_storage()
-        self._last_step_end = None
+        self.state.last_step_end = None  # this run's first `time` starts at its first batch
         with storage:
             self.call_hook("before_run")
             try:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .checkpoint import collect_rng_states_all_ranks, set_rng_states
+from .data_position import is_resumable_loader
 from .hooks.base import Hook
-from .loops import is_resumable_loader
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -51,23 +51,12 @@ class _ScheduleHolder:
 class RunnerCheckpointMixin:
     """Checkpoint save/resume methods of the Runner."""
 
-    def _position(self) -> tuple[int, int, int]:
-        """(epoch, batches done in it, iterations done) to resume from, normalized at epoch ends."""
-        epoch, inner, it = self.epoch, self.inner_iter, self.iter
-        iters_done, inner_done = self._done
-        if iters_done > it:  # saving from inside after_train_iter: count the step just taken
-            it, inner = iters_done, inner_done
-        length = self.epoch_length
-        if length and inner >= length:
-            epoch, inner = epoch + 1, 0
-        return epoch, inner, it
-
     def save_checkpoint(
         self, name: str, save_optimizer: bool = True, meta: Mapping | None = None
     ) -> str | None:
         """Save everything needed to resume exactly; collective (all ranks call it), rank 0 writes."""
         self.flush_metrics()
-        epoch, inner, it = self._position()
+        epoch, inner, it = self.state.position(self.epoch_length)
         rng = collect_rng_states_all_ranks()
         extra: dict[str, Any] = {
             "meta": {
@@ -126,10 +115,7 @@ class RunnerCheckpointMixin:
         """Restore model, optimizer, schedules, loader position, hooks, storage and RNGs from ``path``."""
         extra = self.checkpointer.load(path)
         meta = extra.get("meta", {})
-        self.epoch = int(meta.get("epoch", 0))
-        self.iter = int(meta.get("iter", 0))
-        self.inner_iter = int(meta.get("inner_iter", 0))
-        self._done = (self.iter, self.inner_iter)
+        self.state.restore(meta.get("epoch", 0), meta.get("iter", 0), meta.get("inner_iter", 0))
         if self.seed is not None and meta.get("seed") is not None and meta["seed"] != self.seed:
             logger.warning(
                 "Resuming a run seeded %s with seed %s; the data order will differ.", meta["seed"], self.seed

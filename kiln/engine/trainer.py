@@ -1,9 +1,13 @@
-"""Detectron2's trainer API as a thin layer over the kiln :class:`~kiln.engine.Runner`.
+"""Detectron2's trainer API as a thin facade over the kiln :class:`~kiln.engine.Runner`.
 
 ``TrainerBase.train(start_iter, max_iter)`` runs ``before_step / run_step / after_step`` with
-hooks, exactly as Detectron2 does, but the loop, hook dispatch, event storage, checkpoints and
-exact resume are the runner's: kiln hooks (``CheckpointHook``, ``EvalHook``, writers) and
-Detectron2-style ``HookBase`` hooks work side by side.
+hooks, exactly as Detectron2 does, but the loop, run state, hook dispatch, event storage,
+checkpoints and exact resume are the runner's, and ``SimpleTrainer.run_step`` fetches a batch and
+calls the runner's training step (:func:`kiln.engine.train_step.make_train_step`: forward, loss
+parsing, backward and update through the runner's optimizer wrapper). ``AMPTrainer`` is the same
+step with an :class:`~kiln.engine.optim.AmpOptimWrapper` holding its grad scaler. A subclass that
+overrides ``run_step`` (Detectron2 style) still runs inside the same loop. kiln hooks
+(``CheckpointHook``, ``EvalHook``, writers) and Detectron2-style ``HookBase`` hooks work side by side.
 
 Example (the seed's custom loader)::
 
@@ -34,10 +38,11 @@ from kiln.registry import MODELS
 from kiln.utils import cfg_lookup
 
 from . import comm
-from .hooks.base import Hook, HookBase, next_multiple
-from .loops import StepLoop, is_resumable_loader
-from .optim import OptimWrapper, check_fp16_support
-from .runner import Runner, parse_losses
+from .data_position import is_resumable_loader, open_loader_at
+from .hooks.base import Hook, HookBase
+from .loops import StepLoop
+from .optim import AmpOptimWrapper, OptimWrapper, check_fp16_support
+from .runner import Runner
 
 __all__ = ["TrainerBase", "SimpleTrainer", "AMPTrainer", "DefaultTrainer", "HookBase"]
 
@@ -91,7 +96,8 @@ class TrainerBase:
 
     @iter.setter
     def iter(self, value: int) -> None:
-        self._get_runner().iter = int(value)
+        # Detectron2 loops count iterations only: the position in the stream is the iteration.
+        self._get_runner().state.restore(0, int(value), int(value))
 
     @property
     def storage(self) -> Any:
@@ -122,8 +128,8 @@ class TrainerBase:
         """Run iterations ``start_iter .. max_iter - 1`` (resumed state wins over ``start_iter``)."""
         runner = self._get_runner()
         self.max_iter = int(max_iter)
-        if not runner._resumed:
-            runner.iter = int(start_iter)
+        if not runner.resumed:
+            self.iter = int(start_iter)
         self.start_iter = runner.iter
         runner.train_loop = StepLoop(runner, self.run_step, self.max_iter, getattr(self, "data_loader", None))
         logger.info("Starting training from iteration %d", runner.iter)
@@ -143,10 +149,12 @@ class TrainerBase:
 
 
 class SimpleTrainer(TrainerBase):
-    """``model(data) -> losses``, backward, ``optimizer.step()`` each iteration.
+    """Each iteration: fetch a batch, then the runner's training step (forward, backward, update).
 
     Losses follow the kiln model contract: keys containing ``loss`` are summed (``total_loss`` is
-    logged with each term and ``data_time``).
+    logged with each term and ``data_time``). The optimizer is wrapped in the runner's
+    :class:`~kiln.engine.optim.OptimWrapper`, which leaves the gradients at ``None`` after each
+    update, so they are clear before every forward (``zero_grad_before_forward`` either way).
     """
 
     def __init__(
@@ -161,51 +169,58 @@ class SimpleTrainer(TrainerBase):
         model.train()
         self.model = model
         self.data_loader = data_loader
-        self.optimizer = optimizer
+        self.optimizer = optimizer.optimizer if isinstance(optimizer, OptimWrapper) else optimizer
+        self._optim_wrapper = optimizer if isinstance(optimizer, OptimWrapper) else None
         self.zero_grad_before_forward = zero_grad_before_forward
         self._data_iter: Any = None
+        self._step: Any = None
+
+    def _optimizer_for_runner(self) -> Any:
+        return self._optim_wrapper if self._optim_wrapper is not None else self.optimizer
 
     @property
     def _data_loader_iter(self) -> Any:
-        # Created on first use so a resume can position a kiln loader first (no replay).
+        # Created on first use so that a resume can position a kiln infinite loader first (no replay);
+        # other loaders start afresh, as in Detectron2.
         if self._data_iter is None:
             loader = self.data_loader
             if is_resumable_loader(loader) and getattr(loader, "infinite", False):
-                loader.set_epoch(0)
-                loader.set_start(self.iter)
-            self._data_iter = iter(loader)
+                self._data_iter = open_loader_at(loader, 0, self.iter)
+            else:
+                self._data_iter = iter(loader)
         return self._data_iter
 
-    def _optim(self) -> torch.optim.Optimizer:
-        return self.optimizer.optimizer if isinstance(self.optimizer, OptimWrapper) else self.optimizer
+    def train_step(self, data: Any) -> dict:
+        """The runner's optimization step on ``data`` (its log variables)."""
+        if self._step is None:
+            self._step = self._get_runner().make_train_step()
+        return self._step(data)
 
     def run_step(self) -> dict:
-        """Fetch a batch, forward, backward, step; return the metrics to log."""
+        """Fetch a batch, then :meth:`train_step`; return the metrics to log."""
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        opt = self._optim()
-        if self.zero_grad_before_forward:
-            opt.zero_grad(set_to_none=True)
-        loss_dict = self.model(data)
-        total, log_vars = parse_losses(loss_dict)
-        if not self.zero_grad_before_forward:
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        log_vars["total_loss"] = log_vars.pop("loss")
+        return _d2_metrics(self.train_step(data), data_time)
+
+
+def _d2_metrics(log_vars: Any, data_time: float) -> Any:
+    """Detectron2's names: the total loss is ``total_loss``; ``data_time`` as measured by run_step."""
+    log_vars["total_loss"] = log_vars.pop("loss")
+    if hasattr(log_vars, "total_key"):
         log_vars.total_key = "total_loss"
-        log_vars["data_time"] = data_time
-        return log_vars
+    log_vars["data_time"] = data_time
+    return log_vars
 
 
 class AMPTrainer(SimpleTrainer):
     """:class:`SimpleTrainer` with autocast: fp16 + ``GradScaler`` (CUDA or CPU), or bf16.
 
-    float16 on CPU needs a torch with CPU float16 autocast and ``GradScaler('cpu')`` (checked
-    here; otherwise pass ``precision=torch.bfloat16``). The grad scaler is saved in the runner's
-    checkpoints (key ``grad_scaler``). ``log_grad_scaler=True`` logs the scale each step's loss
-    was multiplied by as ``[metric]grad_scaler``, as Detectron2 does.
+    The step is the runner's, through an :class:`~kiln.engine.optim.AmpOptimWrapper` that uses
+    ``grad_scaler`` (so the scaler is saved in the runner's checkpoints with the optimizer).
+    float16 on CPU needs a torch with CPU float16 autocast and ``GradScaler('cpu')`` (checked here;
+    otherwise pass ``precision=torch.bfloat16``). ``log_grad_scaler=True`` logs the scale each
+    step's loss was multiplied by as ``[metric]grad_scaler``, as Detectron2 does.
     """
 
     def __init__(
@@ -222,6 +237,8 @@ class AMPTrainer(SimpleTrainer):
         super().__init__(model, data_loader, optimizer, gather_metric_period, zero_grad_before_forward)
         params = [p for p in model.parameters()]
         self.device_type = params[0].device.type if params else "cpu"
+        if precision not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"AMPTrainer: precision must be torch.float16 or bfloat16, got {precision}.")
         if precision is torch.float16:
             if self.device_type not in ("cuda", "cpu"):
                 raise ValueError(
@@ -234,40 +251,26 @@ class AMPTrainer(SimpleTrainer):
             grad_scaler = torch.amp.GradScaler(self.device_type)
         self.grad_scaler = grad_scaler
         self.log_grad_scaler = bool(log_grad_scaler)
+        self._one = torch.ones((), device=self.device_type)
 
-    def _get_runner(self) -> Runner:
-        fresh = self.runner is None
-        runner = super()._get_runner()
-        if fresh and self.grad_scaler is not None:
-            runner.checkpointer.add_checkpointable("grad_scaler", self.grad_scaler)
-        return runner
+    def _optimizer_for_runner(self) -> Any:
+        dtype = "float16" if self.precision is torch.float16 else "bfloat16"
+        ow = AmpOptimWrapper(self.optimizer, dtype=dtype, device_type=self.device_type)
+        ow.scaler = self.grad_scaler  # the trainer's scaler (Detectron2's grad_scaler argument)
+        return ow
 
     def run_step(self) -> dict:
-        """Like :meth:`SimpleTrainer.run_step` under autocast, scaling the loss for fp16."""
+        """Fetch a batch, then the runner's step under autocast (loss scaled for fp16)."""
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        opt = self._optim()
-        with torch.autocast(self.device_type, dtype=self.precision):
-            loss_dict = self.model(data)
-            total, log_vars = parse_losses(loss_dict)
-        opt.zero_grad(set_to_none=True)
         scaler = self.grad_scaler
-        if scaler is not None:
-            scaler.scale(total).backward()
-            if self.log_grad_scaler:
-                # A copy (update() changes the scale in place), read at the metric flush: no sync here.
-                scale = getattr(scaler, "_scale", None)
-                if scale is not None:
-                    log_vars["[metric]grad_scaler"] = scale.detach().clone()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            total.backward()
-            opt.step()
-        log_vars["total_loss"] = log_vars.pop("loss")
-        log_vars.total_key = "total_loss"
-        log_vars["data_time"] = data_time
+        # The scale this step's loss is multiplied by, as a tensor (public API, no device sync).
+        scale = scaler.scale(self._one) if scaler is not None and self.log_grad_scaler else None
+        log_vars = _d2_metrics(self.train_step(data), data_time)
+        log_vars.pop("grad_scale", None)  # the runner's name; Detectron2 logs [metric]grad_scaler
+        if scale is not None:
+            log_vars["[metric]grad_scaler"] = scale
         return log_vars
 
     def state_dict(self) -> dict:
@@ -429,13 +432,23 @@ class DefaultTrainer(SimpleTrainer):
 
     def build_hooks(self) -> list:
         """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
-        from .hooks import CheckpointHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
+        from .hooks import CheckpointHook, EvalHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
 
         period = int(_cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
         hooks: list = [IterTimerHook(), ParamSchedulerHook(), CheckpointHook(interval=period, by_epoch=False)]
         eval_period = int(_cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
         if eval_period > 0 and _cfg_get(self.cfg, "DATASETS.TEST", ()):
-            hooks.append(_TestHook(eval_period, self))
+            # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter.
+            trainer = weakref.proxy(self)
+            cls, cfg = type(self), self.cfg
+            hooks.append(
+                EvalHook(
+                    eval_period,
+                    by_epoch=False,
+                    eval_function=lambda: cls.test(cfg, trainer.runner.unwrapped_model),
+                    eval_last=True,
+                )
+            )
         if comm.is_main_process():
             hooks.append(PeriodicWriter(self.build_writers(), period=20))
         return hooks
@@ -454,31 +467,3 @@ class DefaultTrainer(SimpleTrainer):
             evaluator = evaluators[i] if evaluators is not None else cls.build_evaluator(cfg, name)
             results[name] = inference_on_dataset(model, loader, evaluator)
         return results
-
-
-class _TestHook(Hook):
-    """Detectron2's ``EvalHook(cfg.TEST.EVAL_PERIOD, lambda: trainer.test(cfg, model))``."""
-
-    priority = 70
-
-    def __init__(self, period: int, trainer: DefaultTrainer) -> None:
-        self.period = period
-        self.trainer = weakref.proxy(trainer)
-        self.trainer_cls = type(trainer)  # type() of a weak proxy is the proxy type
-
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """Every ``period``-th iteration and the last one."""
-        if stage != "after_train_iter" or type(self).after_train_iter is not _TestHook.after_train_iter:
-            return None
-        return min(next_multiple(it, self.period), max(it, runner.max_iters - 1))
-
-    def after_train_iter(
-        self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
-    ) -> None:
-        """Evaluate every ``period`` iterations and at the end."""
-        n = runner.iter + 1
-        if n % self.period == 0 or n >= runner.max_iters:
-            results = self.trainer_cls.test(self.trainer.cfg, runner.unwrapped_model)
-            flat = {f"{ds}/{k}": v for ds, m in results.items() for k, v in m.items()}
-            runner.last_metrics["val"] = flat
-            runner.call_hook("after_val_epoch", flat)

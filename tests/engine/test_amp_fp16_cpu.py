@@ -240,7 +240,7 @@ def test_a_stopped_and_resumed_fp16_run_ends_bit_identical_with_the_same_scaler_
 
     first = _resume_runner(tmp_path / "run", 14, False)
     # Stop after iteration 7: inside an accumulation window (pending scaled gradients saved).
-    first.register_callback(lambda r, *a: setattr(r, "stop_training", r.iter + 1 == 7), "after_train_iter")
+    first.register_callback(lambda r, *a: r.iter + 1 == 7 and r.request_stop(), "after_train_iter")
     first.train()
     assert first.iter == 7 and first.optim_wrapper._inner_count % 2 == 1
     resumed = _resume_runner(tmp_path / "run", 14, True)
@@ -283,8 +283,9 @@ def test_amp_trainer_fp16_on_cpu_trains_logs_the_scale_and_checkpoints_the_scale
     assert len(trainer.storage.history("total_loss")) == 6
 
     saved = torch.load(tmp_path / "iter_6.pth", weights_only=True)
-    assert saved["grad_scaler"] == trainer.grad_scaler.state_dict()
-    assert saved["grad_scaler"]["scale"] == 2.0**9
+    # The trainer's scaler is the runner's optimizer wrapper's: saved with the optimizer.
+    assert saved["optimizer"]["loss_scaler"] == trainer.grad_scaler.state_dict()
+    assert saved["optimizer"]["loss_scaler"]["scale"] == 2.0**9
     fresh = ToyRegressor()
     again = AMPTrainer(fresh, [], torch.optim.SGD(fresh.parameters(), lr=0.05))
     again.output_dir = str(tmp_path)

@@ -86,8 +86,8 @@ def test_only_overridden_stages_are_dispatched(tmp_path):
 
     runner = _runner(tmp_path)
     runner.register_hook(OnlyEpochEnd())
-    assert len(runner._stages["after_train_epoch"]) == 1
-    assert all(len(runner._stages[s]) == 0 for s in STAGES if s != "after_train_epoch")
+    assert len(runner.stage_callables("after_train_epoch")) == 1
+    assert all(len(runner.stage_callables(s)) == 0 for s in STAGES if s != "after_train_epoch")
 
 
 def test_all_22_stages_are_reached_in_order_by_train_val_test_and_checkpointing(tmp_path):
@@ -202,7 +202,7 @@ def test_hooks_drop_stages_they_have_nothing_to_do_in_for_this_run(tmp_path):
     )
     seen = {}
     runner.register_callback(
-        lambda r: seen.update({s: [f.__self__ for f in fns] for s, fns in r._stages.items()}),
+        lambda r: seen.update({s: [f.__self__ for f in r.stage_callables(s)] for s in STAGES}),
         stage="before_train",
     )
     runner.train()

@@ -182,7 +182,7 @@ def test_iteration_resume_mid_epoch_does_not_replay_the_loader(tmp_path):
         return r, ds
 
     r, ds = make(30, False)
-    r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter + 1 == 21), "after_train_iter")
+    r.register_callback(lambda r_, *a: r_.iter + 1 == 21 and r_.request_stop(), "after_train_iter")
     r.train()
     assert r.iter == 21 and ds.fetched == 21 * 4
     r2, ds2 = make(30, True)
@@ -202,7 +202,7 @@ def test_plain_dataloader_resume_replays_with_a_warning(tmp_path, caplog):
         max_epochs=2,
         default_hooks={**QUIET, "checkpoint": dict(type="CheckpointHook", interval=4, by_epoch=False)},
     )
-    r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter + 1 == 4), "after_train_iter")
+    r.register_callback(lambda r_, *a: r_.iter + 1 == 4 and r_.request_stop(), "after_train_iter")
     r.train()
     model2 = ToyRegressor()
     r2 = Runner(
@@ -232,9 +232,29 @@ def test_early_stop_request_ends_training_after_the_current_iteration(tmp_path):
         max_epochs=4,
         default_hooks={**QUIET, "checkpoint": None},
     )
-    r.register_callback(lambda r_, *a: r_.__setattr__("stop_training", r_.iter == 6), "after_train_iter")
+    r.register_callback(lambda r_, *a: r_.iter == 6 and r_.request_stop(), "after_train_iter")
     r.train()
-    assert r.iter == 7 and r.epoch == 1
+    assert r.iter == 7 and r.epoch == 1 and r.stop_training and r.state.stop_requested
+
+
+def test_mmengine_style_stop_training_assignment_still_requests_a_stop(tmp_path):
+    model = ToyRegressor()
+    r = Runner(
+        model,
+        work_dir=str(tmp_path),
+        train_dataloader=toy_batches(5),
+        optim_wrapper=_sgd(model),
+        max_epochs=4,
+        default_hooks={**QUIET, "checkpoint": None},
+    )
+
+    def stop(r_, *a):
+        if r_.iter == 2:
+            r_.stop_training = True
+
+    r.register_callback(stop, "after_train_iter")
+    r.train()
+    assert r.iter == 3 and r.epoch == 0
 
 
 def test_a_runner_without_work_dir_trains_without_default_checkpoints(tmp_path):

@@ -132,7 +132,7 @@ def test_at_end_false_runs_only_at_multiples_of_interval(tmp_path):
 def test_training_stopped_inside_a_cycle_still_ends_with_the_val_phase(tmp_path):
     def stop_after_epoch_3(r):
         if r.epoch + 1 == 3:
-            r.stop_training = True
+            r.request_stop()
 
     hook = ValLossHook(interval=2, dataloader=_val_batches())
     runner = _runner(tmp_path, ToyRegressor(), [hook], max_epochs=10)

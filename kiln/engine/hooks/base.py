@@ -2,10 +2,10 @@
 
 A hook overrides any of the 22 stage methods of :class:`Hook`. The runner precomputes, for each
 stage, the list of bound methods of hooks that *override* that stage, so a stage nobody cares
-about costs one empty loop. A hook whose ``before_train_iter``/``after_train_iter`` acts only at
-some iterations (log every 50, save every 1000, set the lr when the schedule changes it) can say
-when through :meth:`Hook.next_due_iter`; the training loop then calls it only at those iterations,
-so between them it costs nothing (see :class:`IterDispatch`).
+about costs one empty loop. A hook that acts only at some iterations or epochs (log every 50, save
+every epoch, set the lr when the schedule changes it) states when in its ``period`` attribute
+(:class:`~kiln.engine.hooks.period.Every` / :class:`~kiln.engine.hooks.period.DueWhen`); the loop
+calls it only then, so between those points it costs nothing and its method has no period test.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import enum
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from .period import PERIOD_STAGES, Every, resolve_period
 
 __all__ = [
     "Hook",
@@ -25,8 +27,7 @@ __all__ = [
     "HookError",
     "build_stage_table",
     "owner_of_failure",
-    "IterDispatch",
-    "next_multiple",
+    "StageTable",
 ]
 
 # The 22 points a hook can attach to, in the order a full run meets them.
@@ -117,18 +118,23 @@ class Hook:
         (the same six for test)
 
     Set the class attribute ``priority`` (or pass ``priority=`` to ``register_hook``). A hook with
-    state to keep across a resume implements ``state_dict()``/``load_state_dict()``.
+    state to keep across a resume implements ``state_dict()``/``load_state_dict()``. A hook that
+    acts periodically states its ``period`` once (see :mod:`kiln.engine.hooks.period`); the loop
+    then calls it only when due.
 
     Example::
 
         class PrintLoss(Hook):
             priority = 'LOW'
+            period = Every(100)  # after iterations 100, 200, ... (by_epoch=None: iterations here)
+
             def after_train_iter(self, runner, batch_idx, data_batch, outputs):
-                if runner.iter % 100 == 0:
-                    print(runner.iter, float(outputs['loss']))
+                print(runner.iter, float(outputs['loss']))
     """
 
     priority: int | str | Priority = Priority.NORMAL
+    #: When the hook is due (``Every``/``DueWhen``); ``None``: at every iteration and epoch.
+    period: Any = None
 
     def before_run(self, runner: Any) -> None:
         """Called once, before anything else."""
@@ -203,18 +209,6 @@ class Hook:
         """Called once at the very end (also after a failure)."""
 
     # ----------------------------------------------------------------- helpers
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """When this hook's ``before_train_iter``/``after_train_iter`` (``stage``) next has work to do.
-
-        For hooks that act periodically: return the smallest iteration index ``>= it``
-        (``runner.iter`` numbering; ``batch_idx`` is the position of iteration ``it`` in its epoch)
-        at which the call may do something; the loop skips the calls before it. ``None`` (the
-        default) means: call it every iteration. A subclass that overrides the stage method of a
-        hook implementing this must override this too (the built-in hooks return ``None`` when
-        they see their stage method overridden).
-        """
-        return None
-
     def overridden_stages(self) -> list[str]:
         """The stages this hook's class overrides (the only ones the runner will call)."""
         cls = type(self)
@@ -347,20 +341,46 @@ def _stage_callable(hook: Hook, stage: str) -> Callable:
     return getattr(hook, stage)
 
 
-def build_stage_table(hooks: Iterable[Hook], runner: Any = None) -> dict[str, tuple[Callable, ...]]:
+class StageTable(dict):
+    """``{stage: tuple of callables}`` plus, for this run, the ``period`` of each gated callable.
+
+    ``periods`` maps ``id(callable)`` to its hook's period for the stage that period gates; the loop
+    (per-iteration stages) and :meth:`Runner.call_hook` (``after_train_epoch``) call those only when due.
+    """
+
+    periods: dict[int, Any]
+
+    def entries(self, stage: str) -> tuple[tuple[Callable, Any], ...]:
+        """``(callable, period or None)`` for each callable of ``stage``, in priority order."""
+        periods = self.periods
+        return tuple((fn, periods.get(id(fn))) for fn in self[stage])
+
+
+def build_stage_table(hooks: Iterable[Hook], runner: Any = None) -> StageTable:
     """For each stage, the callables of the hooks overriding it, in priority order.
 
-    With ``runner``, a hook may narrow its stages for this run through an optional
-    ``active_stages(runner)`` method (e.g. the schedule hook skips ``after_train_iter`` when there
-    is no torch scheduler to step). Tuples (not lists): the hot loop iterates them every iteration.
+    With ``runner`` (when training starts), a hook may narrow its stages for this run through an
+    optional ``active_stages(runner)`` method (e.g. the schedule hook skips ``after_train_iter``
+    when there is no torch scheduler to step), and hook periods are resolved: an :class:`Every`
+    counted in iterations drops the hook's ``after_train_epoch`` and gates its ``after_train_iter``
+    (in epochs: the reverse). Tuples (not lists): the hot loop iterates them every iteration.
     """
     table: dict[str, list[Callable]] = {s: [] for s in STAGES}
+    periods: dict[int, Any] = {}
     for hook in hooks:
         narrow = getattr(hook, "active_stages", None) if runner is not None else None
         stages = narrow(runner) if narrow is not None else hook.overridden_stages()
+        period, gated = resolve_period(hook, runner) if runner is not None else (None, None)
         for stage in stages:
-            table[stage].append(_stage_callable(hook, stage))
-    return {s: tuple(v) for s, v in table.items()}
+            if isinstance(period, Every) and stage in PERIOD_STAGES[1:] and stage != gated:
+                continue  # counted in iterations: no epoch-end call (and vice versa)
+            fn = _stage_callable(hook, stage)
+            table[stage].append(fn)
+            if stage == gated:
+                periods[id(fn)] = period
+    out = StageTable({s: tuple(v) for s, v in table.items()})
+    out.periods = periods
+    return out
 
 
 def owner_of_failure(exc: BaseException) -> Any:
@@ -373,48 +393,3 @@ def owner_of_failure(exc: BaseException) -> Any:
             return owner
         tb = tb.tb_next
     return None
-
-
-NEVER = 1 << 62  # an iteration no run reaches
-
-
-def next_multiple(it: int, interval: int) -> int:
-    """The smallest ``j >= it`` with ``(j + 1) % interval == 0`` (``it``, ``j``: 0-based iterations)."""
-    return ((it + interval) // interval) * interval - 1
-
-
-class IterDispatch:
-    """One per-iteration stage's callables, split into those called every iteration and periodic ones.
-
-    At an iteration where some periodic hook is due, every callable runs, in priority order (a
-    periodic hook that is not itself due checks and returns, as it would without this); in between,
-    only the every-iteration ones run. ``due`` is the next iteration at which all must run.
-    """
-
-    __slots__ = ("stage", "all", "every", "periodic", "due")
-
-    def __init__(self, fns: tuple[Callable, ...], runner: Any, stage: str, it: int, batch_idx: int) -> None:
-        self.stage = stage
-        self.all = fns
-        every, periodic = [], []
-        for fn in fns:
-            owner = getattr(fn, "__self__", None)
-            if isinstance(owner, Hook) and owner.next_due_iter(runner, stage, it, batch_idx) is not None:
-                periodic.append(owner)
-            else:
-                every.append(fn)
-        self.every = tuple(every)
-        self.periodic = tuple(periodic)
-        self.due = self.next_due(runner, it, batch_idx)
-
-    def next_due(self, runner: Any, it: int, batch_idx: int) -> int:
-        """The first iteration ``>= it`` at which a periodic hook is due (``NEVER`` if none is)."""
-        due = NEVER
-        stage = self.stage
-        for hook in self.periodic:
-            d = hook.next_due_iter(runner, stage, it, batch_idx)
-            if d is None or d <= it:
-                return it
-            if d < due:
-                due = d
-        return due

@@ -14,7 +14,8 @@ from kiln.registry import HOOKS
 
 from .. import comm
 from ..checkpoint import atomic_torch_save
-from .base import NEVER, Hook, Priority, next_multiple
+from .base import Hook, Priority
+from .period import Every
 
 __all__ = ["CheckpointHook", "BestCheckpointKeeper", "publish_checkpoint", "infer_rule"]
 
@@ -170,19 +171,16 @@ class CheckpointHook(Hook):
             logger.warning("CheckpointHook(out_dir=...) is ignored: checkpoints go to the runner's work_dir.")
         self.kept: list[str] = []
         self.last_path: str | None = None
+        self._best_state: dict | None = None  # restored before EvalHook handed over save_best
 
-    def active_stages(self, runner: Any) -> list[str]:
-        """Per-iteration checks only for iteration-based saving, per-epoch ones only for epochs."""
-        by_epoch = runner.by_epoch if self.by_epoch is None else self.by_epoch
-        stages = ["before_train", "after_val_epoch", "after_train"]
-        stages.append("after_train_epoch" if by_epoch else "after_train_iter")
-        return stages
+    @property
+    def period(self) -> Every:
+        """Every ``interval`` epochs/iterations (``-1``: none) and, with ``save_last``, the last one."""
+        n = None if self.interval < 0 else self.interval
+        return Every(n, by_epoch=self.by_epoch, last=self.save_last)
 
     def before_train(self, runner: Any) -> None:
-        """Resolve ``by_epoch`` from the runner; refuse to run without a work_dir."""
-        if self.by_epoch is None:
-            self.by_epoch = runner.by_epoch
-        self._last = runner.max_iters
+        """Refuse to run without a work_dir."""
         if not runner.work_dir:
             raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
 
@@ -206,32 +204,25 @@ class CheckpointHook(Hook):
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
-        """Iteration-based saving."""
-        if self.by_epoch:
-            return
-        n = runner.iter + 1
-        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and n >= self._last):
-            self._save(runner, "iter", n)
-
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """Iteration-based: every ``interval``-th iteration and (``save_last``) the last one."""
-        if stage != "after_train_iter" or type(self).after_train_iter is not CheckpointHook.after_train_iter:
-            return None
-        if self.by_epoch:
-            return NEVER
-        due = next_multiple(it, self.interval) if self.interval > 0 else NEVER
-        if self.save_last and self._last:
-            due = min(due, max(it, self._last - 1))
-        return due
+        """Iteration-based saving (called at the due iterations only)."""
+        self._save(runner, "iter", runner.iter + 1)
 
     def after_train_epoch(self, runner: Any) -> None:
-        """Epoch-based saving."""
-        if not self.by_epoch:
+        """Epoch-based saving (called after the due epochs only)."""
+        self._save(runner, "epoch", runner.epoch + 1)
+
+    def keep_best(self, save_best: str, rule: str | None = None) -> None:
+        """Also keep the best checkpoint by ``save_best`` (for ``EvalHook(save_best=...)``)."""
+        if self.best is not None:
+            if (self.best.key, self.best.rule) != (save_best, rule) and save_best != "auto":
+                raise ValueError(
+                    f"save_best is set twice: CheckpointHook(save_best={self.best.key!r}) and "
+                    f"EvalHook(save_best={save_best!r}); keep one of them."
+                )
             return
-        n = runner.epoch + 1
-        last = runner.max_epochs is not None and n >= runner.max_epochs
-        if (self.interval > 0 and n % self.interval == 0) or (self.save_last and last):
-            self._save(runner, "epoch", n)
+        self.best = BestCheckpointKeeper(save_best, rule)
+        if self._best_state is not None:  # a resume came first
+            self.best.load_state_dict(self._best_state)
 
     def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
         """Keep the best checkpoint by the validation metric (during training only)."""
@@ -251,5 +242,6 @@ class CheckpointHook(Hook):
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.kept = [p for p in state.get("kept", []) if os.path.exists(p)]
-        if self.best is not None and state.get("best"):
-            self.best.load_state_dict(state["best"])
+        self._best_state = state.get("best")
+        if self.best is not None and self._best_state:
+            self.best.load_state_dict(self._best_state)

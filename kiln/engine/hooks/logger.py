@@ -15,7 +15,8 @@ from typing import Any
 from kiln.registry import HOOKS, WRITERS
 
 from .. import comm
-from .base import Hook, Priority, next_multiple
+from .base import Hook, Priority
+from .period import Every
 
 __all__ = ["LoggerHook", "TextLoggerHook", "JsonLoggerHook", "TensorboardLoggerHook", "PeriodicWriter"]
 
@@ -85,32 +86,16 @@ class LoggerHook(Hook):
         for w in self.writers:
             w.write()
 
-    def before_train(self, runner: Any) -> None:
-        """Cache what the per-iteration check needs (properties cost more than attributes)."""
-        self._last = runner.max_iters
-        self._epoch_ends = not self.ignore_last and runner.by_epoch
-        self._epoch_length = runner.epoch_length
+    @property
+    def period(self) -> Every:
+        """Every ``interval`` iterations, the last one and (unless ``ignore_last``) each epoch's last."""
+        return Every(self.interval, by_epoch=False, last=True, epoch_end=not self.ignore_last)
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
-        """Write every ``interval`` iterations and at the end of training/epoch."""
-        n = runner.iter + 1
-        if n % self.interval == 0 or n >= self._last:
-            self._write(runner)
-        elif self._epoch_ends and batch_idx + 1 == self._epoch_length:
-            self._write(runner)
-
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """Every ``interval``-th iteration, the last one and (unless ``ignore_last``) epoch ends."""
-        if stage != "after_train_iter" or type(self).after_train_iter is not LoggerHook.after_train_iter:
-            return None
-        due = next_multiple(it, self.interval)
-        if self._last:
-            due = min(due, max(it, self._last - 1))
-        if self._epoch_ends and self._epoch_length and batch_idx < self._epoch_length:
-            due = min(due, it + self._epoch_length - 1 - batch_idx)
-        return due
+        """Write (called at the due iterations only: see :attr:`period`)."""
+        self._write(runner)
 
     def _prints_to_console(self) -> bool:
         from ..writers import CommonMetricPrinter

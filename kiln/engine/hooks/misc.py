@@ -10,7 +10,8 @@ import torch
 
 from kiln.registry import HOOKS
 
-from .base import NEVER, Hook, Priority
+from .base import Hook, Priority
+from .period import DueWhen, Every
 
 __all__ = [
     "ParamSchedulerHook",
@@ -22,6 +23,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _next_schedule_update(runner: Any, it: int) -> float:
+    """The first iteration ``>= it`` at which the runner's schedules change a value."""
+    return runner.schedule_set.next_update(it)
 
 
 @HOOKS.register_module(name=["ParamSchedulerHook", "LrUpdaterHook", "LRScheduler", "MomentumUpdaterHook"])
@@ -40,16 +46,8 @@ class ParamSchedulerHook(Hook):
         if s is not None:
             s.apply(runner.iter)
 
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """``before_train_iter`` only where a kiln schedule changes a value (closed form: known ahead)."""
-        own = type(self).before_train_iter is ParamSchedulerHook.before_train_iter
-        if stage != "before_train_iter" or not own:
-            return None
-        s = runner.schedule_set
-        if s is None:
-            return NEVER
-        due = s.next_update(it)
-        return NEVER if due == math.inf else int(due)
+    #: ``before_train_iter`` only where a kiln schedule changes a value (closed form: known ahead).
+    period = DueWhen(_next_schedule_update, stage="before_train_iter")
 
     def active_stages(self, runner: Any) -> list[str]:
         """Only the stages with something to schedule in this run."""
@@ -175,11 +173,16 @@ class CheckInvalidLossHook(Hook):
         self.skip = skip
         self.skipped = 0
 
+    @property
+    def period(self) -> Every:
+        """Every ``interval`` iterations."""
+        return Every(self.interval, by_epoch=False)
+
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
-        """Check ``outputs['loss']``."""
-        if outputs is None or (runner.iter + 1) % self.interval:
+        """Check ``outputs['loss']`` (at the due iterations only)."""
+        if outputs is None:
             return
         loss = outputs.get("loss")
         if loss is None or bool(torch.isfinite(torch.as_tensor(loss)).all()):
@@ -254,7 +257,7 @@ class EarlyStoppingHook(Hook):
         sign = 1.0 if self.rule == "greater" else -1.0
         if self.stopping_threshold is not None and sign * (value - self.stopping_threshold) >= 0:
             logger.info("EarlyStoppingHook: %s reached %s; stopping.", self.monitor, self.stopping_threshold)
-            runner.stop_training = True
+            runner.request_stop()
             return
         if self.best is None or sign * (value - self.best) > self.min_delta:
             self.best = value
@@ -268,7 +271,7 @@ class EarlyStoppingHook(Hook):
                 self.wait,
                 self.best,
             )
-            runner.stop_training = True
+            runner.request_stop()
 
     def state_dict(self) -> dict:
         """Best value and patience counter."""

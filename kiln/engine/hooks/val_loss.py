@@ -44,7 +44,9 @@ import torch.nn as nn
 from kiln.registry import HOOKS
 
 from .. import comm
-from .base import NEVER, Hook, Priority
+from ..data_position import open_loader_at
+from .base import Hook, Priority
+from .period import Every
 
 __all__ = ["ValLossHook", "loss_mode", "forked_rng"]
 
@@ -150,9 +152,11 @@ class ValLossHook(Hook):
         self._max = 0
 
     # ------------------------------------------------------------------ scheduling
-    def active_stages(self, runner: Any) -> list[str]:
-        """``after_train_epoch`` (epoch-based) or ``after_train_iter`` (iteration-based), plus the ends."""
-        return ["before_train", "after_train_epoch" if runner.by_epoch else "after_train_iter", "after_train"]
+    @property
+    def period(self) -> Every:
+        """After training epochs (iterations) ``offset, offset + interval, ...``, counted as the runner
+        counts, and at the end when the run ends inside a cycle before this phase's point."""
+        return Every(self.interval, start=self.offset, last=self._runs_at_end)
 
     def before_train(self, runner: Any) -> None:
         """Find the loader; remember where this run starts."""
@@ -173,37 +177,19 @@ class ValLossHook(Hook):
         cycle_start = ((n - 1) // self.interval) * self.interval
         return cycle_start + self.offset > n
 
-    def _due(self, n: int) -> bool:
-        """Whether the phase runs after training epoch (iteration) ``n`` (counted from 1)."""
-        if n >= self.offset and (n - self.offset) % self.interval == 0:
-            return True
-        return self.at_end and bool(self._max) and n >= self._max and self._cycle_ends_here(n)
+    def _runs_at_end(self, max_count: int) -> bool:
+        """MMCV runs the phase after the last train phase when training ends inside its cycle."""
+        return self.at_end and self._cycle_ends_here(max_count)
 
     def after_train_epoch(self, runner: Any) -> None:
-        """Epoch-based phases."""
-        n = runner.epoch + 1
-        if self._by_epoch and self._due(n):
-            self.run_phase(runner, n)
+        """Epoch-based phases (called after the due epochs only)."""
+        self.run_phase(runner, runner.epoch + 1)
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
-        """Iteration-based phases."""
-        n = runner.iter + 1
-        if not self._by_epoch and self._due(n):
-            self.run_phase(runner, n)
-
-    def next_due_iter(self, runner: Any, stage: str, it: int, batch_idx: int) -> int | None:
-        """Iteration-based: the next iteration index after which a phase may run."""
-        if stage != "after_train_iter" or type(self).after_train_iter is not ValLossHook.after_train_iter:
-            return None
-        if self._by_epoch:
-            return NEVER
-        n = max(it + 1, self.offset)  # n counts iterations from 1
-        due = n + (-(n - self.offset)) % self.interval - 1
-        if self.at_end and self._max:
-            due = min(due, max(it, self._max - 1))
-        return due
+        """Iteration-based phases (called at the due iterations only)."""
+        self.run_phase(runner, runner.iter + 1)
 
     def after_train(self, runner: Any) -> None:
         """Training stopped early inside a cycle, before this phase's point: run it once more."""
@@ -221,17 +207,15 @@ class ValLossHook(Hook):
         loader = self.dataloader
         if self._by_epoch:
             for _ in range(self.length):
-                _rewind(loader)
-                yield from loader
+                yield from open_loader_at(loader)
             return
         if self._stream is None and self._resume_at:  # continue the checkpointed pass
-            self._stream, self._consumed = _open_at(loader, self._resume_at), self._resume_at
+            self._stream, self._consumed = open_loader_at(loader, 0, self._resume_at), self._resume_at
             self._resume_at = 0
         for _ in range(self.length):
             batch = next(self._stream, _END) if self._stream is not None else _END
             if batch is _END:  # start (another) pass over the loader
-                _rewind(loader)
-                self._stream, self._consumed = iter(loader), 0
+                self._stream, self._consumed = open_loader_at(loader), 0
                 batch = next(self._stream, _END)
                 if batch is _END:
                     self._stream = None
@@ -252,7 +236,7 @@ class ValLossHook(Hook):
     def compute(self, runner: Any) -> tuple[dict[str, float], int]:
         """Run one phase's batches; return ``({name: mean over samples and ranks}, batches on this rank)``."""
         from ..events import EventStorage
-        from ..runner import parse_losses
+        from ..train_step import parse_losses
 
         model = runner.unwrapped_model
         own = getattr(model, "val_losses", None)
@@ -327,22 +311,3 @@ class ValLossHook(Hook):
 
 _END = object()
 
-
-def _open_at(loader: Any, position: int) -> Iterator[Any]:
-    """An iterator over ``loader`` from batch ``position`` (a kiln ResumableLoader skips without loading)."""
-    if hasattr(loader, "set_epoch") and hasattr(loader, "set_start"):
-        loader.set_epoch(0)
-        loader.set_start(position)
-        return iter(loader)
-    it = iter(loader)
-    for _ in range(position):  # other loaders: replay the batches before it
-        if next(it, _END) is _END:
-            return iter(loader)  # the loader got shorter: start over
-    return it
-
-
-def _rewind(loader: Any) -> None:
-    """Start a kiln ResumableLoader at its first batch (other iterables start there anyway)."""
-    if hasattr(loader, "set_epoch") and hasattr(loader, "set_start"):
-        loader.set_epoch(0)
-        loader.set_start(0)
