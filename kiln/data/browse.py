@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from kiln.utils.config_access import cfg_get
+
 __all__ = ["browse_dataset", "strip_pipeline"]
 
 SKIP_TYPES = ("Normalize", "DefaultFormatBundle", "ImageToTensor", "ToTensor", "Collect")
@@ -68,13 +70,6 @@ def _first(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
 
 
-def _cfg_get(cfg: Any, key: str) -> Any:
-    if isinstance(cfg, Mapping):
-        return cfg.get(key)
-    getter = getattr(cfg, "get", None)
-    return getter(key) if callable(getter) else getattr(cfg, key, None)
-
-
 def _seed(i: int) -> None:
     # Reproducible pictures: sample i is always augmented the same way.
     from kiln.utils import set_random_seed
@@ -85,8 +80,8 @@ def _seed(i: int) -> None:
 def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str]):
     from kiln.registry import DATASETS
 
-    data = _cfg_get(cfg, "data")
-    ds_cfg = _cfg_get(data, split)
+    data = cfg_get(cfg, "data")
+    ds_cfg = cfg_get(data, split)
     if ds_cfg is None:
         raise KeyError(f"browse_dataset: the config has no data.{split}; available splits: "
                        f"{sorted(k for k in data if isinstance(data[k], Mapping))}")
@@ -106,7 +101,7 @@ def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str])
 
 def _browse_d2(cfg: Any, split: str, num_images: int):
     from .catalog import DatasetCatalog, MetadataCatalog
-    from .mapper import DatasetMapper, _opt
+    from .mapper import DatasetMapper
 
     datasets = cfg.DATASETS
     names_key = {"train": "TRAIN", "val": "TEST", "test": "TEST"}[split]
@@ -117,7 +112,7 @@ def _browse_d2(cfg: Any, split: str, num_images: int):
     dicts = [d for name in ds_names for d in DatasetCatalog.get(name)]
     mapper = DatasetMapper.from_config(cfg, is_train=True)  # is_train keeps annotations to draw
     class_names = getattr(MetadataCatalog.get(ds_names[0]), "thing_classes", None)
-    fmt = _opt(cfg.INPUT, "FORMAT", "BGR")
+    fmt = cfg_get(cfg.INPUT, "FORMAT", "BGR")
     for i in range(min(num_images, len(dicts))):
         _seed(i)
         out = mapper(dicts[i])
@@ -146,9 +141,9 @@ def browse_dataset(cfg: Any, output_dir: str, num_images: int = 10, split: str =
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"browse_dataset split must be 'train', 'val' or 'test', got {split!r}")
-    if _cfg_get(cfg, "data") is not None:
+    if cfg_get(cfg, "data") is not None:
         samples = _browse_mm(cfg, split, num_images, skip_types)
-    elif _cfg_get(cfg, "DATASETS") is not None:
+    elif cfg_get(cfg, "DATASETS") is not None:
         samples = _browse_d2(cfg, split, num_images)
     else:
         raise KeyError("browse_dataset: the config has neither 'data' (MM style: data.train with a "

@@ -25,6 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from kiln.utils.config_access import cfg_get
+
 from .transforms.augmentation import AugInput, Augmentation, AugmentationList
 from .transforms.pipelines import read_image_file
 from .transforms.transform import Transform, clip_boxes
@@ -113,8 +115,8 @@ class DatasetMapper:
     def from_config(cls, cfg: Any, is_train: bool = True) -> DatasetMapper:
         """Build from a Detectron2-style config (``cfg.INPUT.*``, ``cfg.MODEL.MASK_ON``)."""
         inp = cfg.INPUT
-        mask_on = bool(_opt(_opt(cfg, "MODEL"), "MASK_ON", False))
-        return cls(build_augmentation(cfg, is_train), image_format=_opt(inp, "FORMAT", "BGR"),
+        mask_on = bool(cfg_get(cfg_get(cfg, "MODEL"), "MASK_ON", False))
+        return cls(build_augmentation(cfg, is_train), image_format=cfg_get(inp, "FORMAT", "BGR"),
                    is_train=is_train, use_instance_mask=mask_on, recompute_boxes=False)
 
     def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -195,16 +197,6 @@ def _mask_bounds(masks: Any) -> Any:
     return boxes
 
 
-def _opt(node: Any, key: str, default: Any = None) -> Any:
-    """``node.key`` or ``default`` (config nodes raise KeyError or AttributeError for missing keys)."""
-    if node is None:
-        return default
-    try:
-        return getattr(node, key)
-    except (AttributeError, KeyError):
-        return default
-
-
 def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:
     """Default augmentations from a Detectron2-style config: ``ResizeShortestEdge`` from
     ``INPUT.MIN_SIZE_TRAIN/MAX_SIZE_TRAIN/MIN_SIZE_TRAIN_SAMPLING`` (or ``*_TEST``), an optional
@@ -215,17 +207,17 @@ def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:
     inp = cfg.INPUT
     if is_train:
         sizes, max_size = inp.MIN_SIZE_TRAIN, inp.MAX_SIZE_TRAIN
-        style = _opt(inp, "MIN_SIZE_TRAIN_SAMPLING", "choice")
+        style = cfg_get(inp, "MIN_SIZE_TRAIN_SAMPLING", "choice")
     else:
         sizes, max_size, style = inp.MIN_SIZE_TEST, inp.MAX_SIZE_TEST, "choice"
     if isinstance(sizes, int):
         sizes = (sizes,)
     augs: list[Augmentation] = []
-    crop = _opt(inp, "CROP")
-    if is_train and crop is not None and _opt(crop, "ENABLED", False):
+    crop = cfg_get(inp, "CROP")
+    if is_train and crop is not None and cfg_get(crop, "ENABLED", False):
         augs.append(RandomCrop(crop.TYPE, crop.SIZE))
     augs.append(ResizeShortestEdge(tuple(sizes), max_size, style))
-    flip = _opt(inp, "RANDOM_FLIP", "horizontal") if is_train else "none"
+    flip = cfg_get(inp, "RANDOM_FLIP", "horizontal") if is_train else "none"
     if flip not in ("horizontal", "vertical", "none"):
         raise ValueError(f"INPUT.RANDOM_FLIP must be 'horizontal', 'vertical' or 'none', got {flip!r}")
     if flip != "none":

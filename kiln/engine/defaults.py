@@ -12,6 +12,8 @@ import os
 import sys
 from typing import Any
 
+from kiln.utils.config_access import cfg_get
+
 __all__ = ["default_argument_parser", "default_setup", "seed_all_rng"]
 
 
@@ -69,10 +71,7 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
 
 def _cfg_value(cfg: Any, *keys: str, default: Any = None) -> Any:
     for key in keys:
-        try:
-            value = cfg.get(key)
-        except AttributeError:
-            value = getattr(cfg, key, None)
+        value = cfg_get(cfg, key)
         if value is not None:
             return value
     return default

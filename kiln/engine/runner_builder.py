@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kiln.registry import DATASETS, MODELS, import_modules
+from kiln.utils.config_access import cfg_get
 
 from .optim import build_optim_wrapper, build_optim_wrapper_from_mm
 from .schedulers import schedulers_from_lr_config
@@ -39,14 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _LOOP_KEYS = {"max_epochs", "max_iters", "val_interval", "val_begin", "by_epoch"}
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    try:
-        value = cfg.get(key, default)
-    except AttributeError:
-        value = getattr(cfg, key, default)
-    return default if value is None else value
 
 
 def _plain(obj: Any) -> Any:
@@ -69,13 +62,13 @@ def build_model_from_cfg(cfg: Any) -> Any:
     Top-level ``train_cfg``/``test_cfg`` (seed-001 layout) are passed to the detector builder;
     an MMEngine loop ``train_cfg`` is not a model setting and is left out.
     """
-    model_cfg = _get(cfg, "model")
+    model_cfg = cfg_get(cfg, "model")
     if model_cfg is None:
         raise KeyError("The config has no 'model' entry; add model=dict(type='...', ...).")
-    train_cfg = _get(cfg, "train_cfg")
+    train_cfg = cfg_get(cfg, "train_cfg")
     if _is_loop_cfg(train_cfg):
         train_cfg = None
-    test_cfg = _get(cfg, "test_cfg")
+    test_cfg = cfg_get(cfg, "test_cfg")
     try:
         from kiln.models import build_detector
     except ImportError:
@@ -89,9 +82,9 @@ def build_model_from_cfg(cfg: Any) -> Any:
 
 def resolve_training_length(cfg: Any) -> tuple[str, int, int]:
     """``('epoch'|'iter', length, val_interval)`` from ``runner``, ``total_epochs`` or loop ``train_cfg``."""
-    runner_cfg = _get(cfg, "runner")
-    train_cfg = _get(cfg, "train_cfg")
-    total_epochs = _get(cfg, "total_epochs")
+    runner_cfg = cfg_get(cfg, "runner")
+    train_cfg = cfg_get(cfg, "train_cfg")
+    total_epochs = cfg_get(cfg, "total_epochs")
     val_interval = 1
     if runner_cfg is not None:
         kind = str(runner_cfg.get("type", "EpochBasedRunner"))
@@ -143,7 +136,7 @@ def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
     from kiln.data import build_dataloader
 
     out: dict[str, Any] = {}
-    data = _get(cfg, "data")
+    data = cfg_get(cfg, "data")
     runner_type = "IterBasedRunner" if kind == "iter" else "EpochBasedRunner"
     if data is not None:
         per_gpu = data.get("samples_per_gpu", data.get("imgs_per_gpu", 2))
@@ -166,7 +159,7 @@ def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
                 ds, samples_per_gpu=bs, workers_per_gpu=workers, shuffle=False
             )
     for split in ("train", "val", "test"):
-        loader_cfg = _get(cfg, f"{split}_dataloader")
+        loader_cfg = cfg_get(cfg, f"{split}_dataloader")
         if loader_cfg is None:
             continue
         loader_cfg = dict(_plain(loader_cfg))
@@ -190,14 +183,14 @@ def _build_evaluator(cfg: Any, eval_cfg: Any, dataset: Any, work_dir: str | None
 
 
 def _optim_wrapper_cfg(cfg: Any, model: Any) -> Any:
-    ow = _get(cfg, "optim_wrapper")
+    ow = cfg_get(cfg, "optim_wrapper")
     if ow is not None:
         return build_optim_wrapper(model, _plain(ow))
-    opt = _get(cfg, "optimizer")
+    opt = cfg_get(cfg, "optimizer")
     if opt is None:
         return None
-    oc = dict(_plain(_get(cfg, "optimizer_config", {})))
-    fp16 = _get(cfg, "fp16")
+    oc = dict(_plain(cfg_get(cfg, "optimizer_config", {})))
+    fp16 = cfg_get(cfg, "fp16")
     if fp16 is not None:
         oc.setdefault("type", "Fp16OptimizerHook")
         oc.setdefault("loss_scale", dict(fp16).get("loss_scale", "dynamic"))
@@ -205,12 +198,12 @@ def _optim_wrapper_cfg(cfg: Any, model: Any) -> Any:
 
 
 def _schedulers(cfg: Any) -> list[Any]:
-    ps = _get(cfg, "param_scheduler")
+    ps = cfg_get(cfg, "param_scheduler")
     if ps is not None:
         return [_plain(ps)] if isinstance(ps, Mapping) else list(_plain(ps))
     out: list[Any] = []
-    out += schedulers_from_lr_config(_plain(_get(cfg, "lr_config")), "lr")
-    mc = _get(cfg, "momentum_config")
+    out += schedulers_from_lr_config(_plain(cfg_get(cfg, "lr_config")), "lr")
+    mc = cfg_get(cfg, "momentum_config")
     if mc:
         out += schedulers_from_lr_config(_plain(mc), "momentum")
     return out
@@ -219,18 +212,17 @@ def _schedulers(cfg: Any) -> list[Any]:
 def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict, list]:
     default_hooks: dict[str, Any] = {}
     custom: list[Any] = []
-    if _get(cfg, "default_hooks") is not None:
-        default_hooks.update(
-            {k: (dict(v) if v is not None else None) for k, v in _plain(_get(cfg, "default_hooks")).items()}
-        )
-    ck = _get(cfg, "checkpoint_config")
+    hooks_cfg = cfg_get(cfg, "default_hooks")
+    if hooks_cfg is not None:
+        default_hooks.update({k: (dict(v) if v is not None else None) for k, v in _plain(hooks_cfg).items()})
+    ck = cfg_get(cfg, "checkpoint_config")
     if ck is not None:
         ck = dict(_plain(ck))
         ck.pop("type", None)
         default_hooks["checkpoint"] = dict(type="CheckpointHook", **ck)
     elif "checkpoint" not in default_hooks:
         default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1 if kind == "epoch" else -1)
-    log = _get(cfg, "log_config")
+    log = cfg_get(cfg, "log_config")
     if log is not None:
         log = dict(_plain(log))
         interval = log.pop("interval", 50)
@@ -240,7 +232,7 @@ def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict,
             h = dict(h)
             h.setdefault("interval", interval)
             custom.append(h)
-    ev = _get(cfg, "evaluation")
+    ev = cfg_get(cfg, "evaluation")
     if has_val:
         hook_cfg: dict[str, Any] = {"type": "EvalHook", "interval": val_interval}
         if ev is not None:
@@ -249,7 +241,7 @@ def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict,
                 if key in ev:
                     hook_cfg[key] = ev[key]
         default_hooks["eval"] = hook_cfg
-    for h in _plain(_get(cfg, "custom_hooks", [])):
+    for h in _plain(cfg_get(cfg, "custom_hooks", [])):
         custom.append(dict(h))
     return default_hooks, custom
 
@@ -263,7 +255,7 @@ def parse_workflow(cfg: Any) -> list[tuple[str, int]]:
     ``mode`` is ``'train'`` or ``'val'`` and ``n`` a positive int: epochs, or iterations for an
     ``IterBasedRunner``. A bad entry is named in the error.
     """
-    workflow = _get(cfg, "workflow")
+    workflow = cfg_get(cfg, "workflow")
     if workflow is None:
         return []
     if not isinstance(workflow, (list, tuple)):
@@ -316,11 +308,11 @@ def _val_loss_loader(cfg: Any) -> Any:
     """
     from kiln.data import build_dataloader
 
-    data = _get(cfg, "data")
+    data = cfg_get(cfg, "data")
     val = data.get("val") if data is not None else None
     if val is None:
         raise ValueError(
-            f"workflow={_get(cfg, 'workflow')!r} has a ('val', n) phase, which computes validation losses "
+            f"workflow={cfg_get(cfg, 'workflow')!r} has a ('val', n) phase, which computes validation losses "
             f"on data.val, but the config has no data.val; add data=dict(val=dict(type=..., ...)) or drop "
             f"the ('val', n) phase (evaluation=dict(interval=1, ...) runs the evaluator)."
         )
@@ -343,37 +335,37 @@ def _val_loss_loader(cfg: Any) -> Any:
 
 def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
     """Build ``runner_cls`` from ``cfg`` (a :class:`kiln.config.Config` or a plain dict)."""
-    ci = _get(cfg, "custom_imports")
+    ci = cfg_get(cfg, "custom_imports")
     if ci:
         import_modules(ci.get("imports", []), ci.get("allow_failed_imports", False))
-    work_dir = _get(cfg, "work_dir")
+    work_dir = cfg_get(cfg, "work_dir")
     if work_dir is None:
-        filename = _get(cfg, "filename")
+        filename = cfg_get(cfg, "filename")
         if filename:
             work_dir = os.path.join("work_dirs", os.path.splitext(os.path.basename(filename))[0])
-    seed = _get(cfg, "seed")
+    seed = cfg_get(cfg, "seed")
     kind, length, val_interval = resolve_training_length(cfg)
     val_phases = workflow_val_phases(parse_workflow(cfg))
-    data = _get(cfg, "data")
+    data = cfg_get(cfg, "data")
     if val_phases and (data is None or data.get("val") is None):
         _val_loss_loader(cfg)  # raises the error naming workflow and data.val
     model = build_model_from_cfg(cfg)
     loaders = _build_loaders(cfg, kind, seed)
-    evaluation = _get(cfg, "evaluation")
+    evaluation = cfg_get(cfg, "evaluation")
     val_evaluator = test_evaluator = None
     # EvalHook (the evaluator) comes from evaluation= / val_evaluator=; workflow ('val', n) phases
     # are validation-loss passes (ValLossHook), added below.
     has_val = "val_dataloader" in loaders and (
-        evaluation is not None or _get(cfg, "val_evaluator") is not None
+        evaluation is not None or cfg_get(cfg, "val_evaluator") is not None
     )
     if has_val:
         val_evaluator = _build_evaluator(
-            cfg, _get(cfg, "val_evaluator", evaluation), loaders["val_dataset"], work_dir
+            cfg, cfg_get(cfg, "val_evaluator", evaluation), loaders["val_dataset"], work_dir
         )
     if "test_dataloader" in loaders:
-        test_cfg = _get(cfg, "test_evaluator", evaluation)
+        test_cfg = cfg_get(cfg, "test_evaluator", evaluation)
         if test_cfg is None:
-            test_cfg = _get(cfg, "val_evaluator")
+            test_cfg = cfg_get(cfg, "val_evaluator")
         test_evaluator = _build_evaluator(cfg, test_cfg, loaders["test_dataset"], work_dir)
     optim_wrapper = _optim_wrapper_cfg(cfg, model)
     default_hooks, custom_hooks = _hooks(cfg, has_val, kind, val_interval)
@@ -387,7 +379,7 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
                 default_hooks[key] = ValLossHook(
                     interval=interval, length=n, offset=offset, dataloader=loader
                 )
-    resume = _get(cfg, "resume_from") or _get(cfg, "resume", False)
+    resume = cfg_get(cfg, "resume_from") or cfg_get(cfg, "resume", False)
     if resume == "auto":
         resume = True
     length_kw = {"max_epochs": length} if kind == "epoch" else {"max_iters": length}
@@ -405,10 +397,10 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
         test_evaluator=test_evaluator,
         default_hooks=default_hooks,
         custom_hooks=custom_hooks,
-        load_from=_get(cfg, "load_from"),
+        load_from=cfg_get(cfg, "load_from"),
         resume=resume,
         seed=seed,
         cfg=cfg,
-        find_unused_parameters=bool(_get(cfg, "find_unused_parameters", False)),
+        find_unused_parameters=bool(cfg_get(cfg, "find_unused_parameters", False)),
         **(length_kw if train_loader is not None else {}),
     )

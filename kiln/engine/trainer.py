@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from kiln.registry import MODELS
-from kiln.utils import cfg_lookup
+from kiln.utils import cfg_get
 
 from . import comm
 from .data_position import is_resumable_loader, open_loader_at
@@ -287,10 +287,6 @@ class AMPTrainer(SimpleTrainer):
             self.grad_scaler.load_state_dict(state["grad_scaler"])
 
 
-def _cfg_get(cfg: Any, dotted: str, default: Any = None) -> Any:
-    return cfg_lookup(cfg, dotted, default)
-
-
 class DefaultTrainer(SimpleTrainer):
     """A trainer with Detectron2's defaults, built from a ``CfgNode``-style config.
 
@@ -303,8 +299,8 @@ class DefaultTrainer(SimpleTrainer):
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.output_dir = _cfg_get(cfg, "OUTPUT_DIR", "./output")
-        seed = _cfg_get(cfg, "SEED", -1)
+        self.output_dir = cfg_get(cfg, "OUTPUT_DIR", "./output")
+        seed = cfg_get(cfg, "SEED", -1)
         self.seed = seed if seed is not None and seed >= 0 else None
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
@@ -312,7 +308,7 @@ class DefaultTrainer(SimpleTrainer):
         super().__init__(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.start_iter = 0
-        self.max_iter = int(_cfg_get(cfg, "SOLVER.MAX_ITER"))
+        self.max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
         runner = self._get_runner()
         self.model = runner.model  # DDP-wrapped when distributed, as in Detectron2
         self.checkpointer = runner.checkpointer
@@ -325,7 +321,7 @@ class DefaultTrainer(SimpleTrainer):
             with runner._ensure_storage():
                 runner.resume(runner.checkpointer.get_checkpoint_file())
         else:
-            weights = _cfg_get(self.cfg, "MODEL.WEIGHTS", "")
+            weights = cfg_get(self.cfg, "MODEL.WEIGHTS", "")
             if weights:
                 runner.load_checkpoint(weights)
 
@@ -338,12 +334,12 @@ class DefaultTrainer(SimpleTrainer):
     @classmethod
     def build_model(cls, cfg: Any) -> nn.Module:
         """``MODELS.get(cfg.MODEL.META_ARCHITECTURE)(cfg)`` on ``cfg.MODEL.DEVICE``."""
-        name = _cfg_get(cfg, "MODEL.META_ARCHITECTURE")
+        name = cfg_get(cfg, "MODEL.META_ARCHITECTURE")
         arch = MODELS.get(name) if name else None
         if arch is None:
             raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
         model = arch(cfg)
-        model.to(torch.device(_cfg_get(cfg, "MODEL.DEVICE", "cpu")))
+        model.to(torch.device(cfg_get(cfg, "MODEL.DEVICE", "cpu")))
         return model
 
     @classmethod
@@ -351,13 +347,13 @@ class DefaultTrainer(SimpleTrainer):
         """SGD with ``SOLVER.BASE_LR/MOMENTUM/WEIGHT_DECAY`` (+ ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``)."""
         from .optim import build_optimizer
 
-        lr = float(_cfg_get(cfg, "SOLVER.BASE_LR", 0.001))
-        wd = float(_cfg_get(cfg, "SOLVER.WEIGHT_DECAY", 0.0001))
+        lr = float(cfg_get(cfg, "SOLVER.BASE_LR", 0.001))
+        wd = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY", 0.0001))
         paramwise = {}
-        wd_norm = _cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM")
+        wd_norm = cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM")
         if wd_norm is not None and wd:
             paramwise["norm_decay_mult"] = float(wd_norm) / wd
-        bias_factor = _cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
+        bias_factor = cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
         if bias_factor is not None and bias_factor != 1.0:
             paramwise["bias_lr_mult"] = float(bias_factor)
         return build_optimizer(
@@ -365,7 +361,7 @@ class DefaultTrainer(SimpleTrainer):
             dict(
                 type="SGD",
                 lr=lr,
-                momentum=float(_cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+                momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
                 weight_decay=wd,
                 paramwise_cfg=paramwise or None,
             ),
@@ -377,17 +373,17 @@ class DefaultTrainer(SimpleTrainer):
         from .schedulers import ConstantParamScheduler, LinearParamScheduler, MultiStepParamScheduler
 
         out: list = []
-        steps = list(_cfg_get(cfg, "SOLVER.STEPS", []) or [])
+        steps = list(cfg_get(cfg, "SOLVER.STEPS", []) or [])
         if steps:
             out.append(
                 MultiStepParamScheduler(
-                    milestones=steps, gamma=float(_cfg_get(cfg, "SOLVER.GAMMA", 0.1)), by_epoch=False
+                    milestones=steps, gamma=float(cfg_get(cfg, "SOLVER.GAMMA", 0.1)), by_epoch=False
                 )
             )
-        warm = int(_cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
+        warm = int(cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
         if warm > 0:
-            factor = float(_cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
-            method = _cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear")
+            factor = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
+            method = cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear")
             if method == "constant":
                 out.append(ConstantParamScheduler(factor=factor, by_epoch=False, end=warm))
             else:
@@ -434,10 +430,10 @@ class DefaultTrainer(SimpleTrainer):
         """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
         from .hooks import CheckpointHook, EvalHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
 
-        period = int(_cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
+        period = int(cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
         hooks: list = [IterTimerHook(), ParamSchedulerHook(), CheckpointHook(interval=period, by_epoch=False)]
-        eval_period = int(_cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
-        if eval_period > 0 and _cfg_get(self.cfg, "DATASETS.TEST", ()):
+        eval_period = int(cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
+        if eval_period > 0 and cfg_get(self.cfg, "DATASETS.TEST", ()):
             # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter.
             trainer = weakref.proxy(self)
             cls, cfg = type(self), self.cfg
@@ -458,7 +454,7 @@ class DefaultTrainer(SimpleTrainer):
         """Evaluate ``model`` on every dataset in ``DATASETS.TEST``; ``{name: metrics}``."""
         from kiln.evaluation import inference_on_dataset
 
-        names = list(_cfg_get(cfg, "DATASETS.TEST", ()))
+        names = list(cfg_get(cfg, "DATASETS.TEST", ()))
         if evaluators is not None and not isinstance(evaluators, (list, tuple)):
             evaluators = [evaluators]
         results = {}

@@ -8,16 +8,9 @@ from typing import Any
 import torch
 from torchvision.ops import batched_nms
 
+from kiln.utils.config_access import cfg_get
+
 __all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get"]
-
-
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """``cfg[key]`` for dicts and attribute-style configs; ``default`` when absent."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
 
 
 def nms_iou_threshold(nms_cfg: Any, where: str = "test_cfg.nms") -> float:

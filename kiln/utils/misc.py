@@ -7,28 +7,7 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["set_random_seed", "to_plain", "is_seq_of", "cfg_lookup"]
-
-_MISSING = object()
-
-
-def cfg_lookup(cfg: Any, dotted: str, default: Any = _MISSING) -> Any:
-    """``cfg.A.B`` for a dotted key ``"A.B"`` in dicts (keys only) or attribute-style configs.
-
-    A missing key returns ``default``; with no ``default`` it raises a ``KeyError`` naming the key.
-    """
-    node = cfg
-    for part in dotted.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif not isinstance(node, dict) and hasattr(node, part):
-            node = getattr(node, part)
-        elif default is not _MISSING:
-            return default
-        else:
-            raise KeyError(f"The config has no '{dotted}'; set it (e.g. --opts {dotted} VALUE).")
-    return node
-
+__all__ = ["set_random_seed", "to_plain", "is_seq_of"]
 
 def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int:
     """Seed python ``random``, numpy and torch (CPU and all CUDA devices).
