@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 import torch.utils.data as torchdata
 
 from kiln.registry import DATA_LOADERS
+from kiln.utils.rng import preserved_rngs, seed_cpu_rngs
 
 from .common import DatasetFromList, MapDataset
 from .samplers import InferenceSampler, TrainingSampler, get_dist_info
@@ -67,32 +67,11 @@ def sample_seed(seed: int, rank: int, epoch: int, position: int) -> int:
     return h & 0xFFFFFFFF
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    # The CPU generator only: torch.manual_seed would also seed every accelerator (~1 ms).
-    torch.default_generator.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def _preserved_rngs() -> Iterator[None]:
-    """Restore python ``random``, numpy's global RNG and torch's CPU RNG on exit."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    torch_state = torch.default_generator.get_state()
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.default_generator.set_state(torch_state)
-
-
 @contextlib.contextmanager
 def seeded_rngs(seed: int) -> Iterator[None]:
     """Seed python ``random``, numpy's global RNG and torch's CPU RNG; restore all three on exit."""
-    with _preserved_rngs():
-        _seed_all(seed)
+    with preserved_rngs():
+        seed_cpu_rngs(seed)
         yield
 
 
@@ -110,10 +89,10 @@ class _SeededBatchDataset(torchdata.Dataset):
         # In a worker process the global RNGs belong to us; in the main process (num_workers=0)
         # they are the user's and are restored, once per batch (saving numpy's state is ~0.5 ms).
         in_worker = torchdata.get_worker_info() is not None
-        with contextlib.nullcontext() if in_worker else _preserved_rngs():
+        with contextlib.nullcontext() if in_worker else preserved_rngs():
             out = []
             for position, index in entries:
-                _seed_all(sample_seed(seed, rank, epoch, position))
+                seed_cpu_rngs(sample_seed(seed, rank, epoch, position))
                 out.append(self.dataset[index])
         return out
 

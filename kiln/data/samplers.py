@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import secrets
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import Sampler
 
 from kiln.registry import SAMPLERS
+from kiln.utils.dist import get_dist_info, shared_random_seed
 
 logger = logging.getLogger(__name__)
 
@@ -30,27 +30,6 @@ __all__ = [
     "get_dist_info",
     "shared_random_seed",
 ]
-
-
-def get_dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of torch.distributed, or ``(0, 1)`` when it is not initialized."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def shared_random_seed() -> int:
-    """A random seed that is the same on every rank (rank 0's choice is broadcast)."""
-    import torch.distributed as dist
-
-    seed = secrets.randbits(31)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        t = torch.tensor([seed], dtype=torch.int64)
-        dist.broadcast(t, src=0)
-        seed = int(t.item())
-    return seed
 
 
 def _resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:

@@ -1,5 +1,8 @@
 """Distributed helpers that also work without an initialized process group (then world size is 1).
 
+Rank, world size, main process and the shared seed are :mod:`kiln.utils.dist`'s (re-exported here);
+this module adds the collectives and the per-machine process group.
+
 Rank/world size come from ``torch.distributed`` when it is initialized; the local rank/size come from
 the per-machine process group that :func:`kiln.engine.launch.launch` (or ``init_from_env``) creates, or
 from torchrun's ``LOCAL_RANK``/``LOCAL_WORLD_SIZE``.
@@ -13,9 +16,17 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from kiln.utils.dist import (
+    get_dist_info,
+    get_rank,
+    get_world_size,
+    is_dist_avail_and_initialized,
+    is_main_process,
+    shared_random_seed,
+)
 
 __all__ = [
     "is_dist_avail_and_initialized",
@@ -40,21 +51,6 @@ __all__ = [
 
 _LOCAL_PROCESS_GROUP: Any = None
 _LOCAL_SIZE: int | None = None
-
-
-def is_dist_avail_and_initialized() -> bool:
-    """Whether torch.distributed is built in and a default process group exists."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def get_world_size() -> int:
-    """Number of processes in the default group (1 when not distributed)."""
-    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
-
-
-def get_rank() -> int:
-    """Global rank of this process (0 when not distributed)."""
-    return dist.get_rank() if is_dist_avail_and_initialized() else 0
 
 
 def create_local_process_group(num_workers_per_machine: int) -> None:
@@ -117,16 +113,6 @@ def get_local_size() -> int:
     if "LOCAL_WORLD_SIZE" in os.environ:
         return int(os.environ["LOCAL_WORLD_SIZE"])
     return get_world_size()
-
-
-def is_main_process() -> bool:
-    """Whether this is global rank 0 (the process that writes files and logs)."""
-    return get_rank() == 0
-
-
-def get_dist_info() -> tuple[int, int]:
-    """``(rank, world_size)``, MMCV's spelling."""
-    return get_rank(), get_world_size()
 
 
 def master_only(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -234,12 +220,3 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.detach().clone()
     dist.all_reduce(out)
     return out / get_world_size()
-
-
-def shared_random_seed() -> int:
-    """A random int in [0, 2**31) that is the same on all ranks (drawn on rank 0 from numpy's RNG).
-
-    Useful for samplers that must shuffle identically on every worker. Every rank must call it.
-    """
-    seed = int(np.random.randint(2**31))
-    return int(all_gather(seed)[0])

@@ -13,14 +13,13 @@ import sys
 from typing import Any
 
 from kiln.utils.config_access import cfg_get
+from kiln.utils.rng import set_random_seed
 
 __all__ = ["default_argument_parser", "default_setup", "seed_all_rng"]
 
 
 def seed_all_rng(seed: int | None = None) -> int:
-    """Seed python, numpy and torch; ``None`` draws a seed (returned so it can be logged)."""
-    from kiln.utils import set_random_seed
-
+    """Detectron2's name for :func:`kiln.utils.rng.set_random_seed` (``None`` draws a seed, returned)."""
     return set_random_seed(seed)
 
 
@@ -91,7 +90,7 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
     """
     import torch
 
-    from kiln.utils import collect_env_info, set_random_seed, setup_logger
+    from kiln.utils import collect_env_info, setup_logger
 
     from . import comm
 

@@ -357,9 +357,9 @@ def _distributed_run(enabled: bool) -> bool:
     """True inside an initialized process group of more than one rank."""
     if not enabled:
         return False
-    import torch.distributed as dist
+    from kiln.utils.dist import get_world_size
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return get_world_size() > 1
 
 
 def _empty_dt(coco_cls: Any, coco_gt: Any) -> Any:

@@ -79,10 +79,10 @@ def inference_on_dataset(
         logged and kept on ``inference_on_dataset.last_timing``.
     """
     import torch
-    import torch.distributed as dist
 
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    from kiln.utils.dist import get_dist_info
+
+    rank, world_size = get_dist_info()
     evaluator = _as_evaluator(evaluator)
     evaluator.reset()
     try:

@@ -7,7 +7,8 @@ from .config_access import cfg_get, cfg_lookup
 from .env import collect_env_info, get_env_info, get_git_hash
 from .lazy import LazyModule, lazy_import, require
 from .logger import log_every_n, log_every_n_seconds, log_first_n, setup_logger
-from .misc import is_seq_of, set_random_seed, to_plain
+from .misc import is_seq_of, to_plain
+from .rng import set_random_seed
 from .timer import Timer
 
 __all__ = [

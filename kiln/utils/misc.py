@@ -1,38 +1,11 @@
-"""Small helpers shared across kiln: seeding, plain-python conversion."""
+"""Small helpers shared across kiln: plain-python conversion, type checks."""
 
 from __future__ import annotations
 
-import os
-import random
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["set_random_seed", "to_plain", "is_seq_of"]
-
-def set_random_seed(seed: int | None = None, deterministic: bool = False) -> int:
-    """Seed python ``random``, numpy and torch (CPU and all CUDA devices).
-
-    Args:
-        seed: the seed; ``None`` draws one from ``os.urandom`` (returned so it can be logged).
-        deterministic: also ask torch for deterministic algorithms (slower, bit-stable across runs).
-
-    Returns:
-        The seed used.
-    """
-    import numpy as np
-    import torch
-
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") & 0x7FFFFFFF
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    return seed
-
+__all__ = ["to_plain", "is_seq_of"]
 
 def to_plain(obj: Any) -> Any:
     """Convert numpy arrays/scalars, tuples and mappings into plain python types, recursively.

@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from kiln.registry import HOOKS
+from kiln.utils.rng import forked_rng
 
 from .. import comm
 from ..data_position import open_loader_at
@@ -77,18 +78,6 @@ def loss_mode(model: nn.Module, eval_mode: bool = False) -> Iterator[nn.Module]:
     finally:
         for m, flag in flags:
             m.training = flag
-
-
-@contextlib.contextmanager
-def forked_rng() -> Iterator[None]:
-    """Save the python, numpy, torch CPU and (initialized) CUDA RNG states; restore them on exit."""
-    from ..rng import get_rng_states, set_rng_states
-
-    states = get_rng_states()
-    try:
-        yield
-    finally:
-        set_rng_states(states)
 
 
 def _batch_weight(batch: Any) -> int:
