@@ -452,28 +452,32 @@ class Checkpointer:
 class PeriodicCheckpointer:
     """Save every ``period`` iterations and at the last one, keeping at most ``max_to_keep`` periodic files.
 
+    Detectron2's ``PeriodicCheckpointer``, and the saver :class:`~kiln.engine.hooks.CheckpointHook`
+    composes (there, the hook's period decides when, and :meth:`save_rotating` names and prunes).
+
     Args:
-        checkpointer: the :class:`Checkpointer` to save with.
-        period: iterations between saves.
+        checkpointer: what saves: a :class:`Checkpointer` or any object with ``save(name, **extra)``
+            (returning the path, ``None`` off the main process) and ``get_checkpoint_file()``.
+        period: iterations between saves in :meth:`step` (``None``: only explicit saves).
         max_iter: total iterations; the last one saves ``{file_prefix}_final``.
-        max_to_keep: how many periodic checkpoints to keep (older ones are deleted; ``None``: all).
+        max_to_keep: how many rotating checkpoints to keep (older ones are deleted; ``None``: all).
         file_prefix: file name prefix; files are ``{prefix}_{iteration:07d}.pth``.
     """
 
     def __init__(
         self,
-        checkpointer: Checkpointer,
-        period: int,
+        checkpointer: Any,
+        period: int | None = None,
         max_iter: int | None = None,
         max_to_keep: int | None = None,
         file_prefix: str = "model",
     ) -> None:
-        if period < 1:
+        if period is not None and period < 1:
             raise ValueError(f"PeriodicCheckpointer(period={period}): period must be >= 1.")
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"PeriodicCheckpointer(max_to_keep={max_to_keep}): use None or a value >= 1.")
         self.checkpointer = checkpointer
-        self.period = int(period)
+        self.period = None if period is None else int(period)
         self.max_iter = max_iter
         self.max_to_keep = max_to_keep
         self.file_prefix = file_prefix
@@ -484,24 +488,36 @@ class PeriodicCheckpointer:
         iteration = int(iteration)
         extra = {"iteration": iteration, **extra}
         path = None
-        if (iteration + 1) % self.period == 0:
-            path = self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", **extra)
-            if path is not None:
-                self.recent.append(path)
-                self._prune()
+        if self.period is not None and (iteration + 1) % self.period == 0:
+            path = self.save_rotating(f"{self.file_prefix}_{iteration:07d}", **extra)
         if self.max_iter is not None and iteration >= self.max_iter - 1:
             path = self.checkpointer.save(f"{self.file_prefix}_final", **extra)
         return path
 
-    def _prune(self) -> None:
-        if self.max_to_keep is None:
-            return
-        last = self.checkpointer.get_checkpoint_file()
-        while len(self.recent) > self.max_to_keep:
-            old = self.recent.pop(0)
-            if old != last and os.path.exists(old):
-                os.remove(old)
+    def save_rotating(self, name: str, **extra: Any) -> str | None:
+        """Save ``name`` now and count it among the kept files, deleting the oldest beyond ``max_to_keep``."""
+        path = self.checkpointer.save(name, **extra)
+        if path is None:  # not the main process
+            return None
+        if path in self.recent:
+            self.recent.remove(path)
+        self.recent.append(path)
+        if self.max_to_keep is not None:
+            last = self.checkpointer.get_checkpoint_file()
+            while len(self.recent) > self.max_to_keep:
+                old = self.recent.pop(0)
+                if old != last and os.path.exists(old):
+                    os.remove(old)
+        return path
 
     def save(self, name: str, **extra: Any) -> str | None:
-        """Save ``name`` now through the wrapped checkpointer."""
+        """Save ``name`` now through the wrapped checkpointer (not rotated)."""
         return self.checkpointer.save(name, **extra)
+
+    def state_dict(self) -> dict:
+        """The kept files (so the rotation survives a resume)."""
+        return {"recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (files deleted meanwhile are forgotten)."""
+        self.recent = [p for p in state.get("recent", []) if os.path.exists(p)]

@@ -13,7 +13,7 @@ import torch
 from kiln.registry import HOOKS
 
 from .. import comm
-from ..checkpoint import atomic_torch_save
+from ..checkpoint import PeriodicCheckpointer, atomic_torch_save
 from .base import Hook, Priority
 from .period import Every
 
@@ -123,6 +123,20 @@ def publish_checkpoint(src: str, dst_dir: str | None = None, name: str | None = 
     return final
 
 
+class _RunnerCheckpoints:
+    """What :class:`PeriodicCheckpointer` saves through: the runner's full checkpoints."""
+
+    def __init__(self, save_optimizer: bool) -> None:
+        self.save_optimizer = save_optimizer
+        self.runner: Any = None
+
+    def save(self, name: str, **meta: Any) -> str | None:
+        return self.runner.save_checkpoint(name, save_optimizer=self.save_optimizer, meta=meta or None)
+
+    def get_checkpoint_file(self) -> str:
+        return self.runner.checkpointer.get_checkpoint_file()
+
+
 @HOOKS.register_module(name=["CheckpointHook", "PeriodicCheckpointerHook"])
 class CheckpointHook(Hook):
     """Save checkpoints every ``interval`` epochs/iterations, at the end, and on a new best metric.
@@ -169,7 +183,11 @@ class CheckpointHook(Hook):
         self.filename_tmpl = filename_tmpl
         if out_dir is not None:
             logger.warning("CheckpointHook(out_dir=...) is ignored: checkpoints go to the runner's work_dir.")
-        self.kept: list[str] = []
+        # The one periodic saver: names come from here, rotation (max_keep_ckpts) from it.
+        self._target = _RunnerCheckpoints(save_optimizer)
+        self.saver = PeriodicCheckpointer(
+            self._target, max_to_keep=self.max_keep_ckpts if self.max_keep_ckpts > 0 else None
+        )
         self.last_path: str | None = None
         self._best_state: dict | None = None  # restored before EvalHook handed over save_best
 
@@ -179,8 +197,14 @@ class CheckpointHook(Hook):
         n = None if self.interval < 0 else self.interval
         return Every(n, by_epoch=self.by_epoch, last=self.save_last)
 
+    @property
+    def kept(self) -> list[str]:
+        """The periodic checkpoints kept so far (oldest first)."""
+        return self.saver.recent
+
     def before_train(self, runner: Any) -> None:
         """Refuse to run without a work_dir."""
+        self._target.runner = runner
         if not runner.work_dir:
             raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
 
@@ -188,18 +212,10 @@ class CheckpointHook(Hook):
         name = self.filename_tmpl.format(n) if self.filename_tmpl else f"{unit}_{n}"
         if name.endswith(".pth"):
             name = name[:-4]
-        path = runner.save_checkpoint(name, save_optimizer=self.save_optimizer)
-        if path is None:  # not the main process
-            return
-        self.last_path = path
-        if path in self.kept:
-            self.kept.remove(path)
-        self.kept.append(path)
-        if self.max_keep_ckpts > 0:
-            while len(self.kept) > self.max_keep_ckpts:
-                old = self.kept.pop(0)
-                if os.path.exists(old):
-                    os.remove(old)
+        self._target.runner = runner
+        path = self.saver.save_rotating(name)
+        if path is not None:  # (None: not the main process)
+            self.last_path = path
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
@@ -237,11 +253,11 @@ class CheckpointHook(Hook):
 
     def state_dict(self) -> dict:
         """Kept files and best-metric state, so pruning and best tracking survive a resume."""
-        return {"kept": list(self.kept), "best": self.best.state_dict() if self.best else None}
+        return {"kept": list(self.saver.recent), "best": self.best.state_dict() if self.best else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
-        self.kept = [p for p in state.get("kept", []) if os.path.exists(p)]
+        self.saver.load_state_dict({"recent": state.get("kept", [])})
         self._best_state = state.get("best")
         if self.best is not None and self._best_state:
             self.best.load_state_dict(self._best_state)
