@@ -205,13 +205,14 @@ def test_a_subclass_overriding_run_step_still_runs_in_the_loop_with_hooks():
     assert len(trainer.storage.history("mine")) == 5
 
 
-# ------------------------------------------------------------------------------------------ one periodic saver
+# -------------------------------------------------------------------------------------- one periodic saver
 def test_the_checkpoint_hook_saves_and_rotates_through_the_periodic_checkpointer(tmp_path):
     from kiln.engine import PeriodicCheckpointer
 
     hook = CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=2)
     assert isinstance(hook.saver, PeriodicCheckpointer)
-    runner = _runner(tmp_path, max_epochs=None, max_iters=5, default_hooks={**NO_DEFAULTS, "checkpoint": hook})
+    runner = _runner(tmp_path, max_epochs=None, max_iters=5,
+                     default_hooks={**NO_DEFAULTS, "checkpoint": hook})
     runner.train()
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["iter_4.pth", "iter_5.pth"]
     assert hook.kept == [str(tmp_path / "iter_4.pth"), str(tmp_path / "iter_5.pth")]
