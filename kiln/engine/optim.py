@@ -421,6 +421,7 @@ class AmpOptimWrapper(OptimWrapper):
             params = self._params()
             device_type = params[0].device.type if params else "cpu"
         self.device_type = device_type
+        self._one: torch.Tensor | None = None
         self.scaler = None
         if self.dtype is torch.float16:
             scaler_args = self._scaler_args(loss_scale)
@@ -469,11 +470,11 @@ class AmpOptimWrapper(OptimWrapper):
             self.last_grad_norm = self.clip_grads()
         scaler.step(self.optimizer)
         scaler.update()
-        # A copy of the scale tensor (update() changes it in place), read by the metric flush with
-        # the other logged tensors: get_scale() would read it now (a device sync on CUDA).
-        scale = getattr(scaler, "_scale", None)
-        if scale is not None:
-            self.last_loss_scale = scale.detach().clone()
+        # The new scale as a fresh tensor (public scale(1): no device sync, unlike get_scale()),
+        # read by the metric flush with the other logged tensors.
+        if self._one is None:
+            self._one = torch.ones((), device=self.device_type)
+        self.last_loss_scale = scaler.scale(self._one)
 
     def state_dict(self) -> dict:
         """Optimizer state, accumulation counter and the grad scaler's state."""
