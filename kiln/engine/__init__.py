@@ -14,10 +14,12 @@ from .hooks import (
     CheckInvalidLossHook,
     CheckpointHook,
     DistSamplerSeedHook,
+    DueWhen,
     EarlyStoppingHook,
     EMAHook,
     EmptyCacheHook,
     EvalHook,
+    Every,
     Hook,
     HookBase,
     HookError,
@@ -36,10 +38,14 @@ from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
+from .state import RunState
 from .trainer import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
 __all__ = [
+    "RunState",
+    "Every",
+    "DueWhen",
     "comm",
     "Checkpointer",
     "PeriodicCheckpointer",

@@ -13,6 +13,7 @@ from .misc import (
     OptimizerHook,
     ParamSchedulerHook,
 )
+from .period import DueWhen, Every
 from .timer import IterationTimer, IterTimerHook
 from .val_loss import ValLossHook
 
@@ -22,6 +23,8 @@ __all__ = [
     "Hook",
     "HookBase",
     "HookError",
+    "Every",
+    "DueWhen",
     "Priority",
     "get_priority",
     "BestCheckpointKeeper",
