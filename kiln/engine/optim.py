@@ -184,25 +184,34 @@ class OptimWrapper:
         self.accumulative_counts = int(accumulative_counts)
         self._inner_count = 0
         self._clip = None
-        if clip_grad:
-            clip = dict(clip_grad)
-            kind = clip.pop("type", "norm")
-            if kind == "norm":
-                if "max_norm" not in clip:
-                    raise KeyError(
-                        f"clip_grad={clip_grad} needs max_norm (e.g. dict(max_norm=35, norm_type=2))."
-                    )
-                self._clip = ("norm", float(clip["max_norm"]), float(clip.get("norm_type", 2)))
-            elif kind == "value":
-                if "clip_value" not in clip:
-                    raise KeyError(f"clip_grad={clip_grad} needs clip_value for type='value'.")
-                self._clip = ("value", float(clip["clip_value"]), 0.0)
-            else:
-                raise ValueError(f"clip_grad type must be 'norm' or 'value', got {kind!r}.")
+        self.set_clip_grad(clip_grad)
         self._params_cache: list[torch.Tensor] | None = None
         self.last_grad_norm: torch.Tensor | None = None
         # The loss scale after the last update (fp16 AmpOptimWrapper only; logged as grad_scale).
         self.last_loss_scale: torch.Tensor | None = None
+
+    def set_clip_grad(self, clip_grad: Mapping | None) -> None:
+        """Configure gradient clipping (``None``: none); MMCV's ``OptimizerHook(grad_clip=...)`` uses it."""
+        self._clip = None
+        if not clip_grad:
+            return
+        clip = dict(clip_grad)
+        kind = clip.pop("type", "norm")
+        if kind == "norm":
+            if "max_norm" not in clip:
+                raise KeyError(f"clip_grad={clip_grad} needs max_norm (e.g. dict(max_norm=35, norm_type=2)).")
+            self._clip = ("norm", float(clip["max_norm"]), float(clip.get("norm_type", 2)))
+        elif kind == "value":
+            if "clip_value" not in clip:
+                raise KeyError(f"clip_grad={clip_grad} needs clip_value for type='value'.")
+            self._clip = ("value", float(clip["clip_value"]), 0.0)
+        else:
+            raise ValueError(f"clip_grad type must be 'norm' or 'value', got {kind!r}.")
+
+    @property
+    def clips_grads(self) -> bool:
+        """Whether gradients are clipped before each update."""
+        return self._clip is not None
 
     # ----------------------------------------------------------- the step
     @property

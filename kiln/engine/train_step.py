@@ -65,7 +65,7 @@ def make_train_step(
     if ow is None:
         raise RuntimeError("The training step has no optimizer (pass optim_wrapper=... to the Runner).")
     update = ow.update_params
-    if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and ow._clip is None:
+    if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and not ow.clips_grads:
 
         def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
             total, log_vars = parse_losses(model(data_batch))

@@ -318,7 +318,7 @@ class DefaultTrainer(SimpleTrainer):
         """Resume everything from ``OUTPUT_DIR``'s last checkpoint, or load ``MODEL.WEIGHTS`` only."""
         runner = self._get_runner()
         if resume and runner.checkpointer.has_checkpoint():
-            with runner._ensure_storage():
+            with runner.open_storage():
                 runner.resume(runner.checkpointer.get_checkpoint_file())
         else:
             weights = cfg_get(self.cfg, "MODEL.WEIGHTS", "")

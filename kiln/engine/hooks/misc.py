@@ -81,10 +81,7 @@ class OptimizerHook(Hook):
     def before_run(self, runner: Any) -> None:
         """Configure clipping on the wrapper."""
         if self.grad_clip and runner.optim_wrapper is not None:
-            from ..optim import OptimWrapper
-
-            tmp = OptimWrapper(runner.optim_wrapper.optimizer, clip_grad=self.grad_clip)
-            runner.optim_wrapper._clip = tmp._clip
+            runner.optim_wrapper.set_clip_grad(self.grad_clip)
 
 
 @HOOKS.register_module()

@@ -138,7 +138,6 @@ class ValLossHook(Hook):
         self._start = 0  # training epochs (iterations) done when this run started
         self._last_n: int | None = None  # training epochs (iterations) done at the last phase
         self._by_epoch = True
-        self._max = 0
 
     # ------------------------------------------------------------------ scheduling
     @property
@@ -157,7 +156,6 @@ class ValLossHook(Hook):
                 "(config: data.val with workflow=[('train', n), ('val', m)])."
             )
         self._by_epoch = bool(runner.by_epoch)
-        self._max = (runner.max_epochs if self._by_epoch else runner.max_iters) or 0
         self._start = runner.epoch if self._by_epoch else runner.iter
         self._last_n = None
 
