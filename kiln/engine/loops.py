@@ -122,6 +122,16 @@ class _TrainLoopBase:
             t_end = clock()
         state.last_step_end = t_step
 
+    @property
+    def stop_training(self) -> bool:
+        """Whether a stop was requested (MMEngine hooks set ``runner.train_loop.stop_training = True``)."""
+        return self.runner.state.stop_requested
+
+    @stop_training.setter
+    def stop_training(self, value: bool) -> None:
+        if value:
+            self.runner.state.request_stop()
+
     def _next_epoch(self) -> None:
         state = self.runner.state
         state.epoch += 1

@@ -250,11 +250,20 @@ def test_mmengine_style_stop_training_assignment_still_requests_a_stop(tmp_path)
 
     def stop(r_, *a):
         if r_.iter == 2:
-            r_.stop_training = True
+            r_.stop_training = True  # MMCV hooks
+        if r_.iter == 1:
+            r_.stop_training = False  # (a False assignment does not cancel anything)
 
     r.register_callback(stop, "after_train_iter")
     r.train()
     assert r.iter == 3 and r.epoch == 0
+    m2 = ToyRegressor()
+    r2 = Runner(m2, train_dataloader=toy_batches(5), optim_wrapper=_sgd(m2), max_epochs=4,
+                default_hooks={**QUIET, "checkpoint": None})
+    stop_loop = lambda r_, *a: setattr(r_.train_loop, "stop_training", r_.iter == 3)  # noqa: E731
+    r2.register_callback(stop_loop, "after_train_iter")
+    r2.train()  # MMEngine hooks: runner.train_loop.stop_training = True
+    assert r2.iter == 4
 
 
 def test_a_runner_without_work_dir_trains_without_default_checkpoints(tmp_path):
