@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -28,6 +29,8 @@ __all__ = [
     "TestLoop",
     "StepLoop",
     "is_resumable_loader",
+    "train_loop_cfg",
+    "build_loop",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,76 @@ def _check_val_schedule(val_interval: int, val_begin: int) -> tuple[int, int]:
     if isinstance(val_begin, bool) or int(val_begin) < 1:
         raise ValueError(f"train_cfg.val_begin must be >= 1, got {val_begin!r}.")
     return int(val_interval), int(val_begin)
+
+
+def train_loop_cfg(
+    train_cfg: Mapping[str, Any] | None,
+    max_epochs: int | None = None,
+    max_iters: int | None = None,
+    val_interval: int | None = None,
+) -> dict[str, Any] | None:
+    """The training loop's config: ``train_cfg`` in MMEngine's spelling, or the legacy kwargs.
+
+    The one place where ``max_epochs=`` / ``max_iters=`` / ``val_interval=`` become a loop config,
+    and where the short ``dict(by_epoch=True, max_epochs=12)`` gets its ``type``. Returns ``None``
+    when there is nothing to train.
+
+    >>> train_loop_cfg(None, max_epochs=12)
+    {'type': 'EpochBasedTrainLoop', 'max_epochs': 12, 'val_interval': 1}
+    >>> train_loop_cfg(dict(by_epoch=False, max_iters=100, val_interval=50))
+    {'type': 'IterBasedTrainLoop', 'max_iters': 100, 'val_interval': 50}
+    """
+    if train_cfg is not None:
+        if max_epochs is not None or max_iters is not None or val_interval is not None:
+            raise ValueError(
+                "Runner: give the training length either as train_cfg=dict(...) or as max_epochs=/"
+                f"max_iters=/val_interval=, not both (got train_cfg={dict(train_cfg)}, max_epochs="
+                f"{max_epochs}, max_iters={max_iters}, val_interval={val_interval})."
+            )
+        cfg = dict(train_cfg)
+        by_epoch = cfg.pop("by_epoch", None)
+        if "type" not in cfg:
+            if by_epoch is None:
+                by_epoch = "max_epochs" in cfg
+            cfg = {"type": "EpochBasedTrainLoop" if by_epoch else "IterBasedTrainLoop", **cfg}
+        elif by_epoch is not None and bool(by_epoch) != (cfg["type"] in ("EpochBasedTrainLoop",)):
+            raise ValueError(f"train_cfg: by_epoch={by_epoch} contradicts type={cfg['type']!r}.")
+        return cfg
+    if max_epochs is None and max_iters is None:
+        return None
+    if max_epochs is not None and max_iters is not None:
+        raise ValueError(
+            f"Give exactly one of max_epochs / max_iters for training (got max_epochs={max_epochs}, "
+            f"max_iters={max_iters}); in configs: train_cfg=dict(by_epoch=True, max_epochs=12) or "
+            f"train_cfg=dict(type='IterBasedTrainLoop', max_iters=90000)."
+        )
+    if max_epochs is not None:
+        cfg = {"type": "EpochBasedTrainLoop", "max_epochs": max_epochs}
+    else:
+        cfg = {"type": "IterBasedTrainLoop", "max_iters": max_iters}
+    cfg["val_interval"] = 1 if val_interval is None else val_interval
+    return cfg
+
+
+def build_loop(cfg: Mapping[str, Any], cfg_path: str, **objects: Any) -> Any:
+    """Build a loop from ``LOOPS`` by ``cfg['type']``, handing it the runner's objects as they are.
+
+    (``LOOPS.build`` would deep-copy list-valued arguments, and a list of batches is a loader.)
+    """
+    args = dict(cfg)
+    loop_type = args.pop("type")
+    cls = LOOPS.get(loop_type) if isinstance(loop_type, str) else loop_type
+    if cls is None:
+        raise KeyError(LOOPS.unknown_type_message(str(loop_type), f"{cfg_path}.type"))
+    clash = sorted(set(args) & set(objects))
+    if clash:
+        raise ValueError(f"{cfg_path}: {clash} are given by the Runner; remove them from the loop config.")
+    try:
+        return cls(**objects, **args)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise TypeError(f"{cfg_path}={dict(cfg)}: {exc}. Check the keys against {cls.__name__}.") from exc
 
 
 class _TrainLoopBase:

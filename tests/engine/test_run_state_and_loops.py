@@ -15,9 +15,12 @@ from kiln.engine import AMPTrainer, Runner, SimpleTrainer  # noqa: E402
 from kiln.engine.data_position import open_loader_at  # noqa: E402
 from kiln.engine.hooks import CheckpointHook, Hook  # noqa: E402
 from kiln.engine.hooks.eval import EvalHook  # noqa: E402
-from kiln.engine.loops import EpochBasedTrainLoop, IterBasedTrainLoop  # noqa: E402
+from kiln.engine.loops import (  # noqa: E402
+    EpochBasedTrainLoop,
+    IterBasedTrainLoop,
+    train_loop_cfg,  # noqa: E402
+)
 from kiln.engine.optim import AmpOptimWrapper  # noqa: E402
-from kiln.engine.runner import train_loop_cfg  # noqa: E402
 from kiln.engine.state import RunState  # noqa: E402
 from kiln.registry import LOOPS  # noqa: E402
 
