@@ -173,13 +173,14 @@ class _TrainLoopBase:
             t_step = now
             if len(records) >= 512:  # no logger flushed them: keep the buffer bounded
                 flush()
-            state.step_done = True  # a checkpoint saved by an after_train_iter hook counts this step
             try:
                 if it >= due:
+                    state.steps_done = it + 1  # a checkpoint saved by these hooks counts this step
                     for fn in dispatch.at(it):
                         fn(runner, idx, data_batch, outputs)
                     due = dispatch.next_due(it + 1, idx + 1)
-                else:
+                elif after_every:
+                    state.steps_done = it + 1
                     for fn in after_every:
                         fn(runner, idx, data_batch, outputs)
             except Exception as exc:
@@ -188,7 +189,6 @@ class _TrainLoopBase:
             idx += 1
             state.iter = it
             state.inner_iter = idx
-            state.step_done = False
             storage.iter = it
             if state.stop_requested:
                 break

@@ -21,8 +21,9 @@ class RunState:
         iter: the current iteration (0-based; iterations completed so far). Inside
             ``after_train_iter`` it is still the iteration just run, as in MMEngine.
         inner_iter: the current iteration's place in its epoch (batches of the epoch done so far).
-        step_done: ``True`` between the end of a step and the counters' increment, i.e. while
-            ``after_train_iter`` hooks run: a checkpoint saved there counts the step just taken.
+        steps_done: iterations whose step has finished; one more than ``iter`` while
+            ``after_train_iter`` hooks run (a checkpoint saved there counts the step just taken).
+            The loop sets it only when it calls such hooks; :attr:`step_done` tells.
         stop_requested: set by :meth:`request_stop`; the loop ends after the current iteration.
         last_step_end: ``perf_counter()`` at the end of the last step (``time`` of the next one
             runs from there, across epoch ends), ``None`` before the first.
@@ -30,13 +31,13 @@ class RunState:
             moved into the event storage in bulk by ``Runner.flush_metrics``.
     """
 
-    __slots__ = ("epoch", "iter", "inner_iter", "step_done", "stop_requested", "last_step_end", "records")
+    __slots__ = ("epoch", "iter", "inner_iter", "steps_done", "stop_requested", "last_step_end", "records")
 
     def __init__(self) -> None:
         self.epoch = 0
         self.iter = 0
         self.inner_iter = 0
-        self.step_done = False
+        self.steps_done = 0
         self.stop_requested = False
         self.last_step_end: float | None = None
         self.records: list[tuple[int, Any, float, float]] = []
@@ -48,7 +49,12 @@ class RunState:
     def restore(self, epoch: int = 0, iter: int = 0, inner_iter: int = 0) -> None:  # noqa: A002
         """Set the position a run starts from (a resume, or Detectron2's ``train(start_iter, ...)``)."""
         self.epoch, self.iter, self.inner_iter = int(epoch), int(iter), int(inner_iter)
-        self.step_done = False
+        self.steps_done = self.iter
+
+    @property
+    def step_done(self) -> bool:
+        """Whether the current iteration's step has finished (inside ``after_train_iter``)."""
+        return self.steps_done > self.iter
 
     def position(self, epoch_length: int | None) -> tuple[int, int, int]:
         """``(epoch, batches done in it, iterations done)`` to resume from, normalized at epoch ends.
@@ -57,7 +63,7 @@ class RunState:
         at the next batch).
         """
         epoch, inner, it = self.epoch, self.inner_iter, self.iter
-        if self.step_done:
+        if self.steps_done > it:
             it, inner = it + 1, inner + 1
         if epoch_length and inner >= epoch_length:
             epoch, inner = epoch + 1, 0
