@@ -189,6 +189,8 @@ def _optim_wrapper(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
             raise KeyError("optimizer_config/fp16 are given but optimizer=dict(type=..., lr=...) is not.")
         return None
     _conflict(cfg, "optimizer", "optim_wrapper")
+    _check_keys(oc, ("type", "grad_clip", "cumulative_iters", "detect_anomalous_params", "loss_scale"),
+                "optimizer_config")
     wrapper: dict[str, Any] = {"optimizer": dict(optimizer)}
     kind = str(oc.pop("type", "OptimizerHook"))
     if kind not in _OPTIMIZER_HOOKS:
@@ -208,7 +210,9 @@ def _optim_wrapper(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     if amp:
         wrapper["type"] = "AmpOptimWrapper"
         wrapper["loss_scale"] = oc.pop("loss_scale", (fp16 or {}).get("loss_scale", "dynamic"))
-    _check_keys(oc, ("loss_scale",) if amp else (), "optimizer_config")
+    if "loss_scale" in oc:
+        raise ValueError("optimizer_config.loss_scale is only used with type='Fp16OptimizerHook' "
+                         "(or fp16=...).")
     return wrapper
 
 
