@@ -1,4 +1,4 @@
-"""Detectron2-style yaml (`_BASE_`, MODEL/SOLVER/DATASETS/INPUT, `--opts`) mapped onto the canonical schema."""
+"""Detectron2-style yaml (`_BASE_`, MODEL/SOLVER/DATASETS/INPUT, `--opts`) in the canonical schema."""
 
 from __future__ import annotations
 
