@@ -217,3 +217,17 @@ def test_translation_is_pure_and_idempotent(mmdet2):
     assert cfg.to_dict() == before  # the input is not modified
     assert to_canonical(once) == once  # canonical configs pass unchanged
     assert detect_dialects(once) == []
+
+
+def test_every_shipped_config_translates_to_the_canonical_schema():
+    import glob
+
+    from kiln.model_zoo import resolve_config_path
+
+    root = resolve_config_path("kiln::shapes/retinanet_r18_fpn_shapes.py").rsplit("/shapes/", 1)[0]
+    files = [f for f in glob.glob(f"{root}/**/*.py", recursive=True) if "/_base_/" not in f]
+    assert len(files) >= 4
+    for f in files:
+        c = to_canonical(Config.fromfile(f))
+        check_canonical(c)
+        assert {"model", "train_dataloader", "train_cfg", "optim_wrapper"} <= set(c), f
