@@ -231,3 +231,12 @@ def test_every_shipped_config_translates_to_the_canonical_schema():
         c = to_canonical(Config.fromfile(f))
         check_canonical(c)
         assert {"model", "train_dataloader", "train_cfg", "optim_wrapper"} <= set(c), f
+
+
+def test_mmengine_runtime_keys_are_not_mistaken_for_typos(caplog):
+    cfg = dict(model=dict(type="X"), default_scope="mmdet", log_processor=dict(window_size=50),
+               model_wrapper_cfg=dict(type="MMDistributedDataParallel", find_unused_parameters=True))
+    with caplog.at_level("WARNING"):
+        c = to_canonical(cfg)
+    assert c == dict(model=dict(type="X"), find_unused_parameters=True)
+    assert "default_scope" in caplog.text and "log_processor" in caplog.text  # reported, not silent

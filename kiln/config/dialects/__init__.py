@@ -37,6 +37,12 @@ logger = logging.getLogger(__name__)
 # Config variables look like any other top-level name; these are only refused when they are close
 # to a schema key (a misspelling), so a helper variable such as `data_root` passes.
 _KNOWN = CANONICAL_KEYS | MMCV_KEYS
+# Other MMEngine/MMDetection 3.x top-level keys: never mistaken for misspellings (`default_scope` is
+# close to `default_hooks`).
+_MMENGINE_OTHER = UNHONOURED_RUNTIME_KEYS | {
+    "auto_scale_lr", "model_wrapper_cfg", "backend_args", "file_client_args", "metainfo",
+    "experiment_name",
+}
 
 
 def plain(obj: Any) -> Any:
@@ -70,7 +76,7 @@ def detect_dialects(cfg: Any) -> list[str]:
 
 def _leftovers(cfg: Mapping[str, Any]) -> None:
     """Refuse top-level keys that look like misspelt schema keys; report runtime keys kiln does not use."""
-    unknown = [k for k in cfg if k not in _KNOWN and not str(k).startswith("_")]
+    unknown = [k for k in cfg if k not in _KNOWN | _MMENGINE_OTHER and not str(k).startswith("_")]
     for key in unknown:
         hint = suggest(str(key), _KNOWN)
         if hint:
@@ -79,7 +85,7 @@ def _leftovers(cfg: Mapping[str, Any]) -> None:
     if isinstance(scale, Mapping) and scale.get("enable"):
         raise ValueError("auto_scale_lr=dict(enable=True, ...): kiln does not rescale the learning rate by "
                          "the batch size; set optimizer lr for your batch size and drop auto_scale_lr.")
-    unused = sorted(k for k in unknown if k in UNHONOURED_RUNTIME_KEYS)
+    unused = sorted(k for k in cfg if k in UNHONOURED_RUNTIME_KEYS)
     if unused:
         logger.warning("Config keys %s are MMEngine/MMDetection 3.x runtime settings kiln's runner does "
                        "not use; they have no effect.", unused)
@@ -104,5 +110,21 @@ def to_canonical(cfg: Any) -> dict[str, Any]:
         d = {k: v for k, v in d.items() if k in CANONICAL_KEYS and v is not None}
     if d.get("model") is not None:
         d["model"] = translate_model(d["model"])
+    wrapper = plain(cfg).get("model_wrapper_cfg") if isinstance(cfg, Mapping) else None
+    if wrapper:
+        _model_wrapper(wrapper, d)
     check_canonical(d)
     return d
+
+
+def _model_wrapper(wrapper: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """MMEngine ``model_wrapper_cfg=dict(type='MMDistributedDataParallel', find_unused_parameters=...)``."""
+    extra = sorted(set(wrapper) - {"type", "find_unused_parameters"})
+    kind = str(wrapper.get("type", "MMDistributedDataParallel"))
+    if extra or kind not in ("MMDistributedDataParallel", "DistributedDataParallel"):
+        raise ValueError(f"model_wrapper_cfg={dict(wrapper)!r}: kiln wraps with DistributedDataParallel and "
+                         f"takes only find_unused_parameters; write find_unused_parameters=True instead.")
+    if "find_unused_parameters" in wrapper:
+        if out.get("find_unused_parameters") not in (None, wrapper["find_unused_parameters"]):
+            raise ValueError("find_unused_parameters and model_wrapper_cfg.find_unused_parameters disagree.")
+        out["find_unused_parameters"] = bool(wrapper["find_unused_parameters"])
