@@ -23,7 +23,7 @@ from typing import Any
 
 from kiln.config.dialects import check_canonical, plain, to_canonical
 from kiln.config.dialects.mmcv import parse_workflow, workflow_val_phases
-from kiln.registry import DATASETS, HOOKS, MODELS, RUNNERS, import_modules
+from kiln.registry import DATASETS, MODELS, RUNNERS, import_modules
 
 from .optim import build_optim_wrapper
 
@@ -96,8 +96,9 @@ class _LoaderFactory:
         from kiln.data import build_dataloader
 
         loader_cfg = plain(loader_cfg)
+        key = (loader_cfg, test_mode, shuffle)
         for cfg, built in self._built:
-            if cfg == loader_cfg:
+            if cfg == key:
                 return built
         if "dataset" not in loader_cfg:
             raise KeyError(f"{where} has no 'dataset'; write {where}=dict(batch_size=2, num_workers=2, "
@@ -120,7 +121,7 @@ class _LoaderFactory:
             seed=self.seed,
             runner_type="IterBasedRunner" if self.kind == "iter" else "EpochBasedRunner",
         )
-        self._built.append((loader_cfg, (ds, loader)))
+        self._built.append((key, (ds, loader)))
         return ds, loader
 
 
@@ -148,8 +149,7 @@ def _hooks(
             _, value["dataloader"] = loaders.build(
                 value["dataloader"], f"default_hooks.{key}.dataloader", test_mode=False, shuffle=False
             )
-            value.pop("priority", None)
-            default_hooks[key] = HOOKS.build(value, cfg_path=f"default_hooks.{key}")
+            default_hooks[key] = value  # the runner builds it (and honours its priority)
     custom = [dict(h) if isinstance(h, Mapping) else h for h in plain(cfg.get("custom_hooks") or [])]
     return default_hooks, custom
 
