@@ -35,7 +35,6 @@ from .errors import CLIError
 __all__ = ["add_parser", "run", "sample_kshot", "freeze_modules", "FREEZE_GROUPS"]
 
 
-
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     """Register ``kiln gen-fewshot-configs``."""
     p = sub.add_parser(name, help="write K-shot data subsets and per-shot/per-seed configs",
