@@ -530,7 +530,8 @@ DATA_LOADERS = Registry("data_loader", scope="kiln", locations=["kiln.data.build
 HOOKS = Registry("hook", scope="kiln", locations=["kiln.engine.hooks"])
 OPTIMIZERS = Registry("optimizer", scope="kiln", locations=["kiln.engine.optim"])
 OPTIM_WRAPPERS = Registry("optim_wrapper", scope="kiln", locations=["kiln.engine.optim"])
-PARAM_SCHEDULERS = Registry("param_scheduler", scope="kiln", locations=["kiln.engine.schedulers"])
+PARAM_SCHEDULERS = Registry("param_scheduler", scope="kiln",
+                            locations=["kiln.engine.schedulers", "kiln.engine.schedulers_mm"])
 EVALUATORS = Registry("evaluator", scope="kiln", locations=["kiln.evaluation"])
 WRITERS = Registry("writer", scope="kiln", locations=["kiln.engine.writers"])
 RUNNERS = Registry("runner", scope="kiln", locations=["kiln.engine.runner"])

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import CLIError
 
 __all__ = [
-    "add_override_args", "load_config", "user_errors", "is_d2_yaml",
+    "add_override_args", "load_config", "load_canonical_config", "user_errors", "is_d2_yaml",
     "default_work_dir", "resolve_checkpoint",
 ]
 
@@ -100,6 +100,19 @@ def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] 
             return cfg
         options.update(parse_opts(opts))
         return _load_native(real, options)
+
+
+def load_canonical_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = ()) -> Any:
+    """:func:`load_config` (overrides in the file's own dialect), then translated to the canonical schema.
+
+    Returns a :class:`kiln.config.Config` holding only canonical keys (its ``filename`` is the file's).
+    """
+    from kiln.config import Config
+    from kiln.config.dialects import to_canonical
+
+    cfg = load_config(path, cfg_options, opts)
+    with user_errors(f"cannot translate config '{path}'"):
+        return Config(to_canonical(cfg), filename=getattr(cfg, "filename", None))
 
 
 def resolve_checkpoint(path: str) -> str:

@@ -12,8 +12,9 @@
   and optional ``load_from`` (a ``kiln surgery`` output) and ``frozen_modules``.
 
 ``frozen_modules`` (a list of dotted module paths, e.g. ``['backbone', 'rpn_head']``) is honoured
-by ``kiln train``: :func:`freeze_modules` sets ``requires_grad=False`` on their parameters and keeps
-them in eval mode (BatchNorm statistics frozen too) before the optimizer is built.
+by the runner builder (``kiln train`` and ``Runner.from_cfg`` alike): :func:`freeze_modules` sets
+``requires_grad=False`` on their parameters and keeps them in eval mode (BatchNorm statistics frozen
+too) after the optimizer is built and before the model is wrapped for DDP.
 """
 
 from __future__ import annotations
@@ -26,18 +27,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from kiln.config.dialects.canonical import FREEZE_GROUPS
+
 from .common import load_config, user_errors
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "sample_kshot", "freeze_modules", "FREEZE_GROUPS"]
-
-#: Short names accepted by ``--freeze`` → module paths in kiln's detectors.
-FREEZE_GROUPS = {
-    "backbone": ["backbone"],
-    "neck": ["neck"],
-    "rpn": ["rpn_head"],
-    "roi_feat": ["roi_head.bbox_head.shared_fcs"],
-}
 
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
@@ -89,34 +84,13 @@ def sample_kshot(coco: dict[str, Any], shot: int, seed: int) -> dict[str, Any]:
 
 
 def freeze_modules(model: Any, names: list[str]) -> list[str]:
-    """Freeze the named submodules (dotted paths) of ``model``; return the frozen parameter names.
+    """:func:`kiln.models.freeze.freeze_modules`, with a bad path reported as a :class:`CLIError`."""
+    from kiln.models.freeze import freeze_modules as _freeze
 
-    Parameters get ``requires_grad=False`` and the modules stay in eval mode even when the runner
-    calls ``model.train()``, so BatchNorm statistics do not drift either.
-    """
-    import types
-
-    frozen: list[str] = []
-    modules = dict(model.named_modules())
-    for name in names:
-        paths = FREEZE_GROUPS.get(name, [name])
-        for path in paths:
-            if path not in modules:
-                close = [m for m in modules if m and (path in m or m in path)][:5]
-                raise CLIError(f"frozen_modules: model has no submodule '{path}'"
-                               + (f"; similar: {close}" if close else ""))
-            module = modules[path]
-            for pname, param in module.named_parameters():
-                param.requires_grad_(False)
-                frozen.append(f"{path}.{pname}")
-            module.eval()
-
-            def _train(self: Any, mode: bool = True) -> Any:
-                # Stay in eval mode: a frozen module must not update BatchNorm statistics.
-                return type(self).train(self, False)
-
-            module.train = types.MethodType(_train, module)
-    return frozen
+    try:
+        return _freeze(model, names)
+    except KeyError as exc:
+        raise CLIError(str(exc.args[0])) from exc
 
 
 def _train_source(cfg: Any) -> tuple[str, str, list[str], list]:

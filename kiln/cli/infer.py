@@ -14,7 +14,7 @@ import os
 import tempfile
 from typing import Any
 
-from .common import add_override_args, load_config, resolve_checkpoint, user_errors
+from .common import add_override_args, load_canonical_config, resolve_checkpoint, user_errors
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "class_names_of"]
@@ -39,12 +39,12 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
 
 
 def class_names_of(cfg: Any, dataset: Any = None) -> list[str] | None:
-    """Class names from the dataset, ``data.test.classes`` or the dataset type's ``CLASSES``."""
+    """Class names from the dataset, the test dataset's ``classes`` or its type's ``CLASSES``."""
     for obj in (dataset, getattr(dataset, "dataset", None)):
         names = getattr(obj, "CLASSES", None) if obj is not None else None
         if names:
             return list(names)
-    test = cfg.get("data", {}).get("test", {})
+    test = (cfg.get("test_dataloader") or {}).get("dataset") or {}
     if test.get("classes"):
         return list(test["classes"])
     from kiln.registry import DATASETS
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     if bool(args.images) == bool(args.dataset_images):
         raise CLIError("give IMAGES or --dataset-images N (one of the two)")
-    cfg = load_config(args.config, args.cfg_options, args.opts)
+    cfg = load_canonical_config(args.config, args.cfg_options, args.opts)
     files = _expand(args.images) if args.images else _dataset_images(cfg, args.dataset_images)
     names = class_names_of(cfg)
     if not names:
@@ -121,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ann = os.path.join(tmp, "images.json")
         _unlabeled_coco(files, names, ann)
-        test = dict(cfg.data.test)
+        test = dict(cfg.test_dataloader.dataset)
         with user_errors("cannot build from config"):
             dataset = DATASETS.build(
                 dict(type="CocoDataset", ann_file=ann, img_prefix="", pipeline=test["pipeline"],
                      classes=names, test_mode=True), cfg_path="data.test")
             model_cfg = dict(cfg.model)
             model_cfg["pretrained"] = None
-            model = build_detector(model_cfg, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+            model = build_detector(model_cfg)
         with user_errors(f"cannot load checkpoint '{args.checkpoint}'"):
             load_weights(model, args.checkpoint)
         model.to(_device(args.device)).eval()

@@ -12,7 +12,13 @@ import os
 import shutil
 from typing import Any
 
-from .common import add_override_args, default_work_dir, load_config, resolve_checkpoint, user_errors
+from .common import (
+    add_override_args,
+    default_work_dir,
+    load_canonical_config,
+    resolve_checkpoint,
+    user_errors,
+)
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "build_test_objects", "evaluate_checkpoint"]
@@ -44,26 +50,27 @@ def _device(requested: str | None) -> str:
 
 
 def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -> tuple[Any, Any]:
-    """(model without weights or ``None``, test dataset) from a native config."""
+    """(model without weights or ``None``, test dataset) from a canonical config (``<split>_dataloader``)."""
     from kiln.models import build_detector
     from kiln.registry import DATASETS
 
-    if "data" not in cfg or split not in cfg.data:
-        raise CLIError(f"the config has no data.{split} entry to evaluate on")
+    loader = cfg.get(f"{split}_dataloader")
+    if loader is None or loader.get("dataset") is None:
+        raise CLIError(f"the config has no {split}_dataloader.dataset (data.{split}) entry to evaluate on")
     with user_errors("cannot build from config"):
         model_cfg = cfg.model.copy() if hasattr(cfg.model, "copy") else dict(cfg.model)
         model_cfg["pretrained"] = None  # the checkpoint supersedes ImageNet weights
-        model = build_detector(model_cfg, train_cfg=cfg.get("train_cfg"),
-                               test_cfg=cfg.get("test_cfg")) if with_model else None
-        ds_cfg = dict(cfg.data[split])
-        dataset = DATASETS.build(ds_cfg, default_args={"test_mode": True}, cfg_path=f"data.{split}")
+        model = build_detector(model_cfg) if with_model else None
+        ds_cfg = dict(loader.dataset)
+        dataset = DATASETS.build(ds_cfg, default_args={"test_mode": True},
+                                 cfg_path=f"{split}_dataloader.dataset")
     return model, dataset
 
 
 def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", device: str = "cpu",
                         output_dir: str | None = None, metrics: list[str] | None = None,
                         extra_evaluators: list[Any] | None = None) -> dict[str, float]:
-    """Load ``checkpoint`` into the config's model and evaluate it on ``data.<split>``."""
+    """Load ``checkpoint`` into the config's model and evaluate it on ``<split>_dataloader.dataset``."""
     from kiln.data import build_test_loader
     from kiln.evaluation import DatasetEvaluators, build_evaluator, inference_on_dataset
     from kiln.model_zoo import load_weights
@@ -72,13 +79,13 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
     with user_errors(f"cannot load checkpoint '{checkpoint}'"):
         load_weights(model, checkpoint)
     model.to(device).eval()
-    ev_cfg = dict(cfg.get("evaluation") or {})
+    ev_cfg = dict(cfg.get("test_evaluator") or cfg.get("val_evaluator") or {})
     if metrics:
         ev_cfg["metric"] = metrics
     with user_errors("cannot build the evaluator"):
         evaluator = build_evaluator(ev_cfg, dataset, output_dir=output_dir)
     evaluators = DatasetEvaluators([evaluator, *(extra_evaluators or [])])
-    workers = int(cfg.data.get("workers_per_gpu", 0)) if "data" in cfg else 0
+    workers = int(cfg[f"{split}_dataloader"].get("num_workers", 0))
     loader = build_test_loader(dataset, batch_size=1, num_workers=workers)
     return inference_on_dataset(model, loader, evaluators)
 
@@ -86,7 +93,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln test``."""
     args.checkpoint = resolve_checkpoint(args.checkpoint)
-    cfg = load_config(args.config, args.cfg_options, args.opts)
+    cfg = load_canonical_config(args.config, args.cfg_options, args.opts)
     work_dir = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
     os.makedirs(work_dir, exist_ok=True)
     extra = []

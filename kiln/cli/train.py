@@ -5,6 +5,9 @@ MMDetection's and Detectron2's flags are both accepted::
     kiln train cfg.py --work-dir out --cfg-options model.backbone.depth=18
     kiln train --config-file cfg.yaml --num-gpus 2 --opts SOLVER.BASE_LR 0.01
     torchrun --nproc_per_node 2 -m kiln train cfg.py --launcher pytorch
+
+The config is translated into the canonical run schema first (``kiln config print --canonical`` shows
+the result); the flags are then written into it as overrides, and the runner builder applies them.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import os
 from typing import Any
 
-from .common import add_override_args, default_work_dir, load_config, user_errors
+from .common import add_override_args, default_work_dir, load_canonical_config, user_errors
 from .errors import CLIError
 
 __all__ = ["add_parser", "run", "apply_train_args", "find_last_checkpoint"]
@@ -68,7 +71,12 @@ def find_last_checkpoint(work_dir: str) -> str | None:
 
 
 def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> Any:
-    """Write the command-line choices into the config (command line wins over the file)."""
+    """Write the command-line choices into a canonical config (command line wins over the file).
+
+    Only overrides: what each flag means is applied by the runner builder, exactly as if the config
+    had said it (``--seed`` is ``randomness.seed``, ``--device`` is ``device``, ``--amp`` is an
+    ``AmpOptimWrapper``, ``--resume-from`` is ``resume``, ...).
+    """
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif not cfg.get("work_dir"):
@@ -80,27 +88,32 @@ def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> An
     if args.resume_from:
         if not os.path.isfile(args.resume_from):
             raise CLIError(f"--resume-from checkpoint '{args.resume_from}' does not exist")
-        cfg.resume_from = args.resume_from
+        cfg.resume = args.resume_from
     elif args.resume:
         last = find_last_checkpoint(cfg.work_dir)
         if last is None:
             print(f"--resume: no checkpoint in {cfg.work_dir}; starting from scratch")
-        cfg.resume_from = last
-    if args.seed is not None:
-        cfg.seed = args.seed
-    if args.deterministic:
-        cfg.deterministic = True
+        cfg.resume = last or False
+    if args.seed is not None or args.deterministic:
+        randomness = dict(cfg.get("randomness") or {})
+        if args.seed is not None:
+            randomness["seed"] = args.seed
+        if args.deterministic:
+            randomness["deterministic"] = True
+        cfg.randomness = randomness
     if args.device:
         cfg.device = args.device
     if args.amp:
-        if "optim_wrapper" in cfg:
-            cfg.optim_wrapper.type = "AmpOptimWrapper"
-        else:
-            oc = dict(cfg.get("optimizer_config") or {})
-            oc["type"] = "Fp16OptimizerHook"
-            cfg.optimizer_config = oc
+        if cfg.get("optim_wrapper") is None:
+            raise CLIError("--amp needs an optimizer in the config (optim_wrapper=... or optimizer=...)")
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
     if args.no_validate:
-        cfg.pop("evaluation", None)
+        # Training runs no evaluation; `--eval-only`/`kiln test` still evaluate with the same metric.
+        if cfg.get("val_evaluator") is not None and cfg.get("test_evaluator") is None:
+            cfg.test_evaluator = cfg.val_evaluator
+        cfg.pop("val_evaluator", None)
+        if cfg.get("default_hooks"):
+            cfg.default_hooks.pop("eval", None)
     if args.launcher == "pytorch":
         cfg.launcher = "pytorch"
     return cfg
@@ -114,16 +127,10 @@ def _worker(cfg: Any, args: argparse.Namespace) -> None:
     default_setup(cfg, args)
     with user_errors("cannot build from config"):
         runner = Runner.from_cfg(cfg)
-    if cfg.get("frozen_modules"):
-        from .fewshot import freeze_modules
-
-        # Frozen after the optimizer is built: parameters without gradients are skipped by every
-        # torch optimizer, so they stay exactly as loaded. Under DDP the config must set
-        # find_unused_parameters=True (frozen parameters never produce gradients).
-        names = freeze_modules(runner.unwrapped_model, list(cfg.frozen_modules))
-        logging.getLogger("kiln").info("Froze %d parameters in %s", len(names), list(cfg.frozen_modules))
     if args.eval_only:
-        ckpt = cfg.get("resume_from") or cfg.get("load_from") or find_last_checkpoint(cfg.work_dir)
+        resume = cfg.get("resume")
+        ckpt = (resume if isinstance(resume, str) else None) or cfg.get("load_from") \
+            or find_last_checkpoint(cfg.work_dir)
         if not ckpt:
             raise CLIError("--eval-only needs a checkpoint: pass --load-from CKPT (or train first)")
         runner.load_checkpoint(ckpt)
@@ -140,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("no config given: kiln train CONFIG (or --config-file CONFIG)")
     if args.config and args.config_file and args.config != args.config_file:
         raise CLIError(f"two configs given: '{args.config}' and --config-file '{args.config_file}'")
-    cfg = load_config(config_path, args.cfg_options, args.opts)
+    cfg = load_canonical_config(config_path, args.cfg_options, args.opts)
     cfg = apply_train_args(cfg, args, config_path)
     if args.launcher == "pytorch":
         from kiln.engine.launch import init_from_env

@@ -81,10 +81,14 @@ def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str])
     from kiln.registry import DATASETS
 
     data = cfg_get(cfg, "data")
+    if data is None:  # the canonical (MMEngine) layout: <split>_dataloader.dataset
+        data = {s: cfg_get(loader, "dataset") for s in ("train", "val", "test")
+                if (loader := cfg_get(cfg, f"{s}_dataloader")) is not None}
     ds_cfg = cfg_get(data, split)
     if ds_cfg is None:
         raise KeyError(f"browse_dataset: the config has no data.{split}; available splits: "
-                       f"{sorted(k for k in data if isinstance(data[k], Mapping))}")
+                       f"{sorted(k for k in data if isinstance(data[k], Mapping))} (data.<split> or "
+                       f"<split>_dataloader.dataset)")
     ds_cfg = _strip_dataset_cfg(copy.deepcopy(ds_cfg), skip_types)
     dataset = DATASETS.build(ds_cfg, cfg_path=f"data.{split}")
     names = _class_names(dataset)
@@ -130,7 +134,8 @@ def browse_dataset(cfg: Any, output_dir: str, num_images: int = 10, split: str =
     """Write ``num_images`` augmented samples of ``split`` as PNGs with boxes and class names.
 
     Args:
-        cfg: a loaded config (MM style with ``data``, or Detectron2 style with ``DATASETS``).
+        cfg: a loaded config (MM style with ``data`` or ``<split>_dataloader``, or Detectron2 style
+            with ``DATASETS``).
         output_dir: created if missing; files are ``<index>_<image name>.png``.
         skip_types: MM pipeline steps left out so images stay displayable.
 
@@ -141,7 +146,9 @@ def browse_dataset(cfg: Any, output_dir: str, num_images: int = 10, split: str =
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"browse_dataset split must be 'train', 'val' or 'test', got {split!r}")
-    if cfg_get(cfg, "data") is not None:
+    if cfg_get(cfg, "data") is not None or any(
+        cfg_get(cfg, f"{s}_dataloader") is not None for s in ("train", "val", "test")
+    ):
         samples = _browse_mm(cfg, split, num_images, skip_types)
     elif cfg_get(cfg, "DATASETS") is not None:
         samples = _browse_d2(cfg, split, num_images)

@@ -37,7 +37,8 @@ from .hooks import (
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .runner import Runner, parse_losses
-from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
+from .schedulers import ScheduleSet, build_param_schedulers
+from .schedulers_mm import schedulers_from_lr_config
 from .state import RunState
 from .trainer import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from .writers import CommonMetricPrinter, JSONWriter, TensorboardXWriter

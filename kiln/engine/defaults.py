@@ -107,7 +107,7 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
         logger.info("Environment:\n%s", collect_env_info())
     if args is not None:
         logger.info("Arguments: %s", vars(args))
-    seed = _cfg_value(cfg, "seed", "SEED", default=None)
+    seed = _cfg_value(cfg, "randomness.seed", "seed", "SEED", default=None)
     if seed is None or int(seed) < 0:
         seed = (
             comm.broadcast_object(set_random_seed(None))
@@ -115,11 +115,12 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
             else set_random_seed(None)
         )
     used = set_random_seed(
-        int(seed) + rank, deterministic=bool(_cfg_value(cfg, "deterministic", default=False))
+        int(seed) + rank,
+        deterministic=bool(_cfg_value(cfg, "randomness.deterministic", "deterministic", default=False)),
     )
     logger.info("Using seed %d on rank %d", used, rank)
-    bench = _cfg_value(cfg, "cudnn_benchmark", "CUDNN_BENCHMARK", default=False)
-    if not _cfg_value(cfg, "deterministic", default=False):
+    bench = _cfg_value(cfg, "env_cfg.cudnn_benchmark", "cudnn_benchmark", "CUDNN_BENCHMARK", default=False)
+    if not _cfg_value(cfg, "randomness.deterministic", "deterministic", default=False):
         torch.backends.cudnn.benchmark = bool(bench)
     if rank == 0:
         _dump_config(cfg, output_dir, logger)

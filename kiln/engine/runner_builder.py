@@ -1,18 +1,16 @@
-"""``Runner.from_cfg``: read a run config (seed-001 / MMDetection v2 schema, or MMEngine's) once,
-build every object, and hand the runner plain objects.
+"""``Runner.from_cfg``: translate a run config to the canonical schema, then build every object once.
 
-Keys read (seed-001): ``model`` (+ top-level ``train_cfg``/``test_cfg``), ``data`` (``imgs_per_gpu``
-or ``samples_per_gpu``, ``workers_per_gpu``, ``train``/``val``/``test``), ``evaluation``,
-``optimizer``, ``optimizer_config``, ``fp16``, ``lr_config``, ``momentum_config``,
-``checkpoint_config``, ``log_config``, ``custom_hooks``, ``total_epochs`` or ``runner``,
-``workflow``, ``load_from``, ``resume_from``, ``work_dir``, ``seed``, ``custom_imports``.
-MMEngine spellings: ``optim_wrapper``, ``param_scheduler``, ``default_hooks``,
-``train_cfg=dict(by_epoch=True, max_epochs=12, val_interval=1)`` (told apart from a detector's
-``train_cfg`` by its keys), ``train_dataloader``/``val_dataloader``/``test_dataloader``.
-
-``workflow`` follows MMCV: ``('val', n)`` phases compute validation *losses* (a
-:class:`~kiln.engine.hooks.ValLossHook` on ``data.val`` with the training pipeline); the evaluator
-(EvalHook) comes from ``evaluation=`` / ``val_evaluator=`` only.
+The builder reads only the canonical (MMEngine-spelled) keys, :data:`kiln.config.dialects.CANONICAL_KEYS`:
+``model``, ``train_dataloader``/``val_dataloader``/``test_dataloader`` (``batch_size``,
+``num_workers``, ``dataset``, ``sampler.shuffle``), ``train_cfg``/``val_cfg``/``test_cfg`` loops,
+``optim_wrapper``, ``param_scheduler``, ``default_hooks``, ``custom_hooks``,
+``val_evaluator``/``test_evaluator``, ``env_cfg``, ``randomness``, ``device``, ``sync_bn``,
+``channels_last``, ``load_from``, ``resume``, ``work_dir``, ``frozen_modules``, ``runner_type``,
+``custom_imports``, ``find_unused_parameters`` (``log_level``/``launcher`` are read by the entry point).
+MMCV/MMDetection 2.x and Detectron2 configs are translated first by
+:func:`kiln.config.dialects.to_canonical`; a dialect key that reaches :func:`build_runner_from_canonical`
+is an error. Everything a config can say is applied here, so ``kiln train``, ``Runner.from_cfg`` and
+a script calling this builder behave the same.
 """
 
 from __future__ import annotations
@@ -23,104 +21,56 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from kiln.registry import DATASETS, MODELS, import_modules
-from kiln.utils.config_access import cfg_get
+from kiln.config.dialects import check_canonical, plain, to_canonical
+from kiln.config.dialects.mmcv import parse_workflow, workflow_val_phases
+from kiln.registry import DATASETS, MODELS, RUNNERS, import_modules
 
-from .optim import build_optim_wrapper, build_optim_wrapper_from_mm
-from .schedulers import schedulers_from_lr_config
+from .optim import build_optim_wrapper
 
 __all__ = [
     "build_runner_from_cfg",
+    "build_runner_from_canonical",
     "build_model_from_cfg",
-    "resolve_training_length",
     "parse_workflow",
     "workflow_val_phases",
 ]
 
 logger = logging.getLogger(__name__)
 
-_LOOP_KEYS = {"max_epochs", "max_iters", "val_interval", "val_begin", "by_epoch"}
+_LENGTH_HELP = (
+    "add train_cfg=dict(type='EpochBasedTrainLoop', max_epochs=12) (or type='IterBasedTrainLoop', "
+    "max_iters=90000); in MMCV configs total_epochs=12, or runner=dict(type='EpochBasedRunner', "
+    "max_epochs=12) / dict(type='IterBasedRunner', max_iters=90000)."
+)
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_plain(v) for v in obj) if isinstance(obj, list) else tuple(_plain(v) for v in obj)
-    return obj
-
-
-def _is_loop_cfg(train_cfg: Any) -> bool:
-    return isinstance(train_cfg, Mapping) and (
-        bool(_LOOP_KEYS & set(train_cfg)) or str(train_cfg.get("type", "")).endswith("Loop")
-    )
-
-
-def build_model_from_cfg(cfg: Any) -> Any:
-    """``kiln.models.build_detector(cfg.model, train_cfg=..., test_cfg=...)``, or ``MODELS.build``.
-
-    Top-level ``train_cfg``/``test_cfg`` (seed-001 layout) are passed to the detector builder;
-    an MMEngine loop ``train_cfg`` is not a model setting and is left out.
-    """
-    model_cfg = cfg_get(cfg, "model")
+def build_model_from_cfg(model_cfg: Any) -> Any:
+    """``kiln.models.build_detector(model_cfg)`` (detector train/test settings live in ``model``)."""
     if model_cfg is None:
         raise KeyError("The config has no 'model' entry; add model=dict(type='...', ...).")
-    train_cfg = cfg_get(cfg, "train_cfg")
-    if _is_loop_cfg(train_cfg):
-        train_cfg = None
-    test_cfg = cfg_get(cfg, "test_cfg")
     try:
         from kiln.models import build_detector
-    except ImportError:
-        build_detector = None
-    if build_detector is not None:
-        return build_detector(_plain(model_cfg), train_cfg=train_cfg, test_cfg=test_cfg)
-    model_cfg = _plain(model_cfg)
-    extra = {k: v for k, v in (("train_cfg", train_cfg), ("test_cfg", test_cfg)) if v is not None}
-    return MODELS.build(model_cfg, default_args=extra or None, cfg_path="model")
+    except ImportError:  # kiln.models needs torchvision; plain models still build
+        return MODELS.build(plain(model_cfg), cfg_path="model")
+    return build_detector(plain(model_cfg))
 
 
-def resolve_training_length(cfg: Any) -> tuple[str, int, int]:
-    """``('epoch'|'iter', length, val_interval)`` from ``runner``, ``total_epochs`` or loop ``train_cfg``."""
-    runner_cfg = cfg_get(cfg, "runner")
-    train_cfg = cfg_get(cfg, "train_cfg")
-    total_epochs = cfg_get(cfg, "total_epochs")
-    val_interval = 1
-    if runner_cfg is not None:
-        kind = str(runner_cfg.get("type", "EpochBasedRunner"))
-        if "Iter" in kind:
-            if "max_iters" not in runner_cfg:
-                raise KeyError(f"runner=dict(type='{kind}') needs max_iters=...")
-            return "iter", int(runner_cfg["max_iters"]), val_interval
-        epochs = runner_cfg.get("max_epochs", total_epochs)
-        if epochs is None:
-            raise KeyError(f"runner=dict(type='{kind}') needs max_epochs=... (or total_epochs=...).")
-        if total_epochs is not None and int(total_epochs) != int(epochs):
-            raise ValueError(
-                f"total_epochs={total_epochs} and runner.max_epochs={epochs} disagree; keep one of them."
-            )
-        return "epoch", int(epochs), val_interval
-    if _is_loop_cfg(train_cfg):
-        val_interval = int(train_cfg.get("val_interval", 1))
-        if (
-            "max_iters" in train_cfg
-            or "Iter" in str(train_cfg.get("type", ""))
-            or train_cfg.get("by_epoch") is False
-        ):
-            return "iter", int(train_cfg["max_iters"]), val_interval
-        return "epoch", int(train_cfg["max_epochs"]), val_interval
-    if total_epochs is not None:
-        return "epoch", int(total_epochs), val_interval
-    raise KeyError(
-        "The config does not say how long to train: add total_epochs=12, or "
-        "runner=dict(type='EpochBasedRunner', max_epochs=12) / dict(type='IterBasedRunner', max_iters=90000)."
-    )
+def _loop_kind(train_cfg: Mapping[str, Any] | None) -> str | None:
+    """``'epoch'`` or ``'iter'`` for an MMEngine train loop config (``None``: no training loop)."""
+    if train_cfg is None:
+        return None
+    kind = str(train_cfg.get("type", ""))
+    if "Iter" in kind or train_cfg.get("by_epoch") is False or (
+        "max_iters" in train_cfg and "max_epochs" not in train_cfg
+    ):
+        return "iter"
+    return "epoch"
 
 
 def _build_dataset(ds_cfg: Any, test_mode: bool, where: str) -> Any:
     from kiln.data import build_dataset
 
-    ds_cfg = _plain(ds_cfg)
+    ds_cfg = plain(ds_cfg)
     default_args = None
     cls = (
         DATASETS.get(ds_cfg.get("type"))
@@ -132,275 +82,250 @@ def _build_dataset(ds_cfg: Any, test_mode: bool, where: str) -> Any:
     return build_dataset(ds_cfg, default_args, cfg_path=where)
 
 
-def _build_loaders(cfg: Any, kind: str, seed: int | None) -> dict[str, Any]:
-    from kiln.data import build_dataloader
+class _LoaderFactory:
+    """Builds canonical loader configs; equal configs give the same loader (one shared data stream)."""
 
-    out: dict[str, Any] = {}
-    data = cfg_get(cfg, "data")
-    runner_type = "IterBasedRunner" if kind == "iter" else "EpochBasedRunner"
-    if data is not None:
-        per_gpu = data.get("samples_per_gpu", data.get("imgs_per_gpu", 2))
-        workers = data.get("workers_per_gpu", 2)
-        if data.get("train") is not None:
-            ds = _build_dataset(data["train"], False, "data.train")
-            out["train_dataset"] = ds
-            out["train_dataloader"] = build_dataloader(
-                ds, samples_per_gpu=per_gpu, workers_per_gpu=workers, seed=seed, runner_type=runner_type
-            )
-        for split in ("val", "test"):
-            sub = data.get(split)
-            if sub is None:
-                continue
-            sub = dict(_plain(sub))
-            bs = sub.pop("samples_per_gpu", 1)
-            ds = _build_dataset(sub, True, f"data.{split}")
-            out[f"{split}_dataset"] = ds
-            out[f"{split}_dataloader"] = build_dataloader(
-                ds, samples_per_gpu=bs, workers_per_gpu=workers, shuffle=False
-            )
-    for split in ("train", "val", "test"):
-        loader_cfg = cfg_get(cfg, f"{split}_dataloader")
-        if loader_cfg is None:
-            continue
-        loader_cfg = dict(_plain(loader_cfg))
-        ds = _build_dataset(loader_cfg.pop("dataset"), split != "train", f"{split}_dataloader.dataset")
-        out[f"{split}_dataset"] = ds
-        out[f"{split}_dataloader"] = build_dataloader(
+    _KEYS = ("batch_size", "num_workers", "dataset", "sampler")
+
+    def __init__(self, kind: str | None, seed: int | None) -> None:
+        self.kind, self.seed = kind, seed
+        self._built: list[tuple[Any, tuple[Any, Any]]] = []
+
+    def build(self, loader_cfg: Mapping[str, Any], where: str, test_mode: bool, shuffle: bool) -> tuple:
+        """``(dataset, loader)`` for ``dict(batch_size, num_workers, dataset, sampler=dict(shuffle))``."""
+        from kiln.data import build_dataloader
+
+        loader_cfg = plain(loader_cfg)
+        key = (loader_cfg, test_mode, shuffle)
+        for cfg, built in self._built:
+            if cfg == key:
+                return built
+        if "dataset" not in loader_cfg:
+            raise KeyError(f"{where} has no 'dataset'; write {where}=dict(batch_size=2, num_workers=2, "
+                           f"dataset=dict(type=..., ...)).")
+        extra = sorted(k for k in loader_cfg if k not in self._KEYS)
+        if extra:
+            raise KeyError(f"{where} has keys kiln's loader builder does not take: {extra}; it reads "
+                           f"{', '.join(self._KEYS)}.")
+        sampler = dict(loader_cfg.get("sampler") or {})
+        sampler.pop("type", None)  # DefaultSampler / InfiniteSampler: chosen from the loop kind
+        shuffle = bool(sampler.pop("shuffle", shuffle))
+        if sampler:
+            raise KeyError(f"{where}.sampler has keys kiln does not take: {sorted(sampler)} (only shuffle).")
+        ds = _build_dataset(loader_cfg["dataset"], test_mode, f"{where}.dataset")
+        loader = build_dataloader(
             ds,
-            samples_per_gpu=loader_cfg.pop("batch_size", 1),
-            workers_per_gpu=loader_cfg.pop("num_workers", 0),
-            shuffle=split == "train",
-            seed=seed,
-            runner_type=runner_type,
+            samples_per_gpu=loader_cfg.get("batch_size", 1),
+            workers_per_gpu=loader_cfg.get("num_workers", 0),
+            shuffle=shuffle,
+            seed=self.seed,
+            runner_type="IterBasedRunner" if self.kind == "iter" else "EpochBasedRunner",
         )
-    return out
+        self._built.append((key, (ds, loader)))
+        return ds, loader
 
 
-def _build_evaluator(cfg: Any, eval_cfg: Any, dataset: Any, work_dir: str | None) -> Any:
-    from kiln.evaluation import build_evaluator
-
-    return build_evaluator(_plain(eval_cfg) if eval_cfg is not None else None, dataset, output_dir=work_dir)
-
-
-def _optim_wrapper_cfg(cfg: Any, model: Any) -> Any:
-    ow = cfg_get(cfg, "optim_wrapper")
-    if ow is not None:
-        return build_optim_wrapper(model, _plain(ow))
-    opt = cfg_get(cfg, "optimizer")
-    if opt is None:
-        return None
-    oc = dict(_plain(cfg_get(cfg, "optimizer_config", {})))
-    fp16 = cfg_get(cfg, "fp16")
-    if fp16 is not None:
-        oc.setdefault("type", "Fp16OptimizerHook")
-        oc.setdefault("loss_scale", dict(fp16).get("loss_scale", "dynamic"))
-    return build_optim_wrapper_from_mm(model, _plain(opt), oc)
-
-
-def _schedulers(cfg: Any) -> list[Any]:
-    ps = cfg_get(cfg, "param_scheduler")
-    if ps is not None:
-        return [_plain(ps)] if isinstance(ps, Mapping) else list(_plain(ps))
-    out: list[Any] = []
-    out += schedulers_from_lr_config(_plain(cfg_get(cfg, "lr_config")), "lr")
-    mc = cfg_get(cfg, "momentum_config")
-    if mc:
-        out += schedulers_from_lr_config(_plain(mc), "momentum")
-    return out
-
-
-def _hooks(cfg: Any, has_val: bool, kind: str, val_interval: int) -> tuple[dict, list]:
+def _hooks(
+    cfg: Mapping[str, Any], has_val: bool, kind: str | None, loaders: _LoaderFactory
+) -> tuple[dict, list]:
     default_hooks: dict[str, Any] = {}
-    custom: list[Any] = []
-    hooks_cfg = cfg_get(cfg, "default_hooks")
-    if hooks_cfg is not None:
-        default_hooks.update({k: (dict(v) if v is not None else None) for k, v in _plain(hooks_cfg).items()})
-    ck = cfg_get(cfg, "checkpoint_config")
-    if ck is not None:
-        ck = dict(_plain(ck))
-        ck.pop("type", None)
-        default_hooks["checkpoint"] = dict(type="CheckpointHook", **ck)
-    elif "checkpoint" not in default_hooks:
-        default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1 if kind == "epoch" else -1)
-    log = cfg_get(cfg, "log_config")
-    if log is not None:
-        log = dict(_plain(log))
-        interval = log.pop("interval", 50)
-        hooks = log.pop("hooks", [dict(type="TextLoggerHook")])
-        default_hooks["logger"] = None
-        for h in hooks:
-            h = dict(h)
-            h.setdefault("interval", interval)
-            custom.append(h)
-    ev = cfg_get(cfg, "evaluation")
+    for key, value in plain(cfg.get("default_hooks") or {}).items():
+        default_hooks[key] = dict(value) if isinstance(value, Mapping) else value
+    if "checkpoint" not in default_hooks:
+        default_hooks["checkpoint"] = dict(type="CheckpointHook", interval=1 if kind != "iter" else -1)
+    eval_cfg = default_hooks.pop("eval", None)
     if has_val:
+        val_interval = int((cfg.get("train_cfg") or {}).get("val_interval", 1))
         hook_cfg: dict[str, Any] = {"type": "EvalHook", "interval": val_interval}
-        if ev is not None:
-            ev = dict(_plain(ev))
-            for key in ("interval", "start", "save_best", "rule", "by_epoch"):
-                if key in ev:
-                    hook_cfg[key] = ev[key]
+        hook_cfg.update(eval_cfg or {})
         default_hooks["eval"] = hook_cfg
-    for h in _plain(cfg_get(cfg, "custom_hooks", [])):
-        custom.append(dict(h))
+    elif isinstance(eval_cfg, Mapping) and len(eval_cfg) > 1:
+        logger.warning("default_hooks.eval=%r: the config has no val_dataloader with a val_evaluator, so "
+                       "nothing is evaluated during training.", eval_cfg)
+    for key, value in list(default_hooks.items()):
+        # Hooks that read their own data (ValLossHook) get their loader built here.
+        if isinstance(value, Mapping) and isinstance(value.get("dataloader"), Mapping):
+            value = dict(value)
+            _, value["dataloader"] = loaders.build(
+                value["dataloader"], f"default_hooks.{key}.dataloader", test_mode=False, shuffle=False
+            )
+            default_hooks[key] = value  # the runner builds it (and honours its priority)
+    custom = [dict(h) if isinstance(h, Mapping) else h for h in plain(cfg.get("custom_hooks") or [])]
     return default_hooks, custom
 
 
-_WORKFLOW_EXAMPLE = "workflow=[('train', 1)] or workflow=[('train', 2), ('val', 1)]"
+def _loop_kwargs(runner_cls: type, train_cfg: Any, val_cfg: Any, test_cfg: Any) -> dict[str, Any]:
+    """The training-length arguments of ``runner_cls``.
 
-
-def parse_workflow(cfg: Any) -> list[tuple[str, int]]:
-    """The config's ``workflow`` as checked ``(mode, n)`` pairs (``[]`` when absent).
-
-    ``mode`` is ``'train'`` or ``'val'`` and ``n`` a positive int: epochs, or iterations for an
-    ``IterBasedRunner``. A bad entry is named in the error.
+    MMEngine spelling (``train_cfg=``/``val_cfg=``/``test_cfg=`` loop configs) when the runner takes
+    it; otherwise the older ``max_epochs=``/``max_iters=``/``val_interval=`` (one adapter, dropped once
+    every runner takes loop configs).
     """
-    workflow = cfg_get(cfg, "workflow")
-    if workflow is None:
-        return []
-    if not isinstance(workflow, (list, tuple)):
-        raise TypeError(
-            f"workflow={workflow!r}: expected a list of (mode, n) phases, e.g. {_WORKFLOW_EXAMPLE}."
-        )
-    out: list[tuple[str, int]] = []
-    for i, entry in enumerate(workflow):
-        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
-        mode, n = entry if ok else (None, None)
-        if not ok or mode not in ("train", "val") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(
-                f"workflow[{i}] = {entry!r} is not a valid phase: each entry is (mode, n) with mode 'train' "
-                f"or 'val' and n a positive int (epochs; iterations with an IterBasedRunner), e.g. "
-                f"{_WORKFLOW_EXAMPLE}."
-            )
-        out.append((str(mode), int(n)))
-    if out and not any(mode == "train" for mode, _ in out):
-        raise ValueError(f"workflow={list(workflow)!r} has no ('train', n) phase; e.g. {_WORKFLOW_EXAMPLE}.")
+    params = inspect.signature(runner_cls.__init__).parameters
+    if "train_cfg" in params:
+        return {k: v for k, v in (("train_cfg", train_cfg), ("val_cfg", val_cfg), ("test_cfg", test_cfg))
+                if v is not None}
+    for key, value in (("val_cfg", val_cfg), ("test_cfg", test_cfg)):
+        if value and str(value.get("type", "Loop")) not in ("ValLoop", "TestLoop", "Loop"):
+            raise ValueError(f"{key}={value!r}: {runner_cls.__name__} runs the standard val/test loop only.")
+    if train_cfg is None:
+        return {}
+    kind = _loop_kind(train_cfg)
+    length_key = "max_iters" if kind == "iter" else "max_epochs"
+    if length_key not in train_cfg:
+        raise KeyError(f"train_cfg={dict(train_cfg)!r} has no {length_key}; {_LENGTH_HELP}")
+    extra = sorted(set(train_cfg) - {"type", "by_epoch", "max_epochs", "max_iters", "val_interval",
+                                     "val_begin"})
+    if extra:
+        raise KeyError(f"train_cfg has keys {runner_cls.__name__} does not take: {extra}.")
+    if train_cfg.get("val_begin", 1) != 1:
+        raise ValueError("train_cfg.val_begin: set the first evaluation with default_hooks.eval.start.")
+    return {length_key: int(train_cfg[length_key]), "val_interval": int(train_cfg.get("val_interval", 1))}
+
+
+def _placement_kwargs(runner_cls: type, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``device``/``env_cfg``/``sync_bn``/``channels_last`` for ``runner_cls``, when the config sets them.
+
+    A runner without one of these arguments still honours what needs no placement code: ``device``
+    ``'cpu'`` (where it trains anyway) and ``env_cfg.cudnn_benchmark`` (set here); anything else is
+    an error rather than a run in the wrong place.
+    """
+    params = inspect.signature(runner_cls.__init__).parameters
+    out: dict[str, Any] = {}
+    for key in ("device", "env_cfg", "sync_bn", "channels_last"):
+        value = cfg.get(key)
+        if value is None or value is False:
+            continue
+        if key in params:
+            out[key] = plain(value)
+        elif key == "device" and str(value) == "cpu":
+            continue
+        elif key == "env_cfg" and set(value) <= {"cudnn_benchmark"}:
+            import torch
+
+            if not (cfg.get("randomness") or {}).get("deterministic"):
+                torch.backends.cudnn.benchmark = bool(value.get("cudnn_benchmark", False))
+        else:
+            raise ValueError(f"{key}={value!r}: {runner_cls.__name__} cannot honour it (it takes no {key} "
+                             f"argument).")
     return out
 
 
-def workflow_val_phases(workflow: list[tuple[str, int]]) -> list[tuple[int, int, int]]:
-    """``(interval, offset, length)`` of each ``('val', n)`` phase (for :class:`.hooks.ValLossHook`).
+def _seed(randomness: Mapping[str, Any]) -> int | None:
+    """Seed python/numpy/torch as ``default_setup`` does (``seed + rank``); return the seed."""
+    allowed = {"seed", "deterministic", "diff_rank_seed"}
+    extra = sorted(set(randomness) - allowed)
+    if extra:
+        raise KeyError(f"randomness has keys kiln does not take: {extra}; it reads {sorted(allowed)}.")
+    seed = randomness.get("seed")
+    if seed is None or int(seed) < 0:
+        if randomness.get("deterministic"):
+            raise ValueError("randomness.deterministic=True needs a seed: set randomness.seed.")
+        return None
+    from kiln.utils import set_random_seed
 
-    The workflow repeats: ``interval`` is one cycle's training epochs (iterations), ``offset`` how
-    many of them precede the phase, ``length`` its ``n``. ``[('train', 2), ('val', 1)]`` -> ``[(2, 2, 1)]``.
+    from . import comm
+
+    rank = comm.get_rank() if randomness.get("diff_rank_seed", True) else 0
+    set_random_seed(int(seed) + rank, deterministic=bool(randomness.get("deterministic", False)))
+    return int(seed)
+
+
+def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None = None,
+                                source_cfg: Any = None) -> Any:
+    """Build a runner from a canonical run config (see the module doc for the keys).
+
+    ``runner_cls`` defaults to ``RUNNERS.get(cfg.runner_type or 'Runner')``; a ``runner_type`` in
+    the config wins over the class ``from_cfg`` was called on. ``source_cfg`` (the config as written)
+    is given to the runner for its checkpoints.
+
+    Raises:
+        KeyError: a key outside the canonical schema (translate with ``to_canonical`` first).
     """
-    cycle = sum(n for mode, n in workflow if mode == "train")
-    phases: list[tuple[int, int, int]] = []
-    done = 0
-    for i, (mode, n) in enumerate(workflow):
-        if mode == "train":
-            done += n
-        elif done == 0:
-            raise ValueError(
-                f"workflow[{i}] = ('val', {n}) comes before any ('train', n) phase; kiln runs a val phase "
-                f"after the training it follows: write e.g. workflow=[('train', 1), ('val', {n})]."
-            )
-        else:
-            phases.append((cycle, done, n))
-    return phases
-
-
-def _val_loss_loader(cfg: Any) -> Any:
-    """The loader of the workflow's val phases: ``data.val`` with ``data.train``'s pipeline, not test mode.
-
-    As MMDetection's ``tools/train.py`` builds it: the samples carry ground truth (losses need it) and
-    look like training samples; the batch size is the training one (``samples_per_gpu``).
-    """
-    from kiln.data import build_dataloader
-
-    data = cfg_get(cfg, "data")
-    val = data.get("val") if data is not None else None
-    if val is None:
-        raise ValueError(
-            f"workflow={cfg_get(cfg, 'workflow')!r} has a ('val', n) phase, which computes validation losses "
-            f"on data.val, but the config has no data.val; add data=dict(val=dict(type=..., ...)) or drop "
-            f"the ('val', n) phase (evaluation=dict(interval=1, ...) runs the evaluator)."
-        )
-    val = dict(_plain(val))
-    val.pop("samples_per_gpu", None)
-    val.pop("workers_per_gpu", None)
-    train = data.get("train")
-    if isinstance(train, Mapping) and "pipeline" in val:
-        pipeline = train.get("pipeline")
-        if pipeline is None and isinstance(train.get("dataset"), Mapping):
-            pipeline = train["dataset"].get("pipeline")  # a wrapper (RepeatDataset, ...)
-        if pipeline is not None:
-            val["pipeline"] = _plain(pipeline)
-    ds = _build_dataset(val, False, "data.val")
-    per_gpu = data.get("samples_per_gpu", data.get("imgs_per_gpu", 2))
-    return build_dataloader(
-        ds, samples_per_gpu=per_gpu, workers_per_gpu=data.get("workers_per_gpu", 2), shuffle=False
-    )
-
-
-def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
-    """Build ``runner_cls`` from ``cfg`` (a :class:`kiln.config.Config` or a plain dict)."""
-    ci = cfg_get(cfg, "custom_imports")
+    check_canonical(cfg)
+    ci = cfg.get("custom_imports")
     if ci:
         import_modules(ci.get("imports", []), ci.get("allow_failed_imports", False))
-    work_dir = cfg_get(cfg, "work_dir")
-    if work_dir is None:
-        filename = cfg_get(cfg, "filename")
-        if filename:
-            work_dir = os.path.join("work_dirs", os.path.splitext(os.path.basename(filename))[0])
-    seed = cfg_get(cfg, "seed")
-    kind, length, val_interval = resolve_training_length(cfg)
-    val_phases = workflow_val_phases(parse_workflow(cfg))
-    data = cfg_get(cfg, "data")
-    if val_phases and (data is None or data.get("val") is None):
-        _val_loss_loader(cfg)  # raises the error naming workflow and data.val
-    model = build_model_from_cfg(cfg)
-    loaders = _build_loaders(cfg, kind, seed)
-    evaluation = cfg_get(cfg, "evaluation")
+    if cfg.get("runner_type") is not None:
+        runner_cls = RUNNERS.get(cfg["runner_type"])
+    elif runner_cls is None:
+        runner_cls = RUNNERS.get("Runner")
+    work_dir = cfg.get("work_dir")
+    seed = _seed(plain(cfg.get("randomness") or {}))
+    train_cfg = plain(cfg.get("train_cfg"))
+    kind = _loop_kind(train_cfg)
+    if cfg.get("train_dataloader") is not None and train_cfg is None:
+        raise KeyError(f"The config does not say how long to train: {_LENGTH_HELP}")
+    model = build_model_from_cfg(cfg.get("model"))
+    loaders = _LoaderFactory(kind, seed)
+    built: dict[str, Any] = {}
+    for split in ("train", "val", "test"):
+        loader_cfg = cfg.get(f"{split}_dataloader")
+        if loader_cfg is not None:
+            built[f"{split}_dataset"], built[f"{split}_dataloader"] = loaders.build(
+                loader_cfg, f"{split}_dataloader", test_mode=split != "train", shuffle=split == "train"
+            )
+    has_val = "val_dataloader" in built and cfg.get("val_evaluator") is not None
     val_evaluator = test_evaluator = None
-    # EvalHook (the evaluator) comes from evaluation= / val_evaluator=; workflow ('val', n) phases
-    # are validation-loss passes (ValLossHook), added below.
-    has_val = "val_dataloader" in loaders and (
-        evaluation is not None or cfg_get(cfg, "val_evaluator") is not None
-    )
+    if has_val or "test_dataloader" in built:
+        from kiln.evaluation import build_evaluator
     if has_val:
-        val_evaluator = _build_evaluator(
-            cfg, cfg_get(cfg, "val_evaluator", evaluation), loaders["val_dataset"], work_dir
+        val_evaluator = build_evaluator(
+            plain(cfg["val_evaluator"]), built["val_dataset"], output_dir=work_dir
         )
-    if "test_dataloader" in loaders:
-        test_cfg = cfg_get(cfg, "test_evaluator", evaluation)
-        if test_cfg is None:
-            test_cfg = cfg_get(cfg, "val_evaluator")
-        test_evaluator = _build_evaluator(cfg, test_cfg, loaders["test_dataset"], work_dir)
-    optim_wrapper = _optim_wrapper_cfg(cfg, model)
-    default_hooks, custom_hooks = _hooks(cfg, has_val, kind, val_interval)
-    if val_phases:
-        from .hooks.val_loss import ValLossHook
+    if "test_dataloader" in built:
+        test_cfg = cfg.get("test_evaluator", cfg.get("val_evaluator"))
+        test_evaluator = build_evaluator(plain(test_cfg), built["test_dataset"], output_dir=work_dir)
+    ow = cfg.get("optim_wrapper")
+    optim_wrapper = build_optim_wrapper(model, plain(ow)) if ow is not None else None
+    frozen = cfg.get("frozen_modules")
+    if frozen:
+        from kiln.models.freeze import freeze_modules
 
-        loader = _val_loss_loader(cfg)
-        for j, (interval, offset, n) in enumerate(val_phases):
-            key = "val_loss" if j == 0 else f"val_loss_{j}"
-            if key not in default_hooks:  # default_hooks=dict(val_loss=None) removes it
-                default_hooks[key] = ValLossHook(
-                    interval=interval, length=n, offset=offset, dataloader=loader
-                )
-    resume = cfg_get(cfg, "resume_from") or cfg_get(cfg, "resume", False)
+        # After the optimizer is built (frozen parameters get no gradient, so every torch optimizer
+        # skips them and they stay as loaded) and before the runner wraps the model for DDP (which
+        # then leaves them out of gradient synchronisation).
+        names = freeze_modules(model, list(frozen))
+        logging.getLogger("kiln").info("Froze %d parameters in %s", len(names), list(frozen))
+    default_hooks, custom_hooks = _hooks(cfg, has_val, kind, loaders)
+    ps = cfg.get("param_scheduler")
+    param_scheduler = ([plain(ps)] if isinstance(ps, Mapping) else list(plain(ps))) if ps else None
+    resume = cfg.get("resume", False)
     if resume == "auto":
         resume = True
-    length_kw = {"max_epochs": length} if kind == "epoch" else {"max_iters": length}
-    train_loader = loaders.get("train_dataloader")
+    train_loader = built.get("train_dataloader")
     return runner_cls(
         model,
         work_dir=work_dir,
         train_dataloader=train_loader,
-        val_dataloader=loaders.get("val_dataloader") if has_val else None,
-        test_dataloader=loaders.get("test_dataloader"),
+        val_dataloader=built.get("val_dataloader") if has_val else None,
+        test_dataloader=built.get("test_dataloader"),
         optim_wrapper=optim_wrapper,
-        param_scheduler=_schedulers(cfg) or None,
-        val_interval=val_interval,
+        param_scheduler=param_scheduler,
         val_evaluator=val_evaluator,
         test_evaluator=test_evaluator,
         default_hooks=default_hooks,
         custom_hooks=custom_hooks,
-        load_from=cfg_get(cfg, "load_from"),
+        load_from=cfg.get("load_from"),
         resume=resume,
         seed=seed,
-        cfg=cfg,
-        find_unused_parameters=bool(cfg_get(cfg, "find_unused_parameters", False)),
-        **(length_kw if train_loader is not None else {}),
+        cfg=source_cfg if source_cfg is not None else cfg,
+        find_unused_parameters=bool(cfg.get("find_unused_parameters", False)),
+        **_loop_kwargs(runner_cls, train_cfg if train_loader is not None else None,
+                       plain(cfg.get("val_cfg")), plain(cfg.get("test_cfg"))),
+        **_placement_kwargs(runner_cls, cfg),
     )
+
+
+def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
+    """Build ``runner_cls`` from ``cfg`` in any supported dialect (a :class:`kiln.config.Config` or a dict).
+
+    The config is translated by :func:`kiln.config.dialects.to_canonical`; without ``work_dir`` a
+    config read from a file works in ``work_dirs/<file stem>`` (MMDetection's default).
+    """
+    canonical = to_canonical(cfg)
+    if canonical.get("work_dir") is None:
+        filename = getattr(cfg, "filename", None)
+        if filename:
+            canonical["work_dir"] = os.path.join("work_dirs", os.path.splitext(os.path.basename(filename))[0])
+    return build_runner_from_canonical(canonical, runner_cls, source_cfg=cfg)

@@ -18,7 +18,7 @@ Example (MMEngine style)::
     ]
 
 and the MMCV ``lr_config=dict(policy='step', warmup='linear', warmup_iters=500, warmup_ratio=1/3,
-step=[8, 11])`` converts to exactly that (:func:`schedulers_from_lr_config`).
+step=[8, 11])`` converts to exactly that (:mod:`kiln.config.dialects.mmcv_schedules`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ __all__ = [
     "ExpWarmupParamScheduler",
     "ScheduleSet",
     "build_param_schedulers",
-    "schedulers_from_lr_config",
 ]
 
 INF = float("inf")
@@ -667,5 +666,3 @@ def build_param_schedulers(cfgs: Sequence[Mapping] | Mapping) -> list[ParamSched
             out.append(PARAM_SCHEDULERS.build(dict(cfg), cfg_path=f"param_scheduler.{i}"))
     return out
 
-
-from .schedulers_mm import schedulers_from_lr_config  # noqa: E402  (re-export; it imports us)

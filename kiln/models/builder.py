@@ -7,6 +7,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from kiln.config.dialects.mmdet_v1_heads import translate_head, translate_model
 from kiln.registry import MODELS
 
 __all__ = ["build_backbone", "build_neck", "build_head", "build_loss", "build_detector"]
@@ -32,8 +33,8 @@ def build_neck(cfg: Mapping[str, Any]) -> nn.Module:
 
 
 def build_head(cfg: Mapping[str, Any]) -> nn.Module:
-    """Build a head from ``dict(type='RetinaHead', ...)``."""
-    return MODELS.build(_plain(cfg), cfg_path="model.bbox_head")
+    """Build a head from ``dict(type='RetinaHead', ...)`` (MMDetection v1 head keys are translated)."""
+    return MODELS.build(translate_head(_plain(cfg)), cfg_path="model.bbox_head")
 
 
 def build_loss(cfg: Mapping[str, Any]) -> nn.Module:
@@ -58,7 +59,9 @@ def build_detector(cfg: Any, train_cfg: Any = None, test_cfg: Any = None) -> nn.
 
     ``train_cfg``/``test_cfg`` may come as arguments (seed-001: top-level keys of the config file) or
     inside ``cfg``; giving different values in both places is an error. A **list** of model configs builds
-    a :class:`~kiln.models.detectors.DetectorEnsemble` that merges the members' predictions.
+    a :class:`~kiln.models.detectors.DetectorEnsemble` that merges the members' predictions. MMDetection v1
+    head keys (``anchor_strides``, ``target_means``, ...) are translated first
+    (:mod:`kiln.config.dialects.mmdet_v1_heads`), so seed 001's ``build_detector(cfg.model, ...)`` works.
 
     Example::
 
@@ -75,7 +78,7 @@ def build_detector(cfg: Any, train_cfg: Any = None, test_cfg: Any = None) -> nn.
         raise TypeError(
             f"build_detector expects the model config dict (or a list of them), got {type(cfg).__name__}."
         )
-    cfg = _plain(cfg)
+    cfg = translate_model(_plain(cfg))
     _merge_cfg(cfg, "train_cfg", train_cfg)
     _merge_cfg(cfg, "test_cfg", test_cfg)
     return MODELS.build(cfg, cfg_path="model")

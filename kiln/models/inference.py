@@ -56,10 +56,11 @@ def _class_names(cfg: Any, meta: Mapping[str, Any] | None) -> list[str] | None:
                 return list(meta[key])
     data = cfg_get(cfg, "data")
     for split in ("test", "val", "train"):
-        ds = cfg_get(data, split)
-        names = cfg_get(ds, "classes")
-        if names:
-            return list(names)
+        # MMCV layout data.<split>, canonical layout <split>_dataloader.dataset
+        for ds in (cfg_get(data, split), cfg_get(cfg_get(cfg, f"{split}_dataloader"), "dataset")):
+            names = cfg_get(ds, "classes")
+            if names:
+                return list(names)
     names = cfg_get(cfg, "classes")
     return list(names) if names else None
 

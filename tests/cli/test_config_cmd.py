@@ -91,3 +91,40 @@ def test_user_config_inherits_shipped_base_by_package_path(tmp_path, capsys):
 def test_python_dash_m_kiln_prints_version(kiln):
     proc = kiln("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("kiln ")
+
+
+def test_config_print_canonical_shows_the_translated_run_schema(capsys, tmp_path):
+    assert main(["config", "print", "--canonical", RETINA, "--cfg-options", "total_epochs=3"]) == 0
+    out = capsys.readouterr().out
+    # the MMCV keys of the shipped config, as kiln train builds them (overrides apply before translation)
+    assert "train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3, val_interval=1)" in out
+    assert "type='MultiStepLR'" in out and "lr_config" not in out and "total_epochs" not in out
+    assert "train_dataloader = dict(" in out and "\ndata = " not in out
+    # the printed canonical config is itself a config that translates to the same thing
+    dumped = tmp_path / "canonical.py"
+    assert main(["config", "dump", "--canonical", RETINA, str(dumped), "--cfg-options",
+                 "total_epochs=3"]) == 0
+    from kiln.config.dialects import to_canonical
+    from kiln.model_zoo import resolve_config_path
+
+    original = to_canonical(Config.fromfile(resolve_config_path(RETINA), {"total_epochs": 3}))
+    assert to_canonical(Config.fromfile(str(dumped))) == Config(original).to_dict()
+
+
+def test_config_diff_canonical_compares_across_dialects(capsys, tmp_path):
+    mmcv = tmp_path / "mmcv.py"
+    mmcv.write_text("model = dict(type='X')\ntotal_epochs = 3\n")
+    mmengine = tmp_path / "mmengine.py"
+    mmengine.write_text("model = dict(type='X')\n"
+                        "train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=3)\n")
+    assert main(["config", "diff", "--canonical", str(mmcv), str(mmengine)]) == 0
+    assert "configs are identical" in capsys.readouterr().out
+
+
+def test_config_print_canonical_names_a_misspelt_key(tmp_path, capsys):
+    path = tmp_path / "bad.py"
+    path.write_text("model = dict(type='X')\ntotal_epoch = 3\n")
+    assert main(["config", "print", "--canonical", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "total_epoch" in err and "Did you mean 'total_epochs'" in err
+

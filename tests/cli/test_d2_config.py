@@ -1,4 +1,4 @@
-"""Detectron2-style yaml (`_BASE_`, MODEL/SOLVER/DATASETS/INPUT, `--opts`) mapped onto kiln's config."""
+"""Detectron2-style yaml (`_BASE_`, MODEL/SOLVER/DATASETS/INPUT, `--opts`) in the canonical schema."""
 
 from __future__ import annotations
 
@@ -59,16 +59,19 @@ def test_retinanet_yaml_maps_model_solver_data_and_output(tiny_catalog, tmp_path
     assert cfg.model.type == "RetinaNet"
     assert cfg.model.backbone.depth == 18 and cfg.model.neck.in_channels == [64, 128, 256, 512]
     assert cfg.model.bbox_head.num_classes == 3
-    assert cfg.optimizer.lr == 0.02  # --opts wins over the file
-    assert cfg.data.samples_per_gpu == 16
-    assert cfg.runner == dict(type="IterBasedRunner", max_iters=90000)
-    assert cfg.lr_config.step == [60000, 80000] and cfg.lr_config.by_epoch is False
-    assert cfg.checkpoint_config.interval == 500
-    assert cfg.work_dir == "./out/retina" and cfg.seed == 7
-    resize = cfg.data.train.pipeline[2]
+    assert cfg.optim_wrapper.optimizer.lr == 0.02  # --opts wins over the file
+    assert cfg.train_dataloader.batch_size == 16
+    assert cfg.train_cfg.type == "IterBasedTrainLoop" and cfg.train_cfg.max_iters == 90000
+    steps = [s for s in cfg.param_scheduler if s.type == "MultiStepLR"]
+    assert len(steps) == 1 and steps[0].milestones == [60000, 80000] and steps[0].by_epoch is False
+    assert cfg.default_hooks.checkpoint.interval == 500
+    assert cfg.work_dir == "./out/retina" and cfg.randomness.seed == 7
+    assert cfg.device == "cpu" and "sync_bn" not in cfg  # kiln's MODEL.DEVICE default; FrozenBN
+    train = cfg.train_dataloader.dataset
+    resize = train.pipeline[2]
     assert resize.img_scale == [(1000, 640), (1000, 672), (1000, 704)]
-    assert cfg.data.train.type == "CocoDataset" and cfg.data.train.ann_file.endswith("annotations.json")
-    assert cfg.data.test.test_mode is True
+    assert train.type == "CocoDataset" and train.ann_file.endswith("annotations.json")
+    assert cfg.test_dataloader.dataset.test_mode is True
 
 
 def test_generalized_rcnn_maps_to_faster_rcnn_with_roi_classes(tiny_catalog, tmp_path):
@@ -83,6 +86,14 @@ def test_fewshot_freeze_flags_become_frozen_modules(tiny_catalog, tmp_path):
     path = _write(tmp_path, "MODEL:\n  BACKBONE:\n    FREEZE: True\n")
     cfg = load_d2_config(path, ["MODEL.ROI_HEADS.FREEZE_FEAT", "True"])
     assert cfg.frozen_modules == ["backbone", "roi_head.bbox_head.shared_fcs"]
+
+
+def test_device_cudnn_benchmark_and_syncbn_become_canonical_keys(tiny_catalog, tmp_path):
+    path = _write(tmp_path, "MODEL:\n  DEVICE: cuda:1\n  RESNETS:\n    NORM: SyncBN\nCUDNN_BENCHMARK: True\n")
+    cfg = load_d2_config(path)
+    assert cfg.device == "cuda:1"
+    assert cfg.env_cfg == dict(cudnn_benchmark=True)
+    assert cfg.sync_bn == "torch" and cfg.model.backbone.norm_cfg.type == "SyncBN"
 
 
 def test_unsupported_architecture_is_a_clear_error(tiny_catalog, tmp_path, capsys):

@@ -44,6 +44,15 @@ def test_browse_mm_config_writes_pngs_of_augmented_images_with_boxes(tmp_path):
     np.testing.assert_array_equal(cv2.imread(written[0]), cv2.imread(again[0]))  # reproducible
 
 
+def test_browse_canonical_config_reads_the_split_dataloader_dataset(tmp_path):
+    ds = dict(type="ShapesDataset", split="train", num_images=3, image_size=64, root=str(tmp_path / "shapes"),
+              pipeline=PIPELINE)
+    mm = browse_dataset(dict(data=dict(train=ds)), str(tmp_path / "mm"), num_images=1)
+    canonical = browse_dataset(dict(train_dataloader=dict(batch_size=2, dataset=ds)), str(tmp_path / "c"),
+                               num_images=1)
+    np.testing.assert_array_equal(cv2.imread(mm[0]), cv2.imread(canonical[0]))
+
+
 def test_browse_detectron2_config_uses_dataset_mapper(tmp_path):
     from kiln.data import DatasetCatalog, MetadataCatalog
     from kiln.structures import BoxMode

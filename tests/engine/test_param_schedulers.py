@@ -10,8 +10,8 @@ from kiln.engine.schedulers import (
     CosineAnnealingParamScheduler,
     ScheduleSet,
     build_param_schedulers,
-    schedulers_from_lr_config,
 )
+from kiln.engine.schedulers_mm import schedulers_from_lr_config
 
 
 def _opt(lr=0.1, kind="SGD"):

@@ -43,7 +43,9 @@ def test_softmax_objectness_has_two_logits_per_anchor():
 
 
 def test_v1_schema_builds_the_same_anchors_as_v2():
-    v1 = MODELS.build(dict(type="RPNHead", in_channels=16, feat_channels=16, anchor_scales=[4],
+    from kiln.models import build_head
+
+    v1 = build_head(dict(type="RPNHead", in_channels=16, feat_channels=16, anchor_scales=[4],
                            anchor_ratios=[0.5, 1.0, 2.0], anchor_strides=[4, 8, 16, 32, 64],
                            target_means=[0.0] * 4, target_stds=[1.0] * 4,
                            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),

@@ -1,11 +1,10 @@
 """``AnchorHead``: dense per-anchor classification + box regression, its targets, losses and decoding.
 
-Config schemas: MMDetection **v2** (``anchor_generator=dict(type='AnchorGenerator', ...)``,
-``bbox_coder=dict(type='DeltaXYWHBBoxCoder', ...)``, ``num_classes`` = foreground classes) and
-MMDetection **v1** (flat ``anchor_ratios/anchor_strides/anchor_scales/octave_base_scale/
-scales_per_octave/target_means/target_stds`` and ``num_classes`` *including* background). The v1 schema
-is detected by the presence of any flat key; mixing both raises. Either way, labels are 0-based
-foreground indices and ``self.num_classes`` counts foreground classes.
+The head takes MMDetection v2 arguments (``anchor_generator=dict(type='AnchorGenerator', ...)``,
+``bbox_coder=dict(type='DeltaXYWHBBoxCoder', ...)``, ``num_classes`` = foreground classes). MMDetection v1
+configs (flat ``anchor_ratios/anchor_strides/...`` keys, background counted in ``num_classes``) are
+translated before the head is built (:mod:`kiln.config.dialects.mmdet_v1_heads`, applied by
+``build_detector``/``build_head``). Labels are 0-based foreground indices.
 """
 
 from __future__ import annotations
@@ -24,27 +23,15 @@ from ..utils import cfg_get, nms_iou_threshold, put_scalars
 
 __all__ = ["AnchorHead"]
 
-V1_KEYS = (
-    "anchor_scales",
-    "anchor_ratios",
-    "anchor_strides",
-    "anchor_base_sizes",
-    "octave_base_scale",
-    "scales_per_octave",
-    "target_means",
-    "target_stds",
-)
-
-
 @MODELS.register_module()
 class AnchorHead(nn.Module):
     """Anchor-based dense head with one 1×1 conv for classes and one for box deltas.
 
     Args:
-        num_classes: foreground classes (v2) or classes incl. background (v1 schema, see module doc).
+        num_classes: foreground classes.
         in_channels: channels of each input feature level.
         feat_channels: hidden channels (used by subclasses with conv towers).
-        anchor_generator, bbox_coder: ``TASK_UTILS`` configs (v2 schema).
+        anchor_generator, bbox_coder: ``TASK_UTILS`` configs.
         reg_decoded_bbox: regress decoded boxes (for IoU-style losses) instead of deltas.
         loss_cls, loss_bbox: ``MODELS`` loss configs.
         train_cfg: ``assigner``, optional ``sampler`` (default: no sampling), ``allowed_border``
@@ -68,31 +55,8 @@ class AnchorHead(nn.Module):
         test_cfg: Any = None,
         loss_prefix: str = "",
         init_cfg: Any = None,
-        anchor_scales: Sequence[float] | None = None,
-        anchor_ratios: Sequence[float] | None = None,
-        anchor_strides: Sequence[int] | None = None,
-        anchor_base_sizes: Sequence[int] | None = None,
-        octave_base_scale: float | None = None,
-        scales_per_octave: int | None = None,
-        target_means: Sequence[float] | None = None,
-        target_stds: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        v1 = {
-            k: v
-            for k, v in dict(
-                anchor_scales=anchor_scales,
-                anchor_ratios=anchor_ratios,
-                anchor_strides=anchor_strides,
-                anchor_base_sizes=anchor_base_sizes,
-                octave_base_scale=octave_base_scale,
-                scales_per_octave=scales_per_octave,
-                target_means=target_means,
-                target_stds=target_stds,
-            ).items()
-            if v is not None
-        }
-        self.schema = "v1" if v1 else "v2"
         loss_cls = (
             dict(loss_cls)
             if loss_cls is not None
@@ -106,37 +70,6 @@ class AnchorHead(nn.Module):
         # Ask the built loss (FocalLoss defaults to sigmoid without saying so in the config).
         self.loss_cls = MODELS.build(loss_cls, cfg_path="bbox_head.loss_cls")
         self.use_sigmoid_cls = bool(getattr(self.loss_cls, "use_sigmoid", loss_cls.get("use_sigmoid", False)))
-        if v1:
-            if anchor_generator is not None or bbox_coder is not None:
-                raise ValueError(
-                    f"{type(self).__name__}: config mixes MMDetection v1 keys {sorted(v1)} with v2 "
-                    "anchor_generator/bbox_coder; use one schema."
-                )
-            anchor_generator = dict(
-                type="AnchorGenerator",
-                strides=v1.get("anchor_strides", [4, 8, 16, 32, 64]),
-                ratios=v1.get("anchor_ratios", [0.5, 1.0, 2.0]),
-            )
-            if "octave_base_scale" in v1:
-                anchor_generator.update(
-                    octave_base_scale=octave_base_scale, scales_per_octave=scales_per_octave
-                )
-            else:
-                anchor_generator["scales"] = v1.get("anchor_scales", [8, 16, 32])
-            if anchor_base_sizes is not None:
-                anchor_generator["base_sizes"] = list(anchor_base_sizes)
-            bbox_coder = dict(
-                type="DeltaXYWHBBoxCoder",
-                target_means=v1.get("target_means", [0.0] * 4),
-                target_stds=v1.get("target_stds", [1.0] * 4),
-            )
-            # v1 counted background in num_classes; kiln's labels are 0-based foreground classes.
-            num_classes = num_classes - 1
-            if num_classes < 1:
-                raise ValueError(
-                    f"{type(self).__name__}: v1 num_classes={num_classes + 1} includes background and "
-                    "must be >= 2."
-                )
         self.num_classes = int(num_classes)
         self.cls_out_channels = self.num_classes if self.use_sigmoid_cls else self.num_classes + 1
         self.in_channels = in_channels

@@ -12,7 +12,7 @@ import torch.nn as nn
 from kiln.registry import MODELS
 
 from ..layers import ConvNormAct
-from .anchor_head import V1_KEYS, AnchorHead
+from .anchor_head import AnchorHead
 
 __all__ = ["RetinaHead"]
 
@@ -24,7 +24,6 @@ class RetinaHead(AnchorHead):
     ``prior_prob`` foreground probability) and a 3×3 box conv.
 
     Default anchors: ``octave_base_scale=4, scales_per_octave=3, ratios=[0.5, 1, 2], strides=[8..128]``.
-    Accepts the v1 and v2 config schemas of :class:`AnchorHead`.
     """
 
     def __init__(
@@ -44,7 +43,7 @@ class RetinaHead(AnchorHead):
         self.stacked_convs = stacked_convs
         self.norm_cfg = norm_cfg
         self.prior_prob = prior_prob
-        if kwargs.get("anchor_generator") is None and not any(kwargs.get(k) is not None for k in V1_KEYS):
+        if kwargs.get("anchor_generator") is None:
             kwargs["anchor_generator"] = dict(
                 type="AnchorGenerator",
                 octave_base_scale=4,
@@ -52,15 +51,6 @@ class RetinaHead(AnchorHead):
                 ratios=[0.5, 1.0, 2.0],
                 strides=[8, 16, 32, 64, 128],
             )
-        elif any(kwargs.get(k) is not None for k in V1_KEYS):
-            # v1 RetinaHead defaults, used when the config gives only some of the flat keys
-            if kwargs.get("anchor_strides") is None:
-                kwargs["anchor_strides"] = [8, 16, 32, 64, 128]
-            if kwargs.get("anchor_scales") is None:
-                if kwargs.get("octave_base_scale") is None:
-                    kwargs["octave_base_scale"] = 4
-                if kwargs.get("scales_per_octave") is None:
-                    kwargs["scales_per_octave"] = 3
         if kwargs.get("loss_cls") is None:
             kwargs["loss_cls"] = dict(
                 type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0

@@ -1,7 +1,7 @@
 """Region Proposal Network head (Ren et al. 2015): objectness + box deltas per anchor, then proposals.
 
-Both config schemas work: MMDetection v2 (``anchor_generator=dict(...)``, ``bbox_coder=dict(...)``)
-and v1 (``anchor_scales``, ``anchor_ratios``, ``anchor_strides``, ``target_means``, ``target_stds``).
+Takes MMDetection v2 arguments (``anchor_generator=dict(...)``, ``bbox_coder=dict(...)``); the v1 flat keys
+are translated before the head is built (:mod:`kiln.config.dialects.mmdet_v1_heads`).
 """
 
 from __future__ import annotations
@@ -21,19 +21,10 @@ from ..utils import nms_iou_threshold, put_scalars
 __all__ = ["RPNHead"]
 
 
-def _v1_anchor_cfg(
-    anchor_scales: Sequence[float] | None,
-    anchor_ratios: Sequence[float] | None,
-    anchor_strides: Sequence[int] | None,
-    anchor_base_sizes: Sequence[int] | None,
-) -> dict:
-    return dict(
-        type="AnchorGenerator",
-        scales=list(anchor_scales or [8]),
-        ratios=list(anchor_ratios or [0.5, 1.0, 2.0]),
-        strides=list(anchor_strides or [4, 8, 16, 32, 64]),
-        base_sizes=list(anchor_base_sizes) if anchor_base_sizes else None,
-    )
+# MMDetection's RPN anchors: one scale per level, three ratios, FPN strides.
+_DEFAULT_ANCHORS = dict(
+    type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64]
+)
 
 
 @MODELS.register_module()
@@ -44,9 +35,8 @@ class RPNHead(nn.Module):
         in_channels: channels of the input feature maps.
         feat_channels: channels of the shared conv.
         num_convs: number of shared 3×3 convs.
-        anchor_generator, bbox_coder: task-util configs (v2). The v1 keys ``anchor_scales``,
-            ``anchor_ratios``, ``anchor_strides``, ``anchor_base_sizes``, ``target_means``,
-            ``target_stds`` are accepted instead.
+        anchor_generator, bbox_coder: task-util configs (default: scale 8, ratios 0.5/1/2, strides
+            4..64; ``DeltaXYWHBBoxCoder`` with zero means and unit stds).
         loss_cls: ``CrossEntropyLoss`` with ``use_sigmoid=True`` (one logit per anchor) or
             ``False`` (two logits: object, background).
         loss_bbox: ``L1Loss`` / ``SmoothL1Loss`` over encoded deltas.
@@ -69,30 +59,15 @@ class RPNHead(nn.Module):
         train_cfg: Mapping[str, Any] | None = None,
         test_cfg: Mapping[str, Any] | None = None,
         reg_decoded_bbox: bool = False,
-        anchor_scales: Sequence[float] | None = None,
-        anchor_ratios: Sequence[float] | None = None,
-        anchor_strides: Sequence[int] | None = None,
-        anchor_base_sizes: Sequence[int] | None = None,
-        target_means: Sequence[float] | None = None,
-        target_stds: Sequence[float] | None = None,
         init_cfg: Any = None,
     ) -> None:
         super().__init__()
         if num_classes != 1:
             raise ValueError(f"rpn_head.num_classes={num_classes}: an RPN scores objectness only; use 1.")
         if anchor_generator is None:
-            anchor_generator = _v1_anchor_cfg(anchor_scales, anchor_ratios, anchor_strides, anchor_base_sizes)
-        elif anchor_scales or anchor_ratios or anchor_strides:
-            raise ValueError(
-                "rpn_head: give either anchor_generator=dict(...) (v2) or anchor_scales/"
-                "anchor_ratios/anchor_strides (v1), not both."
-            )
+            anchor_generator = dict(_DEFAULT_ANCHORS)
         if bbox_coder is None:
-            bbox_coder = dict(
-                type="DeltaXYWHBBoxCoder",
-                target_means=list(target_means or [0.0] * 4),
-                target_stds=list(target_stds or [1.0] * 4),
-            )
+            bbox_coder = dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4)
         self.anchor_generator = TASK_UTILS.build(anchor_generator, cfg_path="rpn_head.anchor_generator")
         self.bbox_coder = TASK_UTILS.build(bbox_coder, cfg_path="rpn_head.bbox_coder")
         loss_cls = dict(loss_cls or dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0))
