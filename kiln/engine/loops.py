@@ -18,6 +18,7 @@ import torch
 from kiln.registry import LOOPS
 
 from .hooks.base import HookError, IterDispatch, owner_of_failure
+from .nonfinite import NonFiniteLossError
 
 __all__ = [
     "EpochBasedTrainLoop",
@@ -109,6 +110,8 @@ class _TrainLoopBase:
                 elif before_every:
                     for fn in before_every:
                         fn(runner, idx, data_batch)
+            except NonFiniteLossError:  # found at a metric flush a hook asked for: not its failure
+                raise
             except Exception as exc:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)
@@ -127,6 +130,8 @@ class _TrainLoopBase:
                     runner._done = (it + 1, idx + 1)
                     for fn in after_every:
                         fn(runner, idx, data_batch, outputs)
+            except NonFiniteLossError:  # found at a metric flush a hook asked for: not its failure
+                raise
             except Exception as exc:
                 raise _hook_failure(exc, "after_train_iter") from exc
             it += 1

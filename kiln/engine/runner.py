@@ -13,6 +13,7 @@ Training::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from .checkpoint import Checkpointer
 from .events import EventStorage
 from .hooks.base import STAGES, CallbackHook, Hook, HookBase, HookError, build_stage_table, get_priority
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .nonfinite import UNSMOOTHED, NonFiniteLossError, check_columns
 from .optim import OptimWrapper, build_optim_wrapper
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
@@ -369,7 +371,7 @@ class Runner(RunnerCheckpointMixin):
         for fn in self._stages[stage]:
             try:
                 fn(self, *args)
-            except HookError:
+            except (HookError, NonFiniteLossError):  # (the run's own verdict, not the hook's failure)
                 raise
             except Exception as exc:
                 owner = getattr(fn, "__self__", None)
@@ -409,7 +411,8 @@ class Runner(RunnerCheckpointMixin):
         if ow is None:
             raise RuntimeError("Runner.train_step: there is no optimizer (pass optim_wrapper=...).")
         update = ow.update_params
-        if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and ow._clip is None:
+        plain = ow.accumulative_counts == 1 and ow._clip is None and not ow.skip_nonfinite
+        if type(ow) is OptimWrapper and plain:
 
             def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
                 total, log_vars = parse_losses(model(data_batch))
@@ -428,6 +431,8 @@ class Runner(RunnerCheckpointMixin):
                 log_vars["grad_norm"] = ow.last_grad_norm
             if ow.last_loss_scale is not None:  # fp16 loss scale (a tensor: read at the flush)
                 log_vars["grad_scale"] = ow.last_loss_scale
+            if ow.skip_nonfinite:
+                log_vars["nonfinite_steps"] = ow.nonfinite_steps
             return log_vars
 
         return step
@@ -455,8 +460,14 @@ class Runner(RunnerCheckpointMixin):
         cols = split_columns(pending, self.log_iter_times)
         pending.clear()
         reduce = self._mean_over_ranks if self.world_size > 1 else None
-        for name, (its, vals) in convert_columns(cols, reduce).items():
-            storage.put_scalar_series(name, vals, its)
+        ow = self.optim_wrapper
+        out = check_columns(  # NaN/Inf losses: stop here (before any checkpoint) or drop skipped steps
+            convert_columns(cols, reduce),
+            ow.nonfinite_loss if ow is not None else "raise",
+            self.epoch_length if self.by_epoch else None,
+        )
+        for name, (its, vals) in out.items():
+            storage.put_scalar_series(name, vals, its, False if name in UNSMOOTHED else None)
 
     def _mean_over_ranks(self, stacked: torch.Tensor, signature: list) -> torch.Tensor:
         """Average the buffered scalars over ranks (one all_reduce per flush, as Detectron2 logs).
@@ -515,15 +526,19 @@ class Runner(RunnerCheckpointMixin):
                 if self.iter >= self.max_iters:
                     logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
                 else:
-                    logger.info(
-                        "Start training at epoch %d, iteration %d of %d",
-                        self.epoch,
-                        self.iter,
-                        self.max_iters,
-                    )
+                    # 1-based, as the console lines and the checkpoint files count.
+                    where = f"epoch {self.epoch + 1}, " if self.by_epoch else ""
+                    n, total = self.iter + 1, self.max_iters
+                    logger.info("Start training at %siteration %d of %d", where, n, total)
                 self.train_loop.run()
+            except BaseException:
+                # Keep what the failed run logged, without a NaN-loss error masking this one.
+                with contextlib.suppress(NonFiniteLossError):
+                    self.flush_metrics()
+                raise
+            else:
+                self.flush_metrics()  # (raises NonFiniteLossError for a NaN loss in the last steps)
             finally:
-                self.flush_metrics()
                 self.call_hook("after_run")
         return self.model
 

@@ -10,6 +10,7 @@ import torch
 
 from kiln.registry import HOOKS
 
+from ..nonfinite import NonFiniteLossError, nonfinite_message
 from .base import NEVER, Hook, Priority
 
 __all__ = [
@@ -160,12 +161,17 @@ class EmptyCacheHook(Hook):
 
 @HOOKS.register_module(name=["CheckInvalidLossHook", "NaNDetectionHook"])
 class CheckInvalidLossHook(Hook):
-    """Stop (or skip) when the loss becomes NaN/Inf, naming the iteration and the loss terms.
+    """Check the loss every ``interval`` iterations and stop at the very iteration it is NaN/Inf.
+
+    Training already stops at a non-finite loss without this hook (``optim_wrapper.nonfinite_loss``,
+    checked for free at the next metric flush; see :mod:`kiln.engine.nonfinite`); this hook stops at
+    the iteration itself, at the cost of a device sync per check. The error is the same
+    :class:`~kiln.engine.nonfinite.NonFiniteLossError` (iterations and epochs 1-based).
 
     Args:
         interval: check every N iterations (each check syncs the device once).
-        skip: instead of raising, log a warning and continue (the bad step was already applied:
-            use it with gradient clipping, or to survive rare bad batches).
+        skip: instead of raising, log a warning and continue (the bad step was already applied; to
+            not apply it, use ``optim_wrapper=dict(..., nonfinite_loss='skip')``).
     """
 
     priority = Priority.VERY_HIGH
@@ -189,17 +195,12 @@ class CheckInvalidLossHook(Hook):
             for k, v in outputs.items()
             if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k
         }
-        bad = [k for k, v in terms.items() if not math.isfinite(v)]
-        msg = (
-            f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
-            f"non-finite terms: {bad}; all terms: {terms}. Lower the learning rate, add "
-            f"gradient clipping, or check the data of this batch."
-        )
+        msg = nonfinite_message(runner.iter + 1, runner.epoch + 1 if runner.by_epoch else None, terms)
         if self.skip:
             self.skipped += 1
-            logger.warning("%s (skipping; %d so far)", msg, self.skipped)
+            logger.warning("%s (CheckInvalidLossHook(skip=True): continuing; %d so far)", msg, self.skipped)
             return
-        raise FloatingPointError(msg)
+        raise NonFiniteLossError(msg)
 
 
 @HOOKS.register_module()
