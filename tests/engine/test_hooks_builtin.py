@@ -166,7 +166,7 @@ def test_validation_metrics_are_logged_once_with_text_and_tensorboard_logger_hoo
     )
     with caplog.at_level("INFO", logger="kiln.engine"):
         r.train()
-    lines = [m for m in caplog.messages if m.startswith("Validation (")]
+    lines = [m for m in caplog.messages if m.startswith("Epoch(val) [")]
     assert len(lines) == 3 and len(set(lines)) == 3  # one line per validation (3 epochs)
 
 

@@ -127,14 +127,16 @@ def test_skip_mode_resume_is_exact_and_continues_the_count(tmp_path):
                       resume=True)
     resumed.train()
     assert resumed.optim_wrapper.nonfinite_steps == full.optim_wrapper.nonfinite_steps == 6
-    for a, b in zip(full.unwrapped_model.state_dict().values(), resumed.unwrapped_model.state_dict().values()):
+    full_state, resumed_state = full.unwrapped_model.state_dict(), resumed.unwrapped_model.state_dict()
+    for a, b in zip(full_state.values(), resumed_state.values()):
         assert torch.equal(a, b)
 
 
 def test_skip_mode_with_accumulation_drops_the_whole_window():
     torch.manual_seed(0)
     model = ToyRegressor()
-    ow = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), accumulative_counts=2, nonfinite_loss="skip")
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    ow = OptimWrapper(sgd, accumulative_counts=2, nonfinite_loss="skip")
     before = model.fc.weight.detach().clone()
     good = ((model.fc.weight ** 2).sum() + model.fc.bias.sum())
     ow.update_params(torch.tensor(float("nan"), requires_grad=True))  # first half of the window: NaN
@@ -163,5 +165,6 @@ def test_policy_is_validated_and_mmcv_optimizer_config_spelling_is_accepted():
     model = ToyRegressor()
     with pytest.raises(ValueError, match=r"nonfinite_loss must be one of \['raise', 'skip'\], got 'ignore'"):
         OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1), nonfinite_loss="ignore")
-    ow = build_optim_wrapper_from_mm(model, dict(type="SGD", lr=0.1), dict(grad_clip=None, nonfinite_loss="skip"))
+    mm_cfg = dict(grad_clip=None, nonfinite_loss="skip")
+    ow = build_optim_wrapper_from_mm(model, dict(type="SGD", lr=0.1), mm_cfg)
     assert ow.nonfinite_loss == "skip"

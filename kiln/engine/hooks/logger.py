@@ -17,9 +17,45 @@ from kiln.registry import HOOKS, WRITERS
 from .. import comm
 from .base import Hook, Priority, next_multiple
 
-__all__ = ["LoggerHook", "TextLoggerHook", "JsonLoggerHook", "TensorboardLoggerHook", "PeriodicWriter"]
+__all__ = [
+    "LoggerHook",
+    "TextLoggerHook",
+    "JsonLoggerHook",
+    "TensorboardLoggerHook",
+    "PeriodicWriter",
+    "trained_so_far",
+    "val_line_prefix",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def trained_so_far(runner: Any) -> tuple[str, int]:
+    """``('epoch', n)`` or ``('iter', n)``: how much training the weights have seen, 1-based.
+
+    What checkpoint files are named by (``epoch_1.pth`` after the first epoch): during the
+    ``after_train_epoch`` stage of the first epoch it is 1, after resuming from ``epoch_1.pth`` too.
+    Iteration-based runs count iterations (``iter_500.pth`` after 500).
+    """
+    if runner.by_epoch:
+        length = runner.epoch_length
+        finished = bool(length) and runner.inner_iter >= length  # the epoch ended; the counter moves next
+        return "epoch", runner.epoch + int(finished)
+    # Inside after_train_iter the loop has not counted the step just taken yet (``_done`` has).
+    done = getattr(runner, "_done", (0, 0))[0]
+    return "iter", max(runner.iter, done)
+
+
+def val_line_prefix(runner: Any, kind: str = "val") -> str:
+    """MMEngine's ``Epoch(val) [1][8/8]`` (``Iter(val) [500][8/8]``): trained so far, val batches."""
+    unit, n = trained_so_far(runner)
+    loader = getattr(runner, f"{kind}_dataloader", None)
+    try:
+        batches = len(loader) if loader is not None else None
+    except TypeError:
+        batches = None
+    prefix = f"{'Epoch' if unit == 'epoch' else 'Iter'}({kind}) [{n}]"
+    return prefix + (f"[{batches}/{batches}]" if batches else "")
 
 
 @HOOKS.register_module()
@@ -80,8 +116,8 @@ class LoggerHook(Hook):
         # From after_train_iter, storage.iter is the iteration just run (the loop steps it after).
         if ow is not None:
             storage.put_scalar("lr", ow.param_groups[0]["lr"], smoothing_hint=False)
-        if runner.by_epoch:
-            storage.put_scalar("epoch", runner.epoch, smoothing_hint=False)
+        if runner.by_epoch:  # the epoch being trained, 1-based (epoch_1.pth is saved at its end)
+            storage.put_scalar("epoch", runner.epoch + 1, smoothing_hint=False)
         for w in self.writers:
             w.write()
 
@@ -122,10 +158,10 @@ class LoggerHook(Hook):
         # Only a hook that owns the console printer logs the line: with several logger hooks
         # (log_config=[TextLoggerHook, TensorboardLoggerHook]) it would otherwise appear once per hook.
         if metrics and comm.is_main_process() and self._prints_to_console():
-            text = ", ".join(
+            text = "  ".join(
                 f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
             )
-            logger.info("Validation (epoch %d, iter %d): %s", runner.epoch, runner.iter, text)
+            logger.info("%s  %s", val_line_prefix(runner), text)
         from ..writers import CommonMetricPrinter
 
         for w in self.writers:
