@@ -33,7 +33,9 @@ from .hooks import (
     ValLossHook,
 )
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .nonfinite import NonFiniteLossError
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
+from .plateau import MonitoredScheduler, ReduceOnPlateauLR, ReduceOnPlateauMomentum
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
 from .trainer import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
@@ -79,6 +81,10 @@ __all__ = [
     "Runner",
     "parse_losses",
     "ScheduleSet",
+    "MonitoredScheduler",
+    "ReduceOnPlateauLR",
+    "ReduceOnPlateauMomentum",
+    "NonFiniteLossError",
     "build_param_schedulers",
     "schedulers_from_lr_config",
     "CommonMetricPrinter",

@@ -15,6 +15,7 @@ from typing import Any
 from kiln.registry import HOOKS, WRITERS
 
 from .. import comm
+from ..progress import trained_so_far
 from .base import Hook, Priority, next_multiple
 
 __all__ = [
@@ -23,27 +24,10 @@ __all__ = [
     "JsonLoggerHook",
     "TensorboardLoggerHook",
     "PeriodicWriter",
-    "trained_so_far",
     "val_line_prefix",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def trained_so_far(runner: Any) -> tuple[str, int]:
-    """``('epoch', n)`` or ``('iter', n)``: how much training the weights have seen, 1-based.
-
-    What checkpoint files are named by (``epoch_1.pth`` after the first epoch): during the
-    ``after_train_epoch`` stage of the first epoch it is 1, after resuming from ``epoch_1.pth`` too.
-    Iteration-based runs count iterations (``iter_500.pth`` after 500).
-    """
-    if runner.by_epoch:
-        length = runner.epoch_length
-        finished = bool(length) and runner.inner_iter >= length  # the epoch ended; the counter moves next
-        return "epoch", runner.epoch + int(finished)
-    # Inside after_train_iter the loop has not counted the step just taken yet (``_done`` has).
-    done = getattr(runner, "_done", (0, 0))[0]
-    return "iter", max(runner.iter, done)
 
 
 def val_line_prefix(runner: Any, kind: str = "val") -> str:

@@ -11,6 +11,7 @@ import torch
 from kiln.registry import HOOKS
 
 from ..nonfinite import NonFiniteLossError, nonfinite_message
+from ..plateau import MetricSchedulers
 from .base import NEVER, Hook, Priority
 
 __all__ = [
@@ -31,9 +32,26 @@ class ParamSchedulerHook(Hook):
 
     kiln schedules are closed-form in the iteration (see :mod:`kiln.engine.schedulers`), so this
     sets the value for ``runner.iter`` directly, and skips work while the value cannot change.
+    Metric-driven schedulers (``ReduceOnPlateauLR``, torch's ``ReduceLROnPlateau``; see
+    :mod:`kiln.engine.plateau`) are stepped after each validation, or at epoch ends with a
+    logged training metric, instead.
     """
 
     priority = Priority.LOW
+
+    def __init__(self) -> None:
+        self._metric: MetricSchedulers | None = None
+        self._training = False
+
+    def _metric_schedulers(self, runner: Any) -> MetricSchedulers:
+        if self._metric is None:
+            self._metric = MetricSchedulers(runner)
+            self._metric.resolve(runner)
+        return self._metric
+
+    def before_run(self, runner: Any) -> None:
+        """Forget the previous run's view of the schedulers."""
+        self._metric = None
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Set lr/momentum for this iteration."""
@@ -54,19 +72,38 @@ class ParamSchedulerHook(Hook):
 
     def active_stages(self, runner: Any) -> list[str]:
         """Only the stages with something to schedule in this run."""
-        stages = []
+        metric = self._metric_schedulers(runner)
+        stages = ["before_run"]
         if runner.schedule_set is not None:
             stages.append("before_train_iter")
-        if runner.torch_schedulers:
+        if metric.per_iteration:
             stages.append("after_train_iter")
-        return stages
+        more = metric.stages()
+        return stages + (["before_train", "after_train", *more] if more else [])
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Step torch LR schedulers once per iteration (Detectron2's convention)."""
-        for s in runner.torch_schedulers:
+        for s in self._metric_schedulers(runner).per_iteration:
             s.step()
+
+    def before_train(self, runner: Any) -> None:
+        """Validations from now on are training's: they step validation-driven schedulers."""
+        self._training = True
+
+    def after_train(self, runner: Any) -> None:
+        """Validations after training (``runner.val()``) leave the schedulers alone."""
+        self._training = False
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Step validation-driven schedulers (during training only)."""
+        if self._training:
+            self._metric_schedulers(runner).after_val(runner, metrics)
+
+    def after_train_epoch(self, runner: Any) -> None:
+        """Step schedulers watching a logged training metric."""
+        self._metric_schedulers(runner).after_train_epoch(runner)
 
 
 @HOOKS.register_module(name=["OptimizerHook", "Fp16OptimizerHook"])
