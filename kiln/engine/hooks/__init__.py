@@ -13,6 +13,7 @@ from .misc import (
     OptimizerHook,
     ParamSchedulerHook,
 )
+from .pipeline_switch import PipelineSwitchHook
 from .timer import IterationTimer, IterTimerHook
 from .val_loss import ValLossHook
 
@@ -44,4 +45,5 @@ __all__ = [
     "IterationTimer",
     "IterTimerHook",
     "ValLossHook",
+    "PipelineSwitchHook",
 ]
