@@ -42,16 +42,20 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if math.isfinite(v) else str(v)
 
 
-def nonfinite_message(iteration: int, epoch: int | None, terms: dict[str, float]) -> str:
+_ADVICE = (
+    "lower the lr, add grad clipping (optim_wrapper.clip_grad) or set "
+    "optim_wrapper.nonfinite_loss='skip' to skip such steps"
+)
+
+
+def nonfinite_message(
+    iteration: int, epoch: int | None, terms: dict[str, float], advice: str = _ADVICE
+) -> str:
     """The error text: 1-based ``iteration`` (and ``epoch``), the loss terms, what to do about it."""
     where = f"iteration {iteration}" + (f" (epoch {epoch})" if epoch is not None else "")
     bad = [k for k, v in terms.items() if not math.isfinite(v)]
     values = ", ".join(f"{k}={_fmt(v)}" for k, v in terms.items())
-    return (
-        f"loss became non-finite at {where}: {values} (non-finite: {', '.join(bad)}); lower the lr, "
-        f"add grad clipping (optim_wrapper.clip_grad) or set optim_wrapper.nonfinite_loss='skip' "
-        f"to skip such steps"
-    )
+    return f"loss became non-finite at {where}: {values} (non-finite: {', '.join(bad)}); {advice}"
 
 
 def _is_loss(name: str) -> bool:
@@ -60,15 +64,17 @@ def _is_loss(name: str) -> bool:
 
 
 def check_columns(
-    cols: dict[str, Column], policy: str = "raise", epoch_length: int | None = None
+    cols: dict[str, Column], policy: str = "raise", epoch_length: int | None = None, skipped: int = 0
 ) -> dict[str, Column]:
     """Apply the non-finite policy to the flushed float columns (``{name: (iterations, values)}``).
 
     ``'raise'``: raise :class:`NonFiniteLossError` at the first iteration with a non-finite loss
     value (iterations and epochs printed 1-based, as the console line and checkpoint names count).
-    ``'skip'``: drop the non-finite loss values (the optimizer wrapper skipped those steps).
-    Returns ``cols`` (changed in place for ``'skip'``). The usual all-finite case costs one
-    ``sum`` per loss column.
+    ``'skip'``: drop the non-finite loss values of the ``skipped`` steps the optimizer wrapper
+    skipped since the previous flush; more non-finite iterations than that means some step was
+    applied anyway (it did not go through ``optim_wrapper.update_params``, e.g. Detectron2's
+    ``SimpleTrainer.run_step``): raise. Returns ``cols`` (changed in place for ``'skip'``). The
+    usual all-finite case costs one ``sum`` per loss column.
     """
     bad_cols = []
     for name, (_, vals) in cols.items():
@@ -77,17 +83,16 @@ def check_columns(
                 bad_cols.append(name)
     if not bad_cols:
         return cols
-    if policy == "skip":
+    bad_its = sorted({it for name in bad_cols for it, v in zip(*cols[name]) if not math.isfinite(v)})
+    if not bad_its:  # the finite values only overflowed when summed
+        return cols
+    if policy == "skip" and len(bad_its) <= skipped:
         for name in bad_cols:
             its, vals = cols[name]
             keep = [(i, v) for i, v in zip(its, vals) if math.isfinite(v)]
             cols[name] = ([i for i, _ in keep], [v for _, v in keep])
         return cols
-    first = min(
-        (it for name in bad_cols for it, v in zip(*cols[name]) if not math.isfinite(v)), default=None
-    )
-    if first is None:  # the finite values only overflowed when summed
-        return cols
+    first = bad_its[0]
     terms: dict[str, Any] = {}
     for name, (its, vals) in cols.items():
         if _is_loss(name):
@@ -96,4 +101,11 @@ def check_columns(
                     terms[name] = v
                     break
     epoch = first // epoch_length + 1 if epoch_length else None
-    raise NonFiniteLossError(nonfinite_message(first + 1, epoch, terms))
+    advice = _ADVICE
+    if policy == "skip":
+        advice = (
+            f"nonfinite_loss='skip' skipped {skipped} of the {len(bad_its)} such steps since the last "
+            f"check; the others were applied, as they did not go through optim_wrapper.update_params "
+            f"(a custom step, or Detectron2's SimpleTrainer.run_step)"
+        )
+    raise NonFiniteLossError(nonfinite_message(first + 1, epoch, terms, advice))

@@ -204,6 +204,7 @@ class OptimWrapper:
         self.nonfinite_loss = nonfinite_loss
         self.skip_nonfinite = nonfinite_loss == "skip"
         self.nonfinite_steps = 0  # steps skipped for a non-finite loss ('skip' only)
+        self._skipped_unflushed = 0  # of which the metric flush has not been told yet
         self._window_skipped = False  # the current accumulation window had a non-finite loss
         self._clip = None
         if clip_grad:
@@ -300,6 +301,7 @@ class OptimWrapper:
         """
         if self.skip_nonfinite and not self.loss_is_finite(loss):
             self.nonfinite_steps += 1
+            self._skipped_unflushed += 1
             self._skip_step()
             return
         if self.accumulative_counts == 1:
@@ -315,6 +317,11 @@ class OptimWrapper:
             else:
                 self.step()
             self.zero_grad()
+
+    def take_skipped(self) -> int:
+        """Steps skipped since the previous call (the metric flush drops their NaN losses)."""
+        n, self._skipped_unflushed = self._skipped_unflushed, 0
+        return n
 
     def _skip_step(self) -> None:
         """Drop a non-finite step: no backward, no update; with accumulation, drop its window."""

@@ -465,6 +465,7 @@ class Runner(RunnerCheckpointMixin):
             convert_columns(cols, reduce),
             ow.nonfinite_loss if ow is not None else "raise",
             self.epoch_length if self.by_epoch else None,
+            ow.take_skipped() if ow is not None else 0,
         )
         for name, (its, vals) in out.items():
             storage.put_scalar_series(name, vals, its, False if name in UNSMOOTHED else None)

@@ -168,3 +168,18 @@ def test_policy_is_validated_and_mmcv_optimizer_config_spelling_is_accepted():
     mm_cfg = dict(grad_clip=None, nonfinite_loss="skip")
     ow = build_optim_wrapper_from_mm(model, dict(type="SGD", lr=0.1), mm_cfg)
     assert ow.nonfinite_loss == "skip"
+
+
+def test_skip_mode_still_raises_for_steps_that_bypass_the_wrapper():
+    # SimpleTrainer.run_step calls optimizer.step() itself: a NaN step there is applied, not skipped.
+    model = PoisonedRegressor()
+    batches = _batches(bad=[2])
+
+    def stream():
+        while True:
+            yield from batches
+
+    ow = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01), nonfinite_loss="skip")
+    trainer = SimpleTrainer(model, stream(), ow)
+    with pytest.raises(FloatingPointError, match=r"at iteration 3: .*'skip' skipped 0 of the \d+ such steps"):
+        trainer.train(0, 6)
