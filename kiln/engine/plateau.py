@@ -380,6 +380,12 @@ class MetricSchedulers:
                 raise ValueError(
                     f"{s!r}: source='val' but the run has no validation (val_dataloader/val_evaluator)."
                 )
+            if (s.begin != 0 or s.end != INF) and bool(s.by_epoch) != bool(runner.by_epoch):
+                unit = "epochs" if s.by_epoch else "iterations"
+                raise ValueError(
+                    f"{s!r}: begin/end count {unit} (by_epoch={s.by_epoch}) but this run counts "
+                    f"{'epochs' if runner.by_epoch else 'iterations'}; set by_epoch={runner.by_epoch}."
+                )
             s._resolved_source = source
 
     def stages(self) -> list[str]:

@@ -201,3 +201,15 @@ def test_clear_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="mixes a torch ReduceLROnPlateau with kiln lr schedules"):
         r.train()
+    r, _ = _runner(tmp_path, dict(PLATEAU, begin=2), max_epochs=None, max_iters=4, val_interval=2)
+    with pytest.raises(
+        ValueError, match=r"begin/end count epochs \(by_epoch=True\) but this run counts iterations"
+    ):
+        r.train()
+
+
+def test_observations_count_only_inside_the_begin_end_window(tmp_path):
+    # begin=3: the validations after epochs 1 and 2 are ignored; 3 is the first (best), 4 and 5 bad.
+    r, lrs = _runner(tmp_path, [dict(PLATEAU, begin=3)])
+    r.train()
+    assert [lrs[i * 4] for i in range(7)] == pytest.approx([0.05] * 5 + [0.025] * 2)
