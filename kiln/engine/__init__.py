@@ -29,13 +29,16 @@ from .hooks import (
     OptimizerHook,
     ParamSchedulerHook,
     PeriodicWriter,
+    PipelineSwitchHook,
     Priority,
     TensorboardLoggerHook,
     TextLoggerHook,
     ValLossHook,
 )
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .nonfinite import NonFiniteLossError
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
+from .plateau import MonitoredScheduler, ReduceOnPlateauLR, ReduceOnPlateauMomentum
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers
 from .schedulers_mm import schedulers_from_lr_config
@@ -71,6 +74,7 @@ __all__ = [
     "OptimizerHook",
     "ParamSchedulerHook",
     "PeriodicWriter",
+    "PipelineSwitchHook",
     "Priority",
     "TensorboardLoggerHook",
     "TextLoggerHook",
@@ -86,6 +90,10 @@ __all__ = [
     "Runner",
     "parse_losses",
     "ScheduleSet",
+    "MonitoredScheduler",
+    "ReduceOnPlateauLR",
+    "ReduceOnPlateauMomentum",
+    "NonFiniteLossError",
     "build_param_schedulers",
     "schedulers_from_lr_config",
     "CommonMetricPrinter",

@@ -21,6 +21,7 @@ from kiln.registry import LOOPS
 from .data_position import is_resumable_loader, open_loader_at, position_loader
 from .hooks.base import HookError, owner_of_failure
 from .hooks.period import IterDispatch
+from .nonfinite import NonFiniteLossError
 
 __all__ = [
     "EpochBasedTrainLoop",
@@ -165,6 +166,8 @@ class _TrainLoopBase:
                 else:
                     for fn in before_every:
                         fn(runner, idx, data_batch)
+            except NonFiniteLossError:  # found at a metric flush a hook asked for: not its failure
+                raise
             except Exception as exc:
                 raise _hook_failure(exc, "before_train_iter") from exc
             outputs = step(data_batch)
@@ -183,6 +186,8 @@ class _TrainLoopBase:
                     state.steps_done = it + 1
                     for fn in after_every:
                         fn(runner, idx, data_batch, outputs)
+            except NonFiniteLossError:  # found at a metric flush a hook asked for: not its failure
+                raise
             except Exception as exc:
                 raise _hook_failure(exc, "after_train_iter") from exc
             it += 1

@@ -26,6 +26,8 @@ import torch.nn as nn
 
 from kiln.registry import OPTIM_WRAPPERS, OPTIMIZERS
 
+from .nonfinite import NONFINITE_POLICIES
+
 __all__ = [
     "OptimWrapper",
     "AmpOptimWrapper",
@@ -168,10 +170,21 @@ class OptimWrapper:
         clip_grad: ``dict(max_norm=35, norm_type=2)`` (norm clipping, the default type) or
             ``dict(type='value', clip_value=1.0)``. The pre-clip total norm is reported as
             ``grad_norm`` in the step's outputs.
+        nonfinite_loss: what a NaN/Inf loss does (:mod:`kiln.engine.nonfinite`). ``'raise'``
+            (default): training stops with an error naming the iteration and the loss terms,
+            detected at the next metric flush (free: no per-step sync), before any checkpoint is
+            written. ``'skip'``: every step's loss is checked before backward (one device sync
+            per step, and one all-reduce under DDP so all ranks skip together); a non-finite
+            step (with accumulation: its whole window) does not update the weights, its gradients
+            are dropped, and the running count is logged as ``nonfinite_steps`` and checkpointed.
     """
 
     def __init__(
-        self, optimizer: torch.optim.Optimizer, accumulative_counts: int = 1, clip_grad: Mapping | None = None
+        self,
+        optimizer: torch.optim.Optimizer,
+        accumulative_counts: int = 1,
+        clip_grad: Mapping | None = None,
+        nonfinite_loss: str = "raise",
     ) -> None:
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(
@@ -180,9 +193,19 @@ class OptimWrapper:
             )
         if int(accumulative_counts) < 1:
             raise ValueError(f"accumulative_counts must be >= 1, got {accumulative_counts}.")
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"optim_wrapper nonfinite_loss must be one of {list(NONFINITE_POLICIES)}, got "
+                f"{nonfinite_loss!r}: 'raise' stops training at a NaN/Inf loss, 'skip' skips such steps."
+            )
         self.optimizer = optimizer
         self.accumulative_counts = int(accumulative_counts)
         self._inner_count = 0
+        self.nonfinite_loss = nonfinite_loss
+        self.skip_nonfinite = nonfinite_loss == "skip"
+        self.nonfinite_steps = 0  # steps skipped for a non-finite loss ('skip' only)
+        self._skipped_unflushed = 0  # of which the metric flush has not been told yet
+        self._window_skipped = False  # the current accumulation window had a non-finite loss
         self._clip = None
         self.set_clip_grad(clip_grad)
         self._params_cache: list[torch.Tensor] | None = None
@@ -266,8 +289,30 @@ class OptimWrapper:
         """Reset gradients (to ``None``: cheaper than filling zeros)."""
         self.optimizer.zero_grad(set_to_none=True)
 
+    def loss_is_finite(self, loss: torch.Tensor) -> bool:
+        """Whether ``loss`` is finite on every rank (a device sync; an all-reduce under DDP)."""
+        finite = torch.isfinite(loss.detach()).all()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = finite.to(torch.int32)
+            if dist.get_backend() == "nccl" and flag.device.type != "cuda":
+                flag = flag.cuda()
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag
+        return bool(finite)
+
     def update_params(self, loss: torch.Tensor) -> None:
-        """Backward ``loss``; every ``accumulative_counts`` calls, also step and zero the gradients."""
+        """Backward ``loss``; every ``accumulative_counts`` calls, also step and zero the gradients.
+
+        With ``nonfinite_loss='skip'``, a non-finite loss is not backpropagated and its step (or
+        accumulation window) does not update the weights.
+        """
+        if self.skip_nonfinite and not self.loss_is_finite(loss):
+            self.nonfinite_steps += 1
+            self._skipped_unflushed += 1
+            self._skip_step()
+            return
         if self.accumulative_counts == 1:
             self.backward(loss)
             self.step()
@@ -276,8 +321,28 @@ class OptimWrapper:
         self.backward(loss / self.accumulative_counts)
         self._inner_count += 1
         if self._inner_count % self.accumulative_counts == 0:
-            self.step()
+            if self._window_skipped:  # a step of this window was non-finite: drop the whole window
+                self._window_skipped = False
+            else:
+                self.step()
             self.zero_grad()
+
+    def take_skipped(self) -> int:
+        """Steps skipped since the previous call (the metric flush drops their NaN losses)."""
+        n, self._skipped_unflushed = self._skipped_unflushed, 0
+        return n
+
+    def _skip_step(self) -> None:
+        """Drop a non-finite step: no backward, no update; with accumulation, drop its window."""
+        if self.accumulative_counts == 1:
+            self.zero_grad()
+            return
+        self._inner_count += 1
+        if self._inner_count % self.accumulative_counts == 0:
+            self._window_skipped = False
+            self.zero_grad()
+        else:
+            self._window_skipped = True
 
     # --------------------------------------------------------- learning rate
     def get_lr(self) -> list[float]:
@@ -304,6 +369,9 @@ class OptimWrapper:
         accumulation window.
         """
         state = {"optimizer": self.optimizer.state_dict(), "inner_count": self._inner_count}
+        if self.skip_nonfinite:
+            state["nonfinite_steps"] = self.nonfinite_steps
+            state["window_skipped"] = self._window_skipped
         if self.accumulative_counts > 1 and self._inner_count % self.accumulative_counts:
             state["pending_grads"] = [
                 None if p.grad is None else p.grad.detach().clone() for p in self._params()
@@ -315,6 +383,8 @@ class OptimWrapper:
         if "optimizer" in state and "param_groups" not in state:
             self.optimizer.load_state_dict(state["optimizer"])
             self._inner_count = int(state.get("inner_count", 0))
+            self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
+            self._window_skipped = bool(state.get("window_skipped", False))
         else:
             self.optimizer.load_state_dict(state)
         self._params_cache = None
@@ -332,7 +402,8 @@ class OptimWrapper:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({type(self.optimizer).__name__}, "
-            f"accumulative_counts={self.accumulative_counts}, clip={self._clip})"
+            f"accumulative_counts={self.accumulative_counts}, clip={self._clip}, "
+            f"nonfinite_loss={self.nonfinite_loss!r})"
         )
 
 
@@ -533,7 +604,8 @@ def build_optim_wrapper_from_mm(
     """MMCV/MMDet v2 configs: ``optimizer=dict(type='SGD', ...)`` + ``optimizer_config=dict(grad_clip=...)``.
 
     ``optimizer_config`` keys: ``grad_clip`` (None or ``dict(max_norm, norm_type)``),
-    ``cumulative_iters``, ``type`` (``'Fp16OptimizerHook'`` turns on AMP) and ``loss_scale``.
+    ``cumulative_iters``, ``type`` (``'Fp16OptimizerHook'`` turns on AMP), ``loss_scale`` and
+    kiln's ``nonfinite_loss`` (``'raise'``/``'skip'``, as in ``optim_wrapper``).
     """
     oc = dict(optimizer_config or {})
     wrapper: dict[str, Any] = {"optimizer": dict(optimizer)}
@@ -548,9 +620,11 @@ def build_optim_wrapper_from_mm(
         loss_scale = oc.pop("loss_scale", (oc.pop("fp16", None) or {}).get("loss_scale", "dynamic"))
         wrapper["loss_scale"] = loss_scale
     oc.pop("detect_anomalous_params", None)
+    if "nonfinite_loss" in oc:
+        wrapper["nonfinite_loss"] = oc.pop("nonfinite_loss")
     if oc:
         raise KeyError(
             f"optimizer_config has keys kiln does not understand: {sorted(oc)}; supported: grad_clip, "
-            f"cumulative_iters, type, loss_scale."
+            f"cumulative_iters, type, loss_scale, nonfinite_loss."
         )
     return build_optim_wrapper(model, wrapper)

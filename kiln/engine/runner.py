@@ -13,6 +13,7 @@ Training::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ from .hooks.base import (
     get_priority,
 )
 from .loops import build_loop, train_loop_cfg
+from .nonfinite import UNSMOOTHED, NonFiniteLossError, check_columns
 from .optim import OptimWrapper, build_optim_wrapper
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
@@ -419,7 +421,7 @@ class Runner(RunnerCheckpointMixin):
         for fn in fns:
             try:
                 fn(self, *args)
-            except HookError:
+            except (HookError, NonFiniteLossError):  # (the run's own verdict, not the hook's failure)
                 raise
             except Exception as exc:
                 owner = getattr(fn, "__self__", None)
@@ -472,8 +474,15 @@ class Runner(RunnerCheckpointMixin):
         cols = split_columns(pending, self.log_iter_times)
         pending.clear()
         reduce = self._mean_over_ranks if self.world_size > 1 else None
-        for name, (its, vals) in convert_columns(cols, reduce).items():
-            storage.put_scalar_series(name, vals, its)
+        ow = self.optim_wrapper
+        out = check_columns(  # NaN/Inf losses: stop here (before any checkpoint) or drop skipped steps
+            convert_columns(cols, reduce),
+            ow.nonfinite_loss if ow is not None else "raise",
+            self.epoch_length if self.by_epoch else None,
+            ow.take_skipped() if ow is not None else 0,
+        )
+        for name, (its, vals) in out.items():
+            storage.put_scalar_series(name, vals, its, False if name in UNSMOOTHED else None)
 
     def _mean_over_ranks(self, stacked: torch.Tensor, signature: list) -> torch.Tensor:
         """Average the buffered scalars over ranks (one all_reduce per flush, as Detectron2 logs).
@@ -536,15 +545,19 @@ class Runner(RunnerCheckpointMixin):
                 if self.iter >= self.max_iters:
                     logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
                 else:
-                    logger.info(
-                        "Start training at epoch %d, iteration %d of %d",
-                        self.epoch,
-                        self.iter,
-                        self.max_iters,
-                    )
+                    # 1-based, as the console lines and the checkpoint files count.
+                    where = f"epoch {self.epoch + 1}, " if self.by_epoch else ""
+                    n, total = self.iter + 1, self.max_iters
+                    logger.info("Start training at %siteration %d of %d", where, n, total)
                 self.train_loop.run()
+            except BaseException:
+                # Keep what the failed run logged, without a NaN-loss error masking this one.
+                with contextlib.suppress(NonFiniteLossError):
+                    self.flush_metrics()
+                raise
+            else:
+                self.flush_metrics()  # (raises NonFiniteLossError for a NaN loss in the last steps)
             finally:
-                self.flush_metrics()
                 self.call_hook("after_run")
         return self.model
 

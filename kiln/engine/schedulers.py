@@ -572,15 +572,21 @@ class ScheduleSet:
     ) -> None:
         self.optimizer = getattr(optimizer, "optimizer", optimizer)
         self.schedulers = list(schedulers)
-        if any(s.by_epoch for s in self.schedulers) and not epoch_length:
+        timed = [s for s in self.schedulers if not getattr(s, "metric_driven", False)]
+        if any(s.by_epoch for s in timed) and not epoch_length:
             raise ValueError(
                 "by_epoch schedulers need the number of iterations per epoch, but the train loader's "
                 "length is unknown (an infinite loader?). Use by_epoch=False schedules with iteration counts."
             )
         self.epoch_length = int(epoch_length or 1)
+        # Metric-driven shapes (ReduceOnPlateau): a state per param group instead of a closed form.
+        self.metric_driven = [s for s in self.schedulers if getattr(s, "metric_driven", False)]
+        for s in self.metric_driven:
+            s.bind(len(self.optimizer.param_groups))
         for s in self.schedulers:
             if (
                 s.end == INF
+                and not getattr(s, "metric_driven", False)
                 and max_iters is not None
                 and not isinstance(
                     s, (StepParamScheduler, MultiStepParamScheduler, ExponentialParamScheduler)
@@ -610,11 +616,14 @@ class ScheduleSet:
         out: dict[str, list[float]] = {}
         for param, scheds in self._by_param.items():
             vals = []
-            for group in self.optimizer.param_groups:
+            for gi, group in enumerate(self.optimizer.param_groups):
                 base = group[f"initial_{param}"]
                 v = base
                 for s in scheds:
-                    v *= s.factor_at(base, it, self.epoch_length)
+                    if getattr(s, "metric_driven", False):
+                        v *= s.group_factor(gi)
+                    else:
+                        v *= s.factor_at(base, it, self.epoch_length)
                 vals.append(v)
             out[param] = vals
         return out
@@ -641,14 +650,34 @@ class ScheduleSet:
             return math.ceil(self._valid_until) if self._valid_until != INF else INF
         return it
 
+    def reapply(self) -> None:
+        """Set the values again at the last applied iteration (a metric-driven shape changed).
+
+        Metric-driven factors stay constant until their next change, so the other shapes' next
+        change points (what the fast path waits for) are unaffected.
+        """
+        self._valid_until = -1.0
+        self.apply(max(self.last_iter, 0))
+
     def state_dict(self) -> dict:
-        """The last applied iteration (values are recomputed from it)."""
-        return {"last_iter": self.last_iter}
+        """The last applied iteration (values are recomputed from it) and metric-driven states."""
+        state: dict[str, Any] = {"last_iter": self.last_iter}
+        if self.metric_driven:
+            state["metric_driven"] = [s.state_dict() for s in self.metric_driven]
+        return state
 
     def load_state_dict(self, state: Mapping) -> None:
         """Restore; the next :meth:`apply` recomputes the values."""
         self.last_iter = int(state.get("last_iter", -1))
         self._valid_until = -1.0
+        saved = state.get("metric_driven", [])
+        if len(saved) != len(self.metric_driven):
+            raise ValueError(
+                f"The checkpoint holds {len(saved)} metric-driven schedulers (ReduceOnPlateau) but the "
+                f"config has {len(self.metric_driven)}; resume with the param_scheduler it was saved with."
+            )
+        for s, st in zip(self.metric_driven, saved):
+            s.load_state_dict(st)
 
     def __repr__(self) -> str:
         return f"ScheduleSet({self.schedulers}, epoch_length={self.epoch_length})"

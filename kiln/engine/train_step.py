@@ -65,7 +65,8 @@ def make_train_step(
     if ow is None:
         raise RuntimeError("The training step has no optimizer (pass optim_wrapper=... to the Runner).")
     update = ow.update_params
-    if type(ow) is OptimWrapper and ow.accumulative_counts == 1 and not ow.clips_grads:
+    plain = ow.accumulative_counts == 1 and not ow.clips_grads and not ow.skip_nonfinite
+    if type(ow) is OptimWrapper and plain:
 
         def fast_step(data_batch: Any) -> dict[str, Any]:  # the common, cheapest path
             total, log_vars = parse_losses(model(data_batch))
@@ -84,6 +85,8 @@ def make_train_step(
             log_vars["grad_norm"] = ow.last_grad_norm
         if ow.last_loss_scale is not None:  # fp16 loss scale (a tensor: read at the flush)
             log_vars["grad_scale"] = ow.last_loss_scale
+        if ow.skip_nonfinite:
+            log_vars["nonfinite_steps"] = ow.nonfinite_steps
         return log_vars
 
     return step

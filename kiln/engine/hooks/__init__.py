@@ -14,6 +14,7 @@ from .misc import (
     ParamSchedulerHook,
 )
 from .period import DueWhen, Every
+from .pipeline_switch import PipelineSwitchHook
 from .timer import IterationTimer, IterTimerHook
 from .val_loss import ValLossHook
 
@@ -47,4 +48,5 @@ __all__ = [
     "IterationTimer",
     "IterTimerHook",
     "ValLossHook",
+    "PipelineSwitchHook",
 ]

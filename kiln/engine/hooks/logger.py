@@ -15,12 +15,32 @@ from typing import Any
 from kiln.registry import HOOKS, WRITERS
 
 from .. import comm
+from ..progress import trained_so_far
 from .base import Hook, Priority
 from .period import Every
 
-__all__ = ["LoggerHook", "TextLoggerHook", "JsonLoggerHook", "TensorboardLoggerHook", "PeriodicWriter"]
+__all__ = [
+    "LoggerHook",
+    "TextLoggerHook",
+    "JsonLoggerHook",
+    "TensorboardLoggerHook",
+    "PeriodicWriter",
+    "val_line_prefix",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def val_line_prefix(runner: Any, kind: str = "val") -> str:
+    """MMEngine's ``Epoch(val) [1][8/8]`` (``Iter(val) [500][8/8]``): trained so far, val batches."""
+    unit, n = trained_so_far(runner)
+    loader = getattr(runner, f"{kind}_dataloader", None)
+    try:
+        batches = len(loader) if loader is not None else None
+    except TypeError:
+        batches = None
+    prefix = f"{'Epoch' if unit == 'epoch' else 'Iter'}({kind}) [{n}]"
+    return prefix + (f"[{batches}/{batches}]" if batches else "")
 
 
 @HOOKS.register_module()
@@ -81,8 +101,8 @@ class LoggerHook(Hook):
         # From after_train_iter, storage.iter is the iteration just run (the loop steps it after).
         if ow is not None:
             storage.put_scalar("lr", ow.param_groups[0]["lr"], smoothing_hint=False)
-        if runner.by_epoch:
-            storage.put_scalar("epoch", runner.epoch, smoothing_hint=False)
+        if runner.by_epoch:  # the epoch being trained, 1-based (epoch_1.pth is saved at its end)
+            storage.put_scalar("epoch", runner.epoch + 1, smoothing_hint=False)
         for w in self.writers:
             w.write()
 
@@ -107,10 +127,10 @@ class LoggerHook(Hook):
         # Only a hook that owns the console printer logs the line: with several logger hooks
         # (log_config=[TextLoggerHook, TensorboardLoggerHook]) it would otherwise appear once per hook.
         if metrics and comm.is_main_process() and self._prints_to_console():
-            text = ", ".join(
+            text = "  ".join(
                 f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
             )
-            logger.info("Validation (epoch %d, iter %d): %s", runner.epoch, runner.iter, text)
+            logger.info("%s  %s", val_line_prefix(runner), text)
         from ..writers import CommonMetricPrinter
 
         for w in self.writers:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
 
 from kiln.registry import HOOKS
 
+from ..nonfinite import NonFiniteLossError, nonfinite_message
+from ..plateau import MetricSchedulers
 from .base import Hook, Priority
 from .period import DueWhen, Every
 
@@ -36,9 +37,26 @@ class ParamSchedulerHook(Hook):
 
     kiln schedules are closed-form in the iteration (see :mod:`kiln.engine.schedulers`), so this
     sets the value for ``runner.iter`` directly, and skips work while the value cannot change.
+    Metric-driven schedulers (``ReduceOnPlateauLR``, torch's ``ReduceLROnPlateau``; see
+    :mod:`kiln.engine.plateau`) are stepped after each validation, or at epoch ends with a
+    logged training metric, instead.
     """
 
     priority = Priority.LOW
+
+    def __init__(self) -> None:
+        self._metric: MetricSchedulers | None = None
+        self._training = False
+
+    def _metric_schedulers(self, runner: Any) -> MetricSchedulers:
+        if self._metric is None:
+            self._metric = MetricSchedulers(runner)
+            self._metric.resolve(runner)
+        return self._metric
+
+    def before_run(self, runner: Any) -> None:
+        """Forget the previous run's view of the schedulers."""
+        self._metric = None
 
     def before_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None) -> None:
         """Set lr/momentum for this iteration."""
@@ -51,19 +69,38 @@ class ParamSchedulerHook(Hook):
 
     def active_stages(self, runner: Any) -> list[str]:
         """Only the stages with something to schedule in this run."""
-        stages = []
+        metric = self._metric_schedulers(runner)
+        stages = ["before_run"]
         if runner.schedule_set is not None:
             stages.append("before_train_iter")
-        if runner.torch_schedulers:
+        if metric.per_iteration:
             stages.append("after_train_iter")
-        return stages
+        more = metric.stages()
+        return stages + (["before_train", "after_train", *more] if more else [])
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Step torch LR schedulers once per iteration (Detectron2's convention)."""
-        for s in runner.torch_schedulers:
+        for s in self._metric_schedulers(runner).per_iteration:
             s.step()
+
+    def before_train(self, runner: Any) -> None:
+        """Validations from now on are training's: they step validation-driven schedulers."""
+        self._training = True
+
+    def after_train(self, runner: Any) -> None:
+        """Validations after training (``runner.val()``) leave the schedulers alone."""
+        self._training = False
+
+    def after_val_epoch(self, runner: Any, metrics: dict | None = None) -> None:
+        """Step validation-driven schedulers (during training only)."""
+        if self._training:
+            self._metric_schedulers(runner).after_val(runner, metrics)
+
+    def after_train_epoch(self, runner: Any) -> None:
+        """Step schedulers watching a logged training metric."""
+        self._metric_schedulers(runner).after_train_epoch(runner)
 
 
 @HOOKS.register_module(name=["OptimizerHook", "Fp16OptimizerHook"])
@@ -155,12 +192,17 @@ class EmptyCacheHook(Hook):
 
 @HOOKS.register_module(name=["CheckInvalidLossHook", "NaNDetectionHook"])
 class CheckInvalidLossHook(Hook):
-    """Stop (or skip) when the loss becomes NaN/Inf, naming the iteration and the loss terms.
+    """Check the loss every ``interval`` iterations and stop at the very iteration it is NaN/Inf.
+
+    Training already stops at a non-finite loss without this hook (``optim_wrapper.nonfinite_loss``,
+    checked for free at the next metric flush; see :mod:`kiln.engine.nonfinite`); this hook stops at
+    the iteration itself, at the cost of a device sync per check. The error is the same
+    :class:`~kiln.engine.nonfinite.NonFiniteLossError` (iterations and epochs 1-based).
 
     Args:
         interval: check every N iterations (each check syncs the device once).
-        skip: instead of raising, log a warning and continue (the bad step was already applied:
-            use it with gradient clipping, or to survive rare bad batches).
+        skip: instead of raising, log a warning and continue (the bad step was already applied; to
+            not apply it, use ``optim_wrapper=dict(..., nonfinite_loss='skip')``).
     """
 
     priority = Priority.VERY_HIGH
@@ -189,17 +231,12 @@ class CheckInvalidLossHook(Hook):
             for k, v in outputs.items()
             if isinstance(v, torch.Tensor) and v.numel() == 1 and "loss" in k
         }
-        bad = [k for k, v in terms.items() if not math.isfinite(v)]
-        msg = (
-            f"Loss became infinite or NaN at iteration {runner.iter} (epoch {runner.epoch}); "
-            f"non-finite terms: {bad}; all terms: {terms}. Lower the learning rate, add "
-            f"gradient clipping, or check the data of this batch."
-        )
+        msg = nonfinite_message(runner.iter + 1, runner.epoch + 1 if runner.by_epoch else None, terms)
         if self.skip:
             self.skipped += 1
-            logger.warning("%s (skipping; %d so far)", msg, self.skipped)
+            logger.warning("%s (CheckInvalidLossHook(skip=True): continuing; %d so far)", msg, self.skipped)
             return
-        raise FloatingPointError(msg)
+        raise NonFiniteLossError(msg)
 
 
 @HOOKS.register_module()
