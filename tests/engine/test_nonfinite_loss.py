@@ -15,7 +15,7 @@ from engine_toys import ToyRegressor, toy_batches  # noqa: E402
 
 from kiln.engine import Runner  # noqa: E402
 from kiln.engine.optim import OptimWrapper, build_optim_wrapper_from_mm  # noqa: E402
-from kiln.engine.trainer import SimpleTrainer  # noqa: E402
+from kiln.engine.trainer import HookBase, SimpleTrainer  # noqa: E402
 
 
 class PoisonedRegressor(ToyRegressor):
@@ -170,8 +170,8 @@ def test_policy_is_validated_and_mmcv_optimizer_config_spelling_is_accepted():
     assert ow.nonfinite_loss == "skip"
 
 
-def test_skip_mode_still_raises_for_steps_that_bypass_the_wrapper():
-    # SimpleTrainer.run_step calls optimizer.step() itself: a NaN step there is applied, not skipped.
+def test_detectron2_simple_trainer_honours_skip_mode_through_the_one_train_step():
+    # SimpleTrainer.run_step runs the Runner's train step, so the wrapper's skip mode applies there too.
     model = PoisonedRegressor()
     batches = _batches(bad=[2])
 
@@ -181,5 +181,15 @@ def test_skip_mode_still_raises_for_steps_that_bypass_the_wrapper():
 
     ow = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01), nonfinite_loss="skip")
     trainer = SimpleTrainer(model, stream(), ow)
-    with pytest.raises(FloatingPointError, match=r"at iteration 3: .*'skip' skipped 0 of the \d+ such steps"):
-        trainer.train(0, 6)
+    weights = []
+
+    class Record(HookBase):
+        def after_step(self):
+            weights.append(model.fc.weight.detach().clone())
+
+    trainer.register_hooks([Record()])
+    trainer.train(0, 6)
+    # Iteration 2 (the poisoned batch, 0-based) was skipped: the weights did not move there.
+    assert torch.equal(weights[2], weights[1]) and not torch.equal(weights[3], weights[2])
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert ow.nonfinite_steps == 1  # 6 iterations over the 4-batch stream meet the poisoned batch once
