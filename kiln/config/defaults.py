@@ -20,7 +20,9 @@ def _build_defaults() -> CfgNode:
     _C.VERSION = 2
 
     _C.MODEL = CfgNode()
-    _C.MODEL.DEVICE = "cpu"
+    # '' = CUDA when available, else the CPU (kiln.engine.device.resolve_device); 'cuda' where there
+    # is no GPU is an error, as in Detectron2 (whose default is 'cuda').
+    _C.MODEL.DEVICE = ""
     _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     _C.MODEL.WEIGHTS = ""
     _C.MODEL.MASK_ON = False

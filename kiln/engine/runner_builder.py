@@ -410,5 +410,9 @@ def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:
         seed=seed,
         cfg=cfg,
         find_unused_parameters=bool(_get(cfg, "find_unused_parameters", False)),
+        device=_get(cfg, "device"),
+        env_cfg=_plain(_get(cfg, "env_cfg")),
+        sync_bn=_get(cfg, "sync_bn"),
+        channels_last=bool(_get(cfg, "channels_last", False)),
         **(length_kw if train_loader is not None else {}),
     )

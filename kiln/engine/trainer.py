@@ -34,6 +34,7 @@ from kiln.registry import MODELS
 from kiln.utils import cfg_lookup
 
 from . import comm
+from .device import module_device, resolve_device
 from .hooks.base import Hook, HookBase, next_multiple
 from .loops import StepLoop, is_resumable_loader
 from .optim import OptimWrapper, check_fp16_support
@@ -78,6 +79,8 @@ class TrainerBase:
                 },
                 seed=getattr(self, "seed", None),
                 cfg=getattr(self, "cfg", None),
+                # Detectron2's trainers run the model where the user (or build_model) put it.
+                device=module_device(self._model_for_runner()),
             )
             self.runner.train_dataloader = getattr(self, "data_loader", None)
             for h in self._hooks:
@@ -340,7 +343,7 @@ class DefaultTrainer(SimpleTrainer):
         if arch is None:
             raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
         model = arch(cfg)
-        model.to(torch.device(_cfg_get(cfg, "MODEL.DEVICE", "cpu")))
+        model.to(resolve_device(_cfg_get(cfg, "MODEL.DEVICE"), comm.get_local_rank(), source="MODEL.DEVICE"))
         return model
 
     @classmethod
