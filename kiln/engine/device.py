@@ -27,6 +27,8 @@ import torch.nn as nn
 
 from kiln.structures import Boxes, ImageList, Instances
 
+from .optim import AmpOptimWrapper
+
 __all__ = [
     "resolve_device",
     "cuda_device_count",
@@ -85,6 +87,9 @@ def resolve_device(
         ValueError: an unknown device, or CUDA asked for where there is none or not that many.
     """
     count = cuda_device_count() if cuda_count is None else int(cuda_count)
+    flag = source.startswith("--")
+    named = f"{source} {requested}" if flag else f"{source}={requested!r}"
+    use_cpu = "--device cpu" if flag else f"--device cpu ({source}='cpu' in the config)"
     rank = int(local_rank or 0)
     if isinstance(requested, str):
         requested = requested.strip()
@@ -93,35 +98,33 @@ def resolve_device(
             return torch.device("cpu")
         if rank >= count:
             raise ValueError(
-                f"{source} is not set, so local rank {rank} would train on cuda:{rank}, but only {count} "
-                f"CUDA device(s) are visible; start at most {count} process(es) per machine, or set "
-                f"{source}='cpu' (--device cpu)."
+                f"{source} is not set, so local rank {rank} would train on cuda:{rank}, but only "
+                f"{count} CUDA device(s) are visible; start at most {count} process(es) per machine, or use "
+                f"{use_cpu}."
             )
         return torch.device("cuda", rank)
     try:
         dev = requested if isinstance(requested, torch.device) else torch.device(str(requested))
     except (RuntimeError, TypeError, ValueError):
         raise ValueError(
-            f"{source}={requested!r} is not a device; expected {_EXAMPLES} (or leave it unset: CUDA when "
-            f"available, else the CPU)."
+            f"{named} is not a device; expected {_EXAMPLES} (or leave it unset: CUDA when available, else "
+            f"the CPU)."
         ) from None
     if dev.type == "cpu":
         return torch.device("cpu")
     if dev.type != "cuda":
-        raise ValueError(
-            f"{source}={requested!r}: kiln runs on the CPU or on CUDA GPUs; expected {_EXAMPLES}."
-        )
+        raise ValueError(f"{named}: kiln runs on the CPU or on CUDA GPUs; expected {_EXAMPLES}.")
     index = rank if dev.index is None else dev.index
     if count == 0:
         raise ValueError(
-            f"{source}={requested!r} asks for a CUDA GPU, but this machine has none ({_no_cuda_hint()}). "
-            f"Run on the CPU with --device cpu ({source}='cpu' in the config), or on a machine with a GPU."
+            f"{named} asks for a CUDA GPU, but this machine has none ({_no_cuda_hint()}). Run on the CPU "
+            f"with {use_cpu}, or on a machine with a GPU."
         )
     if index >= count:
         what = f"local rank {rank}'s GPU cuda:{index}" if dev.index is None else f"cuda:{index}"
         raise ValueError(
-            f"{source}={requested!r} asks for {what}, but only {count} CUDA device(s) are visible "
-            f"(cuda:0..cuda:{count - 1}); pick one of those, or --device cpu."
+            f"{named} asks for {what}, but only {count} CUDA device(s) are visible "
+            f"(cuda:0..cuda:{count - 1}); pick one of those, or {use_cpu}."
         )
     return torch.device("cuda", index)
 
@@ -273,8 +276,6 @@ def _params_keep_identity() -> Iterator[None]:
 
 def follow_device(optim_wrapper: Any, device: torch.device) -> None:
     """Make an AMP optim wrapper's autocast and loss scaler use ``device`` (it may predate placement)."""
-    from .optim import AmpOptimWrapper
-
     if isinstance(optim_wrapper, AmpOptimWrapper):
         optim_wrapper.set_device_type(device.type)
 
