@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
     --device) DEVICE="$2"; shift ;;
     --device=*) DEVICE="${1#--device=}" ;;
     --budget) BUDGET="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -72,3 +72,63 @@ def test_console_lines_of_a_cpu_run_carry_no_cuda_memory_figure(caplog):
         train_toy("cpu", iters=4, default_hooks={"logger": dict(type="LoggerHook", interval=2)})
     lines = [r.getMessage() for r in caplog.records if "iter:" in r.getMessage()]
     assert len(lines) == 2 and not any("max_mem" in line for line in lines)
+
+
+# ------------------------------------------------------------------------------------ gpu_check.sh
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def test_gpu_check_script_parses_and_refuses_unknown_arguments():
+    import subprocess
+
+    script = str(REPO / "benchmarks" / "gpu_check.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    proc = subprocess.run(["bash", script, "--no-such-flag"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--no-such-flag" in proc.stderr
+
+
+def _fake_check(work, steps, cases):
+    import json
+
+    work.mkdir(parents=True)
+    (work / "steps.tsv").write_text("".join(f"{n}\t{s}\t{t}\t{c}\n" for n, s, t, c in steps))
+    xml = "".join(f'<testcase classname="tests.gpu.m" name="{n}">{body}</testcase>' for n, body in cases)
+    (work / "gpu_junit.xml").write_text(f"<testsuites><testsuite>{xml}</testsuite></testsuites>")
+    (work / "demo").mkdir()
+    recs = [dict(iteration=24, loss=1.0, time=1.0, data_time=0.2),
+            dict(iteration=49, loss=0.9, time=0.5, data_time=0.1),
+            dict(iteration=74, loss=0.8, time=0.25, data_time=0.1),
+            {"iteration": 75, "bbox/AP": 12.5, "bbox/AP50": 30.0},
+            dict(iteration=99, loss=0.7, time=0.5, data_time=0.3)]
+    (work / "demo" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    (work / "demo" / "log.txt").write_text("iter: 25  max_mem: 812M\niter: 50  max_mem: 1024M\n")
+
+
+def _summarize(work, out):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_summary.py"), str(work), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_text()
+
+
+def test_gpu_summary_reports_figures_and_counts_from_the_step_outputs(tmp_path):
+    _fake_check(tmp_path / "w", [("suite", "ok", 100, 0), ("demo", "ok", 60, 0)],
+                [("a", ""), ("b", '<skipped message="needs CUDA"/>'), ("c", "")])
+    text = _summarize(tmp_path / "w", tmp_path / "s.md")
+    assert "**ALL OK**" in text
+    assert "passed 2, failed 0, errors 0, skipped 1 (of 3)" in text
+    # Steady-state time: the first logged window (start-up) is left out: median(0.5, 0.25, 0.5).
+    assert "- s_per_iter: 0.5\n" in text and "- it_per_s: 2\n" in text
+    assert "- iterations: 100\n" in text and "- bbox_AP: 12.5\n" in text and "- max_mem_MB: 1024\n" in text
+
+
+def test_gpu_summary_is_not_ok_when_a_test_fails_or_a_step_times_out(tmp_path):
+    _fake_check(tmp_path / "a", [("suite", "ok", 100, 1)],
+                [("test_x", '<failure message="AssertionError: boom">tb</failure>')])
+    text = _summarize(tmp_path / "a", tmp_path / "a.md")
+    assert "**NOT OK: tests**" in text and "test_x (failure) AssertionError: boom" in text
+    _fake_check(tmp_path / "b", [("suite", "ok", 100, 0), ("demo", "timed out", 150, 124)], [("a", "")])
+    assert "**NOT OK: demo**" in _summarize(tmp_path / "b", tmp_path / "b.md")
