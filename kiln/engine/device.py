@@ -251,7 +251,7 @@ def prepare_model(
     if device.type == "cuda":
         # The current device is where torch.cuda.* calls (memory statistics, new tensors) go.
         torch.cuda.set_device(device)
-    with _params_keep_identity():
+    with _params_keep_identity(model, device):
         model.to(device)
         if channels_last:
             model.to(memory_format=torch.channels_last)
@@ -259,13 +259,27 @@ def prepare_model(
 
 
 @contextlib.contextmanager
-def _params_keep_identity() -> Iterator[None]:
-    """``Module.to`` swaps tensor contents instead of making new ``Parameter`` objects.
+def _params_keep_identity(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Make ``Module.to(device)`` keep the ``Parameter`` objects, so an earlier optimizer stays valid.
 
-    Plain ``.to`` keeps the objects only when source and target tensors have compatible
-    implementations (CPU <-> CUDA do); torch's swap mode keeps them always, so an optimizer built
-    on the model before it moved (``Runner.from_cfg`` builds it first) steps the moved weights.
+    ``Runner.from_cfg`` builds the optimizer before the runner places the model. Plain ``.to``
+    keeps the objects (it replaces their ``.data``) when source and target tensors have compatible
+    implementations, as CPU and CUDA tensors do; otherwise (e.g. the ``meta`` device) torch's swap
+    mode is used, which keeps them always but refuses parameters with weak references or live
+    autograd graphs, so it is used only where it is needed.
     """
+    target = {}
+    needs_swap = False
+    for p in model.parameters():
+        if p.dtype not in target:
+            target[p.dtype] = torch.empty(0, dtype=p.dtype, device=device)
+        # (the check nn.Module._apply itself makes to choose `.data =` over new objects)
+        if not torch._has_compatible_shallow_copy_type(p, target[p.dtype]):
+            needs_swap = True
+            break
+    if not needs_swap:
+        yield
+        return
     before = torch.__future__.get_swap_module_params_on_conversion()
     torch.__future__.set_swap_module_params_on_conversion(True)
     try:

@@ -346,3 +346,20 @@ def test_kiln_train_device_cuda_without_a_gpu_exits_with_the_fix_and_no_tracebac
     assert "device='cuda'" in proc.stderr and "--device cpu" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "w").glob("*.pth"))  # nothing was trained on the CPU instead
+
+
+def test_placing_a_model_that_was_already_trained_and_is_weakly_referenced_works():
+    """The common CPU/CUDA move keeps parameters with plain ``.data`` assignment: weak references
+    and a live autograd graph (which torch's swap mode refuses) are fine."""
+    import weakref
+
+    model = ToyRegressor()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(toy_batches(1)[0])["loss_mse"].backward()
+    opt.step()
+    ref = weakref.ref(model.fc.weight)
+    live = model(toy_batches(1)[0])["loss_mse"]  # a graph holding the parameters
+    prepare_model(model, torch.device("cpu"), channels_last=True)
+    assert ref() is model.fc.weight
+    live.backward()  # the graph is still usable
+    assert model.fc.weight.grad is not None

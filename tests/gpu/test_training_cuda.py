@@ -22,6 +22,9 @@ def test_the_default_device_is_the_gpu_and_model_optimizer_ema_batches_stay_ther
     model = runner.unwrapped_model
     assert {p.device.type for p in model.parameters()} == {"cuda"}
     assert {b.device.type for b in model.buffers()} == {"cuda"}
+    # The optimizer, built on the CPU model before placement, steps the very parameters that moved.
+    opt_params = [p for g in runner.optim_wrapper.optimizer.param_groups for p in g["params"]]
+    assert [id(p) for p in opt_params] == [id(p) for p in model.parameters()]
     assert tensor_devices(runner.optim_wrapper.optimizer.state_dict()["state"]) == {"cuda"}
     assert tensor_devices(ema.state_dict()) == {"cuda"}
     assert model.last_input[0].type == "cuda"  # the batch went to the GPU before the model
