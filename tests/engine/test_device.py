@@ -363,3 +363,13 @@ def test_placing_a_model_that_was_already_trained_and_is_weakly_referenced_works
     assert ref() is model.fc.weight
     live.backward()  # the graph is still usable
     assert model.fc.weight.grad is not None
+
+
+def test_detectron2_default_model_device_is_a_real_device_that_user_models_can_use():
+    """Seed 002's GeneralizedRCNN does ``torch.device(cfg.MODEL.DEVICE)``: the default must parse,
+    and be the GPU only where there is one."""
+    from kiln.config import get_cfg
+
+    dev = torch.device(get_cfg().MODEL.DEVICE)
+    assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(get_cfg().MODEL.DEVICE, source="MODEL.DEVICE").type == dev.type
