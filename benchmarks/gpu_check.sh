@@ -43,6 +43,9 @@ WORK="$DEST/gpu_check"
 SUMMARY="$DEST/gpu_summary.md"
 rm -rf "$WORK"
 mkdir -p "$WORK"
+# Bulky outputs (generated images, checkpoints) stay out of $OUT; logs and metrics are copied back.
+BULK="$(mktemp -d "${TMPDIR:-/tmp}/kiln_gpu_check.XXXXXX")"
+trap 'rm -rf "$BULK"' EXIT
 : > "$WORK/steps.tsv"
 START=$(date +%s)
 
@@ -63,7 +66,7 @@ if ! "$PY" -c "import torch, numpy" >/dev/null 2>&1; then
 fi
 # This checkout's kiln, whatever the venv has installed.
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-export KILN_DATA="${KILN_DATA:-$WORK/data}"
+export KILN_DATA="${KILN_DATA:-$BULK/data}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
 
 # ---------------------------------------------------------------- step runner
@@ -119,14 +122,17 @@ cat "$WORK/env.log"
 
 # ---------------------------------------------------------------- 1. the GPU test suite
 step suite "$CAP_SUITE" "$PY" -m pytest tests/gpu tests/engine/test_device.py -q -rfEs -p no:cacheprovider \
-  --junitxml="$WORK/gpu_junit.xml"
+  --basetemp="$BULK/pytest" --junitxml="$WORK/gpu_junit.xml"
 
 # ---------------------------------------------------------------- 2. the demo config + infer
-step demo "$CAP_DEMO" "$PY" -m kiln train kiln::shapes/retinanet_r18_fpn_shapes.py --work-dir "$WORK/demo" \
+step demo "$CAP_DEMO" "$PY" -m kiln train kiln::shapes/retinanet_r18_fpn_shapes.py --work-dir "$BULK/demo" \
   --device "$DEVICE" --cfg-options "${DEMO_OPTS[@]}"
-if [ -f "$WORK/demo/config.py" ]; then
-  step demo_infer 30 "$PY" -m kiln infer "$WORK/demo/config.py" "$WORK/demo" --dataset-images 4 \
-    --device "$DEVICE" --out-dir "$WORK/demo_infer"
+mkdir -p "$WORK/demo" "$WORK/demo_infer"
+cp "$BULK/demo/metrics.jsonl" "$BULK/demo/log.txt" "$BULK/demo/config.py" "$WORK/demo/" 2>/dev/null
+if [ -f "$BULK/demo/last_checkpoint" ]; then
+  step demo_infer 30 "$PY" -m kiln infer "$BULK/demo/config.py" "$BULK/demo" --dataset-images 4 \
+    --device "$DEVICE" --out-dir "$BULK/demo_infer"
+  cp "$BULK/demo_infer/predictions.json" "$WORK/demo_infer/" 2>/dev/null
 fi
 
 # ---------------------------------------------------------------- 3. the detector benchmarks
