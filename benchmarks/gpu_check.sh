@@ -100,13 +100,13 @@ if [ "$DRY" = 1 ]; then
              total_epochs=1 log_config.interval=1 lr_config.warmup_iters=2)
   DET_ARGS=(--size 64 --batch 1 --steps 1 --infer-iters 1 --rounds 1)
   TWO_ARGS=(--size 64 --batch 1 --repeat 1)
-  CAP_SUITE=300; CAP_DEMO=240; CAP_DET=240; CAP_TWO=120
+  CAP_SUITE=300; CAP_DEMO=240; CAP_INFER=120; CAP_DET=240; CAP_TWO=120
 else
   DEMO_OPTS=(data.train.num_images=1000 data.val.num_images=200 data.test.num_images=200
              data.samples_per_gpu=8 data.workers_per_gpu=8 total_epochs=2 log_config.interval=25)
   DET_ARGS=(--size 512 --batch 4 --steps 10 --infer-iters 10 --rounds 1)
   TWO_ARGS=(--size 512 --batch 2 --repeat 5)
-  CAP_SUITE=270; CAP_DEMO=130; CAP_DET=60; CAP_TWO=45
+  CAP_SUITE=270; CAP_DEMO=130; CAP_INFER=45; CAP_DET=60; CAP_TWO=45
 fi
 
 {
@@ -130,7 +130,7 @@ step demo "$CAP_DEMO" "$PY" -m kiln train kiln::shapes/retinanet_r18_fpn_shapes.
 mkdir -p "$WORK/demo" "$WORK/demo_infer"
 cp "$BULK/demo/metrics.jsonl" "$BULK/demo/log.txt" "$BULK/demo/config.py" "$WORK/demo/" 2>/dev/null
 if [ -f "$BULK/demo/last_checkpoint" ]; then
-  step demo_infer 30 "$PY" -m kiln infer "$BULK/demo/config.py" "$BULK/demo" --dataset-images 4 \
+  step demo_infer "$CAP_INFER" "$PY" -m kiln infer "$BULK/demo/config.py" "$BULK/demo" --dataset-images 4 \
     --device "$DEVICE" --out-dir "$BULK/demo_infer"
   cp "$BULK/demo_infer/predictions.json" "$WORK/demo_infer/" 2>/dev/null
 fi
