@@ -5,9 +5,12 @@ same sizes: RPN pre/post-NMS top-n 2000/2000 in training and 1000/1000 at test t
 RoIs per image (25% positive), 7×7 RoIAlign, 1024-wide box head, score threshold 0.05, 100
 detections. torchvision's transform is told not to resize (``min_size = max_size`` = image side).
 Printed: median CPU time of a train step (forward + backward + SGD step) and of inference on the
-same batch, each as kiln ÷ torchvision measured interleaved in the same run (goal ≤ 1.0).
+same batch, each as kiln ÷ torchvision measured interleaved in the same run (goal ≤ 1.0). With
+``--device cuda`` the times are wall-clock seconds with the GPU synchronised after each call, and the
+peak CUDA memory of each side's calls is printed too.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/two_stage_step.py [--size 320] [--batch 2] [--repeat 3]``
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/two_stage_step.py [--size 320] [--batch 2] [--repeat 3]
+[--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def tv_model(num_classes: int, size: int) -> torch.nn.Module:
                                    box_batch_size_per_image=512, box_score_thresh=0.05)
 
 
-def make_batch(n: int, size: int) -> tuple[list, list, list]:
+def make_batch(n: int, size: int, device: torch.device | str = "cpu") -> tuple[list, list, list]:
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, size, size, generator=g) for _ in range(n)]
     boxes = [torch.tensor([[20.0, 30.0, 120.0, 150.0], [size / 2, size / 3, size - 10.0, size - 20.0]])
@@ -82,6 +85,10 @@ def make_batch(n: int, size: int) -> tuple[list, list, list]:
                        gt_bboxes=b, gt_labels=lab - 1)  # torchvision's label 0 is background
                   for i, (im, b, lab) in enumerate(zip(images, boxes, labels))]
     tv_targets = [dict(boxes=b, labels=lab) for b, lab in zip(boxes, labels)]
+    if torch.device(device).type != "cpu":
+        from kiln.engine.device import batch_to_device
+
+        return tuple(batch_to_device(x, torch.device(device)) for x in (kiln_batch, images, tv_targets))
     return kiln_batch, images, tv_targets
 
 
@@ -91,10 +98,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=320)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu (CPU time, the default) or cuda[:N] (wall time)")
     args = ap.parse_args()
+    from kiln.engine.device import resolve_device
+
+    device = resolve_device(args.device, source="--device")
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
-    kiln, tv = kiln_model(3), tv_model(3, args.size)
-    kiln_batch, tv_images, tv_targets = make_batch(args.batch, args.size)
+    kiln, tv = kiln_model(3).to(device), tv_model(3, args.size).to(device)
+    kiln_batch, tv_images, tv_targets = make_batch(args.batch, args.size, device)
     opt_k = torch.optim.SGD(kiln.parameters(), lr=1e-4, momentum=0.9)
     opt_t = torch.optim.SGD(tv.parameters(), lr=1e-4, momentum=0.9)
 
@@ -123,20 +135,35 @@ def main() -> None:
             tv(tv_images)
 
     pairs = {"train step": (train_kiln, train_tv), "inference": (infer_kiln, infer_tv)}
-    for fk, ft in pairs.values():  # warm-up: allocator, first-call overheads
+    for fk, ft in pairs.values():  # warm-up: allocator, first-call overheads, cuDNN autotuning
         fk()
         ft()
-    print(f"Faster R-CNN R50-FPN, batch {args.batch} × {args.size}², {torch.get_num_threads()} thread(s), "
-          f"CPU s median of {args.repeat} (interleaved)")
+    clock = time.perf_counter if cuda else time.process_time
+    peak_mb = {fk: 0.0 for fk in (train_kiln, infer_kiln, train_tv, infer_tv)}
+
+    def timed(fn) -> float:
+        if cuda:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        t = clock()
+        fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+            peak_mb[fn] = max(peak_mb[fn], torch.cuda.max_memory_allocated(device) / 2**20)
+        return clock() - t
+
+    where = f"{device} wall s" if cuda else f"{torch.get_num_threads()} thread(s), CPU s"
+    print(f"Faster R-CNN R50-FPN, batch {args.batch} × {args.size}², {where} median of {args.repeat} "
+          f"(interleaved)")
     for name, (fk, ft) in pairs.items():
         tk, tt = [], []
         for _ in range(args.repeat):
             for fn, acc in ((fk, tk), (ft, tt)):
-                t = time.process_time()
-                fn()
-                acc.append(time.process_time() - t)
+                acc.append(timed(fn))
         mk, mt = statistics.median(tk), statistics.median(tt)
         extra = f"   kiln {args.batch / mk:.2f} img/s" if name == "inference" else ""
+        if cuda:
+            extra += f"   peak MB kiln {peak_mb[fk]:.0f} torchvision {peak_mb[ft]:.0f}"
         print(f"  {name:<11} kiln {mk:7.3f} s   torchvision {mt:7.3f} s   ratio {mk / mt:5.2f}{extra}")
 
 

@@ -33,7 +33,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
                    help="use the first N images of the config's data.test instead of IMAGES")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--score-thr", type=float, default=0.3, help="draw/keep detections above this score")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N (default: the config's device, else cuda when available)")
     add_override_args(p)
     return p
 
@@ -107,12 +108,13 @@ def run(args: argparse.Namespace) -> int:
     from kiln.models import build_detector
     from kiln.registry import DATASETS
 
-    from .test import _device
+    from .test import run_device
 
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     if bool(args.images) == bool(args.dataset_images):
         raise CLIError("give IMAGES or --dataset-images N (one of the two)")
     cfg = load_canonical_config(args.config, args.cfg_options, args.opts)
+    device = run_device(args.device, cfg)
     files = _expand(args.images) if args.images else _dataset_images(cfg, args.dataset_images)
     names = class_names_of(cfg)
     if not names:
@@ -131,11 +133,12 @@ def run(args: argparse.Namespace) -> int:
             model = build_detector(model_cfg)
         with user_errors(f"cannot load checkpoint '{args.checkpoint}'"):
             load_weights(model, args.checkpoint)
-        model.to(_device(args.device)).eval()
+        model.to(device).eval()
         from .show import ShowPredictions
 
         sink = ShowPredictions(args.out_dir, args.score_thr, names)
-        inference_on_dataset(model, build_test_loader(dataset, batch_size=1), sink, progress=False)
+        loader = build_test_loader(dataset, batch_size=1, pin_memory=device.type == "cuda")
+        inference_on_dataset(model, loader, sink, progress=False)
     out_json = os.path.join(args.out_dir, "predictions.json")
     with open(out_json, "w") as f:
         json.dump(sink.records, f, indent=1)

@@ -36,17 +36,25 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--show-score-thr", type=float, default=0.3)
     p.add_argument("--work-dir", default=None, help="where test_metrics.json goes (default: cfg.work_dir)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="which data.<split> to use")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N (default: the config's device, else cuda when available)")
     add_override_args(p)
     return p
 
 
-def _device(requested: str | None) -> str:
-    import torch
+def run_device(flag: str | None, cfg: Any) -> Any:
+    """The device of a ``test``/``infer`` run: ``--device``, else the config's ``device``, else auto.
 
-    if requested:
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    Resolved by :func:`kiln.engine.device.resolve_device` (as training is): CUDA asked for where
+    there is none is a :class:`CLIError` suggesting ``--device cpu``.
+    """
+    from kiln.engine.device import resolve_device
+
+    requested, source = (flag, "--device") if flag else (cfg.get("device"), "device")
+    try:
+        return resolve_device(requested, source=source)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -> tuple[Any, Any]:
@@ -67,10 +75,12 @@ def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -
     return model, dataset
 
 
-def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", device: str = "cpu",
+def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", device: Any = "cpu",
                         output_dir: str | None = None, metrics: list[str] | None = None,
                         extra_evaluators: list[Any] | None = None) -> dict[str, float]:
-    """Load ``checkpoint`` into the config's model and evaluate it on ``<split>_dataloader.dataset``."""
+    """Evaluate ``checkpoint`` in the config's model on ``<split>_dataloader.dataset``, on ``device``."""
+    import torch
+
     from kiln.data import build_test_loader
     from kiln.evaluation import DatasetEvaluators, build_evaluator, inference_on_dataset
     from kiln.model_zoo import load_weights
@@ -78,6 +88,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
     model, dataset = build_test_objects(cfg, split)
     with user_errors(f"cannot load checkpoint '{checkpoint}'"):
         load_weights(model, checkpoint)
+    device = torch.device(device)
     model.to(device).eval()
     ev_cfg = dict(cfg.get("test_evaluator") or cfg.get("val_evaluator") or {})
     if metrics:
@@ -86,7 +97,7 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
         evaluator = build_evaluator(ev_cfg, dataset, output_dir=output_dir)
     evaluators = DatasetEvaluators([evaluator, *(extra_evaluators or [])])
     workers = int(cfg[f"{split}_dataloader"].get("num_workers", 0))
-    loader = build_test_loader(dataset, batch_size=1, num_workers=workers)
+    loader = build_test_loader(dataset, batch_size=1, num_workers=workers, pin_memory=device.type == "cuda")
     return inference_on_dataset(model, loader, evaluators)
 
 
@@ -94,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``kiln test``."""
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     cfg = load_canonical_config(args.config, args.cfg_options, args.opts)
+    device = run_device(args.device, cfg)
     work_dir = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
     os.makedirs(work_dir, exist_ok=True)
     extra = []
@@ -102,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
         extra.append(ShowPredictions(args.show_dir, args.show_score_thr))
     out_dir = os.path.join(work_dir, "test_results")
-    metrics = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, device=_device(args.device),
+    metrics = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, device=device,
                                   output_dir=out_dir, metrics=args.eval, extra_evaluators=extra)
     metrics = {k: float(v) for k, v in metrics.items()}
     with open(os.path.join(work_dir, "test_metrics.json"), "w") as f:

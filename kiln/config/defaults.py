@@ -15,12 +15,21 @@ from .cfg_node import CfgNode
 __all__ = ["get_default_cfg", "get_cfg"]
 
 
+def _default_device() -> str:
+    import torch  # (here, not at import: `import kiln.config` stays free of torch)
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _build_defaults() -> CfgNode:
     _C = CfgNode()
     _C.VERSION = 2
 
     _C.MODEL = CfgNode()
-    _C.MODEL.DEVICE = "cpu"
+    # Detectron2's default is 'cuda'; kiln's is the GPU when there is one, else the CPU, spelled as
+    # a real device because user models do `torch.device(cfg.MODEL.DEVICE)` (seed 002). Asking for
+    # 'cuda' where there is none is an error (kiln.engine.device.resolve_device).
+    _C.MODEL.DEVICE = _default_device()
     _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     _C.MODEL.WEIGHTS = ""
     _C.MODEL.MASK_ON = False

@@ -160,6 +160,8 @@ class ResumableLoader:
         aspect_ratio_grouping: batch only images of the same orientation (needs metadata).
         drop_last: drop the last incomplete batch of an epoch (finite mode).
         collate_fn: applied to the list of samples of a batch; default keeps the list.
+        pin_memory: put batches in pinned (page-locked) host memory, so copies to a GPU can run
+            asynchronously (the runner turns this on when the run is on CUDA).
     """
 
     def __init__(self, dataset: Any, sampler: Any, batch_size: int, num_workers: int = 0,
@@ -265,6 +267,16 @@ class ResumableLoader:
             yield tuple((pos + cycle * n_positions, idx) for pos, idx in mine[j])
 
     # ------------------------------------------------------------------ public API
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches come in pinned host memory (takes effect at the next ``iter()``)."""
+        return bool(self._torch_loader.pin_memory)
+
+    @pin_memory.setter
+    def pin_memory(self, value: bool) -> None:
+        # torch reads the flag when an iterator is created, so this applies from the next epoch on.
+        self._torch_loader.pin_memory = bool(value)
+
     def __len__(self) -> int:
         """Batches per epoch (finite mode); for an infinite loader, batches per pass over the data."""
         if self.infinite:
@@ -352,6 +364,7 @@ def build_train_loader(
     drop_last: bool = True,
     collate_fn: Callable | None = None,
     shuffle: bool = True,
+    pin_memory: bool = False,
 ) -> ResumableLoader:
     """Build the training loader of this rank.
 
@@ -367,6 +380,8 @@ def build_train_loader(
         infinite: iteration-based training (one endless stream) vs. epochs.
         drop_last: drop an incomplete last batch per epoch.
         collate_fn: default keeps the list of per-image dicts.
+        pin_memory: batches in pinned host memory (for asynchronous copies to a GPU; a runner on
+            CUDA turns it on by itself).
 
     Example::
 
@@ -385,7 +400,7 @@ def build_train_loader(
         sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=seed, infinite=infinite)
     return ResumableLoader(dataset, sampler, total_batch_size // world_size, num_workers=num_workers,
                            aspect_ratio_grouping=aspect_ratio_grouping, drop_last=drop_last,
-                           collate_fn=collate_fn)
+                           collate_fn=collate_fn, pin_memory=pin_memory)
 
 
 @DATA_LOADERS.register_module()
@@ -397,13 +412,17 @@ def build_test_loader(
     num_workers: int = 0,
     sampler: Any = None,
     collate_fn: Callable | None = None,
+    pin_memory: bool = False,
 ) -> ResumableLoader:
-    """Build an inference loader: every sample exactly once across ranks, in order, no dropping."""
+    """Build an inference loader: every sample exactly once across ranks, in order, no dropping.
+
+    ``pin_memory``: batches in pinned host memory (for asynchronous copies to a GPU).
+    """
     dataset = _as_dataset(dataset, mapper)
     if sampler is None:
         sampler = InferenceSampler(len(dataset))
     return ResumableLoader(dataset, sampler, batch_size, num_workers=num_workers, drop_last=False,
-                           collate_fn=collate_fn)
+                           collate_fn=collate_fn, pin_memory=pin_memory)
 
 
 @DATA_LOADERS.register_module()

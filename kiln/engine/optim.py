@@ -503,10 +503,27 @@ class AmpOptimWrapper(OptimWrapper):
         self.device_type = device_type
         self._one: torch.Tensor | None = None
         self.scaler = None
+        self._scaler_kwargs: dict = {}
         if self.dtype is torch.float16:
-            scaler_args = self._scaler_args(loss_scale)
+            self._scaler_kwargs = self._scaler_args(loss_scale)
             check_fp16_support(device_type, "AmpOptimWrapper")
-            self.scaler = torch.amp.GradScaler(device_type, **scaler_args)
+            self.scaler = torch.amp.GradScaler(device_type, **self._scaler_kwargs)
+
+    def set_device_type(self, device_type: str) -> None:
+        """Autocast and scale on ``device_type`` (the runner calls this once it has placed the model).
+
+        The wrapper is often built before the model moves to its device; a new ``GradScaler`` for
+        the device takes over the old one's state (scale, growth tracker), so nothing is lost.
+        """
+        if device_type == self.device_type:
+            return
+        self.device_type = device_type
+        if self.scaler is not None:
+            check_fp16_support(device_type, "AmpOptimWrapper")
+            state = self.scaler.state_dict()
+            self.scaler = torch.amp.GradScaler(device_type, **self._scaler_kwargs)
+            if state:
+                self.scaler.load_state_dict(state)
 
     @staticmethod
     def _scaler_args(loss_scale: str | float | Mapping) -> dict:

@@ -26,6 +26,7 @@ from kiln.registry import HOOKS, RUNNERS
 
 from . import comm
 from .checkpoint import Checkpointer
+from .device import apply_env_cfg, follow_device, make_batch_mover, pin_loader, prepare_model, resolve_device
 from .events import EventStorage
 from .hooks.base import (
     STAGES,
@@ -79,6 +80,13 @@ class Runner(RunnerCheckpointMixin):
         seed: the run seed (stored in checkpoints; seeding itself is done by ``default_setup``).
         cfg: the config text/object, stored in checkpoint meta.
         find_unused_parameters: for DDP wrapping when the world size is > 1.
+        device: where to train: ``None`` (CUDA when available, the local rank's GPU under DDP;
+            else the CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'``; CUDA where there is none is an
+            error (see :mod:`kiln.engine.device`). The model, batches, AMP and EMA follow it;
+            ``runner.device`` tells which it is.
+        env_cfg: MMEngine's ``env_cfg`` (``cudnn_benchmark``, ``mp_cfg``, ``dist_cfg``).
+        sync_bn: ``'torch'`` converts batch norm to ``torch.nn.SyncBatchNorm`` under DDP.
+        channels_last: weights and image batches in NHWC memory order.
     """
 
     def __init__(
@@ -106,6 +114,10 @@ class Runner(RunnerCheckpointMixin):
         cfg: Any = None,
         find_unused_parameters: bool = False,
         allow_pickle: bool = False,
+        device: str | torch.device | None = None,
+        env_cfg: Mapping[str, Any] | None = None,
+        sync_bn: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.work_dir = os.path.abspath(work_dir) if work_dir else None
         if self.work_dir and comm.is_main_process():
@@ -113,11 +125,21 @@ class Runner(RunnerCheckpointMixin):
         self.cfg = cfg
         self.seed = seed
         self.rank, self.world_size = comm.get_rank(), comm.get_world_size()
-        self._raw_model = model if model is not None else nn.Module()
+        # ---- device: decided once (kiln.engine.device); model, batches, loaders, AMP follow it ----
+        self.device = resolve_device(device, comm.get_local_rank())
+        apply_env_cfg(env_cfg)
+        self.channels_last = bool(channels_last)
+        self._raw_model = prepare_model(
+            model if model is not None else nn.Module(), self.device, sync_bn=sync_bn,
+            channels_last=self.channels_last, distributed=self.world_size > 1,
+        )
+        self._move_batch = make_batch_mover(self.device, self.channels_last)  # None: nothing to move
         self.model = self._wrap_model(self._raw_model, find_unused_parameters)
         self.train_dataloader = train_dataloader
         self.val_dataloader = val_dataloader
         self.test_dataloader = test_dataloader
+        for loader in (train_dataloader, val_dataloader, test_dataloader):
+            pin_loader(loader, self.device)
         self.val_evaluator = val_evaluator
         self.test_evaluator = test_evaluator
         self.load_from = load_from
@@ -139,6 +161,7 @@ class Runner(RunnerCheckpointMixin):
         self.optim_wrapper: OptimWrapper | None = None
         if optim_wrapper is not None:
             self.optim_wrapper = build_optim_wrapper(self._raw_model, optim_wrapper)
+            follow_device(self.optim_wrapper, self.device)
         self.train_loop: Any = None
         loop_cfg = train_loop_cfg(train_cfg, max_epochs, max_iters, val_interval)
         if train_dataloader is not None:
@@ -202,10 +225,15 @@ class Runner(RunnerCheckpointMixin):
             kwargs["forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"] = (
                 False
             )
-            if torch.cuda.is_available():
-                device = torch.device("cuda", comm.get_local_rank())
-                model.to(device)
-                return DDP(model, device_ids=[device.index], **kwargs)
+            if self.device.type == "cuda":
+                return DDP(model, device_ids=[self.device.index], **kwargs)
+            import torch.distributed as dist
+
+            if dist.get_backend() == "nccl":
+                raise ValueError(
+                    f"device={self.device.type!r} under the nccl backend: NCCL only reduces CUDA tensors; "
+                    f"train on the GPUs (leave device unset) or start the workers with gloo."
+                )
             return DDP(model, **kwargs)
         return model
 
@@ -448,11 +476,18 @@ class Runner(RunnerCheckpointMixin):
         return self.make_train_step()(data_batch)
 
     def make_train_step(self) -> Callable[[Any], dict[str, Any]]:
-        """The step function for the current model/optimizer (:func:`.train_step.make_train_step`)."""
-        return make_train_step(self.model, self._raw_model, self.optim_wrapper)
+        """The step function for the current model/optimizer (:func:`.train_step.make_train_step`).
+
+        The batch goes to the run's device first (not on the CPU: there it already is).
+        """
+        step = make_train_step(self.model, self._raw_model, self.optim_wrapper)
+        move = self._move_batch
+        return step if move is None else (lambda data_batch: step(move(data_batch)))
 
     def eval_step(self, data_batch: Any) -> Any:
         """The model's eval-mode outputs for ``data_batch`` (``model.val_step`` when defined)."""
+        if self._move_batch is not None:
+            data_batch = self._move_batch(data_batch)
         own = getattr(self._raw_model, "val_step", None)
         if own is not None:
             return own(data_batch)

@@ -39,6 +39,7 @@ from kiln.utils import cfg_get
 
 from . import comm
 from .data_position import is_resumable_loader, open_loader_at
+from .device import module_device, resolve_device
 from .hooks.base import Hook, HookBase
 from .loops import StepLoop
 from .optim import AmpOptimWrapper, OptimWrapper, check_fp16_support
@@ -83,6 +84,8 @@ class TrainerBase:
                 },
                 seed=getattr(self, "seed", None),
                 cfg=getattr(self, "cfg", None),
+                # Detectron2's trainers run the model where the user (or build_model) put it.
+                device=module_device(self._model_for_runner()),
             )
             self.runner.train_dataloader = getattr(self, "data_loader", None)
             for h in self._hooks:
@@ -339,7 +342,7 @@ class DefaultTrainer(SimpleTrainer):
         if arch is None:
             raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
         model = arch(cfg)
-        model.to(torch.device(cfg_get(cfg, "MODEL.DEVICE", "cpu")))
+        model.to(resolve_device(cfg_get(cfg, "MODEL.DEVICE"), comm.get_local_rank(), source="MODEL.DEVICE"))
         return model
 
     @classmethod

@@ -52,10 +52,17 @@ class EMAHook(Hook):
         return out
 
     def before_run(self, runner: Any) -> None:
-        """Start the average from the current weights (a resume then overwrites it)."""
+        """Start the average from the current weights (a resume then overwrites it).
+
+        The average lives where the model does (the run's device); a state loaded earlier (from a
+        checkpoint read to the CPU) moves there.
+        """
         self._param_names = {n for n, _ in runner.unwrapped_model.named_parameters()}
+        current = self._model_tensors(runner)
         if self._ema is None:
-            self._ema = {n: t.detach().clone() for n, t in self._model_tensors(runner).items()}
+            self._ema = {n: t.detach().clone() for n, t in current.items()}
+        else:
+            self._ema = {n: e.to(current[n].device) if n in current else e for n, e in self._ema.items()}
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
@@ -112,5 +119,8 @@ class EMAHook(Hook):
         return {"ema": {n: t.clone() for n, t in (self._ema or {}).items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the averaged tensors."""
-        self._ema = {n: t.clone() for n, t in state.get("ema", {}).items()} or None
+        """Restore the averaged tensors (onto the device of the average they replace, if any)."""
+        old = self._ema or {}
+        loaded = state.get("ema", {})
+        self._ema = {n: t.to(old[n].device, copy=True) if n in old else t.clone() for n, t in loaded.items()}
+        self._ema = self._ema or None
