@@ -32,7 +32,9 @@ from .hooks import (
     TextLoggerHook,
     ValLossHook,
 )
+from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .mmcv_runner import BaseRunner, EpochBasedRunner, IterBasedRunner, build_runner
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers, schedulers_from_lr_config
@@ -78,6 +80,11 @@ __all__ = [
     "build_optimizer",
     "Runner",
     "parse_losses",
+    "BaseRunner",
+    "EpochBasedRunner",
+    "IterBasedRunner",
+    "build_runner",
+    "LogBuffer",
     "ScheduleSet",
     "build_param_schedulers",
     "schedulers_from_lr_config",
