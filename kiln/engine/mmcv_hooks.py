@@ -1,4 +1,4 @@
-"""The two hooks behind kiln's MMCV 1.x runners: the optimizer step and the workflow's val phases.
+"""The MMCV 1.x runners' workflow parts: the optimizer step hook, the val phases, run()'s arguments.
 
 * :class:`MMCVOptimizerHook` is what ``optimizer_config`` builds on an MMCV runner: after each
   training iteration it backpropagates ``runner.outputs['loss']`` and steps the optimizer, as MMCV's
@@ -15,11 +15,26 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import torch
+
 from .hooks.base import Hook, Priority
 from .hooks.val_loss import ValLossHook
 from .optim import AmpOptimWrapper, OptimWrapper
 
-__all__ = ["MMCVOptimizerHook", "WorkflowValHook", "OPTIMIZER_HOOK_TYPES"]
+__all__ = [
+    "MMCVOptimizerHook",
+    "WorkflowValHook",
+    "OPTIMIZER_HOOK_TYPES",
+    "check_workflow",
+    "loader_for",
+    "DEFAULT_LOADER_SETTINGS",
+]
+
+# Loader settings for datasets passed to run() when the runner has no config (cfg=None): the values
+# of MMDetection 2.x's dataset configs (data=dict(samples_per_gpu=2, workers_per_gpu=2)).
+DEFAULT_LOADER_SETTINGS = {"samples_per_gpu": 2, "workers_per_gpu": 2}
+
+_WORKFLOW_EXAMPLE = "workflow=[('train', 1)] or [('train', 1), ('val', 1)]"
 
 # MMCV's optimizer hook types and what they switch on.
 OPTIMIZER_HOOK_TYPES = {
@@ -57,7 +72,8 @@ class MMCVOptimizerHook(Hook):
         kwargs.pop("distributed", None)
         if kwargs:
             raise TypeError(
-                f"optimizer_config has keys kiln does not implement: {sorted(kwargs)} (MMCV's fp16 all-reduce "
+                f"optimizer_config has keys kiln does not implement: {sorted(kwargs)} (MMCV's fp16 "
+                f"all-reduce "
                 f"tuning coalesce/bucket_size_mb is DDP's business in kiln); supported: type, grad_clip, "
                 f"cumulative_iters, loss_scale."
             )
@@ -66,8 +82,14 @@ class MMCVOptimizerHook(Hook):
                 "optimizer_config detect_anomalous_params=True is not implemented in kiln; drop it (to find "
                 "parameters without gradients under DDP use find_unused_parameters=True)."
             )
-        if isinstance(cumulative_iters, bool) or not isinstance(cumulative_iters, int) or cumulative_iters < 1:
-            raise ValueError(f"optimizer_config cumulative_iters must be an int >= 1, got {cumulative_iters!r}.")
+        if (
+            isinstance(cumulative_iters, bool)
+            or not isinstance(cumulative_iters, int)
+            or cumulative_iters < 1
+        ):
+            raise ValueError(
+                f"optimizer_config cumulative_iters must be an int >= 1, got {cumulative_iters!r}."
+            )
         self.grad_clip = dict(grad_clip) if grad_clip else None
         self.cumulative_iters = cumulative_iters
         self.fp16 = bool(fp16)
@@ -87,9 +109,9 @@ class MMCVOptimizerHook(Hook):
         opt = runner.optimizer
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(
-                f"optimizer_config / OptimizerHook needs the runner's optimizer to be one torch.optim.Optimizer, "
-                f"got {type(opt).__name__}; with a dict of optimizers (GANs) step them in model.train_step and "
-                f"pass optimizer_config=None."
+                f"optimizer_config / OptimizerHook needs the runner's optimizer to be one "
+                f"torch.optim.Optimizer, got {type(opt).__name__}; with a dict of optimizers (GANs) step "
+                f"them in model.train_step and pass optimizer_config=None."
             )
         runner.set_optim_wrapper(self.make_wrapper(opt))
 
@@ -149,3 +171,94 @@ class WorkflowValHook(ValLossHook):
         self._last_n = n
         runner.last_metrics["val_loss"] = metrics
         return metrics
+
+
+def check_workflow(data_loaders: Any, workflow: Any, unit: str = "epoch") -> list[tuple[str, int]]:
+    """Check ``run(data_loaders, workflow)``'s arguments as MMCV does (and what kiln adds); return the phases.
+
+    One loader per phase (``len(data_loaders) == len(workflow)``), phases ``(mode, n)`` with mode
+    ``'train'``/``'val'``, at least one train phase, one training stream, no val phase first.
+    """
+    if not isinstance(data_loaders, (list, tuple)):
+        raise TypeError(
+            f"run() expects a list of data loaders (or datasets), one per workflow phase, got "
+            f"{type(data_loaders).__name__}; e.g. runner.run([train_loader], [('train', 1)])."
+        )
+    if not isinstance(workflow, (list, tuple)) or not workflow:
+        raise ValueError(
+            f"workflow={workflow!r}: expected a non-empty list of (mode, n) phases, e.g. {_WORKFLOW_EXAMPLE}."
+        )
+    phases: list[tuple[str, int]] = []
+    for i, entry in enumerate(workflow):
+        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
+        mode, n = entry if ok else (None, None)
+        if not ok or mode not in ("train", "val") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(
+                f"workflow[{i}] = {entry!r} is not a valid phase: each is (mode, n) with mode 'train' or "
+                f"'val' and n a positive int ({unit}s), e.g. {_WORKFLOW_EXAMPLE}."
+            )
+        phases.append((mode, n))
+    if len(data_loaders) != len(workflow):
+        raise ValueError(
+            f"run() got {len(data_loaders)} data loader(s) for a workflow of {len(workflow)} phase(s) "
+            f"{list(workflow)}; MMCV requires one per phase (len(data_loaders) == len(workflow)), e.g. "
+            f"runner.run([train_loader, val_loader], [('train', 1), ('val', 1)])."
+        )
+    train = [i for i, (m, _) in enumerate(phases) if m == "train"]
+    if not train:
+        raise ValueError(f"workflow={list(workflow)!r} has no ('train', n) phase; e.g. {_WORKFLOW_EXAMPLE}.")
+    if any(data_loaders[i] is not data_loaders[train[0]] for i in train):
+        raise ValueError(
+            "run(): the workflow's ('train', n) phases use different data loaders; kiln trains on one stream "
+            "(whose position is checkpointed): pass the same loader for every train phase."
+        )
+    if phases[0][0] == "val":
+        raise ValueError(
+            f"workflow={list(workflow)!r} starts with a ('val', n) phase; kiln runs a val phase after the "
+            f"training it follows: write e.g. [('train', 1), ('val', 1)]."
+        )
+    return phases
+
+
+def loader_for(obj: Any, mode: str, cfg: Any, seed: int | None, unit: str, logger: Any) -> Any:
+    """``obj`` if it is a loader; a dataset gets one built with ``cfg``'s ``data`` settings.
+
+    ``samples_per_gpu`` (or ``imgs_per_gpu``) and ``workers_per_gpu`` come from ``cfg.data``; without
+    a config, :data:`DEFAULT_LOADER_SETTINGS` (MMDetection's). A training loader shuffles (seeded,
+    resumable; infinite for iteration-based runners), a val loader reads in order.
+    """
+    if not isinstance(obj, torch.utils.data.Dataset):
+        if not hasattr(obj, "__iter__"):
+            raise TypeError(
+                f"run(): a {mode} phase got {type(obj).__name__}, which is neither a data loader "
+                f"nor a dataset."
+            )
+        return obj
+    from kiln.data import build_dataloader
+
+    settings = dict(DEFAULT_LOADER_SETTINGS)
+    data = cfg.get("data") if cfg is not None and hasattr(cfg, "get") else None
+    if data is not None:
+        settings["samples_per_gpu"] = data.get(
+            "samples_per_gpu", data.get("imgs_per_gpu", settings["samples_per_gpu"])
+        )
+        settings["workers_per_gpu"] = data.get("workers_per_gpu", settings["workers_per_gpu"])
+        source = "the config's data settings"
+    else:
+        source = "MMDetection's defaults (the runner has no cfg)"
+    logger.info(
+        "run(): building the %s data loader for %s with samples_per_gpu=%d, workers_per_gpu=%d (%s).",
+        mode,
+        type(obj).__name__,
+        settings["samples_per_gpu"],
+        settings["workers_per_gpu"],
+        source,
+    )
+    return build_dataloader(
+        obj,
+        samples_per_gpu=settings["samples_per_gpu"],
+        workers_per_gpu=settings["workers_per_gpu"],
+        shuffle=mode == "train",  # val phases read the set in order (deterministic losses)
+        seed=seed,
+        runner_type="IterBasedRunner" if unit == "iter" else "EpochBasedRunner",
+    )

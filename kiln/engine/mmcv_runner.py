@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 import time
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -42,36 +41,33 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kiln.registry import HOOKS, RUNNERS
+from kiln.registry import RUNNERS
 
-from .checkpoint import format_incompatible_keys, load_checkpoint_file
-from .hooks.base import Hook
 from .hooks.misc import ParamSchedulerHook
 from .hooks.val_loss import forked_rng, loss_mode
 from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop
-from .mmcv_hooks import OPTIMIZER_HOOK_TYPES, MMCVOptimizerHook, WorkflowValHook
+from .mmcv_checkpoint import MMCVCheckpointMixin
+from .mmcv_hooks import MMCVOptimizerHook, WorkflowValHook, check_workflow, loader_for
+from .mmcv_runner_hooks import MMCVHookRegistration
 from .optim import OptimWrapper
 from .runner import Runner, parse_losses
-from .schedulers import ScheduleSet, schedulers_from_lr_config
+from .schedulers import ScheduleSet
 
-__all__ = ["BaseRunner", "EpochBasedRunner", "IterBasedRunner", "build_runner", "DEFAULT_LOADER_SETTINGS"]
+__all__ = ["BaseRunner", "EpochBasedRunner", "IterBasedRunner", "build_runner"]
 
-# Loader settings for datasets passed to run() when the runner has no config (cfg=None): the values
-# of MMDetection 2.x's dataset configs (data=dict(samples_per_gpu=2, workers_per_gpu=2)).
-DEFAULT_LOADER_SETTINGS = {"samples_per_gpu": 2, "workers_per_gpu": 2}
 
-_WORKFLOW_EXAMPLE = "workflow=[('train', 1)] or [('train', 1), ('val', 1)]"
-_NO_DEFAULT_HOOKS = {"timer": None, "logger": None, "param_scheduler": None, "checkpoint": None, "sampler_seed": None}
+_NO_DEFAULT_HOOKS = {
+    "timer": None,
+    "logger": None,
+    "param_scheduler": None,
+    "checkpoint": None,
+    "sampler_seed": None,
+}
 
 
 def _num_samples(batch: Any) -> int:
     return len(batch) if isinstance(batch, (list, tuple)) else 1
-
-
-def _is_kiln_checkpoint_name(x: Any) -> bool:
-    """``save_checkpoint('epoch_3')`` (kiln: a file name in work_dir) vs ``save_checkpoint(out_dir)`` (MMCV)."""
-    return isinstance(x, str) and "/" not in x and os.sep not in x and not os.path.isdir(x)
 
 
 class _OptimizerDict:
@@ -89,8 +85,9 @@ class _OptimizerDict:
                 o.load_state_dict(state[k])
 
 
-class BaseRunner(Runner, metaclass=ABCMeta):
-    """MMCV's ``BaseRunner(model, batch_processor, optimizer, work_dir, logger, meta, max_iters, max_epochs)``.
+class BaseRunner(MMCVHookRegistration, MMCVCheckpointMixin, Runner, metaclass=ABCMeta):
+    """MMCV's ``BaseRunner(model, batch_processor, optimizer, work_dir, logger, meta, max_iters,
+    max_epochs)``.
 
     Args:
         model: an ``nn.Module``: with an MMCV ``train_step(data, optimizer)`` (and ``val_step``), or
@@ -108,8 +105,6 @@ class BaseRunner(Runner, metaclass=ABCMeta):
             default_args=dict(..., cfg=cfg))``).
     """
 
-    default_filename_tmpl = "epoch_{}.pth"
-
     def __init__(
         self,
         model: nn.Module,
@@ -123,7 +118,9 @@ class BaseRunner(Runner, metaclass=ABCMeta):
         cfg: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
-            raise TypeError(f"{type(self).__name__}: model must be a torch.nn.Module, got {type(model).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__}: model must be a torch.nn.Module, got {type(model).__name__}."
+            )
         raw = getattr(model, "module", model)
         if batch_processor is not None:
             if not callable(batch_processor):
@@ -136,8 +133,8 @@ class BaseRunner(Runner, metaclass=ABCMeta):
             )
             if hasattr(raw, "train_step") or hasattr(raw, "val_step"):
                 raise RuntimeError(
-                    "batch_processor and model.train_step()/model.val_step() cannot both be given (as in MMCV); "
-                    "drop batch_processor."
+                    "batch_processor and model.train_step()/model.val_step() cannot both be given (as in "
+                    "MMCV); drop batch_processor."
                 )
         optimizers: Any = optimizer
         wrapper: OptimWrapper | None = None
@@ -155,10 +152,13 @@ class BaseRunner(Runner, metaclass=ABCMeta):
             optimizers = dict(optimizer)
         elif optimizer is not None:
             raise TypeError(
-                f"optimizer must be a torch.optim.Optimizer, a dict of them or None, got {type(optimizer).__name__}."
+                f"optimizer must be a torch.optim.Optimizer, a dict of them or None, got "
+                f"{type(optimizer).__name__}."
             )
         if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger must be a logging.Logger (or None for kiln's), got {type(logger).__name__}.")
+            raise TypeError(
+                f"logger must be a logging.Logger (or None for kiln's), got {type(logger).__name__}."
+            )
         if meta is not None and not isinstance(meta, dict):
             raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}.")
         if work_dir is not None and not isinstance(work_dir, (str, os.PathLike)):
@@ -250,126 +250,6 @@ class BaseRunner(Runner, metaclass=ABCMeta):
         """For each stage, the hooks called there with their priorities."""
         return self.hook_table()
 
-    # ================================================================ hooks
-    def register_hook(self, hook: Any, priority: int | str | None = "NORMAL", key: str | None = None) -> Hook:
-        """Register ``hook`` at ``priority`` (MMCV's default: ``'NORMAL'``; ``None``: the hook's own)."""
-        return super().register_hook(hook, priority, key)
-
-    def register_hook_from_cfg(self, hook_cfg: Mapping) -> Hook:
-        """Build a hook from ``dict(type=..., priority=..., ...)`` (priority defaults to ``'NORMAL'``)."""
-        cfg = dict(hook_cfg)
-        priority = cfg.pop("priority", "NORMAL")
-        return self.register_hook(HOOKS.build(cfg, cfg_path=f"hooks.{cfg.get('type')}"), priority=priority)
-
-    def register_lr_hook(self, lr_config: Any) -> None:
-        """MMCV ``lr_config=dict(policy='step', step=[8, 11], warmup=...)`` as a kiln schedule (VERY_HIGH)."""
-        self._register_schedule(lr_config, "lr", "VERY_HIGH")
-
-    def register_momentum_hook(self, momentum_config: Any) -> None:
-        """MMCV ``momentum_config=dict(policy='cyclic', ...)`` as a kiln schedule (HIGH)."""
-        self._register_schedule(momentum_config, "momentum", "HIGH")
-
-    def _register_schedule(self, config: Any, param: str, priority: str) -> None:
-        if config is None:
-            return
-        if not isinstance(config, Mapping):
-            self.register_hook(config, priority=priority)
-            return
-        if "policy" not in config:
-            raise KeyError(
-                f"{param}_config={dict(config)} has no 'policy'; write e.g. dict(policy='step', step=[8, 11])."
-            )
-        self._schedule_shapes[param] = schedulers_from_lr_config(dict(config), param)
-        if self._schedule_hook is None:
-            self._schedule_hook = ParamSchedulerHook()
-            self.register_hook(self._schedule_hook, priority=priority)
-
-    def register_optimizer_hook(self, optimizer_config: Any) -> None:
-        """MMCV ``optimizer_config=dict(grad_clip=None)``: the hook stepping the optimizer (ABOVE_NORMAL)."""
-        if optimizer_config is None:
-            return
-        if isinstance(optimizer_config, Mapping):
-            cfg = dict(optimizer_config)
-            kind = cfg.pop("type", "OptimizerHook")
-            if kind not in OPTIMIZER_HOOK_TYPES:
-                raise ValueError(
-                    f"optimizer_config type {kind!r} is not supported; use one of {sorted(OPTIMIZER_HOOK_TYPES)}."
-                )
-            hook: Any = MMCVOptimizerHook(**OPTIMIZER_HOOK_TYPES[kind], **cfg)
-        elif isinstance(optimizer_config, MMCVOptimizerHook):
-            hook = optimizer_config
-        else:
-            raise TypeError(
-                f"optimizer_config must be a dict (dict(grad_clip=None)) or an MMCVOptimizerHook, got "
-                f"{type(optimizer_config).__name__}."
-            )
-        self.register_hook(hook, priority="ABOVE_NORMAL")
-
-    def register_checkpoint_hook(self, checkpoint_config: Any) -> None:
-        """MMCV ``checkpoint_config=dict(interval=1)``: kiln's ``CheckpointHook`` (NORMAL)."""
-        if checkpoint_config is None:
-            return
-        if isinstance(checkpoint_config, Mapping):
-            cfg = dict(checkpoint_config)
-            cfg.setdefault("type", "CheckpointHook")
-            checkpoint_config = HOOKS.build(cfg, cfg_path="checkpoint_config")
-        self.register_hook(checkpoint_config, priority="NORMAL")
-
-    def register_logger_hooks(self, log_config: Any) -> None:
-        """MMCV ``log_config=dict(interval=50, hooks=[dict(type='TextLoggerHook')])`` (VERY_LOW)."""
-        if log_config is None:
-            return
-        if "interval" not in log_config or "hooks" not in log_config:
-            raise KeyError(
-                f"log_config={dict(log_config)} needs 'interval' and 'hooks', e.g. "
-                f"dict(interval=50, hooks=[dict(type='TextLoggerHook')])."
-            )
-        for info in log_config["hooks"]:
-            hook = HOOKS.build(dict(info), default_args={"interval": log_config["interval"]}, cfg_path="log_config.hooks")
-            self.register_hook(hook, priority="VERY_LOW")
-
-    def register_timer_hook(self, timer_config: Any) -> None:
-        """MMCV ``timer_config=dict(type='IterTimerHook')`` (LOW)."""
-        if timer_config is None:
-            return
-        if isinstance(timer_config, Mapping):
-            timer_config = HOOKS.build(copy.deepcopy(dict(timer_config)), cfg_path="timer_config")
-        self.register_hook(timer_config, priority="LOW")
-
-    def register_custom_hooks(self, custom_config: Any) -> None:
-        """MMCV ``custom_hooks``: configs (their ``priority`` key, default NORMAL) or hook objects."""
-        if custom_config is None:
-            return
-        items = custom_config if isinstance(custom_config, (list, tuple)) else [custom_config]
-        for item in items:
-            if isinstance(item, Mapping):
-                self.register_hook_from_cfg(item)
-            else:
-                self.register_hook(item, priority="NORMAL")
-
-    def register_training_hooks(
-        self,
-        lr_config: Any,
-        optimizer_config: Any = None,
-        checkpoint_config: Any = None,
-        log_config: Any = None,
-        momentum_config: Any = None,
-        timer_config: Any = dict(type="IterTimerHook"),  # noqa: B006 (MMCV's signature; copied before use)
-        custom_hooks_config: Any = None,
-    ) -> None:
-        """Register MMCV's default training hooks, with MMCV's priorities.
-
-        lr (VERY_HIGH), momentum (HIGH), optimizer (ABOVE_NORMAL), checkpoint (NORMAL), timer (LOW),
-        loggers (VERY_LOW), custom hooks (their own priority, default NORMAL; after the defaults).
-        """
-        self.register_lr_hook(lr_config)
-        self.register_momentum_hook(momentum_config)
-        self.register_optimizer_hook(optimizer_config)
-        self.register_checkpoint_hook(checkpoint_config)
-        self.register_timer_hook(timer_config)
-        self.register_logger_hooks(log_config)
-        self.register_custom_hooks(custom_hooks_config)
-
     # ================================================================ the step
     def _model_method(self, name: str) -> Any:
         """The model's own MMCV ``train_step``/``val_step`` (kiln's contract has none)."""
@@ -388,20 +268,21 @@ class BaseRunner(Runner, metaclass=ABCMeta):
         runner_steps = bp is None and own is None and not has_hook
         if runner_steps and ow is None:
             raise RuntimeError(
-                f"{type(self).__name__}: the model follows kiln's contract (no train_step), so the runner steps "
-                f"the optimizer, but it has none: pass optimizer=torch.optim.SGD(model.parameters(), lr=...)."
+                f"{type(self).__name__}: the model follows kiln's contract (no train_step), so the runner "
+                f"steps the optimizer, but it has none: pass "
+                f"optimizer=torch.optim.SGD(model.parameters(), lr=...)."
             )
         if not has_hook and not runner_steps and not self._warned_no_step:
             self._warned_no_step = True
             self.logger.warning(
-                "No optimizer hook is registered (optimizer_config=None): as in MMCV, the runner does not step "
-                "the optimizer; the weights change only if model.train_step steps it itself. Pass "
+                "No optimizer hook is registered (optimizer_config=None): as in MMCV, the runner does not "
+                "step the optimizer; the weights change only if model.train_step steps it itself. Pass "
                 "optimizer_config=dict(grad_clip=None) to register_training_hooks otherwise."
             )
         if kwargs and bp is None and own is None:
             raise TypeError(
-                f"run() got extra arguments {sorted(kwargs)}, which MMCV passes to model.train_step; this model "
-                f"has no train_step (kiln's contract: model(batch) returns the losses)."
+                f"run() got extra arguments {sorted(kwargs)}, which MMCV passes to model.train_step; this "
+                f"model has no train_step (kiln's contract: model(batch) returns the losses)."
             )
         autocast = ow.autocast if ow is not None else None
 
@@ -418,8 +299,8 @@ class BaseRunner(Runner, metaclass=ABCMeta):
                     outputs = {"loss": total, "log_vars": log_vars, "num_samples": _num_samples(data_batch)}
             if not isinstance(outputs, dict):
                 raise TypeError(
-                    f"batch_processor() or model.train_step() must return a dict (loss, log_vars, num_samples), "
-                    f"got {type(outputs).__name__}."
+                    f"batch_processor() or model.train_step() must return a dict (loss, log_vars, "
+                    f"num_samples), got {type(outputs).__name__}."
                 )
             log_vars = outputs.get("log_vars")
             if log_vars is not None:
@@ -441,8 +322,8 @@ class BaseRunner(Runner, metaclass=ABCMeta):
         losses = self.model(data_batch)
         if not isinstance(losses, Mapping):
             raise TypeError(
-                f"{type(self).__name__} val phase: the model has no val_step, so its training-mode forward must "
-                f"return the loss dict; got {type(losses).__name__}."
+                f"{type(self).__name__} val phase: the model has no val_step, so its training-mode forward "
+                f"must return the loss dict; got {type(losses).__name__}."
             )
         total, log_vars = parse_losses(losses)
         return {"loss": total, "log_vars": log_vars, "num_samples": _num_samples(data_batch)}
@@ -473,7 +354,8 @@ class BaseRunner(Runner, metaclass=ABCMeta):
                 outputs = self._val_step(data_batch)
                 if not isinstance(outputs, dict):
                     raise TypeError(
-                        f"batch_processor() or model.val_step() must return a dict, got {type(outputs).__name__}."
+                        f"batch_processor() or model.val_step() must return a dict, got "
+                        f"{type(outputs).__name__}."
                     )
                 if "log_vars" in outputs:
                     buf.update(outputs["log_vars"], outputs.get("num_samples", 1))
@@ -500,8 +382,10 @@ class BaseRunner(Runner, metaclass=ABCMeta):
     def _mean_over_ranks_dict(buf: LogBuffer) -> dict[str, float]:
         from . import comm
 
-        local = {k: (sum(v * n for v, n in zip(vals, buf.n_history[k])), sum(buf.n_history[k]))
-                 for k, vals in buf.val_history.items()}
+        local = {
+            k: (sum(v * n for v, n in zip(vals, buf.n_history[k])), sum(buf.n_history[k]))
+            for k, vals in buf.val_history.items()
+        }
         total: dict[str, list[float]] = {}
         for part in comm.all_gather(local):
             for k, (s, w) in part.items():
@@ -512,11 +396,11 @@ class BaseRunner(Runner, metaclass=ABCMeta):
 
     # ================================================================ running
     def train(self, data_loader: Any = None, **kwargs: Any) -> nn.Module:  # type: ignore[override]
-        """kiln: train as set up by :meth:`run`. MMCV's one-epoch ``train(loader)`` is refused (use ``run``)."""
+        """kiln: train as set up by :meth:`run`. MMCV's one-epoch ``train(loader)`` is refused (``run``)."""
         if data_loader is not None or kwargs:
             raise TypeError(
-                f"{type(self).__name__}.train(data_loader) (one MMCV epoch) is not available on its own in kiln, "
-                f"whose runner owns the loop: call runner.run([data_loader], [('train', 1)])."
+                f"{type(self).__name__}.train(data_loader) (one MMCV epoch) is not available on its own in "
+                f"kiln, whose runner owns the loop: call runner.run([data_loader], [('train', 1)])."
             )
         return super().train()
 
@@ -528,90 +412,22 @@ class BaseRunner(Runner, metaclass=ABCMeta):
         with self._ensure_storage():
             return self.val_epoch(iter(data_loader), data_loader)
 
-    def _check_run_args(self, data_loaders: Any, workflow: Any) -> list[tuple[str, int]]:
-        if not isinstance(data_loaders, (list, tuple)):
-            raise TypeError(
-                f"run() expects a list of data loaders (or datasets), one per workflow phase, got "
-                f"{type(data_loaders).__name__}; e.g. runner.run([train_loader], [('train', 1)])."
-            )
-        if not isinstance(workflow, (list, tuple)) or not workflow:
-            raise ValueError(f"workflow={workflow!r}: expected a non-empty list of (mode, n) phases, e.g. {_WORKFLOW_EXAMPLE}.")
-        phases: list[tuple[str, int]] = []
-        for i, entry in enumerate(workflow):
-            ok = isinstance(entry, (list, tuple)) and len(entry) == 2
-            mode, n = entry if ok else (None, None)
-            if not ok or mode not in ("train", "val") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(
-                    f"workflow[{i}] = {entry!r} is not a valid phase: each is (mode, n) with mode 'train' or 'val' "
-                    f"and n a positive int ({self._unit}s), e.g. {_WORKFLOW_EXAMPLE}."
-                )
-            phases.append((mode, n))
-        if len(data_loaders) != len(workflow):
-            raise ValueError(
-                f"run() got {len(data_loaders)} data loader(s) for a workflow of {len(workflow)} phase(s) "
-                f"{list(workflow)}; MMCV requires one per phase (len(data_loaders) == len(workflow)), e.g. "
-                f"runner.run([train_loader, val_loader], [('train', 1), ('val', 1)])."
-            )
-        train = [i for i, (m, _) in enumerate(phases) if m == "train"]
-        if not train:
-            raise ValueError(f"workflow={list(workflow)!r} has no ('train', n) phase; e.g. {_WORKFLOW_EXAMPLE}.")
-        if any(data_loaders[i] is not data_loaders[train[0]] for i in train):
-            raise ValueError(
-                "run(): the workflow's ('train', n) phases use different data loaders; kiln trains on one stream "
-                "(whose position is checkpointed): pass the same loader for every train phase."
-            )
-        if phases[0][0] == "val":
-            raise ValueError(
-                f"workflow={list(workflow)!r} starts with a ('val', n) phase; kiln runs a val phase after the "
-                f"training it follows: write e.g. [('train', 1), ('val', 1)]."
-            )
-        return phases
-
-    def _as_loader(self, obj: Any, mode: str) -> Any:
-        """``obj`` if it is a loader; a dataset gets one built from the config's ``data`` settings."""
-        if not isinstance(obj, torch.utils.data.Dataset):
-            if not hasattr(obj, "__iter__"):
-                raise TypeError(f"run(): a {mode} phase got {type(obj).__name__}, which is neither a data loader "
-                                f"nor a dataset.")
-            return obj
-        from kiln.data import build_dataloader
-
-        settings = dict(DEFAULT_LOADER_SETTINGS)
-        data = self.cfg.get("data") if self.cfg is not None and hasattr(self.cfg, "get") else None
-        if data is not None:
-            settings["samples_per_gpu"] = data.get("samples_per_gpu", data.get("imgs_per_gpu", settings["samples_per_gpu"]))
-            settings["workers_per_gpu"] = data.get("workers_per_gpu", settings["workers_per_gpu"])
-            source = "the config's data settings"
-        else:
-            source = "MMDetection's defaults (the runner has no cfg)"
-        self.logger.info(
-            "run(): building the %s data loader for %s with samples_per_gpu=%d, workers_per_gpu=%d (%s).",
-            mode, type(obj).__name__, settings["samples_per_gpu"], settings["workers_per_gpu"], source,
-        )
-        return build_dataloader(
-            obj,
-            samples_per_gpu=settings["samples_per_gpu"],
-            workers_per_gpu=settings["workers_per_gpu"],
-            shuffle=mode == "train",  # val phases read the set in order (deterministic losses)
-            seed=self.seed,
-            runner_type="IterBasedRunner" if self._unit == "iter" else "EpochBasedRunner",
-        )
-
     _unit = "epoch"
 
     def _start(self, data_loaders: Sequence[Any], workflow: Any, kwargs: dict) -> None:
         """Build the loaders, the loop, the schedules and the val phases; then train."""
-        phases = self._check_run_args(data_loaders, workflow)
+        phases = check_workflow(data_loaders, workflow, self._unit)
         if self.world_size > 1 and (self._model_method("train_step") is not None):
             raise RuntimeError(
-                "An MMCV-style model.train_step under distributed training is not supported: kiln's DDP wrapper "
-                "synchronizes gradients in forward(); use kiln's model contract (forward returns the losses)."
+                "An MMCV-style model.train_step under distributed training is not supported: kiln's DDP "
+                "wrapper synchronizes gradients in forward(); use kiln's model contract (forward returns "
+                "the losses)."
             )
         built: dict[int, Any] = {}
         loaders = []
         for obj, (mode, _) in zip(data_loaders, phases):
             if id(obj) not in built:
-                built[id(obj)] = self._as_loader(obj, mode)
+                built[id(obj)] = loader_for(obj, mode, self.cfg, self.seed, self._unit, self.logger)
             loaders.append(built[id(obj)])
         train_loader = loaders[next(i for i, (m, _) in enumerate(phases) if m == "train")]
         self._run_kwargs = dict(kwargs)
@@ -626,7 +442,9 @@ class BaseRunner(Runner, metaclass=ABCMeta):
             )
         self._add_val_phases(phases, loaders)
         self.logger.info(
-            "workflow: %s, max: %d %ss", list(workflow), self.max_epochs if self._unit == "epoch" else self.max_iters,
+            "workflow: %s, max: %d %ss",
+            list(workflow),
+            self.max_epochs if self._unit == "epoch" else self.max_iters,
             self._unit,
         )
         self.mode = "train"
@@ -646,7 +464,8 @@ class BaseRunner(Runner, metaclass=ABCMeta):
                 done += n
             else:
                 self.register_hook(
-                    WorkflowValHook(interval=cycle, length=n, offset=done, dataloader=loader), priority="LOWEST"
+                    WorkflowValHook(interval=cycle, length=n, offset=done, dataloader=loader),
+                    priority="LOWEST",
                 )
 
     @abstractmethod
@@ -656,115 +475,6 @@ class BaseRunner(Runner, metaclass=ABCMeta):
     @abstractmethod
     def _make_loop(self, loader: Any) -> Any:
         """The kiln training loop over ``loader``."""
-
-    # ================================================================ checkpoints
-    def _checkpoint_meta(self, meta: Mapping | None) -> dict:
-        out = {k: v for k, v in (self.meta or {}).items() if k not in ("epoch", "iter", "inner_iter")}
-        out.update({k: v for k, v in dict(meta or {}).items() if k not in ("epoch", "iter", "inner_iter")})
-        return out
-
-    def save_checkpoint(  # type: ignore[override]
-        self,
-        out_dir: str,
-        filename_tmpl: str | None = None,
-        save_optimizer: bool = True,
-        meta: Mapping | None = None,
-        create_symlink: bool = True,
-    ) -> str | None:
-        """MMCV: save ``out_dir/filename_tmpl.format(n)`` (n = epochs or iterations done) and link
-        ``latest.pth`` to it. kiln: ``save_checkpoint('epoch_3')`` (a bare name, as kiln's hooks call
-        it) saves ``work_dir/epoch_3.pth``. Either way the file is a full kiln checkpoint (exact resume).
-        """
-        if filename_tmpl is None and _is_kiln_checkpoint_name(out_dir):
-            path = super().save_checkpoint(out_dir, save_optimizer=save_optimizer, meta=self._checkpoint_meta(meta))
-        else:
-            tmpl = filename_tmpl or self.default_filename_tmpl
-            n = (self.epoch if self._unit == "epoch" else self.iter) + 1
-            name = tmpl.format(n)
-            name = name[:-4] if name.endswith(".pth") else name
-            ckpt = self.checkpointer
-            old_dir = ckpt.save_dir
-            ckpt.save_dir = os.path.abspath(os.fspath(out_dir))
-            if ckpt.save_to_disk:
-                os.makedirs(ckpt.save_dir, exist_ok=True)
-            try:
-                path = super().save_checkpoint(name, save_optimizer=save_optimizer, meta=self._checkpoint_meta(meta))
-            finally:
-                ckpt.save_dir = old_dir
-        if path is not None and create_symlink:
-            _link_latest(path)
-        return path
-
-    def load_checkpoint(  # type: ignore[override]
-        self,
-        filename: str,
-        map_location: Any = "cpu",
-        strict: bool = False,
-        revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),),
-    ) -> dict:
-        """Load model weights (MMCV signature); returns the checkpoint dict (``state_dict``, ``meta``, ...).
-
-        ``revise_keys``: ``(pattern, replacement)`` regex substitutions applied to every key.
-        ``strict``: missing/unexpected/shape-mismatched keys raise; otherwise they are skipped and
-        listed in a warning. Files are read on the CPU and copied into the model wherever it lives,
-        so ``map_location`` does not change the result.
-        """
-        ckpt = load_checkpoint_file(filename, allow_pickle=self.allow_pickle)
-        state = ckpt.pop("model")
-        for pattern, repl in revise_keys:
-            state = {re.sub(pattern, repl, k): v for k, v in state.items()}
-        model = self._raw_model
-        own = model.state_dict()
-        bad_shape = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
-                     if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
-        for k, _, _ in bad_shape:
-            state.pop(k)
-        result = model.load_state_dict(state, strict=False)
-        from .checkpoint import IncompatibleKeys
-
-        inc = IncompatibleKeys(list(result.missing_keys), list(result.unexpected_keys), bad_shape)
-        table = format_incompatible_keys(inc, source=f"'{filename}'")
-        if table and strict:
-            raise RuntimeError(f"{table}\n(strict=True; pass strict=False to load what matches).")
-        if table:
-            self.logger.warning(table)
-        self._weights_loaded = True
-        return {"state_dict": state, **ckpt}
-
-    def resume(  # type: ignore[override]
-        self, checkpoint: str, resume_optimizer: bool = True, map_location: Any = "default"
-    ) -> None:
-        """Resume training from ``checkpoint`` (MMCV signature).
-
-        Called before ``run()``, it loads the weights (and optimizer) at once and sets
-        ``epoch``/``iter``/``meta``; when ``run()`` starts, everything else of an exact resume follows
-        (loader position, RNG states, hook states, schedules, logged history), as ``kiln train
-        --resume`` does. ``map_location`` does not change the result (see :meth:`load_checkpoint`).
-        """
-        self._resume_optimizer = bool(resume_optimizer)
-        if self._in_run:
-            self._resume_now(checkpoint)
-            return
-        keys = ["optimizer"] if resume_optimizer and "optimizer" in self.checkpointer.checkpointables else []
-        extra = self.checkpointer.load(checkpoint, checkpointables=keys)
-        meta = dict(extra.get("meta", {}))
-        self.epoch = int(meta.get("epoch", 0))
-        self.iter = int(meta.get("iter", 0))
-        self.inner_iter = int(meta.get("inner_iter", 0))
-        self.meta = dict(self.meta or {})
-        self.meta.update(meta)
-        self.resume_from = checkpoint
-        self._resumed = False  # the rest of the state is restored when run() starts
-        self.logger.info("resumed epoch %d, iter %d", self.epoch, self.iter)
-
-    def _resume_now(self, path: str) -> None:
-        ckpt = self.checkpointer
-        opt = None if self._resume_optimizer else ckpt.checkpointables.pop("optimizer", None)
-        try:
-            super().resume(path)
-        finally:
-            if opt is not None:
-                ckpt.checkpointables["optimizer"] = opt
 
 
 class _MMCVEpochLoop(EpochBasedTrainLoop):
@@ -787,17 +497,25 @@ class EpochBasedRunner(BaseRunner):
     where the uninterrupted run did.
     """
 
-    def run(self, data_loaders: Sequence[Any], workflow: Sequence[tuple[str, int]], max_epochs: int | None = None,
-            **kwargs: Any) -> None:
+    def run(
+        self,
+        data_loaders: Sequence[Any],
+        workflow: Sequence[tuple[str, int]],
+        max_epochs: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Train per ``workflow``; ``data_loaders`` has one loader (or dataset) per phase."""
         if max_epochs is not None:
-            warnings.warn("setting max_epochs in run is deprecated, please set max_epochs in runner_config",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "setting max_epochs in run is deprecated, please set max_epochs in runner_config",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             self._max_epochs = max_epochs
         if self._max_epochs is None:
             raise ValueError(
-                "max_epochs is not set: give it to the runner (runner=dict(type='EpochBasedRunner', max_epochs=12)) "
-                "or to run(..., max_epochs=12)."
+                "max_epochs is not set: give it to the runner (runner=dict(type='EpochBasedRunner', "
+                "max_epochs=12)) or to run(..., max_epochs=12)."
             )
         self._start(data_loaders, workflow, kwargs)
 
@@ -817,40 +535,31 @@ class IterBasedRunner(BaseRunner):
     default_filename_tmpl = "iter_{}.pth"
     _unit = "iter"
 
-    def run(self, data_loaders: Sequence[Any], workflow: Sequence[tuple[str, int]], max_iters: int | None = None,
-            **kwargs: Any) -> None:
+    def run(
+        self,
+        data_loaders: Sequence[Any],
+        workflow: Sequence[tuple[str, int]],
+        max_iters: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Train per ``workflow`` for ``max_iters`` iterations."""
         if max_iters is not None:
-            warnings.warn("setting max_iters in run is deprecated, please set max_iters in runner_config",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "setting max_iters in run is deprecated, please set max_iters in runner_config",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             self._max_iters = max_iters
         if self._max_iters is None:
             raise ValueError(
-                "max_iters is not set: give it to the runner (runner=dict(type='IterBasedRunner', max_iters=90000)) "
-                "or to run(..., max_iters=90000)."
+                "max_iters is not set: give it to the runner (runner=dict(type='IterBasedRunner', "
+                "max_iters=90000)) or to run(..., max_iters=90000)."
             )
         self._start(data_loaders, workflow, kwargs)
 
     def _make_loop(self, loader: Any) -> Any:
         self.log_buffer.clear()
         return IterBasedTrainLoop(self, loader, self._max_iters)
-
-
-def _link_latest(path: str) -> None:
-    """Point ``latest.pth`` next to ``path`` at it (a relative symlink; a copy where links fail)."""
-    latest = os.path.join(os.path.dirname(path), "latest.pth")
-    if os.path.abspath(latest) == os.path.abspath(path):
-        return
-    tmp = latest + ".tmp"
-    try:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.symlink(os.path.basename(path), tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(path, tmp)
-    os.replace(tmp, latest)
 
 
 class _Null:
@@ -865,7 +574,7 @@ _null = _Null()
 
 
 def build_runner(cfg: Mapping, default_args: Mapping | None = None) -> BaseRunner:
-    """MMCV's ``build_runner(cfg.runner, default_args=dict(model=..., optimizer=..., work_dir=..., logger=...))``.
+    """MMCV's ``build_runner(cfg.runner, default_args=dict(model=..., optimizer=..., work_dir=...))``.
 
     ``cfg['type']`` is a name in ``RUNNERS`` (``EpochBasedRunner``, ``IterBasedRunner``, or a
     registered subclass); ``constructor`` may only be MMCV's ``DefaultRunnerConstructor``.
@@ -881,4 +590,3 @@ def build_runner(cfg: Mapping, default_args: Mapping | None = None) -> BaseRunne
         )
     runner_cfg.setdefault("type", "EpochBasedRunner")
     return RUNNERS.build(runner_cfg, default_args=dict(default_args or {}), cfg_path="runner")
-
