@@ -50,7 +50,7 @@ class Generic(Hook):
         self.epochs.append(runner.mode)
 
 
-# ------------------------------------------------------------------------------- the step
+# ---------------------------------------------------------------- the step
 def test_model_train_step_is_called_and_the_optimizer_hook_steps(tmp_path):
     runner, model = make(tmp_path)
     runner.register_training_hooks(None, optimizer_config=dict(grad_clip=None))
@@ -101,14 +101,18 @@ def test_batch_processor_is_supported_with_mmcvs_deprecation_warning(tmp_path):
 
     model = KilnToy()
     with pytest.warns(DeprecationWarning, match="batch_processor is deprecated"):
-        runner = EpochBasedRunner(model, batch_processor=batch_processor,
-                                  optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_epochs=1)
+        runner = EpochBasedRunner(
+            model,
+            batch_processor=batch_processor,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            max_epochs=1,
+        )
     runner.register_training_hooks(None, optimizer_config=dict())
     runner.run([loader(), loader(8, seed=2, shuffle=False)], [("train", 1), ("val", 1)])
     assert calls.count(True) == 6 and calls.count(False) == 2
 
 
-# ------------------------------------------------------------------------------- register_training_hooks
+# ---------------------------------------------------------------- register_training_hooks
 def test_lr_config_step_policy_with_warmup_sets_the_lr(tmp_path):
     runner, _ = make(tmp_path, lr=0.1)
     rec = runner.register_hook(Recorder())
@@ -125,8 +129,9 @@ def test_lr_config_step_policy_with_warmup_sets_the_lr(tmp_path):
 def test_momentum_config_schedules_the_momentum(tmp_path):
     runner, _ = make(tmp_path)
     rec = runner.register_hook(Recorder())
-    runner.register_training_hooks(None, optimizer_config=dict(),
-                                   momentum_config=dict(policy="step", step=[1], gamma=0.5))
+    runner.register_training_hooks(
+        None, optimizer_config=dict(), momentum_config=dict(policy="step", step=[1], gamma=0.5)
+    )
     runner.run([loader()], [("train", 1)])
     assert rec.momenta[0] == pytest.approx(0.9) and rec.momenta[6] == pytest.approx(0.45)
 
@@ -151,8 +156,11 @@ def test_checkpoint_log_and_timer_configs_act(tmp_path):
         log_config=dict(interval=3, hooks=[dict(type="TextLoggerHook")]),
     )
     runner.run([loader()], [("train", 1)])
-    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".pth")) == ["epoch_1.pth", "epoch_2.pth",
-                                                                            "latest.pth"]
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".pth")) == [
+        "epoch_1.pth",
+        "epoch_2.pth",
+        "latest.pth",
+    ]
     assert os.path.realpath(tmp_path / "latest.pth") == os.path.realpath(tmp_path / "epoch_2.pth")
     records = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     logged = [r["iteration"] for r in records if "loss" in r]
@@ -161,8 +169,12 @@ def test_checkpoint_log_and_timer_configs_act(tmp_path):
 
 def test_without_timer_config_no_iteration_times_are_logged(tmp_path):
     runner, _ = make(tmp_path, max_epochs=1)
-    runner.register_training_hooks(None, optimizer_config=dict(), timer_config=None,
-                                   log_config=dict(interval=3, hooks=[dict(type="TextLoggerHook")]))
+    runner.register_training_hooks(
+        None,
+        optimizer_config=dict(),
+        timer_config=None,
+        log_config=dict(interval=3, hooks=[dict(type="TextLoggerHook")]),
+    )
     runner.run([loader()], [("train", 1)])
     records = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     assert records and not any("time" in r for r in records)
@@ -170,16 +182,26 @@ def test_without_timer_config_no_iteration_times_are_logged(tmp_path):
 
 def test_training_hooks_get_mmcvs_priorities(tmp_path):
     runner, _ = make(tmp_path)
-    runner.register_training_hooks(dict(policy="fixed"), dict(), dict(interval=1),
-                                   dict(interval=5, hooks=[dict(type="TextLoggerHook")]),
-                                   custom_hooks_config=[dict(type="EmptyCacheHook", priority="LOWEST")])
+    runner.register_training_hooks(
+        dict(policy="fixed"),
+        dict(),
+        dict(interval=1),
+        dict(interval=5, hooks=[dict(type="TextLoggerHook")]),
+        custom_hooks_config=[dict(type="EmptyCacheHook", priority="LOWEST")],
+    )
     prios = {type(h).__name__: h.priority for h in runner.hooks}
-    assert prios == {"ParamSchedulerHook": 10, "MMCVOptimizerHook": 40, "CheckpointHook": 50,
-                     "IterTimerHook": 70, "TextLoggerHook": 90, "EmptyCacheHook": 100}
+    assert prios == {
+        "ParamSchedulerHook": 10,
+        "MMCVOptimizerHook": 40,
+        "CheckpointHook": 50,
+        "IterTimerHook": 70,
+        "TextLoggerHook": 90,
+        "EmptyCacheHook": 100,
+    }
     assert "TextLoggerHook" in runner.get_hook_info()
 
 
-# ------------------------------------------------------------------------------- resume
+# ---------------------------------------------------------------- resume
 def _train(tmp_path, max_epochs, ckpt_cfg, resume=None, model_seed=0):
     torch.manual_seed(model_seed)
     model = MMCVToy(dropout=0.3)
@@ -196,8 +218,9 @@ def _train(tmp_path, max_epochs, ckpt_cfg, resume=None, model_seed=0):
 def test_resume_from_an_epoch_checkpoint_gives_the_same_weights(tmp_path):
     _, full = _train(tmp_path / "full", 3, dict(interval=1))
     _train(tmp_path / "part", 1, dict(interval=1))
-    runner, resumed = _train(tmp_path / "part", 3, dict(interval=1), resume=tmp_path / "part" / "latest.pth",
-                             model_seed=5)
+    runner, resumed = _train(
+        tmp_path / "part", 3, dict(interval=1), resume=tmp_path / "part" / "latest.pth", model_seed=5
+    )
     assert runner.epoch == 3 and runner.iter == 18
     for k, v in weights(full).items():
         assert torch.equal(v, resumed.state_dict()[k]), k
@@ -223,7 +246,7 @@ def test_resume_before_run_loads_weights_and_counters_at_once(tmp_path):
     assert runner.optimizer.state_dict()["state"] == {}  # resume_optimizer=False
 
 
-# ------------------------------------------------------------------------------- workflow val phases
+# ---------------------------------------------------------------- workflow val phases
 def test_val_phases_run_val_step_with_val_hooks_and_do_not_change_training(tmp_path):
     _, without = _train_val(tmp_path / "a", [("train", 1)])
     runner, with_val = _train_val(tmp_path / "b", [("train", 1), ("val", 1)])
@@ -239,8 +262,9 @@ def test_val_phases_run_val_step_with_val_hooks_and_do_not_change_training(tmp_p
 def _train_val(path, workflow):
     torch.manual_seed(0)
     model = MMCVToy(dropout=0.3)
-    runner = EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), work_dir=str(path),
-                              max_epochs=2)
+    runner = EpochBasedRunner(
+        model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), work_dir=str(path), max_epochs=2
+    )
     runner.register_training_hooks(None, dict())
     runner.gen = runner.register_hook(Generic())
     loaders = [loader(), loader(8, seed=2, shuffle=False)][: len(workflow)]
@@ -248,12 +272,13 @@ def _train_val(path, workflow):
     return runner, model
 
 
-# ------------------------------------------------------------------------------- IterBasedRunner
+# ---------------------------------------------------------------- IterBasedRunner
 def _iter_run(path, resume=None):
     torch.manual_seed(0)
     model = MMCVToy(dropout=0.3)
-    runner = IterBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), work_dir=str(path),
-                             max_iters=10)
+    runner = IterBasedRunner(
+        model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05), work_dir=str(path), max_iters=10
+    )
     runner.register_training_hooks(dict(policy="step", step=[6], by_epoch=False), dict(), dict(interval=5))
     runner.rec = runner.register_hook(Recorder())
     if resume:
@@ -268,18 +293,22 @@ def test_iter_based_runner_alternates_train_and_val_iterations_and_resumes_exact
     assert full.val_step_calls == 6  # after iterations 4 and 8, and after the last one (10), 2 each
     assert runner.rec.lrs[5] == pytest.approx(0.05) and runner.rec.lrs[6] == pytest.approx(0.005)
     assert sorted(p for p in os.listdir(tmp_path / "full") if p.endswith(".pth")) == [
-        "iter_10.pth", "iter_5.pth", "latest.pth"]
+        "iter_10.pth",
+        "iter_5.pth",
+        "latest.pth",
+    ]
     _, resumed = _iter_run(tmp_path / "part", resume=tmp_path / "full" / "iter_5.pth")
     for k, v in weights(full).items():
         assert torch.equal(v, resumed.state_dict()[k]), k
 
 
-# ------------------------------------------------------------------------------- datasets given to run()
+# ---------------------------------------------------------------- datasets given to run()
 def test_datasets_get_loaders_from_the_configs_data_settings(tmp_path):
     cfg = Config(dict(data=dict(samples_per_gpu=3, workers_per_gpu=0)))
     model = MMCVToy()
-    runner = EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_epochs=1,
-                              cfg=cfg)
+    runner = EpochBasedRunner(
+        model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), max_epochs=1, cfg=cfg
+    )
     runner.register_training_hooks(None, dict())
     runner.run([PairDataset(12)], [("train", 1)])
     assert runner.outputs["num_samples"] == 3 and runner.iter == 4
@@ -294,7 +323,7 @@ def test_datasets_without_a_config_get_mmdetections_default_loader_settings(tmp_
     assert "samples_per_gpu=2, workers_per_gpu=2" in caplog.text
 
 
-# ------------------------------------------------------------------------------- checkpoints (MMCV signatures)
+# ---------------------------------------------------------------- checkpoints (MMCV signatures)
 def test_save_checkpoint_mmcv_signature_and_load_checkpoint_with_revise_keys(tmp_path):
     runner, model = make(tmp_path, meta=dict(exp_name="demo", seed=0))
     out = tmp_path / "elsewhere"
@@ -310,12 +339,18 @@ def test_save_checkpoint_mmcv_signature_and_load_checkpoint_with_revise_keys(tmp
         other.load_checkpoint(str(tmp_path / "m.pth"), strict=True)
 
 
-# ------------------------------------------------------------------------------- build_runner / RUNNERS
+# ---------------------------------------------------------------- build_runner / RUNNERS
 def test_build_runner_from_a_runner_config_with_default_args(tmp_path):
     model = MMCVToy()
-    runner = build_runner(dict(type="IterBasedRunner", max_iters=7),
-                          default_args=dict(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-                                            work_dir=str(tmp_path), logger=None))
+    runner = build_runner(
+        dict(type="IterBasedRunner", max_iters=7),
+        default_args=dict(
+            model=model,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            work_dir=str(tmp_path),
+            logger=None,
+        ),
+    )
     assert isinstance(runner, IterBasedRunner) and runner.max_iters == 7 and runner.max_epochs is None
     assert runner.logger.name == "kiln" and runner.work_dir == str(tmp_path) and runner.rank == 0
     assert RUNNERS.get("EpochBasedRunner") is EpochBasedRunner
@@ -323,7 +358,7 @@ def test_build_runner_from_a_runner_config_with_default_args(tmp_path):
         build_runner(dict(type="EpochBasedRunner", constructor="MyConstructor"), dict(model=model))
 
 
-# ------------------------------------------------------------------------------- errors
+# ---------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     "loaders, workflow, match",
     [
