@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from mmcv_toys import KilnToy, MMCVToy, PairDataset, loader, weights
 
-from kiln.config import Config
-from kiln.engine import BaseRunner, EpochBasedRunner, Hook, IterBasedRunner, build_runner
-from kiln.registry import RUNNERS
+sys.path.insert(0, str(Path(__file__).parent))
+from mmcv_toys import KilnToy, MMCVToy, PairDataset, loader, weights  # noqa: E402
+
+from kiln.config import Config  # noqa: E402
+from kiln.engine import BaseRunner, EpochBasedRunner, Hook, IterBasedRunner, build_runner  # noqa: E402
+from kiln.registry import RUNNERS  # noqa: E402
 
 
 def make(tmp_path, model=None, max_epochs=2, cls=EpochBasedRunner, lr=0.05, **kw):
