@@ -247,8 +247,20 @@ class BaseRunner(MMCVHookRegistration, MMCVCheckpointMixin, Runner, metaclass=AB
         return fn(opt)
 
     def get_hook_info(self) -> str:
-        """For each stage, the hooks called there with their priorities."""
-        return self.hook_table()
+        """For each stage, the hooks called there (MMCV generic methods fanned out), with priorities."""
+        from .hooks.base import STAGES, get_priority
+        from .hooks.mmcv_compat import as_dispatch_view
+
+        lines = []
+        for stage in STAGES:
+            names = [
+                f"({get_priority(h.priority):<3}) {type(h).__name__}"
+                for h in self._hooks
+                if stage in as_dispatch_view(h).overridden_stages()
+            ]
+            if names:
+                lines.append(f"{stage}:\n  " + "\n  ".join(names))
+        return "\n".join(lines)
 
     # ================================================================ the step
     def _model_method(self, name: str) -> Any:

@@ -202,7 +202,9 @@ def test_training_hooks_get_mmcvs_priorities(tmp_path):
         "TextLoggerHook": 90,
         "EmptyCacheHook": 100,
     }
-    assert "TextLoggerHook" in runner.get_hook_info()
+    runner.register_hook(Generic())
+    info = runner.get_hook_info()
+    assert "after_val_iter:\n  (50 ) Generic" in info and "(90 ) TextLoggerHook" in info
 
 
 # ---------------------------------------------------------------- resume
