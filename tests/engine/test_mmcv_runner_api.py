@@ -151,6 +151,39 @@ def test_grad_clip_bounds_the_update_and_logs_grad_norm(tmp_path):
     assert runner.log_buffer.val_history["grad_norm"][0] > 1e-3  # the pre-clip norm
 
 
+class WeightWatcher(Hook):
+    def __init__(self, model):
+        self.model, self.changed, self.last = model, [], model.fc.weight.detach().clone()
+
+    def after_train_iter(self, runner):
+        now = self.model.fc.weight.detach().clone()
+        self.changed.append(not torch.equal(now, self.last))
+        self.last = now
+
+
+def test_gradient_cumulative_optimizer_hook_steps_every_n_iterations(tmp_path):
+    runner, model = make(tmp_path, max_epochs=1)
+    runner.register_training_hooks(
+        None, optimizer_config=dict(type="GradientCumulativeOptimizerHook", cumulative_iters=2)
+    )
+    watcher = runner.register_hook(WeightWatcher(model), priority="LOW")
+    runner.run([loader()], [("train", 1)])
+    assert watcher.changed == [False, True] * 3
+
+
+def test_fp16_optimizer_hook_uses_a_loss_scaler_saved_in_checkpoints(tmp_path):
+    runner, model = make(tmp_path, model=KilnToy(), max_epochs=1)
+    runner.register_training_hooks(
+        None, dict(type="Fp16OptimizerHook", loss_scale=512.0), checkpoint_config=dict(interval=1)
+    )
+    before = weights(model)
+    runner.run([loader()], [("train", 1)])
+    assert type(runner.optim_wrapper).__name__ == "AmpOptimWrapper"
+    assert runner.optim_wrapper.scaler.get_scale() == 512.0
+    assert not torch.equal(before["fc.weight"], model.fc.weight)
+    assert "loss_scaler" in torch.load(tmp_path / "epoch_1.pth", weights_only=True)["optimizer"]
+
+
 def test_checkpoint_log_and_timer_configs_act(tmp_path):
     runner, _ = make(tmp_path)
     runner.register_training_hooks(
