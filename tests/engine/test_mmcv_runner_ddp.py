@@ -39,7 +39,8 @@ try:
         [PairDataset(8)], [("train", 1)])
 except RuntimeError as e:
     refused = str(e)
-json.dump(dict(val=keep.means, iters=runner.iter, refused=refused), open({out!r} + f"/rank{{rank}}.json", "w"))
+result = dict(val=keep.means, iters=runner.iter, refused=refused)
+json.dump(result, open({out!r} + f"/rank{{rank}}.json", "w"))
 """
 
 
