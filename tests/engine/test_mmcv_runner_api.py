@@ -285,6 +285,27 @@ def test_resume_before_run_loads_weights_and_counters_at_once(tmp_path):
     assert runner.optimizer.state_dict()["state"] == {}  # resume_optimizer=False
 
 
+def test_resume_from_a_plain_mmcv_checkpoint_continues_at_its_epoch(tmp_path):
+    src, model = make(tmp_path / "src")
+    opt_state = src.optimizer.state_dict()
+    meta = dict(epoch=1, iter=6, exp_name="mmcv")
+    torch.save(dict(state_dict=weights(model), optimizer=opt_state, meta=meta), tmp_path / "mmcv.pth")
+    runner, resumed = make(tmp_path / "dst")
+    runner.register_training_hooks(None, dict())
+    runner.resume(str(tmp_path / "mmcv.pth"))
+    assert runner.meta["exp_name"] == "mmcv" and torch.equal(resumed.fc.weight, model.fc.weight)
+    runner.run([loader()], [("train", 1)])
+    assert resumed.train_step_calls == 6 and (runner.epoch, runner.iter) == (2, 12)
+
+
+def test_val_with_a_loader_runs_one_mmcv_val_epoch(tmp_path):
+    runner, model = make(tmp_path)
+    gen = runner.register_hook(Generic())
+    means = runner.val(loader(8, seed=2, shuffle=False))
+    assert model.val_step_calls == 2 and gen.modes == [("val", 0), ("val", 1)]
+    assert set(means) == {"loss"} and runner.mode is None
+
+
 # ---------------------------------------------------------------- workflow val phases
 def test_val_phases_run_val_step_with_val_hooks_and_do_not_change_training(tmp_path):
     _, without = _train_val(tmp_path / "a", [("train", 1)])
