@@ -142,11 +142,12 @@ class MMCVOptimizerHook(Hook):
         )
 
 
-def _one_pass(loader: Any) -> Iterator[Any]:
+def one_pass(loader: Any) -> Iterator[Any]:
+    """The batches of one pass over ``loader``, from its first batch; lazy (opened when first read)."""
     if hasattr(loader, "set_epoch") and hasattr(loader, "set_start"):  # a kiln ResumableLoader
         loader.set_epoch(0)
         loader.set_start(0)
-    return iter(loader)
+    yield from loader
 
 
 class WorkflowValHook(ValLossHook):
@@ -165,7 +166,7 @@ class WorkflowValHook(ValLossHook):
         metrics: dict[str, float] = {}
         if self._by_epoch:
             for _ in range(self.length):
-                metrics = runner.val_epoch(_one_pass(self.dataloader), self.dataloader)
+                metrics = runner.val_epoch(one_pass(self.dataloader), self.dataloader)
         else:
             metrics = runner.val_epoch(self._batches(), self.dataloader)
         self._last_n = n

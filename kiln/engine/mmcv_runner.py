@@ -48,7 +48,7 @@ from .hooks.val_loss import forked_rng, loss_mode
 from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop
 from .mmcv_checkpoint import MMCVCheckpointMixin
-from .mmcv_hooks import MMCVOptimizerHook, WorkflowValHook, check_workflow, loader_for
+from .mmcv_hooks import MMCVOptimizerHook, WorkflowValHook, one_pass, check_workflow, loader_for
 from .mmcv_runner_hooks import MMCVHookRegistration
 from .optim import OptimWrapper
 from .runner import Runner, parse_losses
@@ -356,23 +356,27 @@ class BaseRunner(MMCVHookRegistration, MMCVCheckpointMixin, Runner, metaclass=AB
         self.mode, self.data_loader = "val", data_loader
         buf = self.log_buffer
         buf.clear()
-        self.call_hook("before_val_epoch")
         own = self.batch_processor is not None or self._model_method("val_step") is not None
-        with forked_rng(), EventStorage(self.iter), torch.no_grad(), loss_mode(self._raw_model, own):
-            for i, data_batch in enumerate(batches):
-                self.inner_iter = i
-                self.data_batch = data_batch
-                self.call_hook("before_val_iter", i, data_batch)
-                outputs = self._val_step(data_batch)
-                if not isinstance(outputs, dict):
-                    raise TypeError(
-                        f"batch_processor() or model.val_step() must return a dict, got "
-                        f"{type(outputs).__name__}."
-                    )
-                if "log_vars" in outputs:
-                    buf.update(outputs["log_vars"], outputs.get("num_samples", 1))
-                self.outputs = outputs
-                self.call_hook("after_val_iter", i, data_batch, outputs)
+        # Everything up to the means runs under a forked RNG (a torch DataLoader draws its base seed
+        # from it when iterated); after_val_epoch runs after the restore, so a checkpoint saved there
+        # holds the training RNG state.
+        with forked_rng():
+            self.call_hook("before_val_epoch")
+            with EventStorage(self.iter), torch.no_grad(), loss_mode(self._raw_model, own):
+                for i, data_batch in enumerate(batches):
+                    self.inner_iter = i
+                    self.data_batch = data_batch
+                    self.call_hook("before_val_iter", i, data_batch)
+                    outputs = self._val_step(data_batch)
+                    if not isinstance(outputs, dict):
+                        raise TypeError(
+                            f"batch_processor() or model.val_step() must return a dict, got "
+                            f"{type(outputs).__name__}."
+                        )
+                    if "log_vars" in outputs:
+                        buf.update(outputs["log_vars"], outputs.get("num_samples", 1))
+                    self.outputs = outputs
+                    self.call_hook("after_val_iter", i, data_batch, outputs)
         means = self._mean_over_ranks_dict(buf) if comm.get_world_size() > 1 else self._local_means(buf)
         if self.storage is not None:
             for k, v in means.items():
@@ -422,7 +426,7 @@ class BaseRunner(MMCVHookRegistration, MMCVCheckpointMixin, Runner, metaclass=AB
             return super().val()
         self._run_kwargs = kwargs
         with self._ensure_storage():
-            return self.val_epoch(iter(data_loader), data_loader)
+            return self.val_epoch(one_pass(data_loader), data_loader)
 
     _unit = "epoch"
 

@@ -327,7 +327,8 @@ def _train_val(path, workflow):
     )
     runner.register_training_hooks(None, dict())
     runner.gen = runner.register_hook(Generic())
-    loaders = [loader(), loader(8, seed=2, shuffle=False)][: len(workflow)]
+    val = torch.utils.data.DataLoader(PairDataset(8, seed=2), batch_size=4, collate_fn=list)  # a torch loader
+    loaders = [loader(), val][: len(workflow)]
     runner.run(loaders, workflow)
     return runner, model
 
