@@ -48,7 +48,7 @@ from .hooks.val_loss import forked_rng, loss_mode
 from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop
 from .mmcv_checkpoint import MMCVCheckpointMixin
-from .mmcv_hooks import MMCVOptimizerHook, WorkflowValHook, one_pass, check_workflow, loader_for
+from .mmcv_hooks import MMCVOptimizerHook, WorkflowValHook, check_workflow, loader_for, one_pass
 from .mmcv_runner_hooks import MMCVHookRegistration
 from .optim import OptimWrapper
 from .runner import Runner, parse_losses
