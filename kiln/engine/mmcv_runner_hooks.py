@@ -16,7 +16,7 @@ from typing import Any
 
 from kiln.registry import HOOKS
 
-from .hooks.base import Hook
+from .hooks.base import CallbackHook, Hook
 from .hooks.misc import ParamSchedulerHook
 from .mmcv_hooks import OPTIMIZER_HOOK_TYPES, MMCVOptimizerHook
 from .schedulers import schedulers_from_lr_config
@@ -33,6 +33,12 @@ class MMCVHookRegistration:
     def register_hook(self, hook: Any, priority: int | str | None = "NORMAL", key: str | None = None) -> Hook:
         """Register ``hook`` at ``priority`` (MMCV's default: ``'NORMAL'``; ``None``: the hook's own)."""
         return super().register_hook(hook, priority, key)  # type: ignore[misc]
+
+    def register_callback(
+        self, fn: Any, stage: str = "after_train_iter", priority: int | str = "NORMAL"
+    ) -> Hook:
+        """kiln's ``register_callback``, keeping its ``priority`` (not MMCV's register_hook default)."""
+        return self.register_hook(CallbackHook(fn, stage, priority), priority=priority)
 
     def register_hook_from_cfg(self, hook_cfg: Mapping) -> Hook:
         """Build a hook from ``dict(type=..., priority=..., ...)`` (priority defaults to ``'NORMAL'``)."""

@@ -236,6 +236,8 @@ def test_training_hooks_get_mmcvs_priorities(tmp_path):
         "EmptyCacheHook": 100,
     }
     runner.register_hook(Generic())
+    assert runner.register_callback(lambda r, *a: None, priority="HIGH").priority == 30
+    assert runner.register_hook(Generic(), priority=None).priority == 50  # None: the hook's own
     info = runner.get_hook_info()
     assert "after_val_iter:\n  (50 ) Generic" in info and "(90 ) TextLoggerHook" in info
 
