@@ -534,7 +534,7 @@ PARAM_SCHEDULERS = Registry("param_scheduler", scope="kiln",
                             locations=["kiln.engine.schedulers", "kiln.engine.schedulers_mm"])
 EVALUATORS = Registry("evaluator", scope="kiln", locations=["kiln.evaluation"])
 WRITERS = Registry("writer", scope="kiln", locations=["kiln.engine.writers"])
-RUNNERS = Registry("runner", scope="kiln", locations=["kiln.engine.runner"])
+RUNNERS = Registry("runner", scope="kiln", locations=["kiln.engine.runner", "kiln.engine.mmcv_runner"])
 LOOPS = Registry("loop", scope="kiln", locations=["kiln.engine.loops"])
 TASK_UTILS = Registry("task_util", scope="kiln", locations=["kiln.models"])
 

@@ -35,7 +35,9 @@ from .hooks import (
     TextLoggerHook,
     ValLossHook,
 )
+from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
+from .mmcv_runner import BaseRunner, EpochBasedRunner, IterBasedRunner, build_runner
 from .nonfinite import NonFiniteLossError
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .plateau import MonitoredScheduler, ReduceOnPlateauLR, ReduceOnPlateauMomentum
@@ -89,6 +91,11 @@ __all__ = [
     "build_optimizer",
     "Runner",
     "parse_losses",
+    "BaseRunner",
+    "EpochBasedRunner",
+    "IterBasedRunner",
+    "build_runner",
+    "LogBuffer",
     "ScheduleSet",
     "MonitoredScheduler",
     "ReduceOnPlateauLR",

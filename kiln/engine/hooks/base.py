@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .mmcv_compat import as_dispatch_view
 from .period import PERIOD_STAGES, Every, resolve_period
 
 __all__ = [
@@ -234,6 +235,18 @@ class Hook:
         """Whether the epoch just finished is the last one of training."""
         return runner.epoch + 1 >= runner.max_epochs
 
+    @staticmethod
+    def every_n_inner_iters(runner: Any, n: int) -> bool:
+        """Whether the batch just finished is a multiple of ``n`` within its epoch (counting from 1)."""
+        return n > 0 and (runner.inner_iter + 1) % n == 0
+
+    @staticmethod
+    def end_of_epoch(runner: Any) -> bool:
+        """Whether the batch just finished is the last of the current loader (MMCV's helper)."""
+        loader = getattr(runner, "data_loader", None)
+        length = len(loader) if loader is not None else runner.epoch_length
+        return length is not None and runner.inner_iter + 1 == length
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -368,6 +381,7 @@ def build_stage_table(hooks: Iterable[Hook], runner: Any = None) -> StageTable:
     table: dict[str, list[Callable]] = {s: [] for s in STAGES}
     periods: dict[int, Any] = {}
     for hook in hooks:
+        hook = as_dispatch_view(hook)  # MMCV signatures: after_train_iter(self, runner), after_iter, ...
         narrow = getattr(hook, "active_stages", None) if runner is not None else None
         stages = narrow(runner) if narrow is not None else hook.overridden_stages()
         period, gated = resolve_period(hook, runner) if runner is not None else (None, None)
