@@ -237,3 +237,21 @@ def test_a_hook_registered_during_training_keeps_every_periods_gating(tmp_path):
     runner.register_callback(lambda r: r.epoch == 0 and r.register_hook(Hook()), "after_train_epoch")
     runner.train()
     assert saves == [("iter", 3), ("iter", 6), ("iter", 9), ("iter", 12)]
+
+
+def test_an_amp_trainer_resumes_the_scaler_of_a_checkpoint_in_the_earlier_layout(tmp_path):
+    model = ToyRegressor()
+    trainer = AMPTrainer(model, _infinite(toy_batches(2)), torch.optim.SGD(model.parameters(), lr=0.05),
+                         grad_scaler=torch.amp.GradScaler("cpu", init_scale=2.0**7))
+    trainer.output_dir = str(tmp_path)
+    trainer.register_hooks([CheckpointHook(interval=2, by_epoch=False)])
+    trainer.train(0, 2)
+    path = tmp_path / "iter_2.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["grad_scaler"] = ckpt["optimizer"].pop("loss_scaler")  # how earlier versions stored it
+    ckpt["grad_scaler"]["scale"] = 2.0**5
+    torch.save(ckpt, path)
+    again = AMPTrainer(ToyRegressor(), [], torch.optim.SGD(model.parameters(), lr=0.05))
+    again.output_dir = str(tmp_path)
+    again._get_runner().resume(str(path))
+    assert again.grad_scaler.get_scale() == 2.0**5
