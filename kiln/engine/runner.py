@@ -155,6 +155,7 @@ class Runner(RunnerCheckpointMixin):
         self._hooks: list[Hook] = []
         self._hook_keys: dict[int, str] = {}
         self._stages: StageTable = build_stage_table([])
+        self._training = False  # inside train(): the stage table is resolved for this run
         self._resumed = False
 
         # ---- optimization ---------------------------------------------------------------------
@@ -399,7 +400,9 @@ class Runner(RunnerCheckpointMixin):
         self._hooks.insert(pos, hook)
         if key is not None:
             self._hook_keys[id(hook)] = key
-        self._stages = build_stage_table(self._hooks)
+        # Registered while training: periods are resolved for this run at once (the next epoch's loop
+        # dispatches it); before training, train() resolves them.
+        self._stages = build_stage_table(self._hooks, runner=self if self._training else None)
         return hook
 
     def register_hooks(self, hooks: Iterable[Any]) -> None:
@@ -577,6 +580,7 @@ class Runner(RunnerCheckpointMixin):
                 storage.iter = self.iter
                 # Now that the run is known, hooks may drop stages they have nothing to do in.
                 self._stages = build_stage_table(self._hooks, runner=self)
+                self._training = True
                 if self.iter >= self.max_iters:
                     logger.info("Training already finished (iteration %d of %d).", self.iter, self.max_iters)
                 else:
@@ -593,6 +597,7 @@ class Runner(RunnerCheckpointMixin):
             else:
                 self.flush_metrics()  # (raises NonFiniteLossError for a NaN loss in the last steps)
             finally:
+                self._training = False
                 self.call_hook("after_run")
         return self.model
 

@@ -256,6 +256,19 @@ class AMPTrainer(SimpleTrainer):
         self.log_grad_scaler = bool(log_grad_scaler)
         self._one = torch.ones((), device=self.device_type)
 
+    def _get_runner(self) -> Runner:
+        fresh = self.runner is None
+        runner = super()._get_runner()
+        if fresh and self.grad_scaler is not None:
+            runner.register_callback(self._load_legacy_scaler, stage="after_load_checkpoint")
+        return runner
+
+    def _load_legacy_scaler(self, runner: Any, extra: dict) -> None:
+        # Checkpoints of earlier kiln versions kept the scaler under a top-level 'grad_scaler' key
+        # (it now travels with the optimizer wrapper, as 'loss_scaler').
+        if "grad_scaler" in extra:
+            self.grad_scaler.load_state_dict(extra["grad_scaler"])
+
     def _optimizer_for_runner(self) -> Any:
         dtype = "float16" if self.precision is torch.float16 else "bfloat16"
         ow = AmpOptimWrapper(self.optimizer, dtype=dtype, device_type=self.device_type)

@@ -13,7 +13,7 @@ from engine_toys import ToyRegressor, toy_batches  # noqa: E402
 
 from kiln.engine import AMPTrainer, Runner, SimpleTrainer  # noqa: E402
 from kiln.engine.data_position import open_loader_at  # noqa: E402
-from kiln.engine.hooks import CheckpointHook, Hook  # noqa: E402
+from kiln.engine.hooks import CheckpointHook, Every, Hook  # noqa: E402
 from kiln.engine.hooks.eval import EvalHook  # noqa: E402
 from kiln.engine.loops import (  # noqa: E402
     EpochBasedTrainLoop,
@@ -219,3 +219,39 @@ def test_the_checkpoint_hook_saves_and_rotates_through_the_periodic_checkpointer
     runner.train()
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["iter_4.pth", "iter_5.pth"]
     assert hook.kept == [str(tmp_path / "iter_4.pth"), str(tmp_path / "iter_5.pth")]
+
+
+def test_a_hook_registered_during_training_keeps_every_periods_gating(tmp_path):
+    saves = []
+
+    class IterSaver(Hook):
+        period = Every(3, by_epoch=False)
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            saves.append(("iter", runner.iter + 1))
+
+        def after_train_epoch(self, runner):  # counted in iterations: never called
+            saves.append(("epoch", runner.epoch + 1))
+
+    runner = _runner(max_epochs=3, custom_hooks=[IterSaver()])
+    runner.register_callback(lambda r: r.epoch == 0 and r.register_hook(Hook()), "after_train_epoch")
+    runner.train()
+    assert saves == [("iter", 3), ("iter", 6), ("iter", 9), ("iter", 12)]
+
+
+def test_an_amp_trainer_resumes_the_scaler_of_a_checkpoint_in_the_earlier_layout(tmp_path):
+    model = ToyRegressor()
+    trainer = AMPTrainer(model, _infinite(toy_batches(2)), torch.optim.SGD(model.parameters(), lr=0.05),
+                         grad_scaler=torch.amp.GradScaler("cpu", init_scale=2.0**7))
+    trainer.output_dir = str(tmp_path)
+    trainer.register_hooks([CheckpointHook(interval=2, by_epoch=False)])
+    trainer.train(0, 2)
+    path = tmp_path / "iter_2.pth"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["grad_scaler"] = ckpt["optimizer"].pop("loss_scaler")  # how earlier versions stored it
+    ckpt["grad_scaler"]["scale"] = 2.0**5
+    torch.save(ckpt, path)
+    again = AMPTrainer(ToyRegressor(), [], torch.optim.SGD(model.parameters(), lr=0.05))
+    again.output_dir = str(tmp_path)
+    again._get_runner().resume(str(path))
+    assert again.grad_scaler.get_scale() == 2.0**5
