@@ -1,0 +1,169 @@
+"""Peak resident memory of a full ``kiln train`` run vs a plain-PyTorch loop on the same model and data.
+
+Both sides train the demo RetinaNet (``kiln::shapes/retinanet_r18_fpn_shapes.py``: ResNet-18 at half
+width + FPN on kiln's generated 128 px shapes) for the same number of iterations, batch size and loader
+workers, with the same optimizer step (SGD, momentum 0.9, gradient clipping at 35 as the config says):
+
+* ``kiln``: the command line, ``python -m kiln train CONFIG --no-validate --cfg-options ...``, with
+  everything a user gets by default: console, ``metrics.jsonl`` and TensorBoard writers, the timer,
+  the LR schedule, periodic checkpoints (every ``--iters // 2`` iterations).
+* ``plain``: the model built by kiln's builder (``build_model_from_cfg``), the training dataset and
+  loader built from the same config by kiln's ``build_dataset``/``build_dataloader`` (the same
+  pipeline and collation), then ``loss = sum(losses); zero_grad; backward; clip; step`` -- what
+  MMDetection 3.x's runner adds little to.
+
+Each side runs in its own fresh interpreter; its peak is that child's ``ru_maxrss``
+(``resource.getrusage(RUSAGE_CHILDREN)`` after it exits: the largest resident set the process had,
+imports, model, data and training included). The sides alternate for ``--rounds`` rounds and the
+lowest peak of each is reported, with the ratio kiln / plain.
+
+The generated data set goes to ``$KILN_DATA`` (default ``~/.cache/kiln/data``; made on first use,
+outside the measured runs). ``--stages`` also prints each side's resident memory at stages (after
+imports, model, data, first iteration, last iteration) from ``/proc/self/status``.
+
+Usage::
+
+    KILN_DATA=/tmp/kiln_data .venv/bin/python benchmarks/memory_peak.py --iters 100 --batch 2 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+CONFIG = "kiln::shapes/retinanet_r18_fpn_shapes.py"
+LR = 0.01
+
+
+def _overrides(batch: int, iters: int, size: int = 128) -> list[str]:
+    """The config overrides both sides apply (so they train the same thing)."""
+    sized = [] if size == 128 else [  # the demo's own size needs no override
+        f"data.train.image_size={size}",
+        f"data.train.pipeline.2.img_scale=({size},{size})",
+        f"data.train.num_images={max(batch * iters, 100)}",  # each image seen once
+    ]
+    return sized + [
+        f"data.samples_per_gpu={batch}",
+        "data.workers_per_gpu=0",
+        "+runner.type=IterBasedRunner",
+        f"+runner.max_iters={iters}",
+        f"checkpoint_config.interval={max(1, iters // 2)}",
+        "optimizer.type=SGD",
+        f"optimizer.lr={LR}",
+        "+optimizer.momentum=0.9",
+        "optimizer.weight_decay=0.0001",
+    ]
+
+
+def _rss_mb(field: str = "VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _stage(enabled: bool, name: str) -> None:
+    if enabled:
+        print(f"  [{os.getpid()}] {name:<22} VmRSS {_rss_mb():7.1f} MB  VmHWM {_rss_mb('VmHWM'):7.1f} MB",
+              file=sys.stderr, flush=True)
+
+
+def run_plain(batch: int, iters: int, size: int, stages: bool) -> None:
+    """The plain-PyTorch loop (runs in the child process)."""
+    import torch
+
+    from kiln.cli.common import load_config
+    from kiln.data import build_dataloader, build_dataset
+    from kiln.engine.runner_builder import build_model_from_cfg
+
+    _stage(stages, "imports")
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG, _overrides(batch, iters, size))
+    model = build_model_from_cfg(cfg)
+    model.train()
+    _stage(stages, "model")
+    dataset = build_dataset(cfg.data.train.to_dict())
+    loader = build_dataloader(dataset, samples_per_gpu=batch, workers_per_gpu=0, seed=0,
+                              runner_type="IterBasedRunner")
+    _stage(stages, "data")
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9, weight_decay=0.0001)
+    it = iter(loader)
+    for i in range(iters):
+        losses = model(next(it))
+        loss = sum(v for k, v in losses.items() if "loss" in k)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
+        opt.step()
+        if i == 0:
+            _stage(stages, "first iteration")
+    _stage(stages, f"{iters} iterations")
+
+
+def _measure(cmd: list[str], env: dict) -> tuple[float, str]:
+    """Run ``cmd`` in a fresh child; return (its peak RSS in MB, its stderr tail)."""
+    # RUSAGE_CHILDREN is the max over all waited-for children so far: measure in a fresh
+    # intermediate interpreter whose only child is ``cmd``.
+    probe = (
+        "import resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)\n"
+        "sys.stderr.write(p.stderr[-4000:])\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(p.returncode)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"measured run failed ({' '.join(cmd)}):\n{p.stderr}")
+    return int(p.stdout.split()[-1]) / 1024, p.stderr
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--size", type=int, default=128, help="image side (128: the demo's shapes)")
+    ap.add_argument("--stages", action="store_true", help="print resident memory at stages of each run")
+    ap.add_argument("--side", choices=["plain"], help=argparse.SUPPRESS)  # the child's entry point
+    args = ap.parse_args()
+    if args.side == "plain":
+        run_plain(args.batch, args.iters, args.size, args.stages)
+        return
+
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    # Generate the data set outside the measured runs.
+    subprocess.run([sys.executable, "-c", "from kiln.cli.common import load_config\n"
+                    "from kiln.data import build_dataset\n"
+                    f"cfg = load_config({CONFIG!r}, {_overrides(args.batch, args.iters, args.size)!r})\n"
+                    "build_dataset(cfg.data.train.to_dict())"], env=env, check=True)
+    peaks: dict[str, list[float]] = {"kiln": [], "plain": []}
+    with tempfile.TemporaryDirectory(prefix="kiln_memory_peak_") as tmp:
+        for r in range(args.rounds):
+            plain_cmd = [sys.executable, os.path.abspath(__file__), "--side", "plain",
+                         "--iters", str(args.iters), "--batch", str(args.batch),
+                         "--size", str(args.size)]
+            if args.stages:
+                plain_cmd.append("--stages")
+            kiln_cmd = [sys.executable, "-m", "kiln", "train", CONFIG, "--work-dir",
+                        os.path.join(tmp, f"work_{r}"), "--no-validate",
+                        "--cfg-options", *_overrides(args.batch, args.iters, args.size)]
+            for side, cmd in (("plain", plain_cmd), ("kiln", kiln_cmd)):
+                peak, err = _measure(cmd, env)
+                peaks[side].append(peak)
+                print(f"round {r + 1}: {side:<5} peak RSS {peak:7.1f} MB", flush=True)
+                if args.stages:
+                    print("\n".join(line for line in err.splitlines() if "VmRSS" in line), flush=True)
+    kiln, plain = min(peaks["kiln"]), min(peaks["plain"])
+    print(f"\nRetinaNet R18-FPN (demo config), {args.size} px, batch {args.batch}, 0 workers, "
+          f"{args.iters} iterations, SGD, {args.rounds} round(s), lowest peak of each")
+    print(f"kiln train  peak RSS {kiln:7.1f} MB")
+    print(f"plain loop  peak RSS {plain:7.1f} MB")
+    print(f"ratio kiln / plain   {kiln / plain:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
