@@ -14,7 +14,9 @@ workers, with the same optimizer step (SGD, momentum 0.9, gradient clipping at 3
 
 Each side runs in its own fresh interpreter; its peak is that child's ``ru_maxrss``
 (``resource.getrusage(RUSAGE_CHILDREN)`` after it exits: the largest resident set the process had,
-imports, model, data and training included). The sides alternate for ``--rounds`` rounds and the
+imports, model, data and training included). Because torch's own interpreter shutdown adds ~150 MB
+to whatever is resident at exit, the child's ``VmHWM`` just before shutdown (an ``atexit`` handler)
+is printed too: the peak of the run itself. The sides alternate for ``--rounds`` rounds and the
 lowest peak of each is reported, with the ratio kiln / plain.
 
 The generated data set goes to ``$KILN_DATA`` (default ``~/.cache/kiln/data``; made on first use,
@@ -104,8 +106,34 @@ def run_plain(batch: int, iters: int, size: int, stages: bool) -> None:
     _stage(stages, f"{iters} iterations")
 
 
-def _measure(cmd: list[str], env: dict) -> tuple[float, str]:
-    """Run ``cmd`` in a fresh child; return (its peak RSS in MB, its stderr tail)."""
+# Runs a module or script as ``python -m``/``python FILE`` would, after registering an exit handler
+# that reports the process's VmHWM before the interpreter shuts down: torch's own shutdown touches
+# ~150 MB more (``python -c 'import torch'`` peaks at ~750 MB though torch's import leaves ~600 MB
+# resident), so ru_maxrss of any PyTorch program is its RSS at exit plus that, and can hide the
+# training peak.
+_WRAP = (
+    "import atexit, runpy, sys\n"
+    "def _hwm():\n"
+    "    with open('/proc/self/status') as f:\n"
+    "        kb = [line.split()[1] for line in f if line.startswith('VmHWM:')][0]\n"
+    "    sys.stderr.write(f'\\nVMHWM_BEFORE_EXIT {kb}\\n')\n"
+    "atexit.register(_hwm)\n"
+    "target, sys.argv = sys.argv[1], sys.argv[1:]\n"
+    "if target.endswith('.py'):\n"
+    "    runpy.run_path(target, run_name='__main__')\n"
+    "else:\n"
+    "    sys.argv[0] = target\n"
+    "    runpy.run_module(target, run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _measure(cmd: list[str], env: dict) -> tuple[float, float, str]:
+    """Run ``cmd`` (``[module or script, args...]``) in a fresh child.
+
+    Returns (its peak RSS in MB from ru_maxrss, its VmHWM in MB just before interpreter shutdown,
+    its stderr tail).
+    """
+    cmd = [sys.executable, "-c", _WRAP, *cmd]
     # RUSAGE_CHILDREN is the max over all waited-for children so far: measure in a fresh
     # intermediate interpreter whose only child is ``cmd``.
     probe = (
@@ -118,7 +146,8 @@ def _measure(cmd: list[str], env: dict) -> tuple[float, str]:
     p = subprocess.run([sys.executable, "-c", probe, *cmd], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"measured run failed ({' '.join(cmd)}):\n{p.stderr}")
-    return int(p.stdout.split()[-1]) / 1024, p.stderr
+    hwm = [line.split()[1] for line in p.stderr.splitlines() if line.startswith("VMHWM_BEFORE_EXIT")]
+    return int(p.stdout.split()[-1]) / 1024, int(hwm[-1]) / 1024, p.stderr
 
 
 def main() -> None:
@@ -141,28 +170,33 @@ def main() -> None:
                     f"cfg = load_config({CONFIG!r}, {_overrides(args.batch, args.iters, args.size)!r})\n"
                     "build_dataset(cfg.data.train.to_dict())"], env=env, check=True)
     peaks: dict[str, list[float]] = {"kiln": [], "plain": []}
+    hwms: dict[str, list[float]] = {"kiln": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="kiln_memory_peak_") as tmp:
         for r in range(args.rounds):
-            plain_cmd = [sys.executable, os.path.abspath(__file__), "--side", "plain",
+            plain_cmd = [os.path.abspath(__file__), "--side", "plain",
                          "--iters", str(args.iters), "--batch", str(args.batch),
                          "--size", str(args.size)]
             if args.stages:
                 plain_cmd.append("--stages")
-            kiln_cmd = [sys.executable, "-m", "kiln", "train", CONFIG, "--work-dir",
+            kiln_cmd = ["kiln", "train", CONFIG, "--work-dir",
                         os.path.join(tmp, f"work_{r}"), "--no-validate",
                         "--cfg-options", *_overrides(args.batch, args.iters, args.size)]
             for side, cmd in (("plain", plain_cmd), ("kiln", kiln_cmd)):
-                peak, err = _measure(cmd, env)
+                peak, hwm, err = _measure(cmd, env)
                 peaks[side].append(peak)
-                print(f"round {r + 1}: {side:<5} peak RSS {peak:7.1f} MB", flush=True)
+                hwms[side].append(hwm)
+                print(f"round {r + 1}: {side:<5} peak RSS {peak:7.1f} MB (before shutdown {hwm:7.1f} MB)",
+                      flush=True)
                 if args.stages:
                     print("\n".join(line for line in err.splitlines() if "VmRSS" in line), flush=True)
     kiln, plain = min(peaks["kiln"]), min(peaks["plain"])
+    kiln_h, plain_h = min(hwms["kiln"]), min(hwms["plain"])
     print(f"\nRetinaNet R18-FPN (demo config), {args.size} px, batch {args.batch}, 0 workers, "
           f"{args.iters} iterations, SGD, {args.rounds} round(s), lowest peak of each")
-    print(f"kiln train  peak RSS {kiln:7.1f} MB")
-    print(f"plain loop  peak RSS {plain:7.1f} MB")
-    print(f"ratio kiln / plain   {kiln / plain:.3f}x")
+    print("            peak RSS (ru_maxrss)   peak before interpreter shutdown (VmHWM)")
+    print(f"kiln train  {kiln:8.1f} MB            {kiln_h:8.1f} MB")
+    print(f"plain loop  {plain:8.1f} MB            {plain_h:8.1f} MB")
+    print(f"ratio       {kiln / plain:8.3f}x              {kiln_h / plain_h:8.3f}x")
 
 
 if __name__ == "__main__":
