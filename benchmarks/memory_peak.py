@@ -40,14 +40,15 @@ CONFIG = "kiln::shapes/retinanet_r18_fpn_shapes.py"
 LR = 0.01
 
 
-def _overrides(batch: int, iters: int, size: int = 128) -> list[str]:
+def _overrides(batch: int, iters: int, size: int = 128, log_interval: int | None = None) -> list[str]:
     """The config overrides both sides apply (so they train the same thing)."""
+    logging_ = [] if log_interval is None else [f"log_config.interval={log_interval}"]
     sized = [] if size == 128 else [  # the demo's own size needs no override
         f"data.train.image_size={size}",
         f"data.train.pipeline.2.img_scale=({size},{size})",
         f"data.train.num_images={max(batch * iters, 100)}",  # each image seen once
     ]
-    return sized + [
+    return sized + logging_ + [
         f"data.samples_per_gpu={batch}",
         "data.workers_per_gpu=0",
         "+runner.type=IterBasedRunner",
@@ -156,6 +157,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--size", type=int, default=128, help="image side (128: the demo's shapes)")
+    ap.add_argument("--log-interval", type=int, default=None,
+                    help="kiln's logging interval (default: the config's, 20); the step outputs are "
+                         "buffered between two logs")
     ap.add_argument("--stages", action="store_true", help="print resident memory at stages of each run")
     ap.add_argument("--side", choices=["plain"], help=argparse.SUPPRESS)  # the child's entry point
     args = ap.parse_args()
@@ -180,7 +184,7 @@ def main() -> None:
                 plain_cmd.append("--stages")
             kiln_cmd = ["kiln", "train", CONFIG, "--work-dir",
                         os.path.join(tmp, f"work_{r}"), "--no-validate",
-                        "--cfg-options", *_overrides(args.batch, args.iters, args.size)]
+                        "--cfg-options", *_overrides(args.batch, args.iters, args.size, args.log_interval)]
             for side, cmd in (("plain", plain_cmd), ("kiln", kiln_cmd)):
                 peak, hwm, err = _measure(cmd, env)
                 peaks[side].append(peak)
