@@ -26,6 +26,9 @@ imports, model, data, first iteration, last iteration) from ``/proc/self/status`
 Usage::
 
     KILN_DATA=/tmp/kiln_data .venv/bin/python benchmarks/memory_peak.py --iters 100 --batch 2 --rounds 2
+
+Run it from the root of the tree whose ``kiln`` you measure: the children start with ``python -c``,
+which puts the working directory ahead of ``PYTHONPATH`` on ``sys.path``.
 """
 
 from __future__ import annotations
