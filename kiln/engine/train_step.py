@@ -19,13 +19,19 @@ from .step_metrics import LossVars
 
 __all__ = ["parse_losses", "make_train_step"]
 
+_Tensor = torch.Tensor
+
 
 def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
     """Sum every entry whose key contains ``loss`` into the total; return ``(total, log_vars)``.
 
-    Values may be tensors or lists of tensors (summed). ``log_vars`` keeps every entry (tensors,
-    detached lazily by the event storage) plus ``loss`` = the total. It is a :class:`LossVars`: the
-    runner logs ``loss`` as the sum of the terms' logged values (see :mod:`.step_metrics`).
+    Values may be tensors or lists of tensors (summed). ``log_vars`` keeps every entry plus
+    ``loss`` = the total, as tensors detached from the autograd graph: the loop buffers them until
+    the next metric flush (see :mod:`.step_metrics`), and an attached tensor would keep its whole
+    graph alive (hundreds of small C++ nodes per step, scattered over the heap at the step's memory
+    peak), which fragments the heap and measurably raised the process's peak RSS
+    (``benchmarks/memory_peak.py``). It is a :class:`LossVars`: the runner logs ``loss`` as the sum
+    of the terms' logged values. The returned total stays attached (it is what is backpropagated).
     """
     log_vars = LossVars()
     total = None
@@ -33,7 +39,7 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any
     for name, value in losses.items():
         if isinstance(value, (list, tuple)):
             value = sum(v.mean() for v in value)
-        log_vars[name] = value
+        log_vars[name] = value.detach() if type(value) is _Tensor else value
         if "loss" in name:
             total = value if total is None else total + value
             terms.append(name)
@@ -44,7 +50,7 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, Any
         )
     if "loss" not in losses:  # (a model's own 'loss' entry is one of the terms; then read the total)
         log_vars.terms = tuple(terms)
-    log_vars["loss"] = total
+    log_vars["loss"] = total.detach() if type(total) is _Tensor else total
     return total, log_vars
 
 
