@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,13 @@ WIDTH = 100
 
 
 def _is_ident(key: Any) -> bool:
-    return isinstance(key, str) and key.isidentifier() and not keyword.iskeyword(key)
+    # Python NFKC-normalizes identifiers (`º = 1` binds `o`), so such a key is written quoted.
+    return (
+        isinstance(key, str)
+        and key.isidentifier()
+        and not keyword.iskeyword(key)
+        and unicodedata.normalize("NFKC", key) == key
+    )
 
 
 class _Formatter:

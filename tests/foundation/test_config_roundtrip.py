@@ -53,3 +53,12 @@ def test_yaml_dump_round_trips_exactly(tmp_path, data):
     cfg.dump(path)
     again = Config.fromfile(path, use_predefined_variables=False, use_environment_variables=False)
     assert repr(again.to_dict()) == repr(cfg.to_dict())
+
+
+def test_keys_that_python_normalizes_as_identifiers_round_trip(tmp_path):
+    # `º = 1` or `dict(ﬁ=2)` would bind `o` / `fi` (identifiers are NFKC-normalized): written quoted.
+    cfg = Config({"º": 1, "a": {"ﬁ": 2, "plain": 3}})
+    path = tmp_path / "c.py"
+    cfg.dump(path)
+    again = Config.fromfile(path, use_predefined_variables=False, use_environment_variables=False)
+    assert again.to_dict() == {"º": 1, "a": {"ﬁ": 2, "plain": 3}}
