@@ -83,13 +83,14 @@ def run_plain(batch: int, iters: int, size: int, stages: bool) -> None:
     import torch
 
     from kiln.cli.common import load_config
+    from kiln.config.dialects import to_canonical
     from kiln.data import build_dataloader, build_dataset
     from kiln.engine.runner_builder import build_model_from_cfg
 
     _stage(stages, "imports")
     torch.manual_seed(0)
     cfg = load_config(CONFIG, _overrides(batch, iters, size))
-    model = build_model_from_cfg(cfg)
+    model = build_model_from_cfg(to_canonical(cfg)["model"])  # the model `kiln train` builds
     model.train()
     _stage(stages, "model")
     dataset = build_dataset(cfg.data.train.to_dict())
