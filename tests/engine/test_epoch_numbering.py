@@ -70,6 +70,7 @@ def test_a_resumed_run_continues_the_numbering(tmp_path, caplog):
     _runner(tmp_path, max_epochs=1).train()
     assert _saved(tmp_path, "epoch") == [1]
     r = _runner(tmp_path, max_epochs=2, resume=True)
+    caplog.clear()  # only the resumed run's lines (the first run's are captured when kiln logs INFO)
     with caplog.at_level("INFO", logger="kiln"):
         r.train()
     assert "Start training at epoch 2, iteration 5 of 8" in caplog.messages
