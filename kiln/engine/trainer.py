@@ -169,6 +169,14 @@ class SimpleTrainer(TrainerBase):
         zero_grad_before_forward: bool = False,
     ) -> None:
         super().__init__()
+        if gather_metric_period != 1:
+            # Detectron2 gathers metrics across ranks every N iterations to save communication; kiln
+            # buffers every iteration's metrics and reduces them in one all_reduce per log flush.
+            raise ValueError(
+                f"gather_metric_period={gather_metric_period!r}: kiln already gathers metrics across ranks "
+                f"once per log flush (one all_reduce for all buffered iterations, logged at their own "
+                f"iterations), so a gather period has nothing to save; leave it at 1 (the default)."
+            )
         model.train()
         self.model = model
         self.data_loader = data_loader

@@ -225,3 +225,14 @@ def test_the_iteration_timer_keeps_the_data_time_run_step_measured():
     data = [v for v, _ in trainer.storage.history("data_time").values()]
     assert len(data) == 3 and all(d >= 0.045 for d in data), data  # not overwritten by the timer
     assert len(trainer.storage.history("time")) == 3
+
+
+def test_gather_metric_period_other_than_one_is_refused_with_the_reason():
+    import pytest
+    import torch
+
+    from kiln.engine import SimpleTrainer
+
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=r"gather_metric_period=20: kiln already gathers metrics"):
+        SimpleTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1), gather_metric_period=20)
