@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 
 import torch
@@ -16,38 +17,25 @@ sys.path.insert(0, HERE)
 
 
 class _Child:
-    """A forked child running ``resume_child.main`` (torch is already imported: no start-up cost)."""
+    """A fresh ``python resume_child.py WORK_DIR MODE ...`` process, as a user restarts a killed run.
+
+    Fresh interpreters (not forks of the test worker) so that nothing an earlier test left in the
+    worker process (threads, global flags, caches) reaches the runs being compared.
+    """
 
     def __init__(self, work_dir: str, mode: str, *extra: str) -> None:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(r)
-            code = 1
-            try:
-                out = os.fdopen(w, "w", buffering=1)
-                sys.stdout = sys.stderr = out
-                torch.set_num_threads(1)
-                sys.argv = [CHILD, work_dir, mode, *extra]
-                import resume_child
-
-                resume_child.main()
-                code = 0
-            except BaseException:
-                import traceback
-
-                traceback.print_exc()
-            finally:
-                sys.stdout.flush()
-                os._exit(code)
-        os.close(w)
-        self.pid = pid
-        self.stdout = os.fdopen(r, "r")
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+        self._proc = subprocess.Popen(
+            [sys.executable, CHILD, work_dir, mode, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
+        )
+        self.pid = self._proc.pid
+        self.stdout = self._proc.stdout
         self.returncode: int | None = None
 
     def wait(self) -> int:
-        _, status = os.waitpid(self.pid, 0)
-        self.returncode = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        self.returncode = self._proc.wait()
         self.stdout.close()
         return self.returncode
 
@@ -77,19 +65,10 @@ def _run_to_end(proc: _Child) -> list[str]:
 
 
 def _reference_state(tmp_path, mode: str) -> dict:
-    from resume_child import make_runner
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same as the children
-    try:
-        runner = make_runner(str(tmp_path / f"ref_{mode}"), mode)
-        runner.train()
-    finally:
-        torch.set_num_threads(threads)
-    return {
-        "model": runner.unwrapped_model.state_dict(),
-        "optimizer": runner.optim_wrapper.optimizer.state_dict(),
-    }
+    """The uninterrupted run's final model and optimizer state (a fresh process, like the others)."""
+    work = str(tmp_path / f"ref_{mode}")
+    assert "DONE" in _run_to_end(_spawn(work, mode))
+    return torch.load(os.path.join(work, "final_state.pt"), weights_only=True)
 
 
 def _assert_bit_identical(a, b, where: str = "") -> None:
@@ -113,7 +92,6 @@ def test_sigkill_mid_epoch_mid_save_and_at_epoch_end_then_resume_is_bit_identica
     k2 = rng.randint(10, 14)  # killed half-way through writing the checkpoint after iteration k2
     work = str(tmp_path / "killed")
     points = f"kill points: ITER {k1}, mid-save after ITER {k2}, ITER 16 (epoch end)"
-    # The reference first: forked children then inherit its imports (torch.optim pulls in dynamo).
     reference = _reference_state(tmp_path, "epoch")
 
     _run_until(_spawn(work, "epoch"), f"ITER {k1}")
