@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from kiln.config.dialects.mmcv import parse_workflow
+
 from .hooks.base import Hook, Priority
 from .hooks.val_loss import ValLossHook
 from .optim import AmpOptimWrapper, OptimWrapper
@@ -174,7 +176,7 @@ class WorkflowValHook(ValLossHook):
         return metrics
 
 
-def check_workflow(data_loaders: Any, workflow: Any, unit: str = "epoch") -> list[tuple[str, int]]:
+def check_workflow(data_loaders: Any, workflow: Any) -> list[tuple[str, int]]:
     """Check ``run(data_loaders, workflow)``'s arguments as MMCV does (and what kiln adds); return the phases.
 
     One loader per phase (``len(data_loaders) == len(workflow)``), phases ``(mode, n)`` with mode
@@ -189,25 +191,14 @@ def check_workflow(data_loaders: Any, workflow: Any, unit: str = "epoch") -> lis
         raise ValueError(
             f"workflow={workflow!r}: expected a non-empty list of (mode, n) phases, e.g. {_WORKFLOW_EXAMPLE}."
         )
-    phases: list[tuple[str, int]] = []
-    for i, entry in enumerate(workflow):
-        ok = isinstance(entry, (list, tuple)) and len(entry) == 2
-        mode, n = entry if ok else (None, None)
-        if not ok or mode not in ("train", "val") or isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(
-                f"workflow[{i}] = {entry!r} is not a valid phase: each is (mode, n) with mode 'train' or "
-                f"'val' and n a positive int ({unit}s), e.g. {_WORKFLOW_EXAMPLE}."
-            )
-        phases.append((mode, n))
+    phases = parse_workflow(workflow)  # (mode, n) checks shared with the config translator
     if len(data_loaders) != len(workflow):
         raise ValueError(
             f"run() got {len(data_loaders)} data loader(s) for a workflow of {len(workflow)} phase(s) "
             f"{list(workflow)}; MMCV requires one per phase (len(data_loaders) == len(workflow)), e.g. "
             f"runner.run([train_loader, val_loader], [('train', 1), ('val', 1)])."
         )
-    train = [i for i, (m, _) in enumerate(phases) if m == "train"]
-    if not train:
-        raise ValueError(f"workflow={list(workflow)!r} has no ('train', n) phase; e.g. {_WORKFLOW_EXAMPLE}.")
+    train = [i for i, (m, _) in enumerate(phases) if m == "train"]  # (parse_workflow: at least one)
     if any(data_loaders[i] is not data_loaders[train[0]] for i in train):
         raise ValueError(
             "run(): the workflow's ('train', n) phases use different data loaders; kiln trains on one stream "

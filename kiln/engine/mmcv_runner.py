@@ -433,7 +433,7 @@ class BaseRunner(MMCVHookRegistration, MMCVCheckpointMixin, Runner, metaclass=AB
 
     def _start(self, data_loaders: Sequence[Any], workflow: Any, kwargs: dict) -> None:
         """Build the loaders, the loop, the schedules and the val phases; then train."""
-        phases = check_workflow(data_loaders, workflow, self._unit)
+        phases = check_workflow(data_loaders, workflow)
         if self.world_size > 1 and (self._model_method("train_step") is not None):
             raise RuntimeError(
                 "An MMCV-style model.train_step under distributed training is not supported: kiln's DDP "
