@@ -13,9 +13,16 @@ $(STAMP): pyproject.toml requirements/ci.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# MMDetection's released config trees (configs/ of the 3.3.0 and 2.28.2 wheels, downloaded from PyPI,
+# never installed): the upstream-config tests run them unchanged.
+UPSTREAM := $(VENV)/upstream/.fetched
+$(UPSTREAM): scripts/fetch_upstream_configs.py | $(STAMP)
+	$(PY) scripts/fetch_upstream_configs.py --dest $(VENV)/upstream
+	touch $(UPSTREAM)
+
 # Two pytest workers on two cores: one torch/OpenMP thread each (subprocesses inherit it), so the
 # workers do not oversubscribe the CPU.
-test: $(STAMP)
+test: $(STAMP) $(UPSTREAM)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # The README demo: train a small RetinaNet on the generated shapes data (made on first use in
