@@ -53,6 +53,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="deterministic cuDNN/torch algorithms")
     p.add_argument("--amp", action="store_true", help="mixed precision training (AmpOptimWrapper)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--auto-scale-lr", action="store_true",
+                   help="lr x (total batch size) / auto_scale_lr.base_batch_size (MMDetection's flag)")
     add_override_args(p)
     return p
 
@@ -107,6 +109,13 @@ def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> An
         if cfg.get("optim_wrapper") is None:
             raise CLIError("--amp needs an optimizer in the config (optim_wrapper=... or optimizer=...)")
         cfg.optim_wrapper.type = "AmpOptimWrapper"
+    if getattr(args, "auto_scale_lr", False):
+        scale = dict(cfg.get("auto_scale_lr") or {})
+        if "base_batch_size" not in scale:
+            raise CLIError("--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=N) in the config: the "
+                           "total batch size its lr was set for (MMDetection's configs say 16).")
+        scale["enable"] = True
+        cfg.auto_scale_lr = scale
     if args.no_validate:
         # Training runs no evaluation; `--eval-only`/`kiln test` still evaluate with the same metric.
         if cfg.get("val_evaluator") is not None and cfg.get("test_evaluator") is None:

@@ -118,6 +118,7 @@ class Runner(RunnerCheckpointMixin):
         env_cfg: Mapping[str, Any] | None = None,
         sync_bn: str | None = None,
         channels_last: bool = False,
+        visualizer: Any = None,
     ) -> None:
         self.work_dir = os.path.abspath(work_dir) if work_dir else None
         if self.work_dir and comm.is_main_process():
@@ -142,6 +143,8 @@ class Runner(RunnerCheckpointMixin):
             pin_loader(loader, self.device)
         self.val_evaluator = val_evaluator
         self.test_evaluator = test_evaluator
+        # What the config's `visualizer` built (DetLocalVisualizer); hooks draw through it.
+        self.visualizer = visualizer
         self.load_from = load_from
         self.resume_from = resume
         self.allow_pickle = allow_pickle

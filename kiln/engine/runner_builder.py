@@ -184,7 +184,7 @@ def _loop_kwargs(runner_cls: type, train_cfg: Any, val_cfg: Any, test_cfg: Any) 
 
 
 def _placement_kwargs(runner_cls: type, cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """``device``/``env_cfg``/``sync_bn``/``channels_last`` for ``runner_cls``, when the config sets them.
+    """``device``/``env_cfg``/``sync_bn``/``channels_last``/``visualizer`` for ``runner_cls``, when set.
 
     A runner without one of these arguments still honours what needs no placement code: ``device``
     ``'cpu'`` (where it trains anyway) and ``env_cfg.cudnn_benchmark`` (set here); anything else is
@@ -192,11 +192,13 @@ def _placement_kwargs(runner_cls: type, cfg: Mapping[str, Any]) -> dict[str, Any
     """
     params = inspect.signature(runner_cls.__init__).parameters
     out: dict[str, Any] = {}
-    for key in ("device", "env_cfg", "sync_bn", "channels_last"):
+    for key in ("device", "env_cfg", "sync_bn", "channels_last", "visualizer"):
         value = cfg.get(key)
         if value is None or value is False:
             continue
-        if key in params:
+        if key == "visualizer" and key in params:
+            out[key] = _visualizer(cfg, cfg.get("work_dir"))
+        elif key in params:
             out[key] = plain(value)
         elif key == "device" and str(value) == "cpu":
             continue
@@ -229,6 +231,54 @@ def _seed(randomness: Mapping[str, Any]) -> int | None:
     rank = comm.get_rank() if randomness.get("diff_rank_seed", True) else 0
     set_random_seed(int(seed) + rank, deterministic=bool(randomness.get("deterministic", False)))
     return int(seed)
+
+
+def _auto_scale_lr(cfg: Mapping[str, Any], optim_wrapper: Any) -> Any:
+    """MMEngine's ``auto_scale_lr=dict(enable=True, base_batch_size=16)``: the optimizer's ``lr`` times
+    (total batch size of this run) / ``base_batch_size`` (the linear scaling rule)."""
+    scale = plain(cfg.get("auto_scale_lr"))
+    if not scale:
+        return optim_wrapper
+    if not isinstance(scale, Mapping):
+        raise TypeError(f"auto_scale_lr must be a dict, e.g. dict(enable=True, base_batch_size=16); got "
+                        f"{scale!r}.")
+    extra = sorted(set(scale) - {"enable", "base_batch_size"})
+    if extra:
+        raise KeyError(f"auto_scale_lr has keys kiln does not understand: {extra}; it reads enable, "
+                       f"base_batch_size.")
+    if not scale.get("enable", False):
+        return optim_wrapper
+    base = scale.get("base_batch_size")
+    if not isinstance(base, int) or base < 1:
+        raise ValueError(f"auto_scale_lr.base_batch_size={base!r}: give the total batch size the config's lr "
+                         f"was set for (an int, e.g. 16 for 8 GPUs x 2 images).")
+    loader = cfg.get("train_dataloader")
+    if loader is None or optim_wrapper is None:
+        raise ValueError("auto_scale_lr.enable=True needs a train_dataloader (its batch_size) and an "
+                         "optim_wrapper (its optimizer.lr).")
+    from . import comm
+
+    batch = int(loader.get("batch_size", 1)) * comm.get_world_size()
+    ow = dict(plain(optim_wrapper))
+    optimizer = dict(ow.get("optimizer") or {})
+    if "lr" not in optimizer:
+        raise KeyError("auto_scale_lr.enable=True: optim_wrapper.optimizer has no lr to scale.")
+    ratio = batch / base
+    optimizer["lr"] = optimizer["lr"] * ratio
+    ow["optimizer"] = optimizer
+    logger.info("auto_scale_lr: total batch %d / base_batch_size %d -> lr x %.4g = %.6g", batch, base, ratio,
+                optimizer["lr"])
+    return ow
+
+
+def _visualizer(cfg: Mapping[str, Any], work_dir: str | None) -> Any:
+    """The object the top-level ``visualizer`` key describes (``None`` without one)."""
+    vis = cfg.get("visualizer")
+    if vis is None:
+        return None
+    from kiln.visualization import build_visualizer
+
+    return build_visualizer(plain(vis), work_dir)
 
 
 def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None = None,
@@ -276,7 +326,7 @@ def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None 
     if "test_dataloader" in built:
         test_cfg = cfg.get("test_evaluator", cfg.get("val_evaluator"))
         test_evaluator = build_evaluator(plain(test_cfg), built["test_dataset"], output_dir=work_dir)
-    ow = cfg.get("optim_wrapper")
+    ow = _auto_scale_lr(cfg, cfg.get("optim_wrapper"))
     optim_wrapper = build_optim_wrapper(model, plain(ow)) if ow is not None else None
     frozen = cfg.get("frozen_modules")
     if frozen:

@@ -130,3 +130,51 @@ def test_mmcv_and_canonical_spellings_of_one_run_train_identically(tmp_path):
     sa, sb = a.unwrapped_model.state_dict(), b.unwrapped_model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert to_canonical(mmcv)["train_cfg"] == canonical["train_cfg"]
+
+
+# ------------------------------------------------------------------ MMEngine runtime keys
+def _lr(runner):
+    return runner.optim_wrapper.optimizer.param_groups[0]["lr"]
+
+
+def test_auto_scale_lr_scales_by_total_batch_over_base_batch_size(tmp_path):
+    scale = dict(enable=True, base_batch_size=16)
+    enabled = Runner.from_cfg(Config(_canonical(tmp_path, auto_scale_lr=scale)))
+    assert _lr(enabled) == pytest.approx(0.1 * 4 / 16)  # batch_size 4 on one process
+    disabled = Runner.from_cfg(Config(_canonical(tmp_path, auto_scale_lr=dict(scale, enable=False))))
+    assert _lr(disabled) == pytest.approx(0.1)
+    with pytest.raises(KeyError, match="auto_scale_lr has keys.*'base_lr'"):
+        Runner.from_cfg(Config(_canonical(tmp_path, auto_scale_lr=dict(enable=True, base_lr=0.1))))
+    with pytest.raises(ValueError, match="base_batch_size=None"):
+        Runner.from_cfg(Config(_canonical(tmp_path, auto_scale_lr=dict(enable=True))))
+
+
+def test_log_processor_window_size_sets_the_logger_smoothing_window(tmp_path):
+    cfg = to_canonical(Config(_canonical(tmp_path, log_processor=dict(type="LogProcessor", window_size=7,
+                                                                       by_epoch=True))))
+    assert cfg["default_hooks"]["logger"]["window"] == 7
+    runner = Runner.from_cfg(Config(cfg))
+    assert [h.window for h in runner.hooks if type(h).__name__ == "LoggerHook"] == [7]
+
+
+def test_log_processor_keys_kiln_cannot_honour_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="by_epoch=False but the train loop is epoch-based"):
+        to_canonical(_canonical(tmp_path, log_processor=dict(by_epoch=False)))
+    with pytest.raises(ValueError, match="log_processor.custom_cfg"):
+        to_canonical(_canonical(tmp_path, log_processor=dict(custom_cfg=[dict(data_src="loss")])))
+    with pytest.raises(ValueError, match="window_size='global'"):
+        to_canonical(_canonical(tmp_path, log_processor=dict(window_size="global")))
+
+
+def test_default_scope_other_than_mmdet_is_refused(tmp_path):
+    assert to_canonical(_canonical(tmp_path, default_scope="mmdet"))["model"] == dict(type="CanonToyNet")
+    with pytest.raises(ValueError, match="default_scope='mmyolo'.*not part of kiln"):
+        to_canonical(_canonical(tmp_path, default_scope="mmyolo"))
+
+
+def test_mmdet2_opencv_and_mp_keys_become_env_cfg(tmp_path):
+    cfg = to_canonical(_canonical(tmp_path, opencv_num_threads=0, mp_start_method="fork"))
+    assert cfg["env_cfg"]["mp_cfg"] == dict(opencv_num_threads=0, mp_start_method="fork")
+    with pytest.raises(ValueError, match="disagree"):
+        to_canonical(_canonical(tmp_path, opencv_num_threads=0,
+                                env_cfg=dict(mp_cfg=dict(opencv_num_threads=2))))

@@ -22,26 +22,26 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .canonical import CANONICAL_KEYS, UNHONOURED_RUNTIME_KEYS, check_canonical, suggest
+from .canonical import CANONICAL_KEYS, check_canonical, suggest
 from .mmcv import MMCV_KEYS, is_mmcv, mmcv_to_canonical
 from .mmdet_v1_heads import translate_model
+from .mmengine_runtime import RUNTIME_KEYS, runtime_to_canonical
 
 __all__ = ["CANONICAL_KEYS", "to_canonical", "detect_dialects", "check_canonical", "plain"]
 
-logger = logging.getLogger(__name__)
 
 # Config variables look like any other top-level name; these are only refused when they are close
 # to a schema key (a misspelling), so a helper variable such as `data_root` passes.
-_KNOWN = CANONICAL_KEYS | MMCV_KEYS
-# Other MMEngine/MMDetection 3.x top-level keys: never mistaken for misspellings (`default_scope` is
-# close to `default_hooks`).
-_MMENGINE_OTHER = UNHONOURED_RUNTIME_KEYS | {
-    "auto_scale_lr", "model_wrapper_cfg", "backend_args", "file_client_args", "metainfo",
-    "experiment_name",
+_KNOWN = CANONICAL_KEYS | MMCV_KEYS | RUNTIME_KEYS
+# Variables MMDetection's configs define at the top level (read by their own dicts, not by a runner);
+# never mistaken for misspelt schema keys.
+_MMENGINE_OTHER = {
+    "model_wrapper_cfg", "backend_args", "file_client_args", "metainfo", "experiment_name", "vis_backends",
+    "data_root", "dataset_type", "train_pipeline", "val_pipeline", "test_pipeline", "img_norm_cfg",
+    "img_scale", "classes", "norm_cfg",
 }
 
 
@@ -75,20 +75,12 @@ def detect_dialects(cfg: Any) -> list[str]:
 
 
 def _leftovers(cfg: Mapping[str, Any]) -> None:
-    """Refuse top-level keys that look like misspelt schema keys; report runtime keys kiln does not use."""
+    """Refuse top-level keys that look like misspelt schema keys."""
     unknown = [k for k in cfg if k not in _KNOWN | _MMENGINE_OTHER and not str(k).startswith("_")]
     for key in unknown:
         hint = suggest(str(key), _KNOWN)
         if hint:
             raise KeyError(f"Config key {key!r} is not a run-config key kiln knows.{hint}")
-    scale = cfg.get("auto_scale_lr")
-    if isinstance(scale, Mapping) and scale.get("enable"):
-        raise ValueError("auto_scale_lr=dict(enable=True, ...): kiln does not rescale the learning rate by "
-                         "the batch size; set optimizer lr for your batch size and drop auto_scale_lr.")
-    unused = sorted(k for k in cfg if k in UNHONOURED_RUNTIME_KEYS)
-    if unused:
-        logger.warning("Config keys %s are MMEngine/MMDetection 3.x runtime settings kiln's runner does "
-                       "not use; they have no effect.", unused)
 
 
 def to_canonical(cfg: Any) -> dict[str, Any]:
@@ -108,6 +100,7 @@ def to_canonical(cfg: Any) -> dict[str, Any]:
         d = mmcv_to_canonical(d)
     else:
         d = {k: v for k, v in d.items() if k in CANONICAL_KEYS and v is not None}
+    runtime_to_canonical(plain(cfg), d)
     if d.get("model") is not None:
         d["model"] = translate_model(d["model"])
     wrapper = plain(cfg).get("model_wrapper_cfg") if isinstance(cfg, Mapping) else None

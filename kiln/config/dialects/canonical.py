@@ -13,7 +13,6 @@ from typing import Any
 __all__ = [
     "CANONICAL_KEYS",
     "LOOP_KEYS",
-    "UNHONOURED_RUNTIME_KEYS",
     "is_loop_cfg",
     "is_eval_loop_cfg",
     "check_canonical",
@@ -33,6 +32,7 @@ CANONICAL_KEYS = frozenset({
     "load_from", "resume", "work_dir",
     "frozen_modules", "runner_type", "custom_imports",
     "log_level", "launcher", "find_unused_parameters",
+    "visualizer", "auto_scale_lr", "tta_model", "tta_pipeline",
 })
 
 #: Short names accepted in ``frozen_modules`` (and ``kiln gen-fewshot-configs --freeze``) -> module
@@ -46,14 +46,6 @@ FREEZE_GROUPS = {
 
 #: keys that make a top-level ``train_cfg`` a loop config (MMEngine) rather than a detector's
 LOOP_KEYS = frozenset({"max_epochs", "max_iters", "val_interval", "val_begin", "by_epoch"})
-
-#: MMEngine/MMDetection 3.x runtime keys kiln's runner does not use; a translator reports them
-#: (logged warning) instead of passing them on.
-UNHONOURED_RUNTIME_KEYS = frozenset({
-    "default_scope", "visualizer", "vis_backends", "log_processor", "tta_model", "tta_pipeline",
-    "opencv_num_threads", "mp_start_method",
-})
-
 
 def is_loop_cfg(train_cfg: Any) -> bool:
     """True for an MMEngine loop config: ``dict(type='EpochBasedTrainLoop', ...)``, ``dict(by_epoch=...)``."""

@@ -1,0 +1,131 @@
+"""Helpers for tests that run MMDetection's own config files: the released trees and mini datasets.
+
+The trees come from the released wheels (``scripts/fetch_upstream_configs.py``, run by ``make test``);
+the datasets are small generated images laid out as MMDetection's configs expect them
+(``data/coco/annotations/instances_train2017.json`` + ``train2017/``, ``data/VOCdevkit/VOC2007/...``),
+with real COCO / VOC class names, so a config runs with only ``data_root`` changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import shutil
+from typing import Any
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+# COCO's category ids skip some numbers; keep the real ids so a config's ann_file looks like COCO's.
+COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28,
+            31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55,
+            56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84,
+            85, 86, 87, 88, 89, 90)
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+# The three generated shapes stand for these classes.
+SHAPES_AS_COCO = ("person", "car", "dog")
+SHAPES_AS_VOC = ("person", "car", "dog")
+
+
+def upstream_configs(version: str) -> str:
+    """``configs/`` of the released MMDetection ``version`` ('3.3.0' or '2.28.2')."""
+    root = os.environ.get("KILN_UPSTREAM_CONFIGS", osp.join(REPO, ".venv", "upstream"))
+    path = osp.join(root, f"mmdet-{version}", "configs")
+    if not osp.isdir(path):
+        pytest.fail(f"{path} is missing: run `make test` (it fetches MMDetection's released config trees) "
+                    f"or `python scripts/fetch_upstream_configs.py --dest {root}`.")
+    return path
+
+
+def _shapes(root: str, split: str, num_images: int, size: int, seed: int) -> tuple[dict, str]:
+    from kiln.data.datasets import generate_shapes_dataset
+
+    paths = generate_shapes_dataset(osp.join(root, ".shapes"), num_images=num_images, image_size=size,
+                                    seed=seed, split=split)
+    with open(paths["ann_file"], encoding="utf-8") as f:
+        return json.load(f), paths["img_prefix"]
+
+
+def make_mini_coco(data_root: str, *, num_train: int = 8, num_val: int = 4, size: int = 96,
+                   seed: int = 0) -> str:
+    """``data_root/{annotations/instances_{train,val}2017.json, train2017/, val2017/}`` with COCO's 80
+    categories (generated shapes labelled person/car/dog). Returns ``data_root`` with a trailing slash."""
+    os.makedirs(osp.join(data_root, "annotations"), exist_ok=True)
+    categories = [dict(id=i, name=n, supercategory="none") for i, n in zip(COCO_IDS, COCO_CLASSES)]
+    to_coco = {k + 1: COCO_IDS[COCO_CLASSES.index(n)] for k, n in enumerate(SHAPES_AS_COCO)}
+    for split, num in (("train", num_train), ("val", num_val)):
+        coco, img_dir = _shapes(data_root, split, num, size, seed)
+        out_dir = osp.join(data_root, f"{split}2017")
+        os.makedirs(out_dir, exist_ok=True)
+        for im in coco["images"]:
+            shutil.copy(osp.join(img_dir, im["file_name"]), osp.join(out_dir, im["file_name"]))
+        for ann in coco["annotations"]:
+            ann["category_id"] = to_coco[ann["category_id"]]
+        coco["categories"] = categories
+        with open(osp.join(data_root, "annotations", f"instances_{split}2017.json"), "w") as f:
+            json.dump(coco, f)
+    return data_root.rstrip("/") + "/"
+
+
+def _voc_xml(im: dict, objects: list[dict], folder: str) -> str:
+    objs = []
+    for ann in objects:
+        x, y, w, h = ann["bbox"]
+        objs.append(
+            f"<object><name>{ann['name']}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>{ann.get('difficult', 0)}</difficult><bndbox><xmin>{int(x) + 1}</xmin>"
+            f"<ymin>{int(y) + 1}</ymin><xmax>{int(x + w)}</xmax><ymax>{int(y + h)}</ymax></bndbox></object>"
+        )
+    return (f"<annotation><folder>{folder}</folder><filename>{im['file_name']}</filename><size>"
+            f"<width>{im['width']}</width><height>{im['height']}</height><depth>3</depth></size>"
+            f"{''.join(objs)}</annotation>")
+
+
+def make_mini_voc(data_root: str, *, years: tuple[str, ...] = ("2007", "2012"), num_train: int = 6,
+                  num_test: int = 4, size: int = 96, seed: int = 0) -> str:
+    """``data_root/VOC<year>/{Annotations, JPEGImages, ImageSets/Main/{trainval,test}.txt}`` with VOC's
+    20 classes (generated shapes labelled person/car/dog; every third object ``difficult``). Returns
+    ``data_root`` with a trailing slash (the configs' ``data/VOCdevkit/``)."""
+    for year_idx, year in enumerate(years):
+        base = osp.join(data_root, f"VOC{year}")
+        for sub in ("Annotations", "JPEGImages", osp.join("ImageSets", "Main")):
+            os.makedirs(osp.join(base, sub), exist_ok=True)
+        for split, num in (("trainval", num_train), ("test", num_test)):
+            coco, img_dir = _shapes(data_root, "train" if split == "trainval" else "val", num, size,
+                                    seed + year_idx)
+            by_image: dict[int, list[dict]] = {}
+            for k, ann in enumerate(coco["annotations"]):
+                ann = dict(ann, name=SHAPES_AS_VOC[ann["category_id"] - 1], difficult=int(k % 3 == 2))
+                by_image.setdefault(ann["image_id"], []).append(ann)
+            ids = []
+            for im in coco["images"]:
+                stem = f"{year}_{split}_{im['id']:06d}"
+                ids.append(stem)
+                im = dict(im, file_name=stem + ".jpg")
+                src = osp.join(img_dir, f"{im['id']:06d}.jpg")
+                shutil.copy(src, osp.join(base, "JPEGImages", stem + ".jpg"))
+                with open(osp.join(base, "Annotations", stem + ".xml"), "w") as f:
+                    f.write(_voc_xml(im, by_image.get(im["id"], []), f"VOC{year}"))
+            with open(osp.join(base, "ImageSets", "Main", f"{split}.txt"), "w") as f:
+                f.write("\n".join(ids) + "\n")
+    return data_root.rstrip("/") + "/"
+
+
+def small_overrides(*pairs: Any) -> list[str]:
+    """Flatten ``('k', v)`` pairs into ``--cfg-options`` strings."""
+    return [f"{k}={v}" for k, v in pairs]
