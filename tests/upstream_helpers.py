@@ -129,3 +129,27 @@ def make_mini_voc(data_root: str, *, years: tuple[str, ...] = ("2007", "2012"), 
 def small_overrides(*pairs: Any) -> list[str]:
     """Flatten ``('k', v)`` pairs into ``--cfg-options`` strings."""
     return [f"{k}={v}" for k, v in pairs]
+
+
+def run_upstream(config: str, work_dir: str, options: list[str], *, cwd: str, test: bool = False,
+                 timeout: int = 900) -> tuple[Any, Any]:
+    """``kiln train CONFIG --cfg-options ...`` (then ``kiln test CONFIG WORK_DIR`` when ``test``) in
+    subprocesses run in ``cwd`` (where ``data/`` lies, as MMDetection's configs expect). Returns the two
+    CompletedProcess objects (the second ``None`` without ``test``); a failure shows the output's tail."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(*args: str) -> Any:
+        proc = subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True, env=env,
+                              cwd=cwd, timeout=timeout)
+        tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        assert proc.returncode == 0, f"kiln {args[0]} {config} failed:\n{tail}"
+        return proc
+
+    train = run("train", config, "--work-dir", work_dir, "--cfg-options", *options)
+    tested = None
+    if test:
+        tested = run("test", config, work_dir, "--work-dir", work_dir, "--cfg-options", *options)
+    return train, tested
