@@ -38,7 +38,7 @@ demo: $(STAMP)
 	$(PY) -m kiln infer $(DEMO_CONFIG) $(DEMO_DIR) --dataset-images 8 --out-dir $(DEMO_DIR)/predictions
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check kiln tests benchmarks
+	$(VENV)/bin/ruff check kiln tests benchmarks scripts
 
 clean-venv:
 	rm -rf $(VENV)

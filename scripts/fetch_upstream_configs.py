@@ -30,8 +30,8 @@ def fetch(version: str, dest: str) -> str:
     if os.path.isdir(out) and os.listdir(out):
         return out
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
-                        f"mmdet=={version}", "-d", tmp], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                        "--disable-pip-version-check", f"mmdet=={version}", "-d", tmp], check=True)
         wheels = glob.glob(os.path.join(tmp, f"mmdet-{version}-*.whl"))
         if not wheels:
             raise SystemExit(f"pip download gave no mmdet {version} wheel in {tmp}")
