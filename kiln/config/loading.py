@@ -205,6 +205,18 @@ def _fresh(value: Any) -> Any:
     return value
 
 
+_MM_PACKAGES = ("mmengine", "mmcv", "mmdet")
+
+
+def _refuse_mm_import(node: ast.stmt, module: str, filename: str) -> None:
+    raise ConfigError(
+        f"{filename}, line {node.lineno}: the file imports '{module}'. kiln configs are plain "
+        f"values (`_base_ = [...]`, dicts with type strings) and kiln does not use OpenMMLab "
+        f"packages; if this is a helper script that sits in a configs/ tree, it is not a config. "
+        f"For an MMEngine pure-Python config use the configs/ tree file of the same name."
+    )
+
+
 def _refuse_read_base(tree: ast.Module, filename: str) -> None:
     """Refuse MMEngine's pure-Python ("lazy import") configs with one message.
 
@@ -223,6 +235,12 @@ def _refuse_read_base(tree: ast.Module, filename: str) -> None:
             )
         elif isinstance(node, ast.ImportFrom):
             uses = node.level > 0 or any(a.name == "read_base" for a in node.names)
+            if not uses and (node.module or "").split(".")[0] in _MM_PACKAGES:
+                _refuse_mm_import(node, node.module or "", filename)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in _MM_PACKAGES:
+                    _refuse_mm_import(node, alias.name, filename)
         if uses:
             stem = osp.basename(filename)
             raise ConfigError(
