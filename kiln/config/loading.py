@@ -242,14 +242,14 @@ def _refuse_read_base(tree: ast.Module, filename: str) -> None:
                 if alias.name.split(".")[0] in _MM_PACKAGES:
                     _refuse_mm_import(node, alias.name, filename)
         if uses:
-            stem = osp.basename(filename)
             raise ConfigError(
                 f"{filename}, line {node.lineno}: this is an MMEngine pure-Python config "
                 f"(`with read_base():` / relative imports of other configs, classes instead of "
                 f"type strings), which kiln does not read. Use the config of the same name from "
-                f"MMDetection's configs/ tree instead (e.g. configs/<model>/"
-                f"{stem.replace('_', '-')} — written with '-' where this file has '_' — shipped "
-                f"in the mmdet package as mmdet/.mim/configs/); it uses `_base_ = [...]`."
+                f"MMDetection's configs/ tree instead (its model part is written with '-', e.g. "
+                f"configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py for mmdet/configs/"
+                f"faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py; the mmdet package ships that tree "
+                f"as mmdet/.mim/configs/): it inherits with `_base_ = [...]`."
             )
 
 
