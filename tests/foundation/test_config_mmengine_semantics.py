@@ -294,3 +294,17 @@ def test_mmdet_3_configs_that_edit_their_bases_resolve_as_in_mmengine():
 
     dcn = load("dcn/mask-rcnn_r50-dconv-c3-c5_fpn_amp-1x_coco.py")
     assert dcn.optim_wrapper.type == "AmpOptimWrapper"
+
+
+def test_kiln_config_print_shows_the_edited_bases(base, capsys):
+    from kiln.cli import main
+
+    path = base("c.py", """
+        _base_ = 'base.py'
+        _base_.optim_wrapper.type = 'AmpOptimWrapper'
+        _base_.param_scheduler[1].milestones = [16, 22]
+    """)
+    assert main(["config", "print", str(path), "--cfg-options", "seed=0"]) == 0
+    out = capsys.readouterr().out
+    assert "type='AmpOptimWrapper'" in out and "milestones=[16, 22]" in out and "seed = 0" in out
+    assert "OptimWrapper'" not in out.replace("AmpOptimWrapper'", "")
