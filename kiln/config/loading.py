@@ -435,7 +435,14 @@ def load_config_text(
         data = _exec_py(tree, filename, base_cfg, var_overrides, applied)
         # The file's values are copied before merging (MMEngine does the same), so a value
         # that aliases a base object (`model = _base_.model`) is merged as the value it has now.
-        data = copy.deepcopy(data)
+        try:
+            data = copy.deepcopy(data)
+        except Exception as exc:  # a top-level value that is not plain data (a lock, a socket)
+            raise ConfigError(
+                f"{filename}: a top-level value cannot be copied ({type(exc).__name__}: {exc}); "
+                f"config values must be plain data (dicts, lists, numbers, strings). Delete "
+                f"helper objects at the end of the file (`del name`) or make the name start with '__'."
+            ) from exc
     assert data is not None
     if refs:
         data = _resolve_refs(data, refs, base_cfg, filename)

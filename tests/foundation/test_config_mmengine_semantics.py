@@ -308,3 +308,11 @@ def test_kiln_config_print_shows_the_edited_bases(base, capsys):
     out = capsys.readouterr().out
     assert "type='AmpOptimWrapper'" in out and "milestones=[16, 22]" in out and "seed = 0" in out
     assert "OptimWrapper'" not in out.replace("AmpOptimWrapper'", "")
+
+
+def test_a_top_level_value_that_cannot_be_copied_is_an_error_naming_the_file(write):
+    path = write("c.py", "import threading\nlock = threading.Lock()\nx = 1\n")
+    with pytest.raises(ConfigError, match=r"c\.py: a top-level value cannot be copied.*plain data"):
+        Config.fromfile(path)
+    ok = write("d.py", "import threading\n__lock = threading.Lock()\nx = 1\n")
+    assert Config.fromfile(ok).to_dict() == {"x": 1}
