@@ -88,9 +88,10 @@ class Config:
         """Load a config file, merging its ``_base_`` files and applying overrides.
 
         ``cfg_options`` (alias ``overrides``) is a dict ``{'a.b': 1, 'seed': 0}`` or a list of
-        ``'a.b=1'`` strings; keys that do not exist yet are created (MMEngine's rule). An override whose key is a top-level name assigned in a .py file
-        of the chain (``data_root``) replaces the value at that assignment, so values computed
-        from it (``ann_file=data_root + ...``) follow; other overrides apply after loading.
+        ``'a.b=1'`` strings; keys that do not exist yet are created (MMEngine's rule). An
+        override whose key is a top-level name assigned in a .py file of the chain
+        (``data_root``) replaces the value at that assignment, so values computed from it
+        (``ann_file=data_root + ...``) follow; other overrides apply after loading.
         ``custom_imports=dict(imports=[...], allow_failed_imports=False)`` in the config is
         imported so that its registrations are visible.
         """
