@@ -87,10 +87,11 @@ class Config:
     ) -> Config:
         """Load a config file, merging its ``_base_`` files and applying overrides.
 
-        ``cfg_options`` (alias ``overrides``) is a dict ``{'a.b': 1, '+new': 2}`` or a list of
-        ``'a.b=1'`` strings. An override whose key is a top-level name assigned in a .py file
-        of the chain (``data_root``) replaces the value at that assignment, so values computed
-        from it (``ann_file=data_root + ...``) follow; other overrides apply after loading.
+        ``cfg_options`` (alias ``overrides``) is a dict ``{'a.b': 1, 'seed': 0}`` or a list of
+        ``'a.b=1'`` strings; keys that do not exist yet are created (MMEngine's rule). An
+        override whose key is a top-level name assigned in a .py file of the chain
+        (``data_root``) replaces the value at that assignment, so values computed from it
+        (``ann_file=data_root + ...``) follow; other overrides apply after loading.
         ``custom_imports=dict(imports=[...], allow_failed_imports=False)`` in the config is
         imported so that its registrations are visible.
         """
@@ -170,15 +171,15 @@ class Config:
         return format_py(self._cfg_dict)
 
     # ---------------------------------------------------------------- editing
-    def merge_from_dict(
-        self, options: Mapping[str, Any], allow_list_keys: bool = True, allow_new_keys: bool = False
-    ) -> None:
-        """Apply ``{'a.b.c': 1, 'list.0.x': 2, '+new.key': 3}`` edits.
+    def merge_from_dict(self, options: Mapping[str, Any], allow_list_keys: bool = True) -> None:
+        """Apply ``{'a.b.c': 1, 'list.0.x': 2, 'new.key': 3}`` edits (MMEngine's rule).
 
         Dotted keys walk nested dicts; integer parts index lists (when ``allow_list_keys``).
-        A key that does not exist fails with close matches unless it starts with ``+`` or
-        ``allow_new_keys`` is set. A dict value merges into an existing dict (``_delete_``
-        replaces).
+        A key that does not exist yet is created with any missing parent dicts, as MMEngine
+        does (``seed=0``); a leading ``+`` is accepted and means the same. A misspelled key is
+        caught later, where it is used (the run-key check of the dialect, or the registry
+        build of the object it is passed to). A dict value merges into an existing dict
+        (``_delete_`` replaces).
         """
         if not isinstance(options, Mapping):
             raise TypeError(f"merge_from_dict needs a dict, got {type(options).__name__}.")
@@ -187,7 +188,7 @@ class Config:
                 parts = key.lstrip(NEW_KEY_PREFIX).split(".")
                 if any(p.lstrip("-").isdigit() for p in parts):
                     raise ConfigError(f"Override key '{key}' indexes a list, but allow_list_keys=False.")
-            set_by_dotted_key(self._cfg_dict, key, value, allow_new_keys)
+            set_by_dotted_key(self._cfg_dict, key, value)
 
     def merge_from_list(self, options: Sequence[str]) -> None:
         """Apply ``['a.b=1', 'c=[1,2]']`` (MM ``--cfg-options`` grammar)."""

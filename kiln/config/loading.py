@@ -1,16 +1,22 @@
 """Reading config files: .py/.json/.yaml, ``_base_`` inheritance and ``{{ ... }}`` variables.
 
-Order of work for one file (bases first, recursively):
+Order of work for one file (bases first, recursively), the order MMEngine 0.10 uses so that
+MMDetection's own configs resolve to the values MMEngine gives them:
 
 1. text substitution: ``{{ fileDirname }}``-style predefined variables and
    ``{{$NAME:default}}`` environment variables;
-2. ``{{_base_.a.b}}`` references become placeholders, resolved after the bases are merged;
+2. ``{{_base_.a.b}}`` references become placeholders, resolved after the file has run;
 3. the ``_base_`` list is read (for .py files from the syntax tree, without running code);
-4. bases load and merge (two bases may define the same key only with equal values);
+4. bases load and merge (two bases may define the same key only with equal values); each
+   base's values are rebuilt as fresh containers, so no two keys share an object;
 5. the file itself is evaluated — a .py file runs with ``_base_`` bound to the merged base
-   config, and top-level assignments named by a variable override are replaced by the
-   override value first, so values computed from them see the override;
-6. the file's keys merge over the bases (``_delete_=True`` replaces instead of merging).
+   config *itself*, so ``_base_.model.x = v``, ``del _base_.x``, ``model = _base_.model;
+   model.x = v`` and ``_base_.pipeline[2] = ...`` edit the bases in place. Top-level
+   assignments named by a variable override are replaced by the override value first, so
+   values computed from them see the override;
+6. the file's values are copied (aliases of base objects become independent), its
+   ``{{_base_.x}}`` placeholders take the values of the edited bases, and its keys merge over
+   the bases (``_delete_=True`` replaces instead of merging).
 """
 
 from __future__ import annotations
@@ -180,6 +186,73 @@ def _is_target(node: ast.stmt, names: Mapping) -> str | None:
     return None
 
 
+def _fresh(value: Any) -> Any:
+    """Rebuild dicts, lists and tuples (leaves stay): a loaded base shares no container.
+
+    MMEngine converts each loaded base to new ``ConfigDict`` objects at every level, which
+    breaks the sharing that ``test_dataloader = val_dataloader`` creates in a base file; an
+    in-place edit of ``_base_.val_dataloader`` must not reach ``test_dataloader``.
+    """
+    if isinstance(value, dict):
+        out = ConfigDict()
+        for k, v in value.items():
+            dict.__setitem__(out, k, _fresh(v))
+        return out
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_fresh(v) for v in value)
+    return value
+
+
+_MM_PACKAGES = ("mmengine", "mmcv", "mmdet")
+
+
+def _refuse_mm_import(node: ast.stmt, module: str, filename: str) -> None:
+    raise ConfigError(
+        f"{filename}, line {node.lineno}: the file imports '{module}'. kiln configs are plain "
+        f"values (`_base_ = [...]`, dicts with type strings) and kiln does not use OpenMMLab "
+        f"packages; if this is a helper script that sits in a configs/ tree, it is not a config. "
+        f"For an MMEngine pure-Python config use the configs/ tree file of the same name."
+    )
+
+
+def _refuse_read_base(tree: ast.Module, filename: str) -> None:
+    """Refuse MMEngine's pure-Python ("lazy import") configs with one message.
+
+    Those files (``mmdet/configs/`` in MMDetection 3.x) import their bases with ``with
+    read_base(): from .._base_.x import *`` and name classes instead of type strings; kiln
+    reads the ``configs/`` tree form of the same configs.
+    """
+    for node in tree.body:
+        uses = False
+        if isinstance(node, ast.With):
+            uses = any(
+                isinstance(item.context_expr, ast.Call)
+                and getattr(item.context_expr.func, "id", getattr(item.context_expr.func, "attr", ""))
+                == "read_base"
+                for item in node.items
+            )
+        elif isinstance(node, ast.ImportFrom):
+            uses = node.level > 0 or any(a.name == "read_base" for a in node.names)
+            if not uses and (node.module or "").split(".")[0] in _MM_PACKAGES:
+                _refuse_mm_import(node, node.module or "", filename)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in _MM_PACKAGES:
+                    _refuse_mm_import(node, alias.name, filename)
+        if uses:
+            raise ConfigError(
+                f"{filename}, line {node.lineno}: this is an MMEngine pure-Python config "
+                f"(`with read_base():` / relative imports of other configs, classes instead of "
+                f"type strings), which kiln does not read. Use the config of the same name from "
+                f"MMDetection's configs/ tree instead (its model part is written with '-', e.g. "
+                f"configs/faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py for mmdet/configs/"
+                f"faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py; the mmdet package ships that tree "
+                f"as mmdet/.mim/configs/): it inherits with `_base_ = [...]`."
+            )
+
+
 def _exec_py(tree: ast.Module, filename: str, base: ConfigDict, var_overrides: Mapping,
              applied: set[str]) -> dict:
     body = []
@@ -313,6 +386,7 @@ def load_config_text(
             tree = ast.parse(text, filename=filename)
         except SyntaxError as exc:
             raise _syntax_error(exc, filename) from None
+        _refuse_read_base(tree, filename)
         base_entries = _py_base_list(tree, filename)
         data = None
     else:
@@ -353,15 +427,22 @@ def load_config_text(
                         f"{osp.basename(filename)} itself."
                     )
                 owner.setdefault(key, path)
-                base_cfg[key] = value
+                dict.__setitem__(base_cfg, key, _fresh(value))
 
     if suffix == ".py":
         assert tree is not None
-        # `_base_` is a value only if the file names it beyond its own `_base_ = ...` line;
-        # otherwise skip copying the merged bases for it.
-        uses_base = text.count("_base_") > (1 if base_entries is not None else 0)
-        base_value = copy.deepcopy(base_cfg) if uses_base else ConfigDict()
-        data = _exec_py(tree, filename, base_value, var_overrides, applied)
+        # `_base_` is the merged base config itself: the file's edits change it in place.
+        data = _exec_py(tree, filename, base_cfg, var_overrides, applied)
+        # The file's values are copied before merging (MMEngine does the same), so a value
+        # that aliases a base object (`model = _base_.model`) is merged as the value it has now.
+        try:
+            data = copy.deepcopy(data)
+        except Exception as exc:  # a top-level value that is not plain data (a lock, a socket)
+            raise ConfigError(
+                f"{filename}: a top-level value cannot be copied ({type(exc).__name__}: {exc}); "
+                f"config values must be plain data (dicts, lists, numbers, strings). Delete "
+                f"helper objects at the end of the file (`del name`) or make the name start with '__'."
+            ) from exc
     assert data is not None
     if refs:
         data = _resolve_refs(data, refs, base_cfg, filename)

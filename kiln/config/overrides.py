@@ -1,13 +1,17 @@
 """Command-line override grammars, parsed literally (never evaluated as code).
 
-* MM ``--cfg-options``: ``['a.b=1', 'c=x,y', 'd=[(1,2),(3,4)]', '+new.key=3']`` →
-  :func:`parse_cfg_options`. A leading ``+`` marks a key that may be created.
+* MM ``--cfg-options``: ``['a.b=1', 'c=x,y', 'd=[(1,2),(3,4)]', 'new.key=3']`` →
+  :func:`parse_cfg_options`. Keys that do not exist yet are created when applied (MMEngine's
+  rule); a leading ``+`` (kiln's older spelling for that) is kept and means the same.
 * Detectron2 ``--opts``: ``['SOLVER.BASE_LR', '0.01', 'MODEL.WEIGHTS', 'w.pth']`` →
   :func:`parse_opts`.
 
-Value grammar (:func:`parse_value`): ints, floats (``1e-3``), ``true/false`` (any case),
-``None``/``null``, quoted strings, ``[...]`` lists and ``(...)`` tuples (nested), ``{...}``
-dict literals, and bare ``a,b`` which is a list. Anything else is a plain string.
+Value grammar (:func:`parse_value`), MMEngine's ``DictAction`` values: ints, floats (``1e-3``,
+``inf``), ``true/false`` (any case), ``None``, ``[...]`` lists and ``(...)`` tuples (nested),
+and bare ``a,b`` which is a list. Anything else is a plain string (``none`` too: MMDetection
+has ``reduction='none'``). kiln's additions, which MMEngine would read as other strings:
+``null`` is ``None``, a quoted value is a string as written (``'a, b'`` keeps its comma), and
+``{...}`` is a dict literal.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ __all__ = ["parse_value", "parse_cfg_options", "parse_opts", "NEW_KEY_PREFIX"]
 NEW_KEY_PREFIX = "+"
 
 _BOOLS = {"true": True, "false": False}
-_NONES = {"none", "null", "~"}
+_NONES = {"None", "null"}  # exact spellings: "none" stays a string, as in MMEngine
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
@@ -72,12 +76,15 @@ def _parse_scalar(text: str) -> Any:
     low = text.lower()
     if low in _BOOLS:
         return _BOOLS[low]
-    if low in _NONES:
+    if text in _NONES:
         return None
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
+        try:  # 'inf', 'nan', '1_0.5': what MMEngine's float() accepts
+            return float(text)
+        except ValueError:
+            return text
     if isinstance(value, (int, float, complex, str, bytes)):
         return value
     return text
@@ -119,8 +126,8 @@ def parse_value(text: str) -> Any:
 def parse_cfg_options(options: Sequence[str] | None) -> dict[str, Any]:
     """Parse MM-style ``key=value`` strings into ``{dotted_key: value}``.
 
-    Keys keep a leading ``+`` (``'+a.b'``) so that :meth:`Config.merge_from_dict` lets
-    them create new keys. Several ``key=value`` may share one string separated by spaces
+    Keys keep a leading ``+`` if written (``'+a.b'``; it means the same as ``'a.b'``).
+    Several ``key=value`` may share one string separated by spaces
     only when passed as separate list items (as argparse does).
     """
     out: dict[str, Any] = {}
@@ -128,7 +135,7 @@ def parse_cfg_options(options: Sequence[str] | None) -> dict[str, Any]:
         if not isinstance(item, str) or "=" not in item:
             raise ConfigError(
                 f"Override {item!r} is not of the form key=value (e.g. model.backbone.depth=50 "
-                f"or +new_key=1 for a key that does not exist yet)."
+                f"or seed=0)."
             )
         key, _, raw = item.partition("=")
         key = key.strip()
