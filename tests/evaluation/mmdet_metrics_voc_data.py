@@ -117,3 +117,22 @@ def reference_voc_map(images, outputs, iou_thr, use_07):
                      if mrec[k + 1] != mrec[k])
         aps.append(ap)
     return float(np.mean(aps))
+
+
+# One class with ground truth ('cat'); 'dog' has a detection but no ground truth (left out of the mean).
+HAND = {
+    "a": [("cat", [10, 10, 50, 50], 0), ("cat", [100, 100, 150, 150], 0), ("cat", [200, 10, 240, 50], 1)],
+    "b": [("cat", [10, 10, 60, 60], 0)],
+}
+HAND_OUT = {
+    "a": output([(0, [200, 10, 240, 50], 0.95),   # on the difficult cat: neither TP nor FP
+                 (0, [10, 10, 50, 50], 0.9),      # TP
+                 (0, [300, 300, 320, 320], 0.8),  # FP
+                 (0, [10, 10, 50, 50], 0.6)]),    # duplicate of a found cat: FP
+    "b": output([(0, [10, 10, 60, 60], 0.7),      # TP
+                 (1, [5, 5, 30, 30], 0.5)]),      # a dog where there is none
+}
+# Sorted by score the cat detections are TP FP TP FP over 3 cats: recall 1/3 1/3 2/3 2/3, precision
+# 1 1/2 2/3 1/2. Area under the envelope: 1/3*1 + 1/3*2/3 = 5/9. 11 points: recall >= 0..0.3 -> 1,
+# 0.4..0.6 -> 2/3, 0.7..1 -> 0: (4 + 3*2/3)/11 = 6/11.
+AREA_AP, POINTS_AP = 5 / 9, 6 / 11
