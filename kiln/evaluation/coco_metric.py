@@ -107,8 +107,9 @@ class CocoMetric(COCOEvaluator):
         collect_device: ``'cpu'``/``'gpu'``: how MMEngine gathers across ranks; kiln gathers the
             same results either way.
         prefix: key prefix; default ``'coco'``.
-        sort_categories: order the annotation file's categories by id before the class names are
-            matched (MMDetection's Objects365 fix); kiln matches classes to categories by name.
+        sort_categories: accepted, changes nothing: MMDetection sorts the file's categories by id
+            so its labels follow the dataset's (Objects365); kiln always matches the dataset's
+            classes to categories by name, and orders categories by id without dataset classes.
         use_mp_eval: MMDetection's multi-process COCOeval (a speed option; the numbers are
             COCOeval's). kiln runs pycocotools in one process; the results are the same.
         dataset: the evaluated dataset (filled in by :func:`~kiln.evaluation.build_evaluator`).
@@ -191,12 +192,13 @@ class CocoMetric(COCOEvaluator):
             logger.info("%s: use_mp_eval=True: kiln runs pycocotools' COCOeval in one process; the "
                         "numbers are the same.", owner)
         self._id_map: dict[Any, int] | None = None
-        coco_gt, cat_ids, names = self._ground_truth(ann_file, dataset, sort_categories, owner)
+        del sort_categories  # see the docstring: kiln's category order is already the sorted one
+        coco_gt, cat_ids, names = self._ground_truth(ann_file, dataset, owner)
         super().__init__(coco_gt, cat_ids=cat_ids, class_names=names, output_dir=None,
                          distributed=distributed, max_dets_per_image=nums[-1], backend="pycocotools",
                          classwise=bool(classwise), prefix=self.prefix or "")
 
-    def _ground_truth(self, ann_file: str | None, dataset: Any, sort_categories: bool, owner: str
+    def _ground_truth(self, ann_file: str | None, dataset: Any, owner: str
                       ) -> tuple[Any, list[int], list[str] | None]:
         if ann_file is None:
             if dataset is None:
@@ -211,13 +213,12 @@ class CocoMetric(COCOEvaluator):
                         type(dataset).__name__, len(coco_dict["images"]))
             return _load_coco(coco_dict), list(range(len(names))), names
         coco = _load_coco(os.fspath(ann_file))
-        cats = coco.dataset.get("categories", [])
-        if sort_categories:
-            cats = sorted(cats, key=lambda c: c["id"])
+        # By category id, whatever the file's order: kiln's CocoDataset numbers its labels that way,
+        # which is the order MMDetection's sort_categories=True restores (so the flag changes nothing).
+        cats = sorted(coco.dataset.get("categories", []), key=lambda c: c["id"])
         names = dataset_class_names(dataset) if dataset is not None else None
-        if names is None:  # no dataset classes: every category, in the file's (or sorted) order
-            ordered = cats if sort_categories else sorted(cats, key=lambda c: c["id"])
-            return coco, [int(c["id"]) for c in ordered], None
+        if names is None:  # no dataset classes: every category, by id
+            return coco, [int(c["id"]) for c in cats], None
         by_name: dict[str, int] = {}
         for c in cats:
             by_name.setdefault(c["name"], int(c["id"]))
