@@ -25,7 +25,7 @@ from kiln.registry import EVALUATORS
 from .coco_evaluation import COCOEvaluator, _load_coco
 from .dataset_gt import _unwrap, coco_gt_of_dataset, dataset_annotations, dataset_class_names
 from .mean_ap import eval_recalls
-from .voc_metric import _table, check_collect_device
+from .metric_args import check_backend_args, check_collect_device, text_table
 
 __all__ = ["CocoMetric", "COCO_METRIC_ITEMS", "coco_dict_from_dataset"]
 
@@ -70,17 +70,6 @@ def coco_dict_from_dataset(dataset: Any) -> tuple[dict[str, Any], dict[Any, int]
                          "bbox": [x0, y0, w, h], "area": w * h, "iscrowd": crowd})
     cats = [{"id": i, "name": n} for i, n in enumerate(names)]
     return {"images": images, "annotations": anns, "categories": cats}, id_map, list(names)
-
-
-def _check_backend_args(backend_args: Mapping | None, owner: str) -> None:
-    if backend_args is None:
-        return
-    backend = dict(backend_args).get("backend", "local")
-    if backend != "local" or set(backend_args) - {"backend"}:
-        raise ValueError(
-            f"{owner}: backend_args={dict(backend_args)!r}: kiln reads annotation files from the local "
-            f"file system only. Copy the file locally and set backend_args=None (or dict(backend='local'))."
-        )
 
 
 @EVALUATORS.register_module()
@@ -162,7 +151,7 @@ class CocoMetric(COCOEvaluator):
         if file_client_args is not None:
             raise ValueError(f"{owner}: file_client_args is deprecated (MMDetection 3.x refuses it too); use "
                              "backend_args instead.")
-        _check_backend_args(backend_args, owner)
+        check_backend_args(backend_args, owner)
         if format_only and not outfile_prefix:
             raise ValueError(f"{owner}: format_only=True writes the results to <outfile_prefix>.bbox.json; "
                              "set outfile_prefix (e.g. './work_dirs/coco_detection/test').")
@@ -212,6 +201,9 @@ class CocoMetric(COCOEvaluator):
             logger.info("%s: ground truth converted from %s's annotations (%d images).", owner,
                         type(dataset).__name__, len(coco_dict["images"]))
             return _load_coco(coco_dict), list(range(len(names))), names
+        if not os.path.isfile(os.fspath(ann_file)):
+            raise FileNotFoundError(f"{owner}: ann_file '{ann_file}' does not exist; it must be the COCO "
+                                    "instances json of the evaluated split (check data_root).")
         coco = _load_coco(os.fspath(ann_file))
         # By category id, whatever the file's order: kiln's CocoDataset numbers its labels that way,
         # which is the order MMDetection's sort_categories=True restores (so the flag changes nothing).
@@ -325,6 +317,6 @@ class CocoMetric(COCOEvaluator):
             by_area = [mean_ap(precision[:, :, k, a, -1]) for a in (1, 2, 3)]
             rows.append([name, *(f"{round(v, 3)}" for v in (ap, *by_iou, *by_area))])
             results[self._key(f"{name}_precision")] = round(ap, 3)
-        logger.info("Per-class bbox AP:\n%s", _table(("category", "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m",
-                                                       "mAP_l"), rows))
+        header = ("category", "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
+        logger.info("Per-class bbox AP:\n%s", text_table(header, rows))
         return results

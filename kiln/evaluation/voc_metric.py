@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,28 +22,13 @@ from .coco_evaluation import _distributed_run, _unpack_prediction
 from .dataset_gt import dataset_annotations, dataset_class_names
 from .evaluator import DatasetEvaluator
 from .mean_ap import EVAL_MODES, eval_map, eval_recalls
+from .metric_args import check_backend_args, check_collect_device, text_table
 
-__all__ = ["VOCMetric", "check_collect_device"]
+__all__ = ["VOCMetric"]
 
 logger = logging.getLogger(__name__)
 
 _METRICS = ("mAP", "recall")
-
-
-def check_collect_device(value: str, owner: str) -> str:
-    """``collect_device`` says how MMEngine moves results between ranks ('cpu' or 'gpu'); the
-    results are the same either way, and kiln always gathers through its object collective."""
-    if value not in ("cpu", "gpu"):
-        raise ValueError(f"{owner}: collect_device must be 'cpu' or 'gpu', got {value!r}.")
-    return value
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    fmt = [("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |") for r in cells]
-    return "\n".join([line, fmt[0], line, *fmt[1:], line])
 
 
 @EVALUATORS.register_module()
@@ -65,6 +50,9 @@ class VOCMetric(DatasetEvaluator):
         collect_device: ``'cpu'`` or ``'gpu'`` (how MMEngine gathers across ranks; kiln gathers
             the same results either way).
         prefix: key prefix; default ``'pascal_voc'``.
+        backend_args: ``None`` or a local backend (VOCMetric reads no file: its ground truth is the
+            dataset's); a remote backend is refused. (MMDetection 3.3.0's VOCMetric has no such
+            argument; accepted for configs that pass the dataset's ``backend_args`` along.)
         distributed: gather the other ranks' predictions before evaluating.
 
     ``evaluate()`` returns, for ``'mAP'``, ``{prefix}/mAP`` (mean over thresholds) and
@@ -94,8 +82,10 @@ class VOCMetric(DatasetEvaluator):
         eval_mode: str = "11points",
         collect_device: str = "cpu",
         prefix: str | None = None,
+        backend_args: Mapping | None = None,
         distributed: bool = True,
     ) -> None:
+        check_backend_args(backend_args, "VOCMetric")
         if dataset is None:
             raise ValueError("VOCMetric needs the evaluated dataset (its annotations are the ground truth): "
                              "build it with build_evaluator(cfg, dataset) or pass dataset=.")
@@ -214,7 +204,7 @@ class VOCMetric(DatasetEvaluator):
                 for n, r in zip(names, per_class)]
         rows.append(("mAP", "", "", "", f"{mean_ap:.3f}"))
         logger.info("VOC AP (iou_thr=%s, %s):\n%s", thr, self.eval_mode,
-                    _table(("class", "gts", "dets", "recall", "ap"), rows))
+                    text_table(("class", "gts", "dets", "recall", "ap"), rows))
 
     def _recall(self, predictions: list, anns: list) -> dict[str, float]:
         proposals = [np.concatenate([boxes, scores[:, None]], axis=1) for _, boxes, scores, _ in predictions]
@@ -227,7 +217,7 @@ class VOCMetric(DatasetEvaluator):
         if recalls.shape[1] > 1:
             for i, num in enumerate(self.proposal_nums):
                 results[self._key(f"AR@{num}")] = float(recalls[i].mean())
-        logger.info("VOC recall:\n%s", _table(["proposals", *[str(t) for t in self.iou_thrs]],
+        logger.info("VOC recall:\n%s", text_table(["proposals", *[str(t) for t in self.iou_thrs]],
                                                [[n, *[f"{v:.3f}" for v in recalls[i]]]
                                                 for i, n in enumerate(self.proposal_nums)]))
         return results

@@ -187,6 +187,11 @@ def test_bad_arguments_are_refused(gt_file, kwargs, message):
         CocoMetric(ann_file=gt_file, **kwargs)
 
 
+def test_missing_ann_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ann_file .*nope.json. does not exist.*data_root"):
+        CocoMetric(ann_file=str(tmp_path / "nope.json"))
+
+
 def test_dataset_classes_missing_from_ann_file_are_an_error(gt_file):
     class Named:
         CLASSES = ["circle", "hexagon"]

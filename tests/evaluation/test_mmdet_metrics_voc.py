@@ -113,6 +113,12 @@ def test_mmdetection_3x_batch_and_2x_batch_give_the_same(hand_ds):
     assert ev.evaluate() == run(VOCMetric(hand_ds, eval_mode="area"), HAND_OUT)
 
 
+def test_local_backend_args_change_nothing(hand_ds):
+    base = run(VOCMetric(hand_ds), HAND_OUT)
+    assert run(VOCMetric(hand_ds, backend_args=None, collect_device="gpu"), HAND_OUT) == base
+    assert run(VOCMetric(hand_ds, backend_args=dict(backend="local")), HAND_OUT) == base
+
+
 def test_built_from_the_3x_config_entry(hand_ds):
     ev = build_evaluator(dict(type="VOCMetric", metric="mAP", eval_mode="11points"), hand_ds)
     assert isinstance(ev, VOCMetric)
@@ -126,6 +132,7 @@ def test_built_from_the_3x_config_entry(hand_ds):
     (dict(metric=["mAP", "recall"]), "exactly one entry"),
     (dict(iou_thrs=[0.5, 1.5]), "IoU thresholds in"),
     (dict(collect_device="npu"), "collect_device"),
+    (dict(backend_args=dict(backend="petrel")), "local file system only"),
 ])
 def test_bad_arguments_are_refused(hand_ds, kwargs, message):
     with pytest.raises(ValueError, match=message):
