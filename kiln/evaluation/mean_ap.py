@@ -129,22 +129,28 @@ def eval_map(det_results: Sequence[Sequence[np.ndarray]], annotations: Sequence[
         raise ValueError(f"eval_map: {len(det_results)} images of detections but {len(annotations)} of "
                          "annotations; they must correspond one to one.")
     num_classes = len(det_results[0]) if det_results else 0
+    # Per image once (not once per class): the boxes and labels as arrays.
+    images = []
+    for ann in annotations:
+        labels = np.asarray(ann["labels"]).reshape(-1)
+        boxes = np.asarray(ann["bboxes"], dtype=np.float64).reshape(-1, 4)
+        if ann.get("labels_ignore") is not None:
+            ign_labels = np.asarray(ann["labels_ignore"]).reshape(-1)
+            ign_boxes = np.asarray(ann["bboxes_ignore"], dtype=np.float64).reshape(-1, 4)
+        else:  # ignored boxes of unknown class are dropped
+            ign_labels, ign_boxes = np.zeros(0, np.int64), np.zeros((0, 4))
+        images.append((boxes, labels, ign_boxes, ign_labels))
     per_class = []
     for c in range(num_classes):
         tps, fps, scores = [], [], []
         num_gts = 0
-        for dets_of_image, ann in zip(det_results, annotations):
+        for dets_of_image, (boxes, labels, ign_boxes, ign_labels) in zip(det_results, images):
             dets = np.asarray(dets_of_image[c], dtype=np.float64).reshape(-1, 5)
-            labels = np.asarray(ann["labels"]).reshape(-1)
-            gts = np.asarray(ann["bboxes"], dtype=np.float64).reshape(-1, 4)[labels == c]
-            if ann.get("labels_ignore") is not None:
-                ign_labels = np.asarray(ann["labels_ignore"]).reshape(-1)
-                ign_boxes = np.asarray(ann["bboxes_ignore"], dtype=np.float64).reshape(-1, 4)
-                gts_ignore = ign_boxes[ign_labels == c]
-            else:
-                gts_ignore = np.zeros((0, 4))
+            gts = boxes[labels == c]
             num_gts += len(gts)
-            tp, fp = _tp_fp(dets, gts, gts_ignore, iou_thr, legacy)
+            if len(dets) == 0:
+                continue
+            tp, fp = _tp_fp(dets, gts, ign_boxes[ign_labels == c], iou_thr, legacy)
             tps.append(tp)
             fps.append(fp)
             scores.append(dets[:, 4])
