@@ -19,7 +19,7 @@ import numpy as np
 from kiln.registry import EVALUATORS
 
 from .coco_evaluation import _distributed_run, _unpack_prediction
-from .dataset_gt import dataset_annotations, dataset_class_names
+from .dataset_gt import dataset_annotations, dataset_class_names, voc_year
 from .evaluator import DatasetEvaluator
 from .mean_ap import EVAL_MODES, eval_map, eval_recalls
 from .metric_args import check_backend_args, check_collect_device, text_table
@@ -116,6 +116,11 @@ class VOCMetric(DatasetEvaluator):
         self.prefix = prefix or self.default_prefix
         self._distributed = distributed
         self._gt = dataset_annotations(dataset)
+        year = voc_year(dataset)
+        usual = {2007: "11points", 2012: "area"}.get(year)
+        if usual is not None and usual != eval_mode:
+            logger.warning("VOCMetric: Pascal VOC%d's AP is eval_mode=%r, but %r is used; results will not "
+                           "compare with published VOC%d numbers.", year, usual, eval_mode, year)
         names = dataset_class_names(dataset)
         self._class_names = list(names) if names else None
         self.reset()

@@ -23,6 +23,14 @@ def hand_ds(tmp_path):
     return voc_dataset(tmp_path, HAND)
 
 
+def test_an_unusual_mode_for_the_voc_year_is_warned(hand_ds, caplog):
+    with caplog.at_level("WARNING", logger="kiln.evaluation.voc_metric"):
+        VOCMetric(hand_ds, eval_mode="11points")
+        assert not caplog.records  # VOC2007 with its own 11-point AP
+        VOCMetric(hand_ds, eval_mode="area")
+    assert "VOC2007's AP is eval_mode='11points', but 'area'" in caplog.text
+
+
 def test_hand_computed_ap_in_both_modes(hand_ds):
     points = run(VOCMetric(hand_ds, eval_mode="11points"), HAND_OUT)
     area = run(VOCMetric(hand_ds, eval_mode="area"), HAND_OUT)
