@@ -1,18 +1,24 @@
-"""Evaluation: the evaluator interface, COCO box AP, and running a model over a dataset.
+"""Evaluation: the evaluator interface, COCO box AP, Pascal VOC mAP, and running a model over a dataset.
 
-Importing this package registers its evaluators in ``kiln.registry.EVALUATORS``.
-pycocotools and torch load lazily, when an evaluator is built or run.
+Importing this package registers its evaluators in ``kiln.registry.EVALUATORS`` (kiln's
+``COCOEvaluator``; MMDetection 3.x's ``CocoMetric`` and ``VOCMetric``). pycocotools and torch load
+lazily, when an evaluator is built or run.
 """
 
-from .build import build_evaluator, coco_gt_of_dataset
+from .build import build_evaluator
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
+from .coco_metric import CocoMetric
+from .dataset_gt import coco_gt_of_dataset
 from .evaluator import DatasetEvaluator, DatasetEvaluators
 from .inference import inference_context, inference_on_dataset
+from .voc_metric import VOCMetric
 
 __all__ = [
     "DatasetEvaluator",
     "DatasetEvaluators",
     "COCOEvaluator",
+    "CocoMetric",
+    "VOCMetric",
     "instances_to_coco_json",
     "inference_on_dataset",
     "inference_context",

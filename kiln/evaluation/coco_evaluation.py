@@ -248,11 +248,15 @@ class COCOEvaluator(DatasetEvaluator):
                 f"model must return one prediction dict per image of the batch."
             )
         for sample, output in zip(inputs, outputs):
-            image_id = int(sample_image_id(sample))
+            image_id = self._image_id(sample_image_id(sample))
             self._predictions.append(
                 {"image_id": image_id,
                  "instances": instances_to_coco_json(output, image_id, self._cat_ids)}
             )
+
+    def _image_id(self, image_id: Any) -> int:
+        """The ground truth's id of a sample's ``image_id`` (COCO ids are integers)."""
+        return int(image_id)
 
     def _gather(self) -> list[dict[str, Any]] | None:
         if not _distributed_run(self._distributed):
@@ -279,14 +283,7 @@ class COCOEvaluator(DatasetEvaluator):
         if not predictions:
             logger.warning("COCOEvaluator: no images were processed; returning no metrics.")
             return {}
-        img_ids = sorted({p["image_id"] for p in predictions})
-        missing = [i for i in img_ids if i not in self._coco_gt.imgs]
-        if missing:
-            raise KeyError(
-                f"COCOEvaluator: image ids {missing[:10]} (of {len(missing)}) are not in the ground "
-                f"truth annotations; the evaluator's annotation file and the evaluated dataset "
-                f"differ. Build the evaluator from the same dataset (build_evaluator(cfg, dataset))."
-            )
+        img_ids = self._processed_image_ids(predictions)
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
@@ -299,6 +296,18 @@ class COCOEvaluator(DatasetEvaluator):
         if not coco_results:
             logger.warning("COCOEvaluator: the model predicted no boxes on %d images.", len(img_ids))
         return self._run_cocoeval(coco_results, img_ids)
+
+    def _processed_image_ids(self, predictions: list[dict[str, Any]]) -> list[int]:
+        """Sorted ids of the processed images; one missing from the ground truth is an error."""
+        img_ids = sorted({p["image_id"] for p in predictions})
+        missing = [i for i in img_ids if i not in self._coco_gt.imgs]
+        if missing:
+            raise KeyError(
+                f"{type(self).__name__}: image ids {missing[:10]} (of {len(missing)}) are not in the "
+                f"ground truth annotations; the evaluator's annotation file and the evaluated dataset "
+                f"differ. Build the evaluator from the same dataset (build_evaluator(cfg, dataset))."
+            )
+        return img_ids
 
     def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int]) -> dict[str, float]:
         coco_gt, coco_dt, coco_eval = self._make_cocoeval(coco_results)

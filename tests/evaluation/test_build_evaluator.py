@@ -38,7 +38,13 @@ def test_hook_keys_are_ignored_and_metric_lists_accepted(dataset):
 
 
 def test_unsupported_metric_names_the_supported_ones(dataset):
-    with pytest.raises(ValueError, match=r"\['segm'\].*\('bbox',\)"):
+    supported = r"\('bbox', 'proposal', 'proposal_fast', 'mAP', 'recall'\)"
+    with pytest.raises(ValueError, match=r"\['PQ'\].*" + supported):
+        build_evaluator(dict(metric=["bbox", "PQ"]), dataset)
+
+
+def test_mask_ap_is_refused_with_its_reason(dataset):
+    with pytest.raises(ValueError, match="'segm' \\(mask AP\\).*no instance-mask models"):
         build_evaluator(dict(metric=["bbox", "segm"]), dataset)
 
 
