@@ -251,12 +251,9 @@ def test_files_that_import_openmmlab_packages_are_refused_naming_the_import(writ
 
 
 def _upstream(version: str) -> str:
-    # Same helper as tests/conftest.py's upstream_configs (kept here until that lands on main).
-    root = os.environ.get("KILN_UPSTREAM_CONFIGS", os.path.join(REPO, ".venv", "upstream"))
-    path = os.path.join(root, f"mmdet-{version}", "configs")
-    if not os.path.isdir(path):
-        pytest.fail(f"{path} missing: run `make test` or python scripts/fetch_upstream_configs.py")
-    return path
+    from upstream_helpers import upstream_configs
+
+    return upstream_configs(version)
 
 
 def test_mmdet_3_configs_that_edit_their_bases_resolve_as_in_mmengine():
