@@ -290,3 +290,13 @@ def test_ema_weights_are_used_for_validation_restored_after_and_resumed(tmp_path
     assert not torch.equal(r.unwrapped_model.fc.weight, seen["val"])  # training weights restored after val
     ckpt = torch.load(tmp_path / "epoch_2.pth", weights_only=True)
     assert torch.equal(ckpt["hooks"]["EMAHook.0"]["ema"]["fc.weight"], ema._ema["fc.weight"])
+
+
+def test_best_checkpoint_rule_is_inferred_for_mmdetection_metric_names():
+    from kiln.engine.hooks.checkpoint import infer_rule
+
+    for key in ("coco/bbox_mAP", "pascal_voc/mAP", "coco/AR@100", "AR@1000", "recall@100@0.5", "bbox/AP50"):
+        assert infer_rule(key) == "greater", key
+    assert infer_rule("val/loss") == "less"
+    with pytest.raises(ValueError, match="rule='greater'"):
+        infer_rule("coco/bbox_count")

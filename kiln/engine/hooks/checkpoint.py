@@ -21,7 +21,8 @@ __all__ = ["CheckpointHook", "BestCheckpointKeeper", "publish_checkpoint", "infe
 
 logger = logging.getLogger(__name__)
 
-_GREATER = ("acc", "top", "ap", "auc", "precision", "recall", "f1", "map", "miou", "iou", "psnr", "ssim")
+_GREATER = ("acc", "top", "ap", "ar@", "auc", "precision", "recall", "f1", "map", "miou", "iou", "psnr",
+            "ssim")
 _LESS = ("loss", "err", "error", "fid", "mse", "mae")
 
 
