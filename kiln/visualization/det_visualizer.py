@@ -86,8 +86,8 @@ def get_palette(palette: Any, num_classes: int, what: str = "palette") -> list[t
         colors = [tuple(int(v) for v in c) for c in random]
     elif palette in ("coco", "voc", "citys"):
         raise ValueError(f"{what}={palette!r}: kiln does not ship the named dataset palettes; set the "
-                         "dataset's metainfo=dict(classes=..., palette=[...]) (the visualizer reads dataset_meta) or "
-                         "leave the colour None.")
+                         "dataset's metainfo=dict(classes=..., palette=[...]) (the visualizer reads "
+                         "dataset_meta) or leave the colour None.")
     elif isinstance(palette, str):
         colors = [_rgb(palette, what)] * num_classes
     else:
@@ -383,8 +383,8 @@ class DetLocalVisualizer:
         if not has_display():
             raise RuntimeError(
                 "show=True needs a display, and this machine has none (DISPLAY is not set). Write the "
-                "pictures to files instead: DetVisualizationHook(test_out_dir=...) / `kiln test --show-dir DIR`, or "
-                "add_datasample(out_file=...).")
+                "pictures to files instead: DetVisualizationHook(test_out_dir=...) / "
+                "`kiln test --show-dir DIR`, or add_datasample(out_file=...).")
         try:
             cv2.imshow(win_name, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
             cv2.waitKey(int(wait_time * 1000))
