@@ -266,31 +266,37 @@ class TensorboardVisBackend(BaseVisBackend):
 
 @VIS_BACKENDS.register_module()
 class WandbVisBackend(BaseVisBackend):
-    """Logs images and scalars to Weights & Biases (``pip install wandb``).
+    """Logs images, scalars and the config to Weights & Biases (``pip install wandb``).
 
-    ``init_kwargs`` go to ``wandb.init`` (``project``, ``name``, ``mode='offline'``, ...); the run
-    directory is ``save_dir``. Images are logged as ``wandb.Image``; each ``add_*`` call is one
-    ``wandb.log(..., step=step)`` with ``commit`` as given.
+    As in MMEngine, ``step`` is not passed on: W&B keeps its own step counter and drops rows logged
+    at a step lower than one already logged, which validation images (drawn at ``runner.iter +
+    batch_idx``) would otherwise hit. Each ``add_*`` call is one ``wandb.log(..., commit=commit)``.
 
     Args:
-        save_dir: W&B's ``dir``.
-        init_kwargs: ``wandb.init`` arguments.
+        save_dir: W&B's ``dir`` (unless ``init_kwargs`` gives one).
+        init_kwargs: ``wandb.init`` arguments (``project``, ``name``, ``mode='offline'``, ...).
+        define_metric_cfg: ``{metric: summary}`` or a list of ``wandb.define_metric`` keyword dicts.
         commit: ``wandb.log``'s ``commit``.
-        define_metric_cfg, log_code_name, watch_kwargs: MMEngine options kiln does not implement;
-            anything but ``None`` is refused.
+        log_code_name: the name of the code artifact ``add_config`` saves (``run.log_code``).
+        watch_kwargs: MMEngine passes these to ``wandb.watch`` from ``add_graph``, which kiln's
+            runner never calls; anything but ``None`` is refused.
     """
 
     def __init__(self, save_dir: str | os.PathLike | None, init_kwargs: Mapping[str, Any] | None = None,
-                 define_metric_cfg: Any = None, commit: bool = True, log_code_name: str | None = None,
+                 define_metric_cfg: Mapping[str, str] | list[Mapping[str, Any]] | None = None,
+                 commit: bool = True, log_code_name: str | None = None,
                  watch_kwargs: Mapping[str, Any] | None = None) -> None:
-        for key, value in (("define_metric_cfg", define_metric_cfg), ("log_code_name", log_code_name),
-                           ("watch_kwargs", watch_kwargs)):
-            if value is not None:
-                raise ValueError(f"WandbVisBackend({key}={value!r}): kiln does not implement {key}; "
-                                 "remove it (use init_kwargs for wandb.init arguments).")
+        if watch_kwargs is not None:
+            raise ValueError(f"WandbVisBackend(watch_kwargs={watch_kwargs!r}): kiln's runner never records "
+                             "the model graph (add_graph): nothing to watch; remove watch_kwargs.")
+        if define_metric_cfg is not None and not isinstance(define_metric_cfg, (Mapping, list)):
+            raise TypeError("WandbVisBackend(define_metric_cfg=...): expected {metric: summary} or a list of "
+                            f"wandb.define_metric keyword dicts, got {type(define_metric_cfg).__name__}.")
         super().__init__(save_dir)
         self._init_kwargs = dict(init_kwargs or {})
+        self._define_metric_cfg = define_metric_cfg
         self._commit = bool(commit)
+        self._log_code_name = log_code_name
         self._wandb: Any = None
         self._run: Any = None
 
@@ -300,6 +306,12 @@ class WandbVisBackend(BaseVisBackend):
         kwargs = dict(self._init_kwargs)
         kwargs.setdefault("dir", self._save_dir)
         self._run = self._wandb.init(**kwargs)
+        if isinstance(self._define_metric_cfg, Mapping):
+            for metric, summary in self._define_metric_cfg.items():
+                self._run.define_metric(metric, summary=summary)
+        elif self._define_metric_cfg is not None:
+            for metric_cfg in self._define_metric_cfg:
+                self._run.define_metric(**metric_cfg)
 
     @property
     def experiment(self) -> Any:
@@ -308,30 +320,31 @@ class WandbVisBackend(BaseVisBackend):
         return self._run
 
     def add_config(self, config: Any, **kwargs: Any) -> None:
-        """The config as the run's config (its dict)."""
+        """The config dict as the run's config, and the code as an artifact (``run.log_code``)."""
         self._ensure_env()
         data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        self._run.config.update(data, allow_val_change=True)
+        self._run.config.update(data, allow_val_change=bool(self._init_kwargs.get("allow_val_change", False)))
+        self._run.log_code(name=self._log_code_name)
 
     def add_image(self, name: str, image: np.ndarray, step: int = 0, **kwargs: Any) -> None:
-        """The RGB image as ``wandb.Image`` under ``name``."""
+        """The RGB image as ``wandb.Image`` under ``name`` (``step``: W&B counts its own)."""
         self._ensure_env()
         image = _check_image(image, type(self).__name__)
-        self._run.log({name: self._wandb.Image(image)}, step=int(step), commit=self._commit)
+        self._run.log({name: self._wandb.Image(image)}, commit=self._commit)
 
     def add_scalar(self, name: str, value: Any, step: int = 0, **kwargs: Any) -> None:
-        """One scalar at ``step``."""
+        """One scalar (``step``: W&B counts its own)."""
         self._ensure_env()
-        self._run.log({name: _scalar(value, name, type(self).__name__)}, step=int(step), commit=self._commit)
+        self._run.log({name: _scalar(value, name, type(self).__name__)}, commit=self._commit)
 
     def add_scalars(self, scalar_dict: Mapping[str, Any], step: int = 0, file_path: str | None = None,
                     **kwargs: Any) -> None:
-        """All scalars in one ``wandb.log`` row at ``step``."""
+        """All scalars in one ``wandb.log`` row."""
         if not isinstance(scalar_dict, Mapping):
             raise TypeError(f"WandbVisBackend.add_scalars expects a dict, got {type(scalar_dict).__name__}.")
         self._ensure_env()
         row = {k: _scalar(v, k, type(self).__name__) for k, v in scalar_dict.items() if k != "step"}
-        self._run.log(row, step=int(step), commit=self._commit)
+        self._run.log(row, commit=self._commit)
 
     def close(self) -> None:
         """Finish the run."""

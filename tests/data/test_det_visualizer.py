@@ -251,6 +251,26 @@ def test_mlflow_backend_logs_scalars_and_images_to_a_local_store(tmp_path):
     assert client.get_run(backend.run_id).info.status == "FINISHED"
 
 
+def test_wandb_backend_logs_the_image_and_scalars_offline(tmp_path):
+    import glob
+
+    import wandb
+
+    backend = VIS_BACKENDS.build(dict(type="WandbVisBackend", save_dir=str(tmp_path),
+                                      init_kwargs=dict(mode="offline", project="kiln-vis")))
+    img = _noise(8, 10)
+    backend.add_image("val_img", img, step=3)
+    backend.add_scalars({"coco/bbox_mAP": 0.625}, step=3)
+    backend.close()
+    wandb.teardown()  # waits for the W&B service to finish writing the run
+    run_dir = tmp_path / "wandb" / "offline-run-*"
+    (png,) = glob.glob(str(run_dir / "files" / "media" / "images" / "val_img_*.png"))
+    assert np.array_equal(_read_rgb(png), img)
+    (run_file,) = glob.glob(str(run_dir / "run-*.wandb"))
+    records = open(run_file, "rb").read()
+    assert b"coco/bbox_mAP" in records and b"0.625" in records
+
+
 def test_wandb_backend_refuses_options_kiln_does_not_implement():
     with pytest.raises(ValueError, match="watch_kwargs"):
         VIS_BACKENDS.build(dict(type="WandbVisBackend", save_dir="d", watch_kwargs=dict(log="all")))
