@@ -3,9 +3,16 @@
 kiln batches come in three forms (docs/architecture.md, "Batches"): MMDetection 3.x
 (``inputs`` + ``data_samples``), MMDetection 2.x (``img`` + ``img_metas`` + ``gt_bboxes``) and
 Detectron2 (``image`` + ``instances`` + ``file_name``). Model outputs are kiln's: ``{'boxes',
-'scores', 'labels'}`` in **original-image** pixels. Ground truth in the batch is in **input** pixels
-(after resize and flip, the shared contract), so it is mapped back to original pixels here, and both
-are drawn on the original image read from the sample's file.
+'scores', 'labels'}`` in **original-image** pixels. Both are drawn on the original image, read from
+the sample's file, so the ground truth must be in original pixels too:
+
+* 2.x and Detectron2 forms: annotations are loaded before the geometric transforms, so the boxes
+  are in input pixels (resized, flipped); they are mapped back with the sample's meta
+  (``img_shape``, ``ori_shape``, ``scale_factor``, ``flip``), as the detectors map predictions.
+* 3.x form: drawn as they come, as MMDetection's ``DetVisualizationHook`` does. MMDetection 3.x
+  test pipelines load annotations *after* ``Resize`` (``LoadImageFromFile, Resize, LoadAnnotations,
+  PackDetInputs``), so validation/test ground truth is in original pixels already; a val pipeline
+  that loads them before ``Resize`` gets resized boxes drawn on the original image, as in MMDetection.
 """
 
 from __future__ import annotations
@@ -103,7 +110,14 @@ def _from_mmdet3(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | 
     gt = ds.get("gt_instances") if hasattr(ds, "get") else None
     if gt is None or "bboxes" not in gt:
         return path, None
-    return path, _gt(gt.bboxes, gt.get("labels"), meta, "data_samples.gt_instances")
+    # Original pixels already: 3.x test pipelines load annotations after Resize (module docstring).
+    boxes = _tensor(gt.bboxes, torch.float32).reshape(-1, 4)
+    labels = gt.get("labels")
+    labels = torch.zeros(len(boxes), dtype=torch.int64) if labels is None else _tensor(labels, torch.int64)
+    if len(labels.reshape(-1)) != len(boxes):
+        raise ValueError(f"DetVisualizationHook: data_samples.gt_instances has {len(boxes)} boxes but "
+                         f"{len(labels.reshape(-1))} labels.")
+    return path, InstanceData(bboxes=boxes, labels=labels.reshape(-1))
 
 
 def _from_mmdet2(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | None]:

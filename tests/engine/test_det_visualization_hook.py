@@ -57,14 +57,14 @@ GT_ORIGINAL = (10.0, 12.0, 30.0, 40.0)  # ground truth in original pixels, class
 
 
 def _mmdet3_sample(path, scale=0.5):
-    """The 3.x form after Resize(scale factor 0.5) + PackDetInputs: gt in input pixels."""
+    """What MMDetection 3.x's test pipeline (LoadImageFromFile, Resize, LoadAnnotations, PackDetInputs)
+    gives: the image resized by 0.5, the ground truth loaded after the resize, so in original pixels."""
     oh, ow = cv2.imread(path).shape[:2]
     h, w = round(oh * scale), round(ow * scale)
     ds = DetDataSample(metainfo=dict(img_id=os.path.basename(path), img_path=path, ori_shape=(oh, ow),
                                      img_shape=(h, w), scale_factor=(w / ow, h / oh), flip=False,
                                      flip_direction=None))
-    gt = torch.tensor([GT_ORIGINAL]) * torch.tensor([w / ow, h / oh, w / ow, h / oh])
-    ds.gt_instances = InstanceData(bboxes=gt, labels=torch.tensor([0]))
+    ds.gt_instances = InstanceData(bboxes=torch.tensor([GT_ORIGINAL]), labels=torch.tensor([0]))
     return {"inputs": torch.zeros(3, h, w, dtype=torch.uint8), "data_samples": ds}
 
 
@@ -104,7 +104,7 @@ def test_val_draws_the_first_image_of_every_interval_th_batch_gt_left_prediction
     h, w = source.shape[:2]
     assert drawn.shape == (h, 2 * w, 3)
     left, right = drawn[:, :w], drawn[:, w:]
-    # Ground truth came in input pixels (scale 0.5); it is drawn at its original-pixel place.
+    # Ground truth (original pixels, as the 3.x test pipeline loads it) at its place on the original image.
     x0, y0, x1, y1 = (int(v) for v in GT_ORIGINAL)
     assert (left[y1, x0 + 2:x1] == RED).all() and (left[y0 + 10:y1, x1] == RED).all()
     assert _near(left[y1 + 3, x0:x1], source[y1 + 3, x0:x1]).all()
@@ -221,6 +221,15 @@ def test_detectron2_form_gt_maps_back_from_the_resized_image():
     item = drawable_sample(sample, _pred())
     assert item.img_path == "/data/b.png"
     assert torch.allclose(item.data_sample.gt_instances.bboxes, torch.tensor([[20.0, 10.0, 60.0, 50.0]]))
+
+
+def test_mmdet3_form_gt_is_drawn_as_the_test_pipeline_loaded_it():
+    ds = DetDataSample(metainfo=dict(img_path="/data/c.jpg", ori_shape=(100, 200), img_shape=(50, 100),
+                                     scale_factor=(0.5, 0.5), flip=False))
+    ds.gt_instances = InstanceData(bboxes=torch.tensor([[20.0, 10.0, 60.0, 50.0]]), labels=torch.tensor([4]))
+    item = drawable_sample({"inputs": torch.zeros(3, 50, 100), "data_samples": ds}, _pred())
+    assert torch.equal(item.data_sample.gt_instances.bboxes, torch.tensor([[20.0, 10.0, 60.0, 50.0]]))
+    assert item.data_sample.gt_instances.labels.tolist() == [4]
 
 
 def test_mmdet3_test_time_aug_form_uses_the_first_view():

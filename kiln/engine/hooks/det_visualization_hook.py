@@ -15,8 +15,9 @@ With ``draw=True``:
   (what MMDetection's ``--show-dir`` sets), otherwise to the backends as ``test_img`` at steps 1, 2, ...
 
 The image is read from the sample's file (3.x ``data_samples.img_path``, 2.x ``img_metas['filename']``,
-Detectron2 ``file_name``); predictions are the model's boxes in original pixels, and ground truth from
-the batch is mapped back from input to original pixels (see :mod:`kiln.visualization.datasample`).
+Detectron2 ``file_name``); predictions are the model's boxes in original pixels; ground truth comes from
+the batch (3.x: as is, since 3.x test pipelines load annotations after ``Resize``; 2.x/Detectron2:
+mapped back from input pixels; see :mod:`kiln.visualization.datasample`).
 The visualizer is ``runner.visualizer`` (the config's top-level ``visualizer``); without one the hook
 builds a ``DetLocalVisualizer`` with a ``LocalVisBackend`` writing to ``<work_dir>/vis_data``.
 """
