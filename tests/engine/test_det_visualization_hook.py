@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -175,6 +176,30 @@ def test_show_without_a_display_fails_before_any_image(tmp_path, monkeypatch):
                 val_dataloader=_batches(paths))
     with pytest.raises(Exception, match="needs a display.*test_out_dir"):
         r.val()
+
+
+def test_visualizer_writer_sends_logged_scalars_to_the_tensorboard_backend(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kiln.engine.hooks import LoggerHook
+    from kiln.engine.writers import JSONWriter
+    from kiln.visualization.vis_writer import VisualizerWriter
+
+    paths = _write_images(tmp_path, 2)
+    vis = build_visualizer(dict(type="DetLocalVisualizer", vis_backends=[dict(type="TensorboardVisBackend")]),
+                           str(tmp_path / "work"))
+    writers = [JSONWriter(str(tmp_path / "work" / "metrics.jsonl")), VisualizerWriter(vis)]
+    r = Runner(FixedDetector(), work_dir=str(tmp_path / "work"), train_dataloader=_batches(paths),
+               train_cfg=dict(type="IterBasedTrainLoop", max_iters=4),
+               optim_wrapper=dict(optimizer=dict(type="SGD", lr=0.1)),
+               default_hooks=dict(checkpoint=None, logger=LoggerHook(interval=2, writers=writers)))
+    r.train()
+    acc = EventAccumulator(str(tmp_path / "work" / "vis_data"))
+    acc.Reload()
+    got = [(e.step, round(e.value, 5)) for e in acc.Scalars("loss")]
+    lines = [json.loads(x) for x in open(tmp_path / "work" / "metrics.jsonl")]
+    assert got == [(line["iteration"] + 1, round(line["loss"], 5)) for line in lines]
+    assert [step for step, _ in got] == [2, 4]
 
 
 def test_bad_arguments_are_refused():
