@@ -158,6 +158,18 @@ def test_without_a_configured_visualizer_the_hook_writes_to_work_dir_vis_data(tm
     assert names == ["val_img_0.png", "val_img_1.png"]
 
 
+def test_without_work_dir_val_has_nowhere_to_write_but_an_absolute_test_out_dir_works(tmp_path):
+    paths = _write_images(tmp_path, 2)
+    show = tmp_path / "abs_show"
+    r = Runner(FixedDetector(), val_dataloader=_batches(paths), test_dataloader=_batches(paths),
+               default_hooks=dict(checkpoint=None),
+               custom_hooks=[dict(type="DetVisualizationHook", draw=True, test_out_dir=str(show))])
+    with pytest.raises(Exception, match="nowhere to write.*work_dir"):
+        r.val()
+    r.test()
+    assert sorted(os.listdir(show)) == ["img0.jpg", "img1.jpg"]
+
+
 def test_mmdetection_default_hooks_spelling_with_draw_false_draws_nothing(tmp_path):
     paths = _write_images(tmp_path, 2)
     r = Runner(FixedDetector(), work_dir=str(tmp_path / "work"), val_dataloader=_batches(paths),

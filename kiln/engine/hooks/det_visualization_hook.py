@@ -109,8 +109,10 @@ class DetVisualizationHook(Hook):
                                      "visualizer=dict(type='DetLocalVisualizer', vis_backends=[...]).")
                 from kiln.visualization.det_visualizer import DetLocalVisualizer
 
-                self._own_visualizer = DetLocalVisualizer(
-                    vis_backends=[dict(type="LocalVisBackend")], save_dir=getattr(runner, "work_dir", None))
+                work_dir = getattr(runner, "work_dir", None)
+                # Without a work_dir only test_out_dir files are written: no backend to build.
+                backends = [dict(type="LocalVisBackend")] if work_dir else []
+                self._own_visualizer = DetLocalVisualizer(vis_backends=backends, save_dir=work_dir)
             vis = self._own_visualizer
         meta = _dataset_meta(loader)
         if meta is not None:  # as MMEngine's loops do: the running split's classes and palette
