@@ -259,9 +259,11 @@ class TensorboardVisBackend(BaseVisBackend):
         self._writer.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
+        """Flush and close the event file (a later ``add_*`` opens a new one)."""
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
+            self._env_ready = False
 
 
 @VIS_BACKENDS.register_module()
@@ -347,9 +349,11 @@ class WandbVisBackend(BaseVisBackend):
         self._run.log(row, commit=self._commit)
 
     def close(self) -> None:
-        """Finish the run."""
+        """Finish the run (a later ``add_*`` starts a new one)."""
         if self._run is not None:
             self._run.finish()
+            self._run = None
+            self._env_ready = False
 
 
 @VIS_BACKENDS.register_module()
@@ -431,6 +435,7 @@ class MLflowVisBackend(BaseVisBackend):
                                 step=int(step))
 
     def close(self) -> None:
-        """Mark the run finished."""
+        """Mark the run finished (a later ``add_*`` starts a new run)."""
         if self._run_id is not None:
             self._client.set_terminated(self._run_id)
+            self._env_ready = False

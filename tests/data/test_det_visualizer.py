@@ -206,6 +206,17 @@ def test_tensorboard_backend_event_file_has_the_image_and_scalars(tmp_path):
     assert [(s.step, s.value) for s in acc.Scalars("coco/bbox_mAP")] == [(5, 0.25)]
 
 
+def test_tensorboard_backend_used_after_close_opens_a_new_event_file(tmp_path):
+    import glob
+
+    backend = TensorboardVisBackend(str(tmp_path))
+    backend.add_scalar("a", 1.0, step=1)
+    backend.close()
+    backend.add_scalar("a", 2.0, step=2)  # e.g. a test run after training closed the backends
+    backend.close()
+    assert len(glob.glob(str(tmp_path / "events.out.tfevents.*"))) == 2
+
+
 def test_build_visualizer_puts_backends_under_save_dir_vis_data(tmp_path):
     assert build_visualizer(None, str(tmp_path)) is None
     vis = build_visualizer(dict(type="DetLocalVisualizer", name="visualizer",
