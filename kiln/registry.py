@@ -46,6 +46,9 @@ __all__ = [
     "RUNNERS",
     "LOOPS",
     "TASK_UTILS",
+    "VISUALIZERS",
+    "VIS_BACKENDS",
+    "VISBACKENDS",
     "BACKBONES",
     "NECKS",
     "HEADS",
@@ -537,6 +540,9 @@ WRITERS = Registry("writer", scope="kiln", locations=["kiln.engine.writers"])
 RUNNERS = Registry("runner", scope="kiln", locations=["kiln.engine.runner", "kiln.engine.mmcv_runner"])
 LOOPS = Registry("loop", scope="kiln", locations=["kiln.engine.loops"])
 TASK_UTILS = Registry("task_util", scope="kiln", locations=["kiln.models"])
+VISUALIZERS = Registry("visualizer", scope="kiln", locations=["kiln.visualization.det_visualizer"])
+VIS_BACKENDS = Registry("vis_backend", scope="kiln", locations=["kiln.visualization.vis_backends"])
+VISBACKENDS = VIS_BACKENDS  # MMEngine's spelling, for code written against mmengine.registry
 
 # MM-style names and Detectron2-style names resolve to MODELS so seed-style code works:
 # ``@BACKBONES.register_module()`` registers into MODELS and ``DETECTORS.build`` builds from it.

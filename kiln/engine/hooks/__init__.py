@@ -2,6 +2,7 @@
 
 from .base import STAGES, CallbackHook, Hook, HookBase, HookError, Priority, get_priority
 from .checkpoint import BestCheckpointKeeper, CheckpointHook, infer_rule, publish_checkpoint
+from .det_visualization_hook import DetVisualizationHook
 from .ema import EMAHook
 from .eval import EvalHook
 from .logger import JsonLoggerHook, LoggerHook, PeriodicWriter, TensorboardLoggerHook, TextLoggerHook
@@ -49,4 +50,5 @@ __all__ = [
     "IterTimerHook",
     "ValLossHook",
     "PipelineSwitchHook",
+    "DetVisualizationHook",
 ]
