@@ -344,7 +344,7 @@ def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None 
     if resume == "auto":
         resume = True
     train_loader = built.get("train_dataloader")
-    return runner_cls(
+    runner = runner_cls(
         model,
         work_dir=work_dir,
         train_dataloader=train_loader,
@@ -365,6 +365,13 @@ def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None 
                        plain(cfg.get("val_cfg")), plain(cfg.get("test_cfg"))),
         **_placement_kwargs(runner_cls, cfg),
     )
+    visualizer = getattr(runner, "visualizer", None)
+    if visualizer is not None:
+        from . import comm
+
+        if comm.is_main_process():
+            visualizer.add_config(source_cfg if source_cfg is not None else cfg)
+    return runner
 
 
 def build_runner_from_cfg(runner_cls: type, cfg: Any) -> Any:

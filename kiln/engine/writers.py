@@ -31,6 +31,7 @@ __all__ = [
     "TensorboardXWriter",
     "MLflowWriter",
     "WandbWriter",
+    "VisualizerWriter",
 ]
 
 # Scalars the console line shows in fixed places instead of in the generic loss list.
@@ -462,3 +463,39 @@ class WandbWriter(EventWriter):
     def close(self) -> None:
         """Finish the W&B run."""
         self._run.finish()
+
+
+# MMEngine's logger hook sends every logged scalar to `runner.visualizer.add_scalars`, so a config with
+# vis_backends=[dict(type='TensorboardVisBackend')] gets its loss curves there; this writer is that bridge.
+class VisualizerWriter(EventWriter):
+    """Writes the scalars put since the last write to ``visualizer.add_scalars``, one call per iteration.
+
+    The step is the number of iterations done (MMEngine's ``runner.iter + 1`` for training lines;
+    validation metrics put after iteration N land at step N, as MMEngine records them).
+
+    Args:
+        visualizer: anything with ``add_scalars(dict, step=...)`` and ``close()`` (``runner.visualizer``).
+        window: smoothing window in iterations (as the other writers).
+    """
+
+    def __init__(self, visualizer: Any, window: int = 20) -> None:
+        if not hasattr(visualizer, "add_scalars"):
+            raise TypeError("VisualizerWriter needs a visualizer with add_scalars, got "
+                            f"{type(visualizer).__name__}.")
+        self._visualizer = visualizer
+        self._window = window
+        self._last_written: dict[str, int] = {}
+
+    def write(self) -> None:
+        """Send each iteration's new scalars (smoothed where hinted) as one ``add_scalars`` call."""
+        by_iter: dict[int, dict[str, float]] = {}
+        latest = get_event_storage().latest_with_smoothing_hint(self._window, newer_than=self._last_written)
+        for name, (value, itr) in latest.items():
+            by_iter.setdefault(itr, {})[name] = value
+            self._last_written[name] = itr
+        for itr in sorted(by_iter):
+            self._visualizer.add_scalars(by_iter[itr], step=itr + 1)
+
+    def close(self) -> None:
+        """Close the visualizer's backends (flush event files, finish runs)."""
+        self._visualizer.close()

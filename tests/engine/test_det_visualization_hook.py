@@ -194,8 +194,7 @@ def test_visualizer_writer_sends_logged_scalars_to_the_tensorboard_backend(tmp_p
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from kiln.engine.hooks import LoggerHook
-    from kiln.engine.writers import JSONWriter
-    from kiln.visualization.vis_writer import VisualizerWriter
+    from kiln.engine.writers import JSONWriter, VisualizerWriter
 
     paths = _write_images(tmp_path, 2)
     vis = build_visualizer(dict(type="DetLocalVisualizer", vis_backends=[dict(type="TensorboardVisBackend")]),

@@ -178,3 +178,17 @@ def test_mmdet2_opencv_and_mp_keys_become_env_cfg(tmp_path):
     with pytest.raises(ValueError, match="disagree"):
         to_canonical(_canonical(tmp_path, opencv_num_threads=0,
                                 env_cfg=dict(mp_cfg=dict(opencv_num_threads=2))))
+
+
+def test_config_visualizer_gets_the_config_and_the_logged_scalars(tmp_path):
+    import json
+
+    vis = dict(type="DetLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")], name="visualizer")
+    hooks = dict(logger=dict(type="LoggerHook", interval=1))
+    runner = Runner.from_cfg(Config(_canonical(tmp_path, visualizer=vis, default_hooks=hooks)))
+    assert runner.visualizer is not None
+    runner.train()
+    vis_dir = tmp_path / "work" / "vis_data"
+    assert "CanonToyNet" in (vis_dir / "config.py").read_text()
+    lines = [json.loads(x) for x in (vis_dir / "scalars.json").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == list(range(1, 9))  # 2 epochs x 4 iterations

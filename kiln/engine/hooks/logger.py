@@ -78,6 +78,11 @@ class LoggerHook(Hook):
         out: list[Any] = [CommonMetricPrinter(runner.max_iters or None, window=self.window)]
         if runner.work_dir:
             out.append(JSONWriter(os.path.join(runner.work_dir, "metrics.jsonl"), window=self.window))
+        visualizer = getattr(runner, "visualizer", None)
+        if visualizer is not None:  # the config's vis_backends get the scalars too (MMEngine does this)
+            from ..writers import VisualizerWriter
+
+            out.append(VisualizerWriter(visualizer, window=self.window))
         return out
 
     def before_run(self, runner: Any) -> None:
