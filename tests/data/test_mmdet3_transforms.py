@@ -244,3 +244,36 @@ def test_photometric_distortion_in_a_3x_pipeline_gives_float_inputs():
     np.random.seed(0)
     out = Compose([dict(type="PhotoMetricDistortion"), dict(type="PackDetInputs")])(_results())
     assert out["inputs"].dtype == torch.float32 and tuple(out["inputs"].shape) == (3, 60, 90)
+
+
+def test_filter_annotations_drops_small_boxes_and_rejects_empty_samples():
+    res = _results()
+    res["gt_bboxes"] = np.array([[10, 5, 40, 30], [50, 20, 50.005, 58]], np.float32)
+    out = _run(dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2)), res)
+    assert out["gt_bboxes"].tolist() == [[10, 5, 40, 30]] and out["gt_labels"].tolist() == [0]
+    res = _results()
+    res["gt_bboxes"] = np.array([[10, 5, 10.5, 30]], np.float32)
+    res["gt_labels"] = np.array([1], np.int64)
+    assert _run(dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1)), res) is None
+    res = _results()
+    res["gt_bboxes"] = np.array([[10, 5, 10.5, 30]], np.float32)
+    res["gt_labels"] = np.array([1], np.int64)
+    kept = _run(dict(type="FilterAnnotations", min_gt_bbox_wh=(1, 1), keep_empty=False), res)
+    assert len(kept["gt_bboxes"]) == 0 and len(kept["gt_labels"]) == 0
+    with pytest.raises(ValueError, match="by_box=True or by_mask=True"):
+        TRANSFORMS.build(dict(type="FilterAnnotations", by_box=False))
+
+
+def test_random_crop_recompute_bbox_uses_the_masks():
+    res = _results()
+    masks = np.zeros((2, 60, 90), np.uint8)
+    masks[0, 10:20, 15:25] = 1
+    masks[1, 30:50, 60:80] = 1
+    res.update(gt_masks=masks, mask_fields=["gt_masks"])
+    np.random.seed(0)
+    out = Compose([dict(type="RandomCrop", crop_size=(90, 60), recompute_bbox=True)])(res)  # the whole image
+    assert out["gt_bboxes"].tolist() == [[15, 10, 25, 20], [60, 30, 80, 50]]
+    plain = _results()
+    np.random.seed(0)
+    out = Compose([dict(type="RandomCrop", crop_size=(90, 60), recompute_bbox=True)])(plain)
+    np.testing.assert_allclose(out["gt_bboxes"], _results()["gt_bboxes"])  # no masks: boxes as they were

@@ -1,5 +1,5 @@
-"""MM-style geometric pipeline steps: Resize, RandomFlip, Pad, RandomCrop, MinIoURandomCrop,
-MultiScaleFlipAug.
+"""MM-style geometric pipeline steps: Resize, RandomFlip, Pad, RandomCrop, MinIoURandomCrop
+(MMDetection 2.x and 3.x spellings; test-time wrappers are in :mod:`.pipelines_tta`).
 
 Every step decides *what* to do, builds the primitive
 :class:`~kiln.data.transforms.transform.Transform` for it, and hands it to :func:`apply_geometry`,
@@ -9,7 +9,6 @@ arithmetic beyond clipping/filtering, so the MM and Detectron2 styles share one 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,6 @@ import numpy as np
 from kiln.image.geometric import rescale_size as _image_rescale_size
 from kiln.registry import TRANSFORMS
 
-from .pipelines import Compose
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -30,8 +28,8 @@ from .transform import (
     clip_boxes,
 )
 
-__all__ = ["Resize", "RandomFlip", "Pad", "RandomCrop", "MinIoURandomCrop", "MultiScaleFlipAug",
-           "apply_geometry", "rescale_size", "resize_results"]
+__all__ = ["Resize", "RandomFlip", "Pad", "RandomCrop", "MinIoURandomCrop", "apply_geometry", "rescale_size",
+           "resize_results", "FLIP_DIRECTIONS", "as_scales"]
 
 
 def apply_geometry(results: dict, tfm: Transform, clip_shape: tuple[int, int] | None = None,
@@ -76,7 +74,7 @@ def rescale_size(w: int, h: int, scale: float | Sequence[int]) -> tuple[tuple[in
     return _image_rescale_size((w, h), scale, return_scale=True)
 
 
-def _as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
+def as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
     if img_scale is None:
         return []
     is_pair = isinstance(img_scale, (tuple, list)) and len(img_scale) == 2
@@ -189,7 +187,7 @@ class Resize:
             self.clip = clip_object_border if clip_object_border is not None else True
             return
         multiscale_mode = multiscale_mode or "range"
-        self.img_scale = _as_scales(img_scale, "Resize img_scale")
+        self.img_scale = as_scales(img_scale, "Resize img_scale")
         if multiscale_mode not in ("range", "value"):
             raise ValueError(f"Resize multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
         if ratio_range is not None and len(self.img_scale) != 1:
@@ -257,7 +255,7 @@ class Resize:
                 f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})")
 
 
-_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
 
 
 def _flip_transform(direction: str, h: int, w: int) -> Transform:
@@ -290,8 +288,8 @@ class RandomFlip:
             flip_ratio = prob
         directions = [direction] if isinstance(direction, str) else list(direction)
         for d in directions:
-            if d not in _DIRECTIONS:
-                raise ValueError(f"RandomFlip direction must be one of {_DIRECTIONS}, got {d!r}")
+            if d not in FLIP_DIRECTIONS:
+                raise ValueError(f"RandomFlip direction must be one of {FLIP_DIRECTIONS}, got {d!r}")
         if isinstance(flip_ratio, (list, tuple)):
             if len(flip_ratio) != len(directions):
                 raise ValueError(f"RandomFlip got {len(flip_ratio)} flip probabilities for "
@@ -444,7 +442,8 @@ class RandomCrop:
             for ``'absolute_range'`` the ``(min, max)`` side in pixels. MMDetection 3.x writes
             ``'absolute'``/``'relative'`` sizes as ``(w, h)``: ``axis_order='wh'`` says so
             (:class:`Compose` sets it in 3.x pipelines, see :mod:`.dialect`).
-        recompute_bbox: recomputing boxes from cropped masks is not implemented; ``True`` is refused.
+        recompute_bbox: after the crop, set each box to the extent of its (bitmap) instance mask, as
+            MMDetection does; without masks there is nothing to recompute from and boxes stay clipped.
     """
 
     def __init__(self, crop_size: Sequence[float], crop_type: str = "absolute",
@@ -452,9 +451,7 @@ class RandomCrop:
                  recompute_bbox: bool = False, axis_order: str = "hw") -> None:
         from .augmentation import RandomCrop as _CropPolicy
 
-        if recompute_bbox:
-            raise ValueError("RandomCrop recompute_bbox=True: recomputing boxes from cropped masks is not "
-                             "implemented in kiln; remove the key (boxes are clipped to the crop).")
+        self.recompute_bbox = bool(recompute_bbox)
         self.axis_order = _axis_order("RandomCrop", axis_order)
         crop_size = tuple(crop_size)
         if axis_order == "wh" and crop_type in ("absolute", "relative") and len(crop_size) == 2:
@@ -474,11 +471,28 @@ class RandomCrop:
         survived = _crop_and_filter(results, tfm, self.bbox_clip_border)
         if had_boxes and not survived and not self.allow_negative_crop:
             return None
+        if self.recompute_bbox and results.get("mask_fields"):
+            _boxes_from_masks(results)
         return results
 
     def __repr__(self) -> str:
         return (f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r}, "
                 f"allow_negative_crop={self.allow_negative_crop})")
+
+
+def _boxes_from_masks(results: dict) -> None:
+    """Set ``gt_bboxes`` to the pixel extent of each bitmap mask in ``gt_masks`` (empty mask: zeros)."""
+    masks = results.get("gt_masks")
+    if not isinstance(masks, np.ndarray):
+        raise ValueError("RandomCrop recompute_bbox=True recomputes boxes from bitmap masks; these masks are "
+                         "polygons (LoadAnnotations poly2mask=False). Set poly2mask=True or remove "
+                         "recompute_bbox.")
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    results["gt_bboxes"] = boxes
 
 
 def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -544,58 +558,3 @@ class MinIoURandomCrop:
 
     def __repr__(self) -> str:
         return f"MinIoURandomCrop(min_ious={self.min_ious}, min_crop_size={self.min_crop_size})"
-
-
-@TRANSFORMS.register_module()
-class MultiScaleFlipAug:
-    """Test-time augmentation: run ``transforms`` once per (scale, flip) combination and return
-    each output key as a list, one entry per combination (scales outer, flips inner).
-
-    Args:
-        transforms: the inner pipeline; its Resize/RandomFlip take scale/flip from here.
-        img_scale: a ``(w, h)`` pair or list of pairs; or instead ``scale_factor`` (float or list).
-        flip: also run flipped versions, in each of ``flip_direction``.
-    """
-
-    def __init__(self, transforms: Sequence[Mapping], img_scale: Any = None,
-                 scale_factor: float | Sequence[float] | None = None, flip: bool = False,
-                 flip_direction: str | Sequence[str] = "horizontal") -> None:
-        if (img_scale is None) == (scale_factor is None):
-            raise ValueError("MultiScaleFlipAug needs exactly one of img_scale or scale_factor")
-        self.transforms = Compose(transforms, cfg_path="MultiScaleFlipAug.transforms")
-        if img_scale is not None:
-            self.scales: list[Any] = _as_scales(img_scale, "MultiScaleFlipAug img_scale")
-            self.scale_key = "scale"
-        else:
-            self.scales = [float(s) for s in (scale_factor if isinstance(scale_factor, (list, tuple))
-                                               else [scale_factor])]
-            self.scale_key = "scale_factor"
-        self.flip = flip
-        self.flip_direction = [flip_direction] if isinstance(flip_direction, str) else list(flip_direction)
-        for d in self.flip_direction:
-            if d not in _DIRECTIONS:
-                raise ValueError(f"MultiScaleFlipAug flip_direction must be in {_DIRECTIONS}, got {d!r}")
-
-    def __call__(self, results: dict) -> dict:
-        combos = [(False, None)] + ([(True, d) for d in self.flip_direction] if self.flip else [])
-        outputs: dict[str, list] = {}
-        for scale in self.scales:
-            for flip, direction in combos:
-                r = copy.copy(results)  # shallow: steps replace values, they never mutate them in place
-                for key in ("img_fields", "bbox_fields", "mask_fields", "seg_fields"):
-                    if key in r:
-                        r[key] = list(r[key])
-                r[self.scale_key] = scale
-                r["flip"], r["flip_direction"] = flip, direction
-                out = self.transforms(r)
-                if out is None:
-                    raise RuntimeError("A step inside MultiScaleFlipAug rejected the sample; test-time "
-                                       "pipelines must not drop images.")
-                for key, value in out.items():
-                    outputs.setdefault(key, []).append(value)
-        return outputs
-
-    def __repr__(self) -> str:
-        return (f"MultiScaleFlipAug(transforms={self.transforms!r}, {self.scale_key}={self.scales}, "
-                f"flip={self.flip}, flip_direction={self.flip_direction})")
-

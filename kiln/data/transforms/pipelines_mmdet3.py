@@ -1,5 +1,5 @@
-"""MMDetection 3.x-only pipeline steps: ``RandomResize``, ``RandomChoiceResize``, ``PackDetInputs``,
-``TestTimeAug``.
+"""MMDetection 3.x pipeline steps: ``RandomResize``, ``RandomChoiceResize``, ``FilterAnnotations``,
+``PackDetInputs`` (``TestTimeAug`` is in :mod:`.pipelines_tta`).
 
 Steps whose name exists in both generations (``Resize``, ``RandomFlip``, ``Pad``, ``RandomCrop``,
 ``LoadImageFromFile``...) live in :mod:`.pipelines` / :mod:`.pipelines_geometric` and take both
@@ -10,8 +10,6 @@ form of docs/architecture.md: ``{'inputs': Tensor C×H×W, 'data_samples': DetDa
 
 from __future__ import annotations
 
-import copy
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,11 +17,10 @@ import numpy as np
 
 from kiln.registry import TRANSFORMS
 
-from .dialect import MMDET3
-from .pipelines import Compose
 from .pipelines_geometric import Resize
 
-__all__ = ["RandomResize", "RandomChoiceResize", "PackDetInputs", "TestTimeAug", "DEFAULT_PACK_META_KEYS"]
+__all__ = ["RandomResize", "RandomChoiceResize", "FilterAnnotations", "PackDetInputs",
+           "DEFAULT_PACK_META_KEYS"]
 
 DEFAULT_PACK_META_KEYS = ("img_id", "img_path", "ori_shape", "img_shape", "scale_factor", "flip",
                           "flip_direction")
@@ -120,6 +117,71 @@ class RandomChoiceResize:
         return f"RandomChoiceResize(scales={self.scales}, keep_ratio={self.resize.keep_ratio})"
 
 
+@TRANSFORMS.register_module()
+class FilterAnnotations:
+    """Drop ground-truth boxes narrower/lower than ``min_gt_bbox_wh`` (``by_box``) or whose bitmap
+    mask has fewer than ``min_gt_mask_area`` pixels (``by_mask``), with their labels and masks;
+    ignored boxes are filtered by the same rule. When nothing is left and ``keep_empty`` is true,
+    the sample is rejected (``None``), as MMDetection's (whose name for it is ``keep_empty``).
+    """
+
+    def __init__(self, min_gt_bbox_wh: Sequence[float] = (1, 1), min_gt_mask_area: int = 1,
+                 by_box: bool = True, by_mask: bool = False, keep_empty: bool = True) -> None:
+        if not (by_box or by_mask):
+            raise ValueError("FilterAnnotations needs by_box=True or by_mask=True (otherwise it filters "
+                             "nothing).")
+        self.min_wh = (float(min_gt_bbox_wh[0]), float(min_gt_bbox_wh[1]))
+        self.min_area, self.by_box, self.by_mask = min_gt_mask_area, by_box, by_mask
+        self.keep_empty = keep_empty
+
+    def _keep(self, boxes: np.ndarray, masks: Any) -> np.ndarray:
+        keep = np.ones(len(boxes), bool)
+        if self.by_box:
+            keep &= (boxes[:, 2] - boxes[:, 0]) > self.min_wh[0]
+            keep &= (boxes[:, 3] - boxes[:, 1]) > self.min_wh[1]
+        if self.by_mask and masks is not None:
+            keep &= masks.reshape(len(masks), -1).sum(1) >= self.min_area
+        return keep
+
+    def __call__(self, results: dict) -> dict | None:
+        if "gt_bboxes" not in results:
+            raise KeyError("FilterAnnotations needs gt_bboxes; put LoadAnnotations(with_bbox=True) before "
+                           "it.")
+        masks = results.get("gt_masks")
+        if self.by_mask:
+            if masks is None:
+                raise KeyError("FilterAnnotations(by_mask=True) needs gt_masks; load them with "
+                               "LoadAnnotations(with_mask=True).")
+            if not isinstance(masks, np.ndarray):
+                raise ValueError("FilterAnnotations(by_mask=True) measures bitmap masks; these are polygons "
+                                 "(LoadAnnotations poly2mask=False).")
+        boxes = np.asarray(results["gt_bboxes"], np.float32).reshape(-1, 4)
+        ignored = results.get("gt_bboxes_ignore")
+        if len(boxes) == 0 and (ignored is None or len(ignored) == 0):
+            return results
+        keep = self._keep(boxes, masks)
+        keep_ignored = None
+        if ignored is not None and len(ignored):
+            keep_ignored = self._keep(np.asarray(ignored, np.float32).reshape(-1, 4), None)
+        if not keep.any() and (keep_ignored is None or not keep_ignored.any()) and self.keep_empty:
+            return None
+        results["gt_bboxes"] = boxes[keep]
+        if "gt_labels" in results:
+            results["gt_labels"] = results["gt_labels"][keep]
+        if masks is not None:
+            results["gt_masks"] = masks[keep] if isinstance(masks, np.ndarray) else [
+                m for m, k in zip(masks, keep) if k]
+        if keep_ignored is not None:
+            results["gt_bboxes_ignore"] = results["gt_bboxes_ignore"][keep_ignored]
+            if "gt_labels_ignore" in results:
+                results["gt_labels_ignore"] = results["gt_labels_ignore"][keep_ignored]
+        return results
+
+    def __repr__(self) -> str:
+        return (f"FilterAnnotations(min_gt_bbox_wh={self.min_wh}, min_gt_mask_area={self.min_area}, "
+                f"by_box={self.by_box}, by_mask={self.by_mask}, keep_empty={self.keep_empty})")
+
+
 def _meta_value(results: dict, key: str) -> tuple[bool, Any]:
     """``(present, value)`` of a 3.x meta key, read from kiln's results dict."""
     if key == "img_id":
@@ -208,60 +270,3 @@ class PackDetInputs:
 
     def __repr__(self) -> str:
         return f"PackDetInputs(meta_keys={self.meta_keys})"
-
-
-@TRANSFORMS.register_module()
-class TestTimeAug:
-    """Run every combination of the step alternatives and return each output key as a list.
-
-    ``transforms`` is a list of lists: one step is taken from each inner list, in order, for every
-    combination (the first list varies slowest). With ``PackDetInputs`` last the output is
-    ``{'inputs': [view tensors], 'data_samples': [DetDataSample per view]}``, the TTA form of
-    docs/architecture.md.
-
-    Example::
-
-        >>> tta = TestTimeAug(transforms=[                                  # doctest: +SKIP
-        ...     [dict(type='Resize', scale=s, keep_ratio=True) for s in [(1333, 800), (666, 400)]],
-        ...     [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
-        ...     [dict(type='PackDetInputs')]])
-    """
-
-    def __init__(self, transforms: Sequence[Sequence[Mapping | Any]]) -> None:
-        if isinstance(transforms, (str, Mapping)) or not isinstance(transforms, Sequence) or not transforms:
-            raise ValueError(f"TestTimeAug transforms must be a non-empty list of lists of steps, got "
-                             f"{transforms!r}")
-        self.options: list[list[Any]] = []
-        for i, alternatives in enumerate(transforms):
-            if isinstance(alternatives, Mapping):
-                alternatives = [alternatives]
-            built = Compose(list(alternatives), cfg_path=f"TestTimeAug.transforms[{i}]", dialect=MMDET3)
-            if not built.transforms:
-                raise ValueError(f"TestTimeAug.transforms[{i}] is empty; give at least one step.")
-            self.options.append(built.transforms)
-
-    def __len__(self) -> int:
-        """Number of views per image."""
-        n = 1
-        for alternatives in self.options:
-            n *= len(alternatives)
-        return n
-
-    def __call__(self, results: dict) -> dict:
-        outputs: dict[str, list] = {}
-        for combo in itertools.product(*self.options):
-            r = copy.copy(results)  # shallow: steps replace values, they never mutate them in place
-            for key in ("img_fields", "bbox_fields", "mask_fields", "seg_fields"):
-                if key in r:
-                    r[key] = list(r[key])
-            for step in combo:
-                r = step(r)
-                if r is None:
-                    raise RuntimeError(f"TestTimeAug: {step!r} rejected the sample; test-time pipelines "
-                                       "must not drop images.")
-            for key, value in r.items():
-                outputs.setdefault(key, []).append(value)
-        return outputs
-
-    def __repr__(self) -> str:
-        return f"TestTimeAug({len(self)} views, options={self.options!r})"
