@@ -271,9 +271,9 @@ def test_random_crop_recompute_bbox_uses_the_masks():
     masks[1, 30:50, 60:80] = 1
     res.update(gt_masks=masks, mask_fields=["gt_masks"])
     np.random.seed(0)
-    out = Compose([dict(type="RandomCrop", crop_size=(90, 60), recompute_bbox=True)])(res)  # the whole image
+    out = Compose([dict(type="RandomCrop", crop_size=(60, 90), recompute_bbox=True)])(res)  # the whole image
     assert out["gt_bboxes"].tolist() == [[15, 10, 25, 20], [60, 30, 80, 50]]
     plain = _results()
     np.random.seed(0)
-    out = Compose([dict(type="RandomCrop", crop_size=(90, 60), recompute_bbox=True)])(plain)
+    out = Compose([dict(type="RandomCrop", crop_size=(60, 90), recompute_bbox=True)])(plain)
     np.testing.assert_allclose(out["gt_bboxes"], _results()["gt_bboxes"])  # no masks: boxes as they were
