@@ -463,7 +463,13 @@ class RandomCrop:
     def __call__(self, results: dict) -> dict | None:
         img = results["img"]
         h, w = img.shape[:2]
-        ch, cw = self._policy.get_crop_size((h, w))
+        if self.crop_type == "absolute_range":
+            # MMDetection clamps both bounds to the image (Detectron2's policy refuses a small image).
+            lo, hi = int(self.crop_size[0]), int(self.crop_size[1])
+            ch = int(np.random.randint(min(h, lo), min(h, hi) + 1))
+            cw = int(np.random.randint(min(w, lo), min(w, hi) + 1))
+        else:
+            ch, cw = self._policy.get_crop_size((h, w))
         y0 = np.random.randint(0, h - ch + 1)
         x0 = np.random.randint(0, w - cw + 1)
         tfm = CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
