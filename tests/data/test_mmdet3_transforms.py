@@ -277,3 +277,11 @@ def test_random_crop_recompute_bbox_uses_the_masks():
     np.random.seed(0)
     out = Compose([dict(type="RandomCrop", crop_size=(60, 90), recompute_bbox=True)])(plain)
     np.testing.assert_allclose(out["gt_bboxes"], _results()["gt_bboxes"])  # no masks: boxes as they were
+
+
+def test_tta_wrappers_refuse_steps_of_the_other_generation():
+    with pytest.raises(ValueError, match=r"for mmdet3, inside a MMDetection 2.x \(MultiScaleFlipAug\)"):
+        TRANSFORMS.build(dict(type="MultiScaleFlipAug", img_scale=(90, 60),
+                              transforms=[dict(type="Resize", scale=(90, 60), keep_ratio=True)]))
+    with pytest.raises(ValueError, match=r"written for mmdet2, inside a MMDetection 3.x \(TestTimeAug\)"):
+        TRANSFORMS.build(dict(type="TestTimeAug", transforms=[[dict(type="RandomFlip", flip_ratio=1.0)]]))

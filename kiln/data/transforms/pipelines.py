@@ -65,7 +65,13 @@ class Compose:
         if isinstance(transforms, Mapping) or not isinstance(transforms, Sequence):
             raise TypeError(f"{cfg_path} must be a list of transform dicts or callables, got "
                             f"{type(transforms).__name__}")
-        self.dialect = pipeline_dialect(transforms, cfg_path) or dialect
+        detected = pipeline_dialect(transforms, cfg_path)
+        if dialect is not None and detected is not None and detected != dialect:
+            outer = {"mmdet2": "MMDetection 2.x (MultiScaleFlipAug)",
+                     "mmdet3": "MMDetection 3.x (TestTimeAug)"}
+            raise ValueError(f"{cfg_path}: these steps are written for {detected}, inside a {outer[dialect]} "
+                             "wrapper; write the wrapper and its steps in one generation.")
+        self.dialect = detected or dialect
         transforms = prepare_steps(transforms, self.dialect, cfg_path)
         self.transforms: list[Callable] = []
         for i, t in enumerate(transforms):

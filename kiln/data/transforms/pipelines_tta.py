@@ -13,7 +13,7 @@ from typing import Any
 
 from kiln.registry import TRANSFORMS
 
-from .dialect import MMDET3
+from .dialect import MMDET2, MMDET3
 from .pipelines import Compose
 from .pipelines_geometric import FLIP_DIRECTIONS, as_scales
 
@@ -36,7 +36,7 @@ class MultiScaleFlipAug:
                  flip_direction: str | Sequence[str] = "horizontal") -> None:
         if (img_scale is None) == (scale_factor is None):
             raise ValueError("MultiScaleFlipAug needs exactly one of img_scale or scale_factor")
-        self.transforms = Compose(transforms, cfg_path="MultiScaleFlipAug.transforms")
+        self.transforms = Compose(transforms, cfg_path="MultiScaleFlipAug.transforms", dialect=MMDET2)
         if img_scale is not None:
             self.scales: list[Any] = as_scales(img_scale, "MultiScaleFlipAug img_scale")
             self.scale_key = "scale"
