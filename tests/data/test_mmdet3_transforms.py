@@ -285,3 +285,14 @@ def test_tta_wrappers_refuse_steps_of_the_other_generation():
                               transforms=[dict(type="Resize", scale=(90, 60), keep_ratio=True)]))
     with pytest.raises(ValueError, match=r"written for mmdet2, inside a MMDetection 3.x \(TestTimeAug\)"):
         TRANSFORMS.build(dict(type="TestTimeAug", transforms=[[dict(type="RandomFlip", flip_ratio=1.0)]]))
+
+
+def test_load_annotations_without_ann_info_is_empty_in_3x_and_an_error_in_2x(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((12, 16, 3), np.uint8))
+    res = lambda: dict(img_info=dict(filename="a.png"), img_prefix=str(tmp_path))  # noqa: E731
+    out = Compose([dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True),
+                   dict(type="PackDetInputs")])(res())
+    assert out["data_samples"].gt_instances.bboxes.shape == (0, 4)
+    with pytest.raises(KeyError, match="needs results\\['ann_info'\\]"):
+        Compose([dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True),
+                 dict(type="Collect", keys=["img"])])(res())

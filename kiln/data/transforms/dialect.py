@@ -89,7 +89,9 @@ def pipeline_dialect(steps: Sequence[Any], cfg_path: str = "pipeline") -> str | 
 
 
 def prepare_steps(steps: Sequence[Any], dialect: str | None, cfg_path: str = "pipeline") -> list[Any]:
-    """Copies of ``steps`` with the generation's axis order passed to ``Pad``/``RandomCrop``.
+    """Copies of ``steps`` with the generation's axis order passed to ``Pad``/``RandomCrop`` and, in a 3.x
+    pipeline, ``LoadAnnotations(empty_without_ann=True)`` (3.x loads empty ground truth for an image
+    without annotations).
 
     In a 3.x pipeline, refuses ``LoadAnnotations(with_mask=True/with_seg=True)``: the 3.x batch form
     (``PackDetInputs``) carries boxes and labels only in kiln so far (instance masks are issue 14).
@@ -104,6 +106,7 @@ def prepare_steps(steps: Sequence[Any], dialect: str | None, cfg_path: str = "pi
         if dialect == MMDET3 and kind in _AXIS_ORDER_KEYS and "axis_order" not in step:
             step["axis_order"] = "wh"
         if dialect == MMDET3 and kind == "LoadAnnotations":
+            step.setdefault("empty_without_ann", True)
             for key in ("with_mask", "with_seg"):
                 if step.get(key):
                     raise ValueError(

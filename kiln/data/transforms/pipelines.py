@@ -240,13 +240,20 @@ class LoadAnnotations:
         with_seg: load ``gt_semantic_seg`` (H x W class indices) from
             ``seg_prefix/ann_info['seg_map']``; geometric steps move it with nearest-neighbour
             resampling and ``Pad`` fills it with 255 (ignore).
+        empty_without_ann: results without ``ann_info`` (an image without annotations, e.g.
+            inference or a test-dev split) get empty ground truth instead of an error, as
+            MMDetection 3.x's ``LoadAnnotations`` does; :class:`Compose` turns it on in 3.x pipelines.
+        backend_args / file_client_args: local files only; box_type ``'hbox'`` only;
+            ``with_keypoints``/``reduce_zero_label``/other ``imdecode_backend`` are refused.
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
                  with_seg: bool = False, poly2mask: bool = True,
                  file_client_args: Mapping | None = None, *, backend_args: Mapping | None = None,
                  box_type: str | None = "hbox", with_keypoints: bool = False,
-                 reduce_zero_label: bool = False, imdecode_backend: str = "cv2") -> None:
+                 reduce_zero_label: bool = False, imdecode_backend: str = "cv2",
+                 empty_without_ann: bool = False) -> None:
+        self.empty_without_ann = empty_without_ann
         check_backend("LoadAnnotations", "file_client_args", file_client_args)
         check_backend("LoadAnnotations", "backend_args", backend_args)
         if box_type not in ("hbox", None):
@@ -267,6 +274,8 @@ class LoadAnnotations:
 
     def __call__(self, results: dict) -> dict:
         ann = results.get("ann_info")
+        if ann is None and self.empty_without_ann:
+            ann = dict(bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
         if ann is None:
             raise KeyError(f"LoadAnnotations needs results['ann_info'] (keys: {sorted(results)}); "
                            "test-mode datasets do not provide it, so drop LoadAnnotations from test "
