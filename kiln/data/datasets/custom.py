@@ -6,8 +6,10 @@
 image_id=..., bbox_fields=[], mask_fields=[], seg_fields=[])`` where ``img_info`` has
 ``filename`` (relative to ``img_prefix``), ``width``, ``height``, ``id`` and ``ann_info`` has
 ``bboxes`` (N×4 float32 XYXY pixels), ``labels`` (N int64, contiguous 0-based),
-``bboxes_ignore`` (M×4 float32), optionally ``masks`` (polygons per object) and ``seg_map``.
-Test mode gives the same without ``ann_info``.
+``bboxes_ignore`` (M×4 float32) with ``labels_ignore`` where the dataset knows them, optionally
+``masks`` (polygons per object) and ``seg_map``. Test mode gives the same without ``ann_info`` for
+a dataset built with the MMDetection 2.x keys, with it for one built with the 3.x keys (3.x test
+pipelines load annotations too).
 """
 
 from __future__ import annotations
