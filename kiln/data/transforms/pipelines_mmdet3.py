@@ -33,7 +33,7 @@ def _inner_resize(step: str, resize_type: str, scale: Any, kwargs: Mapping[str, 
         return Resize(scale=scale, **kwargs)
     except TypeError as exc:
         raise TypeError(f"{step}: {exc}; the keyword arguments besides the scales go to Resize "
-                        "(keep_ratio, clip_object_border, interpolation, backend).") from None
+                        "(keep_ratio, clip_object_border, interpolation, backend)") from None
 
 
 def _scale_pair(value: Any, name: str) -> tuple[int, int]:
