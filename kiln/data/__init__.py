@@ -42,6 +42,7 @@ from .detection_loaders import (
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
+from .loader_cfg import build_dataloader_from_cfg
 from .samplers import (
     InferenceSampler,
     RepeatFactorTrainingSampler,
@@ -76,6 +77,7 @@ __all__ = [
     "ResumableLoader",
     "TrainingSampler",
     "build_dataloader",
+    "build_dataloader_from_cfg",
     "build_test_loader",
     "build_train_loader",
     "repeat_factors_from_category_frequency",

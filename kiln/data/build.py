@@ -162,11 +162,17 @@ class ResumableLoader:
         collate_fn: applied to the list of samples of a batch; default keeps the list.
         pin_memory: put batches in pinned (page-locked) host memory, so copies to a GPU can run
             asynchronously (the runner turns this on when the run is on CUDA).
+        persistent_workers: keep the worker processes between epochs (MMEngine's
+            ``persistent_workers``). Off by default: a fresh fork per epoch is cheap and shutting
+            persistent workers down costs ~5 s each (join timeout). Exactness does not depend on it
+            (every sample is produced under seeds from its stream position). With ``num_workers=0``
+            there are no workers to keep, so it has nothing to do.
     """
 
     def __init__(self, dataset: Any, sampler: Any, batch_size: int, num_workers: int = 0,
                  aspect_ratio_grouping: bool = False, drop_last: bool = False,
-                 collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False) -> None:
+                 collate_fn: Callable[[list[Any]], Any] | None = None, pin_memory: bool = False,
+                 persistent_workers: bool = False) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
         for attr in ("set_epoch", "epoch_indices"):
@@ -199,9 +205,7 @@ class ResumableLoader:
             num_workers=self.num_workers,
             collate_fn=self._collate,
             generator=generator,
-            # Not persistent: shutting persistent workers down costs ~5 s each (join timeout)
-            # and a fresh fork per epoch is cheap.
-            persistent_workers=False,
+            persistent_workers=bool(persistent_workers) and self.num_workers > 0,
             pin_memory=pin_memory,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,26 +21,22 @@ class CocoDataset(CustomDataset):
 
     Exposes what evaluation needs: ``coco`` (pycocotools ``COCO``), ``cat_ids`` (COCO category id
     of each label), ``cat2label``, ``img_ids``. Crowd boxes go to ``bboxes_ignore``; invalid boxes
-    are skipped and counted (see :mod:`kiln.data.datasets.coco`). Training mode drops images
-    without boxes (``filter_empty_gt``) and smaller than ``min_size`` (default 32, as MMDetection).
+    are skipped and counted (see :mod:`kiln.data.datasets.coco`). With the MMDetection 2.x keys,
+    training mode drops images without boxes (``filter_empty_gt``) and smaller than ``min_size``
+    (default 32, as MMDetection 2.x); with the 3.x keys ``filter_cfg`` says what to drop (see
+    :class:`CustomDataset`). A class subset (``classes=`` / ``metainfo=dict(classes=...)``) keeps only
+    those categories' annotations, labelled in the given order.
 
     Example::
 
         >>> ds = CocoDataset(ann_file='ann.json', img_prefix='images/', pipeline=[...])   # doctest: +SKIP
+        >>> ds = CocoDataset(ann_file='annotations/train.json', data_root='data/coco/',  # doctest: +SKIP
+        ...                  data_prefix=dict(img='train2017/'), metainfo=dict(classes=('person',)),
+        ...                  filter_cfg=dict(filter_empty_gt=True, min_size=32), pipeline=[...])
     """
 
     CLASSES: Sequence[str] | None = None
-
-    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None,
-                 classes: Sequence[str] | str | None = None, data_root: str | None = None,
-                 img_prefix: str = "", seg_prefix: str | None = None, proposal_file: str | None = None,
-                 test_mode: bool = False, filter_empty_gt: bool = True, min_size: int | None = 32,
-                 file_client_args: Mapping | None = None) -> None:
-        # Arguments spelled out (not **kwargs) so builders can see test_mode etc. in the signature.
-        super().__init__(ann_file, pipeline, classes=classes, data_root=data_root, img_prefix=img_prefix,
-                         seg_prefix=seg_prefix, proposal_file=proposal_file, test_mode=test_mode,
-                         filter_empty_gt=filter_empty_gt, min_size=min_size,
-                         file_client_args=file_client_args)
+    MM2_MIN_SIZE = 32  # MMDetection 2.x's CocoDataset default
 
     def load_annotations(self, ann_file: str) -> list[dict[str, Any]]:
         """Parse and validate the json; set ``CLASSES``, ``cat_ids``, ``cat2label``, ``img_ids``."""
@@ -74,12 +70,13 @@ class CocoDataset(CustomDataset):
         """``bboxes`` XYXY float32, ``labels`` int64, ``bboxes_ignore`` (crowd), ``masks`` (polygons)."""
         img_id = self.data_infos[idx]["id"]
         anns = self._parsed.anns_by_image.get(img_id, [])
-        bboxes, labels, ignore, masks = [], [], [], []
+        bboxes, labels, ignore, ignore_labels, masks = [], [], [], [], []
         for ann in anns:
             x, y, w, h = (float(v) for v in ann["bbox"])
             box = [x, y, x + w, y + h]
             if ann.get("iscrowd", 0):
                 ignore.append(box)
+                ignore_labels.append(self.cat2label[ann["category_id"]])
                 continue
             bboxes.append(box)
             labels.append(self.cat2label[ann["category_id"]])
@@ -89,6 +86,7 @@ class CocoDataset(CustomDataset):
             bboxes=np.asarray(bboxes, dtype=np.float32).reshape(-1, 4),
             labels=np.asarray(labels, dtype=np.int64),
             bboxes_ignore=np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
+            labels_ignore=np.asarray(ignore_labels, dtype=np.int64),
             masks=masks,
             seg_map=info["filename"].rsplit(".", 1)[0] + ".png",
         )

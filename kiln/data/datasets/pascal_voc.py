@@ -29,11 +29,12 @@ VOC_CLASSES = (
 )
 
 
-def parse_voc_xml(xml_file: str, class_names: Sequence[str]) -> dict[str, Any]:
+def parse_voc_xml(xml_file: str, class_names: Sequence[str], skip_unknown: bool = False) -> dict[str, Any]:
     """Read one VOC annotation xml.
 
     Returns ``dict(filename, width, height, objects=[dict(label, bbox XYXY 0-based, difficult)])``.
-    An object of a class not in ``class_names`` is an error naming the file and the class.
+    An object of a class not in ``class_names`` is an error naming the file and the class, or left
+    out with ``skip_unknown`` (a class subset).
     """
     if not osp.isfile(xml_file):
         raise FileNotFoundError(f"VOC annotation '{xml_file}' does not exist; check the dataset folder and "
@@ -52,6 +53,8 @@ def parse_voc_xml(xml_file: str, class_names: Sequence[str]) -> dict[str, Any]:
     for obj in root.findall("object"):
         name = (obj.findtext("name") or "").strip()
         if name not in name_to_label:
+            if skip_unknown:
+                continue
             raise ValueError(f"VOC annotation '{xml_file}': object class '{name}' is not in the class list "
                              f"{list(class_names)}; pass class_names/classes= including it.")
         bnd = obj.find("bndbox")
@@ -100,38 +103,52 @@ def register_pascal_voc(name: str, dirname: str, split: str, year: int = 2007,
 class VOCDataset(CustomDataset):
     """MM-style Pascal VOC dataset.
 
-    ``ann_file`` is the split list (``VOC2007/ImageSets/Main/trainval.txt``), ``img_prefix`` the
-    year folder (``VOC2007/``) holding ``Annotations/`` and ``JPEGImages/``.
+    ``ann_file`` is the split list (``VOC2007/ImageSets/Main/trainval.txt``); the year folder
+    (``VOC2007/``, holding ``Annotations/`` and ``JPEGImages/``) is ``img_prefix`` (MMDetection 2.x) or
+    ``data_prefix=dict(sub_data_root=...)`` (3.x). ``img_subdir``/``ann_subdir`` (3.x) rename the two
+    sub-folders. Difficult objects are ignored boxes. With ``filter_cfg=dict(bbox_min_size=n)`` (3.x)
+    objects narrower or lower than ``n`` pixels are ignored boxes too. With a class subset
+    (``classes=``/``metainfo=dict(classes=...)``) objects of other classes are left out, as in
+    MMDetection; with the full VOC list an unknown class name is an error.
     """
 
     CLASSES: Sequence[str] | None = VOC_CLASSES
+    DATA_PREFIX_KEYS: Mapping[str, str] = {"sub_data_root": "img_prefix"}
+    FILTER_CFG_KEYS = ("filter_empty_gt", "min_size", "bbox_min_size")
 
-    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None,
-                 classes: Sequence[str] | str | None = None, data_root: str | None = None,
-                 img_prefix: str = "", seg_prefix: str | None = None, proposal_file: str | None = None,
-                 test_mode: bool = False, filter_empty_gt: bool = True, min_size: int | None = None,
-                 file_client_args: Mapping | None = None) -> None:
-        super().__init__(ann_file, pipeline, classes=classes, data_root=data_root, img_prefix=img_prefix,
-                         seg_prefix=seg_prefix, proposal_file=proposal_file, test_mode=test_mode,
-                         filter_empty_gt=filter_empty_gt, min_size=min_size,
-                         file_client_args=file_client_args)
+    def __init__(self, ann_file: str, pipeline: Sequence[Any] | None = None, *, test_mode: bool = False,
+                 img_subdir: str = "JPEGImages", ann_subdir: str = "Annotations", **kwargs: Any) -> None:
+        self.img_subdir, self.ann_subdir = img_subdir, ann_subdir
+        super().__init__(ann_file, pipeline, test_mode=test_mode, **kwargs)
 
     def load_annotations(self, ann_file: str) -> list[dict[str, Any]]:
         """Read the split file and every listed xml (boxes are kept with the image info)."""
+        skip_unknown = list(self.CLASSES) != list(VOC_CLASSES)
         infos = []
         for fileid in _read_ids(ann_file):
-            parsed = parse_voc_xml(osp.join(self.img_prefix, "Annotations", fileid + ".xml"), self.CLASSES)
-            infos.append(dict(id=fileid, filename=osp.join("JPEGImages", fileid + ".jpg"),
+            parsed = parse_voc_xml(osp.join(self.img_prefix, self.ann_subdir, fileid + ".xml"), self.CLASSES,
+                                   skip_unknown=skip_unknown)
+            infos.append(dict(id=fileid, filename=osp.join(self.img_subdir, fileid + ".jpg"),
                               width=parsed["width"], height=parsed["height"], objects=parsed["objects"]))
         return infos
 
+    def _ignored(self, obj: Mapping[str, Any]) -> bool:
+        if obj["difficult"]:
+            return True
+        if self.bbox_min_size is None:
+            return False
+        x0, y0, x1, y1 = obj["bbox"]
+        return (x1 - x0) < self.bbox_min_size or (y1 - y0) < self.bbox_min_size
+
     def get_ann_info(self, idx: int) -> dict[str, Any]:
-        """Boxes and labels; ``difficult`` objects in ``bboxes_ignore``."""
+        """Boxes and labels; ``difficult`` (and too small, see ``bbox_min_size``) objects in
+        ``bboxes_ignore``/``labels_ignore``."""
         objs = self.data_infos[idx]["objects"]
-        keep = [o for o in objs if not o["difficult"]]
-        hard = [o for o in objs if o["difficult"]]
+        keep = [o for o in objs if not self._ignored(o)]
+        hard = [o for o in objs if self._ignored(o)]
         return dict(
             bboxes=np.asarray([o["bbox"] for o in keep], dtype=np.float32).reshape(-1, 4),
             labels=np.asarray([o["label"] for o in keep], dtype=np.int64),
             bboxes_ignore=np.asarray([o["bbox"] for o in hard], dtype=np.float32).reshape(-1, 4),
+            labels_ignore=np.asarray([o["label"] for o in hard], dtype=np.int64),
         )

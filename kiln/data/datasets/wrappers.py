@@ -22,15 +22,49 @@ def _maybe_build(ds: Any, cfg_path: str) -> Any:
     return build_dataset(ds, cfg_path=cfg_path) if isinstance(ds, Mapping) else ds
 
 
+def _refuse_lazy(owner: str, lazy_init: bool) -> None:
+    if lazy_init:
+        raise ValueError(f"{owner} lazy_init=True: kiln builds datasets eagerly (the loader needs their "
+                         "length right away); remove lazy_init.")
+
+
+def _metainfo(ds: Any) -> dict[str, Any]:
+    """A dataset's ``metainfo`` (MMDetection 3.x), or one made from its ``CLASSES``."""
+    meta = getattr(ds, "metainfo", None)
+    if isinstance(meta, Mapping):
+        return dict(meta)
+    classes = getattr(ds, "CLASSES", None)
+    return {"classes": tuple(classes) if classes is not None else None}
+
+
 @DATASETS.register_module()
 class ConcatDataset(Dataset):
-    """Several datasets one after another; ``CLASSES`` from the first, ``flag`` concatenated."""
+    """Several datasets one after another; ``CLASSES``/``metainfo`` from the first, ``flag`` concatenated.
 
-    def __init__(self, datasets: Sequence[Any], separate_eval: bool = True) -> None:
+    As in MMEngine, the datasets' ``metainfo`` must agree (so labels mean the same throughout),
+    except for the keys in ``ignore_keys``. ``separate_eval`` (2.x) is kept for evaluators;
+    ``lazy_init`` (3.x) must be ``False``.
+    """
+
+    def __init__(self, datasets: Sequence[Any], separate_eval: bool = True, *,
+                 ignore_keys: str | Sequence[str] | None = None, lazy_init: bool = False) -> None:
+        _refuse_lazy("ConcatDataset", lazy_init)
         if len(datasets) == 0:
             raise ValueError("ConcatDataset needs at least one dataset.")
         self.datasets = [_maybe_build(d, f"datasets.{i}") for i, d in enumerate(datasets)]
         self.separate_eval = separate_eval
+        ignore = {ignore_keys} if isinstance(ignore_keys, str) else set(ignore_keys or ())
+        first = _metainfo(self.datasets[0])
+        for i, ds in enumerate(self.datasets[1:], start=1):
+            other = _metainfo(ds)
+            for key in sorted((set(first) | set(other)) - ignore):
+                if first.get(key) != other.get(key):
+                    raise ValueError(
+                        f"ConcatDataset: datasets[{i}] has metainfo {key}={other.get(key)!r}, datasets[0] "
+                        f"has {first.get(key)!r}; concatenated datasets must agree (labels would mean "
+                        f"different things). Align them, or list the key in ignore_keys if it does not "
+                        "matter.")
+        self._metainfo = first
         self.CLASSES = getattr(self.datasets[0], "CLASSES", None)
         self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
         if all(hasattr(d, "flag") for d in self.datasets):
@@ -56,12 +90,18 @@ class ConcatDataset(Dataset):
         d, i = self._locate(idx)
         return self.datasets[d].get_cat_ids(i)
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The first dataset's ``metainfo`` (``classes``, ``palette``...)."""
+        return copy.deepcopy(self._metainfo)
+
 
 @DATASETS.register_module()
 class RepeatDataset(Dataset):
     """``dataset`` repeated ``times`` (short epochs cost less loader start-up)."""
 
-    def __init__(self, dataset: Any, times: int) -> None:
+    def __init__(self, dataset: Any, times: int, lazy_init: bool = False) -> None:
+        _refuse_lazy("RepeatDataset", lazy_init)
         if not isinstance(times, int) or times < 1:
             raise ValueError(f"RepeatDataset: times must be a positive int, got {times!r}.")
         self.dataset = _maybe_build(dataset, "dataset")
@@ -81,6 +121,11 @@ class RepeatDataset(Dataset):
         """Labels of sample ``idx`` (delegated)."""
         return self.dataset.get_cat_ids(idx % self._ori_len)
 
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The wrapped dataset's ``metainfo``."""
+        return _metainfo(self.dataset)
+
 
 @DATASETS.register_module()
 class ClassBalancedDataset(Dataset):
@@ -91,7 +136,9 @@ class ClassBalancedDataset(Dataset):
     The inner dataset must provide ``get_cat_ids(idx)``.
     """
 
-    def __init__(self, dataset: Any, oversample_thr: float, filter_empty_gt: bool = True) -> None:
+    def __init__(self, dataset: Any, oversample_thr: float, filter_empty_gt: bool = True,
+                 lazy_init: bool = False) -> None:
+        _refuse_lazy("ClassBalancedDataset", lazy_init)
         self.dataset = _maybe_build(dataset, "dataset")
         if not hasattr(self.dataset, "get_cat_ids"):
             raise TypeError(f"ClassBalancedDataset needs a dataset with get_cat_ids(idx); "
@@ -132,6 +179,11 @@ class ClassBalancedDataset(Dataset):
     def get_cat_ids(self, idx: int) -> list[int]:
         """Labels of sample ``idx`` (delegated)."""
         return self.dataset.get_cat_ids(self.repeat_indices[idx])
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """The wrapped dataset's ``metainfo``."""
+        return _metainfo(self.dataset)
 
 
 def build_dataset(cfg: Any, default_args: Mapping | None = None, *, cfg_path: str = "data") -> Any:

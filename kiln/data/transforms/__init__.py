@@ -3,14 +3,17 @@
 * :mod:`.transform` — :class:`Transform` primitives (the one geometry core).
 * :mod:`.augmentation` — Detectron2-style :class:`Augmentation` policies and :class:`AugInput`.
 * :mod:`.pipelines` / :mod:`.pipelines_geometric` — steps registered in ``TRANSFORMS`` for
-  ``train_pipeline``/``test_pipeline`` configs.
+  ``train_pipeline``/``test_pipeline`` configs (MMDetection 2.x and 3.x spellings);
+  :mod:`.pipelines_mmdet3` — the 3.x-only steps (``PackDetInputs``, ``TestTimeAug``, resize
+  variants); :mod:`.pipelines_tta` — test-time augmentation wrappers (``MultiScaleFlipAug``,
+  ``TestTimeAug``); :mod:`.dialect` — which generation a pipeline is written in.
 
 The MM step ``RandomFlip``/``Resize``/``RandomCrop`` share names with augmentations; here the
 package exports the augmentations under their names and the pipeline steps are reached through
 ``TRANSFORMS`` (or :mod:`.pipelines_geometric`).
 """
 
-from . import pipelines, pipelines_geometric  # noqa: F401  (register TRANSFORMS)
+from . import pipelines, pipelines_geometric, pipelines_mmdet3, pipelines_tta  # noqa: F401  (register TRANSFORMS)
 from .augmentation import (
     AugInput,
     Augmentation,
@@ -39,7 +42,9 @@ from .pipelines import (
     PhotoMetricDistortion,
     ToTensor,
 )
-from .pipelines_geometric import MinIoURandomCrop, MultiScaleFlipAug, Pad, apply_geometry
+from .pipelines_geometric import MinIoURandomCrop, Pad, apply_geometry
+from .pipelines_mmdet3 import FilterAnnotations, PackDetInputs, RandomChoiceResize, RandomResize
+from .pipelines_tta import MultiScaleFlipAug, TestTimeAug
 from .transform import (
     AffineTransform,
     BlendTransform,
@@ -61,9 +66,11 @@ from .transform import (
 __all__ = [
     "AffineTransform", "AugInput", "Augmentation", "AugmentationList", "BlendTransform",
     "ChannelPermuteTransform", "Collect", "ColorTransform", "Compose", "CropTransform",
-    "DefaultFormatBundle", "FixedSizeCrop", "HFlipTransform", "HueSaturationTransform", "ImageToTensor",
+    "DefaultFormatBundle", "FilterAnnotations", "FixedSizeCrop", "HFlipTransform", "HueSaturationTransform",
+    "ImageToTensor",
     "LoadAnnotations", "LoadImageFromFile", "MinIoURandomCrop", "MultiScaleFlipAug", "NoOpTransform",
-    "Normalize", "Pad", "PadTransform", "PhotoMetricDistortion", "RandomApply", "RandomBrightness",
+    "Normalize", "PackDetInputs", "Pad", "PadTransform", "RandomChoiceResize", "RandomResize",
+    "TestTimeAug", "PhotoMetricDistortion", "RandomApply", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomSaturation", "Resize",
     "ResizeScale", "ResizeShortestEdge", "ResizeTransform", "RotationTransform", "ToTensor", "Transform",
     "TransformList", "VFlipTransform", "apply_augmentations", "apply_geometry", "clip_boxes",

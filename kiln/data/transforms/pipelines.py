@@ -24,6 +24,7 @@ import numpy as np
 
 from kiln.registry import TRANSFORMS
 
+from .dialect import pipeline_dialect, prepare_steps
 from .transform import BlendTransform, ChannelPermuteTransform, HueSaturationTransform
 
 __all__ = [
@@ -48,15 +49,30 @@ DEFAULT_META_KEYS = ("filename", "ori_filename", "image_id", "ori_shape", "img_s
 class Compose:
     """Run steps in order; a step returning ``None`` rejects the sample (``Compose`` returns ``None``).
 
+    The step list is read as a whole first (:mod:`.dialect`): a pipeline written for MMDetection 3.x
+    (ending in ``PackDetInputs``) and one written for 2.x (ending in ``Collect``) each mean what they
+    meant there, and a list mixing both generations is refused.
+
     Args:
         transforms: config dicts (built from ``TRANSFORMS``) or callables.
         cfg_path: where these steps sit in the config (e.g. ``'data.train.pipeline'``), for errors.
+        dialect: ``'mmdet3'``/``'mmdet2'`` when the caller knows (steps nested in ``TestTimeAug``);
+            ``None`` reads it from the steps.
     """
 
-    def __init__(self, transforms: Sequence[Mapping | Callable], cfg_path: str = "pipeline") -> None:
+    def __init__(self, transforms: Sequence[Mapping | Callable], cfg_path: str = "pipeline",
+                 dialect: str | None = None) -> None:
         if isinstance(transforms, Mapping) or not isinstance(transforms, Sequence):
             raise TypeError(f"{cfg_path} must be a list of transform dicts or callables, got "
                             f"{type(transforms).__name__}")
+        detected = pipeline_dialect(transforms, cfg_path)
+        if dialect is not None and detected is not None and detected != dialect:
+            outer = {"mmdet2": "MMDetection 2.x (MultiScaleFlipAug)",
+                     "mmdet3": "MMDetection 3.x (TestTimeAug)"}
+            raise ValueError(f"{cfg_path}: these steps are written for {detected}, inside a {outer[dialect]} "
+                             "wrapper; write the wrapper and its steps in one generation.")
+        self.dialect = detected or dialect
+        transforms = prepare_steps(transforms, self.dialect, cfg_path)
         self.transforms: list[Callable] = []
         for i, t in enumerate(transforms):
             if isinstance(t, Mapping):
@@ -98,6 +114,38 @@ def read_image_file(path: str, flag: str = "color") -> np.ndarray:
     return imread(path, flag=flag)
 
 
+def check_backend(owner: str, key: str, args: Mapping | None) -> None:
+    """Refuse a storage backend other than local files (``backend_args``/``file_client_args``).
+
+    kiln reads local paths (and fsspec URIs through :func:`kiln.image.imread`); MMEngine's
+    petrel/memcached/lmdb/http clients are not available, and reading with a local reader what the
+    config says lives elsewhere would silently read the wrong thing.
+    """
+    if args is None:
+        return
+    if not isinstance(args, Mapping):
+        raise TypeError(f"{owner} {key} must be None or a dict, got {type(args).__name__}")
+    backend = args.get("backend", "local")
+    extra = sorted(set(args) - {"backend"})
+    if backend not in ("local", "disk") or extra:
+        raise ValueError(
+            f"{owner} {key}={dict(args)!r}: kiln reads local files only (backend 'local'/'disk' with no "
+            "other options); remote or mapped backends (petrel, memcached, lmdb, http, path_mapping) are "
+            f"not supported. Copy the data to a local folder and set {key}=None.")
+
+
+def _decode_pillow(path: str, flag: str) -> np.ndarray:
+    """Decode with Pillow as MMCV's 'pillow' backend does: colour images come back BGR."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if flag == "color":
+            return np.asarray(im.convert("RGB"))[..., ::-1].copy()
+        if flag == "grayscale":
+            return np.asarray(im.convert("L")).copy()
+        return np.asarray(im).copy()
+
+
 @TRANSFORMS.register_module()
 class LoadImageFromFile:
     """Read ``img_prefix/img_info['filename']`` into ``results['img']`` (BGR uint8, H x W x 3).
@@ -107,18 +155,27 @@ class LoadImageFromFile:
     Args:
         to_float32: convert to float32 right away (MM compatibility).
         color_type: ``'color'`` (3-channel BGR), ``'grayscale'`` or ``'unchanged'``.
+        imdecode_backend: ``'cv2'`` or ``'pillow'`` (MMDetection 3.x; others refused).
+        ignore_empty: a missing file rejects the sample (``None``) instead of raising (3.x).
+        backend_args / file_client_args: storage backend (3.x / 2.x spelling); local files only,
+            anything else is refused (:func:`check_backend`).
     """
 
     def __init__(self, to_float32: bool = False, color_type: str = "color",
-                 file_client_args: Mapping | None = None) -> None:
+                 file_client_args: Mapping | None = None, *, backend_args: Mapping | None = None,
+                 imdecode_backend: str = "cv2", ignore_empty: bool = False) -> None:
         if color_type not in ("color", "grayscale", "unchanged"):
             raise ValueError(f"LoadImageFromFile color_type must be 'color', 'grayscale' or 'unchanged', "
                              f"got {color_type!r}")
+        if imdecode_backend not in ("cv2", "pillow"):
+            raise ValueError(f"LoadImageFromFile imdecode_backend={imdecode_backend!r}: kiln decodes with "
+                             "'cv2' or 'pillow'; turbojpeg/tifffile are not available.")
+        check_backend("LoadImageFromFile", "file_client_args", file_client_args)
+        check_backend("LoadImageFromFile", "backend_args", backend_args)
         self.to_float32, self.color_type = to_float32, color_type
-        # file_client_args is accepted for MM configs; paths go through kiln.image/fsspec instead.
-        self.file_client_args = file_client_args
+        self.imdecode_backend, self.ignore_empty = imdecode_backend, ignore_empty
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict) -> dict | None:
         if "img_info" not in results or "filename" not in results["img_info"]:
             raise KeyError(f"LoadImageFromFile needs results['img_info']['filename']; got keys "
                            f"{sorted(results)}. The dataset must provide img_info (MM convention).")
@@ -126,8 +183,15 @@ class LoadImageFromFile:
         rel = results["img_info"]["filename"]
         filename = osp.join(prefix, rel) if prefix else rel
         try:
-            img = read_image_file(filename, self.color_type)
+            if self.imdecode_backend == "pillow":
+                if not osp.isfile(filename):
+                    raise FileNotFoundError(filename)
+                img = _decode_pillow(filename, self.color_type)
+            else:
+                img = read_image_file(filename, self.color_type)
         except FileNotFoundError:
+            if self.ignore_empty:
+                return None
             raise FileNotFoundError(
                 f"LoadImageFromFile could not read image '{filename}' (img_prefix={prefix!r}, "
                 f"filename={rel!r}): the file does not exist; check img_prefix and the annotation's "
@@ -143,7 +207,8 @@ class LoadImageFromFile:
         return results
 
     def __repr__(self) -> str:
-        return f"LoadImageFromFile(to_float32={self.to_float32}, color_type={self.color_type!r})"
+        return (f"LoadImageFromFile(to_float32={self.to_float32}, color_type={self.color_type!r}, "
+                f"imdecode_backend={self.imdecode_backend!r})")
 
 
 def _polygons_to_mask(polygons: Any, h: int, w: int) -> np.ndarray:
@@ -175,17 +240,42 @@ class LoadAnnotations:
         with_seg: load ``gt_semantic_seg`` (H x W class indices) from
             ``seg_prefix/ann_info['seg_map']``; geometric steps move it with nearest-neighbour
             resampling and ``Pad`` fills it with 255 (ignore).
+        empty_without_ann: results without ``ann_info`` (an image without annotations, e.g.
+            inference or a test-dev split) get empty ground truth instead of an error, as
+            MMDetection 3.x's ``LoadAnnotations`` does; :class:`Compose` turns it on in 3.x pipelines.
+        backend_args / file_client_args: local files only; box_type ``'hbox'`` only;
+            ``with_keypoints``/``reduce_zero_label``/other ``imdecode_backend`` are refused.
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
                  with_seg: bool = False, poly2mask: bool = True,
-                 file_client_args: Mapping | None = None) -> None:
+                 file_client_args: Mapping | None = None, *, backend_args: Mapping | None = None,
+                 box_type: str | None = "hbox", with_keypoints: bool = False,
+                 reduce_zero_label: bool = False, imdecode_backend: str = "cv2",
+                 empty_without_ann: bool = False) -> None:
+        self.empty_without_ann = empty_without_ann
+        check_backend("LoadAnnotations", "file_client_args", file_client_args)
+        check_backend("LoadAnnotations", "backend_args", backend_args)
+        if box_type not in ("hbox", None):
+            raise ValueError(f"LoadAnnotations box_type={box_type!r}: kiln's boxes are horizontal XYXY "
+                             "('hbox'); rotated/quadrilateral boxes are not implemented.")
+        if with_keypoints:
+            raise ValueError("LoadAnnotations with_keypoints=True: keypoints are not implemented in kiln; "
+                             "remove the key.")
+        if reduce_zero_label:
+            raise ValueError("LoadAnnotations reduce_zero_label=True is not implemented in kiln (label maps "
+                             "are read as stored); remove the key or relabel the maps.")
+        if imdecode_backend != "cv2":
+            raise ValueError(f"LoadAnnotations imdecode_backend={imdecode_backend!r}: kiln decodes label "
+                             "maps with cv2 only.")
         self.with_seg = with_seg
         self.with_bbox, self.with_label = with_bbox, with_label
         self.with_mask, self.poly2mask = with_mask, poly2mask
 
     def __call__(self, results: dict) -> dict:
         ann = results.get("ann_info")
+        if ann is None and self.empty_without_ann:
+            ann = dict(bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
         if ann is None:
             raise KeyError(f"LoadAnnotations needs results['ann_info'] (keys: {sorted(results)}); "
                            "test-mode datasets do not provide it, so drop LoadAnnotations from test "
@@ -199,6 +289,10 @@ class LoadAnnotations:
             if ignore is not None:
                 results["gt_bboxes_ignore"] = np.asarray(ignore, dtype=np.float32).reshape(-1, 4).copy()
                 results["bbox_fields"].append("gt_bboxes_ignore")
+                if self.with_label and ann.get("labels_ignore") is not None:
+                    # Kept in step with gt_bboxes_ignore (crops drop both) for PackDetInputs.
+                    labels_ignore = np.asarray(ann["labels_ignore"], np.int64).reshape(-1)
+                    results["gt_labels_ignore"] = labels_ignore.copy()
         if self.with_label:
             results["gt_labels"] = np.asarray(ann["labels"], dtype=np.int64).reshape(-1).copy()
         if self.with_mask:

@@ -1,5 +1,5 @@
-"""MM-style geometric pipeline steps: Resize, RandomFlip, Pad, RandomCrop, MinIoURandomCrop,
-MultiScaleFlipAug.
+"""MM-style geometric pipeline steps: Resize, RandomFlip, Pad, RandomCrop, MinIoURandomCrop
+(MMDetection 2.x and 3.x spellings; test-time wrappers are in :mod:`.pipelines_tta`).
 
 Every step decides *what* to do, builds the primitive
 :class:`~kiln.data.transforms.transform.Transform` for it, and hands it to :func:`apply_geometry`,
@@ -9,7 +9,6 @@ arithmetic beyond clipping/filtering, so the MM and Detectron2 styles share one 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +17,6 @@ import numpy as np
 from kiln.image.geometric import rescale_size as _image_rescale_size
 from kiln.registry import TRANSFORMS
 
-from .pipelines import Compose
 from .transform import (
     CropTransform,
     HFlipTransform,
@@ -30,8 +28,8 @@ from .transform import (
     clip_boxes,
 )
 
-__all__ = ["Resize", "RandomFlip", "Pad", "RandomCrop", "MinIoURandomCrop", "MultiScaleFlipAug",
-           "apply_geometry", "rescale_size"]
+__all__ = ["Resize", "RandomFlip", "Pad", "RandomCrop", "MinIoURandomCrop", "apply_geometry", "rescale_size",
+           "resize_results", "FLIP_DIRECTIONS", "as_scales"]
 
 
 def apply_geometry(results: dict, tfm: Transform, clip_shape: tuple[int, int] | None = None,
@@ -76,7 +74,7 @@ def rescale_size(w: int, h: int, scale: float | Sequence[int]) -> tuple[tuple[in
     return _image_rescale_size((w, h), scale, return_scale=True)
 
 
-def _as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
+def as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
     if img_scale is None:
         return []
     is_pair = isinstance(img_scale, (tuple, list)) and len(img_scale) == 2
@@ -90,27 +88,106 @@ def _as_scales(img_scale: Any, name: str) -> list[tuple[int, int]]:
     return scales
 
 
+def _spelling(step: str, mm2: Mapping[str, Any], mm3: Mapping[str, Any]) -> bool:
+    """Whether a step uses its MMDetection 3.x spelling; refuses a mix of both spellings."""
+    given2 = sorted(k for k, v in mm2.items() if v is not None)
+    given3 = sorted(k for k, v in mm3.items() if v is not None)
+    if given2 and given3:
+        raise ValueError(f"{step} mixes the MMDetection 2.x argument(s) {given2} with the 3.x argument(s) "
+                         f"{given3}; use one spelling (3.x: {sorted(mm3)}, 2.x: {sorted(mm2)}).")
+    return bool(given3)
+
+
+def resize_results(results: dict, scale: float | tuple[int, int], keep_ratio: bool, clip: bool = True,
+                   interpolation: str = "bilinear", compose: bool = False) -> dict:
+    """Resize the image and everything on it to ``scale`` (the one resize core of all Resize steps).
+
+    ``keep_ratio``: the largest size with long edge <= ``max(scale)`` and short edge <= ``min(scale)``
+    (a float ``scale`` multiplies both sides); otherwise exactly ``scale = (w, h)``. ``compose``:
+    multiply an earlier ``scale_factor`` in (MMDetection 3.x pipelines may resize twice; the factor
+    must still map to the original image).
+    """
+    img = results["img"]
+    h, w = img.shape[:2]
+    if keep_ratio:
+        (new_w, new_h), _ = rescale_size(w, h, scale)
+    elif isinstance(scale, float):
+        new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    else:
+        new_w, new_h = int(scale[0]), int(scale[1])
+    tfm = ResizeTransform(h, w, new_h, new_w, interpolation)
+    apply_geometry(results, tfm, (new_h, new_w) if clip else None)
+    factor = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
+    if compose and isinstance(results.get("scale_factor"), np.ndarray):
+        factor = factor * results["scale_factor"]
+    results["scale"] = scale
+    results["img_shape"] = results["img"].shape
+    results["pad_shape"] = results["img"].shape
+    results["scale_factor"] = factor
+    results["keep_ratio"] = keep_ratio
+    return results
+
+
+def _pair(value: Any, name: str, cast: type) -> tuple | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (cast(value), cast(value))
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (cast(value[0]), cast(value[1]))
+    raise ValueError(f"{name} must be a number or a (w, h) pair, got {value!r}")
+
+
 @TRANSFORMS.register_module()
 class Resize:
-    """Resize the image (and everything on it) to a scale chosen from ``img_scale``.
+    """Resize the image (and everything on it); MMDetection 2.x and 3.x spellings.
 
-    Args:
+    3.x spelling (``Resize(scale=(1333, 800), keep_ratio=True)``):
+        scale: ``(w, h)`` target (an int means a square); or instead ``scale_factor`` (a float or a
+            ``(w, h)`` pair multiplying the current size).
+        keep_ratio: default ``False`` as in MMDetection 3.x (resize to exactly ``scale``).
+        clip_object_border: clip boxes to the resized image.
+        The step resizes whatever ran before (no ``override`` needed); ``scale_factor`` in the
+        results keeps mapping to the original image.
+
+    2.x spelling (``Resize(img_scale=(1333, 800), keep_ratio=True)``):
         img_scale: a ``(w, h)``/``(long, short)`` pair or a list of them. Inside
             :class:`MultiScaleFlipAug` leave it ``None``: the wrapper sets ``results['scale']``.
         multiscale_mode: with several scales, ``'range'`` samples long/short edges uniformly
             between the extremes (needs exactly two scales), ``'value'`` picks one scale.
         ratio_range: ``(min, max)``: multiply the single ``img_scale`` by a random ratio.
-        keep_ratio: keep the aspect ratio (long edge <= ``max(scale)``, short edge <=
-            ``min(scale)``); otherwise resize to exactly ``scale = (w, h)``.
+        keep_ratio: default ``True`` as in MMDetection 2.x.
         bbox_clip_border: clip boxes to the resized image.
-        interpolation: cv2 interpolation name for images.
+        override: allow resizing an already resized image.
+
+    Both: ``interpolation`` (cv2 name), ``backend`` (``'cv2'`` only). Mixing the spellings is an error.
     """
 
-    def __init__(self, img_scale: Any = None, multiscale_mode: str = "range",
-                 ratio_range: Sequence[float] | None = None, keep_ratio: bool = True,
-                 bbox_clip_border: bool = True, interpolation: str = "bilinear",
-                 override: bool = False) -> None:
-        self.img_scale = _as_scales(img_scale, "Resize img_scale")
+    def __init__(self, img_scale: Any = None, multiscale_mode: str | None = None,
+                 ratio_range: Sequence[float] | None = None, keep_ratio: bool | None = None,
+                 bbox_clip_border: bool | None = None, interpolation: str = "bilinear",
+                 override: bool | None = None, backend: str = "cv2", *, scale: Any = None,
+                 scale_factor: float | Sequence[float] | None = None,
+                 clip_object_border: bool | None = None) -> None:
+        self.mmdet3 = _spelling(
+            "Resize", dict(img_scale=img_scale, multiscale_mode=multiscale_mode, ratio_range=ratio_range,
+                           override=override, bbox_clip_border=bbox_clip_border),
+            dict(scale=scale, scale_factor=scale_factor, clip_object_border=clip_object_border))
+        if backend != "cv2":
+            raise ValueError(f"Resize backend={backend!r}: kiln resizes with cv2 only; remove backend= "
+                             "or set backend='cv2'.")
+        self.interpolation = interpolation
+        if self.mmdet3:
+            if (scale is None) == (scale_factor is None):
+                raise ValueError(f"Resize needs exactly one of scale or scale_factor, got scale={scale!r}, "
+                                 f"scale_factor={scale_factor!r}")
+            self.scale = _pair(scale, "Resize scale", int)
+            self.scale_factor = _pair(scale_factor, "Resize scale_factor", float)
+            self.keep_ratio = bool(keep_ratio) if keep_ratio is not None else False
+            self.clip = clip_object_border if clip_object_border is not None else True
+            return
+        multiscale_mode = multiscale_mode or "range"
+        self.img_scale = as_scales(img_scale, "Resize img_scale")
         if multiscale_mode not in ("range", "value"):
             raise ValueError(f"Resize multiscale_mode must be 'range' or 'value', got {multiscale_mode!r}")
         if ratio_range is not None and len(self.img_scale) != 1:
@@ -119,8 +196,14 @@ class Resize:
             raise ValueError(f"Resize multiscale_mode='range' takes two scales (the extremes), got "
                              f"{len(self.img_scale)}; use multiscale_mode='value' to pick from a list")
         self.multiscale_mode, self.ratio_range = multiscale_mode, ratio_range
-        self.keep_ratio, self.bbox_clip_border = keep_ratio, bbox_clip_border
-        self.interpolation, self.override = interpolation, override
+        self.keep_ratio = keep_ratio if keep_ratio is not None else True
+        self.clip = bbox_clip_border if bbox_clip_border is not None else True
+        self.override = bool(override)
+
+    @property
+    def bbox_clip_border(self) -> bool:
+        """Whether boxes are clipped to the resized image (both spellings)."""
+        return self.clip
 
     def _random_scale(self) -> tuple[int, int]:
         if self.ratio_range is not None:
@@ -138,6 +221,14 @@ class Resize:
         return int(long_edge), int(short_edge)
 
     def __call__(self, results: dict) -> dict:
+        if self.mmdet3:
+            if self.scale is not None:
+                target: Any = self.scale
+            else:
+                h, w = results["img"].shape[:2]
+                target = (int(w * self.scale_factor[0] + 0.5), int(h * self.scale_factor[1] + 0.5))
+            return resize_results(results, target, self.keep_ratio, self.clip, self.interpolation,
+                                  compose=True)
         if isinstance(results.get("scale_factor"), np.ndarray):
             if not self.override:
                 raise RuntimeError("Resize: the image was already resized (scale_factor is set); pass "
@@ -145,8 +236,6 @@ class Resize:
             # A second resize picks its own scale; scale_factor then describes the last resize only.
             results.pop("scale", None)
             results.pop("scale_factor")
-        img = results["img"]
-        h, w = img.shape[:2]
         if "scale" in results:
             scale = results["scale"]
         elif isinstance(results.get("scale_factor"), (int, float)):
@@ -156,27 +245,17 @@ class Resize:
         else:
             raise ValueError("Resize has no img_scale and results has no 'scale'; set img_scale, or put "
                              "Resize inside MultiScaleFlipAug(img_scale=...).")
-        if self.keep_ratio:
-            (new_w, new_h), _ = rescale_size(w, h, scale)
-        elif isinstance(scale, float):
-            new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
-        else:
-            new_w, new_h = scale
-        tfm = ResizeTransform(h, w, new_h, new_w, self.interpolation)
-        apply_geometry(results, tfm, (new_h, new_w) if self.bbox_clip_border else None)
-        results["scale"] = scale
-        results["img_shape"] = results["img"].shape
-        results["pad_shape"] = results["img"].shape
-        results["scale_factor"] = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
-        results["keep_ratio"] = self.keep_ratio
-        return results
+        return resize_results(results, scale, self.keep_ratio, self.clip, self.interpolation)
 
     def __repr__(self) -> str:
+        if self.mmdet3:
+            return (f"Resize(scale={self.scale}, scale_factor={self.scale_factor}, "
+                    f"keep_ratio={self.keep_ratio}, clip_object_border={self.clip})")
         return (f"Resize(img_scale={self.img_scale}, multiscale_mode={self.multiscale_mode!r}, "
                 f"ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})")
 
 
-_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
 
 
 def _flip_transform(direction: str, h: int, w: int) -> Transform:
@@ -189,19 +268,31 @@ def _flip_transform(direction: str, h: int, w: int) -> Transform:
 
 @TRANSFORMS.register_module()
 class RandomFlip:
-    """Flip with probability ``flip_ratio`` in ``direction`` (``'horizontal'``, ``'vertical'``,
-    ``'diagonal'``, or a list with one ratio each / one ratio shared). Inside
-    :class:`MultiScaleFlipAug` the wrapper's ``flip``/``flip_direction`` decide."""
+    """Flip with a probability in ``direction`` (``'horizontal'``, ``'vertical'``, ``'diagonal'``, or a
+    list with one probability each / one probability shared equally).
+
+    The probability is ``prob`` (MMDetection 3.x spelling: every call draws) or ``flip_ratio`` (2.x:
+    inside :class:`MultiScaleFlipAug` the wrapper's ``flip``/``flip_direction`` decide). Mixing the two
+    spellings is an error. ``swap_seg_labels`` (3.x, label maps) is not implemented and refused.
+    """
 
     def __init__(self, flip_ratio: float | Sequence[float] | None = None,
-                 direction: str | Sequence[str] = "horizontal") -> None:
+                 direction: str | Sequence[str] = "horizontal", *,
+                 prob: float | Sequence[float] | None = None, swap_seg_labels: Any = None) -> None:
+        self.mmdet3 = _spelling("RandomFlip", dict(flip_ratio=flip_ratio),
+                                dict(prob=prob, swap_seg_labels=swap_seg_labels))
+        if swap_seg_labels is not None:
+            raise ValueError(f"RandomFlip swap_seg_labels={swap_seg_labels!r}: swapping label-map classes "
+                             "on flip is not implemented in kiln; remove the key.")
+        if self.mmdet3:
+            flip_ratio = prob
         directions = [direction] if isinstance(direction, str) else list(direction)
         for d in directions:
-            if d not in _DIRECTIONS:
-                raise ValueError(f"RandomFlip direction must be one of {_DIRECTIONS}, got {d!r}")
+            if d not in FLIP_DIRECTIONS:
+                raise ValueError(f"RandomFlip direction must be one of {FLIP_DIRECTIONS}, got {d!r}")
         if isinstance(flip_ratio, (list, tuple)):
             if len(flip_ratio) != len(directions):
-                raise ValueError(f"RandomFlip got {len(flip_ratio)} flip ratios for "
+                raise ValueError(f"RandomFlip got {len(flip_ratio)} flip probabilities for "
                                  f"{len(directions)} directions")
             ratios = [float(r) for r in flip_ratio]
         elif flip_ratio is None:
@@ -209,19 +300,22 @@ class RandomFlip:
         else:
             ratios = [float(flip_ratio) / len(directions)] * len(directions)
         if ratios and not (all(0 <= r <= 1 for r in ratios) and sum(ratios) <= 1 + 1e-9):
-            raise ValueError(f"RandomFlip flip ratios must be in [0, 1] and sum to at most 1, "
+            raise ValueError(f"RandomFlip flip probabilities must be in [0, 1] and sum to at most 1, "
                              f"got {flip_ratio!r}")
         self.flip_ratio, self.directions, self._ratios = flip_ratio, directions, ratios
 
+    def _draw(self, results: dict) -> None:
+        if not self._ratios:
+            results["flip"], results["flip_direction"] = False, None
+            return
+        options = self.directions + [None]
+        probs = self._ratios + [max(0.0, 1.0 - sum(self._ratios))]
+        choice = options[np.random.choice(len(options), p=np.asarray(probs) / sum(probs))]
+        results["flip"], results["flip_direction"] = choice is not None, choice
+
     def __call__(self, results: dict) -> dict:
-        if "flip" not in results:
-            if not self._ratios:
-                results["flip"], results["flip_direction"] = False, None
-            else:
-                options = self.directions + [None]
-                probs = self._ratios + [max(0.0, 1.0 - sum(self._ratios))]
-                choice = options[np.random.choice(len(options), p=np.asarray(probs) / sum(probs))]
-                results["flip"], results["flip_direction"] = choice is not None, choice
+        if self.mmdet3 or "flip" not in results:
+            self._draw(results)
         elif "flip_direction" not in results:
             results["flip_direction"] = self.directions[0] if results["flip"] else None
         if results["flip"]:
@@ -230,38 +324,71 @@ class RandomFlip:
         return results
 
     def __repr__(self) -> str:
-        return f"RandomFlip(flip_ratio={self.flip_ratio}, direction={self.directions})"
+        key = "prob" if self.mmdet3 else "flip_ratio"
+        return f"RandomFlip({key}={self.flip_ratio}, direction={self.directions})"
+
+
+def _axis_order(step: str, axis_order: str) -> str:
+    if axis_order not in ("hw", "wh"):
+        raise ValueError(f"{step} axis_order must be 'hw' (MMDetection 2.x) or 'wh' (3.x), "
+                         f"got {axis_order!r}")
+    return axis_order
 
 
 @TRANSFORMS.register_module()
 class Pad:
-    """Pad bottom/right to ``size`` ``(h, w)`` or to multiples of ``size_divisor``.
+    """Pad bottom/right to a fixed ``size``, to a square (``pad_to_square``) and/or to multiples of
+    ``size_divisor`` (applied last, to the fixed or square size when one is given).
 
-    ``pad_val`` is a number (images; masks 0, label maps 255) or ``dict(img=, masks=, seg=)``.
-    Sets ``pad_shape``, ``pad_fixed_size``, ``pad_size_divisor``.
+    ``size`` is ``(h, w)`` in MMDetection 2.x pipelines and ``(w, h)`` in 3.x ones: ``axis_order``
+    (``'hw'``/``'wh'``) says which; :class:`Compose` sets it from the pipeline's generation
+    (:mod:`.dialect`). ``pad_val`` is a number (images; masks 0, label maps 255) or
+    ``dict(img=, masks=, seg=)``. ``padding_mode`` is ``'constant'`` only (edge/reflect padding is
+    refused). Sets ``pad_shape``, ``pad_fixed_size``, ``pad_size_divisor``.
     """
 
     def __init__(self, size: Sequence[int] | None = None, size_divisor: int | None = None,
-                 pad_val: float | Mapping = 0) -> None:
-        if (size is None) == (size_divisor is None):
-            raise ValueError(f"Pad needs exactly one of size or size_divisor, got size={size!r}, "
-                             f"size_divisor={size_divisor!r}")
-        self.size, self.size_divisor = (tuple(size) if size is not None else None), size_divisor
+                 pad_val: float | Mapping = 0, pad_to_square: bool = False, padding_mode: str = "constant",
+                 axis_order: str = "hw") -> None:
+        if size is None and size_divisor is None and not pad_to_square:
+            raise ValueError("Pad needs exactly one of size or size_divisor (or pad_to_square=True); got "
+                             "none of them")
+        if axis_order == "hw" and size is not None and size_divisor is not None:
+            # MMDetection 2.x takes one or the other; 3.x rounds the fixed size up to the divisor.
+            raise ValueError(f"Pad (MMDetection 2.x pipeline) needs exactly one of size or size_divisor, "
+                             f"got size={size!r}, size_divisor={size_divisor!r}")
+        if pad_to_square and size is not None:
+            raise ValueError(f"Pad pad_to_square=True decides the size itself; remove size={size!r}")
+        if padding_mode != "constant":
+            raise ValueError(f"Pad padding_mode={padding_mode!r}: kiln pads with a constant only; remove "
+                             "padding_mode or set it to 'constant'.")
+        self.axis_order = _axis_order("Pad", axis_order)
+        if size is not None:
+            pair = _pair(size, "Pad size", int)
+            size = pair if axis_order == "hw" else (pair[1], pair[0])  # kept as (h, w)
+        self.size, self.size_divisor, self.pad_to_square = size, size_divisor, pad_to_square
         if isinstance(pad_val, Mapping):
-            self.pad_val = dict(img=0, masks=0, seg=255, **pad_val)
+            unknown = sorted(set(pad_val) - {"img", "masks", "seg"})
+            if unknown:
+                raise ValueError(f"Pad pad_val has unknown keys {unknown}; it takes img, masks, seg")
+            self.pad_val = dict(dict(img=0, masks=0, seg=255), **pad_val)
         else:
             self.pad_val = dict(img=pad_val, masks=0, seg=255)
 
     def __call__(self, results: dict) -> dict:
         h, w = results["img"].shape[:2]
-        if self.size is not None:
+        if self.pad_to_square:
+            th = tw = max(h, w)
+        elif self.size is not None:
             th, tw = self.size
             if th < h or tw < w:
-                raise ValueError(f"Pad size {self.size} is smaller than the image {h}x{w}; use a larger "
-                                 "size or a crop step before Pad.")
+                raise ValueError(f"Pad size (h, w)={self.size} is smaller than the image {h}x{w}; use a "
+                                 "larger size or a crop step before Pad.")
         else:
+            th, tw = h, w
+        if self.size_divisor is not None:
             d = self.size_divisor
-            th, tw = -(-h // d) * d, -(-w // d) * d
+            th, tw = -(-th // d) * d, -(-tw // d) * d
         # Instance masks (mask_fields) pad with pad_val['masks'], label maps (seg_fields) with 'seg'.
         tfm = PadTransform(0, 0, tw - w, th - h, orig_w=w, orig_h=h, pad_value=self.pad_val["img"],
                            seg_pad_value=self.pad_val["masks"])
@@ -273,7 +400,8 @@ class Pad:
         return results
 
     def __repr__(self) -> str:
-        return f"Pad(size={self.size}, size_divisor={self.size_divisor}, pad_val={self.pad_val})"
+        return (f"Pad(size(h, w)={self.size}, size_divisor={self.size_divisor}, "
+                f"pad_to_square={self.pad_to_square}, pad_val={self.pad_val})")
 
 
 def _crop_and_filter(results: dict, tfm: CropTransform, clip: bool, keep: np.ndarray | None = None) -> bool:
@@ -296,6 +424,8 @@ def _crop_and_filter(results: dict, tfm: CropTransform, clip: bool, keep: np.nda
             for mkey in results.get("mask_fields", []):
                 m = results[mkey]
                 results[mkey] = m[valid] if isinstance(m, np.ndarray) else [p for p, v in zip(m, valid) if v]
+        elif key == "gt_bboxes_ignore" and "gt_labels_ignore" in results:
+            results["gt_labels_ignore"] = results["gt_labels_ignore"][valid]
     results["img_shape"] = results["img"].shape
     results["pad_shape"] = results["img"].shape
     return survived
@@ -309,21 +439,37 @@ class RandomCrop:
 
     Args:
         crop_size: ``(h, w)``; for ``'relative'``/``'relative_range'`` fractions of the image,
-            for ``'absolute_range'`` the ``(min, max)`` side in pixels.
+            for ``'absolute_range'`` the ``(min, max)`` side in pixels. MMDetection 3.x writes
+            ``'absolute'``/``'relative'`` sizes as ``(w, h)``: ``axis_order='wh'`` says so
+            (:class:`Compose` sets it in 3.x pipelines, see :mod:`.dialect`).
+        recompute_bbox: after the crop, set each box to the extent of its (bitmap) instance mask, as
+            MMDetection does; without masks there is nothing to recompute from and boxes stay clipped.
     """
 
     def __init__(self, crop_size: Sequence[float], crop_type: str = "absolute",
-                 allow_negative_crop: bool = False, bbox_clip_border: bool = True) -> None:
+                 allow_negative_crop: bool = False, bbox_clip_border: bool = True,
+                 recompute_bbox: bool = False, axis_order: str = "hw") -> None:
         from .augmentation import RandomCrop as _CropPolicy
 
-        self.crop_size, self.crop_type = tuple(crop_size), crop_type
+        self.recompute_bbox = bool(recompute_bbox)
+        self.axis_order = _axis_order("RandomCrop", axis_order)
+        crop_size = tuple(crop_size)
+        if axis_order == "wh" and crop_type in ("absolute", "relative") and len(crop_size) == 2:
+            crop_size = (crop_size[1], crop_size[0])  # kept as (h, w)
+        self.crop_size, self.crop_type = crop_size, crop_type
         self._policy = _CropPolicy(crop_type, crop_size)  # one crop-size rule for both styles
         self.allow_negative_crop, self.bbox_clip_border = allow_negative_crop, bbox_clip_border
 
     def __call__(self, results: dict) -> dict | None:
         img = results["img"]
         h, w = img.shape[:2]
-        ch, cw = self._policy.get_crop_size((h, w))
+        if self.crop_type == "absolute_range":
+            # MMDetection clamps both bounds to the image (Detectron2's policy refuses a small image).
+            lo, hi = int(self.crop_size[0]), int(self.crop_size[1])
+            ch = int(np.random.randint(min(h, lo), min(h, hi) + 1))
+            cw = int(np.random.randint(min(w, lo), min(w, hi) + 1))
+        else:
+            ch, cw = self._policy.get_crop_size((h, w))
         y0 = np.random.randint(0, h - ch + 1)
         x0 = np.random.randint(0, w - cw + 1)
         tfm = CropTransform(x0, y0, cw, ch, orig_w=w, orig_h=h)
@@ -331,11 +477,28 @@ class RandomCrop:
         survived = _crop_and_filter(results, tfm, self.bbox_clip_border)
         if had_boxes and not survived and not self.allow_negative_crop:
             return None
+        if self.recompute_bbox and results.get("mask_fields"):
+            _boxes_from_masks(results)
         return results
 
     def __repr__(self) -> str:
         return (f"RandomCrop(crop_size={self.crop_size}, crop_type={self.crop_type!r}, "
                 f"allow_negative_crop={self.allow_negative_crop})")
+
+
+def _boxes_from_masks(results: dict) -> None:
+    """Set ``gt_bboxes`` to the pixel extent of each bitmap mask in ``gt_masks`` (empty mask: zeros)."""
+    masks = results.get("gt_masks")
+    if not isinstance(masks, np.ndarray):
+        raise ValueError("RandomCrop recompute_bbox=True recomputes boxes from bitmap masks; these masks are "
+                         "polygons (LoadAnnotations poly2mask=False). Set poly2mask=True or remove "
+                         "recompute_bbox.")
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    results["gt_bboxes"] = boxes
 
 
 def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -401,58 +564,3 @@ class MinIoURandomCrop:
 
     def __repr__(self) -> str:
         return f"MinIoURandomCrop(min_ious={self.min_ious}, min_crop_size={self.min_crop_size})"
-
-
-@TRANSFORMS.register_module()
-class MultiScaleFlipAug:
-    """Test-time augmentation: run ``transforms`` once per (scale, flip) combination and return
-    each output key as a list, one entry per combination (scales outer, flips inner).
-
-    Args:
-        transforms: the inner pipeline; its Resize/RandomFlip take scale/flip from here.
-        img_scale: a ``(w, h)`` pair or list of pairs; or instead ``scale_factor`` (float or list).
-        flip: also run flipped versions, in each of ``flip_direction``.
-    """
-
-    def __init__(self, transforms: Sequence[Mapping], img_scale: Any = None,
-                 scale_factor: float | Sequence[float] | None = None, flip: bool = False,
-                 flip_direction: str | Sequence[str] = "horizontal") -> None:
-        if (img_scale is None) == (scale_factor is None):
-            raise ValueError("MultiScaleFlipAug needs exactly one of img_scale or scale_factor")
-        self.transforms = Compose(transforms, cfg_path="MultiScaleFlipAug.transforms")
-        if img_scale is not None:
-            self.scales: list[Any] = _as_scales(img_scale, "MultiScaleFlipAug img_scale")
-            self.scale_key = "scale"
-        else:
-            self.scales = [float(s) for s in (scale_factor if isinstance(scale_factor, (list, tuple))
-                                               else [scale_factor])]
-            self.scale_key = "scale_factor"
-        self.flip = flip
-        self.flip_direction = [flip_direction] if isinstance(flip_direction, str) else list(flip_direction)
-        for d in self.flip_direction:
-            if d not in _DIRECTIONS:
-                raise ValueError(f"MultiScaleFlipAug flip_direction must be in {_DIRECTIONS}, got {d!r}")
-
-    def __call__(self, results: dict) -> dict:
-        combos = [(False, None)] + ([(True, d) for d in self.flip_direction] if self.flip else [])
-        outputs: dict[str, list] = {}
-        for scale in self.scales:
-            for flip, direction in combos:
-                r = copy.copy(results)  # shallow: steps replace values, they never mutate them in place
-                for key in ("img_fields", "bbox_fields", "mask_fields", "seg_fields"):
-                    if key in r:
-                        r[key] = list(r[key])
-                r[self.scale_key] = scale
-                r["flip"], r["flip_direction"] = flip, direction
-                out = self.transforms(r)
-                if out is None:
-                    raise RuntimeError("A step inside MultiScaleFlipAug rejected the sample; test-time "
-                                       "pipelines must not drop images.")
-                for key, value in out.items():
-                    outputs.setdefault(key, []).append(value)
-        return outputs
-
-    def __repr__(self) -> str:
-        return (f"MultiScaleFlipAug(transforms={self.transforms!r}, {self.scale_key}={self.scales}, "
-                f"flip={self.flip}, flip_direction={self.flip_direction})")
-
