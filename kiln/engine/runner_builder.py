@@ -85,15 +85,14 @@ def _build_dataset(ds_cfg: Any, test_mode: bool, where: str) -> Any:
 class _LoaderFactory:
     """Builds canonical loader configs; equal configs give the same loader (one shared data stream)."""
 
-    _KEYS = ("batch_size", "num_workers", "dataset", "sampler")
-
     def __init__(self, kind: str | None, seed: int | None) -> None:
         self.kind, self.seed = kind, seed
         self._built: list[tuple[Any, tuple[Any, Any]]] = []
 
     def build(self, loader_cfg: Mapping[str, Any], where: str, test_mode: bool, shuffle: bool) -> tuple:
-        """``(dataset, loader)`` for ``dict(batch_size, num_workers, dataset, sampler=dict(shuffle))``."""
-        from kiln.data import build_dataloader
+        """``(dataset, loader)`` for an MMEngine dataloader dict (``kiln.data.build_dataloader_from_cfg``
+        reads and checks every key); ``shuffle`` marks the training loader."""
+        from kiln.data import build_dataloader_from_cfg
 
         loader_cfg = plain(loader_cfg)
         key = (loader_cfg, test_mode, shuffle)
@@ -103,23 +102,14 @@ class _LoaderFactory:
         if "dataset" not in loader_cfg:
             raise KeyError(f"{where} has no 'dataset'; write {where}=dict(batch_size=2, num_workers=2, "
                            f"dataset=dict(type=..., ...)).")
-        extra = sorted(k for k in loader_cfg if k not in self._KEYS)
-        if extra:
-            raise KeyError(f"{where} has keys kiln's loader builder does not take: {extra}; it reads "
-                           f"{', '.join(self._KEYS)}.")
-        sampler = dict(loader_cfg.get("sampler") or {})
-        sampler.pop("type", None)  # DefaultSampler / InfiniteSampler: chosen from the loop kind
-        shuffle = bool(sampler.pop("shuffle", shuffle))
-        if sampler:
-            raise KeyError(f"{where}.sampler has keys kiln does not take: {sorted(sampler)} (only shuffle).")
         ds = _build_dataset(loader_cfg["dataset"], test_mode, f"{where}.dataset")
-        loader = build_dataloader(
-            ds,
-            samples_per_gpu=loader_cfg.get("batch_size", 1),
-            workers_per_gpu=loader_cfg.get("num_workers", 0),
-            shuffle=shuffle,
-            seed=self.seed,
-            runner_type="IterBasedRunner" if self.kind == "iter" else "EpochBasedRunner",
+        grouping = None if "batch_sampler" in loader_cfg else (shuffle and hasattr(ds, "flag"))
+        loader = build_dataloader_from_cfg(
+            loader_cfg, ds, training=shuffle, infinite=shuffle and self.kind == "iter", seed=self.seed,
+            where=where,
+            # 3.x configs say batch_sampler=AspectRatioBatchSampler when they group; 2.x-translated and
+            # kiln loader dicts group as MMDetection 2.x's GroupSampler did (datasets with a `flag`).
+            aspect_ratio_grouping=grouping,
         )
         self._built.append((key, (ds, loader)))
         return ds, loader
