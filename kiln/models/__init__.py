@@ -4,7 +4,7 @@ Importing this package registers every component in ``MODELS`` / ``TASK_UTILS`` 
 it lazily on first lookup). It imports torch, so ``import kiln`` must not import it eagerly.
 """
 
-from . import backbones, dense_heads, detectors, losses, necks, roi_heads, task_modules
+from . import backbones, data_preprocessors, dense_heads, detectors, losses, necks, roi_heads, task_modules
 from .backbones import Backbone, ResNet
 from .builder import build_backbone, build_detector, build_head, build_loss, build_neck
 from .dense_heads import AnchorHead, RetinaHead, RPNHead
@@ -34,6 +34,7 @@ __all__ = [
     "SingleStageDetector",
     "TwoStageDetector",
     "backbones",
+    "data_preprocessors",
     "build_backbone",
     "build_detector",
     "build_head",

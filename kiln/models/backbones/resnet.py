@@ -7,6 +7,7 @@ torchvision ImageNet checkpoints load without renaming.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,16 +20,51 @@ from kiln.structures import ShapeSpec
 
 from ..layers import build_norm_layer, is_norm
 from .base import Backbone
-from .pretrained import convert_resnet_state_dict, load_checkpoint_state_dict, resolve_pretrained
+from .pretrained import (
+    convert_resnet_state_dict,
+    load_checkpoint_state_dict,
+    pretrained_from_init_cfg,
+    resolve_pretrained,
+)
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNeXt", "refuse_unsupported"]
 
 logger = logging.getLogger(__name__)
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     pad = dilation * (k - 1) // 2
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False)
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=False)
+
+
+# What kiln's ResNet cannot build, and why: named in the refusal so a user knows it is a missing
+# feature, not a typo (MMDetection's DCN/plugins need custom CUDA ops or extra modules).
+_UNSUPPORTED = {
+    "dcn": "deformable convolution (DCN) is not implemented",
+    "stage_with_dcn": "deformable convolution (DCN) is not implemented",
+    "plugins": "block plugins (GeneralizedAttention, ContextBlock/GCB, NonLocal2d...) are not implemented",
+    "conv_cfg": "only plain convolutions are implemented (no ConvWS / weight standardisation)",
+    "deep_stem": "the deep (3×conv) stem of ResNetV1c/V1d is not implemented",
+    "avg_down": "average-pool downsampling (ResNetV1d) is not implemented",
+    "contract_dilation": "contracted dilation is not implemented",
+}
+
+
+def refuse_unsupported(owner: str, **values: Any) -> None:
+    """Raise a clear error for a backbone option kiln cannot honour (any value other than the default)."""
+    for key, value in values.items():
+        if value not in (None, False):
+            raise NotImplementedError(
+                f"model.backbone ({owner}): {key}={value!r} is not supported: {_UNSUPPORTED[key]}. "
+                f"kiln's {owner} implements depth, groups/base_width (ResNeXt), strides, dilations, "
+                "style, norm_cfg, frozen_stages, norm_eval, with_cp and pretrained/init_cfg; remove "
+                f"{key} (or set it to its default) to build this model."
+            )
+
+
+def _mark_loaded(module: nn.Module, incompatible: Any) -> None:
+    # A full state dict loaded over the backbone (checkpoint, resume) supersedes `pretrained`.
+    module.pretrained_loaded = True
 
 
 class BasicBlock(nn.Module):
@@ -91,14 +127,19 @@ class Bottleneck(nn.Module):
         style: str = "pytorch",
         norm_cfg: Mapping[str, Any] | None = None,
         with_cp: bool = False,
+        groups: int = 1,
+        base_width: int = 4,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         s1, s2 = (1, stride) if style == "pytorch" else (stride, 1)
-        self.conv1 = _conv(inplanes, planes, 1, s1)
-        self.bn1 = build_norm_layer(norm_cfg, planes)
-        self.conv2 = _conv(planes, planes, 3, s2, dilation)
-        self.bn2 = build_norm_layer(norm_cfg, planes)
-        self.conv3 = _conv(planes, planes * self.expansion, 1)
+        # ResNeXt: the 3×3 conv is grouped and `groups` times `base_width/base_channels` as wide.
+        width = planes if groups == 1 else math.floor(planes * base_width / base_channels) * groups
+        self.conv1 = _conv(inplanes, width, 1, s1)
+        self.bn1 = build_norm_layer(norm_cfg, width)
+        self.conv2 = _conv(width, width, 3, s2, dilation, groups)
+        self.bn2 = build_norm_layer(norm_cfg, width)
+        self.conv3 = _conv(width, planes * self.expansion, 1)
         self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
@@ -180,8 +221,26 @@ class ResNet(Backbone):
         zero_init_residual: bool = True,
         pretrained: str | None = None,
         init_cfg: Mapping[str, Any] | None = None,
+        dcn: Mapping[str, Any] | None = None,
+        stage_with_dcn: Sequence[bool] = (False, False, False, False),
+        plugins: Sequence[Mapping[str, Any]] | None = None,
+        conv_cfg: Mapping[str, Any] | None = None,
+        deep_stem: bool = False,
+        avg_down: bool = False,
+        contract_dilation: bool = False,
     ) -> None:
         super().__init__()
+        refuse_unsupported(
+            type(self).__name__,
+            dcn=dcn,
+            stage_with_dcn=any(stage_with_dcn),
+            plugins=plugins,
+            conv_cfg=conv_cfg,
+            deep_stem=deep_stem,
+            avg_down=avg_down,
+            contract_dilation=contract_dilation and any(d > 1 for d in dilations),
+        )
+        self.base_channels = base_channels
         if depth not in self.arch_settings:
             raise KeyError(
                 f"ResNet depth={depth!r} is not supported; choose one of {sorted(self.arch_settings)}."
@@ -203,13 +262,7 @@ class ResNet(Backbone):
             raise ValueError(
                 f"ResNet frozen_stages={frozen_stages} must be in [-1, num_stages={num_stages}]."
             )
-        if init_cfg is not None and pretrained is None:
-            if init_cfg.get("type") != "Pretrained" or "checkpoint" not in init_cfg:
-                raise ValueError(
-                    f"ResNet init_cfg={dict(init_cfg)!r}: only dict(type='Pretrained', "
-                    "checkpoint=...) is supported."
-                )
-            pretrained = init_cfg["checkpoint"]
+        pretrained = pretrained_from_init_cfg(init_cfg, pretrained, type(self).__name__)
         norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
         self.depth = depth
         self.num_stages = num_stages
@@ -220,6 +273,9 @@ class ResNet(Backbone):
         self.norm_eval = norm_eval
         self.zero_init_residual = zero_init_residual
         self.pretrained = pretrained
+        # Set once init_weights() has loaded `pretrained` (or a state dict was loaded over it).
+        self.pretrained_loaded = False
+        self.register_load_state_dict_post_hook(_mark_loaded)
 
         block, stage_blocks = self.arch_settings[depth]
         stem_channels = stem_channels or base_channels
@@ -246,10 +302,17 @@ class ResNet(Backbone):
         for i in range(num_stages):
             stride *= strides[i]
             self._out_strides.append(stride)
-        self.init_weights()
+        # Random initialisation only: the build never reads files. `pretrained` is loaded by
+        # init_weights(), which the runner calls when training starts (MMDetection's order).
+        self._random_init()
+        self._freeze_stages()
 
-    @staticmethod
+    def _block_kwargs(self) -> dict[str, Any]:
+        """Extra arguments of every residual block (ResNeXt adds its grouped-conv width)."""
+        return {}
+
     def _make_layer(
+        self,
         block: type,
         inplanes: int,
         planes: int,
@@ -266,10 +329,11 @@ class ResNet(Backbone):
                 nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 build_norm_layer(norm_cfg, planes * block.expansion),
             )
-        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp)]
+        extra = self._block_kwargs()
+        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp, **extra)]
         for _ in range(1, num_blocks):
             layers.append(
-                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp)
+                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp, **extra)
             )
         return nn.Sequential(*layers)
 
@@ -288,7 +352,22 @@ class ResNet(Backbone):
 
     # ------------------------------------------------------------------ weights
     def init_weights(self, pretrained: str | None = None) -> None:
-        """Kaiming-initialise convs, then load ``pretrained`` (argument or constructor value) if given."""
+        """Kaiming-initialise convs, then load ``pretrained`` (argument or constructor value) if given.
+
+        ``torchvision://NAME`` and local files are resolved by :func:`resolve_pretrained`; names that need
+        a download (``open-mmlab://``, ``http(s)://``) raise an error saying which file to provide.
+        """
+        self._random_init()
+        pretrained = pretrained if pretrained is not None else self.pretrained
+        if pretrained:
+            self.pretrained = pretrained
+            path = resolve_pretrained(pretrained)
+            if path is not None:
+                self.load_pretrained(path)
+        self.pretrained_loaded = True
+        self._freeze_stages()
+
+    def _random_init(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -301,13 +380,6 @@ class ResNet(Backbone):
                     m.last_norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
                 ):
                     nn.init.zeros_(m.last_norm.weight)
-        pretrained = pretrained if pretrained is not None else self.pretrained
-        if pretrained:
-            self.pretrained = pretrained
-            path = resolve_pretrained(pretrained)
-            if path is not None:
-                self.load_pretrained(path)
-        self._freeze_stages()
 
     def load_pretrained(self, path: str) -> None:
         """Load a torchvision/MM/Detectron2 ResNet checkpoint file into this backbone (non-strict)."""
@@ -368,3 +440,27 @@ class ResNet(Backbone):
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+
+@MODELS.register_module()
+class ResNeXt(ResNet):
+    """ResNeXt backbone (Xie et al. 2017): a :class:`ResNet` whose bottleneck 3×3 convs are grouped.
+
+    Module names are MMDetection's (``layerN.M.conv2`` is the grouped conv), so MMDetection ResNeXt
+    checkpoints (``open-mmlab://resnext101_32x4d`` once downloaded) load without renaming.
+
+    Args:
+        groups: number of groups of each 3×3 conv (the "cardinality", 32 or 64 in the model zoo).
+        base_width: width of each group at the first stage, relative to ``base_channels=64``.
+        **kwargs: :class:`ResNet` arguments (depth 50, 101 or 152).
+    """
+
+    arch_settings = {k: v for k, v in ResNet.arch_settings.items() if k >= 50}
+
+    def __init__(self, groups: int = 1, base_width: int = 4, **kwargs: Any) -> None:
+        self.groups = int(groups)
+        self.base_width = int(base_width)
+        super().__init__(**kwargs)
+
+    def _block_kwargs(self) -> dict[str, Any]:
+        return dict(groups=self.groups, base_width=self.base_width, base_channels=self.base_channels)

@@ -9,6 +9,7 @@ import torch
 
 from kiln.registry import MODELS
 
+from ..backbones.pretrained import pretrained_from_init_cfg
 from .base import BaseDetector, DetInputs
 
 __all__ = ["SingleStageDetector", "RetinaNet", "build_backbone_with_pretrained"]
@@ -33,7 +34,10 @@ class SingleStageDetector(BaseDetector):
 
     Args:
         backbone, neck, bbox_head: ``MODELS`` configs. ``train_cfg``/``test_cfg`` are passed to the head.
-        pretrained: backbone weights (local file or ``torchvision://NAME``); see ``ResNet``.
+        pretrained: backbone weights (local file or ``torchvision://NAME``); see ``ResNet``. Loaded
+            when training starts (:meth:`init_weights`), never at build time.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: the same as ``pretrained``.
+        data_preprocessor: MMDetection 3.x ``DetDataPreprocessor`` config; see :class:`BaseDetector`.
         pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
     """
 
@@ -49,8 +53,10 @@ class SingleStageDetector(BaseDetector):
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         size_divisibility: int | None = None,
+        data_preprocessor: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pixel_mean, pixel_std, size_divisibility, train_cfg, test_cfg)
+        super().__init__(pixel_mean, pixel_std, size_divisibility, train_cfg, test_cfg, data_preprocessor)
+        pretrained = pretrained_from_init_cfg(init_cfg, pretrained, f"model ({type(self).__name__})")
         if bbox_head is None:
             raise KeyError(f"{type(self).__name__} needs bbox_head=dict(type=...), e.g. type='RetinaHead'.")
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
@@ -86,6 +92,7 @@ class SingleStageDetector(BaseDetector):
         for m in (self.backbone, self.neck, self.bbox_head):
             if m is not None and hasattr(m, "init_weights"):
                 m.init_weights()
+        self.pretrained_pending = False
 
 
 @MODELS.register_module()
