@@ -255,7 +255,8 @@ class RPNHead(nn.Module):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per image: ``(proposals K×4 XYXY in input pixels, objectness scores K)``, best first.
 
-        ``cfg`` (v2 keys, v1 in brackets): ``nms_pre`` per level, ``min_bbox_size``,
+        ``cfg`` (v2 keys, v1 in brackets): ``nms_pre`` per level, ``min_bbox_size`` (proposals need
+        w, h > max(min_bbox_size, 0): zero-area boxes are always dropped),
         ``nms=dict(type='nms', iou_threshold=0.7)`` [``nms_thr``], ``max_per_img`` [``max_num``].
         NMS runs per level (MMDetection v2 semantics), then the best ``max_per_img`` are kept.
         """
@@ -290,10 +291,11 @@ class RPNHead(nn.Module):
                     scores_l.append(scores)
                     ids_l.append(torch.full_like(scores, lvl, dtype=torch.long))
                 boxes, scores, ids = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(ids_l)
-                if min_size > 0:
-                    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-                    keep = (w > min_size) & (h > min_size)
-                    boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
+                # Proposals with w or h <= min_bbox_size go; zero-area ones (clipped to an image edge)
+                # always do, whatever min_bbox_size says (MMDetection keeps only w, h > 0).
+                w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+                keep = (w > max(min_size, 0.0)) & (h > max(min_size, 0.0))
+                boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
                 if boxes.numel():
                     keep = batched_nms(boxes, scores, ids, iou)[:max_per_img]
                     boxes, scores = boxes[keep], scores[keep]

@@ -33,7 +33,8 @@ def multiclass_nms(
         scores: K×C foreground class probabilities (background column removed).
 
     Returns:
-        ``(boxes M×4, scores M, labels M)``, highest score first, ``M <= max_per_img``.
+        ``(boxes M×4, scores M, labels M)``, highest score first, ``M <= max_per_img``; boxes with zero
+        width or height are dropped.
     """
     num_classes = scores.shape[1]
     if boxes.shape[1] == 4:
@@ -41,7 +42,9 @@ def multiclass_nms(
     else:
         boxes = boxes.reshape(boxes.shape[0], num_classes, 4)
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
-    keep = scores > score_thr
+    # Zero-area boxes (clipped flat at an image edge) are not detections (MMDetection keeps w, h > 0).
+    wh = boxes[..., 2:] - boxes[..., :2]
+    keep = (scores > score_thr) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if boxes.numel() == 0:
         return boxes.reshape(0, 4), scores, labels
