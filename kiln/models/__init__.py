@@ -18,6 +18,7 @@ from .detectors import (
     TwoStageDetector,
 )
 from .necks import FPN
+from .num_classes import check_model_dataset_classes, check_num_classes, dataset_classes, num_classes_of
 
 __all__ = [
     "AnchorHead",
@@ -40,6 +41,10 @@ __all__ = [
     "build_head",
     "build_loss",
     "build_neck",
+    "check_model_dataset_classes",
+    "check_num_classes",
+    "dataset_classes",
+    "num_classes_of",
     "dense_heads",
     "detectors",
     "losses",

@@ -13,6 +13,7 @@ from .misc import (
     OptimizerHook,
     ParamSchedulerHook,
 )
+from .num_class_check import NumClassCheckHook
 from .period import DueWhen, Every
 from .pipeline_switch import PipelineSwitchHook
 from .timer import IterationTimer, IterTimerHook
@@ -49,4 +50,5 @@ __all__ = [
     "IterTimerHook",
     "ValLossHook",
     "PipelineSwitchHook",
+    "NumClassCheckHook",
 ]
