@@ -22,6 +22,7 @@ __all__ = [
     "load_checkpoint_state_dict",
     "convert_resnet_state_dict",
     "pretrained_from_init_cfg",
+    "select_prefix",
     "DOWNLOAD_SCHEMES",
 ]
 
@@ -47,10 +48,11 @@ def pretrained_from_init_cfg(init_cfg: Any, pretrained: str | None, owner: str) 
             f"{owner} init_cfg={dict(init_cfg)!r}: only dict(type='Pretrained', checkpoint=...) is "
             "supported (kiln applies MMDetection's default initialisation itself)."
         )
-    extra = sorted(set(init_cfg) - {"type", "checkpoint"})
+    extra = sorted(set(init_cfg) - {"type", "checkpoint", "prefix", "map_location"})
     if extra:
         raise ValueError(
-            f"{owner} init_cfg keys {extra} are not supported; kiln reads type='Pretrained' and checkpoint."
+            f"{owner} init_cfg keys {extra} are not supported; kiln reads type='Pretrained', checkpoint, "
+            "prefix and map_location."
         )
     checkpoint = init_cfg["checkpoint"]
     if pretrained is not None and pretrained != checkpoint:
@@ -136,6 +138,21 @@ def resolve_pretrained(pretrained: str) -> Path | None:
             "set pretrained=None to train from scratch."
         )
     return path
+
+
+def select_prefix(
+    state: dict[str, torch.Tensor], prefix: str | None, path: Any = ""
+) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix`` with it stripped (MMEngine's ``init_cfg=dict(prefix='backbone.')``,
+    which takes a backbone out of a whole-model checkpoint); ``prefix=None`` keeps everything."""
+    if not prefix:
+        return state
+    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not out:
+        raise KeyError(
+            f"pretrained {path}: no weights under prefix {prefix!r} (keys: {list(state)[:5]} ...)."
+        )
+    return out
 
 
 def load_checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from .pretrained import (
     load_checkpoint_state_dict,
     pretrained_from_init_cfg,
     resolve_pretrained,
+    select_prefix,
 )
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNeXt", "refuse_unsupported"]
@@ -263,6 +264,7 @@ class ResNet(Backbone):
                 f"ResNet frozen_stages={frozen_stages} must be in [-1, num_stages={num_stages}]."
             )
         pretrained = pretrained_from_init_cfg(init_cfg, pretrained, type(self).__name__)
+        self.pretrained_prefix = init_cfg.get("prefix") if init_cfg is not None else None
         norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
         self.depth = depth
         self.num_stages = num_stages
@@ -383,7 +385,8 @@ class ResNet(Backbone):
 
     def load_pretrained(self, path: str) -> None:
         """Load a torchvision/MM/Detectron2 ResNet checkpoint file into this backbone (non-strict)."""
-        state = convert_resnet_state_dict(load_checkpoint_state_dict(path))
+        state = select_prefix(load_checkpoint_state_dict(path), self.pretrained_prefix, path)
+        state = convert_resnet_state_dict(state)
         own = self.state_dict()
         mismatched = [
             f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"

@@ -8,6 +8,7 @@ Detectron2 ``DatasetMapper``, see docs/architecture.md) are converted once, in
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,12 @@ import torch.nn as nn
 from kiln.registry import MODELS
 from kiln.structures import ImageList
 
+from ..backbones.pretrained import load_checkpoint_state_dict, resolve_pretrained
 from ..utils import cfg_get, merge_detections, nms_iou_threshold
 
 __all__ = ["BaseDetector", "DetInputs", "to_original_pixels"]
+
+logger = logging.getLogger(__name__)
 
 # ImageNet mean/std in 0–255 RGB: what MMDetection's img_norm_cfg uses; used for Detectron2-form inputs.
 DEFAULT_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -219,8 +223,30 @@ class BaseDetector(nn.Module):
             if m is not self and pending:
                 m.init_weights()
                 loaded.append(name)
+        if getattr(self, "init_checkpoint", None):
+            self.load_init_checkpoint()
+            loaded.append("")
         self.pretrained_pending = False
         return loaded
+
+    def load_init_checkpoint(self) -> None:
+        """Load the detector-level ``init_cfg`` checkpoint (if any) over the whole model, non-strictly.
+
+        Local files and ``torchvision://`` names resolve as for backbones; names that need a download
+        raise an error saying which file to provide (:func:`resolve_pretrained`).
+        """
+        checkpoint = getattr(self, "init_checkpoint", None)
+        if not checkpoint:
+            return
+        path = resolve_pretrained(checkpoint)
+        if path is None:
+            return
+        result = self.load_state_dict(load_checkpoint_state_dict(path), strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            logger.warning(
+                "model.init_cfg checkpoint %s: missing keys %s, unused keys %s",
+                path, result.missing_keys[:10], result.unexpected_keys[:10],
+            )
 
     def postprocess(
         self, results: list[dict[str, torch.Tensor]], inputs: DetInputs

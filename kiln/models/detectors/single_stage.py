@@ -36,7 +36,8 @@ class SingleStageDetector(BaseDetector):
         backbone, neck, bbox_head: ``MODELS`` configs. ``train_cfg``/``test_cfg`` are passed to the head.
         pretrained: backbone weights (local file or ``torchvision://NAME``); see ``ResNet``. Loaded
             when training starts (:meth:`init_weights`), never at build time.
-        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: the same as ``pretrained``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: weights of the whole detector, loaded
+            (non-strictly, as MMEngine does) by :meth:`init_weights` after the parts' own initialisation.
         data_preprocessor: MMDetection 3.x ``DetDataPreprocessor`` config; see :class:`BaseDetector`.
         pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
     """
@@ -56,7 +57,9 @@ class SingleStageDetector(BaseDetector):
         data_preprocessor: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(pixel_mean, pixel_std, size_divisibility, train_cfg, test_cfg, data_preprocessor)
-        pretrained = pretrained_from_init_cfg(init_cfg, pretrained, f"model ({type(self).__name__})")
+        # Detector-level init_cfg=dict(type='Pretrained', checkpoint=...) is a whole-detector checkpoint
+        # (MMDetection 3.x), read by init_weights(); detector-level `pretrained` is the backbone's (2.x).
+        self.init_checkpoint = pretrained_from_init_cfg(init_cfg, None, f"model ({type(self).__name__})")
         if bbox_head is None:
             raise KeyError(f"{type(self).__name__} needs bbox_head=dict(type=...), e.g. type='RetinaHead'.")
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
@@ -92,6 +95,7 @@ class SingleStageDetector(BaseDetector):
         for m in (self.backbone, self.neck, self.bbox_head):
             if m is not None and hasattr(m, "init_weights"):
                 m.init_weights()
+        self.load_init_checkpoint()
         self.pretrained_pending = False
 
 

@@ -41,7 +41,8 @@ class TwoStageDetector(BaseDetector):
             nms, max_per_img))``.
         pretrained: backbone weights (local file or ``torchvision://resnet50``; never downloaded),
             loaded when training starts (:meth:`init_weights`), never at build time.
-        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: the same as ``pretrained``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: weights of the whole detector, loaded
+            (non-strictly, as MMEngine does) by :meth:`init_weights` after the parts' own initialisation.
         data_preprocessor: MMDetection 3.x ``DetDataPreprocessor`` config; see :class:`BaseDetector`.
         pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
 
@@ -74,7 +75,9 @@ class TwoStageDetector(BaseDetector):
             test_cfg=test_cfg,
             data_preprocessor=data_preprocessor,
         )
-        pretrained = pretrained_from_init_cfg(init_cfg, pretrained, f"model ({type(self).__name__})")
+        # Detector-level init_cfg=dict(type='Pretrained', checkpoint=...) is a whole-detector checkpoint
+        # (MMDetection 3.x), read by init_weights(); detector-level `pretrained` is the backbone's (2.x).
+        self.init_checkpoint = pretrained_from_init_cfg(init_cfg, None, f"model ({type(self).__name__})")
         if rpn_head is None:
             raise ValueError(f"{type(self).__name__} needs rpn_head=dict(type='RPNHead', ...).")
         if roi_head is None:
@@ -119,6 +122,7 @@ class TwoStageDetector(BaseDetector):
                     m.init_weights()
             if hasattr(part, "init_weights"):
                 part.init_weights()
+        self.load_init_checkpoint()
         self.pretrained_pending = False
 
     @property
