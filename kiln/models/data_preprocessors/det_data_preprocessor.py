@@ -32,8 +32,9 @@ def _refuse_masks(owner: str, pad_mask: bool, pad_seg: bool) -> None:
     for key, value in (("pad_mask", pad_mask), ("pad_seg", pad_seg)):
         if value:
             raise ValueError(
-                f"{owner}({key}=True): kiln's detectors are box-only (no mask or semantic-segmentation "
-                f"heads), so there is nothing to pad; set {key}=False."
+                f"{owner}({key}=True): kiln's detectors are box-only: no mask or semantic-segmentation "
+                "heads (Mask R-CNN / panoptic configs are not supported), so no masks reach the model "
+                f"to pad. For a box-only model set {key}=False."
             )
 
 
