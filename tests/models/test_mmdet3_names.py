@@ -224,3 +224,19 @@ def test_old_retinanet_extra_convs_map_to_fpn_convs_after_the_used_levels():
     target.load_state_dict(old, strict=True)
     assert torch.equal(target.neck.fpn_convs[3].conv.weight, source.neck.fpn_convs[3].conv.weight)
     assert torch.equal(target.neck.fpn_convs[4].conv.bias, source.neck.fpn_convs[4].conv.bias)
+
+
+def test_the_checkpointer_loads_an_old_kiln_checkpoint_without_key_mismatches(tmp_path):
+    from kiln.engine.checkpoint import Checkpointer
+
+    torch.manual_seed(0)
+    source = build_detector(_tiny_two_stage(1))
+    torch.save({"model": _old_kiln_names(source.state_dict(), used_levels=4)}, tmp_path / "old.pth")
+    target = build_detector(_tiny_two_stage(1))
+    ckpt = Checkpointer(target, str(tmp_path))
+    ckpt.load(str(tmp_path / "old.pth"), checkpointables=[])
+    keys = ckpt.last_incompatible_keys
+    assert (keys.missing_keys, keys.unexpected_keys, keys.incorrect_shapes) == ([], [], [])
+    assert torch.equal(target.rpn_head.rpn_conv.weight, source.rpn_head.rpn_conv.weight)
+    fc1 = "roi_head.bbox_head.shared_fcs.1.weight"
+    assert torch.equal(target.state_dict()[fc1], source.state_dict()[fc1])
