@@ -219,3 +219,23 @@ def test_detector_init_cfg_loads_a_whole_detector_checkpoint_at_init(tmp_path):
     model.init_weights()
     assert torch.equal(model.roi_head.bbox_head.fc_cls.weight, trained.roi_head.bbox_head.fc_cls.weight)
     assert torch.equal(model.neck.fpn_convs[3].conv.weight, trained.neck.fpn_convs[3].conv.weight)
+
+
+GCB_PLUGIN = dict(cfg=dict(type="ContextBlock", ratio=1 / 16), stages=(False, True, True, True),
+                  position="after_conv3")
+
+
+@pytest.mark.parametrize("part, key, value, says", [
+    ("backbone", "dcn", dict(type="DCN", deform_groups=1), "deformable convolution"),
+    ("backbone", "plugins", [GCB_PLUGIN], "block plugins"),
+    ("backbone", "conv_cfg", dict(type="ConvWS"), "ConvWS"),
+    ("backbone", "stage_with_dcn", (False, True, True, True), "deformable convolution"),
+    ("neck", "conv_cfg", dict(type="ConvWS"), "plain convs"),
+])
+def test_options_kiln_cannot_honour_are_refused_naming_the_key(part, key, value, says):
+    cfg = _model_cfg("3.3.0", "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py")
+    cfg[part][key] = value
+    with pytest.raises(NotImplementedError) as err:
+        _build(cfg)
+    msg = str(err.value)
+    assert f"model.{part} (" in msg and f"{key}=" in msg and "is not supported" in msg and says in msg

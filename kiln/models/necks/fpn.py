@@ -51,8 +51,17 @@ class FPN(nn.Module):
         norm_cfg: Mapping[str, Any] | None = None,
         upsample_cfg: Mapping[str, Any] | None = None,
         init_cfg: Any = None,
+        conv_cfg: Mapping[str, Any] | None = None,
+        act_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        for key, value in (("conv_cfg", conv_cfg), ("act_cfg", act_cfg)):
+            if value is not None:
+                raise NotImplementedError(
+                    f"model.neck (FPN): {key}={value!r} is not supported: kiln's FPN uses plain convs "
+                    "without activation (MMDetection's defaults conv_cfg=None, act_cfg=None); remove "
+                    f"{key} to build this model."
+                )
         in_channels = list(in_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
