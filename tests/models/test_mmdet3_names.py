@@ -240,3 +240,21 @@ def test_the_checkpointer_loads_an_old_kiln_checkpoint_without_key_mismatches(tm
     assert torch.equal(target.rpn_head.rpn_conv.weight, source.rpn_head.rpn_conv.weight)
     fc1 = "roi_head.bbox_head.shared_fcs.1.weight"
     assert torch.equal(target.state_dict()[fc1], source.state_dict()[fc1])
+
+
+def test_group_norm_resnet_uses_mmdetection_gn_names_and_loads_old_bn_names():
+    from kiln.registry import MODELS
+
+    cfg = dict(type="ResNet", depth=50, base_channels=16, norm_cfg=dict(type="GN", num_groups=4))
+    torch.manual_seed(0)
+    source = MODELS.build(cfg)
+    keys = set(source.state_dict())
+    # MMDetection's ResNet names its norm layers after the type: gn1 (stem), layerN.M.gn1..3.
+    assert {"gn1.weight", "layer1.0.gn1.weight", "layer1.0.gn3.bias", "layer4.2.gn2.weight"} <= keys
+    assert "layer1.0.downsample.1.weight" in keys and not any(".bn" in k or k.startswith("bn") for k in keys)
+    old = {k.replace("gn", "bn"): v for k, v in source.state_dict().items()}  # kiln's names before
+    target = MODELS.build(cfg)
+    target.load_state_dict(old, strict=True)
+    assert torch.equal(target.layer3[1].gn2.weight, source.layer3[1].gn2.weight)
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(target.eval()(x)[-1], source.eval()(x)[-1])

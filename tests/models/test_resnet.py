@@ -76,7 +76,7 @@ def test_norm_eval_keeps_batchnorm_statistics_fixed_in_train_mode():
 )
 def test_norm_cfg_selects_the_norm_layer(norm_cfg, layer_type):
     m = ResNet(depth=18, base_channels=8, norm_cfg=norm_cfg, norm_eval=False)
-    assert isinstance(m.layer1[0].bn1, layer_type)
+    assert isinstance(m.layer1[0].norm1, layer_type)
     m.train()
     out = m(torch.randn(2, 3, 32, 32))  # SyncBN falls back to plain BN outside distributed runs
     assert out[-1].shape == (2, 64, 1, 1)

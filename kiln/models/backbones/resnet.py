@@ -1,13 +1,15 @@
 """ResNet 18–152 backbone with MMDetection's options (norm_cfg, style, frozen_stages, norm_eval, ...).
 
-Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``downsample.0``), so
-torchvision ImageNet checkpoints load without renaming.
+Parameter names follow MMDetection, which equal torchvision's for batch norm (``conv1``, ``bn1``,
+``layer1.0.conv1``, ``downsample.0``), so torchvision ImageNet and MMDetection checkpoints load without
+renaming; GroupNorm layers are ``gn1``... as in MMDetection.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +20,8 @@ import torch.utils.checkpoint as cp
 from kiln.registry import MODELS
 from kiln.structures import ShapeSpec
 
-from ..layers import build_norm_layer, is_norm
+from ..layers import build_norm_layer, is_norm, norm_abbr
+from ..legacy_names import rename_on_load
 from .base import Backbone
 from .pretrained import (
     convert_resnet_state_dict,
@@ -36,6 +39,35 @@ logger = logging.getLogger(__name__)
 def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     pad = dilation * (k - 1) // 2
     return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=False)
+
+
+def _add_norms(module: nn.Module, norm_cfg: Mapping[str, Any] | None, *channels: int) -> None:
+    """Add norm layers 1..n named as MMDetection does (``bn1``, or ``gn1`` for GroupNorm), readable as
+    ``module.norm1``...; kiln checkpoints from before (always ``bnK``) are renamed on load."""
+    abbr = norm_abbr(norm_cfg)
+    module.norm_names = [f"{abbr}{i}" for i in range(1, len(channels) + 1)]
+    for name, c in zip(module.norm_names, channels):
+        module.add_module(name, build_norm_layer(norm_cfg, c))
+    if abbr != "bn":
+        rename_on_load(module, lambda keys: {
+            k: f"{abbr}{k[2:]}" for k in keys if re.match(r"^bn\d\.", k)
+        })
+
+
+class _NormAccess:
+    """``norm1``/``norm2``/``norm3``: the block's norm layers whatever their MMDetection name."""
+
+    @property
+    def norm1(self) -> nn.Module:
+        return getattr(self, self.norm_names[0])
+
+    @property
+    def norm2(self) -> nn.Module:
+        return getattr(self, self.norm_names[1])
+
+    @property
+    def norm3(self) -> nn.Module:
+        return getattr(self, self.norm_names[2])
 
 
 # What kiln's ResNet cannot build, and why: named in the refusal so a user knows it is a missing
@@ -68,7 +100,7 @@ def _mark_loaded(module: nn.Module, incompatible: Any) -> None:
     module.pretrained_loaded = True
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(_NormAccess, nn.Module):
     """Two 3×3 convs with a residual connection (ResNet-18/34)."""
 
     expansion = 1
@@ -86,16 +118,15 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.conv1 = _conv(inplanes, planes, 3, stride, dilation)
-        self.bn1 = build_norm_layer(norm_cfg, planes)
         self.conv2 = _conv(planes, planes, 3, 1, dilation)
-        self.bn2 = build_norm_layer(norm_cfg, planes)
+        _add_norms(self, norm_cfg, planes, planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.with_cp = with_cp
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -110,10 +141,10 @@ class BasicBlock(nn.Module):
     @property
     def last_norm(self) -> nn.Module:
         """The norm layer zeroed by ``zero_init_residual``."""
-        return self.bn2
+        return self.norm2
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_NormAccess, nn.Module):
     """1×1 → 3×3 → 1×1 bottleneck. ``style='pytorch'`` strides in the 3×3, ``'caffe'`` in the first 1×1."""
 
     expansion = 4
@@ -137,19 +168,17 @@ class Bottleneck(nn.Module):
         # ResNeXt: the 3×3 conv is grouped and `groups` times `base_width/base_channels` as wide.
         width = planes if groups == 1 else math.floor(planes * base_width / base_channels) * groups
         self.conv1 = _conv(inplanes, width, 1, s1)
-        self.bn1 = build_norm_layer(norm_cfg, width)
         self.conv2 = _conv(width, width, 3, s2, dilation, groups)
-        self.bn2 = build_norm_layer(norm_cfg, width)
         self.conv3 = _conv(width, planes * self.expansion, 1)
-        self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
+        _add_norms(self, norm_cfg, width, width, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.with_cp = with_cp
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -164,11 +193,11 @@ class Bottleneck(nn.Module):
     @property
     def last_norm(self) -> nn.Module:
         """The norm layer zeroed by ``zero_init_residual``."""
-        return self.bn3
+        return self.norm3
 
 
 @MODELS.register_module()
-class ResNet(Backbone):
+class ResNet(_NormAccess, Backbone):
     """ResNet backbone (He et al. 2016) returning the outputs of the stages in ``out_indices``.
 
     Args:
@@ -282,7 +311,7 @@ class ResNet(Backbone):
         block, stage_blocks = self.arch_settings[depth]
         stem_channels = stem_channels or base_channels
         self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
-        self.bn1 = build_norm_layer(norm_cfg, stem_channels)
+        _add_norms(self, norm_cfg, stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
@@ -411,7 +440,7 @@ class ResNet(Backbone):
     def _frozen_modules(self) -> list[nn.Module]:
         mods: list[nn.Module] = []
         if self.frozen_stages >= 0:
-            mods += [self.conv1, self.bn1]
+            mods += [self.conv1, self.norm1]
         for i in range(1, self.frozen_stages + 1):
             mods.append(getattr(self, f"layer{i}"))
         return mods
@@ -436,7 +465,7 @@ class ResNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return the feature maps of the stages in ``out_indices``, finest first."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.norm1(self.conv1(x))))
         outs = []
         for i, name in enumerate(self.res_layers):
             x = getattr(self, name)(x)
