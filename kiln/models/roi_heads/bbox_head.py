@@ -16,7 +16,7 @@ from ..layers import ConvNormAct
 from ..legacy_names import rename_on_load, renumber
 from ..utils import nms_iou_threshold
 
-__all__ = ["ConvFCBBoxHead", "Shared2FCBBoxHead", "multiclass_nms"]
+__all__ = ["ConvFCBBoxHead", "Shared2FCBBoxHead", "Shared4Conv1FCBBoxHead", "multiclass_nms"]
 
 
 def multiclass_nms(
@@ -302,3 +302,14 @@ class Shared2FCBBoxHead(ConvFCBBoxHead):
         kwargs.pop("num_shared_convs", None)
         kwargs.pop("num_shared_fcs", None)
         super().__init__(num_shared_convs=0, num_shared_fcs=2, fc_out_channels=fc_out_channels, **kwargs)
+
+
+@MODELS.register_module()
+class Shared4Conv1FCBBoxHead(ConvFCBBoxHead):
+    """Four shared 3×3 convs (usually with GroupNorm) and one FC, then classifier and regressor (MMDetection's
+    GN / from-scratch recipes)."""
+
+    def __init__(self, fc_out_channels: int = 1024, **kwargs: Any) -> None:
+        kwargs.pop("num_shared_convs", None)
+        kwargs.pop("num_shared_fcs", None)
+        super().__init__(num_shared_convs=4, num_shared_fcs=1, fc_out_channels=fc_out_channels, **kwargs)
