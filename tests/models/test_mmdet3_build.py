@@ -239,3 +239,16 @@ def test_options_kiln_cannot_honour_are_refused_naming_the_key(part, key, value,
         _build(cfg)
     msg = str(err.value)
     assert f"model.{part} (" in msg and f"{key}=" in msg and "is not supported" in msg and says in msg
+
+
+def test_detector_init_cfg_skips_entries_of_another_shape(tmp_path):
+    cfg = _model_cfg("3.3.0", "retinanet/retinanet_r50_fpn_1x_coco.py")
+    cfg["backbone"]["init_cfg"] = None
+    coco = _build(cfg)
+    torch.save(coco.state_dict(), tmp_path / "coco.pth")
+    cfg["bbox_head"]["num_classes"] = 3
+    cfg["init_cfg"] = dict(type="Pretrained", checkpoint=str(tmp_path / "coco.pth"))
+    model = _build(cfg)
+    model.init_weights()  # the 80-class retina_cls does not fit: skipped, the rest loads
+    assert model.bbox_head.retina_cls.weight.shape[0] == 9 * 3
+    assert torch.equal(model.neck.fpn_convs[4].conv.weight, coco.neck.fpn_convs[4].conv.weight)

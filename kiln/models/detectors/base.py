@@ -241,11 +241,15 @@ class BaseDetector(nn.Module):
         path = resolve_pretrained(checkpoint)
         if path is None:
             return
-        result = self.load_state_dict(load_checkpoint_state_dict(path), strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        state = load_checkpoint_state_dict(path)
+        own = self.state_dict()
+        # Entries of another shape (e.g. a classifier for other classes) are skipped, as MMEngine does.
+        skipped = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        result = self.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+        if result.missing_keys or result.unexpected_keys or skipped:
             logger.warning(
-                "model.init_cfg checkpoint %s: missing keys %s, unused keys %s",
-                path, result.missing_keys[:10], result.unexpected_keys[:10],
+                "model.init_cfg checkpoint %s: missing keys %s, unused keys %s, shape mismatch (skipped) %s",
+                path, result.missing_keys[:10], result.unexpected_keys[:10], skipped[:10],
             )
 
     def postprocess(
