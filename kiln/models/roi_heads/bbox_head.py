@@ -82,6 +82,13 @@ class ConvFCBBoxHead(nn.Module):
         bbox_coder: box coder config (``DeltaXYWHBBoxCoder`` with ``target_stds=[.1, .1, .2, .2]``).
         reg_class_agnostic: one box per RoI (True) or one per class (False).
         loss_cls, loss_bbox: loss configs (``CrossEntropyLoss``, ``L1Loss``/``SmoothL1Loss``).
+        norm_cfg: norm of the shared convs (e.g. GN in ``Shared4Conv1FCBBoxHead``).
+        conv_cfg, with_avg_pool, num_cls_convs/fcs, num_reg_convs/fcs, cls_predictor_cfg,
+            reg_predictor_cfg: MMDetection options kiln does not implement; anything but the default
+            (``Linear`` predictors) is refused by name.
+
+    Module names are MMDetection's (``shared_convs.<i>.conv``/``.gn``, ``shared_fcs.<i>``, ``fc_cls``,
+    ``fc_reg``); kiln checkpoints saved before that naming are mapped on load.
     """
 
     def __init__(
