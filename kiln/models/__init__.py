@@ -4,7 +4,7 @@ Importing this package registers every component in ``MODELS`` / ``TASK_UTILS`` 
 it lazily on first lookup). It imports torch, so ``import kiln`` must not import it eagerly.
 """
 
-from . import backbones, dense_heads, detectors, losses, necks, roi_heads, task_modules
+from . import backbones, data_preprocessors, dense_heads, detectors, losses, necks, roi_heads, task_modules
 from .backbones import Backbone, ResNet
 from .builder import build_backbone, build_detector, build_head, build_loss, build_neck
 from .dense_heads import AnchorHead, RetinaHead, RPNHead
@@ -18,6 +18,7 @@ from .detectors import (
     TwoStageDetector,
 )
 from .necks import FPN
+from .num_classes import check_model_dataset_classes, check_num_classes, dataset_classes, num_classes_of
 
 __all__ = [
     "AnchorHead",
@@ -34,11 +35,16 @@ __all__ = [
     "SingleStageDetector",
     "TwoStageDetector",
     "backbones",
+    "data_preprocessors",
     "build_backbone",
     "build_detector",
     "build_head",
     "build_loss",
     "build_neck",
+    "check_model_dataset_classes",
+    "check_num_classes",
+    "dataset_classes",
+    "num_classes_of",
     "dense_heads",
     "detectors",
     "losses",

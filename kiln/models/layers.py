@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["FrozenBatchNorm2d", "build_norm_layer", "ConvNormAct", "NORM_TYPES", "is_norm"]
+__all__ = ["FrozenBatchNorm2d", "build_norm_layer", "ConvNormAct", "NORM_TYPES", "is_norm", "norm_abbr"]
 
 NORM_TYPES = ("BN", "BN2d", "SyncBN", "GN", "FrozenBN", "LN")
 
@@ -62,10 +62,18 @@ def is_norm(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, FrozenBatchNorm2d))
 
 
+def norm_abbr(cfg: Mapping[str, Any] | None) -> str:
+    """MMCV's short name of a norm layer (``bn``, ``gn``, ``ln``): the attribute name its modules use."""
+    norm_type = cfg.get("type") if cfg is not None else None
+    return {"GN": "gn", "LN": "ln"}.get(norm_type, "bn")
+
+
 class ConvNormAct(nn.Module):
     """``conv → (norm) → (ReLU)``; the conv has a bias only when there is no norm layer.
 
-    Parameters are named ``conv`` and ``norm`` so checkpoints stay readable.
+    Submodules are named as in MMCV's ``ConvModule`` (``conv``, and ``bn`` / ``gn`` after the norm
+    type), so MMDetection checkpoints load strictly; :attr:`norm` is the norm layer whatever its name.
+    kiln checkpoints from before that renaming (``norm.*``) are mapped on load.
     """
 
     def __init__(
@@ -86,8 +94,18 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, dilation, bias=bool(bias)
         )
-        self.norm = build_norm_layer(norm_cfg, out_channels)
+        self.norm_name = norm_abbr(norm_cfg)
+        norm = build_norm_layer(norm_cfg, out_channels)
+        if norm is not None:
+            self.add_module(self.norm_name, norm)
+            self.register_load_state_dict_pre_hook(_legacy_norm_names)
         self.act = nn.ReLU(inplace=True) if act else None
+
+    @property
+    def norm(self) -> nn.Module | None:
+        """The norm layer (``None`` without ``norm_cfg``)."""
+        return self._modules.get(self.norm_name)
+
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply conv, norm and activation."""
@@ -97,3 +115,12 @@ class ConvNormAct(nn.Module):
         if self.act is not None:
             x = self.act(x)
         return x
+
+
+def _legacy_norm_names(module: ConvNormAct, state_dict: dict, prefix: str, *args: Any) -> None:
+    # kiln checkpoints before the renaming called every ConvNormAct norm layer `norm`.
+    old = prefix + "norm."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        new = prefix + module.norm_name + "." + key[len(old):]
+        if new not in state_dict:
+            state_dict[new] = state_dict.pop(key)

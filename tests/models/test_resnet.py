@@ -76,7 +76,7 @@ def test_norm_eval_keeps_batchnorm_statistics_fixed_in_train_mode():
 )
 def test_norm_cfg_selects_the_norm_layer(norm_cfg, layer_type):
     m = ResNet(depth=18, base_channels=8, norm_cfg=norm_cfg, norm_eval=False)
-    assert isinstance(m.layer1[0].bn1, layer_type)
+    assert isinstance(m.layer1[0].norm1, layer_type)
     m.train()
     out = m(torch.randn(2, 3, 32, 32))  # SyncBN falls back to plain BN outside distributed runs
     assert out[-1].shape == (2, 64, 1, 1)
@@ -102,12 +102,14 @@ def test_torchvision_state_dict_file_loads_and_reproduces_torchvision_features(t
     path = tmp_path / "resnet18-custom.pth"
     torch.save(tv.state_dict(), path)
     m = ResNet(depth=18, pretrained=str(path), norm_eval=True).eval()
+    m.init_weights()
     for name, p in m.named_parameters():
         assert torch.equal(p, tv.state_dict()[name]), name
     x = torch.randn(1, 3, 64, 64)
     expected = tv.layer4(tv.layer3(tv.layer2(tv.layer1(tv.maxpool(tv.relu(tv.bn1(tv.conv1(x))))))))
     assert torch.allclose(m(x)[-1], expected, atol=1e-5)
     via_init_cfg = ResNet(depth=18, init_cfg=dict(type="Pretrained", checkpoint=str(path)))
+    via_init_cfg.init_weights()
     assert torch.equal(via_init_cfg.layer3[1].conv2.weight, tv.layer3[1].conv2.weight)
 
 
@@ -117,6 +119,7 @@ def test_torchvision_scheme_resolves_from_kiln_home_cache(tmp_path, monkeypatch)
     torch.save(tv.state_dict(), tmp_path / "checkpoints" / "resnet18-f37072fd.pth")
     monkeypatch.setenv("KILN_HOME", str(tmp_path))
     m = ResNet(depth=18, pretrained="torchvision://resnet18")
+    m.init_weights()
     assert torch.equal(m.conv1.weight, tv.conv1.weight)
 
 
@@ -125,6 +128,7 @@ def test_missing_torchvision_checkpoint_warns_where_to_put_it_and_continues(tmp_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.warns(UserWarning) as rec:
         m = ResNet(depth=18, base_channels=8, pretrained="torchvision://resnet50")
+        m.init_weights()
     msg = str(rec[0].message)
     assert "resnet50-0676ba61.pth" in msg and str(tmp_path / "checkpoints") in msg and "random" in msg
     assert m.eval()(torch.zeros(1, 3, 32, 32))[-1].shape[1] == 64
@@ -132,13 +136,13 @@ def test_missing_torchvision_checkpoint_warns_where_to_put_it_and_continues(tmp_
 
 def test_missing_local_pretrained_file_is_an_error_naming_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        ResNet(depth=18, base_channels=8, pretrained=str(tmp_path / "nope.pth"))
+        ResNet(depth=18, base_channels=8, pretrained=str(tmp_path / "nope.pth")).init_weights()
 
 
 def test_checkpoint_of_another_width_reports_shape_mismatch(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="shape mismatch.*conv1.weight"):
-        ResNet(depth=18, base_channels=16, pretrained=str(tmp_path / "r18.pth"))
+        ResNet(depth=18, base_channels=16, pretrained=str(tmp_path / "r18.pth")).init_weights()
 
 
 def test_detectron2_and_prefixed_names_convert_to_torchvision_names():

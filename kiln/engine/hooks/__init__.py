@@ -14,6 +14,7 @@ from .misc import (
     OptimizerHook,
     ParamSchedulerHook,
 )
+from .num_class_check import NumClassCheckHook
 from .period import DueWhen, Every
 from .pipeline_switch import PipelineSwitchHook
 from .timer import IterationTimer, IterTimerHook
@@ -51,4 +52,5 @@ __all__ = [
     "ValLossHook",
     "PipelineSwitchHook",
     "DetVisualizationHook",
+    "NumClassCheckHook",
 ]

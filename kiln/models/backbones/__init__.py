@@ -1,14 +1,15 @@
-"""Backbones: the :class:`Backbone` interface and ResNet."""
+"""Backbones: the :class:`Backbone` interface ResNet and ResNeXt."""
 
 from .base import Backbone
 from .pretrained import convert_resnet_state_dict, resolve_pretrained
-from .resnet import BasicBlock, Bottleneck, ResNet
+from .resnet import BasicBlock, Bottleneck, ResNet, ResNeXt
 
 __all__ = [
     "Backbone",
     "BasicBlock",
     "Bottleneck",
     "ResNet",
+    "ResNeXt",
     "convert_resnet_state_dict",
     "resolve_pretrained",
 ]

@@ -21,7 +21,45 @@ __all__ = [
     "resolve_pretrained",
     "load_checkpoint_state_dict",
     "convert_resnet_state_dict",
+    "pretrained_from_init_cfg",
+    "select_prefix",
+    "DOWNLOAD_SCHEMES",
 ]
+
+# Names MMDetection resolves by downloading; kiln never downloads at run time.
+DOWNLOAD_SCHEMES = ("open-mmlab://", "http://", "https://", "mmcls://", "mmpretrain://", "modelzoo://")
+
+
+def pretrained_from_init_cfg(init_cfg: Any, pretrained: str | None, owner: str) -> str | None:
+    """The checkpoint named by an MMDetection ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
+
+    ``pretrained`` (the older spelling) wins when both are given and equal; different values are an
+    error. Other ``init_cfg`` types (``Kaiming``, ``Normal``...) are refused: kiln's modules apply
+    MMDetection's default initialisation themselves and cannot honour a different one.
+    """
+    if init_cfg is None:
+        return pretrained
+    if isinstance(init_cfg, (list, tuple)) or getattr(init_cfg, "get", None) is None:
+        raise ValueError(
+            f"{owner} init_cfg={init_cfg!r}: kiln supports only dict(type='Pretrained', checkpoint=...) here."
+        )
+    if init_cfg.get("type") != "Pretrained" or "checkpoint" not in init_cfg:
+        raise ValueError(
+            f"{owner} init_cfg={dict(init_cfg)!r}: only dict(type='Pretrained', checkpoint=...) is "
+            "supported (kiln applies MMDetection's default initialisation itself)."
+        )
+    extra = sorted(set(init_cfg) - {"type", "checkpoint", "prefix", "map_location"})
+    if extra:
+        raise ValueError(
+            f"{owner} init_cfg keys {extra} are not supported; kiln reads type='Pretrained', checkpoint, "
+            "prefix and map_location."
+        )
+    checkpoint = init_cfg["checkpoint"]
+    if pretrained is not None and pretrained != checkpoint:
+        raise ValueError(
+            f"{owner}: pretrained={pretrained!r} and init_cfg.checkpoint={checkpoint!r} differ; keep one."
+        )
+    return checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +121,15 @@ def resolve_pretrained(pretrained: str) -> Path | None:
         warnings.warn(msg, stacklevel=3)
         return None
     if "://" in pretrained:
-        raise ValueError(
-            f"pretrained={pretrained!r}: unsupported scheme; use a local file path or "
-            "'torchvision://<name>'. "
-            "kiln never downloads weights at run time."
+        needs_download = pretrained.startswith(DOWNLOAD_SCHEMES)
+        raise FileNotFoundError(
+            f"pretrained weights {pretrained!r} are needed to start training, and "
+            + ("this name is resolved by downloading, which kiln does not do. "
+               if needs_download else "kiln does not know this scheme. ")
+            + "Download the file yourself and pass its local path, e.g. "
+            "--cfg-options model.backbone.init_cfg.checkpoint=/path/to/weights.pth (configs that write "
+            "pretrained=... : model.backbone.pretrained=/path/to/weights.pth or model.pretrained=...), "
+            "or train from scratch with model.backbone.init_cfg=None."
         )
     path = Path(pretrained).expanduser()
     if not path.is_file():
@@ -95,6 +138,21 @@ def resolve_pretrained(pretrained: str) -> Path | None:
             "set pretrained=None to train from scratch."
         )
     return path
+
+
+def select_prefix(
+    state: dict[str, torch.Tensor], prefix: str | None, path: Any = ""
+) -> dict[str, torch.Tensor]:
+    """The entries under ``prefix`` with it stripped (MMEngine's ``init_cfg=dict(prefix='backbone.')``,
+    which takes a backbone out of a whole-model checkpoint); ``prefix=None`` keeps everything."""
+    if not prefix:
+        return state
+    out = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not out:
+        raise KeyError(
+            f"pretrained {path}: no weights under prefix {prefix!r} (keys: {list(state)[:5]} ...)."
+        )
+    return out
 
 
 def load_checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -1,12 +1,15 @@
 """ResNet 18–152 backbone with MMDetection's options (norm_cfg, style, frozen_stages, norm_eval, ...).
 
-Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``downsample.0``), so
-torchvision ImageNet checkpoints load without renaming.
+Parameter names follow MMDetection, which equal torchvision's for batch norm (``conv1``, ``bn1``,
+``layer1.0.conv1``, ``downsample.0``), so torchvision ImageNet and MMDetection checkpoints load without
+renaming; GroupNorm layers are ``gn1``... as in MMDetection.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,21 +20,87 @@ import torch.utils.checkpoint as cp
 from kiln.registry import MODELS
 from kiln.structures import ShapeSpec
 
-from ..layers import build_norm_layer, is_norm
+from ..layers import build_norm_layer, is_norm, norm_abbr
+from ..legacy_names import rename_on_load
 from .base import Backbone
-from .pretrained import convert_resnet_state_dict, load_checkpoint_state_dict, resolve_pretrained
+from .pretrained import (
+    convert_resnet_state_dict,
+    load_checkpoint_state_dict,
+    pretrained_from_init_cfg,
+    resolve_pretrained,
+    select_prefix,
+)
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNeXt", "refuse_unsupported"]
 
 logger = logging.getLogger(__name__)
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+def _conv(cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     pad = dilation * (k - 1) // 2
-    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False)
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, groups=groups, bias=False)
 
 
-class BasicBlock(nn.Module):
+def _add_norms(module: nn.Module, norm_cfg: Mapping[str, Any] | None, *channels: int) -> None:
+    """Add norm layers 1..n named as MMDetection does (``bn1``, or ``gn1`` for GroupNorm), readable as
+    ``module.norm1``...; kiln checkpoints from before (always ``bnK``) are renamed on load."""
+    abbr = norm_abbr(norm_cfg)
+    module.norm_names = [f"{abbr}{i}" for i in range(1, len(channels) + 1)]
+    for name, c in zip(module.norm_names, channels):
+        module.add_module(name, build_norm_layer(norm_cfg, c))
+    if abbr != "bn":
+        rename_on_load(module, lambda keys: {
+            k: f"{abbr}{k[2:]}" for k in keys if re.match(r"^bn\d\.", k)
+        })
+
+
+class _NormAccess:
+    """``norm1``/``norm2``/``norm3``: the block's norm layers whatever their MMDetection name."""
+
+    @property
+    def norm1(self) -> nn.Module:
+        return getattr(self, self.norm_names[0])
+
+    @property
+    def norm2(self) -> nn.Module:
+        return getattr(self, self.norm_names[1])
+
+    @property
+    def norm3(self) -> nn.Module:
+        return getattr(self, self.norm_names[2])
+
+
+# What kiln's ResNet cannot build, and why: named in the refusal so a user knows it is a missing
+# feature, not a typo (MMDetection's DCN/plugins need custom CUDA ops or extra modules).
+_UNSUPPORTED = {
+    "dcn": "deformable convolution (DCN) is not implemented",
+    "stage_with_dcn": "deformable convolution (DCN) is not implemented",
+    "plugins": "block plugins (GeneralizedAttention, ContextBlock/GCB, NonLocal2d...) are not implemented",
+    "conv_cfg": "only plain convolutions are implemented (no ConvWS / weight standardisation)",
+    "deep_stem": "the deep (3×conv) stem of ResNetV1c/V1d is not implemented",
+    "avg_down": "average-pool downsampling (ResNetV1d) is not implemented",
+    "contract_dilation": "contracted dilation is not implemented",
+}
+
+
+def refuse_unsupported(owner: str, **values: Any) -> None:
+    """Raise a clear error for a backbone option kiln cannot honour (any value other than the default)."""
+    for key, value in values.items():
+        if value not in (None, False):
+            raise NotImplementedError(
+                f"model.backbone ({owner}): {key}={value!r} is not supported: {_UNSUPPORTED[key]}. "
+                f"kiln's {owner} implements depth, groups/base_width (ResNeXt), strides, dilations, "
+                "style, norm_cfg, frozen_stages, norm_eval, with_cp and pretrained/init_cfg; remove "
+                f"{key} (or set it to its default) to build this model."
+            )
+
+
+def _mark_loaded(module: nn.Module, incompatible: Any) -> None:
+    # A full state dict loaded over the backbone (checkpoint, resume) supersedes `pretrained`.
+    module.pretrained_loaded = True
+
+
+class BasicBlock(_NormAccess, nn.Module):
     """Two 3×3 convs with a residual connection (ResNet-18/34)."""
 
     expansion = 1
@@ -49,16 +118,15 @@ class BasicBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.conv1 = _conv(inplanes, planes, 3, stride, dilation)
-        self.bn1 = build_norm_layer(norm_cfg, planes)
         self.conv2 = _conv(planes, planes, 3, 1, dilation)
-        self.bn2 = build_norm_layer(norm_cfg, planes)
+        _add_norms(self, norm_cfg, planes, planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.with_cp = with_cp
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -73,10 +141,10 @@ class BasicBlock(nn.Module):
     @property
     def last_norm(self) -> nn.Module:
         """The norm layer zeroed by ``zero_init_residual``."""
-        return self.bn2
+        return self.norm2
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_NormAccess, nn.Module):
     """1×1 → 3×3 → 1×1 bottleneck. ``style='pytorch'`` strides in the 3×3, ``'caffe'`` in the first 1×1."""
 
     expansion = 4
@@ -91,23 +159,26 @@ class Bottleneck(nn.Module):
         style: str = "pytorch",
         norm_cfg: Mapping[str, Any] | None = None,
         with_cp: bool = False,
+        groups: int = 1,
+        base_width: int = 4,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         s1, s2 = (1, stride) if style == "pytorch" else (stride, 1)
-        self.conv1 = _conv(inplanes, planes, 1, s1)
-        self.bn1 = build_norm_layer(norm_cfg, planes)
-        self.conv2 = _conv(planes, planes, 3, s2, dilation)
-        self.bn2 = build_norm_layer(norm_cfg, planes)
-        self.conv3 = _conv(planes, planes * self.expansion, 1)
-        self.bn3 = build_norm_layer(norm_cfg, planes * self.expansion)
+        # ResNeXt: the 3×3 conv is grouped and `groups` times `base_width/base_channels` as wide.
+        width = planes if groups == 1 else math.floor(planes * base_width / base_channels) * groups
+        self.conv1 = _conv(inplanes, width, 1, s1)
+        self.conv2 = _conv(width, width, 3, s2, dilation, groups)
+        self.conv3 = _conv(width, planes * self.expansion, 1)
+        _add_norms(self, norm_cfg, width, width, planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
         self.with_cp = with_cp
 
     def _residual(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(self.norm1(self.conv1(x)))
+        out = self.relu(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return out + identity
 
@@ -122,11 +193,11 @@ class Bottleneck(nn.Module):
     @property
     def last_norm(self) -> nn.Module:
         """The norm layer zeroed by ``zero_init_residual``."""
-        return self.bn3
+        return self.norm3
 
 
 @MODELS.register_module()
-class ResNet(Backbone):
+class ResNet(_NormAccess, Backbone):
     """ResNet backbone (He et al. 2016) returning the outputs of the stages in ``out_indices``.
 
     Args:
@@ -180,8 +251,26 @@ class ResNet(Backbone):
         zero_init_residual: bool = True,
         pretrained: str | None = None,
         init_cfg: Mapping[str, Any] | None = None,
+        dcn: Mapping[str, Any] | None = None,
+        stage_with_dcn: Sequence[bool] = (False, False, False, False),
+        plugins: Sequence[Mapping[str, Any]] | None = None,
+        conv_cfg: Mapping[str, Any] | None = None,
+        deep_stem: bool = False,
+        avg_down: bool = False,
+        contract_dilation: bool = False,
     ) -> None:
         super().__init__()
+        refuse_unsupported(
+            type(self).__name__,
+            dcn=dcn,
+            stage_with_dcn=any(stage_with_dcn),
+            plugins=plugins,
+            conv_cfg=conv_cfg,
+            deep_stem=deep_stem,
+            avg_down=avg_down,
+            contract_dilation=contract_dilation and any(d > 1 for d in dilations),
+        )
+        self.base_channels = base_channels
         if depth not in self.arch_settings:
             raise KeyError(
                 f"ResNet depth={depth!r} is not supported; choose one of {sorted(self.arch_settings)}."
@@ -203,13 +292,8 @@ class ResNet(Backbone):
             raise ValueError(
                 f"ResNet frozen_stages={frozen_stages} must be in [-1, num_stages={num_stages}]."
             )
-        if init_cfg is not None and pretrained is None:
-            if init_cfg.get("type") != "Pretrained" or "checkpoint" not in init_cfg:
-                raise ValueError(
-                    f"ResNet init_cfg={dict(init_cfg)!r}: only dict(type='Pretrained', "
-                    "checkpoint=...) is supported."
-                )
-            pretrained = init_cfg["checkpoint"]
+        pretrained = pretrained_from_init_cfg(init_cfg, pretrained, type(self).__name__)
+        self.pretrained_prefix = init_cfg.get("prefix") if init_cfg is not None else None
         norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
         self.depth = depth
         self.num_stages = num_stages
@@ -220,11 +304,14 @@ class ResNet(Backbone):
         self.norm_eval = norm_eval
         self.zero_init_residual = zero_init_residual
         self.pretrained = pretrained
+        # Set once init_weights() has loaded `pretrained` (or a state dict was loaded over it).
+        self.pretrained_loaded = False
+        self.register_load_state_dict_post_hook(_mark_loaded)
 
         block, stage_blocks = self.arch_settings[depth]
         stem_channels = stem_channels or base_channels
         self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
-        self.bn1 = build_norm_layer(norm_cfg, stem_channels)
+        _add_norms(self, norm_cfg, stem_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
@@ -246,10 +333,17 @@ class ResNet(Backbone):
         for i in range(num_stages):
             stride *= strides[i]
             self._out_strides.append(stride)
-        self.init_weights()
+        # Random initialisation only: the build never reads files. `pretrained` is loaded by
+        # init_weights(), which the runner calls when training starts (MMDetection's order).
+        self._random_init()
+        self._freeze_stages()
 
-    @staticmethod
+    def _block_kwargs(self) -> dict[str, Any]:
+        """Extra arguments of every residual block (ResNeXt adds its grouped-conv width)."""
+        return {}
+
     def _make_layer(
+        self,
         block: type,
         inplanes: int,
         planes: int,
@@ -266,10 +360,11 @@ class ResNet(Backbone):
                 nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 build_norm_layer(norm_cfg, planes * block.expansion),
             )
-        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp)]
+        extra = self._block_kwargs()
+        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp, **extra)]
         for _ in range(1, num_blocks):
             layers.append(
-                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp)
+                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp, **extra)
             )
         return nn.Sequential(*layers)
 
@@ -288,7 +383,22 @@ class ResNet(Backbone):
 
     # ------------------------------------------------------------------ weights
     def init_weights(self, pretrained: str | None = None) -> None:
-        """Kaiming-initialise convs, then load ``pretrained`` (argument or constructor value) if given."""
+        """Kaiming-initialise convs, then load ``pretrained`` (argument or constructor value) if given.
+
+        ``torchvision://NAME`` and local files are resolved by :func:`resolve_pretrained`; names that need
+        a download (``open-mmlab://``, ``http(s)://``) raise an error saying which file to provide.
+        """
+        self._random_init()
+        pretrained = pretrained if pretrained is not None else self.pretrained
+        if pretrained:
+            self.pretrained = pretrained
+            path = resolve_pretrained(pretrained)
+            if path is not None:
+                self.load_pretrained(path)
+        self.pretrained_loaded = True
+        self._freeze_stages()
+
+    def _random_init(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -301,17 +411,11 @@ class ResNet(Backbone):
                     m.last_norm, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
                 ):
                     nn.init.zeros_(m.last_norm.weight)
-        pretrained = pretrained if pretrained is not None else self.pretrained
-        if pretrained:
-            self.pretrained = pretrained
-            path = resolve_pretrained(pretrained)
-            if path is not None:
-                self.load_pretrained(path)
-        self._freeze_stages()
 
     def load_pretrained(self, path: str) -> None:
         """Load a torchvision/MM/Detectron2 ResNet checkpoint file into this backbone (non-strict)."""
-        state = convert_resnet_state_dict(load_checkpoint_state_dict(path))
+        state = select_prefix(load_checkpoint_state_dict(path), self.pretrained_prefix, path)
+        state = convert_resnet_state_dict(state)
         own = self.state_dict()
         mismatched = [
             f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
@@ -336,7 +440,7 @@ class ResNet(Backbone):
     def _frozen_modules(self) -> list[nn.Module]:
         mods: list[nn.Module] = []
         if self.frozen_stages >= 0:
-            mods += [self.conv1, self.bn1]
+            mods += [self.conv1, self.norm1]
         for i in range(1, self.frozen_stages + 1):
             mods.append(getattr(self, f"layer{i}"))
         return mods
@@ -361,10 +465,34 @@ class ResNet(Backbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return the feature maps of the stages in ``out_indices``, finest first."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.norm1(self.conv1(x))))
         outs = []
         for i, name in enumerate(self.res_layers):
             x = getattr(self, name)(x)
             if i in self.out_indices:
                 outs.append(x)
         return tuple(outs)
+
+
+@MODELS.register_module()
+class ResNeXt(ResNet):
+    """ResNeXt backbone (Xie et al. 2017): a :class:`ResNet` whose bottleneck 3×3 convs are grouped.
+
+    Module names are MMDetection's (``layerN.M.conv2`` is the grouped conv), so MMDetection ResNeXt
+    checkpoints (``open-mmlab://resnext101_32x4d`` once downloaded) load without renaming.
+
+    Args:
+        groups: number of groups of each 3×3 conv (the "cardinality", 32 or 64 in the model zoo).
+        base_width: width of each group at the first stage, relative to ``base_channels=64``.
+        **kwargs: :class:`ResNet` arguments (depth 50, 101 or 152).
+    """
+
+    arch_settings = {k: v for k, v in ResNet.arch_settings.items() if k >= 50}
+
+    def __init__(self, groups: int = 1, base_width: int = 4, **kwargs: Any) -> None:
+        self.groups = int(groups)
+        self.base_width = int(base_width)
+        super().__init__(**kwargs)
+
+    def _block_kwargs(self) -> dict[str, Any]:
+        return dict(groups=self.groups, base_width=self.base_width, base_channels=self.base_channels)

@@ -319,10 +319,11 @@ class AnchorHead(nn.Module):
             boxes = torch.cat(boxes_l)
             scores = torch.cat(scores_l)
             labels = torch.cat(labels_l)
-            if min_size > 0:
-                wh = boxes[:, 2:] - boxes[:, :2]
-                ok = (wh[:, 0] > min_size) & (wh[:, 1] > min_size)
-                boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
+            # Boxes with w or h <= min_bbox_size go, and zero-area boxes (clipped to an image edge)
+            # always do, whatever min_bbox_size says (MMDetection keeps only w, h > 0).
+            wh = boxes[:, 2:] - boxes[:, :2]
+            ok = (wh[:, 0] > max(min_size, 0.0)) & (wh[:, 1] > max(min_size, 0.0))
+            boxes, scores, labels = boxes[ok], scores[ok], labels[ok]
             keep = batched_nms(boxes, scores, labels, iou)[:max_per_img]
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
         return results

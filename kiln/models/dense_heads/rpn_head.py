@@ -16,6 +16,8 @@ from torchvision.ops import batched_nms
 
 from kiln.registry import MODELS, TASK_UTILS
 
+from ..layers import ConvNormAct
+from ..legacy_names import rename_on_load, renumber
 from ..utils import nms_iou_threshold, put_scalars
 
 __all__ = ["RPNHead"]
@@ -84,12 +86,19 @@ class RPNHead(nn.Module):
                 "rpn_head.anchor_generator: every level must have the same number of anchors "
                 "per location (the convs are shared across levels)."
             )
-        convs: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(num_convs):
-            convs += [nn.Conv2d(channels, feat_channels, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = feat_channels
-        self.rpn_conv = nn.Sequential(*convs)
+        # MMDetection's names: one conv is `rpn_conv` itself, several are `rpn_conv.<i>.conv`.
+        self.num_convs = int(num_convs)
+        if self.num_convs < 1:
+            raise ValueError(f"rpn_head.num_convs={num_convs}: an RPN needs at least one shared conv.")
+        if self.num_convs == 1:
+            self.rpn_conv: nn.Module = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
+        else:
+            self.rpn_conv = nn.Sequential(
+                *(ConvNormAct(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1)
+                  for i in range(self.num_convs))
+            )
+        channels = feat_channels
+        rename_on_load(self, self._legacy_names)
         self.rpn_cls = nn.Conv2d(channels, self.num_anchors * self.cls_out_channels, 1)
         self.rpn_reg = nn.Conv2d(channels, self.num_anchors * 4, 1)
         self.train_cfg = dict(train_cfg or {})
@@ -100,6 +109,14 @@ class RPNHead(nn.Module):
             sampler = self.train_cfg.get("sampler", dict(type="PseudoSampler"))
             self.sampler = TASK_UTILS.build(sampler, cfg_path="train_cfg.rpn.sampler")
         self.init_weights()
+
+    def _legacy_names(self, keys: list[str]) -> dict[str, str]:
+        # kiln checkpoints before the renaming: Sequential(conv, ReLU, conv, ReLU...) → `rpn_conv.<2i>.`.
+        if any(k.startswith("rpn_conv.") and ".conv." in k for k in keys):
+            return {}
+        if self.num_convs == 1:
+            return renumber(keys, "rpn_conv", lambda i, rest: f"rpn_conv.{rest}" if i == 0 else None)
+        return renumber(keys, "rpn_conv", lambda i, rest: f"rpn_conv.{i // 2}.conv.{rest}")
 
     def init_weights(self) -> None:
         """All convs ~N(0, 0.01) with zero bias (MMDetection's RPN init)."""
@@ -117,7 +134,7 @@ class RPNHead(nn.Module):
             )
         cls_scores, bbox_preds = [], []
         for x in feats:
-            x = self.rpn_conv(x)
+            x = F.relu(self.rpn_conv(x))
             cls_scores.append(self.rpn_cls(x))
             bbox_preds.append(self.rpn_reg(x))
         return cls_scores, bbox_preds
@@ -238,7 +255,8 @@ class RPNHead(nn.Module):
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per image: ``(proposals K×4 XYXY in input pixels, objectness scores K)``, best first.
 
-        ``cfg`` (v2 keys, v1 in brackets): ``nms_pre`` per level, ``min_bbox_size``,
+        ``cfg`` (v2 keys, v1 in brackets): ``nms_pre`` per level, ``min_bbox_size`` (proposals need
+        w, h > max(min_bbox_size, 0): zero-area boxes are always dropped),
         ``nms=dict(type='nms', iou_threshold=0.7)`` [``nms_thr``], ``max_per_img`` [``max_num``].
         NMS runs per level (MMDetection v2 semantics), then the best ``max_per_img`` are kept.
         """
@@ -273,10 +291,11 @@ class RPNHead(nn.Module):
                     scores_l.append(scores)
                     ids_l.append(torch.full_like(scores, lvl, dtype=torch.long))
                 boxes, scores, ids = torch.cat(boxes_l), torch.cat(scores_l), torch.cat(ids_l)
-                if min_size > 0:
-                    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-                    keep = (w > min_size) & (h > min_size)
-                    boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
+                # Proposals with w or h <= min_bbox_size go; zero-area ones (clipped to an image edge)
+                # always do, whatever min_bbox_size says (MMDetection keeps only w, h > 0).
+                w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+                keep = (w > max(min_size, 0.0)) & (h > max(min_size, 0.0))
+                boxes, scores, ids = boxes[keep], scores[keep], ids[keep]
                 if boxes.numel():
                     keep = batched_nms(boxes, scores, ids, iou)[:max_per_img]
                     boxes, scores = boxes[keep], scores[keep]

@@ -1,12 +1,14 @@
-"""``BaseDetector``: turns either batch form into one internal form and maps predictions back.
+"""``BaseDetector``: turns every batch form into one internal form and maps predictions back.
 
-The two batch producers (MM pipeline ``Collect`` and Detectron2 ``DatasetMapper``, see
-docs/architecture.md) are converted once, in :meth:`BaseDetector.preprocess`, into
-:class:`DetInputs`; subclasses implement :meth:`loss` and :meth:`predict` against that form only.
+The three batch producers (MMDetection 2.x pipeline ``Collect``, MMDetection 3.x ``PackDetInputs`` and
+Detectron2 ``DatasetMapper``, see docs/architecture.md) are converted once, in
+:meth:`BaseDetector.preprocess`, into :class:`DetInputs`; subclasses implement :meth:`loss` and
+:meth:`predict` against that form only.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +17,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from kiln.registry import MODELS
 from kiln.structures import ImageList
 
+from ..backbones.pretrained import load_checkpoint_state_dict, resolve_pretrained
 from ..utils import cfg_get, merge_detections, nms_iou_threshold
 
 __all__ = ["BaseDetector", "DetInputs", "to_original_pixels"]
+
+logger = logging.getLogger(__name__)
 
 # ImageNet mean/std in 0–255 RGB: what MMDetection's img_norm_cfg uses; used for Detectron2-form inputs.
 DEFAULT_PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -90,6 +96,12 @@ def _scale_factor(value: Any, device: torch.device) -> torch.Tensor:
     return sf
 
 
+def _clear_pending(module: nn.Module, incompatible: Any) -> None:
+    # A full state dict loaded over the detector (load_from, resume, kiln test) supersedes
+    # the backbone's `pretrained` file.
+    module.pretrained_pending = False
+
+
 def to_original_pixels(boxes: torch.Tensor, meta: Mapping[str, Any]) -> torch.Tensor:
     """Map boxes from input-image pixels back to original-image pixels: undo flip, then resize; clip."""
     boxes = boxes.clone()
@@ -121,6 +133,10 @@ class BaseDetector(nn.Module):
             normalised by the pipeline already). Default: ImageNet RGB statistics in 0–255.
         size_divisibility: pad the batch to a multiple of this (default: the backbone's).
         train_cfg, test_cfg: kept as attributes for subclasses.
+        data_preprocessor: MMDetection 3.x ``dict(type='DetDataPreprocessor', mean, std, bgr_to_rgb,
+            pad_size_divisor, ...)``, applied to 3.x-form batches (``inputs`` + ``data_samples``).
+            Without one, 3.x-form images are only cast to float (MMEngine's ``BaseDataPreprocessor``)
+            and padded to ``size_divisibility``.
     """
 
     def __init__(
@@ -130,8 +146,15 @@ class BaseDetector(nn.Module):
         size_divisibility: int | None = None,
         train_cfg: Any = None,
         test_cfg: Any = None,
+        data_preprocessor: Mapping[str, Any] | nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if data_preprocessor is None or isinstance(data_preprocessor, nn.Module):
+            self.data_preprocessor = data_preprocessor
+        else:
+            self.data_preprocessor = MODELS.build(
+                dict(data_preprocessor), cfg_path="model.data_preprocessor"
+            )
         mean = torch.tensor(pixel_mean if pixel_mean is not None else DEFAULT_PIXEL_MEAN, dtype=torch.float32)
         std = torch.tensor(pixel_std if pixel_std is not None else DEFAULT_PIXEL_STD, dtype=torch.float32)
         self.register_buffer("pixel_mean", mean.view(-1, 1, 1), persistent=False)
@@ -139,6 +162,10 @@ class BaseDetector(nn.Module):
         self._size_divisibility = size_divisibility
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        # Pretrained backbone weights are read when training starts, never at build time (see
+        # load_pending_pretrained); cleared by init_weights() or by loading a full state dict.
+        self.pretrained_pending = True
+        self.register_load_state_dict_post_hook(_clear_pending)
 
     # ------------------------------------------------------------------ to implement
     def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:
@@ -168,6 +195,8 @@ class BaseDetector(nn.Module):
 
     def forward(self, batch: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Any:
         """The model contract: losses in train mode, per-image detections in eval mode."""
+        if self.training and self.pretrained_pending:
+            self.load_pending_pretrained()
         inputs = self.preprocess(batch)
         if self.training:
             if not inputs.has_gt:
@@ -179,6 +208,49 @@ class BaseDetector(nn.Module):
             return self.loss(inputs)
         results = self.predict(inputs)
         return self.postprocess(results, inputs)
+
+    def load_pending_pretrained(self) -> list[str]:
+        """Load every submodule's not-yet-loaded ``pretrained`` weights; return the names loaded.
+
+        MMDetection loads pretrained weights in ``init_weights()`` when training starts, so a model
+        builds without touching files. Runners call :meth:`init_weights` (or this) before the first
+        step; the first training ``forward`` calls it otherwise, so the weights are never silently
+        skipped. A state dict loaded into the model (checkpoint, resume) makes this a no-op.
+        """
+        loaded = []
+        for name, m in self.named_modules():
+            pending = getattr(m, "pretrained", None) and getattr(m, "pretrained_loaded", True) is False
+            if m is not self and pending:
+                m.init_weights()
+                loaded.append(name)
+        if getattr(self, "init_checkpoint", None):
+            self.load_init_checkpoint()
+            loaded.append("")
+        self.pretrained_pending = False
+        return loaded
+
+    def load_init_checkpoint(self) -> None:
+        """Load the detector-level ``init_cfg`` checkpoint (if any) over the whole model, non-strictly.
+
+        Local files and ``torchvision://`` names resolve as for backbones; names that need a download
+        raise an error saying which file to provide (:func:`resolve_pretrained`).
+        """
+        checkpoint = getattr(self, "init_checkpoint", None)
+        if not checkpoint:
+            return
+        path = resolve_pretrained(checkpoint)
+        if path is None:
+            return
+        state = load_checkpoint_state_dict(path)
+        own = self.state_dict()
+        # Entries of another shape (e.g. a classifier for other classes) are skipped, as MMEngine does.
+        skipped = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        result = self.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+        if result.missing_keys or result.unexpected_keys or skipped:
+            logger.warning(
+                "model.init_cfg checkpoint %s: missing keys %s, unused keys %s, shape mismatch (skipped) %s",
+                path, result.missing_keys[:10], result.unexpected_keys[:10], skipped[:10],
+            )
 
     def postprocess(
         self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
@@ -212,6 +284,20 @@ class BaseDetector(nn.Module):
         device = self.device
         images: list[torch.Tensor] = []
         inputs = DetInputs(images=None, metas=[])  # type: ignore[arg-type]
+        packed = [isinstance(s, Mapping) and "inputs" in s for s in batch]
+        if any(packed):
+            if not all(packed):
+                raise ValueError(
+                    "batch mixes MMDetection 3.x samples ('inputs' + 'data_samples') with other forms; "
+                    "one dataloader must produce one form."
+                )
+            for i, sample in enumerate(batch):
+                self._add_packed_sample(sample, i, device, images, inputs)
+            if self.data_preprocessor is not None:
+                inputs.images = self.data_preprocessor(images, inputs.metas, training=self.training)
+            else:
+                inputs.images = ImageList.from_tensors([im.float() for im in images], self.size_divisibility)
+            return inputs
         for i, sample in enumerate(batch):
             if not isinstance(sample, Mapping):
                 raise TypeError(f"batch[{i}] is a {type(sample).__name__}; expected a dict per image.")
@@ -222,8 +308,8 @@ class BaseDetector(nn.Module):
             else:
                 raise KeyError(
                     f"batch[{i}] has keys {sorted(sample)}; expected 'img' + 'img_metas' "
-                    "(MM pipeline Collect) or "
-                    "'image' (Detectron2 DatasetMapper). See docs/architecture.md, 'Batches'."
+                    "(MM pipeline Collect), 'inputs' + 'data_samples' (MMDetection 3.x PackDetInputs) "
+                    "or 'image' (Detectron2 DatasetMapper). See docs/architecture.md, 'Batches'."
                 )
         inputs.images = ImageList.from_tensors(images, self.size_divisibility)
         return inputs
@@ -328,3 +414,72 @@ class BaseDetector(nn.Module):
                 _as_tensor(labels, torch.int64, device, "instances.gt_classes").reshape(-1)
             )
             inputs.gt_bboxes_ignore.append(None)
+
+    def _add_packed_sample(
+        self,
+        sample: Mapping[str, Any],
+        i: int,
+        device: torch.device,
+        images: list[torch.Tensor],
+        inputs: DetInputs,
+    ) -> None:
+        """One MMDetection 3.x ``PackDetInputs`` sample (or a ``TestTimeAug`` list of views)."""
+        imgs, samples = sample["inputs"], sample.get("data_samples")
+        if isinstance(imgs, (list, tuple)):  # TestTimeAug: one entry per view
+            if not isinstance(samples, (list, tuple)) or len(samples) != len(imgs):
+                raise ValueError(
+                    f"batch[{i}]: 'inputs' is a list of {len(imgs)} views, so 'data_samples' must be a "
+                    "list of as many DetDataSample."
+                )
+            views = list(zip(imgs, samples))
+        else:
+            views = [(imgs, samples)]
+        non_blocking = bool(getattr(self.data_preprocessor, "non_blocking", False))
+        for img, ds in views:
+            img = _unwrap(img)
+            if isinstance(img, np.ndarray):
+                img = torch.from_numpy(np.ascontiguousarray(img))
+            if not isinstance(img, torch.Tensor) or img.dim() != 3:
+                raise ValueError(
+                    f"batch[{i}]['inputs']: expected a C×H×W tensor (PackDetInputs output), got "
+                    f"{tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__}."
+                )
+            meta = dict(ds.metainfo) if ds is not None and hasattr(ds, "metainfo") else {}
+            img_shape = tuple(meta.get("img_shape", img.shape[-2:]))[:2]
+            images.append(img.to(device, non_blocking=non_blocking))
+            inputs.metas.append(
+                {
+                    "img_shape": (int(img_shape[0]), int(img_shape[1])),
+                    "ori_shape": tuple(int(v) for v in meta.get("ori_shape", img_shape)[:2]),
+                    "scale_factor": _scale_factor(meta.get("scale_factor", 1.0), device),
+                    "flip": bool(meta.get("flip", False)),
+                    "flip_direction": meta.get("flip_direction"),
+                    "image_id": meta.get("img_id"),
+                }
+            )
+            inputs.sample_index.append(i)
+        # Ground truth is read for single-view samples only (TestTimeAug batches are for inference).
+        ds = views[0][1] if len(views) == 1 else None
+        gt = ds.get("gt_instances") if ds is not None else None
+        if gt is None or "bboxes" not in gt:
+            return
+        boxes = _as_tensor(_box_tensor(gt.bboxes), torch.float32, device, "gt_instances.bboxes")
+        boxes = boxes.reshape(-1, 4)
+        labels = _as_tensor(
+            gt.get("labels", torch.zeros(0)), torch.int64, device, "gt_instances.labels"
+        ).reshape(-1)
+        if len(labels) != len(boxes):
+            raise ValueError(f"batch[{i}]: {len(boxes)} gt_instances.bboxes but {len(labels)} labels.")
+        inputs.gt_bboxes.append(boxes)
+        inputs.gt_labels.append(labels)
+        ign = ds.get("ignored_instances")
+        ignored = None
+        if ign is not None and "bboxes" in ign and len(ign.bboxes):
+            ignored = _as_tensor(_box_tensor(ign.bboxes), torch.float32, device, "ignored_instances.bboxes")
+            ignored = ignored.reshape(-1, 4)
+        inputs.gt_bboxes_ignore.append(ignored)
+
+
+def _box_tensor(boxes: Any) -> Any:
+    # MMDetection's box types (HorizontalBoxes) keep the N×4 tensor in `.tensor`.
+    return getattr(boxes, "tensor", boxes)

@@ -9,6 +9,7 @@ import torch
 
 from kiln.registry import MODELS
 
+from ..backbones.pretrained import pretrained_from_init_cfg
 from .base import BaseDetector, DetInputs
 
 __all__ = ["SingleStageDetector", "RetinaNet", "build_backbone_with_pretrained"]
@@ -33,7 +34,11 @@ class SingleStageDetector(BaseDetector):
 
     Args:
         backbone, neck, bbox_head: ``MODELS`` configs. ``train_cfg``/``test_cfg`` are passed to the head.
-        pretrained: backbone weights (local file or ``torchvision://NAME``); see ``ResNet``.
+        pretrained: backbone weights (local file or ``torchvision://NAME``); see ``ResNet``. Loaded
+            when training starts (:meth:`init_weights`), never at build time.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: weights of the whole detector, loaded
+            (non-strictly, as MMEngine does) by :meth:`init_weights` after the parts' own initialisation.
+        data_preprocessor: MMDetection 3.x ``DetDataPreprocessor`` config; see :class:`BaseDetector`.
         pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
     """
 
@@ -49,8 +54,12 @@ class SingleStageDetector(BaseDetector):
         pixel_mean: Sequence[float] | None = None,
         pixel_std: Sequence[float] | None = None,
         size_divisibility: int | None = None,
+        data_preprocessor: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pixel_mean, pixel_std, size_divisibility, train_cfg, test_cfg)
+        super().__init__(pixel_mean, pixel_std, size_divisibility, train_cfg, test_cfg, data_preprocessor)
+        # Detector-level init_cfg=dict(type='Pretrained', checkpoint=...) is a whole-detector checkpoint
+        # (MMDetection 3.x), read by init_weights(); detector-level `pretrained` is the backbone's (2.x).
+        self.init_checkpoint = pretrained_from_init_cfg(init_cfg, None, f"model ({type(self).__name__})")
         if bbox_head is None:
             raise KeyError(f"{type(self).__name__} needs bbox_head=dict(type=...), e.g. type='RetinaHead'.")
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
@@ -86,6 +95,8 @@ class SingleStageDetector(BaseDetector):
         for m in (self.backbone, self.neck, self.bbox_head):
             if m is not None and hasattr(m, "init_weights"):
                 m.init_weights()
+        self.load_init_checkpoint()
+        self.pretrained_pending = False
 
 
 @MODELS.register_module()

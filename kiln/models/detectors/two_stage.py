@@ -9,8 +9,10 @@ import torch
 
 from kiln.registry import MODELS
 
+from ..backbones.pretrained import pretrained_from_init_cfg
 from ..utils import cfg_get
 from .base import BaseDetector, DetInputs
+from .single_stage import build_backbone_with_pretrained
 
 __all__ = ["TwoStageDetector", "FasterRCNN", "CascadeRCNN"]
 
@@ -37,7 +39,11 @@ class TwoStageDetector(BaseDetector):
             nms, min_bbox_size), rcnn=dict(assigner, sampler, pos_weight))``; ``None`` for test-only.
         test_cfg: ``dict(rpn=dict(nms_pre, max_per_img, nms, min_bbox_size), rcnn=dict(score_thr,
             nms, max_per_img))``.
-        pretrained: backbone weights (local file or ``torchvision://resnet50``; never downloaded).
+        pretrained: backbone weights (local file or ``torchvision://resnet50``; never downloaded),
+            loaded when training starts (:meth:`init_weights`), never at build time.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: weights of the whole detector, loaded
+            (non-strictly, as MMEngine does) by :meth:`init_weights` after the parts' own initialisation.
+        data_preprocessor: MMDetection 3.x ``DetDataPreprocessor`` config; see :class:`BaseDetector`.
         pixel_mean, pixel_std, size_divisibility: see :class:`BaseDetector`.
 
     Train mode returns ``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` and the
@@ -59,6 +65,7 @@ class TwoStageDetector(BaseDetector):
         pixel_mean: Any = None,
         pixel_std: Any = None,
         size_divisibility: int | None = None,
+        data_preprocessor: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
             pixel_mean=pixel_mean,
@@ -66,7 +73,11 @@ class TwoStageDetector(BaseDetector):
             size_divisibility=size_divisibility,
             train_cfg=train_cfg,
             test_cfg=test_cfg,
+            data_preprocessor=data_preprocessor,
         )
+        # Detector-level init_cfg=dict(type='Pretrained', checkpoint=...) is a whole-detector checkpoint
+        # (MMDetection 3.x), read by init_weights(); detector-level `pretrained` is the backbone's (2.x).
+        self.init_checkpoint = pretrained_from_init_cfg(init_cfg, None, f"model ({type(self).__name__})")
         if rpn_head is None:
             raise ValueError(f"{type(self).__name__} needs rpn_head=dict(type='RPNHead', ...).")
         if roi_head is None:
@@ -83,7 +94,7 @@ class TwoStageDetector(BaseDetector):
                 "give bbox_roi_extractor/bbox_head inside roi_head=dict(...) (v2) or at the "
                 "detector level (v1), not both."
             )
-        self.backbone = MODELS.build(backbone, cfg_path="model.backbone")
+        self.backbone = build_backbone_with_pretrained(backbone, pretrained)
         self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
         rpn_train = _section(train_cfg, "rpn", "train_cfg")
         self.rpn_proposal_cfg = _section(train_cfg, "rpn_proposal", "train_cfg")
@@ -97,25 +108,22 @@ class TwoStageDetector(BaseDetector):
             test_cfg=_section(test_cfg, "rcnn", "test_cfg"),
         )
         self.roi_head = MODELS.build(roi_cfg, cfg_path="model.roi_head")
-        if init_cfg is not None and pretrained is None and cfg_get(init_cfg, "type") == "Pretrained":
-            pretrained = cfg_get(init_cfg, "checkpoint")
-        self.pretrained = pretrained
-        if pretrained is not None and hasattr(self.backbone, "init_weights"):
-            self.backbone.init_weights(pretrained)
 
     def init_weights(self) -> None:
-        """Re-initialise every part (backbone weights reloaded from ``pretrained`` when set)."""
+        """Re-initialise every part (the backbone loads its ``pretrained`` weights when set)."""
         for part in (self.backbone, self.neck, self.rpn_head, self.roi_head):
             if part is None:
                 continue
-            if part is self.backbone and self.pretrained is not None:
-                part.init_weights(self.pretrained)
+            if part is self.backbone:
+                part.init_weights()
                 continue
             for m in part.modules():
                 if m is not part and hasattr(m, "init_weights"):
                     m.init_weights()
             if hasattr(part, "init_weights"):
                 part.init_weights()
+        self.load_init_checkpoint()
+        self.pretrained_pending = False
 
     @property
     def num_classes(self) -> int:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from kiln.registry import MODELS
 
 from ..layers import ConvNormAct
+from ..legacy_names import rename_on_load, renumber
 
 __all__ = ["FPN"]
 
@@ -50,8 +51,17 @@ class FPN(nn.Module):
         norm_cfg: Mapping[str, Any] | None = None,
         upsample_cfg: Mapping[str, Any] | None = None,
         init_cfg: Any = None,
+        conv_cfg: Mapping[str, Any] | None = None,
+        act_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        for key, value in (("conv_cfg", conv_cfg), ("act_cfg", act_cfg)):
+            if value is not None:
+                raise NotImplementedError(
+                    f"model.neck (FPN): {key}={value!r} is not supported: kiln's FPN uses plain convs "
+                    "without activation (MMDetection's defaults conv_cfg=None, act_cfg=None); remove "
+                    f"{key} to build this model."
+                )
         in_channels = list(in_channels)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -95,8 +105,10 @@ class FPN(nn.Module):
             ConvNormAct(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act=False)
             for _ in range(start_level, self.backbone_end_level)
         )
-        num_extra = num_outs - (self.backbone_end_level - start_level)
-        self.extra_convs = nn.ModuleList()
+        # Extra-level convs follow the per-level output convs in `fpn_convs` (MMDetection's names:
+        # RetinaNet's P6/P7 convs are fpn_convs.3/4), so MMDetection checkpoints load strictly.
+        self.num_used_levels = self.backbone_end_level - start_level
+        num_extra = num_outs - self.num_used_levels
         if add_extra_convs and num_extra > 0:
             for i in range(num_extra):
                 cin = (
@@ -104,10 +116,21 @@ class FPN(nn.Module):
                     if (i == 0 and add_extra_convs == "on_input")
                     else out_channels
                 )
-                self.extra_convs.append(
+                self.fpn_convs.append(
                     ConvNormAct(cin, out_channels, 3, stride=2, padding=1, norm_cfg=norm_cfg, act=False)
                 )
+        # kiln checkpoints before the renaming kept them in `extra_convs.<i>`.
+        rename_on_load(self, self._legacy_names)
         self.init_weights()
+
+    def _legacy_names(self, keys: list[str]) -> dict[str, str]:
+        n = self.num_used_levels
+        return renumber(keys, "extra_convs", lambda i, rest: f"fpn_convs.{n + i}.{rest}")
+
+    @property
+    def extra_convs(self) -> nn.ModuleList:
+        """The extra-level convs (the tail of ``fpn_convs``; empty when extra levels are max-pooled)."""
+        return self.fpn_convs[self.num_used_levels :]
 
     def init_weights(self) -> None:
         """Xavier-uniform convs (MMDetection's FPN init)."""
@@ -135,7 +158,7 @@ class FPN(nn.Module):
         for i in range(len(laterals) - 1, 0, -1):
             up = F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], **self.upsample_cfg)
             laterals[i - 1] = laterals[i - 1] + up
-        outs = [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
+        outs = [conv(lat) for conv, lat in zip(self.fpn_convs[: self.num_used_levels], laterals)]
         if self.num_outs > len(outs):
             if not self.add_extra_convs:
                 while len(outs) < self.num_outs:

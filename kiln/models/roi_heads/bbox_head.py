@@ -12,9 +12,11 @@ from torchvision.ops import batched_nms
 
 from kiln.registry import MODELS, TASK_UTILS
 
+from ..layers import ConvNormAct
+from ..legacy_names import rename_on_load, renumber
 from ..utils import nms_iou_threshold
 
-__all__ = ["ConvFCBBoxHead", "Shared2FCBBoxHead", "multiclass_nms"]
+__all__ = ["ConvFCBBoxHead", "Shared2FCBBoxHead", "Shared4Conv1FCBBoxHead", "multiclass_nms"]
 
 
 def multiclass_nms(
@@ -31,7 +33,8 @@ def multiclass_nms(
         scores: K×C foreground class probabilities (background column removed).
 
     Returns:
-        ``(boxes M×4, scores M, labels M)``, highest score first, ``M <= max_per_img``.
+        ``(boxes M×4, scores M, labels M)``, highest score first, ``M <= max_per_img``; boxes with zero
+        width or height are dropped.
     """
     num_classes = scores.shape[1]
     if boxes.shape[1] == 4:
@@ -39,7 +42,9 @@ def multiclass_nms(
     else:
         boxes = boxes.reshape(boxes.shape[0], num_classes, 4)
     labels = torch.arange(num_classes, device=scores.device).expand_as(scores)
-    keep = scores > score_thr
+    # Zero-area boxes (clipped flat at an image edge) are not detections (MMDetection keeps w, h > 0).
+    wh = boxes[..., 2:] - boxes[..., :2]
+    keep = (scores > score_thr) & (wh[..., 0] > 0) & (wh[..., 1] > 0)
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if boxes.numel() == 0:
         return boxes.reshape(0, 4), scores, labels
@@ -47,6 +52,21 @@ def multiclass_nms(
     if max_per_img > 0:
         kept = kept[:max_per_img]
     return boxes[kept], scores[kept], labels[kept]
+
+
+def _is_linear(cfg: Mapping[str, Any] | None) -> bool:
+    return cfg is None or dict(cfg) == {"type": "Linear"}
+
+
+def _refuse_unsupported(**values: Any) -> None:
+    # Options of MMDetection's ConvFCBBoxHead kiln does not implement: refused by name, never ignored.
+    for key, value in values.items():
+        if value not in (None, False, 0):
+            raise NotImplementedError(
+                f"roi_head.bbox_head: {key}={value!r} is not supported by kiln's ConvFCBBoxHead, which "
+                "implements shared convs (num_shared_convs, norm_cfg) and shared FCs followed by Linear "
+                f"classifier/regressor. Remove {key} (or set its default) to build this model."
+            )
 
 
 @MODELS.register_module()
@@ -62,6 +82,13 @@ class ConvFCBBoxHead(nn.Module):
         bbox_coder: box coder config (``DeltaXYWHBBoxCoder`` with ``target_stds=[.1, .1, .2, .2]``).
         reg_class_agnostic: one box per RoI (True) or one per class (False).
         loss_cls, loss_bbox: loss configs (``CrossEntropyLoss``, ``L1Loss``/``SmoothL1Loss``).
+        norm_cfg: norm of the shared convs (e.g. GN in ``Shared4Conv1FCBBoxHead``).
+        conv_cfg, with_avg_pool, num_cls_convs/fcs, num_reg_convs/fcs, cls_predictor_cfg,
+            reg_predictor_cfg: MMDetection options kiln does not implement; anything but the default
+            (``Linear`` predictors) is refused by name.
+
+    Module names are MMDetection's (``shared_convs.<i>.conv``/``.gn``, ``shared_fcs.<i>``, ``fc_cls``,
+    ``fc_reg``); kiln checkpoints saved before that naming are mapped on load.
     """
 
     def __init__(
@@ -79,8 +106,27 @@ class ConvFCBBoxHead(nn.Module):
         loss_cls: Mapping[str, Any] | None = None,
         loss_bbox: Mapping[str, Any] | None = None,
         init_cfg: Any = None,
+        norm_cfg: Mapping[str, Any] | None = None,
+        conv_cfg: Mapping[str, Any] | None = None,
+        with_avg_pool: bool = False,
+        num_cls_convs: int = 0,
+        num_cls_fcs: int = 0,
+        num_reg_convs: int = 0,
+        num_reg_fcs: int = 0,
+        cls_predictor_cfg: Mapping[str, Any] | None = None,
+        reg_predictor_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        _refuse_unsupported(
+            conv_cfg=conv_cfg,
+            with_avg_pool=with_avg_pool,
+            num_cls_convs=num_cls_convs,
+            num_cls_fcs=num_cls_fcs,
+            num_reg_convs=num_reg_convs,
+            num_reg_fcs=num_reg_fcs,
+            cls_predictor_cfg=None if _is_linear(cls_predictor_cfg) else cls_predictor_cfg,
+            reg_predictor_cfg=None if _is_linear(reg_predictor_cfg) else reg_predictor_cfg,
+        )
         self.num_classes = int(num_classes)
         self.reg_class_agnostic = reg_class_agnostic
         self.reg_decoded_bbox = reg_decoded_bbox
@@ -97,21 +143,34 @@ class ConvFCBBoxHead(nn.Module):
         self.loss_bbox = MODELS.build(
             loss_bbox or dict(type="L1Loss", loss_weight=1.0), cfg_path="roi_head.bbox_head.loss_bbox"
         )
-        convs = []
-        channels = in_channels
-        for _ in range(num_shared_convs):
-            convs += [nn.Conv2d(channels, conv_out_channels, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = conv_out_channels
-        self.shared_convs = nn.Sequential(*convs)
-        fcs: list[nn.Module] = []
+        # MMDetection's names: `shared_convs.<i>.conv` (ConvModule) and `shared_fcs.<i>` (Linear; the
+        # ReLUs are applied in forward), so MMDetection checkpoints load strictly.
+        self.shared_convs = nn.ModuleList(
+            ConvNormAct(in_channels if i == 0 else conv_out_channels, conv_out_channels, 3, padding=1,
+                        norm_cfg=norm_cfg)
+            for i in range(num_shared_convs)
+        )
+        channels = conv_out_channels if num_shared_convs else in_channels
         dim = channels * size[0] * size[1]
+        self.shared_fcs = nn.ModuleList()
         for _ in range(num_shared_fcs):
-            fcs += [nn.Linear(dim, fc_out_channels), nn.ReLU(inplace=True)]
+            self.shared_fcs.append(nn.Linear(dim, fc_out_channels))
             dim = fc_out_channels
-        self.shared_fcs = nn.Sequential(*fcs)
+        rename_on_load(self, self._legacy_names)
         self.fc_cls = nn.Linear(dim, self.num_classes + 1)
         self.fc_reg = nn.Linear(dim, 4 if reg_class_agnostic else 4 * self.num_classes)
         self.init_weights()
+
+    @staticmethod
+    def _legacy_names(keys: list[str]) -> dict[str, str]:
+        # kiln checkpoints before the renaming: Sequential(layer, ReLU, layer, ReLU...) → index 2i, and
+        # shared convs were bare Conv2d (`shared_convs.<2i>.weight`).
+        out = {}
+        if not any(k.startswith("shared_fcs.1.") for k in keys):
+            out.update(renumber(keys, "shared_fcs", lambda i, rest: f"shared_fcs.{i // 2}.{rest}"))
+        if not any(k.startswith("shared_convs.") and ".conv." in k for k in keys):
+            out.update(renumber(keys, "shared_convs", lambda i, rest: f"shared_convs.{i // 2}.conv.{rest}"))
+        return out
 
     def init_weights(self) -> None:
         """Classifier ~N(0, 0.01), regressor ~N(0, 0.001) (small first-step updates); FCs Xavier."""
@@ -120,14 +179,16 @@ class ConvFCBBoxHead(nn.Module):
         nn.init.normal_(self.fc_reg.weight, 0, 0.001)
         nn.init.zeros_(self.fc_reg.bias)
         for m in self.shared_fcs:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RoI features K×C×S×S → (class logits K×(C+1), box deltas K×4 or K×4C)."""
-        x = self.shared_convs(x)
-        x = self.shared_fcs(x.flatten(1))
+        for conv in self.shared_convs:
+            x = conv(x)
+        x = x.flatten(1)
+        for fc in self.shared_fcs:
+            x = F.relu(fc(x))
         return self.fc_cls(x), self.fc_reg(x)
 
     # ------------------------------------------------------------------ training
@@ -248,3 +309,14 @@ class Shared2FCBBoxHead(ConvFCBBoxHead):
         kwargs.pop("num_shared_convs", None)
         kwargs.pop("num_shared_fcs", None)
         super().__init__(num_shared_convs=0, num_shared_fcs=2, fc_out_channels=fc_out_channels, **kwargs)
+
+
+@MODELS.register_module()
+class Shared4Conv1FCBBoxHead(ConvFCBBoxHead):
+    """Four shared 3×3 convs (usually with GroupNorm) and one FC, then classifier and regressor (MMDetection's
+    GN / from-scratch recipes)."""
+
+    def __init__(self, fc_out_channels: int = 1024, **kwargs: Any) -> None:
+        kwargs.pop("num_shared_convs", None)
+        kwargs.pop("num_shared_fcs", None)
+        super().__init__(num_shared_convs=4, num_shared_fcs=1, fc_out_channels=fc_out_channels, **kwargs)

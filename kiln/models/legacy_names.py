@@ -1,0 +1,49 @@
+"""Loading kiln checkpoints saved before module names were aligned with MMDetection's.
+
+kiln's module names equal MMDetection's so that MMDetection checkpoints load with ``strict=True``.
+Older kiln checkpoints used other names in a few places; each renamed module registers a
+``load_state_dict`` pre-hook (:func:`rename_on_load`) that maps its old names to the new ones, so every
+loading path (runner resume, ``load_from``, ``kiln test``, plain ``load_state_dict``) keeps working.
+Parameter order did not change, so optimizer state saved with old checkpoints still lines up.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch.nn as nn
+
+__all__ = ["rename_on_load", "renumber"]
+
+Renamer = Callable[[list[str]], dict[str, str]]
+
+
+def rename_on_load(module: nn.Module, renamer: Renamer) -> None:
+    """Register a pre-hook renaming old keys of ``module`` before its parameters load.
+
+    ``renamer`` gets the keys of the state dict below this module's prefix (prefix stripped) and
+    returns ``{old: new}`` for those to rename; it sees the whole set, so it can tell an old-format
+    dict from a new one.
+    """
+
+    def hook(mod, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        local = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+        for old, new in renamer(local).items():
+            if prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+    module.register_load_state_dict_pre_hook(hook)
+
+
+def renumber(keys: list[str], name: str, index_map: Callable[[int, str], str | None]) -> dict[str, str]:
+    """``{old: new}`` for keys ``name.<i>.<rest>``: the new name is ``index_map(i, rest)`` (None: keep)."""
+    pattern = re.compile(rf"^{re.escape(name)}\.(\d+)\.(.+)$")
+    out = {}
+    for key in keys:
+        m = pattern.match(key)
+        if m:
+            new = index_map(int(m.group(1)), m.group(2))
+            if new is not None and new != key:
+                out[key] = new
+    return out
