@@ -38,6 +38,8 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "val"], default="test", help="which data.<split> to use")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N (default: the config's device, else cuda when available)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: the config's tta_pipeline, views merged as tta_model says")
     add_override_args(p)
     return p
 
@@ -55,6 +57,38 @@ def run_device(flag: str | None, cfg: Any) -> Any:
         return resolve_device(requested, source=source)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+
+
+_TTA_DEFAULT = {"type": "DetTTAModel", "tta_cfg": {"nms": {"type": "nms", "iou_threshold": 0.5},
+                                                   "max_per_img": 100}}
+
+
+def apply_tta(cfg: Any, split: str = "test") -> dict[str, Any]:
+    """MMDetection's ``tools/test.py --tta``: the ``<split>_dataloader`` dataset (inside any wrappers) runs
+    ``tta_pipeline``, and the views of one image are merged as ``tta_model.tta_cfg`` says (per-class NMS at
+    ``nms.iou_threshold``, then ``max_per_img``). Returns the merge settings for the model's ``tta_cfg``.
+    """
+    pipeline = cfg.get("tta_pipeline")
+    if not pipeline:
+        raise CLIError("--tta needs tta_pipeline in the config (a pipeline ending in TestTimeAug, as "
+                       "MMDetection's retinanet_tta.py defines it)")
+    tta_model = dict(cfg.get("tta_model") or _TTA_DEFAULT)
+    kind = tta_model.pop("type", "DetTTAModel")
+    tta_cfg = dict(tta_model.pop("tta_cfg", None) or _TTA_DEFAULT["tta_cfg"])
+    if kind != "DetTTAModel" or tta_model:
+        raise CLIError(f"tta_model: kiln merges test-time views as MMDetection's DetTTAModel(tta_cfg=...) "
+                       f"does; got type={kind!r} with keys {sorted(tta_model)}")
+    extra = sorted(set(tta_cfg) - {"nms", "max_per_img"})
+    nms = dict(tta_cfg.get("nms") or {})
+    if extra or nms.get("type", "nms") != "nms" or set(nms) - {"type", "iou_threshold"}:
+        raise CLIError(f"tta_model.tta_cfg={tta_cfg!r}: kiln takes nms=dict(type='nms', iou_threshold=...) "
+                       f"and max_per_img")
+    node = cfg[f"{split}_dataloader"]["dataset"]
+    while "dataset" in node:  # RepeatDataset / ClassBalancedDataset wrappers
+        node = node["dataset"]
+    node["pipeline"] = pipeline
+    return {"nms": {"iou_threshold": float(nms.get("iou_threshold", 0.5))},
+            "max_per_img": int(tta_cfg.get("max_per_img", 100))}
 
 
 def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -> tuple[Any, Any]:
@@ -77,15 +111,19 @@ def build_test_objects(cfg: Any, split: str = "test", with_model: bool = True) -
 
 def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", device: Any = "cpu",
                         output_dir: str | None = None, metrics: list[str] | None = None,
-                        extra_evaluators: list[Any] | None = None) -> dict[str, float]:
-    """Evaluate ``checkpoint`` in the config's model on ``<split>_dataloader.dataset``, on ``device``."""
+                        extra_evaluators: list[Any] | None = None, tta: bool = False) -> dict[str, float]:
+    """Evaluate ``checkpoint`` in the config's model on ``<split>_dataloader.dataset``, on ``device``
+    (with ``tta``, as :func:`apply_tta` says)."""
     import torch
 
     from kiln.data import build_test_loader
     from kiln.evaluation import DatasetEvaluators, build_evaluator, inference_on_dataset
     from kiln.model_zoo import load_weights
 
+    tta_cfg = apply_tta(cfg, split) if tta else None
     model, dataset = build_test_objects(cfg, split)
+    if tta_cfg is not None:
+        model.tta_cfg = tta_cfg
     with user_errors(f"cannot load checkpoint '{checkpoint}'"):
         load_weights(model, checkpoint)
     device = torch.device(device)
@@ -115,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
         extra.append(ShowPredictions(args.show_dir, args.show_score_thr))
     out_dir = os.path.join(work_dir, "test_results")
     metrics = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, device=device,
-                                  output_dir=out_dir, metrics=args.eval, extra_evaluators=extra)
+                                  output_dir=out_dir, metrics=args.eval, extra_evaluators=extra,
+                                  tta=args.tta)
     metrics = {k: float(v) for k, v in metrics.items()}
     with open(os.path.join(work_dir, "test_metrics.json"), "w") as f:
         json.dump({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, f, indent=2)

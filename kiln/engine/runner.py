@@ -579,6 +579,7 @@ class Runner(RunnerCheckpointMixin):
         with storage:
             self.call_hook("before_run")
             try:
+                self._init_model_weights()
                 self._load_or_resume()
                 storage.iter = self.iter
                 # Now that the run is known, hooks may drop stages they have nothing to do in.
@@ -603,6 +604,14 @@ class Runner(RunnerCheckpointMixin):
                 self._training = False
                 self.call_hook("after_run")
         return self.model
+
+    def _init_model_weights(self) -> None:
+        """Load the pretrained weights a model's config names (``init_cfg``/``pretrained``) before the
+        checkpoint a run loads or resumes from, as MMEngine's ``train()`` does; models read no file at
+        build time. Skipped when resuming from a named checkpoint (it replaces every weight)."""
+        model = self._raw_model
+        if getattr(model, "pretrained_pending", False) and not isinstance(self.resume_from, str):
+            model.load_pending_pretrained()
 
     def val(self) -> dict:
         """Run the validation loop once; returns metrics."""

@@ -223,6 +223,22 @@ def _seed(randomness: Mapping[str, Any]) -> int | None:
     return int(seed)
 
 
+def _check_classes(model: Any, built: Mapping[str, Any]) -> None:
+    """The class-count check every dialect gets: each head's ``num_classes`` against each dataset's
+    classes (MMDetection 2.x's ``NumClassCheckHook`` check, run once at build time)."""
+    try:
+        from kiln.models import check_model_dataset_classes, num_classes_of
+    except ImportError:  # kiln.models needs torchvision; plain models have no detection heads
+        return
+    if not num_classes_of(model):
+        return  # no classifying head (RPN-only, a custom model): nothing to compare
+    for split in ("train", "val", "test"):
+        ds = built.get(f"{split}_dataset")
+        if ds is not None:
+            where = f"{split}_dataloader.dataset (data.{split} in 2.x configs)"
+            check_model_dataset_classes(model, ds, where=where)
+
+
 def _auto_scale_lr(cfg: Mapping[str, Any], optim_wrapper: Any) -> Any:
     """MMEngine's ``auto_scale_lr=dict(enable=True, base_batch_size=16)``: the optimizer's ``lr`` times
     (total batch size of this run) / ``base_batch_size`` (the linear scaling rule)."""
@@ -305,6 +321,7 @@ def build_runner_from_canonical(cfg: Mapping[str, Any], runner_cls: type | None 
             built[f"{split}_dataset"], built[f"{split}_dataloader"] = loaders.build(
                 loader_cfg, f"{split}_dataloader", test_mode=split != "train", shuffle=split == "train"
             )
+    _check_classes(model, built)
     has_val = "val_dataloader" in built and cfg.get("val_evaluator") is not None
     val_evaluator = test_evaluator = None
     if has_val or "test_dataloader" in built:

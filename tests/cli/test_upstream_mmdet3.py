@@ -13,6 +13,7 @@ import json
 import os
 
 import pytest
+from conftest import run_kiln
 from upstream_helpers import make_mini_coco, make_mini_voc, run_upstream, upstream_configs
 
 V = "3.3.0"
@@ -48,6 +49,12 @@ def test_retinanet_r50_fpn_1x_coco_trains_and_tests(root):
     assert "coco/bbox_mAP" in _metrics(work)
     assert "coco/bbox_mAP:" in tested.stdout
     assert "coco/bbox_mAP" in json.loads((work / "test_metrics.json").read_text())
+    # --tta: the config's tta_pipeline (3 scales x 2 flips, here shrunk) merged as tta_model says
+    scales = [f"tta_pipeline.1.transforms.0.{i}.scale=({s},{s})" for i, s in enumerate((64, 96, 128))]
+    proc = run_kiln("test", cfg, str(work), "--tta", "--work-dir", str(work / "tta"), "--cfg-options",
+                    *SMALL, *scales, cwd=str(root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "coco/bbox_mAP" in json.loads((work / "tta" / "test_metrics.json").read_text())
 
 
 @pytest.mark.parametrize("name", ["faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",

@@ -143,3 +143,28 @@ def test_training_batch_without_ground_truth_explains_what_is_missing(model):
 def test_unknown_batch_layout_names_the_expected_keys(model):
     with pytest.raises(KeyError, match="'img'.*'image'"):
         model([dict(picture=_image())])
+
+
+def test_test_time_views_merge_with_tta_cfg_when_set():
+    """``kiln test --tta`` sets ``model.tta_cfg`` (MMDetection's tta_model.tta_cfg): views of one image are
+    merged by per-class NMS at its IoU threshold and cut to its max_per_img; without it, test_cfg rules."""
+    import torch
+
+    from kiln.models.detectors.base import BaseDetector, DetInputs
+
+    det = BaseDetector(test_cfg=dict(nms=dict(type="nms", iou_threshold=0.9), max_per_img=100))
+    meta = {"img_shape": (100, 100), "ori_shape": (100, 100), "scale_factor": torch.ones(4), "flip": False}
+
+    def view(box, score, label):
+        return dict(boxes=torch.tensor([box]), scores=torch.tensor([score]), labels=torch.tensor([label]))
+
+    # two views of image 0, boxes overlapping at IoU 0.6; one view of image 1
+    views = [view([0.0, 0, 50, 50], 0.9, 1), view([0.0, 0, 50, 30], 0.8, 1), view([5.0, 5, 9, 9], 0.7, 0)]
+    inputs = DetInputs(images=None, metas=[meta, meta, meta], sample_index=[0, 0, 1])
+    assert [len(r["boxes"]) for r in det.postprocess(views, inputs)] == [2, 1]  # IoU 0.6 < 0.9: both kept
+    det.tta_cfg = dict(nms=dict(iou_threshold=0.5), max_per_img=100)
+    merged = det.postprocess(views, inputs)
+    assert [len(r["boxes"]) for r in merged] == [1, 1]
+    assert merged[0]["scores"].tolist() == pytest.approx([0.9])
+    det.tta_cfg = dict(nms=dict(iou_threshold=0.9), max_per_img=1)
+    assert [len(r["boxes"]) for r in det.postprocess(views, inputs)] == [1, 1]

@@ -162,6 +162,9 @@ class BaseDetector(nn.Module):
         self._size_divisibility = size_divisibility
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        #: how test-time-augmented views of one image are merged (``dict(nms=..., max_per_img=...)``);
+        #: ``None``: by ``test_cfg``
+        self.tta_cfg: dict | None = None
         # Pretrained backbone weights are read when training starts, never at build time (see
         # load_pending_pretrained); cleared by init_weights() or by loading a full state dict.
         self.pretrained_pending = True
@@ -268,8 +271,11 @@ class BaseDetector(nn.Module):
             groups[idx].append(res)
         if all(len(g) == 1 for g in groups):
             return [g[0] for g in groups]
-        iou = nms_iou_threshold(cfg_get(self.test_cfg, "nms"))
-        max_per_img = cfg_get(self.test_cfg, "max_per_img", 100)
+        # MMDetection 3.x `--tta` merges views as tta_model.tta_cfg says (kiln test --tta sets it); else
+        # the detector's own test_cfg (2.x MultiScaleFlipAug).
+        merge_cfg = self.tta_cfg if self.tta_cfg is not None else self.test_cfg
+        iou = nms_iou_threshold(cfg_get(merge_cfg, "nms"))
+        max_per_img = cfg_get(merge_cfg, "max_per_img", 100)
         return [g[0] if len(g) == 1 else merge_detections(g, iou, max_per_img) for g in groups]
 
     # ------------------------------------------------------------------ batch conversion
