@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +12,12 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "retinanet_r101_fpn
 
 
 def _coco_layout(root: Path) -> None:
-    """data_root in the seed's layout: annotations/instances_{train,val}2017.json, {train,val}2017/."""
-    from kiln.data.datasets import generate_shapes_dataset
+    """data_root in the seed's layout (annotations/instances_{train,val}2017.json, {train,val}2017/) with
+    COCO's 80 categories: the seed's head has 80 classes (81 with background in v1), and kiln checks that
+    the head and the dataset agree."""
+    from upstream_helpers import make_mini_coco
 
-    (root / "annotations").mkdir(parents=True)
-    for split, n in (("train", 4), ("val", 2)):
-        p = generate_shapes_dataset(str(root / "cache"), num_images=n, image_size=64, split=split)
-        shutil.copytree(p["img_prefix"], root / f"{split}2017")
-        shutil.copyfile(p["ann_file"], root / "annotations" / f"instances_{split}2017.json")
+    make_mini_coco(str(root), num_train=4, num_val=2, size=64)
 
 
 def test_seed_retinanet_r101_config_trains_with_data_root_and_size_overrides(tmp_path):

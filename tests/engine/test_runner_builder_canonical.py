@@ -192,3 +192,19 @@ def test_config_visualizer_gets_the_config_and_the_logged_scalars(tmp_path):
     assert "CanonToyNet" in (vis_dir / "config.py").read_text()
     lines = [json.loads(x) for x in (vis_dir / "scalars.json").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == list(range(1, 9))  # 2 epochs x 4 iterations
+
+
+def test_head_and_dataset_class_counts_are_checked_at_build_in_every_dialect(tmp_path, monkeypatch):
+    """No NumClassCheckHook in the config (MMEngine spelling after translation): the builder still refuses a
+    head whose num_classes differs from the dataset's classes, naming both."""
+    monkeypatch.setenv("KILN_DATA", str(tmp_path / "data"))
+    small = ["data.train.num_images=2", "data.train.image_size=32", "data.val.num_images=1",
+             "data.val.image_size=32", "data.test.num_images=1", "data.test.image_size=32",
+             f"work_dir={tmp_path / 'work'}"]
+    cfg = Config.fromfile("kiln::shapes/retinanet_r18_fpn_shapes.py", cfg_options=small)
+    assert Runner.from_cfg(cfg).model is not None  # 3 classes, 3 shapes
+    cfg = Config.fromfile("kiln::shapes/retinanet_r18_fpn_shapes.py",
+                          cfg_options=small + ["model.bbox_head.num_classes=5"])
+    with pytest.raises(ValueError, match=r"model\.bbox_head\.num_classes=5 but train_dataloader\.dataset.*3 "
+                                         r"classes"):
+        Runner.from_cfg(cfg)
