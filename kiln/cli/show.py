@@ -20,6 +20,11 @@ def _plain(pred: dict[str, Any]) -> tuple[list, list, list]:
 def _file_name(sample: dict[str, Any]) -> str | None:
     if "file_name" in sample:
         return sample["file_name"]
+    packed = sample.get("data_samples")  # MMDetection 3.x PackDetInputs (a list under TestTimeAug)
+    if isinstance(packed, (list, tuple)):
+        packed = packed[0] if packed else None
+    if packed is not None and hasattr(packed, "metainfo"):
+        return packed.metainfo.get("img_path")
     metas = sample.get("img_metas")
     if isinstance(metas, (list, tuple)):
         metas = metas[0]

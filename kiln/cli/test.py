@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"checkpoint": os.path.abspath(args.checkpoint), **metrics}, f, indent=2)
     if args.out:
         src = os.path.join(out_dir, "coco_instances_results.json")
+        if not os.path.isfile(src):
+            raise CLIError(f"--out: the config's test evaluator wrote no COCO result file ({src}); --out "
+                           f"works with COCO metrics (CocoMetric, evaluation metric='bbox')")
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         shutil.copyfile(src, args.out)
         print(f"detections written to {args.out}")

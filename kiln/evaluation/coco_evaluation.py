@@ -285,17 +285,22 @@ class COCOEvaluator(DatasetEvaluator):
             return {}
         img_ids = self._processed_image_ids(predictions)
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
-        if self._output_dir:
-            os.makedirs(self._output_dir, exist_ok=True)
-            path = os.path.join(self._output_dir, "coco_instances_results.json")
-            tmp = path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(coco_results, f)
-            os.replace(tmp, path)
-            logger.info("COCOEvaluator: wrote %d detections to %s", len(coco_results), path)
+        self._write_results(coco_results)
         if not coco_results:
             logger.warning("COCOEvaluator: the model predicted no boxes on %d images.", len(img_ids))
         return self._run_cocoeval(coco_results, img_ids)
+
+    def _write_results(self, coco_results: list[dict[str, Any]]) -> None:
+        """``<output_dir>/coco_instances_results.json`` (written atomically) when an output dir is set."""
+        if not self._output_dir:
+            return
+        os.makedirs(self._output_dir, exist_ok=True)
+        path = os.path.join(self._output_dir, "coco_instances_results.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(coco_results, f)
+        os.replace(tmp, path)
+        logger.info("%s: wrote %d detections to %s", type(self).__name__, len(coco_results), path)
 
     def _processed_image_ids(self, predictions: list[dict[str, Any]]) -> list[int]:
         """Sorted ids of the processed images; one missing from the ground truth is an error."""

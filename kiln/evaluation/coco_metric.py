@@ -139,6 +139,7 @@ class CocoMetric(COCOEvaluator):
         *,
         dataset: Any = None,
         distributed: bool = True,
+        output_dir: str | None = None,
     ) -> None:
         owner = type(self).__name__
         metrics = [metric] if isinstance(metric, str) else list(metric)
@@ -183,7 +184,8 @@ class CocoMetric(COCOEvaluator):
         self._id_map: dict[Any, int] | None = None
         del sort_categories  # see the docstring: kiln's category order is already the sorted one
         coco_gt, cat_ids, names = self._ground_truth(ann_file, dataset, owner)
-        super().__init__(coco_gt, cat_ids=cat_ids, class_names=names, output_dir=None,
+        # output_dir (kiln's, given by build_evaluator): coco_instances_results.json for `kiln test --out`
+        super().__init__(coco_gt, cat_ids=cat_ids, class_names=names, output_dir=output_dir,
                          distributed=distributed, max_dets_per_image=nums[-1], backend="pycocotools",
                          classwise=bool(classwise), prefix=self.prefix or "")
 
@@ -239,6 +241,7 @@ class CocoMetric(COCOEvaluator):
             return {}
         img_ids = self._processed_image_ids(predictions)
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
+        self._write_results(coco_results)
         if self.outfile_prefix:
             path = f"{self.outfile_prefix}.bbox.json"
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -50,10 +50,13 @@ def test_retinanet_r50_fpn_1x_coco_trains_and_tests(root, kiln):
     assert "coco/bbox_mAP" in json.loads((work / "test_metrics.json").read_text())
     # --tta: the config's tta_pipeline (3 scales x 2 flips, here shrunk) merged as tta_model says
     scales = [f"tta_pipeline.1.transforms.0.{i}.scale=({s},{s})" for i, s in enumerate((64, 96, 128))]
-    proc = kiln("test", cfg, str(work), "--tta", "--work-dir", str(work / "tta"), "--cfg-options",
-                    *SMALL, *scales, cwd=str(root))
+    proc = kiln("test", cfg, str(work), "--tta", "--work-dir", str(work / "tta"),
+                "--out", str(work / "dets.json"), "--show-dir", str(work / "show"), "--show-score-thr", "0",
+                "--cfg-options", *SMALL, *scales, cwd=str(root))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "coco/bbox_mAP" in json.loads((work / "tta" / "test_metrics.json").read_text())
+    assert isinstance(json.loads((work / "dets.json").read_text()), list)  # COCO result format
+    assert len(list((work / "show").glob("*.png"))) == 2  # one drawing per test image
 
 
 @pytest.mark.parametrize("name", ["faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
