@@ -7,7 +7,7 @@ from typing import Any
 
 from kiln.evaluation.evaluator import DatasetEvaluator
 
-__all__ = ["ShowPredictions"]
+__all__ = ["ShowPredictions", "ShowWithVisualizer"]
 
 
 def _plain(pred: dict[str, Any]) -> tuple[list, list, list]:
@@ -79,6 +79,53 @@ class ShowPredictions(DatasetEvaluator):
             drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr)
             stem = os.path.splitext(os.path.basename(path))[0]
             cv2.imwrite(os.path.join(self.out_dir, f"{stem}.png"), drawn)
+
+    def evaluate(self) -> dict[str, float]:
+        """No metrics: drawing is the point."""
+        return {}
+
+
+class ShowWithVisualizer(DatasetEvaluator):
+    """``kiln test --show-dir`` for configs with MMDetection 3.x's ``DetVisualizationHook``: each test image
+    drawn by a ``DetLocalVisualizer`` as MMDetection's ``tools/test.py --show-dir`` does (ground truth left,
+    predictions above ``score_thr`` right, dataset palette) into ``out_dir/<image file name>``.
+
+    Args:
+        out_dir: folder for the pictures.
+        score_thr: lowest prediction score drawn.
+        dataset_meta: ``classes``/``palette`` of the evaluated dataset.
+        visualizer_cfg: the config's ``visualizer`` entry (its drawing settings are used; its backends
+            are not: the pictures go to ``out_dir`` only).
+    """
+
+    def __init__(self, out_dir: str, score_thr: float = 0.3, dataset_meta: dict | None = None,
+                 visualizer_cfg: dict | None = None) -> None:
+        from kiln.visualization.det_visualizer import DetLocalVisualizer
+
+        drawing = {k: v for k, v in dict(visualizer_cfg or {}).items()
+                   if k in ("bbox_color", "text_color", "line_width", "alpha")}
+        self.visualizer = DetLocalVisualizer(name="kiln_test_show_dir", **drawing)
+        if dataset_meta:
+            self.visualizer.dataset_meta = dataset_meta
+        self.out_dir = out_dir
+        self.score_thr = score_thr
+
+    def reset(self) -> None:
+        """Nothing to forget: every image is written when processed."""
+
+    def process(self, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> None:
+        """Draw every image of the batch with its ground truth and predictions."""
+        from kiln.image.io import imread
+        from kiln.visualization.datasample import drawable_sample
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        for sample, pred in zip(inputs, outputs):
+            item = drawable_sample(sample, pred)
+            image = imread(item.img_path, channel_order="rgb")
+            out_file = os.path.join(self.out_dir, os.path.basename(item.img_path))
+            name = os.path.basename(item.img_path)
+            self.visualizer.add_datasample(name, image, data_sample=item.data_sample, out_file=out_file,
+                                           pred_score_thr=self.score_thr)
 
     def evaluate(self) -> dict[str, float]:
         """No metrics: drawing is the point."""

@@ -139,6 +139,24 @@ def evaluate_checkpoint(cfg: Any, checkpoint: str, *, split: str = "test", devic
     return inference_on_dataset(model, loader, evaluators)
 
 
+def _show_sink(cfg: Any, args: argparse.Namespace) -> Any:
+    """What ``--show-dir`` draws with: MMDetection 3.x configs (a ``DetVisualizationHook`` in
+    ``default_hooks``/``custom_hooks``) get ground truth + predictions side by side through a
+    ``DetLocalVisualizer``, as MMDetection's ``tools/test.py --show-dir``; other configs get kiln's drawing
+    of the predictions."""
+    from .show import ShowPredictions, ShowWithVisualizer
+
+    hooks = list((cfg.get("default_hooks") or {}).values()) + list(cfg.get("custom_hooks") or [])
+    if not any(isinstance(h, dict) and h.get("type") == "DetVisualizationHook" for h in hooks):
+        return ShowPredictions(args.show_dir, args.show_score_thr)
+    with user_errors("cannot build the test dataset for --show-dir"):
+        _, dataset = build_test_objects(cfg, args.split, with_model=False)
+    from kiln.engine.hooks.det_visualization_hook import dataset_meta
+
+    return ShowWithVisualizer(args.show_dir, args.show_score_thr, dataset_meta=dataset_meta(dataset),
+                              visualizer_cfg=cfg.get("visualizer"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln test``."""
     args.checkpoint = resolve_checkpoint(args.checkpoint)
@@ -148,9 +166,7 @@ def run(args: argparse.Namespace) -> int:
     os.makedirs(work_dir, exist_ok=True)
     extra = []
     if args.show_dir:
-        from .show import ShowPredictions
-
-        extra.append(ShowPredictions(args.show_dir, args.show_score_thr))
+        extra.append(_show_sink(cfg, args))
     out_dir = os.path.join(work_dir, "test_results")
     metrics = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, device=device,
                                   output_dir=out_dir, metrics=args.eval, extra_evaluators=extra,

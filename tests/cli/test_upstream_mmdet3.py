@@ -56,7 +56,11 @@ def test_retinanet_r50_fpn_1x_coco_trains_and_tests(root, kiln):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "coco/bbox_mAP" in json.loads((work / "tta" / "test_metrics.json").read_text())
     assert isinstance(json.loads((work / "dets.json").read_text()), list)  # COCO result format
-    assert len(list((work / "show").glob("*.png"))) == 2  # one drawing per test image
+    # --show-dir on a config with DetVisualizationHook: as MMDetection's, ground truth left, predictions right
+    import cv2
+
+    drawn = sorted((work / "show").glob("*.jpg"))
+    assert len(drawn) == 2 and cv2.imread(str(drawn[0])).shape[:2] == (96, 192)
 
 
 @pytest.mark.parametrize("name", ["faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",

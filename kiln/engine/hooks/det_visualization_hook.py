@@ -37,8 +37,12 @@ __all__ = ["DetVisualizationHook"]
 
 
 def _dataset_meta(loader: Any) -> dict[str, Any] | None:
-    """``classes``/``palette`` of a loader's dataset (3.x ``metainfo``, 2.x ``CLASSES``), if it has them."""
-    dataset = getattr(loader, "dataset", None)
+    """``classes``/``palette`` of a loader's dataset (see :func:`dataset_meta`)."""
+    return dataset_meta(getattr(loader, "dataset", None))
+
+
+def dataset_meta(dataset: Any) -> dict[str, Any] | None:
+    """``classes``/``palette`` of a dataset (3.x ``metainfo``, 2.x ``CLASSES``; through wrappers), if any."""
     for _ in range(4):  # wrappers (RepeatDataset, ...) keep the real dataset in .dataset
         if dataset is None:
             return None
