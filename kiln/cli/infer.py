@@ -48,11 +48,24 @@ def class_names_of(cfg: Any, dataset: Any = None) -> list[str] | None:
     test = (cfg.get("test_dataloader") or {}).get("dataset") or {}
     if test.get("classes"):
         return list(test["classes"])
+    if (test.get("metainfo") or {}).get("classes"):  # MMDetection 3.x class subsets
+        return list(test["metainfo"]["classes"])
     from kiln.registry import DATASETS
 
     cls = DATASETS.get(test.get("type", "")) if isinstance(test.get("type"), str) else None
     names = getattr(cls, "CLASSES", None)
-    return list(names) if names else None
+    if names:
+        return list(names)
+    if test.get("ann_file") and dataset is None:
+        # Classes read from the test set's annotation file (a COCO json names its categories).
+        from kiln.engine.hooks.det_visualization_hook import dataset_meta
+
+        where = f"test_dataloader.dataset ({test.get('ann_file')})"
+        with user_errors(f"cannot read the class names from {where}"):
+            meta = dataset_meta(DATASETS.build(dict(test, pipeline=[]), default_args={"test_mode": True},
+                                               cfg_path="test_dataloader.dataset"))
+        return list(meta["classes"]) if meta else None
+    return None
 
 
 def _expand(patterns: list[str]) -> list[str]:
@@ -118,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     files = _expand(args.images) if args.images else _dataset_images(cfg, args.dataset_images)
     names = class_names_of(cfg)
     if not names:
-        raise CLIError("cannot tell the class names: set data.test.classes in the config")
+        raise CLIError("cannot tell the class names: set test_dataloader.dataset.metainfo=dict("
+                       "classes=(...)) (data.test.classes in 2.x configs)")
     os.makedirs(args.out_dir, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         ann = os.path.join(tmp, "images.json")

@@ -61,6 +61,12 @@ def test_retinanet_r50_fpn_1x_coco_trains_and_tests(root, kiln):
 
     drawn = sorted((work / "show").glob("*.jpg"))
     assert len(drawn) == 2 and cv2.imread(str(drawn[0])).shape[:2] == (96, 192)
+    # kiln infer: the class names come from the test set's COCO json (CocoDataset has no fixed list)
+    image = root / "data" / "coco" / "val2017" / "000001.jpg"
+    proc = kiln("infer", cfg, str(work), str(image), "--out-dir", str(work / "infer"), "--score-thr", "0",
+                "--cfg-options", *TEST_SCALE, cwd=str(root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "infer" / "000001.png").is_file() and (work / "infer" / "predictions.json").is_file()
 
 
 @pytest.mark.parametrize("name", ["faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py",
