@@ -150,7 +150,8 @@ def run_one(path: str, work: str, train_iters: int) -> tuple[str, str]:
         if train_iters and ow.get("type") == "AmpOptimWrapper":
             # float16 autocast on a CPU is many times slower than float32: the sweep trains AMP configs in
             # float32 (their AmpOptimWrapper is built and checked in tests/cli/test_upstream_mmdet3.py).
-            canonical["optim_wrapper"] = {k: v for k, v in ow.items() if k not in ("type", "loss_scale", "dtype")}
+            amp_keys = ("type", "loss_scale", "dtype")
+            canonical["optim_wrapper"] = {k: v for k, v in ow.items() if k not in amp_keys}
         train_cfg = dict(canonical.get("train_cfg") or {})
         if train_cfg:
             iters = "max_iters" in train_cfg or "Iter" in str(train_cfg.get("type", ""))
