@@ -88,6 +88,11 @@ def test_caffe_multiscale_person_subset_config_trains_on_one_class(root):
         "train_dataloader.dataset.pipeline.2.scales=[(96,96),(112,112)]", "load_from=None"], cwd=str(root))
     metrics = _metrics(work)
     assert "coco/bbox_mAP" in metrics
+    # MMEngine's resume=True: a second epoch continues from the work dir's last checkpoint
+    train, _ = run_upstream(cfg, str(work), SMALL + TEST_SCALE + [
+        "train_dataloader.dataset.pipeline.2.scales=[(96,96),(112,112)]", "load_from=None", "resume=True",
+        "train_cfg.max_epochs=2"], cwd=str(root))
+    assert "Resumed from" in train.stdout + train.stderr and (work / "epoch_2.pth").is_file()
 
 
 def test_voc0712_faster_rcnn_trains_on_repeated_concat_and_reports_voc_map(root):
