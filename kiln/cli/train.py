@@ -60,16 +60,15 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
 
 
 def find_last_checkpoint(work_dir: str) -> str | None:
-    """The checkpoint named by ``WORK_DIR/last_checkpoint`` (kiln's and MMEngine's pointer file)."""
-    pointer = os.path.join(work_dir, "last_checkpoint")
-    if not os.path.isfile(pointer):
-        return None
-    with open(pointer) as f:
-        name = f.read().strip()
-    if not name:
-        return None
-    path = name if os.path.isabs(name) else os.path.join(work_dir, name)
-    return path if os.path.isfile(path) else None
+    """The checkpoint ``WORK_DIR/last_checkpoint`` names (kiln's and MMEngine's pointer file); ``None`` when
+    the work dir holds no run. A pointer that cannot be followed is a :class:`CLIError` listing the
+    checkpoints present (:func:`kiln.engine.checkpoint.find_resume_checkpoint`): never a silent restart."""
+    from kiln.engine.checkpoint import find_resume_checkpoint
+
+    try:
+        return find_resume_checkpoint(work_dir)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
 
 
 def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> Any:

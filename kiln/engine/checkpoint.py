@@ -28,6 +28,7 @@ from . import comm
 from .rng import collect_rng_states_all_ranks, get_rng_states, set_rng_states
 
 __all__ = [
+    "find_resume_checkpoint",
     "Checkpointer",
     "PeriodicCheckpointer",
     "IncompatibleKeys",
@@ -43,6 +44,41 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
+
+
+def find_resume_checkpoint(work_dir: str | None) -> str | None:
+    """The checkpoint a ``resume=True`` / ``--resume`` run continues from, or ``None`` for a fresh start.
+
+    ``work_dir/last_checkpoint`` names it. A work dir with no pointer and no ``*.pth`` file is a fresh
+    start. Anything else that cannot be resumed (the pointer is unreadable or empty, names a file that is
+    gone, or is missing while checkpoints are present) raises ``FileNotFoundError`` listing the
+    checkpoints present: starting over would overwrite the earlier run's checkpoints.
+    """
+    if not work_dir:
+        return None
+    pointer = os.path.join(work_dir, LAST_CHECKPOINT_FILE)
+    present = sorted(glob.glob(os.path.join(glob.escape(work_dir), "*.pth")), key=os.path.getmtime)
+    listing = ", ".join(os.path.basename(p) for p in present[-8:]) or "none"
+    fix = (f"Resume from one of them with --resume-from {work_dir}/<file>.pth (resume='<path>' in a "
+           f"config), or start a new run in another --work-dir.")
+    if not os.path.exists(pointer):
+        if present:
+            raise FileNotFoundError(f"resume: {work_dir} has checkpoints ({listing}) but no "
+                                    f"{LAST_CHECKPOINT_FILE} pointer naming the one to continue from. {fix}")
+        return None
+    try:
+        with open(pointer, encoding="utf-8") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileNotFoundError(f"resume: cannot read {pointer} ({type(exc).__name__}: {exc}); checkpoints "
+                                f"present: {listing}. {fix}") from None
+    if not name:
+        raise FileNotFoundError(f"resume: {pointer} is empty; checkpoints present: {listing}. {fix}")
+    path = name if os.path.isabs(name) else os.path.join(work_dir, name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"resume: {pointer} names {name!r}, which does not exist; checkpoints "
+                                f"present: {listing}. {fix}")
+    return path
 
 
 class IncompatibleKeys(NamedTuple):

@@ -153,8 +153,10 @@ class RunnerCheckpointMixin:
         resume = self.resume_from
         if resume:
             path = resume if isinstance(resume, str) else None
-            if path is None and self.checkpointer.has_checkpoint():
-                path = self.checkpointer.get_checkpoint_file()
+            if path is None:  # the work dir's last checkpoint; one that cannot be followed is an error
+                from .checkpoint import find_resume_checkpoint
+
+                path = find_resume_checkpoint(self.work_dir)
             if path:
                 self.resume(path)
                 return
