@@ -10,7 +10,7 @@ from torchvision.ops import batched_nms
 
 from kiln.utils.config_access import cfg_get
 
-__all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get"]
+__all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get", "refuse_init_cfg"]
 
 
 def nms_iou_threshold(nms_cfg: Any, where: str = "test_cfg.nms") -> float:
@@ -60,3 +60,17 @@ def put_scalars(**scalars: float | torch.Tensor) -> None:
     if not has_event_storage():  # a bare forward outside training (notebook, test)
         return
     get_event_storage().put_scalars(**scalars)
+
+
+def refuse_init_cfg(init_cfg: Any, owner: str) -> None:
+    """Refuse a module-level ``init_cfg`` kiln does not apply.
+
+    kiln's heads and necks initialise their weights as MMDetection's defaults for those classes do (normal
+    std 0.01 convolutions, prior-probability classification bias, Xavier FPN convolutions...); an
+    ``init_cfg`` asking for something else would otherwise be ignored.
+    """
+    if init_cfg is not None:
+        raise ValueError(
+            f"{owner}(init_cfg={init_cfg!r}): kiln initialises {owner} as MMDetection's default init_cfg for "
+            f"it does, and does not implement other initialisations; remove init_cfg (pretrained weights: "
+            f"backbone init_cfg=dict(type='Pretrained', ...) or load_from=...).")

@@ -168,3 +168,19 @@ def test_test_time_views_merge_with_tta_cfg_when_set():
     assert merged[0]["scores"].tolist() == pytest.approx([0.9])
     det.tta_cfg = dict(nms=dict(iou_threshold=0.9), max_per_img=1)
     assert [len(r["boxes"]) for r in det.postprocess(views, inputs)] == [1, 1]
+
+
+@pytest.mark.parametrize("part, cfg", [
+    ("FPN", dict(type="FPN", in_channels=[8, 16], out_channels=8, num_outs=2)),
+    ("RPNHead", dict(type="RPNHead", in_channels=8, feat_channels=8)),
+    ("Shared2FCBBoxHead", dict(type="Shared2FCBBoxHead", in_channels=8, fc_out_channels=16, roi_feat_size=7,
+                               num_classes=3)),
+])
+def test_head_and_neck_init_cfg_other_than_the_default_is_refused(part, cfg):
+    """kiln initialises heads/necks as MMDetection's default init_cfg does; another init_cfg would be
+    ignored, so it is refused by name."""
+    from kiln.registry import MODELS
+
+    MODELS.build(dict(cfg))  # the default (init_cfg=None) builds
+    with pytest.raises(ValueError, match=rf"{part}\(init_cfg=.*Kaiming.*remove init_cfg"):
+        MODELS.build(dict(cfg, init_cfg=dict(type="Kaiming", layer="Conv2d")))

@@ -19,7 +19,7 @@ from torchvision.ops import batched_nms
 from kiln.registry import MODELS, TASK_UTILS
 
 from ..task_modules import PseudoSampler
-from ..utils import cfg_get, nms_iou_threshold, put_scalars
+from ..utils import cfg_get, nms_iou_threshold, put_scalars, refuse_init_cfg
 
 __all__ = ["AnchorHead"]
 
@@ -57,6 +57,7 @@ class AnchorHead(nn.Module):
         init_cfg: Any = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         loss_cls = (
             dict(loss_cls)
             if loss_cls is not None

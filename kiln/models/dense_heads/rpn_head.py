@@ -18,7 +18,7 @@ from kiln.registry import MODELS, TASK_UTILS
 
 from ..layers import ConvNormAct
 from ..legacy_names import rename_on_load, renumber
-from ..utils import nms_iou_threshold, put_scalars
+from ..utils import nms_iou_threshold, put_scalars, refuse_init_cfg
 
 __all__ = ["RPNHead"]
 
@@ -64,6 +64,7 @@ class RPNHead(nn.Module):
         init_cfg: Any = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         if num_classes != 1:
             raise ValueError(f"rpn_head.num_classes={num_classes}: an RPN scores objectness only; use 1.")
         if anchor_generator is None:

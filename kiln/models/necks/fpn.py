@@ -13,6 +13,7 @@ from kiln.registry import MODELS
 
 from ..layers import ConvNormAct
 from ..legacy_names import rename_on_load, renumber
+from ..utils import refuse_init_cfg
 
 __all__ = ["FPN"]
 
@@ -55,6 +56,7 @@ class FPN(nn.Module):
         act_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         for key, value in (("conv_cfg", conv_cfg), ("act_cfg", act_cfg)):
             if value is not None:
                 raise NotImplementedError(

@@ -14,7 +14,7 @@ from kiln.registry import MODELS, TASK_UTILS
 
 from ..layers import ConvNormAct
 from ..legacy_names import rename_on_load, renumber
-from ..utils import nms_iou_threshold
+from ..utils import nms_iou_threshold, refuse_init_cfg
 
 __all__ = ["ConvFCBBoxHead", "Shared2FCBBoxHead", "Shared4Conv1FCBBoxHead", "multiclass_nms"]
 
@@ -117,6 +117,7 @@ class ConvFCBBoxHead(nn.Module):
         reg_predictor_cfg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         _refuse_unsupported(
             conv_cfg=conv_cfg,
             with_avg_pool=with_avg_pool,

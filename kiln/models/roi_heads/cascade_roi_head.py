@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from kiln.registry import MODELS, TASK_UTILS
 
-from ..utils import nms_iou_threshold, put_scalars
+from ..utils import nms_iou_threshold, put_scalars, refuse_init_cfg
 from .bbox_head import multiclass_nms
 from .roi_extractor import bbox2roi
 
@@ -58,6 +58,7 @@ class CascadeRoIHead(nn.Module):
         init_cfg: Any = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         if mask_head is not None or mask_roi_extractor is not None or shared_head is not None:
             raise NotImplementedError("roi_head: mask_head / shared_head are not implemented in kiln; "
                                       "remove them from the config (boxes only).")

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from kiln.registry import MODELS, TASK_UTILS
 
-from ..utils import put_scalars
+from ..utils import put_scalars, refuse_init_cfg
 from .roi_extractor import bbox2roi
 
 __all__ = ["StandardRoIHead"]
@@ -43,6 +43,7 @@ class StandardRoIHead(nn.Module):
         init_cfg: Any = None,
     ) -> None:
         super().__init__()
+        refuse_init_cfg(init_cfg, type(self).__name__)
         if shared_head is not None or mask_head is not None or mask_roi_extractor is not None:
             raise NotImplementedError(
                 "roi_head: shared_head / mask_head are not implemented in kiln; "
