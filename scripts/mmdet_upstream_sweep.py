@@ -89,6 +89,8 @@ def _shrink(node: Any) -> None:
                     node[key] = [(SMALL, SMALL), (SMALL + 16, SMALL + 16)] if multi else (SMALL, SMALL)
             if "crop_size" in node:
                 node["crop_size"] = (SMALL, SMALL)
+        if t == "Pad" and node.get("size") is not None:  # large-scale-jitter pipelines pad to 1024
+            node["size"] = (SMALL, SMALL)
         if t == "RepeatDataset":
             node["times"] = 1
         for v in node.values():
