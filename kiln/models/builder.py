@@ -81,4 +81,22 @@ def build_detector(cfg: Any, train_cfg: Any = None, test_cfg: Any = None) -> nn.
     cfg = translate_model(_plain(cfg))
     _merge_cfg(cfg, "train_cfg", train_cfg)
     _merge_cfg(cfg, "test_cfg", test_cfg)
+    _check_nms(cfg.get("test_cfg"), "model.test_cfg")
+    _check_nms(cfg.get("train_cfg"), "model.train_cfg")
     return MODELS.build(cfg, cfg_path="model")
+
+
+def _check_nms(node: Any, where: str) -> None:
+    """Every ``nms=dict(...)`` of the detector's train/test settings is one kiln runs (torchvision NMS with an
+    IoU threshold), checked when the model is built rather than at the first evaluation."""
+    from .utils import nms_iou_threshold
+
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "nms" and value is not None:
+                nms_iou_threshold(value, f"{where}.nms")
+            else:
+                _check_nms(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _check_nms(value, f"{where}.{i}")

@@ -134,3 +134,15 @@ def test_unknown_component_error_names_the_config_key():
     cfg["neck"]["type"] = "FPNN"
     with pytest.raises(KeyError, match=r"model\.neck.*FPN"):
         build_detector(cfg)
+
+
+def test_an_nms_kiln_does_not_run_is_refused_when_the_model_is_built():
+    """MMDetection's faster_rcnn_r50_fpn_soft_nms config: soft-NMS is refused at build time, naming the key,
+    not at the first evaluation after an epoch of training."""
+    from twostage_configs import faster_rcnn_cfg
+
+    cfg = faster_rcnn_cfg()
+    build_detector(copy.deepcopy(cfg))
+    cfg["test_cfg"]["rcnn"]["nms"] = dict(type="soft_nms", iou_threshold=0.5, min_score=0.05)
+    with pytest.raises(ValueError, match=r"model\.test_cfg\.rcnn\.nms: type='soft_nms'"):
+        build_detector(cfg)

@@ -145,3 +145,36 @@ def test_mask_heads_are_rejected_clearly():
     cfg = faster_rcnn_cfg()
     with pytest.raises(NotImplementedError, match="mask_head"):
         MODELS.build(dict(cfg["roi_head"], mask_head=dict(type="FCNMaskHead")))
+
+
+def test_ohem_sampler_keeps_the_rois_the_box_head_finds_hardest():
+    """train_cfg.rcnn.sampler=OHEMSampler (MMDetection's faster_rcnn_r50_fpn_ohem config): the sampled
+    negatives are the candidates with the highest classification loss under the current box head."""
+    import torch
+
+    from kiln.registry import MODELS
+
+    torch.manual_seed(0)
+    head = MODELS.build(dict(
+        type="StandardRoIHead",
+        bbox_roi_extractor=dict(type="SingleRoIExtractor", roi_layer=dict(type="RoIAlign", output_size=7,
+                                                                          sampling_ratio=0),
+                                out_channels=4, featmap_strides=[4]),
+        bbox_head=dict(type="Shared2FCBBoxHead", in_channels=4, fc_out_channels=8, roi_feat_size=7,
+                       num_classes=2),
+        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5,
+                                     min_pos_iou=0.5),
+                       sampler=dict(type="OHEMSampler", num=4, pos_fraction=0.25, neg_pos_ub=-1,
+                                    add_gt_as_proposals=False),
+                       pos_weight=-1)))
+    feats = [torch.randn(1, 4, 32, 32)]
+    gts = [torch.tensor([[0.0, 0, 40, 40]])]
+    props = [torch.tensor([[0.0, 0, 40, 40]] + [[x, 60.0, x + 30, 90] for x in range(0, 90, 10)])]
+    sample = head.sample_proposals(props, gts, [torch.tensor([1])], feats=feats)[0]
+    negs = props[0][1:]
+    rois = torch.cat([torch.zeros(len(negs), 1), negs], dim=1)
+    with torch.no_grad():
+        cls_score, _ = head.bbox_head(head.bbox_roi_extractor(feats, rois))
+    losses = torch.nn.functional.cross_entropy(cls_score, torch.full((len(negs),), 2), reduction="none")
+    expected = set((losses.topk(3).indices + 1).tolist())  # 3 negatives (background) fill num=4
+    assert set(sample.neg_inds.tolist()) == expected and sample.pos_inds.tolist() == [0]

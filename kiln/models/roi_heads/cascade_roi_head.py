@@ -79,6 +79,11 @@ class CascadeRoIHead(nn.Module):
                           for i, c in enumerate(self.train_cfg)]
         self.samplers = [TASK_UTILS.build(c["sampler"], cfg_path=f"train_cfg.rcnn.{i}.sampler")
                          for i, c in enumerate(self.train_cfg)]
+        for i, c in enumerate(self.train_cfg):
+            if str(c["sampler"].get("type", "")) == "OHEMSampler":
+                raise NotImplementedError(
+                    f"train_cfg.rcnn.{i}.sampler.type='OHEMSampler': kiln mines hard RoIs in StandardRoIHead "
+                    f"(Faster R-CNN) only, not per cascade stage; use type='RandomSampler' here.")
 
     @property
     def num_classes(self) -> int:

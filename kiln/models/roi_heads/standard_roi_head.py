@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch.nn as nn
 
 from kiln.registry import MODELS, TASK_UTILS
 
+from ..task_modules import OHEMSampler
 from ..utils import put_scalars, refuse_init_cfg
 from .roi_extractor import bbox2roi
 
@@ -77,8 +79,14 @@ class StandardRoIHead(nn.Module):
         gt_bboxes: Sequence[torch.Tensor],
         gt_labels: Sequence[torch.Tensor],
         gt_bboxes_ignore: Sequence[torch.Tensor | None] | None = None,
+        feats: Sequence[torch.Tensor] | None = None,
     ) -> list[Any]:
-        """Assign each image's proposals to ground truths and sample them (gts added as proposals)."""
+        """Assign each image's proposals to ground truths and sample them (gts added as proposals).
+
+        An ``OHEMSampler`` (``train_cfg.rcnn.sampler``) ranks candidates by the box head's current
+        classification loss on them, computed from ``feats`` (the image's slice of each level), as
+        MMDetection's does.
+        """
         if self.bbox_assigner is None:
             raise RuntimeError(
                 "StandardRoIHead needs train_cfg.rcnn (assigner, sampler) to train; give the "
@@ -90,8 +98,22 @@ class StandardRoIHead(nn.Module):
             labels = labels.to(props.device, torch.long)
             ignore = gt_bboxes_ignore[i] if gt_bboxes_ignore is not None else None
             assign = self.bbox_assigner.assign(props, gts, ignore, labels)
-            results.append(self.bbox_sampler.sample(assign, props, gts, labels))
+            extra = {}
+            if isinstance(self.bbox_sampler, OHEMSampler):
+                if feats is None:
+                    raise ValueError("OHEMSampler ranks RoIs by the box head's loss: sample_proposals "
+                                     "needs feats.")
+                extra["loss_fn"] = functools.partial(self._ohem_loss, [f[i: i + 1] for f in feats])
+            results.append(self.bbox_sampler.sample(assign, props, gts, labels, **extra))
         return results
+
+    def _ohem_loss(self, image_feats: Sequence[torch.Tensor], bboxes: torch.Tensor,
+                   labels: torch.Tensor) -> torch.Tensor:
+        """Per-RoI classification loss of the current box head (negatives: the background class)."""
+        rois = bbox2roi([bboxes])
+        cls_score, _ = self._bbox_forward(image_feats, rois)
+        labels = torch.where(labels < 0, torch.full_like(labels, self.num_classes), labels)
+        return self.bbox_head.loss_cls(cls_score, labels, reduction_override="none")
 
     def forward_train(
         self,
@@ -103,7 +125,7 @@ class StandardRoIHead(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """``loss_cls``, ``loss_bbox`` (and the logged ``acc``) of the box head on sampled RoIs."""
         proposals = [p.detach() for p in proposals]
-        samples = self.sample_proposals(proposals, gt_bboxes, gt_labels, gt_bboxes_ignore)
+        samples = self.sample_proposals(proposals, gt_bboxes, gt_labels, gt_bboxes_ignore, feats=feats)
         return self._bbox_loss(feats, samples)
 
     def _bbox_loss(self, feats: Sequence[torch.Tensor], samples: Sequence[Any]) -> dict[str, torch.Tensor]:
