@@ -110,6 +110,9 @@ def _out_of_scope(node, path="model") -> list[str]:
                 reasons.append(f"{path}.{key}")
             if key == "roi_layer" and isinstance(value, dict) and value.get("type") != "RoIAlign":
                 reasons.append(f"{path}.roi_layer: {value.get('type')}")
+            nms_type = value.get("type", "nms") if key == "nms" and isinstance(value, dict) else "nms"
+            if nms_type not in ("nms", "batched_nms"):
+                reasons.append(f"{path}.nms: {nms_type}")  # soft_nms: refused by name
             if key not in _SKIP_SUBTREES:
                 reasons += _out_of_scope(value, f"{path}.{key}")
     elif isinstance(node, (list, tuple)):
