@@ -1,12 +1,14 @@
 """``Runner.from_cfg``: translate a run config to the canonical schema, then build every object once.
 
 The builder reads only the canonical (MMEngine-spelled) keys, :data:`kiln.config.dialects.CANONICAL_KEYS`:
-``model``, ``train_dataloader``/``val_dataloader``/``test_dataloader`` (``batch_size``,
-``num_workers``, ``dataset``, ``sampler.shuffle``), ``train_cfg``/``val_cfg``/``test_cfg`` loops,
+``model``, ``train_dataloader``/``val_dataloader``/``test_dataloader`` (MMEngine dataloader dicts, read
+by :func:`kiln.data.build_dataloader_from_cfg`), ``train_cfg``/``val_cfg``/``test_cfg`` loops,
 ``optim_wrapper``, ``param_scheduler``, ``default_hooks``, ``custom_hooks``,
 ``val_evaluator``/``test_evaluator``, ``env_cfg``, ``randomness``, ``device``, ``sync_bn``,
 ``channels_last``, ``load_from``, ``resume``, ``work_dir``, ``frozen_modules``, ``runner_type``,
-``custom_imports``, ``find_unused_parameters`` (``log_level``/``launcher`` are read by the entry point).
+``custom_imports``, ``find_unused_parameters``, ``visualizer`` (built into ``runner.visualizer``),
+``auto_scale_lr`` (``log_level``/``launcher`` are read by the entry point; ``tta_model``/``tta_pipeline``
+by ``kiln test --tta``). Every build also checks each head's ``num_classes`` against each dataset.
 MMCV/MMDetection 2.x and Detectron2 configs are translated first by
 :func:`kiln.config.dialects.to_canonical`; a dialect key that reaches :func:`build_runner_from_canonical`
 is an error. Everything a config can say is applied here, so ``kiln train``, ``Runner.from_cfg`` and
