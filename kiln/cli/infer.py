@@ -58,13 +58,13 @@ def class_names_of(cfg: Any, dataset: Any = None) -> list[str] | None:
         return list(names)
     if test.get("ann_file") and dataset is None:
         # Classes read from the test set's annotation file (a COCO json names its categories).
-        from kiln.engine.hooks.det_visualization_hook import dataset_meta
+        from kiln.models import dataset_classes
 
         where = f"test_dataloader.dataset ({test.get('ann_file')})"
         with user_errors(f"cannot read the class names from {where}"):
-            meta = dataset_meta(DATASETS.build(dict(test, pipeline=[]), default_args={"test_mode": True},
-                                               cfg_path="test_dataloader.dataset"))
-        return list(meta["classes"]) if meta else None
+            names = dataset_classes(DATASETS.build(dict(test, pipeline=[]), default_args={"test_mode": True},
+                                                   cfg_path="test_dataloader.dataset"))
+        return list(names) if names else None
     return None
 
 

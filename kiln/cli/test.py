@@ -151,7 +151,7 @@ def _show_sink(cfg: Any, args: argparse.Namespace) -> Any:
         return ShowPredictions(args.show_dir, args.show_score_thr)
     with user_errors("cannot build the test dataset for --show-dir"):
         _, dataset = build_test_objects(cfg, args.split, with_model=False)
-    from kiln.engine.hooks.det_visualization_hook import dataset_meta
+    from kiln.visualization.datasample import dataset_meta
 
     return ShowWithVisualizer(args.show_dir, args.show_score_thr, dataset_meta=dataset_meta(dataset),
                               visualizer_cfg=cfg.get("visualizer"))

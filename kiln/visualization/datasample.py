@@ -26,7 +26,7 @@ import torch
 
 from kiln.structures import DetDataSample, InstanceData
 
-__all__ = ["DrawableSample", "drawable_sample"]
+__all__ = ["DrawableSample", "drawable_sample", "dataset_meta"]
 
 
 @dataclass
@@ -183,3 +183,18 @@ def drawable_sample(sample: Mapping[str, Any], output: Any) -> DrawableSample:
     if gt is not None:
         data_sample.gt_instances = gt
     return DrawableSample(img_path=str(path), data_sample=data_sample)
+
+
+def dataset_meta(dataset: Any) -> dict[str, Any] | None:
+    """``classes``/``palette`` of a dataset (3.x ``metainfo``, 2.x ``CLASSES``; through wrappers), if any."""
+    for _ in range(4):  # wrappers (RepeatDataset, ...) keep the real dataset in .dataset
+        if dataset is None:
+            return None
+        meta = getattr(dataset, "metainfo", None)
+        if isinstance(meta, Mapping) and meta.get("classes") is not None:
+            return dict(meta)
+        classes = getattr(dataset, "CLASSES", None)
+        if classes is not None:
+            return {"classes": tuple(classes)}
+        dataset = getattr(dataset, "dataset", None)
+    return None

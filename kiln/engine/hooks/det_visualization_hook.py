@@ -37,23 +37,10 @@ __all__ = ["DetVisualizationHook"]
 
 
 def _dataset_meta(loader: Any) -> dict[str, Any] | None:
-    """``classes``/``palette`` of a loader's dataset (see :func:`dataset_meta`)."""
+    """``classes``/``palette`` of a loader's dataset (:func:`kiln.visualization.datasample.dataset_meta`)."""
+    from kiln.visualization.datasample import dataset_meta
+
     return dataset_meta(getattr(loader, "dataset", None))
-
-
-def dataset_meta(dataset: Any) -> dict[str, Any] | None:
-    """``classes``/``palette`` of a dataset (3.x ``metainfo``, 2.x ``CLASSES``; through wrappers), if any."""
-    for _ in range(4):  # wrappers (RepeatDataset, ...) keep the real dataset in .dataset
-        if dataset is None:
-            return None
-        meta = getattr(dataset, "metainfo", None)
-        if isinstance(meta, Mapping) and meta.get("classes") is not None:
-            return dict(meta)
-        classes = getattr(dataset, "CLASSES", None)
-        if classes is not None:
-            return {"classes": tuple(classes)}
-        dataset = getattr(dataset, "dataset", None)
-    return None
 
 
 @HOOKS.register_module()
