@@ -85,14 +85,17 @@ class YamlHandler(BaseFileHandler):
 
 
 class PickleHandler(BaseFileHandler):
-    """Python pickle (binary). Only load pickles you trust."""
+    """Python pickle (binary). Loading constructs data only (dicts, lists, numpy arrays: see
+    :mod:`kiln.fileio.safe_pickle`); other objects are refused because unpickling them can run code."""
 
     str_like = False
 
     def load_from_fileobj(self, file: IO, **kwargs: Any) -> Any:
-        import pickle
+        from .safe_pickle import safe_load
 
-        return pickle.load(file, **kwargs)
+        if kwargs:
+            raise TypeError(f"loading a pickle takes no options (got {sorted(kwargs)})")
+        return safe_load(file)
 
     def dump_to_fileobj(self, obj: Any, file: IO, **kwargs: Any) -> None:
         import pickle

@@ -150,3 +150,23 @@ def test_two_machines_get_global_ranks_by_machine_rank(tmp_path):
     got = [json.loads((tmp_path / f"machine_rank{r}.json").read_text()) for r in (0, 1)]
     assert got == [[0, 2, 0, 1], [1, 2, 0, 1]]  # [rank, world size, local rank, local size]
 
+
+
+_LEAVE_SCRIPT = """
+import atexit
+import torch.distributed as dist
+atexit.register(lambda: print("initialized at exit:", dist.is_initialized()))  # runs after kiln's hook
+from kiln.engine.launch import init_from_env
+print("joined:", init_from_env(backend="gloo"))
+"""
+
+
+def test_a_torchrun_worker_leaves_its_process_group_before_interpreter_shutdown():
+    # A gloo group destroyed by interpreter shutdown can abort the process after training finished.
+    env = dict(os.environ, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(find_free_port()))
+    proc = subprocess.run([sys.executable, "-c", _LEAVE_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "joined: (0, 1)" in proc.stdout
+    assert "initialized at exit: False" in proc.stdout

@@ -37,8 +37,9 @@ def _load_file(path: str) -> Any:
     if not osp.isfile(path):
         raise FileNotFoundError(f"Annotation file '{path}' does not exist; check ann_file and data_root.")
     if path.endswith((".pkl", ".pickle")):
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        from kiln.fileio.safe_pickle import safe_load
+
+        return safe_load(path)  # data only: a crafted pickle cannot run code
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
