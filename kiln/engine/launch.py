@@ -28,7 +28,8 @@ import torch.multiprocessing as mp
 
 from . import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "launch", "init_from_env", "leave_process_group", "default_backend", "find_free_port"]
+__all__ = ["DEFAULT_TIMEOUT", "launch", "init_from_env", "leave_process_group", "default_backend",
+           "find_free_port"]
 
 logger = logging.getLogger(__name__)
 
