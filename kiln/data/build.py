@@ -143,6 +143,16 @@ class _BatchKeys(torchdata.Sampler):
         return len(self.loader)
 
 
+def _leave_signals_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGINT: Ctrl-C signals the whole foreground process group, and the main
+    process turns it into a checkpoint-and-stop (kiln.engine.preemption), which needs its workers
+    alive until then; it shuts them down itself. (SIGTERM keeps its default action: it is how the
+    main process terminates workers that do not exit in time.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ResumableLoader:
     """An iterable of batches (lists of per-image dicts) whose position can be saved and restored.
 
@@ -207,6 +217,7 @@ class ResumableLoader:
             generator=generator,
             persistent_workers=bool(persistent_workers) and self.num_workers > 0,
             pin_memory=pin_memory,
+            worker_init_fn=_leave_signals_to_the_main_process if self.num_workers > 0 else None,
         )
 
     # ------------------------------------------------------------------ batching

@@ -39,6 +39,7 @@ from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .mmcv_runner import BaseRunner, EpochBasedRunner, IterBasedRunner, build_runner
 from .nonfinite import NonFiniteLossError
+from .preemption import TrainingPreempted
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .plateau import MonitoredScheduler, ReduceOnPlateauLR, ReduceOnPlateauMomentum
 from .runner import Runner, parse_losses
@@ -101,6 +102,7 @@ __all__ = [
     "ReduceOnPlateauLR",
     "ReduceOnPlateauMomentum",
     "NonFiniteLossError",
+    "TrainingPreempted",
     "build_param_schedulers",
     "schedulers_from_lr_config",
     "CommonMetricPrinter",

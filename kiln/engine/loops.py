@@ -22,6 +22,7 @@ from .data_position import is_resumable_loader, open_loader_at, position_loader
 from .hooks.base import HookError, owner_of_failure
 from .hooks.period import IterDispatch
 from .nonfinite import NonFiniteLossError
+from .preemption import PreemptStop
 
 __all__ = [
     "EpochBasedTrainLoop",
@@ -152,6 +153,7 @@ class _TrainLoopBase:
         step = step or runner.make_train_step()
         storage = runner.storage
         records = state.records
+        guard = runner.preemption  # set while Runner.train runs (SIGTERM/SIGINT -> stop and save)
         flush = runner.flush_metrics
         clock = time.perf_counter
         t_end = clock()
@@ -195,10 +197,18 @@ class _TrainLoopBase:
             state.iter = it
             state.inner_iter = idx
             storage.iter = it
+            if guard is not None and guard.agreed_signal() is not None:
+                state.request_stop()
             if state.stop_requested:
                 break
             t_end = clock()
         state.last_step_end = t_step
+
+    def _check_preempted(self) -> None:
+        """Raise :class:`PreemptStop` when a preemption signal ended the iterations."""
+        guard = self.runner.preemption
+        if guard is not None and guard.signum is not None:
+            raise PreemptStop(guard.signum)
 
     @property
     def stop_training(self) -> bool:
@@ -252,6 +262,7 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         runner.call_hook("before_train")
         while state.epoch < self.max_epochs and not state.stop_requested:
             self.run_epoch()
+        self._check_preempted()
         runner.call_hook("after_train")
 
     def run_epoch(self) -> None:
@@ -262,6 +273,8 @@ class EpochBasedTrainLoop(_TrainLoopBase):
         start = state.inner_iter
         batches = open_loader_at(self.dataloader, state.epoch, start, what="EpochBasedTrainLoop")
         self._run_iters(batches, self.epoch_length - start)
+        if state.inner_iter < self.epoch_length:
+            self._check_preempted()  # mid-epoch: no epoch-end hooks; a finished epoch ends normally
         runner.call_hook("after_train_epoch")
         if state.inner_iter >= self.epoch_length or not state.stop_requested:
             self._next_epoch()
@@ -311,6 +324,7 @@ class IterBasedTrainLoop(_TrainLoopBase):
             self._run_iters(batches, min(remaining, self.epoch_length - start))
             if state.inner_iter >= self.epoch_length:
                 self._next_epoch()
+        self._check_preempted()
         runner.call_hook("after_train_epoch")
         runner.call_hook("after_train")
 
@@ -337,6 +351,7 @@ class StepLoop(_TrainLoopBase):
         runner.call_hook("before_train")
         remaining = self.max_iters - runner.iter
         self._run_iters(itertools.repeat(None), remaining, step=lambda _: step_fn() or {})
+        self._check_preempted()
         runner.call_hook("after_train")
 
 

@@ -41,6 +41,7 @@ from .hooks.base import (
 from .loops import build_loop, train_loop_cfg
 from .nonfinite import UNSMOOTHED, NonFiniteLossError, check_columns
 from .optim import OptimWrapper, build_optim_wrapper
+from .preemption import PreemptionGuard, PreemptStop, TrainingPreempted
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
 from .state import RunState
@@ -159,6 +160,8 @@ class Runner(RunnerCheckpointMixin):
         self._hook_keys: dict[int, str] = {}
         self._stages: StageTable = build_stage_table([])
         self._training = False  # inside train(): the stage table is resolved for this run
+        #: the SIGTERM/SIGINT handler of the running train() (None otherwise); see kiln.engine.preemption
+        self.preemption: PreemptionGuard | None = None
         self._resumed = False
 
         # ---- optimization ---------------------------------------------------------------------
@@ -592,7 +595,13 @@ class Runner(RunnerCheckpointMixin):
                     where = f"epoch {self.epoch + 1}, " if self.by_epoch else ""
                     n, total = self.iter + 1, self.max_iters
                     logger.info("Start training at %siteration %d of %d", where, n, total)
-                self.train_loop.run()
+                self.preemption = PreemptionGuard(self.state)
+                with self.preemption:
+                    self.train_loop.run()
+            except PreemptStop as stop:
+                with contextlib.suppress(NonFiniteLossError):
+                    self.flush_metrics()
+                raise self._save_preempted(stop.signum) from None
             except BaseException:
                 # Keep what the failed run logged, without a NaN-loss error masking this one.
                 with contextlib.suppress(NonFiniteLossError):
@@ -602,8 +611,23 @@ class Runner(RunnerCheckpointMixin):
                 self.flush_metrics()  # (raises NonFiniteLossError for a NaN loss in the last steps)
             finally:
                 self._training = False
+                self.preemption = None
                 self.call_hook("after_run")
         return self.model
+
+    def _save_preempted(self, signum: int) -> TrainingPreempted:
+        """Checkpoint the position a preemption signal stopped at; the exception to raise."""
+        path = None
+        if self.work_dir:
+            path = self.save_checkpoint(f"preempted_iter_{self.iter}")
+        stopped = TrainingPreempted(signum, self.iter, path)
+        if comm.is_main_process():
+            if path:
+                logger.warning("%s. Resume with `kiln train CONFIG --resume` (or Runner(resume=True)).",
+                               stopped)
+            else:
+                logger.warning("%s.", stopped)
+        return stopped
 
     def _init_model_weights(self) -> None:
         """Load the pretrained weights a model's config names (``init_cfg``/``pretrained``) before the

@@ -1,6 +1,6 @@
 """Child process for the exact-resume tests (run as a script; not collected by pytest).
 
-    python resume_child.py WORK_DIR MODE [--kill-in-save N]
+    python resume_child.py WORK_DIR MODE [--kill-in-save N] [--only-last] [--slow]
 
 Trains a small dropout MLP on a shuffled, augmented dataset through kiln's resumable loader with
 2 workers, checkpointing every iteration, resuming from WORK_DIR when a checkpoint exists. Prints
@@ -8,6 +8,8 @@ Trains a small dropout MLP on a shuffled, augmented dataset through kiln's resum
 
 With ``--kill-in-save N``, the save after iteration N writes half of the file and then waits to be
 killed (the parent SIGKILLs it), to exercise a kill in the middle of a checkpoint write.
+``--only-last`` saves no periodic checkpoints (only the last one), so a resume can only continue from
+a checkpoint written on preemption; ``--slow`` makes each iteration take about 0.3 s.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def augment(d: dict) -> dict:
     return {"x": base * scale + noise, "y": torch.tensor([d["y"]], dtype=torch.float32)}
 
 
-def make_runner(work_dir: str, mode: str) -> Runner:
+def make_runner(work_dir: str, mode: str, only_last: bool = False) -> Runner:
     """Epoch-based (3 epochs x 8 iterations) or iteration-based (24 iterations) run."""
     set_random_seed(7)
     g = np.random.RandomState(0)
@@ -74,7 +76,7 @@ def make_runner(work_dir: str, mode: str) -> Runner:
             dict(type="CosineAnnealingLR", by_epoch=False, eta_min=1e-4),
         ],
         default_hooks=dict(
-            checkpoint=CheckpointHook(interval=1, by_epoch=False, max_keep_ckpts=2),
+            checkpoint=CheckpointHook(interval=-1 if only_last else 1, by_epoch=False, max_keep_ckpts=2),
             logger=dict(type="LoggerHook", interval=5),
         ),
         **length,
@@ -82,9 +84,11 @@ def make_runner(work_dir: str, mode: str) -> Runner:
 
 
 def main() -> None:
-    work_dir, mode = sys.argv[1], sys.argv[2]
-    kill_in_save = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[3] == "--kill-in-save" else None
-    runner = make_runner(work_dir, mode)
+    work_dir, mode, flags = sys.argv[1], sys.argv[2], sys.argv[3:]
+    kill_in_save = int(flags[flags.index("--kill-in-save") + 1]) if "--kill-in-save" in flags else None
+    runner = make_runner(work_dir, mode, only_last="--only-last" in flags)
+    if "--slow" in flags:
+        runner.register_callback(lambda r, *a: time.sleep(0.3), "before_train_iter")
 
     def report(r: Runner, *args: object) -> None:
         print(f"ITER {r.iter + 1}", flush=True)
