@@ -39,9 +39,9 @@ from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .mmcv_runner import BaseRunner, EpochBasedRunner, IterBasedRunner, build_runner
 from .nonfinite import NonFiniteLossError
-from .preemption import TrainingPreempted
 from .optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper, build_optimizer
 from .plateau import MonitoredScheduler, ReduceOnPlateauLR, ReduceOnPlateauMomentum
+from .preemption import TrainingPreempted
 from .runner import Runner, parse_losses
 from .schedulers import ScheduleSet, build_param_schedulers
 from .schedulers_mm import schedulers_from_lr_config

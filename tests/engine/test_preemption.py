@@ -76,8 +76,9 @@ def test_a_second_sigint_exits_at_once_without_a_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------------------ distributed agreement
 def _ddp_worker(out_dir: str) -> None:
-    from kiln.engine import Runner, TrainingPreempted, comm
     from test_distributed_training import _local_batches, _Regressor
+
+    from kiln.engine import Runner, TrainingPreempted, comm
 
     rank = comm.get_rank()
     model = _Regressor()
