@@ -1,0 +1,92 @@
+"""Writing a torchvision ResNet state dict the way each publisher writes its files (test helper).
+
+Independent of kiln's converters: these follow the publishers' own naming (Detectron2's ResNet module
+names, Caffe2's blob names with BatchNorm folded into scale/bias as MSRA's ImageNet files store it).
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+
+import numpy as np
+import torch
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm (also torchvision's FrozenBatchNorm2d) non-trivial statistics and affine terms."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if hasattr(m, "running_var") and hasattr(m, "weight") and m.weight is not None:
+            n = m.running_var.numel()
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def _tv_parts(key: str) -> tuple[str, str, str] | None:
+    """('stem'|'resN.i', module ('conv1', 'bn2', 'downsample.0'...), leaf)."""
+    if m := re.match(r"^(conv1|bn1)\.(\w+)$", key):
+        return "stem", m.group(1), m.group(2)
+    if m := re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", key):
+        return f"res{int(m.group(1)) + 1}.{m.group(2)}", m.group(3), m.group(4)
+    return None
+
+
+def as_detectron2(state: dict[str, torch.Tensor], prefix: str = "backbone.bottom_up.") -> dict:
+    """Detectron2 names (``stem.conv1.norm``, ``res2.0.conv1.norm``, ``shortcut``) with numpy values."""
+    out = {}
+    for key, value in state.items():
+        parts = _tv_parts(key)
+        if parts is None or key.endswith("num_batches_tracked"):
+            continue
+        where, module, leaf = parts
+        if where == "stem":
+            name = "stem.conv1" + (".norm" if module == "bn1" else "")
+        elif module.startswith("downsample"):
+            name = f"{where}.shortcut" + (".norm" if module.endswith("1") else "")
+        elif module.startswith("bn"):
+            name = f"{where}.conv{module[2:]}.norm"
+        else:
+            name = f"{where}.{module}"
+        out[f"{prefix}{name}.{leaf}"] = value.numpy()
+    return out
+
+
+def as_caffe2(state: dict[str, torch.Tensor], eps: float = 1e-5) -> dict[str, np.ndarray]:
+    """Caffe2 blob names as in MSRA ``R-50.pkl``: BN folded into ``_bn_s``/``_bn_b``, ``fc1000`` kept."""
+    out = {}
+    branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "downsample.0": "branch1"}
+    for key, value in state.items():
+        parts = _tv_parts(key)
+        if key.startswith("fc."):
+            out[f"fc1000_{key[3]}"] = value.numpy()
+            continue
+        if parts is None or not key.endswith("weight"):
+            continue
+        where, module, _ = parts
+        prefix = "" if where == "stem" else where.replace(".", "_") + "_"
+        if module.startswith("bn") or module == "downsample.1":
+            base = key[: -len("weight")]
+            scale = state[base + "weight"] / torch.sqrt(state[base + "running_var"] + eps)
+            shift = state[base + "bias"] - state[base + "running_mean"] * scale
+            if where == "stem":
+                blob = "res_conv1_bn"
+            elif module == "downsample.1":
+                blob = prefix + "branch1_bn"
+            else:
+                blob = prefix + branch["conv" + module[2:]] + "_bn"
+            out[blob + "_s"] = scale.numpy()
+            out[blob + "_b"] = shift.numpy()
+        else:
+            blob = "conv1" if where == "stem" else prefix + branch[module]
+            out[blob + "_w"] = value.numpy()
+    return out
+
+
+def write_pickle(obj: object, path: str, protocol: int = 2) -> None:
+    """Pickle data the way Detectron2/Caffe2 tools do (protocol 2 by default, as Python-2 era files)."""
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
