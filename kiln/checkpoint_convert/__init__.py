@@ -30,7 +30,8 @@ def load_into(model: Any, path: str | os.PathLike, *, allow_pickle: bool = False
     ``strict=True`` raises ``RuntimeError`` with the report when anything did not load.
     """
     ckpt = read_checkpoint(path, allow_pickle=allow_pickle)
-    aligned, report = convert_for_model(ckpt["model"], model.state_dict(), source=f"'{os.fspath(path)}'")
+    aligned, report = convert_for_model(ckpt["model"], model.state_dict(), source=f"'{os.fspath(path)}'",
+                                        model=model)
     if strict and (report.missing or report.unexpected or report.shape_mismatch):
         raise RuntimeError(report.format() + "\n(strict: every key must load)")
     model.load_state_dict(aligned, strict=False)

@@ -1,7 +1,7 @@
 """Detectron2 names → kiln (MMDetection) names.
 
-Detectron2 and MMDetection lay a detector out the same way (classes with the background last, class-specific
-box deltas, anchors ordered size-major per location), so converting is renaming:
+Detectron2 and MMDetection lay a detector's classes out the same way (background last, class-specific box
+deltas), so converting is renaming, plus the order of a location's anchors (see :mod:`.anchors`):
 
 ============================================  ============================================
 Detectron2                                    kiln / MMDetection
@@ -31,6 +31,8 @@ import re
 
 import torch
 
+from .anchors import grid_permutation, permute_anchor_channels, publisher_permutation
+
 __all__ = ["detectron2_to_kiln", "resnet_names_to_kiln"]
 
 _BLOCK = re.compile(r"^res([2-5])\.(\d+)\.(conv\d|shortcut)(\.norm)?\.(.+)$")
@@ -58,12 +60,44 @@ def _conv_module(norm: str | None, rest: str) -> str:
     return f"bn.{rest}" if norm else f"conv.{rest}"
 
 
-def detectron2_to_kiln(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename a Detectron2 state dict into kiln names; return ``(state, notes)``."""
+def _anchor_perm(num_anchors: int, slots: list[tuple[float, float]] | None, what: str,
+                 notes: list[str]) -> list[int] | None:
+    if slots and len(slots) == num_anchors:
+        perm = publisher_permutation(slots, "size_major")
+    elif num_anchors == 9:  # Detectron2's RetinaNet: 3 sizes x 3 ratios, into kiln's default order
+        perm = grid_permutation(3, 3, "size_major")
+    elif num_anchors <= 3:
+        perm = None
+    else:
+        notes.append(f"{what}: {num_anchors} anchors per location kept in Detectron2's size-major order "
+                     "(load into the model to reorder them for its anchor generator)")
+        return None
+    if perm is not None:
+        notes.append(f"{what}: anchors reordered from Detectron2's size-major order to the model's")
+    return perm
+
+
+def detectron2_to_kiln(
+    state: dict[str, torch.Tensor], anchor_slots: dict[str, list[tuple[float, float]]] | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename a Detectron2 state dict into kiln names; return ``(state, notes)``.
+
+    Per-anchor outputs (RetinaNet ``head.cls_score``/``bbox_pred``, RPN ``objectness_logits``/
+    ``anchor_deltas``) are reordered from Detectron2's size-major anchor order into the target's:
+    ``anchor_slots`` (:func:`~kiln.checkpoint_convert.anchors.anchor_slots` of the model) says which;
+    without it kiln's default (ratio-major) is assumed.
+    """
+    anchor_slots = anchor_slots or {}
+    notes: list[str] = []
+    perms: dict[str, tuple[int, list[int] | None]] = {}
+    for head, src, what in (("bbox_head", "head.bbox_pred.weight", "RetinaNet head"),
+                            ("rpn_head", "proposal_generator.rpn_head.anchor_deltas.weight", "RPN head")):
+        if src in state:
+            num = state[src].shape[0] // 4
+            perms[head] = (num, _anchor_perm(num, anchor_slots.get(head), what, notes))
     laterals = sorted({int(m.group(1)) for k in state if (m := re.match(r"backbone\.fpn_lateral(\d)", k))})
     first = laterals[0] if laterals else 2
     out: dict[str, torch.Tensor] = {}
-    notes: list[str] = []
     for key, value in state.items():
         k = key
         if k.startswith(("pixel_mean", "pixel_std")) or ".cell_anchors." in k:
@@ -85,6 +119,8 @@ def detectron2_to_kiln(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
                 if sub.startswith(src):
                     sub = dst + sub[len(src):]
             k = "rpn_head." + sub
+            if sub.startswith(("rpn_cls.", "rpn_reg.")):
+                value = permute_anchor_channels(value, *perms["rpn_head"])
         elif k.startswith("roi_heads.res5."):
             k = "roi_head.shared_head." + resnet_names_to_kiln("res5." + k[len("roi_heads.res5."):])
         elif m := re.match(r"^roi_heads\.box_head\.(\d+\.)?(fc|conv)(\d+)(\.norm)?\.(.+)$", k):
@@ -102,8 +138,10 @@ def detectron2_to_kiln(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
             k = f"bbox_head.{'cls' if kind == 'cls' else 'reg'}_convs.{int(idx) // 2}.conv.{rest}"
         elif k.startswith("head.cls_score."):
             k = "bbox_head.retina_cls." + k[len("head.cls_score."):]
+            value = permute_anchor_channels(value, *perms["bbox_head"])
         elif k.startswith("head.bbox_pred."):
             k = "bbox_head.retina_reg." + k[len("head.bbox_pred."):]
+            value = permute_anchor_channels(value, *perms["bbox_head"])
         else:
             k = resnet_names_to_kiln(k)  # a bare backbone (ImageNet weights renamed from Caffe2)
         out[k] = value

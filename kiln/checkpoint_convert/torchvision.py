@@ -6,10 +6,9 @@ Beyond renaming, two layouts differ:
   background (Faster R-CNN's softmax) or unused (RetinaNet's sigmoid). kiln puts the background last
   (Faster R-CNN) or has none (RetinaNet) and numbers the 80 COCO classes contiguously. Slot 0 is moved or
   dropped, and a 91-slot head keeps only the 80 ids COCO uses.
-* **anchor order**: torchvision's anchor generator enumerates a location's anchors ratio-major
-  (``ratio * num_sizes + size``); kiln's (MMDetection's default ``scale_major=True``) size-major. The
-  RetinaNet predictor's output channels are permuted accordingly (the RPN has one size per level, where the
-  orders agree).
+* **anchor order**: torchvision enumerates a location's anchors ratio-major, as kiln's default
+  (MMDetection's ``scale_major=True``) does; a target model ordering them otherwise gets the RetinaNet
+  predictor's channels permuted (see :mod:`.anchors`).
 """
 
 from __future__ import annotations
@@ -17,6 +16,8 @@ from __future__ import annotations
 import re
 
 import torch
+
+from .anchors import publisher_permutation
 
 __all__ = ["torchvision_detection_to_kiln", "COCO91_TO_80"]
 
@@ -43,28 +44,15 @@ def _conv_index(rest: str) -> tuple[int, str]:
     return int(m.group(1)) // 2, m.group(2)
 
 
-def _anchor_permutation(num_anchors: int, anchor_grid: tuple[int, int] | None) -> list[int] | None:
-    """For each kiln anchor slot (size-major), the torchvision slot (ratio-major) it comes from."""
-    if anchor_grid is None:
-        if num_anchors == 9:
-            anchor_grid = (3, 3)  # torchvision's RetinaNet: 3 sizes x 3 ratios per location
-        elif num_anchors <= 3:
-            return None  # a single size or a single ratio: both orders agree
-        else:
-            raise ValueError(
-                f"torchvision RetinaNet head has {num_anchors} anchors per location; pass "
-                "anchor_grid=(num_sizes, num_ratios) so the anchor order can be converted")
-    sizes, ratios = anchor_grid
-    if sizes * ratios != num_anchors:
-        raise ValueError(
-            f"anchor_grid={anchor_grid} gives {sizes * ratios} anchors, the head has {num_anchors}")
-    return [r * sizes + s for s in range(sizes) for r in range(ratios)]
-
-
 def torchvision_detection_to_kiln(
-    state: dict[str, torch.Tensor], anchor_grid: tuple[int, int] | None = None
+    state: dict[str, torch.Tensor], anchor_slots: dict[str, list[tuple[float, float]]] | None = None
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename and re-lay a torchvision detector's state dict for kiln; return ``(state, notes)``."""
+    """Rename and re-lay a torchvision detector's state dict for kiln; return ``(state, notes)``.
+
+    ``anchor_slots`` (:func:`~kiln.checkpoint_convert.anchors.anchor_slots` of the target model) lets the
+    RetinaNet head follow a target that orders its anchors other than kiln's default; without it the
+    default (ratio-major, torchvision's own order) is assumed.
+    """
     notes: list[str] = []
     inner = sorted({int(m.group(1)) for k in state
                     if (m := re.match(r"backbone\.fpn\.inner_blocks\.(\d+)", k))})
@@ -114,7 +102,8 @@ def torchvision_detection_to_kiln(
         num_anchors = reg_w.shape[0] // 4
         num_slots = cls_w.shape[0] // num_anchors
         keep = _keep_classes(num_slots)
-        perm = _anchor_permutation(num_anchors, anchor_grid)
+        slots = (anchor_slots or {}).get("bbox_head")
+        perm = publisher_permutation(slots, "ratio_major") if slots and len(slots) == num_anchors else None
         order = perm if perm is not None else list(range(num_anchors))
         for leaf in ("weight", "bias"):
             cls = state[f"head.classification_head.cls_logits.{leaf}"]
@@ -124,5 +113,5 @@ def torchvision_detection_to_kiln(
             out[f"bbox_head.retina_cls.{leaf}"] = cls
             out[f"bbox_head.retina_reg.{leaf}"] = reg
         notes.append(f"RetinaNet head: {num_slots} class slots -> {len(keep)} classes"
-                     + (", anchors reordered ratio-major -> size-major" if perm is not None else ""))
+                     + (", anchors reordered to the model's order" if perm is not None else ""))
     return out, notes

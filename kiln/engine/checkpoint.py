@@ -427,7 +427,8 @@ class Checkpointer:
         """Load ``state_dict`` (any publisher's layout, converted and matched to this model's names)."""
         from kiln.checkpoint_convert import convert_for_model
 
-        aligned, report = convert_for_model(state_dict, self.model.state_dict(), source=source)
+        aligned, report = convert_for_model(state_dict, self.model.state_dict(), source=source,
+                                            model=self.model)
         self.model.load_state_dict(aligned, strict=False)
         self.last_load_report = report
         return IncompatibleKeys(
