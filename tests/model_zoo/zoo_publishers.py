@@ -90,3 +90,60 @@ def write_pickle(obj: object, path: str, protocol: int = 2) -> None:
     """Pickle data the way Detectron2/Caffe2 tools do (protocol 2 by default, as Python-2 era files)."""
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=protocol)
+
+
+def kiln_to_detectron2(state: dict[str, torch.Tensor], first_fpn_level: int,
+                       anchors: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, np.ndarray]:
+    """A kiln detector's state dict written with Detectron2's module names and anchor order.
+
+    ``anchors``: per head (``'bbox_head'``, ``'rpn_head'``), the model's anchor slots as (size, ratio);
+    Detectron2 enumerates sizes in the outer loop, so per-anchor channels are regrouped in that order.
+    """
+    num_lateral = len({k.split(".")[2] for k in state if k.startswith("neck.lateral_convs.")})
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        if key.startswith("backbone."):
+            sub = key[len("backbone."):]
+            if m := re.match(r"^(conv1|bn1)\.(\w+)$", sub):
+                name = "stem.conv1" + (".norm" if m.group(1) == "bn1" else "") + "." + m.group(2)
+            else:
+                m = re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", sub)
+                stage, block, module, leaf = m.groups()
+                where = f"res{int(stage) + 1}.{block}"
+                if module.startswith("downsample"):
+                    name = f"{where}.shortcut" + (".norm" if module.endswith("1") else "") + "." + leaf
+                elif module.startswith("bn"):
+                    name = f"{where}.conv{module[2:]}.norm.{leaf}"
+                else:
+                    name = f"{where}.{module}.{leaf}"
+            out["backbone.bottom_up." + name] = value
+        elif m := re.match(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(\w+)$", key):
+            kind, j, leaf = m.group(1), int(m.group(2)), m.group(3)
+            if kind == "lateral_convs":
+                out[f"backbone.fpn_lateral{first_fpn_level + j}.{leaf}"] = value
+            elif j < num_lateral:
+                out[f"backbone.fpn_output{first_fpn_level + j}.{leaf}"] = value
+            else:
+                out[f"backbone.top_block.p{6 + j - num_lateral}.{leaf}"] = value
+        elif m := re.match(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.(\w+)$", key):
+            sub = "cls_subnet" if m.group(1) == "cls" else "bbox_subnet"
+            out[f"head.{sub}.{2 * int(m.group(2))}.{m.group(3)}"] = value
+        else:
+            head = key.split(".")[0]
+            name = {"bbox_head.retina_cls": "head.cls_score", "bbox_head.retina_reg": "head.bbox_pred",
+                    "rpn_head.rpn_conv": "proposal_generator.rpn_head.conv",
+                    "rpn_head.rpn_cls": "proposal_generator.rpn_head.objectness_logits",
+                    "rpn_head.rpn_reg": "proposal_generator.rpn_head.anchor_deltas",
+                    "roi_head.bbox_head.fc_cls": "roi_heads.box_predictor.cls_score",
+                    "roi_head.bbox_head.fc_reg": "roi_heads.box_predictor.bbox_pred",
+                    "roi_head.bbox_head.shared_fcs.0": "roi_heads.box_head.fc1",
+                    "roi_head.bbox_head.shared_fcs.1": "roi_heads.box_head.fc2"}[key.rsplit(".", 1)[0]]
+            slots = (anchors or {}).get(head)
+            if slots and key.rsplit(".", 1)[0] in ("bbox_head.retina_cls", "bbox_head.retina_reg",
+                                                   "rpn_head.rpn_cls", "rpn_head.rpn_reg"):
+                d2_order = sorted(range(len(slots)), key=lambda j: (slots[j][0], slots[j][1]))
+                value = value.reshape(len(slots), -1, *value.shape[1:])[d2_order].flatten(0, 1)
+            out[f"{name}.{key.rsplit('.', 1)[1]}"] = value
+    return {k: v.detach().numpy() for k, v in out.items()}
