@@ -49,7 +49,7 @@ def test_missing_checkpoint_message_gives_url_and_destination(kiln_home, capsys)
 
 def test_entry_without_published_checkpoint_says_so():
     with pytest.raises(model_zoo.ZooError, match="no published checkpoint"):
-        model_zoo.get_checkpoint_url("retinanet_r50_fpn_1x_coco")
+        model_zoo.get_checkpoint_url("shapes_retinanet_r18_fpn")
 
 
 def test_unknown_zoo_name_suggests_close_names(capsys):
