@@ -182,12 +182,16 @@ def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> dict[str, 
     ``{'blobs': ...}``), which are read with a data-only unpickler and need no ``allow_pickle``.
 
     Args:
-        path: local file path.
+        path: local file path, or a URL / ``detectron2://`` / ``torchvision://`` / ``open-mmlab://`` name
+            (downloaded once into the cache, :mod:`kiln.model_zoo.download`).
         allow_pickle: also unpickle other python objects (``weights_only=False``). Only for files you
             trust: unpickling can run code.
     """
     from kiln.checkpoint_convert import read_checkpoint
+    from kiln.model_zoo.download import is_remote, resolve_weights
 
+    if is_remote(path):  # load_from / MODEL.WEIGHTS naming published weights: the download cache
+        path = str(resolve_weights(path))
     return read_checkpoint(path, allow_pickle=allow_pickle)
 
 

@@ -191,7 +191,9 @@ def _locked(dest: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no cross-process lock, the atomic rename still keeps the cache sane
         yield
         return
-    lock = dest.with_name(dest.name + ".lock")
+    # Lock files live apart (never removed: unlinking a lock another process waits on would break it).
+    lock = dest.parent / ".locks" / (dest.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
