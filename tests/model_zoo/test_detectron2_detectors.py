@@ -7,10 +7,8 @@ run on the same image.
 
 from __future__ import annotations
 
-import math
-
 import torch
-from zoo_publishers import kiln_to_detectron2, randomize_bn, write_pickle
+from zoo_publishers import kiln_to_detectron2, model_anchor_slots, randomize_bn, write_pickle
 
 from kiln.checkpoint_convert import load_into
 from kiln.models import build_detector
@@ -48,16 +46,6 @@ def _faster_rcnn() -> dict:
                       rcnn=dict(score_thr=0.05, nms=NMS, max_per_img=50)))
 
 
-def _slots(model) -> dict:
-    out = {}
-    for head in ("bbox_head", "rpn_head"):
-        gen = getattr(getattr(model, head, None), "anchor_generator", None)
-        if gen is not None:
-            out[head] = [(round(math.sqrt((x2 - x1) * (y2 - y1)), 2), round((y2 - y1) / (x2 - x1), 3))
-                         for x1, y1, x2, y2 in gen.base_anchors[0].tolist()]
-    return out
-
-
 def _image():
     return torch.randint(0, 256, (3, 96, 128), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
 
@@ -71,7 +59,7 @@ def _roundtrip(cfg: dict, first_level: int, tmp_path):
             if name.endswith("bias"):
                 p.copy_(torch.randn_like(p) * 0.1)
     src.eval()
-    d2 = kiln_to_detectron2(src.state_dict(), first_level, _slots(src))
+    d2 = kiln_to_detectron2(src.state_dict(), first_level, model_anchor_slots(src))
     path = tmp_path / "model_final_280758.pkl"
     write_pickle({"model": d2, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}, str(path))
     dst = build_detector(cfg).eval()

@@ -6,6 +6,7 @@ names, Caffe2's blob names with BatchNorm folded into scale/bias as MSRA's Image
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 
@@ -147,3 +148,14 @@ def kiln_to_detectron2(state: dict[str, torch.Tensor], first_fpn_level: int,
                 value = value.reshape(len(slots), -1, *value.shape[1:])[d2_order].flatten(0, 1)
             out[f"{name}.{key.rsplit('.', 1)[1]}"] = value
     return {k: v.detach().numpy() for k, v in out.items()}
+
+
+def model_anchor_slots(model: torch.nn.Module) -> dict[str, list[tuple[float, float]]]:
+    """(size, ratio) of each anchor of a location, in the model's order, per anchor head."""
+    out = {}
+    for head in ("bbox_head", "rpn_head"):
+        gen = getattr(getattr(model, head, None), "anchor_generator", None)
+        if gen is not None:
+            out[head] = [(round(math.sqrt((x2 - x1) * (y2 - y1)), 2), round((y2 - y1) / (x2 - x1), 3))
+                         for x1, y1, x2, y2 in gen.base_anchors[0].tolist()]
+    return out
