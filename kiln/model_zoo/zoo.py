@@ -210,15 +210,22 @@ def get_config(name: str, trained: bool = False) -> Any:
     return cfg
 
 
-def load_weights(model: Any, path: str, device: str = "cpu") -> Any:
-    """Load weights of any layout (kiln, MMDetection, Detectron2 ``.pth``/``.pkl``, Caffe2, torchvision)
-    from a file, a URL or a ``detectron2://``-style name, and log what loaded."""
+def load_weights(model: Any, path: str, device: str = "cpu", strict: bool = True) -> Any:
+    """Load a whole model's weights of any layout (kiln, MMDetection, Detectron2 ``.pth``/``.pkl``,
+    Caffe2, torchvision) from a file, a URL or a ``detectron2://``-style name.
+
+    ``strict`` (the default, for evaluating a checkpoint): every model tensor must load, else
+    ``RuntimeError`` with the load report (checkpoint entries the model does not use are only reported).
+    """
     from kiln.checkpoint_convert import load_into
 
     from .download import resolve_weights
 
     local = resolve_weights(path) if isinstance(path, str) else path
-    load_into(model, local)
+    report = load_into(model, local)
+    if strict and (report.missing or report.shape_mismatch):
+        raise RuntimeError(f"{report.format()}\nThe checkpoint does not fit this model (strict load); check "
+                           "that config and checkpoint belong together.")
     return model
 
 
