@@ -62,8 +62,10 @@ class LoadReport:
         by_module: dict[str, int] = collections.Counter(".".join(k.split(".")[:1]) for k in self.loaded)
         renamed_modules = {".".join(k.split(".")[:1]) for k in self.renamed}
         for module, count in sorted(by_module.items()):
-            how = "renamed" if module in renamed_modules else "same names"
-            rows.append(("loaded", module, f"{count} tensors ({how})"))
+            how = [f"renamed from {self.layout} names"] if self.layout != "kiln" else []
+            if module in renamed_modules:
+                how.append("matched by prefix")
+            rows.append(("loaded", module, f"{count} tensors ({', '.join(how) or 'same names'})"))
         for key, ckpt_shape, model_shape in self.shape_mismatch:
             rows.append(("shape mismatch (skipped)", key, f"checkpoint {ckpt_shape} vs model {model_shape}"))
         for key in group_keys(self.missing):

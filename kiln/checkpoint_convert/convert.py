@@ -70,7 +70,7 @@ def convert_for_model(
     # BatchNorm's num_batches_tracked counts training steps; no publisher's weights need it.
     missing = [k for k in model_state if k not in aligned and k not in skipped
                and not k.endswith("num_batches_tracked")]
-    report = LoadReport(source=source, layout=layout, num_model_keys=len(model_state), loaded=list(aligned),
+    report = LoadReport(source=source, layout=layout, num_model_keys=sum(not k.endswith("num_batches_tracked") for k in model_state), loaded=list(aligned),
                         renamed=renamed, missing=missing, unexpected=unexpected, shape_mismatch=mismatch,
                         notes=notes)
     return aligned, report
