@@ -67,10 +67,13 @@ def convert_for_model(
     converted, layout, notes = to_kiln_names(state, layout, anchor_slots=anchor_slots(model))
     aligned, renamed, unexpected, mismatch = align_state_dict(converted, model_state)
     skipped = {m for m, _, _ in mismatch}
-    # BatchNorm's num_batches_tracked counts training steps; no publisher's weights need it.
-    missing = [k for k in model_state if k not in aligned and k not in skipped
-               and not k.endswith("num_batches_tracked")]
-    report = LoadReport(source=source, layout=layout, num_model_keys=sum(not k.endswith("num_batches_tracked") for k in model_state), loaded=list(aligned),
-                        renamed=renamed, missing=missing, unexpected=unexpected, shape_mismatch=mismatch,
-                        notes=notes)
+    # BatchNorm's num_batches_tracked counts training steps; no publisher's weights need it, and the
+    # report counts weights.
+    def counted(k: str) -> bool:
+        return not k.endswith("num_batches_tracked")
+
+    missing = [k for k in model_state if k not in aligned and k not in skipped and counted(k)]
+    report = LoadReport(source=source, layout=layout, num_model_keys=sum(map(counted, model_state)),
+                        loaded=[k for k in aligned if counted(k)], renamed=renamed, missing=missing,
+                        unexpected=unexpected, shape_mismatch=mismatch, notes=notes)
     return aligned, report
