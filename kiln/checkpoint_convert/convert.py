@@ -64,6 +64,9 @@ def convert_for_model(
         ``(aligned, report)``: ``aligned`` holds only model keys with values of the model's shapes, ready
         for ``model.load_state_dict(aligned, strict=False)``; ``report`` says what loaded and what not.
     """
+    plain = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    if layout is None and plain and all(k in model_state for k in plain):
+        layout = "kiln"  # the model already uses the checkpoint's names (its own, or a module named alike)
     converted, layout, notes = to_kiln_names(state, layout, anchor_slots=anchor_slots(model))
     aligned, renamed, unexpected, mismatch = align_state_dict(converted, model_state)
     skipped = {m for m, _, _ in mismatch}
