@@ -154,11 +154,12 @@ def test_non_data_pickle_is_refused_without_running_it(tmp_path):
 
 
 def test_a_model_whose_own_names_look_foreign_loads_its_checkpoint_unchanged():
-    """A user module named like Detectron2's (``stem.conv1``) is not renamed when the names already fit."""
+    """A user module named like Detectron2's (``stem.conv1.norm``) is not renamed when the names fit."""
     model = torch.nn.Module()
     model.stem = torch.nn.Module()
-    model.stem.conv1 = torch.nn.Conv2d(3, 4, 3)
-    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    model.stem.conv1 = torch.nn.Module()
+    model.stem.conv1.norm = torch.nn.BatchNorm2d(4)
+    state = {k: torch.rand(v.shape) for k, v in model.state_dict().items()}
     aligned, report = convert_for_model(state, model.state_dict(), model=model)
-    assert report.layout == "kiln" and report.missing == [] and torch.equal(aligned["stem.conv1.weight"],
-                                                                              state["stem.conv1.weight"])
+    assert report.layout == "kiln" and report.missing == [] and report.unexpected == []
+    assert torch.equal(aligned["stem.conv1.norm.running_var"], state["stem.conv1.norm.running_var"])
