@@ -8,7 +8,13 @@ run on the same image.
 from __future__ import annotations
 
 import torch
-from zoo_publishers import kiln_to_detectron2, model_anchor_slots, randomize_bn, write_pickle
+from zoo_publishers import (
+    kiln_to_detectron1,
+    kiln_to_detectron2,
+    model_anchor_slots,
+    randomize_bn,
+    write_pickle,
+)
 
 from kiln.checkpoint_convert import load_into
 from kiln.models import build_detector
@@ -86,3 +92,32 @@ def test_detectron2_faster_rcnn_pkl_gives_the_same_detections(tmp_path):
     report, expected, got = _roundtrip(_faster_rcnn(), 2, tmp_path)
     assert report.layout == "detectron2" and report.missing == [] and report.unexpected == []
     _assert_same(expected, got)
+
+
+def test_detectron1_caffe2_faster_rcnn_blobs_give_the_same_detections(tmp_path):
+    """Detectron1 blob names (``fpn_inner_res5_1_sum``, ``conv_rpn_fpn2``, ``fc6``, background-first
+    ``cls_score``) with BatchNorm folded into scale and bias, as Detectron1's model_final.pkl stores them."""
+    torch.manual_seed(0)
+    cfg = _faster_rcnn()
+    src = build_detector(cfg)
+    randomize_bn(src)
+    with torch.no_grad():
+        for name, p in src.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.1)
+    src.eval()
+    blobs = kiln_to_detectron1(src.state_dict())
+    assert "fpn_inner_res5_1_sum_lateral_w" in blobs and "res_conv1_bn_s" in blobs
+    path = tmp_path / "model_final.pkl"
+    write_pickle({"blobs": blobs}, str(path))
+    dst = build_detector(cfg).eval()
+    report = load_into(dst, path)
+    assert report.layout == "caffe2" and report.missing == [] and report.unexpected == []
+    assert any("background class moved" in n for n in report.notes)
+    batch = [dict(image=_image(), height=96, width=128, image_id=1)]
+    with torch.no_grad():
+        expected, got = src(batch)[0], dst(batch)[0]
+    assert len(expected["scores"]) > 0
+    torch.testing.assert_close(got["scores"], expected["scores"], atol=1e-4, rtol=1e-4)  # BN folded
+    torch.testing.assert_close(got["boxes"], expected["boxes"], atol=1e-3, rtol=1e-4)
+    assert torch.equal(got["labels"], expected["labels"])

@@ -159,3 +159,37 @@ def model_anchor_slots(model: torch.nn.Module) -> dict[str, list[tuple[float, fl
             out[head] = [(round(math.sqrt((x2 - x1) * (y2 - y1)), 2), round((y2 - y1) / (x2 - x1), 3))
                          for x1, y1, x2, y2 in gen.base_anchors[0].tolist()]
     return out
+
+
+def kiln_to_detectron1(state: dict[str, torch.Tensor], first_fpn_level: int = 2) -> dict[str, np.ndarray]:
+    """A kiln Faster R-CNN FPN state dict as Detectron1 (Caffe2) blobs: BN folded, ``fpn_inner_resN_*``,
+    ``conv_rpn_fpn2``, ``fc6``/``fc7`` and box predictors with the background class first."""
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    out = as_caffe2(backbone)
+    last_block = {int(m.group(1)): int(m.group(2)) for k in backbone
+                  if (m := re.match(r"^layer(\d)\.(\d+)\.", k))}
+    for key, value in state.items():
+        v = value.detach()
+        if m := re.match(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(weight|bias)$", key):
+            level = first_fpn_level + int(m.group(2))
+            stem = f"res{level}_{last_block[level - 1]}_sum"
+            blob = f"fpn_inner_{stem}_lateral" if m.group(1) == "lateral_convs" else f"fpn_{stem}"
+            out[f"{blob}_{m.group(3)[0]}"] = v.numpy()
+            continue
+        leaf = key.rsplit(".", 1)[1][0]  # 'w' / 'b'
+        module = key.rsplit(".", 1)[0]
+        if module == "rpn_head.rpn_conv":
+            out[f"conv_rpn_fpn2_{leaf}"] = v.numpy()
+        elif module == "rpn_head.rpn_cls":
+            out[f"rpn_cls_logits_fpn2_{leaf}"] = v.numpy()
+        elif module == "rpn_head.rpn_reg":
+            out[f"rpn_bbox_pred_fpn2_{leaf}"] = v.numpy()
+        elif module == "roi_head.bbox_head.shared_fcs.0":
+            out[f"fc6_{leaf}"] = v.numpy()
+        elif module == "roi_head.bbox_head.shared_fcs.1":
+            out[f"fc7_{leaf}"] = v.numpy()
+        elif module == "roi_head.bbox_head.fc_cls":
+            out[f"cls_score_{leaf}"] = torch.cat([v[-1:], v[:-1]]).numpy()  # background first
+        elif module == "roi_head.bbox_head.fc_reg":
+            out[f"bbox_pred_{leaf}"] = torch.cat([torch.zeros_like(v[:4]), v]).numpy()  # + background rows
+    return out
