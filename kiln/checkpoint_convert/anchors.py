@@ -7,7 +7,8 @@
 A head's output channels are grouped per anchor, so converting between orders permutes those groups. The
 permutation is found from the target model's own anchors (:func:`anchor_slots`): its base anchors are
 sorted the way the publisher enumerates them, which also handles kiln models built with Detectron2's
-ordering (then nothing moves).
+ordering (then nothing moves). This assumes the publisher's size and ratio lists are ascending, as in
+every published config (``SIZES: [[32, 40.3, 50.8]]``, ``ASPECT_RATIOS: [[0.5, 1.0, 2.0]]``).
 """
 
 from __future__ import annotations
