@@ -163,3 +163,23 @@ def test_a_model_whose_own_names_look_foreign_loads_its_checkpoint_unchanged():
     aligned, report = convert_for_model(state, model.state_dict(), model=model)
     assert report.layout == "kiln" and report.missing == [] and report.unexpected == []
     assert torch.equal(aligned["stem.conv1.norm.running_var"], state["stem.conv1.norm.running_var"])
+
+
+def test_detectron2_c4_dc5_and_cascade_names_map_to_the_agreed_kiln_modules():
+    """Names of the layouts whose kiln models other modules build (C4 shared head = MMDetection's ResLayer
+    ``layer4``; cascade stages indexed like CascadeRoIHead's bbox_head list)."""
+    from kiln.checkpoint_convert import to_kiln_names
+
+    w = torch.zeros(1)
+    d2 = {"backbone.res4.5.conv3.norm.weight": w, "backbone.stem.conv1.weight": w,
+          "roi_heads.res5.0.shortcut.norm.running_var": w, "roi_heads.res5.2.conv2.weight": w,
+          "roi_heads.box_head.1.fc2.bias": w, "roi_heads.box_predictor.2.cls_score.weight": w,
+          "roi_heads.box_head.conv3.norm.bias": w, "proposal_generator.rpn_head.conv.weight": w}
+    out, layout, _ = to_kiln_names(d2)
+    assert layout == "detectron2"
+    assert sorted(out) == sorted([
+        "backbone.layer3.5.bn3.weight", "backbone.conv1.weight",
+        "roi_head.shared_head.layer4.0.downsample.1.running_var",
+        "roi_head.shared_head.layer4.2.conv2.weight",
+        "roi_head.bbox_head.1.shared_fcs.1.bias", "roi_head.bbox_head.2.fc_cls.weight",
+        "roi_head.bbox_head.shared_convs.2.bn.bias", "rpn_head.rpn_conv.weight"])
