@@ -17,3 +17,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs CUDA")
     for item in marked:
         item.add_marker(skip)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reaches the internet: weights kiln would download come only from the cache (tests that
+    exercise downloads serve files from a loopback server and lift this for themselves)."""
+    import os
+
+    os.environ["KILN_OFFLINE"] = "1"

@@ -1,4 +1,4 @@
-"""``kiln zoo list|get|add``: the model zoo table and the local checkpoint cache."""
+"""``kiln zoo list|get|download|add|convert``: the model zoo table, the checkpoint cache, converters."""
 
 from __future__ import annotations
 
@@ -12,20 +12,103 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     """Register ``kiln zoo``."""
-    p = sub.add_parser(name, help="model zoo: list entries, locate configs and checkpoints",
-                       description="kiln never downloads; checkpoints are read from $KILN_HOME/checkpoints.")
+    p = sub.add_parser(
+        name, help="model zoo: list entries, download checkpoints, convert checkpoints",
+        description="Published checkpoints are downloaded on first use into $KILN_HOME/checkpoints "
+                    "(KILN_ZOO_MIRROR redirects downloads, KILN_OFFLINE=1 forbids them).")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     pl = actions.add_parser("list", help="list zoo entries (or, with --configs, shipped config files)")
     pl.add_argument("--configs", action="store_true", help="list shipped config files (kiln:: names)")
-    pg = actions.add_parser("get", help="print the config path and the verified checkpoint path")
+    pg = actions.add_parser("get", help="print the config path and the checkpoint path (downloading it)")
     pg.add_argument("name")
     pg.add_argument("--config-only", action="store_true", help="print only the config file path")
+    pd = actions.add_parser("download", help="download (and verify) the checkpoints of NAMEs into the cache")
+    pd.add_argument("names", nargs="+", metavar="NAME")
     pa = actions.add_parser("add", help="publish a local checkpoint into the zoo cache under NAME")
     pa.add_argument("name")
     pa.add_argument("checkpoint")
     pa.add_argument("--config", default=None, help="config file (default: the entry's config)")
+    pc = actions.add_parser(
+        "convert", help="write a checkpoint of any layout (Detectron2, Caffe2, torchvision...) in kiln names",
+        description="Reads SRC (a file, URL, zoo name or torchvision:// / detectron2:// / open-mmlab:// "
+                    "name), renames it into kiln's (MMDetection's) names and writes DST as "
+                    "{'state_dict': ..., 'meta': ...}, loadable by kiln and MMDetection.")
+    pc.add_argument("src")
+    pc.add_argument("dst")
+    pc.add_argument("--config", default=None,
+                    help="match the weights to this model's names and anchor order (recommended)")
     return p
+
+
+def _list(configs: bool) -> int:
+    from kiln import model_zoo
+
+    if configs:
+        for rel in model_zoo.list_configs():
+            print(f"kiln::{rel}")
+        return 0
+    print(f"{'name':<46} {'checkpoint':<10} {'published':<22} config / note")
+    for e in model_zoo.list_entries():
+        try:
+            model_zoo.get_checkpoint_path(e.name, verify=False, download=False)
+            state = "cached"
+        except model_zoo.ZooError:
+            state = "missing" if e.cache_name else "-"
+        figure = f"{e.metric} {e.box_ap}" if e.box_ap is not None else ""
+        print(f"{e.name:<46} {state:<10} {figure:<22} {e.config or ''}  {e.note}".rstrip())
+    return 0
+
+
+def _convert(src: str, dst: str, config: str | None) -> int:
+    import torch
+
+    from kiln import model_zoo
+    from kiln.checkpoint_convert import convert_for_model, read_checkpoint, to_kiln_names
+    from kiln.engine.checkpoint import atomic_torch_save
+
+    try:
+        entry = model_zoo.get_entry(src)
+    except model_zoo.ZooError:
+        entry = None
+    path = model_zoo.get_checkpoint_path(entry.name) if entry and entry.url else str(
+        model_zoo.resolve_weights(src))
+    if config is None and entry is not None and entry.config:
+        config = entry.config
+    ckpt = read_checkpoint(path)
+    if config:
+        model = _build(config)
+        state, report = convert_for_model(ckpt["model"], model.state_dict(), source=f"'{path}'", model=model)
+        print(report.format())
+        layout = report.layout
+    else:
+        state, layout, notes = to_kiln_names(ckpt["model"])
+        print(f"layout: {layout}; {len(state)} tensors renamed into kiln names" +
+              "".join(f"\n  note: {n}" for n in notes))
+    meta = {"converted_from": path, "layout": layout}
+    if config:
+        meta["config"] = config
+    atomic_torch_save({"state_dict": {k: v.contiguous() for k, v in state.items()
+                                      if isinstance(v, torch.Tensor)}, "meta": meta}, dst)
+    print(f"wrote {dst}" + (f" (matches config {config})" if config else ""))
+    return 0
+
+
+def _build(config: str) -> Any:
+    from kiln.model_zoo import resolve_config_path
+    from kiln.models import build_detector
+
+    path = resolve_config_path(config)
+    if path.endswith((".yaml", ".yml")):
+        from .d2_config import load_d2_config
+
+        cfg = load_d2_config(path, opts=["MODEL.WEIGHTS", ""])
+    else:
+        from kiln.config import Config
+
+        cfg = Config.fromfile(path)
+    cfg.model.pretrained = None
+    return build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,33 +117,27 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "list":
-            if args.configs:
-                for rel in model_zoo.list_configs():
-                    print(f"kiln::{rel}")
-                return 0
-            print(f"{'name':<30} {'checkpoint':<10} config / note")
-            for e in model_zoo.list_entries():
-                try:
-                    model_zoo.get_checkpoint_path(e.name, verify=False)
-                    state = "cached"
-                except model_zoo.ZooError:
-                    state = "missing" if e.cache_name else "-"
-                print(f"{e.name:<30} {state:<10} {e.config or ''}  {e.note}")
-            return 0
+            return _list(args.configs)
         if args.action == "get":
             entry = model_zoo.get_entry(args.name)
             if entry.config:
                 print(f"config: {model_zoo.get_config_file(args.name)}")
             if not args.config_only:
                 print(f"checkpoint: {model_zoo.get_checkpoint_path(args.name)}")
+            if entry.box_ap is not None:
+                print(f"published: {entry.metric} {entry.box_ap} on COCO val2017 ({entry.publisher})")
             return 0
+        if args.action == "download":
+            for name in args.names:
+                print(f"{name}: {model_zoo.get_checkpoint_path(name)}")
+            return 0
+        if args.action == "convert":
+            return _convert(args.src, args.dst, args.config)
         config = args.config
         if config is not None:
-            from kiln.model_zoo import resolve_config_path
-
-            resolve_config_path(config)  # fail early on a bad kiln:: name
+            model_zoo.resolve_config_path(config)  # fail early on a bad kiln:: name
         entry = model_zoo.add_entry(args.name, args.checkpoint, config=config)
         print(f"added '{entry.name}': {model_zoo.get_checkpoint_path(entry.name)} (sha256 {entry.sha256})")
         return 0
-    except (model_zoo.ZooError, FileNotFoundError) as exc:
+    except (model_zoo.ZooError, model_zoo.DownloadError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc

@@ -15,7 +15,6 @@ import collections
 import glob
 import logging
 import os
-import pickle
 import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
@@ -177,52 +176,23 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> dict[str, Any]:
     """Load a checkpoint file into a dict with (at least) a ``model`` state dict, on CPU.
 
-    Accepts kiln/Detectron2 checkpoints (``{'model': ...}``), MMEngine ones (``{'state_dict': ...,
-    'meta': ...}``), bare state dicts, and (with ``allow_pickle=True``) Detectron2 ``.pkl`` weight files
-    holding numpy arrays.
+    The format is told from the content (:func:`kiln.checkpoint_convert.read_checkpoint`): kiln/Detectron2
+    checkpoints (``{'model': ...}``), MMEngine ones (``{'state_dict': ..., 'meta': ...}``), bare state
+    dicts, and pickles of numpy arrays (Detectron2 ``.pkl``, Caffe2/MSRA ``R-50.pkl``, Detectron1
+    ``{'blobs': ...}``), which are read with a data-only unpickler and need no ``allow_pickle``.
 
     Args:
-        path: local file path.
-        allow_pickle: load with ``weights_only=False``. Only for files you trust: unpickling can run code.
+        path: local file path, or a URL / ``detectron2://`` / ``torchvision://`` / ``open-mmlab://`` name
+            (downloaded once into the cache, :mod:`kiln.model_zoo.download`).
+        allow_pickle: also unpickle other python objects (``weights_only=False``). Only for files you
+            trust: unpickling can run code.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
-    if path.endswith(".pkl"):
-        if not allow_pickle:
-            raise pickle.UnpicklingError(
-                f"'{path}' is a python pickle, which can run code when loaded. If you trust the file, "
-                f"load it with allow_pickle=True (config: load_from with allow_pickle=True)."
-            )
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-        if isinstance(data, dict) and "model" in data:
-            data = dict(data)
-            model = data.pop("model")
-        else:
-            model, data = data, {}
-        return {"model": {k: torch.as_tensor(v) for k, v in model.items()}, **data}
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise pickle.UnpicklingError(
-            f"Checkpoint '{path}' contains python objects that torch.load(weights_only=True) refuses to "
-            f"unpickle ({first_line}). kiln's own checkpoints never need this. If you trust the file, "
-            f"load it with allow_pickle=True (Checkpointer.load(path, allow_pickle=True))."
-        ) from e
-    if not isinstance(data, Mapping):
-        raise TypeError(f"Checkpoint '{path}' holds a {type(data).__name__}; expected a dict of state.")
-    if "model" in data:
-        return dict(data)
-    if "state_dict" in data:  # MMEngine/MMCV layout
-        data = dict(data)
-        return {"model": data.pop("state_dict"), **data}
-    if all(isinstance(v, torch.Tensor) for v in data.values()):  # a bare state dict
-        return {"model": dict(data)}
-    raise KeyError(
-        f"Checkpoint '{path}' has no 'model' or 'state_dict' entry (keys: {sorted(data)[:10]}); "
-        f"it does not look like a model checkpoint."
-    )
+    from kiln.checkpoint_convert import read_checkpoint
+    from kiln.model_zoo.download import is_remote, resolve_weights
+
+    if is_remote(path):  # load_from / MODEL.WEIGHTS naming published weights: the download cache
+        path = str(resolve_weights(path))
+    return read_checkpoint(path, allow_pickle=allow_pickle)
 
 
 def strip_prefix_if_present(state_dict: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -429,10 +399,12 @@ class Checkpointer:
             allow_pickle = self.allow_pickle
         logger.info("Loading checkpoint from %s", path)
         checkpoint = load_checkpoint_file(path, allow_pickle=allow_pickle)
-        incompatible = self._load_model(checkpoint.pop("model"))
-        table = format_incompatible_keys(incompatible, source=f"'{path}'")
-        if table:
-            logger.warning(table)
+        incompatible = self._load_model(checkpoint.pop("model"), source=f"'{path}'")
+        report = self.last_load_report
+        if any(incompatible):
+            logger.warning(report.format())
+        elif not report.clean:
+            logger.info(report.format())
         self.last_incompatible_keys = incompatible
         keys = list(self.checkpointables) if checkpointables is None else checkpointables
         for key in keys:
@@ -455,26 +427,18 @@ class Checkpointer:
                 logger.warning("Checkpoint '%s' has no '%s' state; it keeps its current state.", path, key)
         return checkpoint
 
-    def _load_model(self, state_dict: Mapping[str, Any]) -> IncompatibleKeys:
-        state_dict = strip_prefix_if_present(dict(state_dict), "module.")
-        model_state = self.model.state_dict()
-        incorrect: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
-        for k in list(state_dict):
-            if k in model_state:
-                v = state_dict[k]
-                if isinstance(v, np.ndarray):
-                    v = state_dict[k] = torch.from_numpy(v)
-                target = model_state[k]
-                both_tensors = isinstance(v, torch.Tensor) and isinstance(target, torch.Tensor)
-                if both_tensors and v.shape != target.shape:
-                    incorrect.append((k, tuple(v.shape), tuple(target.shape)))
-                    state_dict.pop(k)
-        result = self.model.load_state_dict(state_dict, strict=False)
-        skipped = {k for k, _, _ in incorrect}
+    def _load_model(self, state_dict: Mapping[str, Any], source: str = "checkpoint") -> IncompatibleKeys:
+        """Load ``state_dict`` (any publisher's layout, converted and matched to this model's names)."""
+        from kiln.checkpoint_convert import convert_for_model
+
+        aligned, report = convert_for_model(state_dict, self.model.state_dict(), source=source,
+                                            model=self.model)
+        self.model.load_state_dict(aligned, strict=False)
+        self.last_load_report = report
         return IncompatibleKeys(
-            missing_keys=[k for k in result.missing_keys if k not in skipped],
-            unexpected_keys=list(result.unexpected_keys),
-            incorrect_shapes=incorrect,
+            missing_keys=list(report.missing),
+            unexpected_keys=list(report.unexpected),
+            incorrect_shapes=list(report.shape_mismatch),
         )
 
     def resume_or_load(self, path: str | None, *, resume: bool = True) -> dict[str, Any]:

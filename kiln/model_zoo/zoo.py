@@ -1,13 +1,16 @@
-"""The model zoo: names → (config, checkpoint URL, sha256), resolved from a local cache.
+"""The model zoo: names -> (config, checkpoint URL, sha256, published accuracy), downloaded on first use.
 
-kiln never downloads anything. A checkpoint named by the zoo is looked up in the cache directory
-``$KILN_HOME/checkpoints/`` (default ``~/.cache/kiln/checkpoints``; torchvision backbones are also
-found in ``$TORCH_HOME/hub/checkpoints``), verified against the recorded sha256 (a full digest or,
-like torchvision's file names, a prefix of at least 8 hex digits), and only then used. A missing file
-raises an error that says which URL to fetch and where to put it.
+Names are the ones users type: MMDetection's (``retinanet_r50_fpn_1x_coco``), Detectron2's model-zoo
+paths (``COCO-Detection/faster_rcnn_R_50_FPN_3x``, ``.yaml`` optional), torchvision's
+(``torchvision/fasterrcnn_resnet50_fpn_coco``) and ImageNet backbones. A checkpoint is looked up in
+``$KILN_HOME/checkpoints/`` (default ``~/.cache/kiln/checkpoints``; torchvision files also in
+``$TORCH_HOME/hub/checkpoints``), downloaded there on first use (:mod:`kiln.model_zoo.download`: atomic,
+resumable, ``KILN_ZOO_MIRROR``, ``KILN_OFFLINE``), and verified against the recorded sha256 (a full digest
+or, like the publishers' file names, a prefix of at least 8 hex digits).
 
-Besides the shipped table, ``$KILN_HOME/zoo.json`` may add entries (a team's private zoo);
-:func:`add_entry` writes one from a locally trained checkpoint, copying it into the cache.
+Besides the shipped table, ``$KILN_HOME/zoo.json`` may add entries (``{name: {config, url, sha256}}``, a
+team's private zoo) which go through the same download path; :func:`add_entry` writes one from a locally
+trained checkpoint, copying it into the cache.
 
 Example::
 
@@ -27,6 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .download import DownloadError, cache_path_for, cached_download, kiln_home
+from .entries import SHIPPED, ZooEntry
 from .paths import resolve_config_path
 
 __all__ = [
@@ -37,56 +42,6 @@ __all__ = [
 
 class ZooError(LookupError):
     """A zoo name is unknown, has no checkpoint, or its checkpoint is missing/corrupt."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ZooEntry:
-    """One zoo row. ``config`` is a ``kiln::`` path (or ``None`` for backbone weights only)."""
-
-    name: str
-    config: str | None
-    url: str | None = None
-    sha256: str | None = None
-    file_name: str | None = None
-    note: str = ""
-
-    @property
-    def cache_name(self) -> str | None:
-        """File name of the checkpoint inside the cache directory."""
-        if self.file_name:
-            return self.file_name
-        if self.url:
-            return self.url.rstrip("/").rsplit("/", 1)[-1]
-        return None
-
-
-_TV = "https://download.pytorch.org/models/"
-# torchvision's ImageNet weights: the hex in the file name is the sha256 prefix torchvision checks.
-_SHIPPED: list[ZooEntry] = [
-    ZooEntry("retinanet_r50_fpn_1x_coco", "kiln::retinanet/retinanet_r50_fpn_1x_coco.py",
-             note="no published COCO checkpoint; train with `kiln train` and `kiln zoo add`"),
-    ZooEntry("faster_rcnn_r50_fpn_1x_coco", "kiln::faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py",
-             note="no published COCO checkpoint; train with `kiln train` and `kiln zoo add`"),
-    ZooEntry("shapes_retinanet_r18_fpn", "kiln::shapes/retinanet_r18_fpn_shapes.py",
-             note="the `make demo` model; add its checkpoint with `kiln zoo add`"),
-    ZooEntry("shapes_faster_rcnn_r18_fpn", "kiln::shapes/faster_rcnn_r18_fpn_shapes.py",
-             note="small Faster R-CNN on the generated shapes data"),
-    ZooEntry("torchvision/resnet18", None, _TV + "resnet18-f37072fd.pth", "f37072fd",
-             note="ImageNet backbone weights (torchvision://resnet18)"),
-    ZooEntry("torchvision/resnet34", None, _TV + "resnet34-b627a593.pth", "b627a593",
-             note="ImageNet backbone weights (torchvision://resnet34)"),
-    ZooEntry("torchvision/resnet50", None, _TV + "resnet50-0676ba61.pth", "0676ba61",
-             note="ImageNet backbone weights (torchvision://resnet50)"),
-    ZooEntry("torchvision/resnet101", None, _TV + "resnet101-63fe2227.pth", "63fe2227",
-             note="ImageNet backbone weights (torchvision://resnet101)"),
-    ZooEntry("torchvision/resnet152", None, _TV + "resnet152-394f9c45.pth", "394f9c45",
-             note="ImageNet backbone weights (torchvision://resnet152)"),
-]
-
-
-def kiln_home() -> Path:
-    """The cache root: ``$KILN_HOME`` or ``~/.cache/kiln``."""
-    return Path(os.environ.get("KILN_HOME") or Path.home() / ".cache" / "kiln").expanduser()
 
 
 def _user_zoo_file() -> Path:
@@ -114,19 +69,27 @@ def _user_entries() -> list[ZooEntry]:
 
 def list_entries() -> list[ZooEntry]:
     """All entries: the shipped table, then (overriding by name) ``$KILN_HOME/zoo.json``."""
-    table = {e.name: e for e in _SHIPPED}
+    table = {e.name: e for e in SHIPPED}
     table.update({e.name: e for e in _user_entries()})
     return list(table.values())
 
 
-def get_entry(name: str) -> ZooEntry:
-    """The entry called ``name`` (a ``.py`` suffix or ``kiln::`` prefix is tolerated)."""
+def _normalise(name: str) -> str:
     key = name[len("kiln::"):] if name.startswith("kiln::") else name
+    for suffix in (".yaml", ".py"):  # Detectron2 names carry .yaml, MMDetection config names .py
+        if key.endswith(suffix) and key[: -len(suffix)]:
+            return key[: -len(suffix)]
+    return key
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry called ``name`` (a ``.py``/``.yaml`` suffix or ``kiln::`` prefix is tolerated)."""
+    key = _normalise(name)
     table = {e.name: e for e in list_entries()}
     if key in table:
         return table[key]
     for e in table.values():  # also accept the config path, e.g. 'retinanet/retinanet_r50_fpn_1x_coco.py'
-        if e.config and (e.config == "kiln::" + key or e.config == "kiln::" + key + ".py"):
+        if e.config and _normalise(e.config) in (key, "detectron2/" + key):
             return e
     close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.4)
     hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
@@ -134,7 +97,7 @@ def get_entry(name: str) -> ZooEntry:
 
 
 def get_checkpoint_url(name: str) -> str:
-    """The URL the checkpoint of ``name`` is published at."""
+    """The URL the checkpoint of ``name`` is published at (Detectron2's ``get_checkpoint_url``)."""
     entry = get_entry(name)
     if not entry.url:
         raise ZooError(f"Zoo entry '{entry.name}' has no published checkpoint ({entry.note or 'none'}).")
@@ -151,21 +114,29 @@ def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _candidates(entry: ZooEntry) -> list[Path]:
+    """Where the entry's checkpoint may already be: kiln's cache first (where downloads go), torch hub."""
     name = entry.cache_name
     assert name is not None
-    dirs = [kiln_home() / "checkpoints"]
+    first = (cache_path_for(entry.url) if entry.url and entry.url.startswith(("http://", "https://"))
+             and not entry.file_name else kiln_home() / "checkpoints" / name)
     torch_home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "torch")
-    dirs.append(Path(torch_home) / "hub" / "checkpoints")
-    return [d / name for d in dirs]
+    return [first, Path(torch_home) / "hub" / "checkpoints" / name]
 
 
-def get_checkpoint_path(name: str, verify: bool = True) -> str:
-    """Local path of the checkpoint of ``name``, verified by hash.
+def get_checkpoint_path(name: str, verify: bool = True, download: bool = True,
+                        progress: bool | None = None) -> str:
+    """Local path of the checkpoint of ``name``, downloaded on first use and verified by hash.
+
+    Args:
+        name: zoo name.
+        verify: check the file against the recorded sha256.
+        download: fetch a checkpoint missing from the cache (``False``: only look).
+        progress: show download progress (default: when stderr is a terminal).
 
     Raises:
-        ZooError: no checkpoint is published, the file is not in the cache (the message gives the URL
-            and the exact destination path), or its hash does not match.
+        ZooError: no checkpoint is published, it cannot be fetched (the message gives the URL and the
+            exact destination path to place it by hand), or its hash does not match.
     """
     entry = get_entry(name)
     if not entry.cache_name:
@@ -173,12 +144,18 @@ def get_checkpoint_path(name: str, verify: bool = True) -> str:
     candidates = _candidates(entry)
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        source = f"Download {entry.url} yourself" if entry.url else "Obtain the file"
-        raise ZooError(
-            f"Checkpoint for '{entry.name}' is not in the local cache; kiln does not download. "
-            f"{source} and place it at {candidates[0]} (set KILN_HOME to move the cache; "
-            f"looked in: {', '.join(str(p) for p in candidates)})."
-        )
+        remote = bool(entry.url) and entry.url.startswith(("http://", "https://"))
+        if not (download and remote):
+            source = f"Download {entry.url}" if remote else "Obtain the file"
+            raise ZooError(
+                f"Checkpoint for '{entry.name}' is not in the local cache. {source} and place it at "
+                f"{candidates[0]} (set KILN_HOME to move the cache; looked in: "
+                f"{', '.join(str(p) for p in candidates)})."
+            )
+        try:
+            return str(cached_download(entry.url, entry.sha256, dest=candidates[0], progress=progress))
+        except DownloadError as exc:
+            raise ZooError(f"Zoo entry '{entry.name}': {exc}") from exc
     if verify and entry.sha256:
         digest = sha256sum(found)
         expected = entry.sha256.lower()
@@ -192,22 +169,40 @@ def get_checkpoint_path(name: str, verify: bool = True) -> str:
 
 
 def get_config_file(name: str) -> str:
-    """Absolute path of the shipped config of ``name``."""
+    """Absolute path of the shipped config of ``name`` (Detectron2's ``model_zoo.get_config_file``)."""
     entry = get_entry(name)
     if not entry.config:
         raise ZooError(f"Zoo entry '{entry.name}' is backbone weights only and has no config.")
     return resolve_config_path(entry.config)
 
 
-def get_config(name: str, trained: bool = False) -> Any:
-    """The :class:`kiln.config.Config` of ``name``.
+def _is_detectron2(path: str) -> bool:
+    return path.endswith((".yaml", ".yml")) and "/detectron2/" in Path(path).as_posix()
 
-    With ``trained=True`` the config loads the zoo checkpoint (``load_from``, verified by hash) and
-    drops ImageNet ``pretrained`` backbone weights, which the checkpoint supersedes.
+
+def get_config(name: str, trained: bool = False) -> Any:
+    """The config of ``name``.
+
+    For Detectron2 names this is a Detectron2 ``CfgNode`` (kiln's defaults merged with the shipped
+    yaml, not frozen), as ``detectron2.model_zoo.get_config`` returns; ``trained=True`` sets
+    ``MODEL.WEIGHTS`` to the checkpoint URL, which kiln downloads and caches when the model loads it.
+    For the other names it is a :class:`kiln.config.Config`; ``trained=True`` sets ``load_from`` to the
+    cached checkpoint (downloaded now, verified by hash) and drops the ImageNet ``pretrained`` weights
+    that the checkpoint supersedes.
     """
+    path = get_config_file(name)
+    if _is_detectron2(path):
+        from kiln.cli.d2_config import add_fewshot_defaults
+        from kiln.config import get_default_cfg
+
+        node = add_fewshot_defaults(get_default_cfg())
+        node.merge_from_file(path)
+        if trained:
+            node.MODEL.WEIGHTS = get_checkpoint_url(name)
+        return node
     from kiln.config import Config
 
-    cfg = Config.fromfile(get_config_file(name))
+    cfg = Config.fromfile(path)
     if trained:
         cfg.load_from = get_checkpoint_path(name)
         if "model" in cfg and "pretrained" in cfg.model:
@@ -215,32 +210,43 @@ def get_config(name: str, trained: bool = False) -> Any:
     return cfg
 
 
-def load_weights(model: Any, path: str, device: str = "cpu") -> Any:
-    """Load model weights from a kiln (``model`` key), MM (``state_dict``) or bare checkpoint."""
-    import torch
+def load_weights(model: Any, path: str, device: str = "cpu", strict: bool = True) -> Any:
+    """Load a whole model's weights of any layout (kiln, MMDetection, Detectron2 ``.pth``/``.pkl``,
+    Caffe2, torchvision) from a file, a URL or a ``detectron2://``-style name.
 
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    state = ckpt
-    if isinstance(ckpt, dict):
-        for key in ("model", "state_dict"):
-            if isinstance(ckpt.get(key), dict):
-                state = ckpt[key]
-                break
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    model.load_state_dict(state)
+    ``strict`` (the default, for evaluating a checkpoint): every model tensor must load, else
+    ``RuntimeError`` with the load report (checkpoint entries the model does not use are only reported).
+    """
+    from kiln.checkpoint_convert import load_into
+
+    from .download import resolve_weights
+
+    local = resolve_weights(path) if isinstance(path, str) else path
+    report = load_into(model, local)
+    if strict and (report.missing or report.shape_mismatch):
+        raise RuntimeError(f"{report.format()}\nThe checkpoint does not fit this model (strict load); check "
+                           "that config and checkpoint belong together.")
     return model
 
 
 def get(name: str, trained: bool = False, device: str = "cpu") -> Any:
-    """Build the detector of ``name`` (on ``device``), with the zoo weights when ``trained``."""
+    """Build the detector of ``name`` (on ``device``, in eval mode), with the zoo weights when ``trained``
+    (Detectron2's ``model_zoo.get``)."""
     from kiln.models import build_detector
 
-    cfg = get_config(name, trained=trained)
-    if trained:
-        cfg.model.pretrained = None
+    path = get_config_file(name)
+    if _is_detectron2(path):
+        from kiln.cli.d2_config import load_d2_config
+
+        cfg = load_d2_config(path, opts=["MODEL.WEIGHTS", ""])
+    else:
+        from kiln.config import Config
+
+        cfg = Config.fromfile(path)
+    cfg.model.pretrained = None
     model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
     if trained:
-        load_weights(model, cfg.load_from)
+        load_weights(model, get_checkpoint_path(name))
     return model.to(device).eval()
 
 

@@ -132,7 +132,7 @@ def _pipelines(d2: Any) -> tuple[list, list]:
 
 def _model(d2: Any) -> tuple[dict, str | None]:
     from kiln.config import Config
-    from kiln.model_zoo import resolve_config_path
+    from kiln.model_zoo.paths import resolve_config_path
 
     arch = d2.MODEL.META_ARCHITECTURE
     bases = {"RetinaNet": "kiln::_base_/models/retinanet_r50_fpn.py",

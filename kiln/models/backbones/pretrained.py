@@ -1,7 +1,10 @@
 """Resolving ``pretrained=`` names to local files and loading foreign ResNet state dicts.
 
-Nothing is downloaded: ``torchvision://resnet50`` is looked up in local cache directories
-(``$KILN_HOME/checkpoints``, ``$TORCH_HOME/hub/checkpoints``, ``~/.cache/torch/hub/checkpoints``).
+``torchvision://resnet50`` is first looked up in the local caches (``$KILN_HOME/checkpoints``,
+``$TORCH_HOME/hub/checkpoints``, ``~/.cache/torch/hub/checkpoints``); a name that is not there, and
+``open-mmlab://``, ``detectron2://``, ``modelzoo://`` names and URLs, are downloaded once into
+``$KILN_HOME/checkpoints`` (:mod:`kiln.model_zoo.download`). Files of any publisher's layout load
+(:mod:`kiln.checkpoint_convert`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import torch
 
+from kiln.model_zoo.download import TORCHVISION_URLS  # re-exported: torchvision's published file names
+
 __all__ = [
     "TORCHVISION_URLS",
     "checkpoint_dirs",
@@ -26,8 +31,9 @@ __all__ = [
     "DOWNLOAD_SCHEMES",
 ]
 
-# Names MMDetection resolves by downloading; kiln never downloads at run time.
-DOWNLOAD_SCHEMES = ("open-mmlab://", "http://", "https://", "mmcls://", "mmpretrain://", "modelzoo://")
+# Names resolved by downloading into the cache (mmcls:// and mmpretrain:// are recognised but not known).
+DOWNLOAD_SCHEMES = ("open-mmlab://", "http://", "https://", "mmcls://", "mmpretrain://", "modelzoo://",
+                    "detectron2://", "catalog://")
 
 
 def pretrained_from_init_cfg(init_cfg: Any, pretrained: str | None, owner: str) -> str | None:
@@ -63,16 +69,6 @@ def pretrained_from_init_cfg(init_cfg: Any, pretrained: str | None, owner: str) 
 
 logger = logging.getLogger(__name__)
 
-# File names torchvision publishes; the hash part is what `torch.hub` caches them under.
-TORCHVISION_URLS = {
-    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-    "resnet101": "https://download.pytorch.org/models/resnet101-63fe2227.pth",
-    "resnet152": "https://download.pytorch.org/models/resnet152-394f9c45.pth",
-}
-
-
 def checkpoint_dirs() -> list[Path]:
     """Directories searched for ``torchvision://`` checkpoints, in order."""
     dirs = []
@@ -85,14 +81,19 @@ def checkpoint_dirs() -> list[Path]:
 
 
 def resolve_pretrained(pretrained: str) -> Path | None:
-    """Return the local file for ``pretrained``, or ``None`` (with a warning) if it is not there.
+    """Return the local file for ``pretrained``, downloading it into the cache on first use.
 
-    * ``torchvision://NAME``: ``NAME.pth`` or ``NAME-<hash>.pth`` in :func:`checkpoint_dirs`.
-      Missing → a warning naming the file, the URL and the directory to put it in; the caller
-      continues with random initialisation (kiln never downloads).
+    * ``torchvision://NAME``: ``NAME.pth`` or ``NAME-<hash>.pth`` in :func:`checkpoint_dirs`, else
+      downloaded. When it cannot be downloaded (offline, ``KILN_OFFLINE=1``) a warning names the URL and
+      the file to place by hand, and the caller continues with random initialisation (the old
+      torchvision-cache behaviour configs written for kiln rely on).
+    * ``open-mmlab://``, ``detectron2://``, ``modelzoo://``, ``catalog://`` names and URLs: downloaded
+      and verified; failing that, ``FileNotFoundError`` saying which file to provide and how.
     * anything else is a local path; a missing one raises ``FileNotFoundError`` because an explicit
       path that does not exist is a typo, and training from scratch by accident wastes a run.
     """
+    from kiln.model_zoo.download import DownloadError, cached_download, resolve_url
+
     if pretrained.startswith("torchvision://"):
         name = pretrained[len("torchvision://") :]
         dirs = checkpoint_dirs()
@@ -109,28 +110,22 @@ def resolve_pretrained(pretrained: str) -> Path | None:
             )
             if hits:
                 return hits[-1]
-        url = TORCHVISION_URLS.get(name)
-        fname = url.rsplit("/", 1)[-1] if url else f"{name}.pth"
-        where = " or ".join(str(d) for d in dirs)
-        msg = (
-            f"pretrained={pretrained!r}: no local file {name}.pth / {name}-<hash>.pth in {where}. "
-            f"kiln does not download weights; fetch {url or fname} yourself and put it at "
-            f"{dirs[0] / fname} (set KILN_HOME or TORCH_HOME to choose the directory). "
-            "Continuing with random initialisation."
-        )
-        warnings.warn(msg, stacklevel=3)
-        return None
+        try:
+            return cached_download(resolve_url(pretrained))
+        except DownloadError as exc:
+            warnings.warn(f"pretrained={pretrained!r}: {exc} Continuing with random initialisation.",
+                          stacklevel=3)
+            return None
     if "://" in pretrained:
-        needs_download = pretrained.startswith(DOWNLOAD_SCHEMES)
-        raise FileNotFoundError(
-            f"pretrained weights {pretrained!r} are needed to start training, and "
-            + ("this name is resolved by downloading, which kiln does not do. "
-               if needs_download else "kiln does not know this scheme. ")
-            + "Download the file yourself and pass its local path, e.g. "
-            "--cfg-options model.backbone.init_cfg.checkpoint=/path/to/weights.pth (configs that write "
-            "pretrained=... : model.backbone.pretrained=/path/to/weights.pth or model.pretrained=...), "
-            "or train from scratch with model.backbone.init_cfg=None."
-        )
+        try:
+            return cached_download(resolve_url(pretrained))
+        except DownloadError as exc:
+            raise FileNotFoundError(
+                f"pretrained weights {pretrained!r} are needed to start training: {exc} Or pass the local "
+                "file, e.g. --cfg-options model.backbone.init_cfg.checkpoint=/path/to/weights.pth (configs "
+                "that write pretrained=... : model.backbone.pretrained=/path/to/weights.pth or "
+                "model.pretrained=...), or train from scratch with model.backbone.init_cfg=None."
+            ) from exc
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
@@ -156,49 +151,31 @@ def select_prefix(
 
 
 def load_checkpoint_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from a ``.pth`` file (``weights_only``), unwrapping ``state_dict``/``model`` keys."""
-    obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise TypeError(f"{path}: expected a state dict (mapping name → tensor), got {type(obj).__name__}.")
-    return obj
+    """The state dict in a checkpoint file of any format (``.pth`` weights-only, ``.pkl`` data-only pickle),
+    unwrapping ``state_dict``/``model``/``blobs``."""
+    from kiln.checkpoint_convert import read_checkpoint
 
-
-_D2_BLOCK = re.compile(r"^res(\d)\.(\d+)\.(conv\d|shortcut)(\.norm)?\.(.+)$")
+    return dict(read_checkpoint(path)["model"])
 
 
 def convert_resnet_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a torchvision / MMDetection / Detectron2 ResNet state dict onto kiln's ResNet names.
+    """Map a ResNet state dict of any publisher onto kiln's ResNet names.
 
     kiln's ResNet uses torchvision's names (``conv1``, ``bn1``, ``layerN.i.convK``, ``bnK``,
-    ``downsample.0/1``), so torchvision dicts only lose ``fc.*``; prefixes ``module.`` and
-    ``backbone.`` are stripped; Detectron2 names (``stem.conv1``, ``resN.i.convK.norm``,
-    ``shortcut``) are renamed.
+    ``downsample.0/1``). The layout is detected and renamed by :func:`kiln.checkpoint_convert.to_kiln_names`
+    (Detectron2 ``stem``/``resN``/``shortcut``, Caffe2/MSRA blobs with frozen BatchNorm, torchvision
+    classification and detection dicts); then ``module.``/``backbone.`` prefixes and classifier weights go.
     """
+    from kiln.checkpoint_convert import to_kiln_names
+
+    renamed, _, _ = to_kiln_names(state)
     out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
+    for key, value in renamed.items():
         k = key
         for prefix in ("module.", "backbone.", "bottom_up."):
             if k.startswith(prefix):
                 k = k[len(prefix) :]
-        if k.startswith("fc.") or k.startswith("linear."):
+        if k.startswith(("fc.", "linear.", "fc1000.")):
             continue  # classification head: not part of a detection backbone
-        if k.startswith("stem.conv1.norm."):
-            k = "bn1." + k[len("stem.conv1.norm.") :]
-        elif k.startswith("stem.conv1."):
-            k = "conv1." + k[len("stem.conv1.") :]
-        else:
-            m = _D2_BLOCK.match(k)
-            if m:
-                stage, block, conv, norm, rest = m.groups()
-                layer = f"layer{int(stage) - 1}.{block}"
-                if conv == "shortcut":
-                    k = f"{layer}.downsample.{1 if norm else 0}.{rest}"
-                elif norm:
-                    k = f"{layer}.bn{conv[4:]}.{rest}"
-                else:
-                    k = f"{layer}.{conv}.{rest}"
         out[k] = value
     return out

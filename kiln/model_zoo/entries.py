@@ -1,0 +1,109 @@
+"""The shipped zoo table: published checkpoints of the detectors kiln implements, with their figures.
+
+``box_ap`` is the COCO val2017 box AP the publisher reports (``metric`` says when it is something else,
+e.g. proposal recall), so a user can check a downloaded and converted model with ``kiln test``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["ZooEntry", "SHIPPED"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooEntry:
+    """One zoo row. ``config`` is a ``kiln::`` path (or ``None`` for backbone weights only)."""
+
+    name: str
+    config: str | None
+    url: str | None = None
+    sha256: str | None = None
+    file_name: str | None = None
+    note: str = ""
+    box_ap: float | None = None
+    metric: str = "box AP"
+    publisher: str = ""
+
+    @property
+    def cache_name(self) -> str | None:
+        """File name of the checkpoint inside the cache directory."""
+        if self.file_name:
+            return self.file_name
+        if self.url:
+            return self.url.rstrip("/").rsplit("/", 1)[-1]
+        return None
+
+
+_TV = "https://download.pytorch.org/models/"
+_MM = "https://download.openmmlab.com/mmdetection/v2.0/"
+_D2 = "https://dl.fbaipublicfiles.com/detectron2/"
+
+
+def _mmdet(name: str, config: str, file: str, ap: float) -> ZooEntry:
+    # MMDetection's file names end in the first 8 hex digits of the file's sha256.
+    arch = config.split("/", 1)[0]
+    return ZooEntry(name, f"kiln::{config}", f"{_MM}{arch}/{name}/{file}", file.rsplit("-", 1)[1][:8],
+                    box_ap=ap, publisher="MMDetection")
+
+
+def _d2(name: str, run: str, file: str, ap: float, metric: str = "box AP") -> ZooEntry:
+    # Detectron2's 6-hex file suffix is not a documented digest: no checksum is recorded.
+    return ZooEntry(f"COCO-Detection/{name}", f"kiln::detectron2/COCO-Detection/{name}.yaml",
+                    f"{_D2}COCO-Detection/{name}/{run}/{file}", box_ap=ap, metric=metric,
+                    publisher="Detectron2")
+
+
+SHIPPED: list[ZooEntry] = [
+    # ------------------------------------------------------------------ MMDetection (COCO, v2.0 weights)
+    _mmdet("retinanet_r50_fpn_1x_coco", "retinanet/retinanet_r50_fpn_1x_coco.py",
+           "retinanet_r50_fpn_1x_coco_20200130-c2398f9e.pth", 36.5),
+    _mmdet("retinanet_r50_fpn_2x_coco", "retinanet/retinanet_r50_fpn_2x_coco.py",
+           "retinanet_r50_fpn_2x_coco_20200131-fdb43119.pth", 37.4),
+    _mmdet("faster_rcnn_r50_fpn_1x_coco", "faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py",
+           "faster_rcnn_r50_fpn_1x_coco_20200130-047c8118.pth", 37.4),
+    _mmdet("faster_rcnn_r50_fpn_2x_coco", "faster_rcnn/faster_rcnn_r50_fpn_2x_coco.py",
+           "faster_rcnn_r50_fpn_2x_coco_bbox_mAP-0.384_20200504_210434-a5d8aa15.pth", 38.4),
+    # ------------------------------------------------------------------ Detectron2 (COCO-Detection table)
+    _d2("faster_rcnn_R_50_C4_1x", "137257644", "model_final_721ade.pkl", 35.7),
+    _d2("faster_rcnn_R_50_DC5_1x", "137847829", "model_final_51d356.pkl", 37.3),
+    _d2("faster_rcnn_R_50_FPN_1x", "137257794", "model_final_b275ba.pkl", 37.9),
+    _d2("faster_rcnn_R_50_C4_3x", "137849393", "model_final_f97cb7.pkl", 38.4),
+    _d2("faster_rcnn_R_50_DC5_3x", "137849425", "model_final_68d202.pkl", 39.0),
+    _d2("faster_rcnn_R_50_FPN_3x", "137849458", "model_final_280758.pkl", 40.2),
+    _d2("faster_rcnn_R_101_C4_3x", "138204752", "model_final_298dad.pkl", 41.1),
+    _d2("faster_rcnn_R_101_DC5_3x", "138204841", "model_final_3e0943.pkl", 40.6),
+    _d2("faster_rcnn_R_101_FPN_3x", "137851257", "model_final_f6e8b1.pkl", 42.0),
+    _d2("faster_rcnn_X_101_32x8d_FPN_3x", "139173657", "model_final_68b088.pkl", 43.0),
+    _d2("retinanet_R_50_FPN_1x", "190397773", "model_final_bfca0b.pkl", 37.4),
+    _d2("retinanet_R_50_FPN_3x", "190397829", "model_final_5bd44e.pkl", 38.7),
+    _d2("retinanet_R_101_FPN_3x", "190397697", "model_final_971ab9.pkl", 40.4),
+    _d2("rpn_R_50_C4_1x", "137258005", "model_final_450694.pkl", 51.6, metric="proposal AR@1000"),
+    _d2("rpn_R_50_FPN_1x", "137258492", "model_final_02ce48.pkl", 58.0, metric="proposal AR@1000"),
+    _d2("fast_rcnn_R_50_FPN_1x", "137635226", "model_final_e5f7ce.pkl", 37.8),
+    # ------------------------------------------------------------------ torchvision (COCO, 91 class slots)
+    ZooEntry("torchvision/retinanet_resnet50_fpn_coco", "kiln::torchvision/retinanet_resnet50_fpn_coco.py",
+             _TV + "retinanet_resnet50_fpn_coco-eeacb38b.pth", "eeacb38b", box_ap=36.4,
+             publisher="torchvision"),
+    ZooEntry("torchvision/fasterrcnn_resnet50_fpn_coco", "kiln::torchvision/fasterrcnn_resnet50_fpn_coco.py",
+             _TV + "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "258fb6c6", box_ap=37.0,
+             publisher="torchvision"),
+    # ------------------------------------------------------------------ kiln's own small models
+    ZooEntry("shapes_retinanet_r18_fpn", "kiln::shapes/retinanet_r18_fpn_shapes.py",
+             note="the `make demo` model; add its checkpoint with `kiln zoo add`"),
+    ZooEntry("shapes_faster_rcnn_r18_fpn", "kiln::shapes/faster_rcnn_r18_fpn_shapes.py",
+             note="small Faster R-CNN on the generated shapes data"),
+    # ------------------------------------------------------------------ ImageNet backbones
+    *[ZooEntry(f"torchvision/{n}", None, f"{_TV}{n}-{h}.pth", h, note=f"ImageNet backbone (torchvision://{n})",
+               publisher="torchvision")
+      for n, h in (("resnet18", "f37072fd"), ("resnet34", "b627a593"), ("resnet50", "0676ba61"),
+                   ("resnet101", "63fe2227"), ("resnet152", "394f9c45"))],
+    *[ZooEntry(f"detectron2/ImageNetPretrained/MSRA/{n}", None, f"{_D2}ImageNetPretrained/MSRA/{n}.pkl",
+               note=f"MSRA caffe-style ImageNet backbone, Caffe2 blob names "
+                    f"(detectron2://ImageNetPretrained/MSRA/{n}.pkl)", publisher="Detectron2")
+      for n in ("R-50", "R-101")],
+    ZooEntry("open-mmlab/detectron2/resnet50_caffe", None,
+             "https://download.openmmlab.com/pretrain/third_party/resnet50_msra-5891d200.pth", "5891d200",
+             note="MSRA R-50 in MMDetection names (open-mmlab://detectron2/resnet50_caffe)",
+             publisher="MMDetection"),
+]
