@@ -2,7 +2,8 @@
 
 ``build_detection_train_loader(cfg, mapper=None)`` reads ``cfg.DATASETS.TRAIN``,
 ``cfg.SOLVER.IMS_PER_BATCH``, ``cfg.DATALOADER.{NUM_WORKERS, ASPECT_RATIO_GROUPING,
-FILTER_EMPTY_ANNOTATIONS, SAMPLER_TRAIN, REPEAT_THRESHOLD}`` and ``cfg.SEED``, and returns the
+FILTER_EMPTY_ANNOTATIONS, SAMPLER_TRAIN, REPEAT_THRESHOLD, REPEAT_SQRT, RANDOM_SUBSET_RATIO}`` and
+``cfg.SEED``, and returns the
 same :class:`~kiln.data.build.ResumableLoader` as :func:`~kiln.data.build.build_train_loader`
 (infinite, as Detectron2's iteration-based training expects). Config is read here, at the edge;
 everything below takes plain arguments.
@@ -19,7 +20,7 @@ from kiln.utils import cfg_lookup as _cfg
 
 from .build import ResumableLoader, build_test_loader, build_train_loader
 from .catalog import DatasetCatalog, MetadataCatalog
-from .samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors_from_category_frequency
+from .samplers import TRAINING_SAMPLER_KEYS, build_training_sampler
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,25 @@ def _default_mapper(cfg: Any, is_train: bool) -> Callable:
     return DatasetMapper.from_config(cfg, is_train)
 
 
+def _sampler_from_cfg(cfg: Any, dataset: Any, seed: int | None) -> Any:
+    """``DATALOADER.SAMPLER_TRAIN`` with ``REPEAT_THRESHOLD``/``REPEAT_SQRT`` or ``RANDOM_SUBSET_RATIO``."""
+    name = _cfg(cfg, "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
+    if name not in TRAINING_SAMPLER_KEYS:
+        raise ValueError(f"cfg.DATALOADER.SAMPLER_TRAIN = {name!r} is unknown; use one of "
+                         f"{sorted(TRAINING_SAMPLER_KEYS)}.")
+    args: dict[str, Any] = {}
+    if name == "RepeatFactorTrainingSampler":
+        args = dict(repeat_thresh=float(_cfg(cfg, "DATALOADER.REPEAT_THRESHOLD")),
+                    sqrt=bool(_cfg(cfg, "DATALOADER.REPEAT_SQRT", True)))
+    elif name == "RandomSubsetTrainingSampler":
+        ratio = _cfg(cfg, "DATALOADER.RANDOM_SUBSET_RATIO", None)
+        if ratio is None:
+            raise ValueError("cfg.DATALOADER.SAMPLER_TRAIN = 'RandomSubsetTrainingSampler' needs "
+                             "DATALOADER.RANDOM_SUBSET_RATIO (the fraction of images kept, in (0, 1]).")
+        args = dict(subset_ratio=float(ratio))
+    return build_training_sampler(name, args, dataset, seed=seed, infinite=True, where="cfg.DATALOADER")
+
+
 def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, dataset: Any = None,
                                  sampler: Any = None) -> ResumableLoader:
     """The training loader of a Detectron2-style config (see the module docstring for the keys).
@@ -88,19 +108,7 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
     seed = _cfg(cfg, "SEED", -1)
     seed = int(seed) if seed is not None and int(seed) >= 0 else None
     if sampler is None:
-        name = _cfg(cfg, "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
-        if name == "TrainingSampler":
-            sampler = TrainingSampler(len(dataset), seed=seed)
-        elif name == "RepeatFactorTrainingSampler":
-            if not isinstance(dataset, list):
-                raise TypeError("RepeatFactorTrainingSampler needs dataset dicts (cfg.DATASETS.TRAIN), not a "
-                                f"{type(dataset).__name__}.")
-            thresh = float(_cfg(cfg, "DATALOADER.REPEAT_THRESHOLD"))
-            factors = repeat_factors_from_category_frequency(dataset, thresh)
-            sampler = RepeatFactorTrainingSampler(factors, seed=seed)
-        else:
-            raise ValueError(f"cfg.DATALOADER.SAMPLER_TRAIN = {name!r} is unknown; use 'TrainingSampler' or "
-                             "'RepeatFactorTrainingSampler'.")
+        sampler = _sampler_from_cfg(cfg, dataset, seed)
     return build_train_loader(
         dataset, mapper=mapper, total_batch_size=int(_cfg(cfg, "SOLVER.IMS_PER_BATCH")),
         num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)), sampler=sampler,
