@@ -22,10 +22,10 @@ def record(tmp_path):
                                   segmentation=[tri])])
 
 
-def d2cfg(crop=None, mask_on=False, keypoint_on=False):
+def d2cfg(crop=None, mask_on=False, keypoint_on=False, load_proposals=False):
     crop = crop or dict(ENABLED=False, TYPE="relative_range", SIZE=[0.9, 0.9])
     return CfgNode(dict(
-        MODEL=dict(MASK_ON=mask_on, KEYPOINT_ON=keypoint_on),
+        MODEL=dict(MASK_ON=mask_on, KEYPOINT_ON=keypoint_on, LOAD_PROPOSALS=load_proposals),
         INPUT=dict(MIN_SIZE_TRAIN=(20,), MAX_SIZE_TRAIN=1000, MIN_SIZE_TRAIN_SAMPLING="choice",
                    MIN_SIZE_TEST=40, MAX_SIZE_TEST=1000, RANDOM_FLIP="none", FORMAT="BGR", CROP=crop)))
 
@@ -91,5 +91,7 @@ def test_bad_crop_and_unsupported_keys_are_refused(record):
         RandomCrop("absolute_range", (60, 50))
     with pytest.raises(ValueError, match="KEYPOINT_ON=True"):
         DatasetMapper(d2cfg(keypoint_on=True), True)
+    with pytest.raises(ValueError, match="LOAD_PROPOSALS=True.*kiln train"):
+        DatasetMapper(d2cfg(load_proposals=True), True)
     with pytest.raises(TypeError, match="cfg.INPUT.FORMAT"):
         DatasetMapper(d2cfg(), "RGB")
