@@ -97,9 +97,9 @@ def _config_args(cfg: Any, is_train: bool) -> dict[str, Any]:
         raise ValueError("DatasetMapper: MODEL.KEYPOINT_ON=True needs keypoint annotations and a keypoint "
                          "head, which kiln does not have; set MODEL.KEYPOINT_ON False.")
     if bool(cfg_get(model, "LOAD_PROPOSALS", False)):
-        raise ValueError("DatasetMapper: MODEL.LOAD_PROPOSALS=True (precomputed proposals) is not read by the "
-                         "Detectron2-style mapper yet; train this config with `kiln train config.yaml`, whose "
-                         "translated pipeline loads the proposal files (LoadProposals).")
+        raise ValueError("DatasetMapper: MODEL.LOAD_PROPOSALS=True (precomputed proposals) is not read by "
+                         "the Detectron2-style mapper yet; train this config with `kiln train config.yaml`, "
+                         "whose translated pipeline loads the proposal files (LoadProposals).")
     mask_on = bool(cfg_get(model, "MASK_ON", False))
     crop = cfg_get(cfg.INPUT, "CROP")
     crop_on = bool(is_train and crop is not None and cfg_get(crop, "ENABLED", False))
