@@ -95,3 +95,23 @@ def test_bad_crop_and_unsupported_keys_are_refused(record):
         DatasetMapper(d2cfg(load_proposals=True), True)
     with pytest.raises(TypeError, match="cfg.INPUT.FORMAT"):
         DatasetMapper(d2cfg(), "RGB")
+
+
+@pytest.mark.parametrize("crop_type,size,check", [
+    ("relative", (0.5, 0.25), lambda h, w: (h, w) == (15, 45)),  # 3.x writes (w, h) fractions
+    ("relative_range", (0.5, 0.25), lambda h, w: 30 <= h <= 60 and 23 <= w <= 90),  # but (h, w) here
+    ("absolute", (50, 20), lambda h, w: (h, w) == (20, 50)),
+    ("absolute_range", (25, 35), lambda h, w: 25 <= h <= 35 and 25 <= w <= 35),
+    ("absolute_range", (70, 80), lambda h, w: h == 60 and 70 <= w <= 80),
+])
+def test_mmdetection3_pipeline_random_crop_takes_every_crop_type(crop_type, size, check):
+    from kiln.data.transforms import Compose
+
+    np.random.seed(0)
+    for _ in range(10):
+        img = np.zeros((60, 90, 3), np.uint8)
+        out = Compose([dict(type="RandomCrop", crop_type=crop_type, crop_size=size, allow_negative_crop=True),
+                       dict(type="PackDetInputs")])(dict(img=img, img_shape=img.shape, ori_shape=img.shape,
+                                                         img_fields=["img"], bbox_fields=[], image_id=1,
+                                                         filename="/x/1.jpg"))
+        assert check(*out["inputs"].shape[1:])
