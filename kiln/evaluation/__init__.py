@@ -6,6 +6,7 @@ Importing this package registers its evaluators in ``kiln.registry.EVALUATORS`` 
 """
 
 from .build import build_evaluator
+from .by_name import evaluator_for_dataset
 from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .coco_metric import CocoMetric
 from .dataset_gt import coco_gt_of_dataset
@@ -25,5 +26,6 @@ __all__ = [
     "inference_on_dataset",
     "inference_context",
     "build_evaluator",
+    "evaluator_for_dataset",
     "coco_gt_of_dataset",
 ]

@@ -4,7 +4,8 @@ A name whose metadata has ``json_file`` (``register_coco_instances``, the built-
 evaluated against that json. Any other name (VOC, a custom loader) is converted from its dataset
 dicts to a COCO instances dict, as Detectron2 does: boxes become XYWH, ``category_id`` goes back
 to the dataset's ids (``thing_dataset_id_to_contiguous_id`` reversed, or the contiguous label),
-``area`` is the polygon/RLE area when there is a segmentation and the box area otherwise. With an
+``area`` is the polygon/RLE area when there is a segmentation and the box area otherwise, and
+non-integer image ids (VOC's) are numbered 1, 2, ... (the original kept as ``kiln_image_id``). With an
 ``output_dir`` the conversion is cached as ``<output_dir>/<name>_coco_format.json`` and reused when
 ``allow_cached_coco``.
 """
@@ -63,10 +64,15 @@ def convert_to_coco_dict(dataset_name: str) -> dict[str, Any]:
                          "MetadataCatalog.get(name).set(thing_classes=[...]).")
     dataset_ids = _contiguous_to_dataset_ids(meta, len(classes))
     images, annotations = [], []
-    for d in dicts:
-        image_id = d["image_id"]
+    # COCO tools want integer image ids; other ids (VOC's '000005') get 1, 2, ... and are kept as
+    # 'kiln_image_id', which COCOEvaluator matches predictions by.
+    int_ids = all(isinstance(d["image_id"], int) for d in dicts)
+    for k, d in enumerate(dicts):
+        image_id = d["image_id"] if int_ids else k + 1
         h, w = int(d["height"]), int(d["width"])
         images.append({"id": image_id, "width": w, "height": h, "file_name": str(d.get("file_name", ""))})
+        if not int_ids:
+            images[-1]["kiln_image_id"] = d["image_id"]
         for ann in d.get("annotations", []):
             box = BoxMode.convert(np.asarray(ann["bbox"], dtype=np.float64).reshape(1, 4),
                                   BoxMode(ann.get("bbox_mode", BoxMode.XYXY_ABS)), BoxMode.XYWH_ABS)[0]

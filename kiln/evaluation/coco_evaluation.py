@@ -247,6 +247,9 @@ class COCOEvaluator(DatasetEvaluator):
                 f"they must correspond one to one."
             )
         self._class_names = list(class_names)
+        # Ground truth converted from dicts with non-integer image ids keeps them as 'kiln_image_id'.
+        self._converted_ids = {img["kiln_image_id"]: img["id"]
+                               for img in self._coco_gt.dataset.get("images", []) if "kiln_image_id" in img}
         self._output_dir = output_dir
         self._distributed = distributed
         self._max_dets = int(max_dets_per_image)
@@ -289,8 +292,10 @@ class COCOEvaluator(DatasetEvaluator):
 
     def _image_id(self, image_id: Any) -> Any:
         """The ground truth's id of a sample's ``image_id`` (COCO ids are integers; a dataset converted
-        from other dicts, e.g. VOC, keeps its own ids)."""
-        return image_id if image_id in self._coco_gt.imgs else int(image_id)
+        from dicts with other ids, e.g. VOC's, numbered them)."""
+        if image_id in self._converted_ids:
+            return self._converted_ids[image_id]
+        return int(image_id)
 
     def _gather(self) -> list[dict[str, Any]] | None:
         if not _distributed_run(self._distributed):

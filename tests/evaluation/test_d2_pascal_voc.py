@@ -153,3 +153,21 @@ def test_errors_name_what_is_wrong(voc_name):
         run(ev, {"zzz": PRED["a"]})
     with pytest.raises(ValueError, match="predicted class 5 but the dataset has 2 classes"):
         run(ev, {"a": out([[0, 0, 5, 5]], [0.5], [5])})
+
+
+def test_evaluator_for_dataset_follows_the_evaluator_type(voc_name, tmp_path):
+    from kiln.evaluation import COCOEvaluator, evaluator_for_dataset
+
+    name = voc_name(GT, 2007)
+    ev = evaluator_for_dataset(name, distributed=False)
+    assert isinstance(ev, PascalVOCDetectionEvaluator)
+    assert run(ev, PRED)["bbox/AP50"] == pytest.approx(50.0)
+    MetadataCatalog.get("test_d2voc_other").set(evaluator_type="lvis")
+    try:
+        with pytest.raises(ValueError, match=r"evaluator_type=.lvis.; kiln evaluates \[.coco.,"):
+            evaluator_for_dataset("test_d2voc_other")
+    finally:
+        MetadataCatalog.remove("test_d2voc_other")
+    # A VOC name evaluated the COCO way: its dicts converted, string image ids numbered and matched.
+    res = run(COCOEvaluator(name, distributed=False, output_dir=str(tmp_path)), PRED)
+    assert 0 < res["bbox/AP50"] < 100
