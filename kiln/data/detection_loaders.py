@@ -26,12 +26,25 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader"]
 
-def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True) -> list[dict]:
+def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True, min_keypoints: int = 0,
+                                proposal_files: Sequence[str] | None = None, check_consistency: bool = True
+                                ) -> list[dict]:
     """Concatenate the dataset dicts of catalog datasets; optionally drop images without objects.
 
-    Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise).
-    "Without objects" means no annotation with ``iscrowd == 0``.
+    Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise;
+    ``check_consistency=False`` skips the check, as in Detectron2). "Without objects" means no
+    annotation with ``iscrowd == 0``. ``min_keypoints`` > 0 and ``proposal_files`` (Detectron2's
+    other arguments) are refused: kiln has no keypoints, and precomputed proposals are read by the
+    ``kiln train`` pipeline (LoadProposals).
     """
+    if min_keypoints:
+        raise ValueError(f"get_detection_dataset_dicts: min_keypoints={min_keypoints}: kiln has no "
+                         "keypoint annotations or heads; leave it 0 "
+                         "(MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE).")
+    if proposal_files:
+        raise ValueError("get_detection_dataset_dicts: proposal_files are not attached to dataset dicts by "
+                         "kiln; train a LOAD_PROPOSALS config with `kiln train config.yaml` (its pipeline "
+                         "loads DATASETS.PROPOSAL_FILES_TRAIN with LoadProposals).")
     if isinstance(names, str):
         names = [names]
     if len(names) == 0:
@@ -42,7 +55,7 @@ def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool =
             raise ValueError(f"Dataset '{name}' is empty.")
     classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
     known = {n: c for n, c in classes.items() if c is not None}
-    if len({tuple(c) for c in known.values()}) > 1:
+    if check_consistency and len({tuple(c) for c in known.values()}) > 1:
         raise ValueError(f"Datasets {list(names)} have different thing_classes {known}; labels would mix. "
                          "Train on datasets with the same classes, or remap them first.")
     dicts = list(itertools.chain.from_iterable(per_name))

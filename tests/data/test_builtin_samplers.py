@@ -139,3 +139,23 @@ def test_detectron2_config_keys_choose_the_sampler(catalog_name):
     cfg = d2_cfg(catalog_name, SAMPLER_TRAIN="RandomSubsetTrainingSampler")
     with pytest.raises(ValueError, match="needs DATALOADER.RANDOM_SUBSET_RATIO"):
         build_detection_train_loader(cfg, lambda d: d)
+
+
+def test_get_detection_dataset_dicts_takes_detectron2_arguments(catalog_name):
+    from kiln.data import get_detection_dataset_dicts
+
+    DatasetCatalog.register("test_builtin_other", lambda: dicts([{0}]))
+    MetadataCatalog.get("test_builtin_other").set(thing_classes=["x"])
+    MetadataCatalog.get(catalog_name).set(thing_classes=["y", "z"])
+    try:
+        names = [catalog_name, "test_builtin_other"]
+        with pytest.raises(ValueError, match="different thing_classes"):
+            get_detection_dataset_dicts(names)
+        assert len(get_detection_dataset_dicts(names, check_consistency=False)) == 13
+        with pytest.raises(ValueError, match="min_keypoints=1: kiln has no keypoint"):
+            get_detection_dataset_dicts(names, min_keypoints=1)
+        with pytest.raises(ValueError, match="proposal_files .* `kiln train"):
+            get_detection_dataset_dicts(names, proposal_files=["p.pkl", "q.pkl"])
+    finally:
+        DatasetCatalog.remove("test_builtin_other")
+        MetadataCatalog.remove("test_builtin_other")
