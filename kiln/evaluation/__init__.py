@@ -13,6 +13,7 @@ from .dataset_gt import coco_gt_of_dataset
 from .evaluator import DatasetEvaluator, DatasetEvaluators
 from .inference import inference_context, inference_on_dataset
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
+from .testing import print_csv_format, verify_results
 from .voc_metric import VOCMetric
 
 __all__ = [
@@ -27,5 +28,7 @@ __all__ = [
     "inference_context",
     "build_evaluator",
     "evaluator_for_dataset",
+    "print_csv_format",
+    "verify_results",
     "coco_gt_of_dataset",
 ]
