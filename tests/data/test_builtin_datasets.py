@@ -97,15 +97,16 @@ def test_a_user_registration_replacing_a_builtin_name_is_kept(root):
 
 
 def test_registration_is_lazy_reads_the_variable_and_touches_no_file(tmp_path):
+    # The variable is set after `import kiln.data`: only a registration on first use sees it.
     missing = tmp_path / "no_such_root"
     code = (
-        "import sys, kiln, kiln.data\n"
-        "from kiln.data import catalog\n"
-        "assert not catalog._LAZY_DONE[0], 'registered at import'\n"
+        "import os, kiln, kiln.data\n"
+        f"os.environ['DETECTRON2_DATASETS'] = {str(missing)!r}\n"
         "from kiln.data import MetadataCatalog\n"
         "print(MetadataCatalog.get('coco_2017_train').json_file)\n"
     )
-    env = dict(os.environ, DETECTRON2_DATASETS=str(missing), PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env.pop("DETECTRON2_DATASETS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == os.path.join(str(missing), "coco/annotations/instances_train2017.json")
     assert not missing.exists()
