@@ -4,10 +4,10 @@ A name whose metadata has ``json_file`` (``register_coco_instances``, the built-
 evaluated against that json. Any other name (VOC, a custom loader) is converted from its dataset
 dicts to a COCO instances dict, as Detectron2 does: boxes become XYWH, ``category_id`` goes back
 to the dataset's ids (``thing_dataset_id_to_contiguous_id`` reversed, or the contiguous label),
-``area`` is the polygon/RLE area when there is a segmentation and the box area otherwise, and
-non-integer image ids (VOC's) are numbered 1, 2, ... (the original kept as ``kiln_image_id``). With an
-``output_dir`` the conversion is cached as ``<output_dir>/<name>_coco_format.json`` and reused when
-``allow_cached_coco``.
+boxes are rounded to 3 decimals, ``area`` is the polygon (shoelace) or RLE area when there is a
+segmentation and the box area otherwise, and non-integer image ids (VOC's) are numbered 1, 2, ...
+(the original kept as ``kiln_image_id``). With an ``output_dir`` the conversion is cached as
+``<output_dir>/<name>_coco_format.json`` and reused when ``allow_cached_coco``.
 """
 
 from __future__ import annotations
@@ -41,13 +41,18 @@ def _contiguous_to_dataset_ids(meta: Any, num_classes: int) -> list[int]:
 
 
 def _segmentation_area(segm: Any, height: int, width: int) -> float:
-    from pycocotools import mask as mask_utils
-
+    """Polygons: the sum of their shoelace areas (as Detectron2 computes it); RLE: its pixel count."""
     if isinstance(segm, Mapping):
+        from pycocotools import mask as mask_utils
+
         rle = mask_utils.frPyObjects(segm, height, width) if isinstance(segm.get("counts"), list) else segm
-    else:
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], height, width))
-    return float(mask_utils.area(rle))
+        return float(mask_utils.area(rle))
+    area = 0.0
+    for poly in segm:
+        xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+        x, y = xy[:, 0], xy[:, 1]
+        area += 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return area
 
 
 def convert_to_coco_dict(dataset_name: str) -> dict[str, Any]:
@@ -83,7 +88,8 @@ def convert_to_coco_dict(dataset_name: str) -> dict[str, Any]:
                 raise ValueError(f"COCOEvaluator('{dataset_name}'): image {image_id} has category_id "
                                  f"{label}, outside the {len(classes)} thing_classes (contiguous labels "
                                  "expected).")
-            coco_ann = {"id": len(annotations) + 1, "image_id": image_id, "bbox": [float(v) for v in box],
+            coco_ann = {"id": len(annotations) + 1, "image_id": image_id,
+                        "bbox": [round(float(v), 3) for v in box],
                         "area": area, "iscrowd": int(ann.get("iscrowd", 0)),
                         "category_id": dataset_ids[label]}
             if isinstance(segm, list) and segm:

@@ -81,3 +81,27 @@ def test_what_kiln_cannot_evaluate_is_refused(names):
         COCOEvaluator(names[0], backend="pycocotools", use_fast_impl=True)
     with pytest.raises(ValueError, match="not \\['coco_gt', 'dataset_name'\\]"):
         COCOEvaluator(names[0], dataset_name=names[1])
+
+
+def test_conversion_follows_detectron2_areas_and_ids():
+    from kiln.evaluation.catalog_coco import convert_to_coco_dict
+
+    tri = [0.0, 0.0, 10.0, 0.0, 0.0, 10.0]  # shoelace area 50 (a raster count would differ)
+    DatasetCatalog.register("test_d2coco_conv", lambda: [dict(
+        image_id="img_a", file_name="a.jpg", height=20, width=20,
+        annotations=[dict(bbox=[0, 0, 10, 10], bbox_mode=BoxMode.XYXY_ABS, category_id=1, segmentation=[tri]),
+                     dict(bbox=[1, 2, 3.33333, 4], bbox_mode=BoxMode.XYWH_ABS, category_id=0, iscrowd=1)])])
+    MetadataCatalog.get("test_d2coco_conv").set(thing_classes=["a", "b"],
+                                                thing_dataset_id_to_contiguous_id={3: 0, 8: 1})
+    try:
+        coco = convert_to_coco_dict("test_d2coco_conv")
+    finally:
+        DatasetCatalog.remove("test_d2coco_conv")
+        MetadataCatalog.remove("test_d2coco_conv")
+    assert coco["images"] == [dict(id=1, width=20, height=20, file_name="a.jpg", kiln_image_id="img_a")]
+    first, second = coco["annotations"]
+    assert first["area"] == pytest.approx(50.0) and first["category_id"] == 8
+    assert first["bbox"] == [0, 0, 10, 10]
+    assert second["bbox"] == [1, 2, 3.333, 4] and second["area"] == pytest.approx(3.33333 * 4)
+    assert second["iscrowd"] == 1 and second["category_id"] == 3
+    assert coco["categories"] == [dict(id=3, name="a"), dict(id=8, name="b")]
