@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kiln.utils import cfg_lookup as _cfg
@@ -96,15 +96,29 @@ def _sampler_from_cfg(cfg: Any, dataset: Any, seed: int | None) -> Any:
     return build_training_sampler(name, args, dataset, seed=seed, infinite=True, where="cfg.DATALOADER")
 
 
-def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, dataset: Any = None,
-                                 sampler: Any = None) -> ResumableLoader:
+def _is_config(obj: Any) -> bool:
+    return hasattr(obj, "DATASETS") or hasattr(obj, "SOLVER") or (
+        isinstance(obj, Mapping) and ("DATASETS" in obj or "SOLVER" in obj))
+
+
+def build_detection_train_loader(cfg: Any = None, mapper: Callable | None = None, *, dataset: Any = None,
+                                 sampler: Any = None, total_batch_size: int | None = None,
+                                 aspect_ratio_grouping: bool = True, num_workers: int = 0) -> ResumableLoader:
     """The training loader of a Detectron2-style config (see the module docstring for the keys).
 
+    Detectron2's two calls work: ``build_detection_train_loader(cfg, mapper=None)`` and the explicit
+    ``build_detection_train_loader(dataset, mapper=..., total_batch_size=..., sampler=None,
+    aspect_ratio_grouping=True, num_workers=0)`` (``dataset`` a list of dicts or a map-style
+    dataset; the default sampler is an infinite ``TrainingSampler`` with a shared random seed).
+
     Args:
-        cfg: a ``CfgNode`` (or nested dict).
-        mapper: turns a dataset dict into a model input; default ``DatasetMapper.from_config(cfg, True)``.
+        cfg: a ``CfgNode`` (or nested dict), or the dataset (explicit call).
+        mapper: turns a dataset dict into a model input; default ``DatasetMapper(cfg, True)``.
         dataset: overrides ``cfg.DATASETS.TRAIN`` (a list of dicts or a map-style dataset).
         sampler: overrides ``cfg.DATALOADER.SAMPLER_TRAIN``.
+        total_batch_size, aspect_ratio_grouping, num_workers: the explicit call's arguments (with a
+            config they come from ``SOLVER.IMS_PER_BATCH`` and ``DATALOADER.*``; giving them too is
+            an error).
 
     Example (the seed's custom trainer)::
 
@@ -113,6 +127,21 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
             def build_train_loader(cls, cfg):
                 return build_detection_train_loader(cfg, BoundaryMapper(cfg))
     """
+    if cfg is not None and not _is_config(cfg):
+        if dataset is not None:
+            raise TypeError("build_detection_train_loader: the dataset was given twice (first argument and "
+                            "dataset=).")
+        cfg, dataset = None, cfg
+    if cfg is None:
+        if dataset is None or total_batch_size is None:
+            raise TypeError("build_detection_train_loader: give a config, or dataset and total_batch_size= "
+                            "(Detectron2's explicit call).")
+        return build_train_loader(dataset, mapper=mapper, total_batch_size=int(total_batch_size),
+                                  num_workers=int(num_workers), sampler=sampler,
+                                  aspect_ratio_grouping=bool(aspect_ratio_grouping), infinite=True)
+    if total_batch_size is not None:
+        raise TypeError("build_detection_train_loader(cfg, ...): the batch size comes from "
+                        "SOLVER.IMS_PER_BATCH; do not pass total_batch_size= too.")
     if dataset is None:
         filter_empty = bool(_cfg(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
         dataset = get_detection_dataset_dicts(_cfg(cfg, "DATASETS.TRAIN"), filter_empty=filter_empty)
@@ -129,12 +158,34 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
     )
 
 
-def build_detection_test_loader(cfg: Any, dataset_name: str | Sequence[str], mapper: Callable | None = None,
-                                *, batch_size: int = 1) -> ResumableLoader:
-    """An in-order inference loader over catalog dataset(s) (nothing filtered, nothing dropped)."""
+def build_detection_test_loader(cfg: Any = None, dataset_name: str | Sequence[str] | None = None,
+                                mapper: Callable | None = None, *, dataset: Any = None, sampler: Any = None,
+                                batch_size: int = 1, num_workers: int | None = None) -> ResumableLoader:
+    """An in-order inference loader (nothing filtered, nothing dropped).
+
+    Detectron2's two calls work: ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
+    (catalog name(s); ``DATALOADER.NUM_WORKERS``; default mapper ``DatasetMapper(cfg, False)``) and
+    the explicit ``build_detection_test_loader(dataset, mapper=..., sampler=None, batch_size=1,
+    num_workers=0)``.
+    """
+    if cfg is not None and not _is_config(cfg):
+        if dataset is not None:
+            raise TypeError("build_detection_test_loader: the dataset was given twice (first argument and "
+                            "dataset=).")
+        cfg, dataset = None, cfg
+    if cfg is None:
+        if dataset is None:
+            raise TypeError("build_detection_test_loader: give a config and dataset_name, or a dataset "
+                            "(Detectron2's explicit call).")
+        return build_test_loader(dataset, mapper=mapper, batch_size=batch_size, sampler=sampler,
+                                 num_workers=int(num_workers or 0))
+    if dataset_name is None:
+        raise TypeError("build_detection_test_loader(cfg, dataset_name): name the catalog dataset to load "
+                        "(e.g. cfg.DATASETS.TEST[0]).")
     names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
     dicts = get_detection_dataset_dicts(names, filter_empty=False)
     if mapper is None:
         mapper = _default_mapper(cfg, False)
-    return build_test_loader(dicts, mapper=mapper, batch_size=batch_size,
-                             num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)))
+    workers = _cfg(cfg, "DATALOADER.NUM_WORKERS", 0) if num_workers is None else num_workers
+    return build_test_loader(dicts, mapper=mapper, batch_size=batch_size, sampler=sampler,
+                             num_workers=int(workers))

@@ -159,3 +159,23 @@ def test_get_detection_dataset_dicts_takes_detectron2_arguments(catalog_name):
     finally:
         DatasetCatalog.remove("test_builtin_other")
         MetadataCatalog.remove("test_builtin_other")
+
+
+def test_detectron2_explicit_loader_calls_without_a_config():
+    from kiln.data import build_detection_test_loader
+    from kiln.data.samplers import TrainingSampler
+
+    data = dicts([{0}] * 5)
+    train = build_detection_train_loader(data, mapper=lambda d: d["image_id"], total_batch_size=2,
+                                         sampler=TrainingSampler(5, shuffle=False, seed=0),
+                                         aspect_ratio_grouping=False)
+    it = iter(train)
+    assert [next(it) for _ in range(3)] == [[0, 1], [2, 3], [4, 0]]  # infinite, passes follow each other
+    test = build_detection_test_loader(data, mapper=lambda d: d["image_id"], batch_size=2)
+    assert list(test) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(TypeError, match="total_batch_size="):
+        build_detection_train_loader(data, mapper=lambda d: d)
+    with pytest.raises(TypeError, match="SOLVER.IMS_PER_BATCH"):
+        build_detection_train_loader(d2_cfg("x"), lambda d: d, total_batch_size=2)
+    with pytest.raises(TypeError, match="name the catalog dataset"):
+        build_detection_test_loader(d2_cfg("x"))
