@@ -1,7 +1,10 @@
 """Data: catalogs, datasets (COCO, VOC, generated shapes), samplers, resumable loaders, transforms.
 
-Importing ``kiln.data`` registers the dataset classes (``DATASETS``), samplers (``SAMPLERS``),
-loader builders (``DATA_LOADERS``) and transforms (``TRANSFORMS``, in :mod:`kiln.data.transforms`).
+Importing ``kiln.data`` arranges Detectron2's built-in dataset names (``coco_2017_train``,
+``voc_2007_test``, ...: :mod:`kiln.data.builtin`) and ``shapes_train``/``shapes_val`` to be
+registered on first catalog use, and registers the dataset classes (``DATASETS``), samplers
+(``SAMPLERS``), loader builders (``DATA_LOADERS``) and transforms (``TRANSFORMS``, in
+:mod:`kiln.data.transforms`).
 ``DatasetMapper`` (:mod:`kiln.data.mapper`) loads on first access.
 """
 
@@ -10,7 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import transforms  # noqa: F401  (registers TRANSFORMS)
+from . import (
+    builtin,  # noqa: F401  (Detectron2's built-in names, registered on first catalog use)
+    transforms,  # noqa: F401  (registers TRANSFORMS)
+)
 from .build import (
     ResumableLoader,
     build_dataloader,

@@ -16,7 +16,42 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata"]
+__all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "add_lazy_registrar"]
+
+# Functions that register datasets on the first access to either catalog (the built-in names of
+# kiln.data.builtin): registering then, not at import, keeps `import kiln.data` free of work and
+# reads `$DETECTRON2_DATASETS` as the program set it before it first used a dataset name.
+_LAZY_REGISTRARS: list[Callable[[], None]] = []
+_LAZY_DONE = [False]
+
+
+def add_lazy_registrar(func: Callable[[], None]) -> None:
+    """Run ``func`` (it registers datasets) on the first access to ``DatasetCatalog`` or
+    ``MetadataCatalog``; at once if a catalog was already accessed."""
+    _LAZY_REGISTRARS.append(func)
+    if _LAZY_DONE[0]:
+        func()
+
+
+def _run_lazy_registrars() -> None:
+    if _LAZY_DONE[0]:
+        return
+    _LAZY_DONE[0] = True  # first: the registrars themselves access the catalogs
+    for func in list(_LAZY_REGISTRARS):
+        func()
+
+
+class _LazyDict(UserDict):
+    """A ``UserDict`` whose contents are completed by the lazy registrars on first access."""
+
+    @property  # type: ignore[override]
+    def data(self) -> dict:
+        _run_lazy_registrars()
+        return self._data
+
+    @data.setter
+    def data(self, value: dict) -> None:
+        self._data = value
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:
@@ -30,19 +65,21 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
     )
 
 
-class _DatasetCatalog(UserDict):
+class _DatasetCatalog(_LazyDict):
     """Name → function returning ``list[dict]`` (the standard dataset dicts)."""
 
     def register(self, name: str, func: Callable[[], list[dict]]) -> None:
         """Register ``func`` (no arguments, returns dataset dicts) under ``name``."""
         if not callable(func):
             raise TypeError(f"DatasetCatalog.register('{name}'): expected a callable, got {func!r}.")
-        if name in self:
+        # self._data, not self.data: registering must not trigger the lazy built-in names (a name
+        # registered before them is kept; the built-in registrar skips it).
+        if name in self._data:
             raise KeyError(
                 f"Dataset '{name}' is already registered. Use another name, or "
                 f"DatasetCatalog.remove('{name}') first."
             )
-        self[name] = func
+        self._data[name] = func
 
     def get(self, name: str) -> list[dict]:  # type: ignore[override]
         """Call the loader registered as ``name`` and return its dataset dicts."""
@@ -122,16 +159,18 @@ class Metadata:
         return f"Metadata({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
 
 
-class _MetadataCatalog(UserDict):
+class _MetadataCatalog(_LazyDict):
     """Name → ``Metadata``; ``get`` creates an empty entry on first access."""
 
     def get(self, name: str) -> Metadata:  # type: ignore[override]
         """The ``Metadata`` of ``name`` (created empty if missing)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"MetadataCatalog.get: dataset name must be a non-empty str, got {name!r}.")
-        m = self.data.get(name)
+        m = self._data.get(name)
+        if m is None:  # perhaps a built-in name not registered yet
+            m = self.data.get(name)
         if m is None:
-            m = self.data[name] = Metadata(name=name)
+            m = self._data[name] = Metadata(name=name)
         return m
 
     def list(self) -> list[str]:

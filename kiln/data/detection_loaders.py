@@ -2,7 +2,8 @@
 
 ``build_detection_train_loader(cfg, mapper=None)`` reads ``cfg.DATASETS.TRAIN``,
 ``cfg.SOLVER.IMS_PER_BATCH``, ``cfg.DATALOADER.{NUM_WORKERS, ASPECT_RATIO_GROUPING,
-FILTER_EMPTY_ANNOTATIONS, SAMPLER_TRAIN, REPEAT_THRESHOLD}`` and ``cfg.SEED``, and returns the
+FILTER_EMPTY_ANNOTATIONS, SAMPLER_TRAIN, REPEAT_THRESHOLD, REPEAT_SQRT, RANDOM_SUBSET_RATIO}`` and
+``cfg.SEED``, and returns the
 same :class:`~kiln.data.build.ResumableLoader` as :func:`~kiln.data.build.build_train_loader`
 (infinite, as Detectron2's iteration-based training expects). Config is read here, at the edge;
 everything below takes plain arguments.
@@ -12,25 +13,38 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kiln.utils import cfg_lookup as _cfg
 
 from .build import ResumableLoader, build_test_loader, build_train_loader
 from .catalog import DatasetCatalog, MetadataCatalog
-from .samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors_from_category_frequency
+from .samplers import TRAINING_SAMPLER_KEYS, build_training_sampler
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["get_detection_dataset_dicts", "build_detection_train_loader", "build_detection_test_loader"]
 
-def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True) -> list[dict]:
+def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool = True, min_keypoints: int = 0,
+                                proposal_files: Sequence[str] | None = None, check_consistency: bool = True
+                                ) -> list[dict]:
     """Concatenate the dataset dicts of catalog datasets; optionally drop images without objects.
 
-    Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise).
-    "Without objects" means no annotation with ``iscrowd == 0``.
+    Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise;
+    ``check_consistency=False`` skips the check, as in Detectron2). "Without objects" means no
+    annotation with ``iscrowd == 0``. ``min_keypoints`` > 0 and ``proposal_files`` (Detectron2's
+    other arguments) are refused: kiln has no keypoints, and precomputed proposals are read by the
+    ``kiln train`` pipeline (LoadProposals).
     """
+    if min_keypoints:
+        raise ValueError(f"get_detection_dataset_dicts: min_keypoints={min_keypoints}: kiln has no "
+                         "keypoint annotations or heads; leave it 0 "
+                         "(MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE).")
+    if proposal_files:
+        raise ValueError("get_detection_dataset_dicts: proposal_files are not attached to dataset dicts by "
+                         "kiln; train a LOAD_PROPOSALS config with `kiln train config.yaml` (its pipeline "
+                         "loads DATASETS.PROPOSAL_FILES_TRAIN with LoadProposals).")
     if isinstance(names, str):
         names = [names]
     if len(names) == 0:
@@ -41,7 +55,7 @@ def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool =
             raise ValueError(f"Dataset '{name}' is empty.")
     classes = {n: MetadataCatalog.get(n).get("thing_classes") for n in names}
     known = {n: c for n, c in classes.items() if c is not None}
-    if len({tuple(c) for c in known.values()}) > 1:
+    if check_consistency and len({tuple(c) for c in known.values()}) > 1:
         raise ValueError(f"Datasets {list(names)} have different thing_classes {known}; labels would mix. "
                          "Train on datasets with the same classes, or remap them first.")
     dicts = list(itertools.chain.from_iterable(per_name))
@@ -63,15 +77,48 @@ def _default_mapper(cfg: Any, is_train: bool) -> Callable:
     return DatasetMapper.from_config(cfg, is_train)
 
 
-def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, dataset: Any = None,
-                                 sampler: Any = None) -> ResumableLoader:
+def _sampler_from_cfg(cfg: Any, dataset: Any, seed: int | None) -> Any:
+    """``DATALOADER.SAMPLER_TRAIN`` with ``REPEAT_THRESHOLD``/``REPEAT_SQRT`` or ``RANDOM_SUBSET_RATIO``."""
+    name = _cfg(cfg, "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
+    if name not in TRAINING_SAMPLER_KEYS:
+        raise ValueError(f"cfg.DATALOADER.SAMPLER_TRAIN = {name!r} is unknown; use one of "
+                         f"{sorted(TRAINING_SAMPLER_KEYS)}.")
+    args: dict[str, Any] = {}
+    if name == "RepeatFactorTrainingSampler":
+        args = dict(repeat_thresh=float(_cfg(cfg, "DATALOADER.REPEAT_THRESHOLD")),
+                    sqrt=bool(_cfg(cfg, "DATALOADER.REPEAT_SQRT", True)))
+    elif name == "RandomSubsetTrainingSampler":
+        ratio = _cfg(cfg, "DATALOADER.RANDOM_SUBSET_RATIO", None)
+        if ratio is None:
+            raise ValueError("cfg.DATALOADER.SAMPLER_TRAIN = 'RandomSubsetTrainingSampler' needs "
+                             "DATALOADER.RANDOM_SUBSET_RATIO (the fraction of images kept, in (0, 1]).")
+        args = dict(subset_ratio=float(ratio))
+    return build_training_sampler(name, args, dataset, seed=seed, infinite=True, where="cfg.DATALOADER")
+
+
+def _is_config(obj: Any) -> bool:
+    return hasattr(obj, "DATASETS") or hasattr(obj, "SOLVER") or (
+        isinstance(obj, Mapping) and ("DATASETS" in obj or "SOLVER" in obj))
+
+
+def build_detection_train_loader(cfg: Any = None, mapper: Callable | None = None, *, dataset: Any = None,
+                                 sampler: Any = None, total_batch_size: int | None = None,
+                                 aspect_ratio_grouping: bool = True, num_workers: int = 0) -> ResumableLoader:
     """The training loader of a Detectron2-style config (see the module docstring for the keys).
 
+    Detectron2's two calls work: ``build_detection_train_loader(cfg, mapper=None)`` and the explicit
+    ``build_detection_train_loader(dataset, mapper=..., total_batch_size=..., sampler=None,
+    aspect_ratio_grouping=True, num_workers=0)`` (``dataset`` a list of dicts or a map-style
+    dataset; the default sampler is an infinite ``TrainingSampler`` with a shared random seed).
+
     Args:
-        cfg: a ``CfgNode`` (or nested dict).
-        mapper: turns a dataset dict into a model input; default ``DatasetMapper.from_config(cfg, True)``.
+        cfg: a ``CfgNode`` (or nested dict), or the dataset (explicit call).
+        mapper: turns a dataset dict into a model input; default ``DatasetMapper(cfg, True)``.
         dataset: overrides ``cfg.DATASETS.TRAIN`` (a list of dicts or a map-style dataset).
         sampler: overrides ``cfg.DATALOADER.SAMPLER_TRAIN``.
+        total_batch_size, aspect_ratio_grouping, num_workers: the explicit call's arguments (with a
+            config they come from ``SOLVER.IMS_PER_BATCH`` and ``DATALOADER.*``; giving them too is
+            an error).
 
     Example (the seed's custom trainer)::
 
@@ -80,6 +127,21 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
             def build_train_loader(cls, cfg):
                 return build_detection_train_loader(cfg, BoundaryMapper(cfg))
     """
+    if cfg is not None and not _is_config(cfg):
+        if dataset is not None:
+            raise TypeError("build_detection_train_loader: the dataset was given twice (first argument and "
+                            "dataset=).")
+        cfg, dataset = None, cfg
+    if cfg is None:
+        if dataset is None or total_batch_size is None:
+            raise TypeError("build_detection_train_loader: give a config, or dataset and total_batch_size= "
+                            "(Detectron2's explicit call).")
+        return build_train_loader(dataset, mapper=mapper, total_batch_size=int(total_batch_size),
+                                  num_workers=int(num_workers), sampler=sampler,
+                                  aspect_ratio_grouping=bool(aspect_ratio_grouping), infinite=True)
+    if total_batch_size is not None:
+        raise TypeError("build_detection_train_loader(cfg, ...): the batch size comes from "
+                        "SOLVER.IMS_PER_BATCH; do not pass total_batch_size= too.")
     if dataset is None:
         filter_empty = bool(_cfg(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
         dataset = get_detection_dataset_dicts(_cfg(cfg, "DATASETS.TRAIN"), filter_empty=filter_empty)
@@ -88,19 +150,7 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
     seed = _cfg(cfg, "SEED", -1)
     seed = int(seed) if seed is not None and int(seed) >= 0 else None
     if sampler is None:
-        name = _cfg(cfg, "DATALOADER.SAMPLER_TRAIN", "TrainingSampler")
-        if name == "TrainingSampler":
-            sampler = TrainingSampler(len(dataset), seed=seed)
-        elif name == "RepeatFactorTrainingSampler":
-            if not isinstance(dataset, list):
-                raise TypeError("RepeatFactorTrainingSampler needs dataset dicts (cfg.DATASETS.TRAIN), not a "
-                                f"{type(dataset).__name__}.")
-            thresh = float(_cfg(cfg, "DATALOADER.REPEAT_THRESHOLD"))
-            factors = repeat_factors_from_category_frequency(dataset, thresh)
-            sampler = RepeatFactorTrainingSampler(factors, seed=seed)
-        else:
-            raise ValueError(f"cfg.DATALOADER.SAMPLER_TRAIN = {name!r} is unknown; use 'TrainingSampler' or "
-                             "'RepeatFactorTrainingSampler'.")
+        sampler = _sampler_from_cfg(cfg, dataset, seed)
     return build_train_loader(
         dataset, mapper=mapper, total_batch_size=int(_cfg(cfg, "SOLVER.IMS_PER_BATCH")),
         num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)), sampler=sampler,
@@ -108,12 +158,34 @@ def build_detection_train_loader(cfg: Any, mapper: Callable | None = None, *, da
     )
 
 
-def build_detection_test_loader(cfg: Any, dataset_name: str | Sequence[str], mapper: Callable | None = None,
-                                *, batch_size: int = 1) -> ResumableLoader:
-    """An in-order inference loader over catalog dataset(s) (nothing filtered, nothing dropped)."""
+def build_detection_test_loader(cfg: Any = None, dataset_name: str | Sequence[str] | None = None,
+                                mapper: Callable | None = None, *, dataset: Any = None, sampler: Any = None,
+                                batch_size: int = 1, num_workers: int | None = None) -> ResumableLoader:
+    """An in-order inference loader (nothing filtered, nothing dropped).
+
+    Detectron2's two calls work: ``build_detection_test_loader(cfg, dataset_name, mapper=None)``
+    (catalog name(s); ``DATALOADER.NUM_WORKERS``; default mapper ``DatasetMapper(cfg, False)``) and
+    the explicit ``build_detection_test_loader(dataset, mapper=..., sampler=None, batch_size=1,
+    num_workers=0)``.
+    """
+    if cfg is not None and not _is_config(cfg):
+        if dataset is not None:
+            raise TypeError("build_detection_test_loader: the dataset was given twice (first argument and "
+                            "dataset=).")
+        cfg, dataset = None, cfg
+    if cfg is None:
+        if dataset is None:
+            raise TypeError("build_detection_test_loader: give a config and dataset_name, or a dataset "
+                            "(Detectron2's explicit call).")
+        return build_test_loader(dataset, mapper=mapper, batch_size=batch_size, sampler=sampler,
+                                 num_workers=int(num_workers or 0))
+    if dataset_name is None:
+        raise TypeError("build_detection_test_loader(cfg, dataset_name): name the catalog dataset to load "
+                        "(e.g. cfg.DATASETS.TEST[0]).")
     names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
     dicts = get_detection_dataset_dicts(names, filter_empty=False)
     if mapper is None:
         mapper = _default_mapper(cfg, False)
-    return build_test_loader(dicts, mapper=mapper, batch_size=batch_size,
-                             num_workers=int(_cfg(cfg, "DATALOADER.NUM_WORKERS", 0)))
+    workers = _cfg(cfg, "DATALOADER.NUM_WORKERS", 0) if num_workers is None else num_workers
+    return build_test_loader(dicts, mapper=mapper, batch_size=batch_size, sampler=sampler,
+                             num_workers=int(workers))

@@ -6,6 +6,9 @@ MMEngine builds a torch ``DataLoader`` from the dict; kiln builds its resumable 
 
 * ``batch_size`` (per GPU), ``num_workers``, ``persistent_workers``, ``pin_memory``, ``drop_last``;
 * ``sampler``: ``DefaultSampler(shuffle, seed, round_up)`` or ``InfiniteSampler(shuffle, seed)``;
+  Detectron2's ``TrainingSampler``, ``RepeatFactorTrainingSampler(repeat_thresh, sqrt)`` and
+  ``RandomSubsetTrainingSampler(subset_ratio, seed_subset)`` for training, ``InferenceSampler`` for
+  evaluation (:func:`~kiln.data.samplers.build_training_sampler`);
 * ``batch_sampler``: ``AspectRatioBatchSampler(drop_last)`` (landscape and portrait images batched
   apart, from dataset metadata, as MMDetection's);
 * ``collate_fn``: ``pseudo_collate`` (the default: a batch is the list of per-image samples, kiln's
@@ -23,7 +26,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .build import ResumableLoader
-from .samplers import InferenceSampler, TrainingSampler, get_dist_info
+from .samplers import (
+    TRAINING_SAMPLER_KEYS,
+    InferenceSampler,
+    TrainingSampler,
+    build_training_sampler,
+    get_dist_info,
+)
 
 __all__ = ["build_dataloader_from_cfg", "LOADER_KEYS"]
 
@@ -45,10 +54,17 @@ def _read_sampler(cfg: Any, where: str) -> tuple[str, dict[str, Any]]:
                         f"{type(cfg).__name__}")
     args = dict(cfg)
     kind = _type_name(args.pop("type", "DefaultSampler"))
+    if kind in TRAINING_SAMPLER_KEYS:  # Detectron2's: their arguments are checked when built
+        return kind, args
+    if kind == "InferenceSampler":
+        if args:
+            raise ValueError(f"{where}.sampler: InferenceSampler takes no arguments, got {sorted(args)}.")
+        return kind, args
     if kind not in _SAMPLER_KEYS:
         raise ValueError(f"{where}.sampler type={kind!r}: kiln's resumable loaders take "
-                         f"{sorted(_SAMPLER_KEYS)} (the MMEngine samplers); other samplers cannot resume "
-                         "exactly.")
+                         f"{sorted(_SAMPLER_KEYS)} (the MMEngine samplers), Detectron2's "
+                         f"{sorted(TRAINING_SAMPLER_KEYS)} and InferenceSampler; other samplers cannot "
+                         "resume exactly.")
     unknown = sorted(set(args) - set(_SAMPLER_KEYS[kind]))
     if unknown:
         raise ValueError(f"{where}.sampler: {kind} does not take {unknown}; it takes "
@@ -150,7 +166,16 @@ def build_dataloader_from_cfg(
     grouping = (batch_args is not None) if aspect_ratio_grouping is None else bool(aspect_ratio_grouping)
     shuffle = bool(sampler_args.get("shuffle", True))
     _, world_size = get_dist_info()
-    if training:
+    if training and kind == "InferenceSampler":
+        raise ValueError(f"{where}.sampler=InferenceSampler visits every image once, in order: it is for "
+                         "evaluation loaders. Train with dict(type='TrainingSampler') or 'DefaultSampler'.")
+    if not training and kind in TRAINING_SAMPLER_KEYS:
+        raise ValueError(f"{where}.sampler={kind} is a training sampler; an evaluation loader visits every "
+                         "image once: use dict(type='InferenceSampler') or DefaultSampler(shuffle=False).")
+    if training and kind in TRAINING_SAMPLER_KEYS:
+        sampler: Any = build_training_sampler(kind, sampler_args, dataset, seed=seed, infinite=infinite,
+                                              where=where)
+    elif training:
         if kind == "InfiniteSampler" and not infinite:
             raise ValueError(f"{where}.sampler=InfiniteSampler never ends an epoch, and this run's train "
                              "loop is epoch-based; use dict(type='DefaultSampler', shuffle=True), or an "
@@ -161,7 +186,7 @@ def build_dataloader_from_cfg(
                              "list so every rank gets the same number of samples (unequal shards hang DDP); "
                              "remove round_up.")
         run_seed = sampler_args.get("seed", seed)
-        sampler: Any = TrainingSampler(len(dataset), shuffle=shuffle, seed=run_seed, infinite=infinite)
+        sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=run_seed, infinite=infinite)
     else:
         if kind == "InfiniteSampler":
             raise ValueError(f"{where}.sampler=InfiniteSampler: an evaluation loader must end; use "

@@ -85,12 +85,42 @@ def transform_instance_annotations(annotation: dict, transforms: Transform, imag
     return ann
 
 
+def _is_config(obj: Any) -> bool:
+    """A Detectron2-style config (``cfg.INPUT`` ...), not a list of augmentations."""
+    return hasattr(obj, "INPUT") or (isinstance(obj, Mapping) and "INPUT" in obj)
+
+
+def _config_args(cfg: Any, is_train: bool) -> dict[str, Any]:
+    """The mapper arguments a Detectron2 config asks for (Detectron2's ``DatasetMapper.from_config``)."""
+    model = cfg_get(cfg, "MODEL")
+    if bool(cfg_get(model, "KEYPOINT_ON", False)):
+        raise ValueError("DatasetMapper: MODEL.KEYPOINT_ON=True needs keypoint annotations and a keypoint "
+                         "head, which kiln does not have; set MODEL.KEYPOINT_ON False.")
+    if bool(cfg_get(model, "LOAD_PROPOSALS", False)):
+        raise ValueError("DatasetMapper: MODEL.LOAD_PROPOSALS=True (precomputed proposals) is not read by "
+                         "the Detectron2-style mapper yet; train this config with `kiln train config.yaml`, "
+                         "whose translated pipeline loads the proposal files (LoadProposals).")
+    mask_on = bool(cfg_get(model, "MASK_ON", False))
+    crop = cfg_get(cfg.INPUT, "CROP")
+    crop_on = bool(is_train and crop is not None and cfg_get(crop, "ENABLED", False))
+    return dict(augmentations=build_augmentation(cfg, is_train),
+                image_format=cfg_get(cfg.INPUT, "FORMAT", "BGR"), use_instance_mask=mask_on,
+                recompute_boxes=mask_on and crop_on)
+
+
 class DatasetMapper:
     """Map a dataset dict to the model input, applying ``augmentations``.
 
+    ``DatasetMapper(cfg, is_train)`` (Detectron2's call) builds everything from a config instead:
+    ``INPUT.MIN_SIZE_*``/``MAX_SIZE_*``/``RANDOM_FLIP``/``FORMAT``, ``INPUT.CROP`` (a
+    :class:`~.transforms.augmentation.RandomCrop` before the resize, in training), ``MODEL.MASK_ON``
+    (masks, and boxes recomputed from them after a crop).
+
     Args:
-        augmentations: :class:`Augmentation` or :class:`Transform` objects, applied in order.
-        image_format: ``'BGR'`` (default), ``'RGB'`` or ``'L'``.
+        augmentations: :class:`Augmentation` or :class:`Transform` objects, applied in order, or a
+            Detectron2-style config.
+        image_format: ``'BGR'`` (default), ``'RGB'`` or ``'L'``. (With a config as first argument,
+            a bool here is ``is_train``, as in ``DatasetMapper(cfg, True)``.)
         is_train: training keeps annotations (as ``instances``); inference drops them.
         use_instance_mask: also produce ``instances.gt_masks`` (bool N x H x W tensor) from
             polygon or RLE ``segmentation``.
@@ -99,25 +129,34 @@ class DatasetMapper:
         min_box_size: boxes with a side (after clipping) at most this are dropped.
     """
 
-    def __init__(self, augmentations: Sequence[Augmentation | Transform], image_format: str = "BGR",
-                 is_train: bool = True, *, use_instance_mask: bool = False, recompute_boxes: bool = False,
-                 min_box_size: float = 0.0) -> None:
+    def __init__(self, augmentations: Sequence[Augmentation | Transform] | Any,
+                 image_format: str | bool = "BGR", is_train: bool = True, *, use_instance_mask: bool = False,
+                 recompute_boxes: bool = False, min_box_size: float = 0.0) -> None:
+        if _is_config(augmentations):
+            if isinstance(image_format, bool):  # DatasetMapper(cfg, is_train)
+                is_train = image_format
+            elif image_format != "BGR":
+                raise TypeError("DatasetMapper(cfg, ...): the image format comes from cfg.INPUT.FORMAT; "
+                                "call DatasetMapper(cfg, is_train) or DatasetMapper(augmentations, "
+                                "image_format, ...).")
+            args = _config_args(augmentations, is_train)
+            augmentations, image_format = args["augmentations"], args["image_format"]
+            use_instance_mask, recompute_boxes = args["use_instance_mask"], args["recompute_boxes"]
         if image_format not in _FORMATS:
             raise ValueError(f"DatasetMapper image_format must be one of {_FORMATS}, got {image_format!r}")
         if recompute_boxes and not use_instance_mask:
             raise ValueError("DatasetMapper(recompute_boxes=True) needs use_instance_mask=True.")
         self.augmentations = AugmentationList(list(augmentations))
-        self.image_format, self.is_train = image_format, is_train
+        self.image_format, self.is_train = str(image_format), is_train
         self.use_instance_mask, self.recompute_boxes = use_instance_mask, recompute_boxes
         self.min_box_size = min_box_size
+        logger.info("DatasetMapper augmentations in %s: %s", "training" if is_train else "inference",
+                    self.augmentations.augs)
 
     @classmethod
     def from_config(cls, cfg: Any, is_train: bool = True) -> DatasetMapper:
-        """Build from a Detectron2-style config (``cfg.INPUT.*``, ``cfg.MODEL.MASK_ON``)."""
-        inp = cfg.INPUT
-        mask_on = bool(cfg_get(cfg_get(cfg, "MODEL"), "MASK_ON", False))
-        return cls(build_augmentation(cfg, is_train), image_format=cfg_get(inp, "FORMAT", "BGR"),
-                   is_train=is_train, use_instance_mask=mask_on, recompute_boxes=False)
+        """Build from a Detectron2-style config; the same as ``DatasetMapper(cfg, is_train)``."""
+        return cls(cfg, is_train=is_train)
 
     def __call__(self, dataset_dict: Mapping[str, Any]) -> dict[str, Any]:
         import torch

@@ -12,7 +12,8 @@ import itertools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Sampler
@@ -26,7 +27,11 @@ __all__ = [
     "TrainingSampler",
     "InferenceSampler",
     "RepeatFactorTrainingSampler",
+    "RandomSubsetTrainingSampler",
     "repeat_factors_from_category_frequency",
+    "image_category_sets",
+    "build_training_sampler",
+    "TRAINING_SAMPLER_KEYS",
     "get_dist_info",
     "shared_random_seed",
 ]
@@ -224,26 +229,40 @@ class InferenceSampler(Sampler[int]):
         return len(self._local)
 
 
+def image_category_sets(dataset: Any) -> list[set[int]]:
+    """The categories present in each image: from dataset dicts (``annotations[*].category_id``) or a
+    dataset with ``get_cat_ids(idx)`` (kiln's CocoDataset/VOCDataset and their wrappers)."""
+    if isinstance(dataset, Sequence) and (len(dataset) == 0 or isinstance(dataset[0], Mapping)):
+        return [{ann["category_id"] for ann in d.get("annotations", [])} for d in dataset]
+    if hasattr(dataset, "get_cat_ids"):
+        return [set(dataset.get_cat_ids(i)) for i in range(len(dataset))]
+    raise TypeError(
+        f"Repeat factors need each image's categories, but {type(dataset).__name__} is neither a list of "
+        "dataset dicts nor a dataset with get_cat_ids(idx); use CocoDataset/VOCDataset or dataset dicts.")
+
+
 def repeat_factors_from_category_frequency(
-    dataset_dicts: Sequence[dict], repeat_thresh: float
+    dataset_dicts: Any, repeat_thresh: float, sqrt: bool = True
 ) -> torch.Tensor:
     """Per-image repeat factor ``max over its categories of max(1, sqrt(t / f(c)))`` (LVIS paper).
 
-    ``f(c)`` is the fraction of images containing category ``c``; ``t = repeat_thresh``. Images
-    without annotations get factor 1.
+    ``f(c)`` is the fraction of images containing category ``c``; ``t = repeat_thresh``;
+    ``sqrt=False`` drops the square root (Detectron2's ``DATALOADER.REPEAT_SQRT``). Images without
+    annotations get factor 1. ``dataset_dicts`` may also be a dataset with ``get_cat_ids``.
     """
+    cat_sets = image_category_sets(dataset_dicts)
     category_freq: dict[int, float] = defaultdict(int)
-    for d in dataset_dicts:
-        for cat_id in {ann["category_id"] for ann in d.get("annotations", [])}:
+    for cats in cat_sets:
+        for cat_id in cats:
             category_freq[cat_id] += 1
-    num_images = len(dataset_dicts)
+    num_images = len(cat_sets)
     for k in category_freq:
         category_freq[k] = category_freq[k] / num_images
-    category_rep = {c: max(1.0, math.sqrt(repeat_thresh / f)) for c, f in category_freq.items()}
-    rep_factors = []
-    for d in dataset_dicts:
-        cats = {ann["category_id"] for ann in d.get("annotations", [])}
-        rep_factors.append(max((category_rep[c] for c in cats), default=1.0))
+    category_rep = {c: max(1.0, math.sqrt(repeat_thresh / f) if sqrt else repeat_thresh / f)
+                    for c, f in category_freq.items()}
+    for c in sorted(category_rep):
+        logger.info("Category %s: frequency %.2f, repeat factor %.2f", c, category_freq[c], category_rep[c])
+    rep_factors = [max((category_rep[c] for c in cats), default=1.0) for cats in cat_sets]
     return torch.tensor(rep_factors, dtype=torch.float32)
 
 
@@ -285,9 +304,111 @@ class RepeatFactorTrainingSampler(_ShardedSampler):
         return max(1, math.ceil(expected / self._world_size))
 
     @staticmethod
-    def repeat_factors_from_category_frequency(dataset_dicts: Sequence[dict], repeat_thresh: float
+    def repeat_factors_from_category_frequency(dataset_dicts: Any, repeat_thresh: float, sqrt: bool = True
                                                ) -> torch.Tensor:
         """See :func:`repeat_factors_from_category_frequency`."""
-        return repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh)
+        return repeat_factors_from_category_frequency(dataset_dicts, repeat_thresh, sqrt=sqrt)
+
+
+@SAMPLERS.register_module()
+class RandomSubsetTrainingSampler(_ShardedSampler):
+    """Training on a fixed random ``subset_ratio`` of the dataset (Detectron2's sampler of that name,
+    for accuracy-versus-data-size curves).
+
+    The subset (``int(size * subset_ratio)`` images) is drawn once from ``seed_subset`` and each epoch
+    shuffles it from ``(seed, epoch)``. Without ``seed_subset`` it derives from ``seed``, so a resumed
+    run (which restores the seed) trains on the same subset.
+
+    Args:
+        size: dataset length.
+        subset_ratio: in ``(0, 1]``.
+        shuffle, seed, rank, world_size, infinite: as in :class:`TrainingSampler`
+            (``seed_shuffle`` is Detectron2's name for ``seed``).
+        seed_subset: the seed of the subset draw.
+    """
+
+    def __init__(self, size: int, subset_ratio: float, shuffle: bool = True, seed: int | None = None,
+                 rank: int | None = None, world_size: int | None = None, infinite: bool = True, *,
+                 seed_shuffle: int | None = None, seed_subset: int | None = None) -> None:
+        if seed is not None and seed_shuffle is not None:
+            raise ValueError("RandomSubsetTrainingSampler: give seed or seed_shuffle (the same thing), "
+                             "not both.")
+        super().__init__(size, seed if seed_shuffle is None else seed_shuffle, rank, world_size, infinite)
+        if not 0.0 < float(subset_ratio) <= 1.0:
+            raise ValueError(f"RandomSubsetTrainingSampler: subset_ratio must be in (0, 1], got "
+                             f"{subset_ratio!r} (DATALOADER.RANDOM_SUBSET_RATIO).")
+        self._size_subset = int(size * float(subset_ratio))
+        if self._size_subset <= 0:
+            raise ValueError(f"RandomSubsetTrainingSampler: subset_ratio={subset_ratio} of {size} images "
+                             "keeps none; raise the ratio.")
+        self._seed_subset = None if seed_subset is None else int(seed_subset)
+        self._shuffle = shuffle
+        self._subset_cache: tuple[int, torch.Tensor] | None = None
+        logger.info("RandomSubsetTrainingSampler: %d of %d images.", self._size_subset, size)
+
+    def subset(self) -> list[int]:
+        """The dataset indices trained on (in draw order)."""
+        return self._subset().tolist()
+
+    def _subset(self) -> torch.Tensor:
+        seed = self._seed_subset if self._seed_subset is not None else self._seed + 7_919
+        if self._subset_cache is None or self._subset_cache[0] != seed:
+            g = torch.Generator()
+            g.manual_seed(seed)
+            self._subset_cache = (seed, torch.randperm(self._size, generator=g)[: self._size_subset])
+        return self._subset_cache[1]
+
+    def _global_order(self, epoch: int) -> list[int]:
+        subset = self._subset()
+        if not self._shuffle:
+            return subset.tolist()
+        g = torch.Generator()
+        g.manual_seed(self._seed + 1_000_003 * int(epoch))
+        return subset[torch.randperm(self._size_subset, generator=g)].tolist()
+
+    def __len__(self) -> int:
+        """Subset indices per rank in one epoch."""
+        return math.ceil(self._size_subset / self._world_size)
+
+
+# Detectron2's training samplers by name -> the keyword arguments a loader dict may give them.
+TRAINING_SAMPLER_KEYS: dict[str, tuple[str, ...]] = {
+    "TrainingSampler": ("shuffle", "seed"),
+    "RepeatFactorTrainingSampler": ("repeat_thresh", "sqrt", "shuffle", "seed"),
+    "RandomSubsetTrainingSampler": ("subset_ratio", "shuffle", "seed", "seed_subset"),
+}
+
+
+def build_training_sampler(kind: str, args: Mapping[str, Any], dataset: Any, *, seed: int | None,
+                           infinite: bool, where: str = "train_dataloader") -> _ShardedSampler:
+    """One of Detectron2's training samplers from a loader dict's ``sampler=dict(type=kind, **args)``.
+
+    ``RepeatFactorTrainingSampler`` takes ``repeat_thresh`` (and ``sqrt``, default True) and computes
+    the repeat factors from the dataset's categories; ``RandomSubsetTrainingSampler`` takes
+    ``subset_ratio``. ``seed`` in ``args`` overrides the run's ``seed``.
+    """
+    if kind not in TRAINING_SAMPLER_KEYS:
+        raise ValueError(f"{where}.sampler type={kind!r} is not one of {sorted(TRAINING_SAMPLER_KEYS)}.")
+    args = dict(args)
+    unknown = sorted(set(args) - set(TRAINING_SAMPLER_KEYS[kind]))
+    if unknown:
+        raise ValueError(f"{where}.sampler: {kind} does not take {unknown}; it takes "
+                         f"{list(TRAINING_SAMPLER_KEYS[kind])}.")
+    run_seed = args.pop("seed", seed)
+    shuffle = bool(args.pop("shuffle", True))
+    if kind == "TrainingSampler":
+        return TrainingSampler(len(dataset), shuffle=shuffle, seed=run_seed, infinite=infinite)
+    if kind == "RepeatFactorTrainingSampler":
+        if "repeat_thresh" not in args:
+            raise ValueError(f"{where}.sampler: RepeatFactorTrainingSampler needs repeat_thresh= "
+                             "(DATALOADER.REPEAT_THRESHOLD, e.g. 0.001 for LVIS).")
+        factors = repeat_factors_from_category_frequency(dataset, float(args["repeat_thresh"]),
+                                                         sqrt=bool(args.get("sqrt", True)))
+        return RepeatFactorTrainingSampler(factors, shuffle=shuffle, seed=run_seed, infinite=infinite)
+    if "subset_ratio" not in args:
+        raise ValueError(f"{where}.sampler: RandomSubsetTrainingSampler needs subset_ratio= "
+                         "(DATALOADER.RANDOM_SUBSET_RATIO, in (0, 1]).")
+    return RandomSubsetTrainingSampler(len(dataset), float(args["subset_ratio"]), shuffle=shuffle,
+                                       seed=run_seed, infinite=infinite, seed_subset=args.get("seed_subset"))
 
 

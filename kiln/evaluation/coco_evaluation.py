@@ -155,16 +155,26 @@ class COCOEvaluator(DatasetEvaluator):
 
     Args:
         coco_gt: the ground truth — a pycocotools ``COCO`` object (e.g. ``CocoDataset.coco``),
-            a path to a COCO instances json, or a COCO-format dict. ``ann_file`` is an alias.
-        cat_ids: dataset category id of each contiguous label (``cat_ids[label]``); default
-            the sorted category ids of ``coco_gt`` (kiln's CocoDataset order).
-        class_names: names for the per-class AP table; default the categories' names.
+            a path to a COCO instances json, a COCO-format dict, or (Detectron2's first argument)
+            the name of a catalog dataset (:mod:`.catalog_coco`: its ``json_file``, or its dicts
+            converted). ``ann_file`` and ``dataset_name`` are aliases.
+        tasks: Detectron2's ``tasks``: ``None`` or ``('bbox',)``; ``'segm'``/``'keypoints'`` are
+            refused (kiln has no mask or keypoint heads).
+        distributed: gather predictions from all ranks before evaluating.
         output_dir: where ``coco_instances_results.json`` (the detections in COCO result
             format) is written; ``None`` writes nothing.
-        distributed: gather predictions from all ranks before evaluating.
-        max_dets_per_image: the last entry of COCOeval's ``maxDets`` (AP uses it).
+        cat_ids: dataset category id of each contiguous label (``cat_ids[label]``); default
+            the catalog's ``thing_dataset_id_to_contiguous_id`` or the sorted category ids of
+            ``coco_gt`` (kiln's CocoDataset order).
+        class_names: names for the per-class AP table; default the categories' names.
+        max_dets_per_image: the last entry of COCOeval's ``maxDets`` (AP uses it); ``None`` is 100.
         backend: ``'pycocotools'``, ``'faster_coco_eval'`` or ``'auto'`` (the faster one when
             installed). Both give the same numbers.
+        use_fast_impl: Detectron2's spelling of the backend: ``True`` is ``'auto'``, ``False``
+            ``'pycocotools'``.
+        kpt_oks_sigmas: must be empty (keypoint AP is not supported).
+        allow_cached_coco: reuse ``<output_dir>/<name>_coco_format.json`` when a catalog dataset
+            without ``json_file`` was converted before.
         classwise: also report ``bbox/AP-<class>`` per class.
         prefix: key prefix of the results.
 
@@ -176,27 +186,50 @@ class COCOEvaluator(DatasetEvaluator):
 
         >>> ev = COCOEvaluator('annotations/val.json', output_dir='work_dirs/eval')
         >>> ev.reset(); ev.process(batch, model(batch)); ev.evaluate()['bbox/AP']  # doctest: +SKIP
+        >>> ev = COCOEvaluator('coco_2017_val', ('bbox',), False, output_dir='out')  # Detectron2's call
     """
 
     def __init__(
         self,
         coco_gt: Any = None,
+        tasks: Sequence[str] | None = None,
+        distributed: bool = True,
+        output_dir: str | None = None,
         *,
+        dataset_name: str | None = None,
         ann_file: str | None = None,
         cat_ids: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
-        output_dir: str | None = None,
-        distributed: bool = True,
-        max_dets_per_image: int = 100,
-        backend: str = "auto",
+        max_dets_per_image: int | None = None,
+        backend: str | None = None,
+        use_fast_impl: bool | None = None,
+        kpt_oks_sigmas: Sequence[float] = (),
+        allow_cached_coco: bool = True,
         classwise: bool = True,
         prefix: str = "bbox",
     ) -> None:
-        if coco_gt is None and ann_file is None:
-            raise ValueError("COCOEvaluator needs the ground truth: pass coco_gt= (COCO object, json "
-                             "path or dict) or ann_file=.")
-        if coco_gt is not None and ann_file is not None:
-            raise ValueError("COCOEvaluator: pass either coco_gt or ann_file, not both.")
+        from .catalog_coco import coco_gt_of_dataset_name, is_catalog_name
+
+        given = [k for k, v in (("coco_gt", coco_gt), ("ann_file", ann_file), ("dataset_name", dataset_name))
+                 if v is not None]
+        if not given:
+            raise ValueError("COCOEvaluator needs the ground truth: pass a dataset name (Detectron2), "
+                             "coco_gt= (COCO object, json path or dict) or ann_file=.")
+        if len(given) > 1:
+            raise ValueError(f"COCOEvaluator: pass one of coco_gt, ann_file and dataset_name, not {given}.")
+        _check_detectron2_args(tasks, kpt_oks_sigmas)
+        if use_fast_impl is not None and backend is not None:
+            raise ValueError("COCOEvaluator: pass backend= or use_fast_impl= (Detectron2's name), not both.")
+        if backend is None:
+            backend = "pycocotools" if use_fast_impl is False else "auto"
+        if dataset_name is None and is_catalog_name(coco_gt):
+            dataset_name, coco_gt = coco_gt, None
+        if dataset_name is not None:
+            coco_gt, name_cat_ids, name_classes = coco_gt_of_dataset_name(dataset_name, output_dir,
+                                                                          allow_cached_coco)
+            cat_ids = name_cat_ids if cat_ids is None else cat_ids
+            class_names = name_classes if class_names is None and cat_ids == name_cat_ids else class_names
+        max_dets_per_image = 100 if max_dets_per_image is None else max_dets_per_image
         self._coco_gt = _load_coco(coco_gt if coco_gt is not None else ann_file)
         gt_cat_ids = sorted(self._coco_gt.getCatIds())
         self._cat_ids = [int(c) for c in (cat_ids if cat_ids is not None else gt_cat_ids)]
@@ -214,6 +247,9 @@ class COCOEvaluator(DatasetEvaluator):
                 f"they must correspond one to one."
             )
         self._class_names = list(class_names)
+        # Ground truth converted from dicts with non-integer image ids keeps them as 'kiln_image_id'.
+        self._converted_ids = {img["kiln_image_id"]: img["id"]
+                               for img in self._coco_gt.dataset.get("images", []) if "kiln_image_id" in img}
         self._output_dir = output_dir
         self._distributed = distributed
         self._max_dets = int(max_dets_per_image)
@@ -254,8 +290,11 @@ class COCOEvaluator(DatasetEvaluator):
                  "instances": instances_to_coco_json(output, image_id, self._cat_ids)}
             )
 
-    def _image_id(self, image_id: Any) -> int:
-        """The ground truth's id of a sample's ``image_id`` (COCO ids are integers)."""
+    def _image_id(self, image_id: Any) -> Any:
+        """The ground truth's id of a sample's ``image_id`` (COCO ids are integers; a dataset converted
+        from dicts with other ids, e.g. VOC's, numbered them)."""
+        if image_id in self._converted_ids:
+            return self._converted_ids[image_id]
         return int(image_id)
 
     def _gather(self) -> list[dict[str, Any]] | None:
@@ -365,6 +404,19 @@ class COCOEvaluator(DatasetEvaluator):
             p = p[p > -1]
             rows.append((name, float(np.mean(p) * 100) if p.size else float("nan")))
         return rows
+
+
+def _check_detectron2_args(tasks: Sequence[str] | None, kpt_oks_sigmas: Sequence[float]) -> None:
+    """Refuse what Detectron2's COCOEvaluator can do and kiln's cannot (mask and keypoint AP)."""
+    if tasks is not None:
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        other = [t for t in tasks if t != "bbox"]
+        if other or not tasks:
+            raise ValueError(f"COCOEvaluator: tasks={tasks}: kiln evaluates 'bbox' only (it has no mask or "
+                             "keypoint heads); pass tasks=('bbox',) or None.")
+    if len(kpt_oks_sigmas):
+        raise ValueError("COCOEvaluator: kpt_oks_sigmas is for keypoint AP, which kiln does not compute (no "
+                         "keypoint heads); remove it (TEST.KEYPOINT_OKS_SIGMAS must stay empty).")
 
 
 def _distributed_run(enabled: bool) -> bool:

@@ -58,6 +58,7 @@ def inference_on_dataset(
     num_warmup: int = 5,
     progress: bool | None = None,
     log_period: int = 0,
+    log_every_s: float | None = 5.0,
 ) -> dict[str, float]:
     """Run ``model`` on every batch of ``data_loader`` and return ``evaluator.evaluate()``.
 
@@ -73,6 +74,9 @@ def inference_on_dataset(
         num_warmup: batches excluded from the timing (first calls are slow: allocator, cudnn).
         progress: show a tqdm progress bar; default: on the main process only.
         log_period: also log progress every ``log_period`` batches (0: never).
+        log_every_s: log ``Inference done i/N`` with the data-loading, model and evaluator time per
+            batch and an ETA every this many seconds, as Detectron2 does (after twice ``num_warmup``
+            batches); ``None`` turns it off.
 
     Returns:
         The evaluator's metrics. Timing (total and per-image model time, warm-up excluded) is
@@ -95,26 +99,47 @@ def inference_on_dataset(
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     n_batches = n_images = timed_images = 0
-    compute_time = 0.0
+    compute_time = data_time = eval_time = 0.0
+    logger.info("Start inference on %s batches", total if total is not None else "?")
     start = time.perf_counter()
-    timed_start = start
+    timed_start = last_log = start
     with inference_context(model), torch.no_grad():
+        t_data = time.perf_counter()
         for batch in _progress(data_loader, total, bool(progress)):
             if n_batches == num_warmup:
-                # Restart the clock after warm-up so the reported speed is the steady state.
+                # Restart the clocks after warm-up so the reported speed is the steady state.
                 timed_start = time.perf_counter()
-                compute_time = 0.0
+                compute_time = data_time = eval_time = 0.0
                 timed_images = 0
             t0 = time.perf_counter()
+            data_time += t0 - t_data
             outputs = model(batch)
             sync()
-            compute_time += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            compute_time += t1 - t0
             evaluator.process(batch, outputs)
+            eval_time += time.perf_counter() - t1
             n_batches += 1
             n_images += len(batch)
             timed_images += len(batch)
             if log_period and n_batches % log_period == 0:
                 logger.info("Inference done %d/%s batches", n_batches, total if total else "?")
+            now = time.perf_counter()
+            timed_iters = n_batches - min(num_warmup, n_batches)
+            per_iter = (now - timed_start) / timed_iters if timed_iters else now - start
+            # As Detectron2: progress every log_every_s seconds once past twice the warm-up (or when
+            # batches are slow), with the per-stage times and an ETA.
+            if (log_every_s is not None and now - last_log >= log_every_s
+                    and (n_batches >= 2 * num_warmup or per_iter > 5)):
+                last_log = now
+                k = max(timed_iters, 1)
+                eta = datetime.timedelta(seconds=int(per_iter * (total - n_batches))) if total else "?"
+                logger.info(
+                    "Inference done %d/%s. Dataloading: %.4f s/iter. Inference: %.4f s/iter. "
+                    "Eval: %.4f s/iter. Total: %.4f s/iter. ETA=%s", n_batches,
+                    total if total is not None else "?", data_time / k, compute_time / k, eval_time / k,
+                    per_iter, eta)
+            t_data = time.perf_counter()
     wall = time.perf_counter() - start
     timed_wall = time.perf_counter() - timed_start
     if n_batches <= num_warmup:  # too few batches to exclude a warm-up: report them all

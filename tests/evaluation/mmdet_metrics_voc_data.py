@@ -34,10 +34,13 @@ def write_voc(root, images: dict[str, list[tuple]], year: int = 2007, size=(400,
     return split
 
 
-def voc_dataset(root, images, year=2007):
+def voc_dataset(root, images, year=2007, write=True):
+    """A VOCDataset over ``images`` (written first unless ``write=False``: ranks of one test must not
+    rewrite files another rank is reading)."""
     from kiln.data.datasets import VOCDataset
 
-    split = write_voc(root, images, year)
+    split = (write_voc(root, images, year) if write
+             else os.path.join(str(root), f"VOC{year}", "ImageSets", "Main", "test.txt"))
     return VOCDataset(split, img_prefix=os.path.join(str(root), f"VOC{year}"), classes=list(CLASSES),
                       test_mode=True)
 

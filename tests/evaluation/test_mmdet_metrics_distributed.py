@@ -30,8 +30,8 @@ def _worker(rank: int, world_size: int, init_file: str, gt_file: str, voc_root: 
         voc_ids = sorted(HAND_OUT)[rank::world_size]
         results = {
             "coco": _shard_results(CocoMetric(ann_file=gt_file, classwise=True), preds, coco_ids, "plain"),
-            "voc": _shard_results(VOCMetric(voc_dataset(voc_root, HAND), eval_mode="area"), HAND_OUT, voc_ids,
-                                  "mm"),
+            "voc": _shard_results(VOCMetric(voc_dataset(voc_root, HAND, write=False), eval_mode="area"),
+                                  HAND_OUT, voc_ids, "mm"),
         }
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(results, f)

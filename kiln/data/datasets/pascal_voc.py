@@ -21,7 +21,8 @@ from kiln.structures import BoxMode
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .custom import CustomDataset
 
-__all__ = ["VOC_CLASSES", "parse_voc_xml", "load_voc_instances", "register_pascal_voc", "VOCDataset"]
+__all__ = ["VOC_CLASSES", "parse_voc_xml", "read_voc_split", "load_voc_instances", "register_pascal_voc",
+           "VOCDataset"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -66,7 +67,8 @@ def parse_voc_xml(xml_file: str, class_names: Sequence[str], skip_unknown: bool 
     return dict(filename=root.findtext("filename", ""), width=width, height=height, objects=objects)
 
 
-def _read_ids(split_file: str) -> list[str]:
+def read_voc_split(split_file: str) -> list[str]:
+    """The image ids listed in a VOC split file (``ImageSets/Main/<split>.txt``), in order."""
     if not osp.isfile(split_file):
         raise FileNotFoundError(f"VOC split file '{split_file}' does not exist (expected "
                                 "<VOCdevkit>/VOC20xx/ImageSets/Main/<split>.txt).")
@@ -77,7 +79,7 @@ def _read_ids(split_file: str) -> list[str]:
 def load_voc_instances(dirname: str, split: str, class_names: Sequence[str] = VOC_CLASSES
                        ) -> list[dict[str, Any]]:
     """Load a VOC-format folder (``Annotations/``, ``JPEGImages/``, ``ImageSets/Main/``) as dataset dicts."""
-    ids = _read_ids(osp.join(dirname, "ImageSets", "Main", split + ".txt"))
+    ids = read_voc_split(osp.join(dirname, "ImageSets", "Main", split + ".txt"))
     dicts = []
     for fileid in ids:
         parsed = parse_voc_xml(osp.join(dirname, "Annotations", fileid + ".xml"), class_names)
@@ -125,7 +127,7 @@ class VOCDataset(CustomDataset):
         """Read the split file and every listed xml (boxes are kept with the image info)."""
         skip_unknown = list(self.CLASSES) != list(VOC_CLASSES)
         infos = []
-        for fileid in _read_ids(ann_file):
+        for fileid in read_voc_split(ann_file):
             parsed = parse_voc_xml(osp.join(self.img_prefix, self.ann_subdir, fileid + ".xml"), self.CLASSES,
                                    skip_unknown=skip_unknown)
             infos.append(dict(id=fileid, filename=osp.join(self.img_subdir, fileid + ".jpg"),

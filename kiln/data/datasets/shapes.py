@@ -33,7 +33,7 @@ import numpy as np
 
 from kiln.registry import DATASETS
 
-from ..catalog import DatasetCatalog, MetadataCatalog
+from ..catalog import DatasetCatalog, MetadataCatalog, add_lazy_registrar
 from .coco import load_coco_json
 from .coco_dataset import CocoDataset
 
@@ -353,4 +353,4 @@ def _register_builtin() -> None:
             register_shapes(name, split)
 
 
-_register_builtin()
+add_lazy_registrar(_register_builtin)  # on first catalog use, with the built-in Detectron2 names

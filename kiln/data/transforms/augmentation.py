@@ -257,21 +257,37 @@ class RandomFlip(Augmentation):
 
 
 class RandomCrop(Augmentation):
-    """Crop a random window.
+    """Crop a random window (Detectron2's ``INPUT.CROP``; MMDetection 3.x's RandomCrop agrees).
 
     Args:
         crop_type: ``'relative'`` (``crop_size`` is a fraction ``(h, w)`` of the image),
-            ``'relative_range'`` (fraction drawn from ``[crop_size, 1]``), ``'absolute'`` (pixels,
-            clamped to the image) or ``'absolute_range'`` (pixels drawn from ``[crop_size[0],
-            min(h, crop_size[1])]`` for both sides).
+            ``'relative_range'`` (fractions drawn uniformly from ``[crop_size[i], 1]``),
+            ``'absolute'`` (``(h, w)`` pixels, clamped to the image) or ``'absolute_range'``
+            (``crop_size`` is ``(min, max)`` pixels: each side drawn from ``[min(side, crop_size[0]),
+            min(side, crop_size[1])]``, so an image smaller than the minimum is kept whole).
+        crop_size: two numbers, as above.
     """
 
     _TYPES = ("relative", "relative_range", "absolute", "absolute_range")
 
     def __init__(self, crop_type: str, crop_size: Sequence[float]) -> None:
         if crop_type not in self._TYPES:
-            raise ValueError(f"RandomCrop crop_type must be one of {self._TYPES}, got {crop_type!r}")
-        self.crop_type, self.crop_size = crop_type, tuple(crop_size)
+            raise ValueError(f"RandomCrop crop_type must be one of {self._TYPES}, got {crop_type!r} "
+                             "(INPUT.CROP.TYPE).")
+        crop_size = tuple(crop_size)
+        if len(crop_size) != 2:
+            raise ValueError(f"RandomCrop crop_size must be two numbers, got {crop_size!r} "
+                             "(INPUT.CROP.SIZE).")
+        if crop_type.startswith("relative") and not all(0 < float(c) <= 1 for c in crop_size):
+            raise ValueError(f"RandomCrop crop_type={crop_type!r} takes fractions in (0, 1], got "
+                             f"{crop_size!r} (INPUT.CROP.SIZE).")
+        if crop_type.startswith("absolute") and not all(c >= 1 for c in crop_size):
+            raise ValueError(f"RandomCrop crop_type={crop_type!r} takes sizes in pixels (>= 1), got "
+                             f"{crop_size!r} (INPUT.CROP.SIZE).")
+        if crop_type == "absolute_range" and crop_size[0] > crop_size[1]:
+            raise ValueError(f"RandomCrop absolute_range crop_size is (min, max) pixels; got min "
+                             f"{crop_size[0]} > max {crop_size[1]} (INPUT.CROP.SIZE).")
+        self.crop_type, self.crop_size = crop_type, crop_size
 
     def get_crop_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """Return the ``(h, w)`` of the window for an image of ``image_size``."""
@@ -286,8 +302,6 @@ class RandomCrop(Augmentation):
         if self.crop_type == "absolute":
             return min(int(self.crop_size[0]), h), min(int(self.crop_size[1]), w)
         lo, hi = int(self.crop_size[0]), int(self.crop_size[1])
-        if lo > min(h, w):
-            raise ValueError(f"RandomCrop absolute_range minimum {lo} exceeds the image size {h}x{w}")
         ch = np.random.randint(min(h, lo), min(h, hi) + 1)
         cw = np.random.randint(min(w, lo), min(w, hi) + 1)
         return int(ch), int(cw)
