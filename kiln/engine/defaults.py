@@ -15,7 +15,7 @@ from typing import Any
 from kiln.utils.config_access import cfg_get
 from kiln.utils.rng import set_random_seed
 
-__all__ = ["default_argument_parser", "default_setup", "seed_all_rng"]
+__all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "dump_config"]
 
 
 def seed_all_rng(seed: int | None = None) -> int:
@@ -123,22 +123,29 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
     if not _cfg_value(cfg, "randomness.deterministic", "deterministic", default=False):
         torch.backends.cudnn.benchmark = bool(bench)
     if rank == 0:
-        _dump_config(cfg, output_dir, logger)
+        dump_config(cfg, output_dir)
     return logger
 
 
-def _dump_config(cfg: Any, output_dir: str, logger: logging.Logger) -> None:
+def dump_config(cfg: Any, output_dir: str) -> str | None:
+    """Save the full config into ``output_dir``: a Detectron2 ``CfgNode`` as ``config.yaml`` (Detectron2's
+    name; ``merge_from_file`` reads it back), a kiln ``Config`` as ``config.py``. Returns the path written,
+    ``None`` when ``cfg`` cannot be dumped (the run goes on; the log says why)."""
+    log = logging.getLogger("kiln")
     dump = getattr(cfg, "dump", None)
     if not callable(dump):
-        return
+        return None
     is_cfg_node = hasattr(cfg, "freeze") and hasattr(cfg, "defrost")
     path = os.path.join(output_dir, "config.yaml" if is_cfg_node else "config.py")
     try:
+        os.makedirs(output_dir, exist_ok=True)
         if is_cfg_node:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(dump())
         else:
             dump(path)
-        logger.info("Full config saved to %s", path)
+        log.info("Full config saved to %s", path)
     except Exception as exc:  # the run can go on without the dump; say why it is missing
-        logger.warning("Could not save the config to %s: %s", path, exc)
+        log.warning("Could not save the config to %s: %s", path, exc)
+        return None
+    return path

@@ -1,4 +1,4 @@
-"""Detectron2's output layout: model_XXXXXXX.pth (zero-based) + model_final.pth + last_checkpoint, metrics.json."""
+"""Detectron2's output layout: model_XXXXXXX.pth (zero-based), model_final.pth, metrics.json."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_without_final_filename_names_count_iterations_run(tmp_path):
 
 
 def test_zero_based_can_be_chosen_explicitly(tmp_path):
-    ckpt = dict(type="CheckpointHook", interval=4, by_epoch=False, filename_tmpl="ckpt_{}.pth", zero_based=True)
+    ckpt = dict(type="CheckpointHook", interval=4, by_epoch=False, filename_tmpl="ckpt_{}.pth",
+                zero_based=True)
     _runner(tmp_path, 8, ckpt).train()
     assert _pths(tmp_path) == ["ckpt_3.pth", "ckpt_7.pth"]
 

@@ -197,8 +197,9 @@ class CheckpointHook(Hook):
                 filename_tmpl.format(1)
             except (IndexError, KeyError, ValueError) as exc:
                 raise ValueError(
-                    f"CheckpointHook: filename_tmpl={filename_tmpl!r} cannot be formatted with the iteration "
-                    f"number ({exc}); write one positional field, e.g. 'iter_{{}}.pth' or 'model_{{:07d}}.pth'."
+                    f"CheckpointHook: filename_tmpl={filename_tmpl!r} cannot be formatted with the "
+                    f"iteration number ({exc}); write one positional field, e.g. 'iter_{{}}.pth' or "
+                    f"'model_{{:07d}}.pth'."
                 ) from None
         self.filename_tmpl = filename_tmpl
         if final_filename is not None and (not final_filename or "/" in final_filename):
@@ -233,6 +234,28 @@ class CheckpointHook(Hook):
         if not runner.work_dir:
             raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
 
+    def file_name(self, n: int, unit: str = "iter") -> str:
+        """The periodic file written after ``n`` iterations (epochs) ran: ``iter_5000.pth``,
+        ``model_0004999.pth``."""
+        index = n - 1 if self.zero_based else n
+        name = self.filename_tmpl.format(index) if self.filename_tmpl else f"{unit}_{index}"
+        return name if name.endswith(".pth") else name + ".pth"
+
+    def count_of(self, file_name: str, unit: str = "iter") -> int | None:
+        """Inverse of :meth:`file_name`: the iterations (epochs) run when ``file_name`` was saved, or
+        ``None`` when it is not one of this hook's periodic names (``model_final.pth``, a best one)."""
+        import re
+
+        tmpl = self.filename_tmpl or f"{unit}_{{}}"
+        if not tmpl.endswith(".pth"):
+            tmpl += ".pth"
+        head, _, rest = tmpl.partition("{")
+        tail = rest.partition("}")[2]
+        m = re.fullmatch(re.escape(head) + r"(\d+)" + re.escape(tail), os.path.basename(file_name))
+        if m is None:
+            return None
+        return int(m.group(1)) + (1 if self.zero_based else 0)
+
     def _save(self, runner: Any, unit: str, n: int, last: bool) -> None:
         """Save after ``n`` iterations/epochs; ``last``: this is the end of training."""
         self._target.runner = runner
@@ -240,9 +263,7 @@ class CheckpointHook(Hook):
         # periodic name only when no final name takes its place (Detectron2 writes model_final alone).
         periodic = self.interval > 0 and n % self.interval == 0
         if periodic or (last and self.save_last and self.final_filename is None):
-            index = n - 1 if self.zero_based else n
-            name = self.filename_tmpl.format(index) if self.filename_tmpl else f"{unit}_{index}"
-            path = self.saver.save_rotating(name[:-4] if name.endswith(".pth") else name)
+            path = self.saver.save_rotating(self.file_name(n, unit)[:-4])
             if path is not None:  # (None: not the main process)
                 self.last_path = path
         if last and self.final_filename is not None:
