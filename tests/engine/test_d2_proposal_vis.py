@@ -1,0 +1,85 @@
+"""ProposalVisualizationHook (Detectron2's VIS_PERIOD): ground truth and top RPN proposals, side by side, in a
+real TensorBoard event file."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kiln.config import Config
+from kiln.engine import Runner
+from kiln.engine.hooks import HookError, ProposalVisualizationHook, TensorboardLoggerHook
+from kiln.registry import MODELS
+from kiln.structures import Boxes, Instances
+
+TAG = "Left: GT bounding boxes;  Right: Predicted proposals"
+
+
+def _model(name):
+    cfg = Config.fromfile(f"kiln::shapes/{name}_r18_fpn_shapes.py")
+    return MODELS.build(dict(cfg.model))
+
+
+def _batches(n=3, size=64):
+    """Detectron2-form samples: a grey image with one white square, labelled with its box."""
+    out = []
+    for i in range(n):
+        img = np.full((3, size, size), 90, np.uint8)
+        img[:, 16 + i:40 + i, 20:44] = 230
+        inst = Instances((size, size))
+        inst.gt_boxes = Boxes(torch.tensor([[20.0, 16.0 + i, 44.0, 40.0 + i]]))
+        inst.gt_classes = torch.tensor([1])
+        out.append([{"image": torch.from_numpy(img), "instances": inst, "height": size, "width": size}])
+    return out
+
+
+def _run(tmp_path, model, hook, max_iters=3):
+    runner = Runner(model, work_dir=str(tmp_path), train_dataloader=_batches(),
+                    optim_wrapper=torch.optim.SGD(model.parameters(), lr=0.001), max_iters=max_iters,
+                    default_hooks={"logger": None, "checkpoint": None},
+                    custom_hooks=[hook, TensorboardLoggerHook(interval=1, log_dir=str(tmp_path / "tb"))])
+    runner.train()
+    return runner
+
+
+def test_faster_rcnn_training_writes_gt_and_top_proposals_side_by_side_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model = _model("faster_rcnn")
+    _run(tmp_path, model, ProposalVisualizationHook(interval=2, max_proposals=20))
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    events = acc.Images(TAG)
+    assert [e.step for e in events] == [0, 2]  # Detectron2 draws when iter % VIS_PERIOD == 0
+    img = cv2.imdecode(np.frombuffer(events[-1].encoded_image_string, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape[:2] == (64, 128)  # two 64x64 copies of the input, side by side
+    left, right = img[:, :64].astype(int), img[:, 64:].astype(int)
+    # Left: the ground-truth box in green (BGR 0,255,0) on the third image (square moved by 2 px).
+    green = (left[:, :, 1] > 200) & (left[:, :, 0] < 60) & (left[:, :, 2] < 60)
+    ys, xs = np.nonzero(green)
+    assert abs(xs.min() - 20) <= 2 and abs(ys.min() - 18) <= 2
+    # Right: proposals drawn in their colour, none of the GT green.
+    drawn = (right[:, :, 0] > 200) & (right[:, :, 1] > 100) & (right[:, :, 1] < 160) & (right[:, :, 2] < 60)
+    assert drawn.any() and not ((right[:, :, 1] > 200) & (right[:, :, 0] < 60)).any()
+    assert model.keep_proposals is False and model.last_proposals is None  # released after training
+
+
+def test_only_max_proposals_best_are_drawn():
+    hook = ProposalVisualizationHook(interval=1, max_proposals=1)
+    sample = _batches(1)[0][0]
+    one = hook.draw(sample, torch.tensor([[2.0, 2.0, 10.0, 10.0], [40.0, 40.0, 60.0, 60.0]]))[:, 64:]
+    hook.max_proposals = 2
+    two = hook.draw(sample, torch.tensor([[2.0, 2.0, 10.0, 10.0], [40.0, 40.0, 60.0, 60.0]]))[:, 64:]
+    assert (one[50, 40:60] == one[50, 40:60][0]).all() and not np.array_equal(one, two)
+
+
+def test_retinanet_makes_no_proposals_and_is_refused(tmp_path):
+    with pytest.raises(HookError, match="RetinaNet makes none.*set VIS_PERIOD 0"):
+        _run(tmp_path, _model("retinanet"), ProposalVisualizationHook(interval=2))
+
+
+def test_interval_must_be_positive():
+    with pytest.raises(ValueError, match="interval must be >= 1 \\(VIS_PERIOD > 0\\), got 0"):
+        ProposalVisualizationHook(interval=0)
