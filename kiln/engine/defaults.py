@@ -27,7 +27,9 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
     """The Detectron2 training-script arguments (plus MM's ``--work-dir``/``--cfg-options``).
 
     ``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``,
-    ``--machine-rank``, ``--dist-url`` and trailing ``KEY VALUE`` overrides (``opts``).
+    ``--machine-rank``, ``--dist-url`` and trailing ``KEY VALUE`` overrides (``opts``), plus the
+    evaluation flags of DeFRCN's (FsDet's) parser: ``--eval-all``, ``--eval-during-train``,
+    ``--eval-iter``, ``--start-iter``, ``--end-iter`` (``kiln train`` gives them their meaning).
     """
     parser = argparse.ArgumentParser(
         epilog=epilog,
@@ -41,6 +43,12 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         help="resume from the last checkpoint in the output dir (else load MODEL.WEIGHTS)",
     )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate")
+    parser.add_argument("--eval-all", action="store_true", help="evaluate every saved checkpoint")
+    parser.add_argument("--eval-during-train", action="store_true",
+                        help="evaluate each new checkpoint of a running training")
+    parser.add_argument("--eval-iter", type=int, default=-1, help="checkpoint iteration for --eval-only")
+    parser.add_argument("--start-iter", type=int, default=-1, help="first iteration for --eval-all")
+    parser.add_argument("--end-iter", type=int, default=-1, help="last iteration for --eval-all")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")

@@ -185,6 +185,7 @@ class SimpleTrainer(TrainerBase):
         self.zero_grad_before_forward = zero_grad_before_forward
         self._data_iter: Any = None
         self._step: Any = None
+        self.last_batch: Any = None  # the batch of the current iteration
 
     def _optimizer_for_runner(self) -> Any:
         return self._optim_wrapper if self._optim_wrapper is not None else self.optimizer
@@ -212,7 +213,38 @@ class SimpleTrainer(TrainerBase):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        self.last_batch = data  # hooks drawing this iteration's inputs read it (VIS_PERIOD)
         return _d2_metrics(self.train_step(data), data_time)
+
+
+def _takes_cfg(arch: Any) -> bool:
+    """Whether a registered model class is built from the whole config (``__init__(self, cfg)``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(arch).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "cfg"
+
+
+def build_model_from_d2_cfg(cfg: Any) -> nn.Module:
+    """kiln's detector for a Detectron2 ``CfgNode``, translated as ``kiln train x.yaml`` translates it."""
+    from kiln.cli.d2_config import add_fewshot_defaults
+    from kiln.config import get_default_cfg
+    from kiln.config.dialects.detectron2 import d2_to_canonical
+
+    from .runner_builder import build_model_from_cfg
+
+    # The translator reads the project keys `kiln train` layers on get_cfg() (MODEL.BACKBONE.FREEZE, ...);
+    # a user's own get_cfg() node may lack them, so it is merged onto that full set of defaults.
+    full = add_fewshot_defaults(get_default_cfg())
+    full.merge_from_other_cfg(cfg)
+    model_cfg = dict(d2_to_canonical(full)["model"])
+    # Detectron2 loaders give unnormalized images in INPUT.FORMAT; the model normalizes them.
+    model_cfg["pixel_mean"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_MEAN")]
+    model_cfg["pixel_std"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_STD")]
+    return build_model_from_cfg(model_cfg)
 
 
 def _d2_metrics(log_vars: Any, data_time: float) -> Any:
@@ -288,6 +320,7 @@ class AMPTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        self.last_batch = data  # hooks drawing this iteration's inputs read it (VIS_PERIOD)
         scaler = self.grad_scaler
         # The scale this step's loss is multiplied by, as a tensor (public API, no device sync).
         scale = scaler.scale(self._one) if scaler is not None and self.log_grad_scaler else None
@@ -357,12 +390,20 @@ class DefaultTrainer(SimpleTrainer):
     # -- builders (override in subclasses) -------------------------------------------------------
     @classmethod
     def build_model(cls, cfg: Any) -> nn.Module:
-        """``MODELS.get(cfg.MODEL.META_ARCHITECTURE)(cfg)`` on ``cfg.MODEL.DEVICE``."""
+        """The model ``cfg.MODEL.META_ARCHITECTURE`` names, on ``cfg.MODEL.DEVICE``.
+
+        A registered class whose constructor takes ``cfg`` (a Detectron2-style meta-architecture, e.g. a
+        DeFRCN ``GeneralizedRCNN`` subclass of your own) is called with the config. kiln's own detectors
+        take plain arguments: for them (``GeneralizedRCNN``, ``RetinaNet``, ... as Detectron2 names them)
+        the config is translated by kiln's Detectron2 translator, exactly as ``kiln train x.yaml`` builds
+        the model, with ``MODEL.PIXEL_MEAN/STD`` normalizing the ``image`` tensors of Detectron2 loaders.
+        """
         name = cfg_get(cfg, "MODEL.META_ARCHITECTURE")
         arch = MODELS.get(name) if name else None
-        if arch is None:
-            raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
-        model = arch(cfg)
+        if arch is not None and _takes_cfg(arch):
+            model = arch(cfg)
+        else:
+            model = build_model_from_d2_cfg(cfg)
         model.to(resolve_device(cfg_get(cfg, "MODEL.DEVICE"), comm.get_local_rank(), source="MODEL.DEVICE"))
         return model
 
@@ -433,11 +474,32 @@ class DefaultTrainer(SimpleTrainer):
         return build_detection_test_loader(cfg, dataset_name)
 
     @classmethod
-    def build_evaluator(cls, cfg: Any, dataset_name: str) -> Any:
-        """No default: Detectron2 asks you to implement it (return a ``DatasetEvaluator``)."""
+    def build_evaluator(cls, cfg: Any, dataset_name: str, output_folder: str | None = None) -> Any:
+        """The evaluator the dataset's ``evaluator_type`` metadata names (what Detectron2's
+        ``tools/train_net.py`` and DeFRCN's ``main.py`` write in their subclass): ``'coco'`` ->
+        :class:`~kiln.evaluation.COCOEvaluator` writing ``coco_instances_results.json`` to
+        ``output_folder`` (default ``OUTPUT_DIR/inference``), ``'pascal_voc'`` ->
+        ``PascalVOCDetectionEvaluator(dataset_name)``. Override it for anything else.
+        """
+        from kiln.data import MetadataCatalog
+        from kiln.registry import EVALUATORS
+
+        meta = MetadataCatalog.get(dataset_name)
+        kind = meta.get("evaluator_type")
+        if output_folder is None:
+            output_folder = os.path.join(cfg_get(cfg, "OUTPUT_DIR", "./output"), "inference")
+        if kind == "coco":
+            if not meta.get("json_file"):
+                raise ValueError(f"build_evaluator: dataset '{dataset_name}' has evaluator_type 'coco' but "
+                                 f"no json_file in its metadata to take the ground truth from.")
+            return EVALUATORS.build(dict(type="COCOEvaluator", ann_file=meta.json_file,
+                                         output_dir=output_folder))
+        if kind == "pascal_voc":
+            return EVALUATORS.build(dict(type="PascalVOCDetectionEvaluator", dataset_name=dataset_name))
         raise NotImplementedError(
-            f"DefaultTrainer.build_evaluator: implement it in your trainer subclass to evaluate "
-            f"'{dataset_name}' (e.g. return COCOEvaluator(ann_file=...))."
+            f"DefaultTrainer.build_evaluator: dataset '{dataset_name}' has evaluator_type={kind!r}; kiln "
+            f"builds 'coco' and 'pascal_voc' ones. Override build_evaluator in your trainer subclass to "
+            f"evaluate it."
         )
 
     def build_writers(self) -> list:
@@ -451,11 +513,28 @@ class DefaultTrainer(SimpleTrainer):
         ]
 
     def build_hooks(self) -> list:
-        """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
-        from .hooks import CheckpointHook, EvalHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
+        """Timer, schedule, periodic checkpoint (``model_XXXXXXX.pth``, ``model_final.pth``), proposal
+        pictures (``VIS_PERIOD``), evaluation (``TEST.EVAL_PERIOD``), writers."""
+        from .hooks import (
+            CheckpointHook,
+            EvalHook,
+            IterTimerHook,
+            ParamSchedulerHook,
+            PeriodicWriter,
+            ProposalVisualizationHook,
+        )
 
         period = int(cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
-        hooks: list = [IterTimerHook(), ParamSchedulerHook(), CheckpointHook(interval=period, by_epoch=False)]
+        # Detectron2's names: model_0004999.pth after 5000 iterations, model_final.pth at the end.
+        checkpoint = CheckpointHook(interval=period, by_epoch=False, filename_tmpl="model_{:07d}.pth",
+                                    final_filename="model_final.pth")
+        hooks: list = [IterTimerHook(), ParamSchedulerHook(), checkpoint]
+        vis_period = int(cfg_get(self.cfg, "VIS_PERIOD", 0) or 0)
+        if vis_period > 0:
+            me = weakref.proxy(self)  # run_step fetches the batch itself: the hook reads it from here
+            fmt = cfg_get(self.cfg, "INPUT.FORMAT", "BGR")
+            hooks.append(ProposalVisualizationHook(vis_period, image_format=fmt,
+                                                   batch_source=lambda: me.last_batch))
         eval_period = int(cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
         if eval_period > 0 and cfg_get(self.cfg, "DATASETS.TEST", ()):
             # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter.

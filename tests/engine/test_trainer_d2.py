@@ -129,7 +129,9 @@ def test_default_trainer_subclass_overrides_the_loader_and_writes_checkpoints_an
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert TextTrainer.built_loader >= 1 and trainer.iter == 6
-    assert {"iter_3.pth", "iter_6.pth", "metrics.json"} <= set(os.listdir(tmp_path))
+    # Detectron2's names: zero-based iteration indices, then model_final.pth.
+    assert {"model_0000002.pth", "model_0000005.pth", "model_final.pth", "metrics.json"} <= set(
+        os.listdir(tmp_path))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.json")]
     assert "total_loss" in rows[-1] and rows[-1]["iteration"] == 5
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # decayed at step 4
@@ -149,8 +151,8 @@ def test_default_trainer_resume_or_load_continues_from_the_last_checkpoint(tmp_p
     assert isinstance(second.runner.get_hook(CheckpointHook), CheckpointHook)
 
 
-def test_default_trainer_build_evaluator_must_be_implemented(tmp_path):
-    with pytest.raises(NotImplementedError, match="implement it in your trainer subclass"):
+def test_default_trainer_build_evaluator_needs_an_override_without_an_evaluator_type(tmp_path):
+    with pytest.raises(NotImplementedError, match="'toy' has evaluator_type=None.*Override build_evaluator"):
         DefaultTrainer.build_evaluator(_d2_cfg(tmp_path), "toy")
 
 

@@ -15,7 +15,7 @@ The proposals are the ones the model computed for this very batch: the hook asks
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -77,11 +77,15 @@ class ProposalVisualizationHook(Hook):
         interval: iterations between pictures (Detectron2's ``VIS_PERIOD``; ``>= 1``).
         max_proposals: how many of the best-scoring proposals to draw (Detectron2 draws 20).
         image_format: channel order of Detectron2-style ``image`` tensors (``INPUT.FORMAT``).
+        batch_source: where to get the iteration's batch when the loop does not pass it: Detectron2
+            trainers fetch their own data in ``run_step`` (``DefaultTrainer`` passes
+            ``lambda: trainer.last_batch``).
     """
 
     priority = Priority.NORMAL  # before the loggers (BELOW_NORMAL): the writer of this iteration sends it
 
-    def __init__(self, interval: int, max_proposals: int = 20, image_format: str = "BGR") -> None:
+    def __init__(self, interval: int, max_proposals: int = 20, image_format: str = "BGR",
+                 batch_source: Callable[[], Any] | None = None) -> None:
         if isinstance(interval, bool) or int(interval) < 1:
             raise ValueError(f"ProposalVisualizationHook: interval must be >= 1 (VIS_PERIOD > 0), got "
                              f"{interval!r}; with VIS_PERIOD 0 leave the hook out.")
@@ -93,6 +97,7 @@ class ProposalVisualizationHook(Hook):
         self.interval = int(interval)
         self.max_proposals = int(max_proposals)
         self.image_format = image_format
+        self.batch_source = batch_source
 
     @property
     def period(self) -> DueWhen:
@@ -120,6 +125,8 @@ class ProposalVisualizationHook(Hook):
                          outputs: dict | None = None) -> None:
         """Draw the first image of this batch (called at the due iterations only)."""
         proposals = getattr(runner.unwrapped_model, "last_proposals", None)
+        if data_batch is None and self.batch_source is not None:
+            data_batch = self.batch_source()
         if not proposals or not data_batch:
             return
         picture = self.draw(data_batch[0], proposals[0][0])

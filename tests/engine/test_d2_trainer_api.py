@@ -1,0 +1,170 @@
+"""Seed 002's Python API on a real Detectron2 CfgNode: default_argument_parser, default_setup,
+DefaultTrainer (kiln's detectors from the cfg, Detectron2's outputs, default evaluator, VIS_PERIOD),
+DefaultPredictor."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.config import get_cfg
+from kiln.data import DatasetCatalog, MetadataCatalog
+from kiln.engine import default_argument_parser, default_setup
+from kiln.engine.trainer import DefaultTrainer
+from kiln.models.inference import DefaultPredictor
+
+YAML = """\
+MODEL:
+  META_ARCHITECTURE: "GeneralizedRCNN"
+  BACKBONE:
+    NAME: "build_resnet_fpn_backbone"
+  RESNETS:
+    DEPTH: 18
+    OUT_FEATURES: ["res2", "res3", "res4", "res5"]
+  FPN:
+    IN_FEATURES: ["res2", "res3", "res4", "res5"]
+    OUT_CHANNELS: 32
+  ROI_HEADS:
+    NUM_CLASSES: 3
+  DEVICE: cpu
+  PIXEL_STD: [57.375, 57.12, 58.395]
+DATASETS:
+  TRAIN: ("d2api_train",)
+  TEST: ("d2api_val",)
+SOLVER:
+  IMS_PER_BATCH: 2
+  BASE_LR: 0.001
+  STEPS: ()
+  WARMUP_ITERS: 0
+  MAX_ITER: 3
+  CHECKPOINT_PERIOD: 2
+INPUT:
+  MIN_SIZE_TRAIN: (64,)
+  MAX_SIZE_TRAIN: 64
+  MIN_SIZE_TEST: 64
+  MAX_SIZE_TEST: 64
+DATALOADER:
+  NUM_WORKERS: 0
+VIS_PERIOD: 2
+SEED: 5
+"""
+
+
+@pytest.fixture(scope="module")
+def yaml_path(tmp_path_factory):
+    from kiln.data.datasets import generate_shapes_dataset, register_coco_instances
+
+    root = tmp_path_factory.mktemp("d2api")
+    for split, n in (("train", 4), ("val", 2)):
+        if f"d2api_{split}" not in DatasetCatalog.list():
+            p = generate_shapes_dataset(str(root), num_images=n, image_size=64, split=split)
+            register_coco_instances(f"d2api_{split}", {}, p["ann_file"], p["img_prefix"])
+    path = root / "faster.yaml"
+    path.write_text(YAML)
+    return str(path)
+
+
+def _cfg(yaml_path, out, *opts):
+    cfg = get_cfg()
+    cfg.merge_from_file(yaml_path)
+    cfg.merge_from_list(["OUTPUT_DIR", str(out), *opts])
+    cfg.freeze()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(yaml_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("d2api_run")
+    cfg = _cfg(yaml_path, out)
+    default_setup(cfg, None)
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    return cfg, trainer, out
+
+
+def test_default_argument_parser_takes_defrcns_flags_and_trailing_opts():
+    args = default_argument_parser().parse_args(
+        ["--config-file", "a.yaml", "--eval-all", "--start-iter", "100", "--end-iter", "900",
+         "MODEL.WEIGHTS", "w.pth", "OUTPUT_DIR", "out"])
+    assert args.eval_all and (args.start_iter, args.end_iter, args.eval_iter) == (100, 900, -1)
+    assert args.opts == ["MODEL.WEIGHTS", "w.pth", "OUTPUT_DIR", "out"]
+
+
+def test_default_trainer_builds_kilns_detector_from_the_cfg_and_writes_detectron2_outputs(trained):
+    cfg, trainer, out = trained
+    assert type(trainer.model).__name__ == "FasterRCNN" and trainer.iter == 3
+    names = set(os.listdir(out))
+    assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.json", "config.yaml"} <= names
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    assert rows[-1]["iteration"] == 2 and "total_loss" in rows[-1]
+    # Detectron2's normalization of the loader's BGR images comes from MODEL.PIXEL_MEAN.
+    assert trainer.model.pixel_mean.flatten().tolist() == pytest.approx(list(cfg.MODEL.PIXEL_MEAN))
+
+
+def test_vis_period_draws_proposals_into_the_output_dirs_event_file(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, out = trained
+    acc = EventAccumulator(str(out), size_guidance={"images": 0})
+    acc.Reload()
+    tag = "Left: GT bounding boxes;  Right: Predicted proposals"
+    assert [e.step for e in acc.Images(tag)] == [0, 2]
+
+
+def test_test_uses_the_datasets_evaluator_type_and_writes_inference_results(trained):
+    cfg, trainer, out = trained
+    results = DefaultTrainer.test(cfg, trainer.model)
+    assert set(results) == {"d2api_val"} and "bbox/AP" in results["d2api_val"]
+    dets = json.loads((out / "inference" / "coco_instances_results.json").read_text())
+    assert isinstance(dets, list)
+
+
+def test_an_unknown_evaluator_type_asks_for_an_override(trained):
+    cfg, _, _ = trained
+    if "d2api_other" not in DatasetCatalog.list():
+        DatasetCatalog.register("d2api_other", lambda: [])
+        MetadataCatalog.get("d2api_other").set(evaluator_type="lvis")
+    with pytest.raises(NotImplementedError, match="'d2api_other' has evaluator_type='lvis'.*Override"):
+        DefaultTrainer.build_evaluator(cfg, "d2api_other")
+
+
+def test_resume_or_load_continues_after_model_final(yaml_path, trained):
+    _, _, out = trained
+    cfg = _cfg(yaml_path, out, "SOLVER.MAX_ITER", "4", "VIS_PERIOD", "0")
+    trainer = DefaultTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.iter == 3
+    trainer.train()
+    assert trainer.iter == 4
+    ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert ckpt["meta"]["iter"] == 4
+
+
+def test_default_predictor_returns_instances_in_the_images_pixels(yaml_path, trained, tmp_path):
+    _, trainer, out = trained
+    cfg = _cfg(yaml_path, tmp_path, "MODEL.WEIGHTS", str(out / "model_0000001.pth"),
+               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0")
+    predictor = DefaultPredictor(cfg)
+    saved = torch.load(out / "model_0000001.pth", map_location="cpu", weights_only=True)["model"]
+    key = next(k for k in saved if k.endswith("weight"))
+    assert torch.equal(predictor.model.state_dict()[key], saved[key])  # MODEL.WEIGHTS loaded
+    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    inst = predictor(image)["instances"]
+    assert inst.image_size == (96, 128)
+    boxes = inst.pred_boxes.tensor
+    assert len(inst.scores) == len(inst.pred_classes) == len(boxes) > 0
+    assert float(boxes[:, 2].max()) <= 128 + 1e-3 and float(boxes[:, 3].max()) <= 96 + 1e-3
+    with pytest.raises(ValueError, match="expected an H×W×3 uint8 BGR image"):
+        predictor(image.astype(np.float32))
+
+
+def test_default_predictor_names_missing_weights(yaml_path, tmp_path):
+    cfg = _cfg(yaml_path, tmp_path, "MODEL.WEIGHTS", str(tmp_path / "nope.pth"))
+    with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS .*nope.pth' does not exist"):
+        DefaultPredictor(cfg)
