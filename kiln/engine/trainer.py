@@ -383,9 +383,20 @@ class DefaultTrainer(SimpleTrainer):
                 runner.load_checkpoint(weights)
 
     def train(self) -> dict | None:  # type: ignore[override]
-        """Train to ``SOLVER.MAX_ITER``; returns the last evaluation results (if any)."""
+        """Train to ``SOLVER.MAX_ITER``; returns the last evaluation results (if any).
+
+        With ``TEST.AUG.ENABLED`` the trained model is then also evaluated with test-time augmentation
+        (:meth:`test_with_TTA`; Detectron2's ``train_net.py`` does it in an end-of-training hook), its
+        metrics added with a ``_TTA`` suffix.
+        """
         super().train(self.start_iter, self.max_iter)
-        return self.runner.last_metrics.get("val") if self.runner is not None else None
+        results = self.runner.last_metrics.get("val") if self.runner is not None else None
+        if cfg_get(self.cfg, "TEST.AUG.ENABLED", False) and cfg_get(self.cfg, "DATASETS.TEST", ()):
+            tta = self.test_with_TTA(self.cfg, self.runner.unwrapped_model)
+            results = dict(results or {})
+            for name, metrics in tta.items():
+                results.setdefault(name, {}).update(metrics)
+        return results
 
     # -- builders (override in subclasses) -------------------------------------------------------
     @classmethod
@@ -551,6 +562,25 @@ class DefaultTrainer(SimpleTrainer):
         if comm.is_main_process():
             hooks.append(PeriodicWriter(self.build_writers(), period=20))
         return hooks
+
+    @classmethod
+    def test_with_TTA(cls, cfg: Any, model: nn.Module) -> dict:
+        """Evaluate ``model`` with ``TEST.AUG``'s test-time augmentation (every ``MIN_SIZES`` short edge,
+        flipped too with ``FLIP``, merged by per-class NMS): ``{dataset: {metric_TTA: value}}``, the
+        detections in ``OUTPUT_DIR/inference_TTA``."""
+        from kiln.models.d2_tta import DetectorWithTTA
+
+        was_training = model.training
+        model.eval()
+        try:
+            wrapped = DetectorWithTTA(cfg, model)
+            folder = os.path.join(cfg_get(cfg, "OUTPUT_DIR", "./output"), "inference_TTA")
+            names = list(cfg_get(cfg, "DATASETS.TEST", ()))
+            evaluators = [cls.build_evaluator(cfg, name, output_folder=folder) for name in names]
+            results = cls.test(cfg, wrapped, evaluators)
+        finally:
+            model.train(was_training)
+        return {name: {f"{k}_TTA": v for k, v in metrics.items()} for name, metrics in results.items()}
 
     @classmethod
     def test(cls, cfg: Any, model: nn.Module, evaluators: Any = None) -> dict:

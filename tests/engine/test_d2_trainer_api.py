@@ -168,3 +168,58 @@ def test_default_predictor_names_missing_weights(yaml_path, tmp_path):
     cfg = _cfg(yaml_path, tmp_path, "MODEL.WEIGHTS", str(tmp_path / "nope.pth"))
     with pytest.raises(FileNotFoundError, match="MODEL.WEIGHTS .*nope.pth' does not exist"):
         DefaultPredictor(cfg)
+
+
+class BrightBoxDetector(torch.nn.Module):
+    """A real (if simple) detector under kiln's model contract: the box around the bright pixels of each
+    Detectron2-form sample, mapped to the original pixels from height/width."""
+
+    def forward(self, batch):
+        out = []
+        for s in batch:
+            img = s["image"]
+            vh, vw = img.shape[-2:]
+            ys, xs = torch.nonzero(img[0] > 128, as_tuple=True)
+            sx, sy = s["width"] / vw, s["height"] / vh
+            box = torch.tensor([[xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy]])
+            out.append({"boxes": box.float(), "scores": torch.tensor([0.9]), "labels": torch.tensor([0])})
+        return out
+
+
+def test_tta_views_come_back_to_the_images_pixels_and_merge_into_one_box():
+    from kiln.models.d2_tta import DetectorWithTTA
+
+    image = np.full((60, 80, 3), 20, np.uint8)
+    image[20:40, 10:30] = 250  # asymmetric: a flipped view finds it at x 50..70
+    tta = DetectorWithTTA(None, BrightBoxDetector().eval(), min_sizes=(30, 60, 90), max_size=400, flip=True,
+                          nms_thresh=0.5, max_dets=10)
+    assert len(tta._views(image)) == 6
+    # Given at the test mapper's size (30 px short edge): TTA starts again from the original 60x80.
+    small = cv2_resize(image, 40, 30)
+    (res,) = tta([{"image": torch.from_numpy(small.transpose(2, 0, 1).copy()), "height": 60, "width": 80}])
+    assert len(res["boxes"]) == 1
+    assert res["boxes"][0].tolist() == pytest.approx([10, 20, 30, 40], abs=1.5)
+
+
+def cv2_resize(image, w, h):
+    import cv2
+
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def test_tta_needs_an_eval_mode_model():
+    from kiln.models.d2_tta import DetectorWithTTA
+
+    with pytest.raises(ValueError, match="must be in eval mode"):
+        DetectorWithTTA(None, BrightBoxDetector().train(), min_sizes=(32,), max_size=64, flip=False,
+                        nms_thresh=0.5, max_dets=10)
+
+
+def test_test_with_tta_reports_suffixed_metrics_and_writes_inference_tta(yaml_path, trained):
+    _, trainer, out = trained
+    cfg = _cfg(yaml_path, out, "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)",
+               "TEST.AUG.MAX_SIZE", "100")
+    res = DefaultTrainer.test_with_TTA(cfg, trainer.runner.unwrapped_model)
+    assert set(res) == {"d2api_val"} and "bbox/AP_TTA" in res["d2api_val"]
+    assert "bbox/AP" not in res["d2api_val"]
+    assert (out / "inference_TTA" / "coco_instances_results.json").is_file()
