@@ -5,12 +5,12 @@ Results go where Detectron2 puts them: ``WORK_DIR/inference/`` (``coco_instances
 COCO evaluator, ``res_final.json`` for ``--eval-only``, ``all_res.json`` with every checkpoint's metrics
 and the best one for the other two modes). A Detectron2 yaml with ``TEST.AUG.ENABLED`` is evaluated a
 second time with test-time augmentation, reported with a ``_TTA`` suffix (Detectron2's
-``test_with_TTA``, detections in ``inference_TTA/``).
+``test_with_TTA`` through :meth:`kiln.engine.DefaultTrainer.test_with_TTA`: ``TEST.AUG.MIN_SIZES``,
+``MAX_SIZE``, ``FLIP``; detections in ``inference_TTA/``).
 """
 
 from __future__ import annotations
 
-import copy
 import glob
 import json
 import logging
@@ -19,6 +19,7 @@ import os
 import time
 from typing import Any
 
+from .common import user_errors
 from .errors import CLIError
 
 __all__ = ["CheckpointEvaluator", "wants_tta", "checkpoint_hook", "checkpoint_for_iteration", "evaluate_all",
@@ -30,9 +31,9 @@ logger = logging.getLogger("kiln.cli")
 _RANK_KEYS = ("bbox/AP", "coco/bbox_mAP", "bbox_mAP", "pascal_voc/mAP", "mAP", "AP50")
 
 
-def wants_tta(d2_node: Any) -> bool:
-    """Whether a Detectron2 config asks for test-time augmentation (``TEST.AUG.ENABLED``)."""
-    return bool(d2_node is not None and d2_node.TEST.AUG.ENABLED)
+def wants_tta(d2_node: Any) -> Any:
+    """The Detectron2 config when it asks for test-time augmentation (``TEST.AUG.ENABLED``), else ``None``."""
+    return d2_node if d2_node is not None and d2_node.TEST.AUG.ENABLED else None
 
 
 def checkpoint_hook(cfg: Any) -> Any:
@@ -60,15 +61,20 @@ def checkpoint_for_iteration(cfg: Any, n: int) -> str:
 class CheckpointEvaluator:
     """Evaluates checkpoints of one config on its test set, writing under ``WORK_DIR/inference``."""
 
-    def __init__(self, cfg: Any, device: Any = None, tta: bool = False) -> None:
+    def __init__(self, cfg: Any, device: Any = None, tta: Any = None) -> None:
+        """``tta``: the Detectron2 ``CfgNode`` whose ``TEST.AUG`` to evaluate with as well (or ``None``)."""
         from .test import run_device
 
         self.cfg = cfg
         self.device = run_device(None, cfg) if device is None else run_device(str(device), cfg)
-        self.tta = tta
-        if tta and not cfg.get("tta_pipeline"):
-            raise CLIError("TEST.AUG.ENABLED: the translated config has no tta_pipeline to evaluate with; "
-                           "set TEST.AUG.ENABLED False or give the test-time augmentation (TEST.AUG.*)")
+        self.tta = None
+        if tta is not None:
+            self.tta = tta.clone()
+            self.tta.defrost()
+            self.tta.OUTPUT_DIR = cfg.work_dir  # inference_TTA/ next to inference/
+            self.tta.MODEL.DEVICE = str(self.device)
+            self.tta.MODEL.WEIGHTS = ""
+            self.tta.freeze()
         self.output_dir = os.path.join(cfg.work_dir, "inference")
 
     def evaluate(self, checkpoint: str, results_name: str | None = None) -> dict[str, float]:
@@ -79,13 +85,24 @@ class CheckpointEvaluator:
         logger.info("Evaluating %s", checkpoint)
         metrics = {k: float(v) for k, v in evaluate_checkpoint(
             self.cfg, checkpoint, device=self.device, output_dir=self.output_dir).items()}
-        if self.tta:
-            tta = evaluate_checkpoint(copy.deepcopy(self.cfg), checkpoint, device=self.device,
-                                      output_dir=self.output_dir + "_TTA", tta=True)
-            metrics.update({f"{k}_TTA": float(v) for k, v in tta.items()})
+        if self.tta is not None:
+            metrics.update(self._evaluate_tta(checkpoint))
         if results_name:
             write_json(os.path.join(self.output_dir, results_name), metrics)
         return metrics
+
+
+    def _evaluate_tta(self, checkpoint: str) -> dict[str, float]:
+        from kiln.engine.trainer import DefaultTrainer
+        from kiln.model_zoo import load_weights
+
+        with user_errors("cannot evaluate with TEST.AUG"):
+            model = DefaultTrainer.build_model(self.tta)
+            load_weights(model, checkpoint)
+            per_set = DefaultTrainer.test_with_TTA(self.tta, model)
+        if len(per_set) == 1:
+            return {k: float(v) for k, v in next(iter(per_set.values())).items()}
+        return {f"{name}/{k}": float(v) for name, m in per_set.items() for k, v in m.items()}
 
 
 def write_json(path: str, obj: Any) -> None:

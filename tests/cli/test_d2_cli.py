@@ -188,3 +188,12 @@ def test_resume_continues_from_the_checkpoint_last_checkpoint_names(d2_yaml, tra
 def test_trailing_pairs_after_cfg_options_are_not_taken_as_cfg_options():
     args = _parse("train", "x.yaml", "--cfg-options", "a.b=1", "SOLVER.MAX_ITER", "6")
     assert args.cfg_options == ["a.b=1"] and args.opts == ["SOLVER.MAX_ITER", "6"]
+
+
+def test_eval_only_with_test_aug_enabled_adds_tta_metrics(d2_yaml, trained):
+    assert main(["train", "--config-file", d2_yaml, *D2_LAYOUT, "--eval-only", "OUTPUT_DIR", str(trained),
+                 "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(48, 64)",
+                 "TEST.AUG.MAX_SIZE", "100"]) == 0
+    res = json.loads((trained / "inference" / "res_final.json").read_text())
+    assert "bbox/AP" in res and "bbox/AP_TTA" in res
+    assert (trained / "inference_TTA" / "coco_instances_results.json").is_file()
