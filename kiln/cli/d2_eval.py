@@ -192,8 +192,11 @@ def evaluate_during_train(evaluator: CheckpointEvaluator, cfg: Any, poll_seconds
         if current and current != seen:
             seen = current
             ranking.add(current, evaluator.evaluate(current))
-            n = hook.count_of(current, unit)
-            is_final = hook.final_filename is not None and os.path.basename(current) == hook.final_filename
-            if is_final or (n is not None and total is not None and n >= int(total)):
-                return ranking
+            if hook.final_filename is not None:  # the end is the final file (after the last periodic one)
+                if os.path.basename(current) == hook.final_filename:
+                    return ranking
+            else:
+                n = hook.count_of(current, unit)
+                if n is not None and total is not None and n >= int(total):
+                    return ranking
         clock.sleep(poll_seconds)

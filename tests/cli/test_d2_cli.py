@@ -197,3 +197,38 @@ def test_eval_only_with_test_aug_enabled_adds_tta_metrics(d2_yaml, trained):
     res = json.loads((trained / "inference" / "res_final.json").read_text())
     assert "bbox/AP" in res and "bbox/AP_TTA" in res
     assert (trained / "inference_TTA" / "coco_instances_results.json").is_file()
+
+
+def test_eval_during_train_follows_last_checkpoint_as_training_moves_it(d2_yaml, trained, tmp_path):
+    """The training is simulated by the clock: each poll, last_checkpoint moves on to the next file."""
+    import shutil
+
+    from kiln.cli.common import load_canonical_config
+    from kiln.cli.d2_eval import CheckpointEvaluator, evaluate_during_train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    pointer = run / "last_checkpoint"
+    pointer.write_text("model_0000001.pth")
+    schedule = ["model_0000001.pth", "model_0000003.pth", "model_0000003.pth", "model_final.pth"]
+
+    class TrainingClock:
+        sleeps = 0
+
+        def sleep(self, seconds):
+            TrainingClock.sleeps += 1
+            pointer.write_text(schedule[min(TrainingClock.sleeps, len(schedule) - 1)])
+
+    cfg = load_canonical_config(d2_yaml, D2_LAYOUT[1:], ["OUTPUT_DIR", str(run)])
+    ranking = evaluate_during_train(CheckpointEvaluator(cfg), cfg, poll_seconds=5, clock=TrainingClock())
+    assert [os.path.basename(k) for k in ranking.all] == ["model_0000001.pth", "model_0000003.pth",
+                                                          "model_final.pth"]
+    assert TrainingClock.sleeps == 3  # stopped at model_final without waiting again
+
+
+def test_ims_per_batch_is_the_total_over_all_processes(d2_yaml):
+    from kiln.cli.common import load_canonical_config
+
+    one = load_canonical_config(d2_yaml, (), ["SOLVER.IMS_PER_BATCH", "8"])
+    four = load_canonical_config(d2_yaml, (), ["SOLVER.IMS_PER_BATCH", "8"], num_gpus=4)
+    assert (one.train_dataloader.batch_size, four.train_dataloader.batch_size) == (8, 2)
