@@ -83,3 +83,37 @@ def test_retinanet_makes_no_proposals_and_is_refused(tmp_path):
 def test_interval_must_be_positive():
     with pytest.raises(ValueError, match="interval must be >= 1 \\(VIS_PERIOD > 0\\), got 0"):
         ProposalVisualizationHook(interval=0)
+
+
+def _bgr(size=32):
+    img = np.zeros((size, size, 3), np.uint8)
+    img[4:12, 6:20] = (255, 0, 0)  # blue in BGR: shows whether the channel order survives
+    img[20:28, 2:9] = (10, 200, 90)
+    return img
+
+
+def test_images_and_gt_are_recovered_from_every_batch_form():
+    from kiln.engine.hooks.proposal_visualization import batch_image_and_gt
+    from kiln.structures import DetDataSample, InstanceData
+
+    bgr = _bgr()
+    gt = torch.tensor([[6.0, 4.0, 20.0, 12.0]])
+    # MM pipeline: normalized RGB (to_rgb=True), un-normalized with img_norm_cfg from img_metas.
+    norm = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
+    rgb = bgr[:, :, ::-1].astype(np.float32)
+    img = torch.from_numpy(((rgb - norm["mean"]) / norm["std"]).transpose(2, 0, 1).astype(np.float32))
+    mm = {"img": img, "img_metas": {"img_norm_cfg": norm}, "gt_bboxes": gt}
+    # MMDetection 3.x: BGR as loaded, ground truth in data_samples.
+    ds = DetDataSample(metainfo={"img_shape": (32, 32)})
+    ds.gt_instances = InstanceData(bboxes=gt, labels=torch.tensor([0]))
+    mm3 = {"inputs": torch.from_numpy(bgr.transpose(2, 0, 1).copy()), "data_samples": ds}
+    # Detectron2: INPUT.FORMAT RGB here.
+    inst = Instances((32, 32))
+    inst.gt_boxes = Boxes(gt)
+    d2 = {"image": torch.from_numpy(bgr[:, :, ::-1].transpose(2, 0, 1).copy()), "instances": inst}
+    for sample, fmt in ((mm, "BGR"), (mm3, "BGR"), (d2, "RGB")):
+        image, boxes = batch_image_and_gt(sample, fmt)
+        assert np.abs(image.astype(int) - bgr.astype(int)).max() <= 1
+        assert boxes.tolist() == gt.tolist()
+    with pytest.raises(KeyError, match="expected 'image' \\(Detectron2\\), 'img'"):
+        batch_image_and_gt({"pixels": 1})
