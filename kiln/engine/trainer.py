@@ -420,15 +420,22 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def build_optimizer(cls, cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
-        """SGD with ``SOLVER.BASE_LR/MOMENTUM/WEIGHT_DECAY`` (+ ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``)."""
+        """SGD with ``SOLVER.BASE_LR/MOMENTUM/NESTEROV/WEIGHT_DECAY``; ``WEIGHT_DECAY_NORM``,
+        ``WEIGHT_DECAY_BIAS`` and ``BIAS_LR_FACTOR`` as per-parameter multipliers (Detectron2's groups)."""
         from .optim import build_optimizer
 
         lr = float(cfg_get(cfg, "SOLVER.BASE_LR", 0.001))
         wd = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY", 0.0001))
         paramwise = {}
-        wd_norm = cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM")
-        if wd_norm is not None and wd:
-            paramwise["norm_decay_mult"] = float(wd_norm) / wd
+        for key, mult in (("SOLVER.WEIGHT_DECAY_NORM", "norm_decay_mult"),
+                          ("SOLVER.WEIGHT_DECAY_BIAS", "bias_decay_mult")):
+            value = cfg_get(cfg, key)
+            if value is None or float(value) == wd:
+                continue
+            if wd == 0:
+                raise ValueError(f"{key}={value} with SOLVER.WEIGHT_DECAY=0: kiln scales the weight decay "
+                                 f"per parameter group, which needs a non-zero SOLVER.WEIGHT_DECAY to scale.")
+            paramwise[mult] = float(value) / wd
         bias_factor = cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
         if bias_factor is not None and bias_factor != 1.0:
             paramwise["bias_lr_mult"] = float(bias_factor)
@@ -438,6 +445,7 @@ class DefaultTrainer(SimpleTrainer):
                 type="SGD",
                 lr=lr,
                 momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+                nesterov=bool(cfg_get(cfg, "SOLVER.NESTEROV", False)),
                 weight_decay=wd,
                 paramwise_cfg=paramwise or None,
             ),
@@ -445,25 +453,56 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg: Any, optimizer: Any) -> list:
-        """Warmup (linear/constant) then multi-step decay at ``SOLVER.STEPS`` (iteration schedules)."""
-        from .schedulers import ConstantParamScheduler, LinearParamScheduler, MultiStepParamScheduler
+        """Detectron2's ``SOLVER.LR_SCHEDULER_NAME`` by iteration, times a warmup over ``WARMUP_ITERS``:
 
+        * ``WarmupMultiStepLR``: ``GAMMA`` at each of ``SOLVER.STEPS`` (steps past ``MAX_ITER`` dropped);
+        * ``WarmupCosineLR``: half a cosine from ``BASE_LR`` to ``BASE_LR_END`` over ``MAX_ITER``;
+        * ``WarmupStepWithFixedGammaLR``: ``GAMMA`` at ``NUM_DECAYS`` evenly spaced points.
+
+        ``WARMUP_METHOD`` is ``linear`` (from ``WARMUP_FACTOR`` to 1) or ``constant``.
+        """
+        from .schedulers import (
+            ConstantParamScheduler,
+            CosineAnnealingParamScheduler,
+            LinearParamScheduler,
+            MultiStepParamScheduler,
+        )
+
+        name = cfg_get(cfg, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR")
+        max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+        gamma = float(cfg_get(cfg, "SOLVER.GAMMA", 0.1))
         out: list = []
-        steps = list(cfg_get(cfg, "SOLVER.STEPS", []) or [])
-        if steps:
-            out.append(
-                MultiStepParamScheduler(
-                    milestones=steps, gamma=float(cfg_get(cfg, "SOLVER.GAMMA", 0.1)), by_epoch=False
-                )
-            )
+        if name == "WarmupMultiStepLR":
+            steps = [int(s) for s in (cfg_get(cfg, "SOLVER.STEPS", []) or [])]
+            kept = [s for s in steps if s <= max_iter]
+            if len(kept) < len(steps):
+                logger.warning("SOLVER.STEPS %s: steps after SOLVER.MAX_ITER=%d never happen",
+                               steps, max_iter)
+            if kept:
+                out.append(MultiStepParamScheduler(milestones=kept, gamma=gamma, by_epoch=False))
+        elif name == "WarmupCosineLR":
+            end_lr = float(cfg_get(cfg, "SOLVER.BASE_LR_END", 0.0) or 0.0)
+            out.append(CosineAnnealingParamScheduler(T_max=max_iter, eta_min=end_lr, by_epoch=False))
+        elif name == "WarmupStepWithFixedGammaLR":
+            decays = int(cfg_get(cfg, "SOLVER.NUM_DECAYS", 3))
+            if decays < 1:
+                raise ValueError(f"SOLVER.NUM_DECAYS={decays}: WarmupStepWithFixedGammaLR needs >= 1 decay.")
+            milestones = [round(max_iter * i / (decays + 1)) for i in range(1, decays + 1)]
+            out.append(MultiStepParamScheduler(milestones=milestones, gamma=gamma, by_epoch=False))
+        else:
+            raise ValueError(f"SOLVER.LR_SCHEDULER_NAME={name!r}: kiln runs 'WarmupMultiStepLR', "
+                             f"'WarmupCosineLR' and 'WarmupStepWithFixedGammaLR'; override "
+                             f"build_lr_scheduler for another one.")
         warm = int(cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
         if warm > 0:
             factor = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
             method = cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear")
             if method == "constant":
                 out.append(ConstantParamScheduler(factor=factor, by_epoch=False, end=warm))
-            else:
+            elif method == "linear":
                 out.append(LinearParamScheduler(start_factor=factor, by_epoch=False, end=warm))
+            else:
+                raise ValueError(f"SOLVER.WARMUP_METHOD={method!r}: kiln warms up 'linear' or 'constant'.")
         return out
 
     @classmethod

@@ -238,3 +238,67 @@ def test_gather_metric_period_other_than_one_is_refused_with_the_reason():
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match=r"gather_metric_period=20: kiln already gathers metrics"):
         SimpleTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1), gather_metric_period=20)
+
+
+class LrRecorder(HookBase):
+    def __init__(self):
+        self.lrs = []
+
+    def after_step(self):  # the lr this iteration's step used
+        self.lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
+
+
+def _lrs(tmp_path, *opts):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path, max_iter=8)
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 100
+    cfg.merge_from_list(list(opts))
+    trainer = TextTrainer(cfg)
+    rec = LrRecorder()
+    trainer.register_hooks([rec])
+    trainer.train()
+    return rec.lrs
+
+
+def test_warmup_cosine_lr_goes_from_base_lr_to_base_lr_end(tmp_path):
+    import math
+
+    cfg_end = 0.002
+    lrs = _lrs(tmp_path, "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR")
+    assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * t / 8)) / 2 for t in range(8)])
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"
+    cfg.set_new_allowed(True)
+    cfg.SOLVER.BASE_LR_END = cfg_end
+    scheds = DefaultTrainer.build_lr_scheduler(cfg, None)
+    assert scheds[0].eta_min == cfg_end
+
+
+def test_step_with_fixed_gamma_decays_at_evenly_spaced_points(tmp_path):
+    lrs = _lrs(tmp_path / "a", "SOLVER.LR_SCHEDULER_NAME", "WarmupStepWithFixedGammaLR",
+               "SOLVER.GAMMA", "0.5")
+    # NUM_DECAYS (3) decays at iterations 2, 4, 6 of 8.
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025, 0.00125, 0.00125])
+
+
+def test_unknown_scheduler_and_warmup_method_are_refused(tmp_path):
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    with pytest.raises(ValueError, match="LR_SCHEDULER_NAME='WarmupPolyLR'.*WarmupCosineLR"):
+        DefaultTrainer.build_lr_scheduler(cfg, None)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    cfg.SOLVER.WARMUP_METHOD = "exp"
+    with pytest.raises(ValueError, match="WARMUP_METHOD='exp'"):
+        DefaultTrainer.build_lr_scheduler(cfg, None)
+
+
+def test_nesterov_and_bias_weight_decay_reach_the_optimizer(tmp_path):
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.NESTEROV = True
+    cfg.SOLVER.WEIGHT_DECAY = 0.1
+    cfg.set_new_allowed(True)
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    opt = DefaultTrainer.build_optimizer(cfg, ToyMetaArch(cfg))
+    assert all(g["nesterov"] for g in opt.param_groups)
+    assert sorted({g["weight_decay"] for g in opt.param_groups}) == [0.0, 0.1]
