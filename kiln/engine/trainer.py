@@ -349,9 +349,10 @@ class DefaultTrainer(SimpleTrainer):
 
     Override the ``build_*`` class methods to change a part (model, optimizer, schedule, loaders,
     evaluator, hooks, writers). Config keys: ``MODEL.META_ARCHITECTURE``, ``MODEL.WEIGHTS``,
-    ``MODEL.DEVICE``, ``SOLVER.{MAX_ITER, BASE_LR, MOMENTUM, WEIGHT_DECAY, STEPS, GAMMA,
-    WARMUP_ITERS, WARMUP_FACTOR, WARMUP_METHOD, CHECKPOINT_PERIOD, IMS_PER_BATCH}``,
-    ``DATASETS.{TRAIN, TEST}``, ``DATALOADER.NUM_WORKERS``, ``TEST.EVAL_PERIOD``, ``OUTPUT_DIR``, ``SEED``.
+    ``MODEL.DEVICE``, ``SOLVER.{MAX_ITER, BASE_LR, MOMENTUM, NESTEROV, WEIGHT_DECAY(_NORM/_BIAS),
+    BIAS_LR_FACTOR, LR_SCHEDULER_NAME, STEPS, GAMMA, WARMUP_*, CHECKPOINT_PERIOD, IMS_PER_BATCH,
+    AMP.ENABLED, CLIP_GRADIENTS.*}``, ``DATASETS.{TRAIN, TEST}``, ``DATALOADER.NUM_WORKERS``,
+    ``TEST.EVAL_PERIOD``, ``TEST.AUG.*``, ``VIS_PERIOD``, ``OUTPUT_DIR``, ``SEED``.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -370,6 +371,29 @@ class DefaultTrainer(SimpleTrainer):
         self.model = runner.model  # DDP-wrapped when distributed, as in Detectron2
         self.checkpointer = runner.checkpointer
         self.register_hooks(self.build_hooks())
+
+    def _optimizer_for_runner(self) -> Any:
+        """The optimizer wrapped as ``SOLVER.AMP`` and ``SOLVER.CLIP_GRADIENTS`` say (Detectron2 builds an
+        ``AMPTrainer`` and wraps the optimizer with gradient clipping for these)."""
+        clip = cfg_get(self.cfg, "SOLVER.CLIP_GRADIENTS")
+        clip_grad = None
+        if clip is not None and clip.ENABLED:
+            kind, value = clip.CLIP_TYPE, float(clip.CLIP_VALUE)
+            if kind == "value":
+                clip_grad = dict(type="value", clip_value=value)
+            elif kind == "full_model":
+                clip_grad = dict(max_norm=value, norm_type=float(clip.NORM_TYPE))
+            else:
+                raise ValueError(
+                    f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={kind!r}: kiln clips 'value' and 'full_model' (the "
+                    f"norm of all gradients together); Detectron2's 'norm' clips each parameter's gradient "
+                    f"separately, which kiln does not do. Use 'full_model' or 'value'.")
+        if cfg_get(self.cfg, "SOLVER.AMP.ENABLED", False):
+            device_type = module_device(self.model).type
+            check_fp16_support(device_type, "SOLVER.AMP.ENABLED")
+            return AmpOptimWrapper(self.optimizer, dtype="float16", device_type=device_type,
+                                   clip_grad=clip_grad)
+        return OptimWrapper(self.optimizer, clip_grad=clip_grad)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume everything from ``OUTPUT_DIR``'s last checkpoint, or load ``MODEL.WEIGHTS`` only."""

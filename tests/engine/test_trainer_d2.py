@@ -302,3 +302,42 @@ def test_nesterov_and_bias_weight_decay_reach_the_optimizer(tmp_path):
     opt = DefaultTrainer.build_optimizer(cfg, ToyMetaArch(cfg))
     assert all(g["nesterov"] for g in opt.param_groups)
     assert sorted({g["weight_decay"] for g in opt.param_groups}) == [0.0, 0.1]
+
+
+def _one_step_change(tmp_path, *opts):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path, max_iter=1)
+    cfg.merge_from_list(["SOLVER.BASE_LR", "1.0", "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WARMUP_ITERS", "0",
+                         "SOLVER.STEPS", "()", *opts])
+    trainer = TextTrainer(cfg)
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    trainer.train()
+    return trainer, torch.cat([p.detach().flatten() for p in trainer.model.parameters()]) - before
+
+
+def test_clip_gradients_full_model_bounds_the_step(tmp_path):
+    _, free = _one_step_change(tmp_path / "a")
+    _, clipped = _one_step_change(tmp_path / "b", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                                  "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                                  "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.001")
+    assert float(free.norm()) > 0.01 and float(clipped.norm()) == pytest.approx(0.001, rel=1e-3)
+    _, by_value = _one_step_change(tmp_path / "c", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                                   "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value",
+                                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.0005")
+    assert float(by_value.abs().max()) <= 0.0005 + 1e-7
+
+
+def test_per_parameter_norm_clipping_is_refused(tmp_path):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path)
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm"])
+    with pytest.raises(ValueError, match="CLIP_TYPE='norm'.*Use 'full_model' or 'value'"):
+        TextTrainer(cfg)
+
+
+def test_amp_enabled_trains_with_a_grad_scaler_saved_in_checkpoints(tmp_path):
+    _one_step_change(tmp_path / "amp", "SOLVER.AMP.ENABLED", "True", "SOLVER.BASE_LR", "0.01")
+    _one_step_change(tmp_path / "fp32", "SOLVER.BASE_LR", "0.01")
+    amp, fp32 = (torch.load(tmp_path / d / "model_final.pth", map_location="cpu", weights_only=True)
+                 for d in ("amp", "fp32"))
+    assert amp["optimizer"]["loss_scaler"]["scale"] > 0 and "loss_scaler" not in fp32["optimizer"]
