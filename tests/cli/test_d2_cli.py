@@ -232,3 +232,10 @@ def test_ims_per_batch_is_the_total_over_all_processes(d2_yaml):
     one = load_canonical_config(d2_yaml, (), ["SOLVER.IMS_PER_BATCH", "8"])
     four = load_canonical_config(d2_yaml, (), ["SOLVER.IMS_PER_BATCH", "8"], num_gpus=4)
     assert (one.train_dataloader.batch_size, four.train_dataloader.batch_size) == (8, 2)
+
+
+def test_kiln_plot_reads_detectron2s_metrics_json_in_an_output_dir(tmp_path):
+    rows = [{"iteration": i, "total_loss": 2.0 - 0.1 * i, "lr": 0.01} for i in range(5)]
+    (tmp_path / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["plot", str(tmp_path), "--keys", "total_loss"]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 0
