@@ -237,14 +237,30 @@ def build_model_from_d2_cfg(cfg: Any) -> nn.Module:
     from .runner_builder import build_model_from_cfg
 
     # The translator reads the project keys `kiln train` layers on get_cfg() (MODEL.BACKBONE.FREEZE, ...);
-    # a user's own get_cfg() node may lack them, so it is merged onto that full set of defaults.
-    full = add_fewshot_defaults(get_default_cfg())
-    full.merge_from_other_cfg(cfg)
+    # a user's own get_cfg() node may lack them: those are filled in (the user's keys, their project's
+    # own extra ones included, stay as they are).
+    full = cfg.clone()
+    full.defrost()
+    _fill_missing(full, add_fewshot_defaults(get_default_cfg()))
     model_cfg = dict(d2_to_canonical(full)["model"])
     # Detectron2 loaders give unnormalized images in INPUT.FORMAT; the model normalizes them.
     model_cfg["pixel_mean"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_MEAN")]
     model_cfg["pixel_std"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_STD")]
     return build_model_from_cfg(model_cfg)
+
+
+def _fill_missing(dst: Any, src: Any) -> None:
+    """Copy into CfgNode ``dst`` the keys of ``src`` it lacks (recursively)."""
+    from kiln.config import CfgNode
+
+    for key, value in src.items():
+        if key not in dst:
+            allowed = dst.is_new_allowed()
+            dst.set_new_allowed(True)
+            dst[key] = value.clone() if isinstance(value, CfgNode) else value
+            dst.set_new_allowed(allowed)
+        elif isinstance(value, CfgNode) and isinstance(dst[key], CfgNode):
+            _fill_missing(dst[key], value)
 
 
 def _d2_metrics(log_vars: Any, data_time: float) -> Any:

@@ -223,3 +223,15 @@ def test_test_with_tta_reports_suffixed_metrics_and_writes_inference_tta(yaml_pa
     assert set(res) == {"d2api_val"} and "bbox/AP_TTA" in res["d2api_val"]
     assert "bbox/AP" not in res["d2api_val"]
     assert (out / "inference_TTA" / "coco_instances_results.json").is_file()
+
+
+def test_build_model_takes_a_project_cfg_with_its_own_extra_keys(yaml_path, tmp_path):
+    cfg = get_cfg()
+    cfg.set_new_allowed(True)  # a DeFRCN-style project adds its own keys (seed 002's _CC)
+    cfg.merge_from_file(yaml_path)
+    cfg.MODEL.ROI_HEADS.ENABLE_DECOUPLE = False
+    cfg.TEST.PCB_ENABLE = False
+    cfg.freeze()
+    model = DefaultTrainer.build_model(cfg)
+    assert type(model).__name__ == "FasterRCNN" and model.roi_head.num_classes == 3
+    assert cfg.MODEL.ROI_HEADS.ENABLE_DECOUPLE is False and cfg.is_frozen()  # the user's cfg untouched
