@@ -117,3 +117,31 @@ def test_images_and_gt_are_recovered_from_every_batch_form():
         assert boxes.tolist() == gt.tolist()
     with pytest.raises(KeyError, match="expected 'image' \\(Detectron2\\), 'img'"):
         batch_image_and_gt({"pixels": 1})
+
+
+def test_a_translated_detectron2_run_draws_from_its_mm_pipeline_batches(tmp_path):
+    """VIS_PERIOD as the translator emits it (custom_hooks), on the batches `kiln train x.yaml` feeds."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kiln.cli.common import load_canonical_config
+    from kiln.data import DatasetCatalog
+    from kiln.data.datasets import generate_shapes_dataset, register_coco_instances
+
+    if "d2vis_train" not in DatasetCatalog.list():
+        p = generate_shapes_dataset(str(tmp_path / "data"), num_images=2, image_size=64, split="train")
+        register_coco_instances("d2vis_train", {}, p["ann_file"], p["img_prefix"])
+    yaml = tmp_path / "frcnn.yaml"
+    yaml.write_text(
+        "MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n  BACKBONE:\n    NAME: build_resnet_fpn_backbone\n"
+        "  RESNETS:\n    DEPTH: 18\n  FPN:\n    OUT_CHANNELS: 32\n  ROI_HEADS:\n    NUM_CLASSES: 3\n"
+        "DATASETS:\n  TRAIN: ('d2vis_train',)\n  TEST: ()\nSOLVER:\n  IMS_PER_BATCH: 1\n  MAX_ITER: 2\n"
+        "  STEPS: ()\n  WARMUP_ITERS: 0\nINPUT:\n  MIN_SIZE_TRAIN: (64,)\n  MAX_SIZE_TRAIN: 64\n"
+        "DATALOADER:\n  NUM_WORKERS: 0\n")
+    cfg = load_canonical_config(str(yaml), (), ["OUTPUT_DIR", str(tmp_path / "out")])
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="ProposalVisualizationHook", interval=1)]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    tb = [h.log_dir for h in runner.hooks if isinstance(h, TensorboardLoggerHook)]
+    acc = EventAccumulator(tb[0] or str(tmp_path / "out" / "tf_logs"), size_guidance={"images": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Images(TAG)] == [0, 1]
