@@ -72,12 +72,14 @@ def _load_native(path: str, cfg_options: dict[str, Any]) -> Any:
     return Config.fromfile(path, cfg_options=cfg_options or None)
 
 
-def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = ()) -> Any:
+def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = (),
+                num_gpus: int = 1) -> Any:
     """Load ``path`` (``kiln::`` names, .py/.json/.yaml, or a Detectron2 yaml) and apply overrides.
 
     ``cfg_options`` are MM ``key=value`` strings and ``opts`` Detectron2 ``KEY VALUE`` items. For a
     Detectron2 yaml the ``--opts`` go into the CfgNode before it is mapped to a native config; for
-    a native config both grammars address native keys.
+    a native config both grammars address native keys. ``num_gpus`` (all processes of the run) divides a
+    Detectron2 ``SOLVER.IMS_PER_BATCH``, which is the total batch size, into the per-process batch.
 
     Raises:
         CLIError: missing file, syntax error, unknown override key, bad value, ...
@@ -94,7 +96,7 @@ def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] 
         if is_d2_yaml(real):
             from .d2_config import load_d2_config
 
-            cfg = load_d2_config(real, list(opts))
+            cfg = load_d2_config(real, list(opts), num_gpus=num_gpus)
             if options:
                 cfg.merge_from_dict(options)
             return cfg
@@ -102,7 +104,8 @@ def load_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] 
         return _load_native(real, options)
 
 
-def load_canonical_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = ()) -> Any:
+def load_canonical_config(path: str, cfg_options: Sequence[str] = (), opts: Sequence[str] = (),
+                          num_gpus: int = 1) -> Any:
     """:func:`load_config` (overrides in the file's own dialect), then translated to the canonical schema.
 
     Returns a :class:`kiln.config.Config` holding only canonical keys (its ``filename`` is the file's).
@@ -110,7 +113,7 @@ def load_canonical_config(path: str, cfg_options: Sequence[str] = (), opts: Sequ
     from kiln.config import Config
     from kiln.config.dialects import to_canonical
 
-    cfg = load_config(path, cfg_options, opts)
+    cfg = load_config(path, cfg_options, opts, num_gpus=num_gpus)
     with user_errors(f"cannot translate config '{path}'"):
         return Config(to_canonical(cfg), filename=getattr(cfg, "filename", None))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_d2_config", "add_fewshot_defaults"]
+__all__ = ["load_d2_config", "load_d2_node", "add_fewshot_defaults"]
 
 
 def add_fewshot_defaults(cfg: Any) -> Any:
@@ -35,3 +35,19 @@ def load_d2_config(path: str, opts: list[str] | None = None, num_gpus: int = 1) 
         d2.merge_from_list(list(opts))
     d2.freeze()
     return Config(d2_to_canonical(d2, num_gpus=num_gpus), filename=path)
+
+
+def load_d2_node(path: str, opts: list[str] | None = None) -> Any:
+    """The merged, frozen Detectron2 ``CfgNode`` (defaults < project defaults < ``path`` < ``opts``).
+
+    What a Detectron2 run saves as ``OUTPUT_DIR/config.yaml``; :func:`load_d2_config` translates the
+    same node into the canonical schema.
+    """
+    from kiln.config import get_default_cfg
+
+    d2 = add_fewshot_defaults(get_default_cfg())
+    d2.merge_from_file(path)
+    if opts:
+        d2.merge_from_list(list(opts))
+    d2.freeze()
+    return d2

@@ -55,11 +55,42 @@ def _print_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; commands that take Detectron2 overrides also take them as trailing ``KEY VALUE``
+    pairs (Detectron2's ``opts``, argparse.REMAINDER), placed before any ``--opts`` items.
+
+    A REMAINDER positional cannot be declared next to ``CONFIG`` (it would swallow the flags written
+    after CONFIG), so the words argparse does not place are collected instead; an unknown ``--flag``
+    among them is still an error.
+    """
+    args, extras = parser.parse_known_args(list(argv) if argv is not None else None)
+    cfg_options = getattr(args, "cfg_options", None)
+    if getattr(args, "_trailing_opts", False) and cfg_options:
+        # `--cfg-options a=1 KEY VALUE`: nargs='+' takes the trailing pairs too; they start at the first
+        # word that is not key=value.
+        cut = next((i for i, w in enumerate(cfg_options) if "=" not in w), len(cfg_options))
+        args.cfg_options, extras = cfg_options[:cut], [*cfg_options[cut:], *extras]
+    if extras:
+        flags = [e for e in extras if e.startswith("-") and not _is_number(e)]
+        if flags or not getattr(args, "_trailing_opts", False):
+            parser.error(f"unrecognized arguments: {' '.join(flags or extras)}")
+        args.opts = list(extras) + list(args.opts or [])
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kiln`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(list(argv) if argv is not None else None)
+        args = parse_args(parser, argv)
     except SystemExit as exc:  # argparse already printed usage + the message
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     prog = f"kiln {args.command}"

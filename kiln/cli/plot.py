@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.metrics
     if os.path.isdir(path):
-        path = os.path.join(path, "metrics.jsonl")
+        # kiln's name, else Detectron2's (a Detectron2 yaml run or DefaultTrainer writes metrics.json)
+        names = [n for n in ("metrics.jsonl", "metrics.json") if os.path.isfile(os.path.join(path, n))]
+        path = os.path.join(path, names[0] if names else "metrics.jsonl")
     if not os.path.isfile(path):
         raise CLIError(f"metrics file '{path}' does not exist (train first; the runner writes "
-                       f"WORK_DIR/metrics.jsonl)")
+                       f"WORK_DIR/metrics.jsonl, or metrics.json for Detectron2 configs)")
     if args.smooth < 1:
         raise CLIError("--smooth must be >= 1")
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(path)), "curve.png")

@@ -41,6 +41,7 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: the config's tta_pipeline, views merged as tta_model says")
     add_override_args(p)
+    p.set_defaults(_trailing_opts=True)  # `kiln test x.yaml model_final.pth MODEL.DEVICE cpu`
     return p
 
 

@@ -3,8 +3,13 @@
 MMDetection's and Detectron2's flags are both accepted::
 
     kiln train cfg.py --work-dir out --cfg-options model.backbone.depth=18
-    kiln train --config-file cfg.yaml --num-gpus 2 --opts SOLVER.BASE_LR 0.01
+    kiln train --config-file cfg.yaml --num-gpus 2 SOLVER.BASE_LR 0.01   (or --opts SOLVER.BASE_LR 0.01)
+    kiln train --config-file cfg.yaml --eval-all --start-iter 2000 --end-iter 8000
     torchrun --nproc_per_node 2 -m kiln train cfg.py --launcher pytorch
+
+DeFRCN's evaluation flags: --eval-only [--eval-iter N] evaluates one checkpoint, --eval-all every saved
+one in order (--start-iter/--end-iter bound the iterations), --eval-during-train each new checkpoint of
+a running training as it appears.
 
 The config is translated into the canonical run schema first (``kiln config print --canonical`` shows
 the result); the flags are then written into it as overrides, and the runner builder applies them.
@@ -17,10 +22,10 @@ import logging
 import os
 from typing import Any
 
-from .common import add_override_args, default_work_dir, load_canonical_config, user_errors
+from .common import add_override_args, default_work_dir, is_d2_yaml, load_canonical_config, user_errors
 from .errors import CLIError
 
-__all__ = ["add_parser", "run", "apply_train_args", "find_last_checkpoint"]
+__all__ = ["add_parser", "run", "apply_train_args", "find_last_checkpoint", "check_eval_flags"]
 
 logger = logging.getLogger("kiln.cli")
 
@@ -40,7 +45,22 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--load-from", default=None, metavar="CKPT",
                    help="initialize model weights from this checkpoint (no optimizer/iteration state)")
     p.add_argument("--eval-only", action="store_true",
-                   help="only evaluate (the --load-from/--resume-from checkpoint, or the last one)")
+                   help="only evaluate (the --load-from/--resume-from checkpoint, or the last one); results "
+                        "go to WORK_DIR/inference/")
+    p.add_argument("--eval-all", action="store_true",
+                   help="evaluate every saved checkpoint of WORK_DIR in iteration order (DeFRCN/FsDet)")
+    p.add_argument("--eval-during-train", action="store_true",
+                   help="evaluate each new checkpoint of a training writing to WORK_DIR as it appears, until "
+                        "its last one (DeFRCN/FsDet; run it next to the training)")
+    p.add_argument("--eval-iter", type=int, default=-1, metavar="N",
+                   help="with --eval-only: the checkpoint saved after N iterations (model_{N-1:07d}.pth)")
+    p.add_argument("--start-iter", type=int, default=-1, metavar="N",
+                   help="with --eval-all: skip checkpoints saved before iteration N")
+    p.add_argument("--end-iter", type=int, default=-1, metavar="N",
+                   help="with --eval-all: stop after the checkpoints saved by iteration N (model_final "
+                        "is then not evaluated)")
+    p.add_argument("--eval-poll-seconds", type=float, default=10.0, metavar="S",
+                   help="with --eval-during-train: how often to look for a new checkpoint (default 10)")
     p.add_argument("--no-validate", action="store_true", help="skip evaluation during training")
     p.add_argument("--num-gpus", type=int, default=1, help="worker processes per machine")
     p.add_argument("--num-machines", type=int, default=1)
@@ -56,7 +76,38 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--auto-scale-lr", action="store_true",
                    help="lr x (total batch size) / auto_scale_lr.base_batch_size (MMDetection's flag)")
     add_override_args(p)
+    p.set_defaults(_trailing_opts=True)  # `kiln train --config-file x.yaml SOLVER.BASE_LR 0.01`
     return p
+
+
+def check_eval_flags(args: argparse.Namespace) -> None:
+    """Refuse flag combinations that have no meaning (DeFRCN's flags each belong to one mode)."""
+    modes = [f for f, on in (("--eval-only", args.eval_only), ("--eval-all", args.eval_all),
+                             ("--eval-during-train", args.eval_during_train)) if on]
+    if len(modes) > 1:
+        raise CLIError(f"{' and '.join(modes)} are different evaluation modes; give one of them")
+    if args.eval_iter != -1:
+        if not args.eval_only:
+            raise CLIError("--eval-iter N names the checkpoint --eval-only evaluates; add --eval-only "
+                           "(or use --eval-all --start-iter N --end-iter N)")
+        if args.eval_iter < 1:
+            raise CLIError(f"--eval-iter must be an iteration count >= 1, got {args.eval_iter}")
+        if args.load_from or args.resume_from:
+            raise CLIError("--eval-iter picks the checkpoint from the work dir; it cannot be combined with "
+                           "--load-from/--resume-from, which name one themselves")
+    for flag, value in (("--start-iter", args.start_iter), ("--end-iter", args.end_iter)):
+        if value != -1 and not args.eval_all:
+            raise CLIError(f"{flag} bounds the checkpoints --eval-all evaluates; add --eval-all")
+        if value != -1 and value < 1:
+            raise CLIError(f"{flag} must be an iteration count >= 1, got {value}")
+    if args.end_iter != -1 and args.start_iter > args.end_iter:
+        raise CLIError(f"--start-iter {args.start_iter} is after --end-iter {args.end_iter}: no checkpoint "
+                       f"can be in that range")
+    if modes and (args.num_gpus * args.num_machines > 1 or args.launcher == "pytorch"):
+        raise CLIError(f"{modes[0]} evaluates in this one process; drop --num-gpus/--num-machines/--launcher "
+                       f"(training with several processes is unaffected)")
+    if args.eval_poll_seconds <= 0:
+        raise CLIError(f"--eval-poll-seconds must be > 0, got {args.eval_poll_seconds}")
 
 
 def find_last_checkpoint(work_dir: str) -> str | None:
@@ -127,46 +178,94 @@ def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> An
     return cfg
 
 
-def _worker(cfg: Any, args: argparse.Namespace) -> None:
-    """One training process (rank): set up the work_dir, build the runner, train or evaluate."""
-    from kiln.engine import Runner
-    from kiln.engine.defaults import default_setup
+def _worker(cfg: Any, args: argparse.Namespace, d2_node: Any = None) -> None:
+    """One training process (rank): set up the work_dir, build the runner, train."""
+    from kiln.engine import Runner, comm
+    from kiln.engine.defaults import default_setup, dump_config
 
     default_setup(cfg, args)
+    if d2_node is not None and comm.is_main_process():
+        dump_config(d2_node, cfg.work_dir)  # Detectron2's OUTPUT_DIR/config.yaml: the merged CfgNode
     with user_errors("cannot build from config"):
         runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+def _evaluate(cfg: Any, args: argparse.Namespace, d2_node: Any) -> None:
+    """--eval-only / --eval-all / --eval-during-train, in this process (see :mod:`kiln.cli.d2_eval`)."""
+    from kiln.engine.defaults import default_setup, dump_config
+
+    from . import d2_eval
+
+    default_setup(cfg, args)
+    if d2_node is not None:
+        dump_config(d2_node, cfg.work_dir)
+    evaluator = d2_eval.CheckpointEvaluator(cfg, device=cfg.get("device"), tta=d2_eval.wants_tta(d2_node))
     if args.eval_only:
         resume = cfg.get("resume")
-        ckpt = (resume if isinstance(resume, str) else None) or cfg.get("load_from") \
-            or find_last_checkpoint(cfg.work_dir)
+        if args.eval_iter != -1:
+            ckpt = d2_eval.checkpoint_for_iteration(cfg, args.eval_iter)
+        else:
+            ckpt = (resume if isinstance(resume, str) else None) or cfg.get("load_from") \
+                or find_last_checkpoint(cfg.work_dir)
         if not ckpt:
-            raise CLIError("--eval-only needs a checkpoint: pass --load-from CKPT (or train first)")
-        runner.load_checkpoint(ckpt)
-        metrics = runner.test()
+            raise CLIError("--eval-only needs a checkpoint: pass --load-from CKPT (MODEL.WEIGHTS), "
+                           "--eval-iter N, or train first")
+        metrics = evaluator.evaluate(ckpt, results_name="res_final.json")
         print(f"evaluation of {ckpt}: {metrics}")
-        return
-    runner.train()
+    elif args.eval_all:
+        d2_eval.evaluate_all(evaluator, cfg, args.start_iter, args.end_iter)
+    else:
+        d2_eval.evaluate_during_train(evaluator, cfg, poll_seconds=args.eval_poll_seconds)
+
+
+def _split_config_and_opts(args: argparse.Namespace) -> str:
+    """The config path; with ``--config-file``, a positional word is the first trailing override."""
+    if args.config and args.config_file and args.config != args.config_file:
+        word = args.config
+        if os.path.isfile(word) or "::" in word or word.endswith((".py", ".yaml", ".yml", ".json")):
+            raise CLIError(f"two configs given: '{args.config}' and --config-file '{args.config_file}'")
+        args.opts = [word, *(args.opts or [])]
+    config_path = args.config_file or args.config
+    if not config_path:
+        raise CLIError("no config given: kiln train CONFIG (or --config-file CONFIG)")
+    return config_path
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln train``."""
-    config_path = args.config or args.config_file
-    if not config_path:
-        raise CLIError("no config given: kiln train CONFIG (or --config-file CONFIG)")
-    if args.config and args.config_file and args.config != args.config_file:
-        raise CLIError(f"two configs given: '{args.config}' and --config-file '{args.config_file}'")
-    cfg = load_canonical_config(config_path, args.cfg_options, args.opts)
+    config_path = _split_config_and_opts(args)
+    check_eval_flags(args)
+    world = args.num_gpus * args.num_machines
+    cfg = load_canonical_config(config_path, args.cfg_options, args.opts, num_gpus=max(world, 1))
     cfg = apply_train_args(cfg, args, config_path)
+    d2_node = _d2_node(config_path, args.opts)
+    if args.eval_only or args.eval_all or args.eval_during_train:
+        _evaluate(cfg, args, d2_node)
+        return 0
     if args.launcher == "pytorch":
         from kiln.engine.launch import init_from_env
 
         init_from_env()
-        _worker(cfg, args)
+        _worker(cfg, args, d2_node)
         return 0
     if args.num_gpus < 1 or args.num_machines < 1:
         raise CLIError("--num-gpus and --num-machines must be >= 1")
     from kiln.engine.launch import launch
 
     launch(_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(cfg, args))
+           dist_url=args.dist_url, args=(cfg, args, d2_node))
     return 0
+
+
+def _d2_node(config_path: str, opts: Any) -> Any:
+    """The merged Detectron2 ``CfgNode`` of a Detectron2 yaml (saved as config.yaml), else ``None``."""
+    from kiln.model_zoo import resolve_config_path
+
+    real = resolve_config_path(config_path)
+    if not is_d2_yaml(real):
+        return None
+    from .d2_config import load_d2_node
+
+    with user_errors(f"cannot load config '{config_path}'"):
+        return load_d2_node(real, list(opts or []))

@@ -35,6 +35,7 @@ from .hooks import (
     TextLoggerHook,
     ValLossHook,
 )
+from .launch import launch
 from .log_buffer import LogBuffer
 from .loops import EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop
 from .mmcv_runner import BaseRunner, EpochBasedRunner, IterBasedRunner, build_runner
@@ -109,6 +110,7 @@ __all__ = [
     "JSONWriter",
     "TensorboardXWriter",
     "default_argument_parser",
+    "launch",
     "default_setup",
     "seed_all_rng",
     "AMPTrainer",

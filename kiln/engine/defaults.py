@@ -15,7 +15,7 @@ from typing import Any
 from kiln.utils.config_access import cfg_get
 from kiln.utils.rng import set_random_seed
 
-__all__ = ["default_argument_parser", "default_setup", "seed_all_rng"]
+__all__ = ["default_argument_parser", "default_setup", "seed_all_rng", "dump_config"]
 
 
 def seed_all_rng(seed: int | None = None) -> int:
@@ -27,7 +27,9 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
     """The Detectron2 training-script arguments (plus MM's ``--work-dir``/``--cfg-options``).
 
     ``--config-file``, ``--resume``, ``--eval-only``, ``--num-gpus``, ``--num-machines``,
-    ``--machine-rank``, ``--dist-url`` and trailing ``KEY VALUE`` overrides (``opts``).
+    ``--machine-rank``, ``--dist-url`` and trailing ``KEY VALUE`` overrides (``opts``), plus the
+    evaluation flags of DeFRCN's (FsDet's) parser: ``--eval-all``, ``--eval-during-train``,
+    ``--eval-iter``, ``--start-iter``, ``--end-iter`` (``kiln train`` gives them their meaning).
     """
     parser = argparse.ArgumentParser(
         epilog=epilog,
@@ -41,6 +43,12 @@ def default_argument_parser(epilog: str | None = None) -> argparse.ArgumentParse
         help="resume from the last checkpoint in the output dir (else load MODEL.WEIGHTS)",
     )
     parser.add_argument("--eval-only", action="store_true", help="only evaluate")
+    parser.add_argument("--eval-all", action="store_true", help="evaluate every saved checkpoint")
+    parser.add_argument("--eval-during-train", action="store_true",
+                        help="evaluate each new checkpoint of a running training")
+    parser.add_argument("--eval-iter", type=int, default=-1, help="checkpoint iteration for --eval-only")
+    parser.add_argument("--start-iter", type=int, default=-1, help="first iteration for --eval-all")
+    parser.add_argument("--end-iter", type=int, default=-1, help="last iteration for --eval-all")
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine")
@@ -123,22 +131,29 @@ def default_setup(cfg: Any, args: argparse.Namespace | None = None) -> logging.L
     if not _cfg_value(cfg, "randomness.deterministic", "deterministic", default=False):
         torch.backends.cudnn.benchmark = bool(bench)
     if rank == 0:
-        _dump_config(cfg, output_dir, logger)
+        dump_config(cfg, output_dir)
     return logger
 
 
-def _dump_config(cfg: Any, output_dir: str, logger: logging.Logger) -> None:
+def dump_config(cfg: Any, output_dir: str) -> str | None:
+    """Save the full config into ``output_dir``: a Detectron2 ``CfgNode`` as ``config.yaml`` (Detectron2's
+    name; ``merge_from_file`` reads it back), a kiln ``Config`` as ``config.py``. Returns the path written,
+    ``None`` when ``cfg`` cannot be dumped (the run goes on; the log says why)."""
+    log = logging.getLogger("kiln")
     dump = getattr(cfg, "dump", None)
     if not callable(dump):
-        return
+        return None
     is_cfg_node = hasattr(cfg, "freeze") and hasattr(cfg, "defrost")
     path = os.path.join(output_dir, "config.yaml" if is_cfg_node else "config.py")
     try:
+        os.makedirs(output_dir, exist_ok=True)
         if is_cfg_node:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(dump())
         else:
             dump(path)
-        logger.info("Full config saved to %s", path)
+        log.info("Full config saved to %s", path)
     except Exception as exc:  # the run can go on without the dump; say why it is missing
-        logger.warning("Could not save the config to %s: %s", path, exc)
+        log.warning("Could not save the config to %s: %s", path, exc)
+        return None
+    return path

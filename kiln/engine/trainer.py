@@ -185,6 +185,7 @@ class SimpleTrainer(TrainerBase):
         self.zero_grad_before_forward = zero_grad_before_forward
         self._data_iter: Any = None
         self._step: Any = None
+        self.last_batch: Any = None  # the batch of the current iteration
 
     def _optimizer_for_runner(self) -> Any:
         return self._optim_wrapper if self._optim_wrapper is not None else self.optimizer
@@ -212,7 +213,54 @@ class SimpleTrainer(TrainerBase):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        self.last_batch = data  # hooks drawing this iteration's inputs read it (VIS_PERIOD)
         return _d2_metrics(self.train_step(data), data_time)
+
+
+def _takes_cfg(arch: Any) -> bool:
+    """Whether a registered model class is built from the whole config (``__init__(self, cfg)``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(arch).parameters)
+    except (TypeError, ValueError):
+        return False
+    return bool(params) and params[0] == "cfg"
+
+
+def build_model_from_d2_cfg(cfg: Any) -> nn.Module:
+    """kiln's detector for a Detectron2 ``CfgNode``, translated as ``kiln train x.yaml`` translates it."""
+    from kiln.cli.d2_config import add_fewshot_defaults
+    from kiln.config import get_default_cfg
+    from kiln.config.dialects.detectron2 import d2_to_canonical
+
+    from .runner_builder import build_model_from_cfg
+
+    # The translator reads the project keys `kiln train` layers on get_cfg() (MODEL.BACKBONE.FREEZE, ...);
+    # a user's own get_cfg() node may lack them: those are filled in (the user's keys, their project's
+    # own extra ones included, stay as they are).
+    full = cfg.clone()
+    full.defrost()
+    _fill_missing(full, add_fewshot_defaults(get_default_cfg()))
+    model_cfg = dict(d2_to_canonical(full)["model"])
+    # Detectron2 loaders give unnormalized images in INPUT.FORMAT; the model normalizes them.
+    model_cfg["pixel_mean"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_MEAN")]
+    model_cfg["pixel_std"] = [float(v) for v in cfg_get(cfg, "MODEL.PIXEL_STD")]
+    return build_model_from_cfg(model_cfg)
+
+
+def _fill_missing(dst: Any, src: Any) -> None:
+    """Copy into CfgNode ``dst`` the keys of ``src`` it lacks (recursively)."""
+    from kiln.config import CfgNode
+
+    for key, value in src.items():
+        if key not in dst:
+            allowed = dst.is_new_allowed()
+            dst.set_new_allowed(True)
+            dst[key] = value.clone() if isinstance(value, CfgNode) else value
+            dst.set_new_allowed(allowed)
+        elif isinstance(value, CfgNode) and isinstance(dst[key], CfgNode):
+            _fill_missing(dst[key], value)
 
 
 def _d2_metrics(log_vars: Any, data_time: float) -> Any:
@@ -288,6 +336,7 @@ class AMPTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
+        self.last_batch = data  # hooks drawing this iteration's inputs read it (VIS_PERIOD)
         scaler = self.grad_scaler
         # The scale this step's loss is multiplied by, as a tensor (public API, no device sync).
         scale = scaler.scale(self._one) if scaler is not None and self.log_grad_scaler else None
@@ -316,9 +365,10 @@ class DefaultTrainer(SimpleTrainer):
 
     Override the ``build_*`` class methods to change a part (model, optimizer, schedule, loaders,
     evaluator, hooks, writers). Config keys: ``MODEL.META_ARCHITECTURE``, ``MODEL.WEIGHTS``,
-    ``MODEL.DEVICE``, ``SOLVER.{MAX_ITER, BASE_LR, MOMENTUM, WEIGHT_DECAY, STEPS, GAMMA,
-    WARMUP_ITERS, WARMUP_FACTOR, WARMUP_METHOD, CHECKPOINT_PERIOD, IMS_PER_BATCH}``,
-    ``DATASETS.{TRAIN, TEST}``, ``DATALOADER.NUM_WORKERS``, ``TEST.EVAL_PERIOD``, ``OUTPUT_DIR``, ``SEED``.
+    ``MODEL.DEVICE``, ``SOLVER.{MAX_ITER, BASE_LR, MOMENTUM, NESTEROV, WEIGHT_DECAY(_NORM/_BIAS),
+    BIAS_LR_FACTOR, LR_SCHEDULER_NAME, STEPS, GAMMA, WARMUP_*, CHECKPOINT_PERIOD, IMS_PER_BATCH,
+    AMP.ENABLED, CLIP_GRADIENTS.*}``, ``DATASETS.{TRAIN, TEST}``, ``DATALOADER.NUM_WORKERS``,
+    ``TEST.EVAL_PERIOD``, ``TEST.AUG.*``, ``VIS_PERIOD``, ``OUTPUT_DIR``, ``SEED``.
     """
 
     def __init__(self, cfg: Any) -> None:
@@ -338,6 +388,29 @@ class DefaultTrainer(SimpleTrainer):
         self.checkpointer = runner.checkpointer
         self.register_hooks(self.build_hooks())
 
+    def _optimizer_for_runner(self) -> Any:
+        """The optimizer wrapped as ``SOLVER.AMP`` and ``SOLVER.CLIP_GRADIENTS`` say (Detectron2 builds an
+        ``AMPTrainer`` and wraps the optimizer with gradient clipping for these)."""
+        clip = cfg_get(self.cfg, "SOLVER.CLIP_GRADIENTS")
+        clip_grad = None
+        if clip is not None and clip.ENABLED:
+            kind, value = clip.CLIP_TYPE, float(clip.CLIP_VALUE)
+            if kind == "value":
+                clip_grad = dict(type="value", clip_value=value)
+            elif kind == "full_model":
+                clip_grad = dict(max_norm=value, norm_type=float(clip.NORM_TYPE))
+            else:
+                raise ValueError(
+                    f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE={kind!r}: kiln clips 'value' and 'full_model' (the "
+                    f"norm of all gradients together); Detectron2's 'norm' clips each parameter's gradient "
+                    f"separately, which kiln does not do. Use 'full_model' or 'value'.")
+        if cfg_get(self.cfg, "SOLVER.AMP.ENABLED", False):
+            device_type = module_device(self.model).type
+            check_fp16_support(device_type, "SOLVER.AMP.ENABLED")
+            return AmpOptimWrapper(self.optimizer, dtype="float16", device_type=device_type,
+                                   clip_grad=clip_grad)
+        return OptimWrapper(self.optimizer, clip_grad=clip_grad)
+
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume everything from ``OUTPUT_DIR``'s last checkpoint, or load ``MODEL.WEIGHTS`` only."""
         runner = self._get_runner()
@@ -350,33 +423,59 @@ class DefaultTrainer(SimpleTrainer):
                 runner.load_checkpoint(weights)
 
     def train(self) -> dict | None:  # type: ignore[override]
-        """Train to ``SOLVER.MAX_ITER``; returns the last evaluation results (if any)."""
+        """Train to ``SOLVER.MAX_ITER``; returns the last evaluation results (if any).
+
+        With ``TEST.AUG.ENABLED`` the trained model is then also evaluated with test-time augmentation
+        (:meth:`test_with_TTA`; Detectron2's ``train_net.py`` does it in an end-of-training hook), its
+        metrics added with a ``_TTA`` suffix.
+        """
         super().train(self.start_iter, self.max_iter)
-        return self.runner.last_metrics.get("val") if self.runner is not None else None
+        results = self.runner.last_metrics.get("val") if self.runner is not None else None
+        if cfg_get(self.cfg, "TEST.AUG.ENABLED", False) and cfg_get(self.cfg, "DATASETS.TEST", ()):
+            tta = self.test_with_TTA(self.cfg, self.runner.unwrapped_model)
+            results = dict(results or {})
+            for name, metrics in tta.items():
+                results.setdefault(name, {}).update(metrics)
+        return results
 
     # -- builders (override in subclasses) -------------------------------------------------------
     @classmethod
     def build_model(cls, cfg: Any) -> nn.Module:
-        """``MODELS.get(cfg.MODEL.META_ARCHITECTURE)(cfg)`` on ``cfg.MODEL.DEVICE``."""
+        """The model ``cfg.MODEL.META_ARCHITECTURE`` names, on ``cfg.MODEL.DEVICE``.
+
+        A registered class whose constructor takes ``cfg`` (a Detectron2-style meta-architecture, e.g. a
+        DeFRCN ``GeneralizedRCNN`` subclass of your own) is called with the config. kiln's own detectors
+        take plain arguments: for them (``GeneralizedRCNN``, ``RetinaNet``, ... as Detectron2 names them)
+        the config is translated by kiln's Detectron2 translator, exactly as ``kiln train x.yaml`` builds
+        the model, with ``MODEL.PIXEL_MEAN/STD`` normalizing the ``image`` tensors of Detectron2 loaders.
+        """
         name = cfg_get(cfg, "MODEL.META_ARCHITECTURE")
         arch = MODELS.get(name) if name else None
-        if arch is None:
-            raise KeyError(MODELS.unknown_type_message(str(name), "MODEL.META_ARCHITECTURE"))
-        model = arch(cfg)
+        if arch is not None and _takes_cfg(arch):
+            model = arch(cfg)
+        else:
+            model = build_model_from_d2_cfg(cfg)
         model.to(resolve_device(cfg_get(cfg, "MODEL.DEVICE"), comm.get_local_rank(), source="MODEL.DEVICE"))
         return model
 
     @classmethod
     def build_optimizer(cls, cfg: Any, model: nn.Module) -> torch.optim.Optimizer:
-        """SGD with ``SOLVER.BASE_LR/MOMENTUM/WEIGHT_DECAY`` (+ ``WEIGHT_DECAY_NORM``, ``BIAS_LR_FACTOR``)."""
+        """SGD with ``SOLVER.BASE_LR/MOMENTUM/NESTEROV/WEIGHT_DECAY``; ``WEIGHT_DECAY_NORM``,
+        ``WEIGHT_DECAY_BIAS`` and ``BIAS_LR_FACTOR`` as per-parameter multipliers (Detectron2's groups)."""
         from .optim import build_optimizer
 
         lr = float(cfg_get(cfg, "SOLVER.BASE_LR", 0.001))
         wd = float(cfg_get(cfg, "SOLVER.WEIGHT_DECAY", 0.0001))
         paramwise = {}
-        wd_norm = cfg_get(cfg, "SOLVER.WEIGHT_DECAY_NORM")
-        if wd_norm is not None and wd:
-            paramwise["norm_decay_mult"] = float(wd_norm) / wd
+        for key, mult in (("SOLVER.WEIGHT_DECAY_NORM", "norm_decay_mult"),
+                          ("SOLVER.WEIGHT_DECAY_BIAS", "bias_decay_mult")):
+            value = cfg_get(cfg, key)
+            if value is None or float(value) == wd:
+                continue
+            if wd == 0:
+                raise ValueError(f"{key}={value} with SOLVER.WEIGHT_DECAY=0: kiln scales the weight decay "
+                                 f"per parameter group, which needs a non-zero SOLVER.WEIGHT_DECAY to scale.")
+            paramwise[mult] = float(value) / wd
         bias_factor = cfg_get(cfg, "SOLVER.BIAS_LR_FACTOR")
         if bias_factor is not None and bias_factor != 1.0:
             paramwise["bias_lr_mult"] = float(bias_factor)
@@ -386,6 +485,7 @@ class DefaultTrainer(SimpleTrainer):
                 type="SGD",
                 lr=lr,
                 momentum=float(cfg_get(cfg, "SOLVER.MOMENTUM", 0.9)),
+                nesterov=bool(cfg_get(cfg, "SOLVER.NESTEROV", False)),
                 weight_decay=wd,
                 paramwise_cfg=paramwise or None,
             ),
@@ -393,25 +493,56 @@ class DefaultTrainer(SimpleTrainer):
 
     @classmethod
     def build_lr_scheduler(cls, cfg: Any, optimizer: Any) -> list:
-        """Warmup (linear/constant) then multi-step decay at ``SOLVER.STEPS`` (iteration schedules)."""
-        from .schedulers import ConstantParamScheduler, LinearParamScheduler, MultiStepParamScheduler
+        """Detectron2's ``SOLVER.LR_SCHEDULER_NAME`` by iteration, times a warmup over ``WARMUP_ITERS``:
 
+        * ``WarmupMultiStepLR``: ``GAMMA`` at each of ``SOLVER.STEPS`` (steps past ``MAX_ITER`` dropped);
+        * ``WarmupCosineLR``: half a cosine from ``BASE_LR`` to ``BASE_LR_END`` over ``MAX_ITER``;
+        * ``WarmupStepWithFixedGammaLR``: ``GAMMA`` at ``NUM_DECAYS`` evenly spaced points.
+
+        ``WARMUP_METHOD`` is ``linear`` (from ``WARMUP_FACTOR`` to 1) or ``constant``.
+        """
+        from .schedulers import (
+            ConstantParamScheduler,
+            CosineAnnealingParamScheduler,
+            LinearParamScheduler,
+            MultiStepParamScheduler,
+        )
+
+        name = cfg_get(cfg, "SOLVER.LR_SCHEDULER_NAME", "WarmupMultiStepLR")
+        max_iter = int(cfg_get(cfg, "SOLVER.MAX_ITER"))
+        gamma = float(cfg_get(cfg, "SOLVER.GAMMA", 0.1))
         out: list = []
-        steps = list(cfg_get(cfg, "SOLVER.STEPS", []) or [])
-        if steps:
-            out.append(
-                MultiStepParamScheduler(
-                    milestones=steps, gamma=float(cfg_get(cfg, "SOLVER.GAMMA", 0.1)), by_epoch=False
-                )
-            )
+        if name == "WarmupMultiStepLR":
+            steps = [int(s) for s in (cfg_get(cfg, "SOLVER.STEPS", []) or [])]
+            kept = [s for s in steps if s <= max_iter]
+            if len(kept) < len(steps):
+                logger.warning("SOLVER.STEPS %s: steps after SOLVER.MAX_ITER=%d never happen",
+                               steps, max_iter)
+            if kept:
+                out.append(MultiStepParamScheduler(milestones=kept, gamma=gamma, by_epoch=False))
+        elif name == "WarmupCosineLR":
+            end_lr = float(cfg_get(cfg, "SOLVER.BASE_LR_END", 0.0) or 0.0)
+            out.append(CosineAnnealingParamScheduler(T_max=max_iter, eta_min=end_lr, by_epoch=False))
+        elif name == "WarmupStepWithFixedGammaLR":
+            decays = int(cfg_get(cfg, "SOLVER.NUM_DECAYS", 3))
+            if decays < 1:
+                raise ValueError(f"SOLVER.NUM_DECAYS={decays}: WarmupStepWithFixedGammaLR needs >= 1 decay.")
+            milestones = [round(max_iter * i / (decays + 1)) for i in range(1, decays + 1)]
+            out.append(MultiStepParamScheduler(milestones=milestones, gamma=gamma, by_epoch=False))
+        else:
+            raise ValueError(f"SOLVER.LR_SCHEDULER_NAME={name!r}: kiln runs 'WarmupMultiStepLR', "
+                             f"'WarmupCosineLR' and 'WarmupStepWithFixedGammaLR'; override "
+                             f"build_lr_scheduler for another one.")
         warm = int(cfg_get(cfg, "SOLVER.WARMUP_ITERS", 0) or 0)
         if warm > 0:
             factor = float(cfg_get(cfg, "SOLVER.WARMUP_FACTOR", 0.001))
             method = cfg_get(cfg, "SOLVER.WARMUP_METHOD", "linear")
             if method == "constant":
                 out.append(ConstantParamScheduler(factor=factor, by_epoch=False, end=warm))
-            else:
+            elif method == "linear":
                 out.append(LinearParamScheduler(start_factor=factor, by_epoch=False, end=warm))
+            else:
+                raise ValueError(f"SOLVER.WARMUP_METHOD={method!r}: kiln warms up 'linear' or 'constant'.")
         return out
 
     @classmethod
@@ -433,11 +564,32 @@ class DefaultTrainer(SimpleTrainer):
         return build_detection_test_loader(cfg, dataset_name)
 
     @classmethod
-    def build_evaluator(cls, cfg: Any, dataset_name: str) -> Any:
-        """No default: Detectron2 asks you to implement it (return a ``DatasetEvaluator``)."""
+    def build_evaluator(cls, cfg: Any, dataset_name: str, output_folder: str | None = None) -> Any:
+        """The evaluator the dataset's ``evaluator_type`` metadata names (what Detectron2's
+        ``tools/train_net.py`` and DeFRCN's ``main.py`` write in their subclass): ``'coco'`` ->
+        :class:`~kiln.evaluation.COCOEvaluator` writing ``coco_instances_results.json`` to
+        ``output_folder`` (default ``OUTPUT_DIR/inference``), ``'pascal_voc'`` ->
+        ``PascalVOCDetectionEvaluator(dataset_name)``. Override it for anything else.
+        """
+        from kiln.data import MetadataCatalog
+        from kiln.registry import EVALUATORS
+
+        meta = MetadataCatalog.get(dataset_name)
+        kind = meta.get("evaluator_type")
+        if output_folder is None:
+            output_folder = os.path.join(cfg_get(cfg, "OUTPUT_DIR", "./output"), "inference")
+        if kind == "coco":
+            if not meta.get("json_file"):
+                raise ValueError(f"build_evaluator: dataset '{dataset_name}' has evaluator_type 'coco' but "
+                                 f"no json_file in its metadata to take the ground truth from.")
+            return EVALUATORS.build(dict(type="COCOEvaluator", ann_file=meta.json_file,
+                                         output_dir=output_folder))
+        if kind == "pascal_voc":
+            return EVALUATORS.build(dict(type="PascalVOCDetectionEvaluator", dataset_name=dataset_name))
         raise NotImplementedError(
-            f"DefaultTrainer.build_evaluator: implement it in your trainer subclass to evaluate "
-            f"'{dataset_name}' (e.g. return COCOEvaluator(ann_file=...))."
+            f"DefaultTrainer.build_evaluator: dataset '{dataset_name}' has evaluator_type={kind!r}; kiln "
+            f"builds 'coco' and 'pascal_voc' ones. Override build_evaluator in your trainer subclass to "
+            f"evaluate it."
         )
 
     def build_writers(self) -> list:
@@ -451,11 +603,28 @@ class DefaultTrainer(SimpleTrainer):
         ]
 
     def build_hooks(self) -> list:
-        """Timer, schedule, periodic checkpoint, evaluation (``TEST.EVAL_PERIOD``), writers."""
-        from .hooks import CheckpointHook, EvalHook, IterTimerHook, ParamSchedulerHook, PeriodicWriter
+        """Timer, schedule, periodic checkpoint (``model_XXXXXXX.pth``, ``model_final.pth``), proposal
+        pictures (``VIS_PERIOD``), evaluation (``TEST.EVAL_PERIOD``), writers."""
+        from .hooks import (
+            CheckpointHook,
+            EvalHook,
+            IterTimerHook,
+            ParamSchedulerHook,
+            PeriodicWriter,
+            ProposalVisualizationHook,
+        )
 
         period = int(cfg_get(self.cfg, "SOLVER.CHECKPOINT_PERIOD", 5000))
-        hooks: list = [IterTimerHook(), ParamSchedulerHook(), CheckpointHook(interval=period, by_epoch=False)]
+        # Detectron2's names: model_0004999.pth after 5000 iterations, model_final.pth at the end.
+        checkpoint = CheckpointHook(interval=period, by_epoch=False, filename_tmpl="model_{:07d}.pth",
+                                    final_filename="model_final.pth")
+        hooks: list = [IterTimerHook(), ParamSchedulerHook(), checkpoint]
+        vis_period = int(cfg_get(self.cfg, "VIS_PERIOD", 0) or 0)
+        if vis_period > 0:
+            me = weakref.proxy(self)  # run_step fetches the batch itself: the hook reads it from here
+            fmt = cfg_get(self.cfg, "INPUT.FORMAT", "BGR")
+            hooks.append(ProposalVisualizationHook(vis_period, image_format=fmt,
+                                                   batch_source=lambda: me.last_batch))
         eval_period = int(cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
         if eval_period > 0 and cfg_get(self.cfg, "DATASETS.TEST", ()):
             # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter.
@@ -472,6 +641,25 @@ class DefaultTrainer(SimpleTrainer):
         if comm.is_main_process():
             hooks.append(PeriodicWriter(self.build_writers(), period=20))
         return hooks
+
+    @classmethod
+    def test_with_TTA(cls, cfg: Any, model: nn.Module) -> dict:
+        """Evaluate ``model`` with ``TEST.AUG``'s test-time augmentation (every ``MIN_SIZES`` short edge,
+        flipped too with ``FLIP``, merged by per-class NMS): ``{dataset: {metric_TTA: value}}``, the
+        detections in ``OUTPUT_DIR/inference_TTA``."""
+        from kiln.models.d2_tta import DetectorWithTTA
+
+        was_training = model.training
+        model.eval()
+        try:
+            wrapped = DetectorWithTTA(cfg, model)
+            folder = os.path.join(cfg_get(cfg, "OUTPUT_DIR", "./output"), "inference_TTA")
+            names = list(cfg_get(cfg, "DATASETS.TEST", ()))
+            evaluators = [cls.build_evaluator(cfg, name, output_folder=folder) for name in names]
+            results = cls.test(cfg, wrapped, evaluators)
+        finally:
+            model.train(was_training)
+        return {name: {f"{k}_TTA": v for k, v in metrics.items()} for name, metrics in results.items()}
 
     @classmethod
     def test(cls, cfg: Any, model: nn.Module, evaluators: Any = None) -> dict:

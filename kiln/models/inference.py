@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from .utils import cfg_get
 
-__all__ = ["init_detector", "inference_detector", "show_result", "Predictor"]
+__all__ = ["init_detector", "inference_detector", "show_result", "Predictor", "DefaultPredictor"]
 
 _IMAGENET_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 
@@ -224,3 +224,65 @@ class Predictor:
             result = self(image)
         thr = self.score_thr if score_thr is None else score_thr
         return show_result(image, result, self.class_names, out_file, thr)
+
+
+class DefaultPredictor:
+    """Detectron2's ``DefaultPredictor``: a Detectron2 ``CfgNode`` -> a callable on one BGR image.
+
+    The model is ``DefaultTrainer.build_model(cfg)`` with ``MODEL.WEIGHTS`` loaded, in eval mode on
+    ``MODEL.DEVICE``; each image is resized as ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST`` say and given
+    in ``INPUT.FORMAT`` order, and the detections come back in the image's own pixels.
+
+    Example::
+
+        >>> cfg = get_cfg(); cfg.merge_from_file('faster_rcnn.yaml')            # doctest: +SKIP
+        >>> cfg.MODEL.WEIGHTS = 'output/model_final.pth'                         # doctest: +SKIP
+        >>> out = DefaultPredictor(cfg)(cv2.imread('img.jpg'))                   # doctest: +SKIP
+        >>> out['instances'].pred_boxes, out['instances'].scores, out['instances'].pred_classes
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        from kiln.data import MetadataCatalog
+        from kiln.data.transforms.augmentation import ResizeShortestEdge
+        from kiln.engine.trainer import DefaultTrainer
+        from kiln.model_zoo import load_weights
+
+        self.cfg = cfg.clone()
+        self.model = DefaultTrainer.build_model(self.cfg)
+        self.model.eval()
+        test_sets = list(cfg_get(self.cfg, "DATASETS.TEST", ()) or ())
+        self.metadata = MetadataCatalog.get(test_sets[0]) if test_sets else None
+        weights = cfg_get(self.cfg, "MODEL.WEIGHTS", "")
+        if weights:
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"DefaultPredictor: MODEL.WEIGHTS '{weights}' does not exist; give "
+                                        f"the checkpoint to predict with (e.g. OUTPUT_DIR/model_final.pth).")
+            load_weights(self.model, weights)
+        size = int(cfg_get(self.cfg, "INPUT.MIN_SIZE_TEST"))
+        self.aug = ResizeShortestEdge([size, size], float(cfg_get(self.cfg, "INPUT.MAX_SIZE_TEST")))
+        self.input_format = cfg_get(self.cfg, "INPUT.FORMAT", "BGR")
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"DefaultPredictor: INPUT.FORMAT={self.input_format!r}; kiln predicts on 'BGR' "
+                             f"or 'RGB' images.")
+
+    def __call__(self, original_image: np.ndarray) -> dict[str, Any]:
+        """Detections for one H×W×3 uint8 BGR image (as ``cv2.imread`` gives): ``{'instances': Instances}``
+        with ``pred_boxes`` (:class:`~kiln.structures.Boxes`, XYXY), ``scores`` and ``pred_classes``."""
+        from kiln.structures import Boxes, Instances
+
+        arr = np.asarray(original_image)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ValueError(f"DefaultPredictor: expected an H×W×3 uint8 BGR image (as cv2.imread gives), "
+                             f"got shape {arr.shape} dtype {arr.dtype}.")
+        if self.input_format == "RGB":
+            arr = arr[:, :, ::-1]
+        height, width = arr.shape[:2]
+        image = self.aug.get_transform(arr).apply_image(arr)
+        tensor = torch.as_tensor(np.ascontiguousarray(image).astype("float32").transpose(2, 0, 1))
+        with torch.no_grad():
+            out = self.model([{"image": tensor, "height": height, "width": width}])[0]
+        instances = Instances((height, width))
+        instances.pred_boxes = Boxes(out["boxes"].detach().cpu())
+        instances.scores = out["scores"].detach().cpu()
+        instances.pred_classes = out["labels"].detach().cpu()
+        return {"instances": instances}

@@ -129,7 +129,9 @@ def test_default_trainer_subclass_overrides_the_loader_and_writes_checkpoints_an
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert TextTrainer.built_loader >= 1 and trainer.iter == 6
-    assert {"iter_3.pth", "iter_6.pth", "metrics.json"} <= set(os.listdir(tmp_path))
+    # Detectron2's names: zero-based iteration indices, then model_final.pth.
+    assert {"model_0000002.pth", "model_0000005.pth", "model_final.pth", "metrics.json"} <= set(
+        os.listdir(tmp_path))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.json")]
     assert "total_loss" in rows[-1] and rows[-1]["iteration"] == 5
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)  # decayed at step 4
@@ -149,8 +151,8 @@ def test_default_trainer_resume_or_load_continues_from_the_last_checkpoint(tmp_p
     assert isinstance(second.runner.get_hook(CheckpointHook), CheckpointHook)
 
 
-def test_default_trainer_build_evaluator_must_be_implemented(tmp_path):
-    with pytest.raises(NotImplementedError, match="implement it in your trainer subclass"):
+def test_default_trainer_build_evaluator_needs_an_override_without_an_evaluator_type(tmp_path):
+    with pytest.raises(NotImplementedError, match="'toy' has evaluator_type=None.*Override build_evaluator"):
         DefaultTrainer.build_evaluator(_d2_cfg(tmp_path), "toy")
 
 
@@ -236,3 +238,106 @@ def test_gather_metric_period_other_than_one_is_refused_with_the_reason():
     model = torch.nn.Linear(2, 1)
     with pytest.raises(ValueError, match=r"gather_metric_period=20: kiln already gathers metrics"):
         SimpleTrainer(model, [], torch.optim.SGD(model.parameters(), lr=0.1), gather_metric_period=20)
+
+
+class LrRecorder(HookBase):
+    def __init__(self):
+        self.lrs = []
+
+    def after_step(self):  # the lr this iteration's step used
+        self.lrs.append(self.trainer.optimizer.param_groups[0]["lr"])
+
+
+def _lrs(tmp_path, *opts):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path, max_iter=8)
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 100
+    cfg.merge_from_list(list(opts))
+    trainer = TextTrainer(cfg)
+    rec = LrRecorder()
+    trainer.register_hooks([rec])
+    trainer.train()
+    return rec.lrs
+
+
+def test_warmup_cosine_lr_goes_from_base_lr_to_base_lr_end(tmp_path):
+    import math
+
+    cfg_end = 0.002
+    lrs = _lrs(tmp_path, "SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR")
+    assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * t / 8)) / 2 for t in range(8)])
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupCosineLR"
+    cfg.set_new_allowed(True)
+    cfg.SOLVER.BASE_LR_END = cfg_end
+    scheds = DefaultTrainer.build_lr_scheduler(cfg, None)
+    assert scheds[0].eta_min == cfg_end
+
+
+def test_step_with_fixed_gamma_decays_at_evenly_spaced_points(tmp_path):
+    lrs = _lrs(tmp_path / "a", "SOLVER.LR_SCHEDULER_NAME", "WarmupStepWithFixedGammaLR",
+               "SOLVER.GAMMA", "0.5")
+    # NUM_DECAYS (3) decays at iterations 2, 4, 6 of 8.
+    assert lrs == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025, 0.0025, 0.00125, 0.00125])
+
+
+def test_unknown_scheduler_and_warmup_method_are_refused(tmp_path):
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupPolyLR"
+    with pytest.raises(ValueError, match="LR_SCHEDULER_NAME='WarmupPolyLR'.*WarmupCosineLR"):
+        DefaultTrainer.build_lr_scheduler(cfg, None)
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+    cfg.SOLVER.WARMUP_METHOD = "exp"
+    with pytest.raises(ValueError, match="WARMUP_METHOD='exp'"):
+        DefaultTrainer.build_lr_scheduler(cfg, None)
+
+
+def test_nesterov_and_bias_weight_decay_reach_the_optimizer(tmp_path):
+    cfg = _d2_cfg(tmp_path)
+    cfg.SOLVER.NESTEROV = True
+    cfg.SOLVER.WEIGHT_DECAY = 0.1
+    cfg.set_new_allowed(True)
+    cfg.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+    opt = DefaultTrainer.build_optimizer(cfg, ToyMetaArch(cfg))
+    assert all(g["nesterov"] for g in opt.param_groups)
+    assert sorted({g["weight_decay"] for g in opt.param_groups}) == [0.0, 0.1]
+
+
+def _one_step_change(tmp_path, *opts):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path, max_iter=1)
+    cfg.merge_from_list(["SOLVER.BASE_LR", "1.0", "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.WARMUP_ITERS", "0",
+                         "SOLVER.STEPS", "()", *opts])
+    trainer = TextTrainer(cfg)
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    trainer.train()
+    return trainer, torch.cat([p.detach().flatten() for p in trainer.model.parameters()]) - before
+
+
+def test_clip_gradients_full_model_bounds_the_step(tmp_path):
+    _, free = _one_step_change(tmp_path / "a")
+    _, clipped = _one_step_change(tmp_path / "b", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                                  "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+                                  "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.001")
+    assert float(free.norm()) > 0.01 and float(clipped.norm()) == pytest.approx(0.001, rel=1e-3)
+    _, by_value = _one_step_change(tmp_path / "c", "SOLVER.CLIP_GRADIENTS.ENABLED", "True",
+                                   "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "value",
+                                   "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", "0.0005")
+    assert float(by_value.abs().max()) <= 0.0005 + 1e-7
+
+
+def test_per_parameter_norm_clipping_is_refused(tmp_path):
+    _register_toy_dataset("toy_d2_train")
+    cfg = _d2_cfg(tmp_path)
+    cfg.merge_from_list(["SOLVER.CLIP_GRADIENTS.ENABLED", "True", "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm"])
+    with pytest.raises(ValueError, match="CLIP_TYPE='norm'.*Use 'full_model' or 'value'"):
+        TextTrainer(cfg)
+
+
+def test_amp_enabled_trains_with_a_grad_scaler_saved_in_checkpoints(tmp_path):
+    _one_step_change(tmp_path / "amp", "SOLVER.AMP.ENABLED", "True", "SOLVER.BASE_LR", "0.01")
+    _one_step_change(tmp_path / "fp32", "SOLVER.BASE_LR", "0.01")
+    amp, fp32 = (torch.load(tmp_path / d / "model_final.pth", map_location="cpu", weights_only=True)
+                 for d in ("amp", "fp32"))
+    assert amp["optimizer"]["loss_scaler"]["scale"] > 0 and "loss_scaler" not in fp32["optimizer"]

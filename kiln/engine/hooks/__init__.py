@@ -17,6 +17,7 @@ from .misc import (
 from .num_class_check import NumClassCheckHook
 from .period import DueWhen, Every
 from .pipeline_switch import PipelineSwitchHook
+from .proposal_visualization import ProposalVisualizationHook
 from .timer import IterationTimer, IterTimerHook
 from .val_loss import ValLossHook
 
@@ -52,5 +53,6 @@ __all__ = [
     "ValLossHook",
     "PipelineSwitchHook",
     "DetVisualizationHook",
+    "ProposalVisualizationHook",
     "NumClassCheckHook",
 ]

@@ -151,6 +151,15 @@ class CheckpointHook(Hook):
         save_best: metric key or ``'auto'``: keep the checkpoint with the best validation value.
         rule: ``'greater'``/``'less'`` for ``save_best`` (inferred from the name when ``None``).
         publish: after training, also write a weights-only ``<name>-<sha8>.pth`` of the last one.
+        filename_tmpl: periodic file names, ``tmpl.format(n)`` (``'iter_{}.pth'``; default
+            ``iter_<n>``/``epoch_<n>``).
+        final_filename: also save the end of training under this name (Detectron2's ``model_final.pth``),
+            which ``last_checkpoint`` then names. Periodic saves are not rotated into it.
+        zero_based: ``n`` in ``filename_tmpl`` is the zero-based index of the last iteration (epoch) run,
+            as Detectron2 names ``model_0004999.pth`` after 5000 iterations, instead of the count run
+            (MMCV's ``iter_5000.pth``). Default: zero-based exactly when ``final_filename`` is given,
+            i.e. for Detectron2's layout (``filename_tmpl='model_{:07d}.pth'``,
+            ``final_filename='model_final.pth'``).
     """
 
     priority = Priority.VERY_LOW
@@ -167,6 +176,8 @@ class CheckpointHook(Hook):
         publish: bool = False,
         out_dir: str | None = None,
         filename_tmpl: str | None = None,
+        final_filename: str | None = None,
+        zero_based: bool | None = None,
         **kwargs: Any,
     ) -> None:
         unknown = set(kwargs) - {"sync_buffer", "create_symlink", "file_client_args", "meta"}
@@ -181,7 +192,21 @@ class CheckpointHook(Hook):
         self.save_last = save_last
         self.best = BestCheckpointKeeper(save_best, rule) if save_best else None
         self.publish = publish
+        if filename_tmpl is not None:
+            try:
+                filename_tmpl.format(1)
+            except (IndexError, KeyError, ValueError) as exc:
+                raise ValueError(
+                    f"CheckpointHook: filename_tmpl={filename_tmpl!r} cannot be formatted with the "
+                    f"iteration number ({exc}); write one positional field, e.g. 'iter_{{}}.pth' or "
+                    f"'model_{{:07d}}.pth'."
+                ) from None
         self.filename_tmpl = filename_tmpl
+        if final_filename is not None and (not final_filename or "/" in final_filename):
+            raise ValueError(f"CheckpointHook: final_filename={final_filename!r} must be a file name in the "
+                             f"work_dir, e.g. 'model_final.pth'.")
+        self.final_filename = final_filename
+        self.zero_based = final_filename is not None if zero_based is None else bool(zero_based)
         if out_dir is not None:
             logger.warning("CheckpointHook(out_dir=...) is ignored: checkpoints go to the runner's work_dir.")
         # The one periodic saver: names come from here, rotation (max_keep_ckpts) from it.
@@ -196,7 +221,7 @@ class CheckpointHook(Hook):
     def period(self) -> Every:
         """Every ``interval`` epochs/iterations (``-1``: none) and, with ``save_last``, the last one."""
         n = None if self.interval < 0 else self.interval
-        return Every(n, by_epoch=self.by_epoch, last=self.save_last)
+        return Every(n, by_epoch=self.by_epoch, last=self.save_last or self.final_filename is not None)
 
     @property
     def kept(self) -> list[str]:
@@ -209,24 +234,55 @@ class CheckpointHook(Hook):
         if not runner.work_dir:
             raise ValueError("CheckpointHook needs the runner's work_dir to save into; set work_dir.")
 
-    def _save(self, runner: Any, unit: str, n: int) -> None:
-        name = self.filename_tmpl.format(n) if self.filename_tmpl else f"{unit}_{n}"
-        if name.endswith(".pth"):
-            name = name[:-4]
+    def file_name(self, n: int, unit: str = "iter") -> str:
+        """The periodic file written after ``n`` iterations (epochs) ran: ``iter_5000.pth``,
+        ``model_0004999.pth``."""
+        index = n - 1 if self.zero_based else n
+        name = self.filename_tmpl.format(index) if self.filename_tmpl else f"{unit}_{index}"
+        return name if name.endswith(".pth") else name + ".pth"
+
+    def count_of(self, file_name: str, unit: str = "iter") -> int | None:
+        """Inverse of :meth:`file_name`: the iterations (epochs) run when ``file_name`` was saved, or
+        ``None`` when it is not one of this hook's periodic names (``model_final.pth``, a best one)."""
+        import re
+
+        tmpl = self.filename_tmpl or f"{unit}_{{}}"
+        if not tmpl.endswith(".pth"):
+            tmpl += ".pth"
+        head, _, rest = tmpl.partition("{")
+        tail = rest.partition("}")[2]
+        m = re.fullmatch(re.escape(head) + r"(\d+)" + re.escape(tail), os.path.basename(file_name))
+        if m is None:
+            return None
+        return int(m.group(1)) + (1 if self.zero_based else 0)
+
+    def _save(self, runner: Any, unit: str, n: int, last: bool) -> None:
+        """Save after ``n`` iterations/epochs; ``last``: this is the end of training."""
         self._target.runner = runner
-        path = self.saver.save_rotating(name)
-        if path is not None:  # (None: not the main process)
-            self.last_path = path
+        # Called at the due periods and at the last one: a last one off the period is saved under the
+        # periodic name only when no final name takes its place (Detectron2 writes model_final alone).
+        periodic = self.interval > 0 and n % self.interval == 0
+        if periodic or (last and self.save_last and self.final_filename is None):
+            path = self.saver.save_rotating(self.file_name(n, unit)[:-4])
+            if path is not None:  # (None: not the main process)
+                self.last_path = path
+        if last and self.final_filename is not None:
+            name = self.final_filename
+            path = self.saver.save(name[:-4] if name.endswith(".pth") else name)
+            if path is not None:
+                self.last_path = path
 
     def after_train_iter(
         self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
     ) -> None:
         """Iteration-based saving (called at the due iterations only)."""
-        self._save(runner, "iter", runner.iter + 1)
+        n = runner.iter + 1
+        self._save(runner, "iter", n, last=bool(runner.max_iters) and n >= runner.max_iters)
 
     def after_train_epoch(self, runner: Any) -> None:
         """Epoch-based saving (called after the due epochs only)."""
-        self._save(runner, "epoch", runner.epoch + 1)
+        n = runner.epoch + 1
+        self._save(runner, "epoch", n, last=runner.max_epochs is not None and n >= runner.max_epochs)
 
     def keep_best(self, save_best: str, rule: str | None = None) -> None:
         """Also keep the best checkpoint by ``save_best`` (for ``EvalHook(save_best=...)``)."""

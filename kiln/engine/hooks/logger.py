@@ -52,6 +52,8 @@ class LoggerHook(Hook):
         writers: writer objects or ``WRITERS`` configs; ``None`` means the console printer plus
             ``metrics.jsonl`` in the work dir. Created at ``before_run`` on the main process.
         ignore_last: skip the write at the end of an epoch that is not a multiple of ``interval``.
+        json_file: the JSON-lines file of the default writers: a name in the work dir (default
+            ``metrics.jsonl``; Detectron2-dialect runs say ``metrics.json``, Detectron2's name) or a path.
     """
 
     priority = Priority.BELOW_NORMAL
@@ -62,6 +64,7 @@ class LoggerHook(Hook):
         writers: Sequence[Any] | None = None,
         ignore_last: bool = False,
         window: int = 20,
+        json_file: str = "metrics.jsonl",
     ) -> None:
         if int(interval) < 1:
             raise ValueError(f"{type(self).__name__}: interval must be >= 1, got {interval}.")
@@ -69,6 +72,9 @@ class LoggerHook(Hook):
         self._writer_specs = list(writers) if writers is not None else None
         self.ignore_last = ignore_last
         self.window = window
+        if not json_file:
+            raise ValueError(f"{type(self).__name__}: json_file must name a file (default 'metrics.jsonl').")
+        self.json_file = json_file
         self.writers: list[Any] = []
 
     def default_writers(self, runner: Any) -> list[Any]:
@@ -77,7 +83,7 @@ class LoggerHook(Hook):
 
         out: list[Any] = [CommonMetricPrinter(runner.max_iters or None, window=self.window)]
         if runner.work_dir:
-            out.append(JSONWriter(os.path.join(runner.work_dir, "metrics.jsonl"), window=self.window))
+            out.append(JSONWriter(os.path.join(runner.work_dir, self.json_file), window=self.window))
         visualizer = getattr(runner, "visualizer", None)
         if visualizer is not None:  # the config's vis_backends get the scalars too (MMEngine does this)
             from ..writers import VisualizerWriter
@@ -176,17 +182,15 @@ class JsonLoggerHook(LoggerHook):
     """Only ``metrics.jsonl`` (one JSON object per write) in the work dir, or ``json_file``."""
 
     def __init__(self, interval: int = 50, json_file: str | None = None, **kwargs: Any) -> None:
-        super().__init__(interval=interval, **kwargs)
-        self.json_file = json_file
+        super().__init__(interval=interval, json_file=json_file or "metrics.jsonl", **kwargs)
 
     def default_writers(self, runner: Any) -> list[Any]:
         """A JSON-lines writer."""
         from ..writers import JSONWriter
 
-        path = self.json_file or (os.path.join(runner.work_dir, "metrics.jsonl") if runner.work_dir else None)
-        if path is None:
-            raise ValueError("JsonLoggerHook needs a work_dir or json_file= to write to.")
-        return [JSONWriter(path, window=self.window)]
+        if not runner.work_dir and not os.path.isabs(self.json_file):
+            raise ValueError("JsonLoggerHook needs a work_dir or an absolute json_file= to write to.")
+        return [JSONWriter(os.path.join(runner.work_dir or "", self.json_file), window=self.window)]
 
 
 @HOOKS.register_module()

@@ -48,7 +48,13 @@ class TwoStageDetector(BaseDetector):
 
     Train mode returns ``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` and the
     logged ``acc``; eval mode returns per-image ``boxes``/``scores``/``labels`` in original pixels.
+    With ``keep_proposals`` set, training leaves the batch's RPN proposals in ``last_proposals``.
     """
+
+    # Set by ProposalVisualizationHook: keep the last training batch's proposals, per image
+    # (boxes K×4 in input pixels, scores K), best first.
+    keep_proposals: bool = False
+    last_proposals: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __init__(
         self,
@@ -145,6 +151,8 @@ class TwoStageDetector(BaseDetector):
         cls_scores, bbox_preds = self.rpn_head(feats)
         losses = dict(self.rpn_head.loss(cls_scores, bbox_preds, inputs.gt_bboxes, img_shapes, ignore))
         proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes, self.rpn_proposal_cfg)
+        if self.keep_proposals:  # for ProposalVisualizationHook (Detectron2's VIS_PERIOD)
+            self.last_proposals = [(p.detach(), s.detach()) for p, s in proposals]
         roi_losses = self.roi_head.forward_train(
             feats, [p for p, _ in proposals], inputs.gt_bboxes, inputs.gt_labels, ignore
         )
