@@ -29,6 +29,9 @@ def _node(**solver):
     d2 = add_fewshot_defaults(get_default_cfg())
     d2.MODEL.META_ARCHITECTURE = "RetinaNet"
     d2.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
+    d2.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
+    d2.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
+    d2.MODEL.ANCHOR_GENERATOR.SIZES = [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in (32, 64, 128, 256, 512)]
     d2.MODEL.RETINANET.NUM_CLASSES = 3
     d2.DATASETS.TRAIN = ("d2dialect_train",)
     d2.DATASETS.TEST = ("d2dialect_val",)
@@ -64,7 +67,7 @@ def test_device_cudnn_syncbn_seed_amp_and_clipping(catalog):
     d2.SEED = 11
     d2.SOLVER.AMP.ENABLED = True
     d2.SOLVER.CLIP_GRADIENTS.ENABLED = True
-    d2.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    d2.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"  # the norm of all gradients together
     d2.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
     c = to_canonical(d2)  # detected as Detectron2 by its UPPER_CASE keys
     assert c["device"] == "cuda:0"
@@ -73,6 +76,13 @@ def test_device_cudnn_syncbn_seed_amp_and_clipping(catalog):
     assert c["randomness"] == dict(seed=11)
     assert c["optim_wrapper"]["type"] == "AmpOptimWrapper"
     assert c["optim_wrapper"]["clip_grad"] == dict(max_norm=5.0, norm_type=2.0)
+    d2.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
+    d2.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    assert to_canonical(d2)["optim_wrapper"]["clip_grad"] == dict(type="value", clip_value=0.5)
+    # Detectron2's 'norm' clips each parameter on its own; kiln's wrapper clips the total norm only.
+    d2.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    with pytest.raises(ValueError, match="SOLVER.CLIP_GRADIENTS.CLIP_TYPE='norm'.*each parameter"):
+        to_canonical(d2)
 
 
 def test_fewshot_freeze_flags_and_unmappable_settings(catalog):
@@ -81,7 +91,7 @@ def test_fewshot_freeze_flags_and_unmappable_settings(catalog):
     d2.MODEL.PROPOSAL_GENERATOR.FREEZE = True
     assert d2_to_canonical(d2)["frozen_modules"] == ["backbone", "rpn_head"]
     d2.SOLVER.IMS_PER_BATCH = 6
-    with pytest.raises(ValueError, match="IMS_PER_BATCH=6 is not divisible by 4 GPUs"):
+    with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH=6: .*not divisible by 4 GPUs"):
         d2_to_canonical(d2, num_gpus=4)
     d2.MODEL.MASK_ON = True
     with pytest.raises(ValueError, match="MASK_ON"):
