@@ -22,13 +22,24 @@ _MAX_EXPONENT = 1024
 _MAX_ITEMS = 1_000_000
 
 _BINOPS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Not: operator.not_}
 _COMPARE = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
-    ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
 }
 
 
@@ -37,10 +48,15 @@ class UnsafeExpressionError(ValueError):
 
 
 def _describe(node: ast.AST) -> str:
-    return {ast.Call: "a function call", ast.Attribute: "an attribute", ast.Subscript: "a subscript",
-            ast.Lambda: "a lambda", ast.GeneratorExp: "a generator expression",
-            ast.Starred: "a starred expression", ast.NamedExpr: "an assignment expression"}.get(
-        type(node), type(node).__name__)
+    return {
+        ast.Call: "a function call",
+        ast.Attribute: "an attribute",
+        ast.Subscript: "a subscript",
+        ast.Lambda: "a lambda",
+        ast.GeneratorExp: "a generator expression",
+        ast.Starred: "a starred expression",
+        ast.NamedExpr: "an assignment expression",
+    }.get(type(node), type(node).__name__)
 
 
 class _Interpreter:
@@ -58,8 +74,9 @@ class _Interpreter:
             for scope in reversed(self.scopes):
                 if node.id in scope:
                     return scope[node.id]
-            raise UnsafeExpressionError(f"name {node.id!r} is not a comprehension loop variable; only "
-                                        f"loop variables may be named")
+            raise UnsafeExpressionError(
+                f"name {node.id!r} is not a comprehension loop variable; only loop variables may be named"
+            )
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             return _UNARY[type(node.op)](self.eval(node.operand))
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
@@ -119,8 +136,10 @@ class _Interpreter:
             raise UnsafeExpressionError("async comprehensions are not allowed")
         iterable = self.eval(gen.iter)
         if not isinstance(iterable, (list, tuple, set, dict, str)):
-            raise UnsafeExpressionError(f"a comprehension can only loop over a literal list, tuple, set, "
-                                        f"dict or string, got {type(iterable).__name__}")
+            raise UnsafeExpressionError(
+                f"a comprehension can only loop over a literal list, tuple, set, "
+                f"dict or string, got {type(iterable).__name__}"
+            )
         for item in list(iterable):
             scope: dict[str, Any] = {}
             _bind(gen.target, item, scope)

@@ -34,7 +34,7 @@ MODEL:
     DEPTH: 50
     OUT_FEATURES: ["res3", "res4", "res5"]
   ANCHOR_GENERATOR:
-    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3) ] for x in [32, 64, 128, 256, 512 ]]"]
+    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1/3), x * 2**(2/3)] for x in [32, 64, 128, 256, 512]]"]
   FPN:
     IN_FEATURES: ["res3", "res4", "res5"]
   RETINANET:
@@ -60,7 +60,8 @@ def _write(tmp_path, child: str):
 
 
 def test_retinanet_yaml_maps_model_solver_data_and_output(tiny_catalog, tmp_path):
-    path = _write(tmp_path, "MODEL:\n  RESNETS:\n    DEPTH: 18\n    RES2_OUT_CHANNELS: 64\nSOLVER:\n  CHECKPOINT_PERIOD: 500\n"
+    path = _write(tmp_path, "MODEL:\n  RESNETS:\n    DEPTH: 18\n    RES2_OUT_CHANNELS: 64\n"
+                            "SOLVER:\n  CHECKPOINT_PERIOD: 500\n"
                             "OUTPUT_DIR: ./out/retina\nINPUT:\n  MAX_SIZE_TRAIN: 1000\n")
     cfg = load_d2_config(path, ["SOLVER.BASE_LR", "0.02", "SEED", "7"])
     assert cfg.model.type == "RetinaNet"
@@ -90,8 +91,8 @@ def test_generalized_rcnn_maps_to_faster_rcnn_with_roi_classes(tiny_catalog, tmp
                             '    SIZES: [[32], [64], [128], [256], [512]]\n  RPN:\n'
                             '    IN_FEATURES: ["p2", "p3", "p4", "p5", "p6"]\n  ROI_HEADS:\n'
                             '    NAME: StandardROIHeads\n    IN_FEATURES: ["p2", "p3", "p4", "p5"]\n'
-                            '    NUM_CLASSES: 5\n  ROI_BOX_HEAD:\n    NAME: FastRCNNConvFCHead\n    NUM_FC: 2\n'
-                            '    POOLER_RESOLUTION: 7\n')
+                            '    NUM_CLASSES: 5\n  ROI_BOX_HEAD:\n    NAME: FastRCNNConvFCHead\n'
+                            '    NUM_FC: 2\n    POOLER_RESOLUTION: 7\n')
     cfg = load_d2_config(path)
     assert cfg.model.type == "FasterRCNN"
     assert cfg.model.roi_head.bbox_head.num_classes == 5
@@ -142,7 +143,8 @@ def test_kiln_train_on_a_detectron2_yaml_with_opts(tiny_catalog, tmp_path):
 
     path = _write(tmp_path, "")
     out = tmp_path / "out"
-    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.FPN.OUT_CHANNELS", "64", "SOLVER.IMS_PER_BATCH", "4",
+    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.FPN.OUT_CHANNELS", "64", "SOLVER.IMS_PER_BATCH", "4",
             "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)",
             "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",

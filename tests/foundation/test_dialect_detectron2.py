@@ -31,7 +31,8 @@ def _node(**solver):
     d2.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
     d2.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     d2.MODEL.FPN.IN_FEATURES = ["res3", "res4", "res5"]
-    d2.MODEL.ANCHOR_GENERATOR.SIZES = [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)] for x in (32, 64, 128, 256, 512)]
+    d2.MODEL.ANCHOR_GENERATOR.SIZES = [[x, x * 2 ** (1 / 3), x * 2 ** (2 / 3)]
+                                       for x in (32, 64, 128, 256, 512)]
     d2.MODEL.RETINANET.NUM_CLASSES = 3
     d2.DATASETS.TRAIN = ("d2dialect_train",)
     d2.DATASETS.TEST = ("d2dialect_val",)

@@ -12,12 +12,22 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["D2KeyError", "refuse", "value_of", "default_of", "is_default", "require_default",
-           "check_supported_heads", "SUPPORTED_META_ARCHITECTURES"]
+__all__ = [
+    "D2KeyError",
+    "refuse",
+    "value_of",
+    "default_of",
+    "is_default",
+    "require_default",
+    "check_supported_heads",
+    "SUPPORTED_META_ARCHITECTURES",
+]
 
 SUPPORTED_META_ARCHITECTURES = ("GeneralizedRCNN", "RetinaNet", "ProposalNetwork")
-_SEGMENTATION_ARCHS = {"SemanticSegmentor": "semantic segmentation (MODEL.SEM_SEG_HEAD)",
-                       "PanopticFPN": "panoptic segmentation (MODEL.SEM_SEG_HEAD + MODEL.PANOPTIC_FPN)"}
+_SEGMENTATION_ARCHS = {
+    "SemanticSegmentor": "semantic segmentation (MODEL.SEM_SEG_HEAD)",
+    "PanopticFPN": "panoptic segmentation (MODEL.SEM_SEG_HEAD + MODEL.PANOPTIC_FPN)",
+}
 
 
 class D2KeyError(ValueError):
@@ -74,15 +84,29 @@ def check_supported_heads(d2: Any) -> None:
     """Stop with one message naming the head when the config needs one kiln does not have."""
     arch = d2.MODEL.META_ARCHITECTURE
     if arch in _SEGMENTATION_ARCHS:
-        raise refuse("MODEL.META_ARCHITECTURE", arch,
-                     f"kiln has no {_SEGMENTATION_ARCHS[arch]} head; the config loads but cannot be built. "
-                     f"Supported meta-architectures: {', '.join(SUPPORTED_META_ARCHITECTURES)}")
+        raise refuse(
+            "MODEL.META_ARCHITECTURE",
+            arch,
+            f"kiln has no {_SEGMENTATION_ARCHS[arch]} head; the config loads but cannot be built. "
+            f"Supported meta-architectures: {', '.join(SUPPORTED_META_ARCHITECTURES)}",
+        )
     if arch not in SUPPORTED_META_ARCHITECTURES:
-        raise refuse("MODEL.META_ARCHITECTURE", arch,
-                     f"no kiln mapping; supported: {', '.join(SUPPORTED_META_ARCHITECTURES)}")
+        raise refuse(
+            "MODEL.META_ARCHITECTURE",
+            arch,
+            f"no kiln mapping; supported: {', '.join(SUPPORTED_META_ARCHITECTURES)}",
+        )
     if d2.MODEL.MASK_ON:
-        raise refuse("MODEL.MASK_ON", True, "kiln has no mask head (MODEL.ROI_MASK_HEAD); it trains box "
-                     "detectors only. Set MODEL.MASK_ON False to train the box part of this config")
+        raise refuse(
+            "MODEL.MASK_ON",
+            True,
+            "kiln has no mask head (MODEL.ROI_MASK_HEAD); it trains box "
+            "detectors only. Set MODEL.MASK_ON False to train the box part of this config",
+        )
     if d2.MODEL.KEYPOINT_ON:
-        raise refuse("MODEL.KEYPOINT_ON", True, "kiln has no keypoint head (MODEL.ROI_KEYPOINT_HEAD); it "
-                     "trains box detectors only. Set MODEL.KEYPOINT_ON False to train the box part")
+        raise refuse(
+            "MODEL.KEYPOINT_ON",
+            True,
+            "kiln has no keypoint head (MODEL.ROI_KEYPOINT_HEAD); it "
+            "trains box detectors only. Set MODEL.KEYPOINT_ON False to train the box part",
+        )

@@ -23,21 +23,33 @@ def _resize(d2: Any) -> dict:
     min_train = [min_train] if isinstance(min_train, int) else [int(s) for s in min_train]
     max_train = int(inp.MAX_SIZE_TRAIN)
     if not min_train or min(min_train) <= 0 or max_train <= 0:
-        raise refuse("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "kiln always resizes training images "
-                     "(ResizeShortestEdge): give positive sizes and a positive INPUT.MAX_SIZE_TRAIN")
+        raise refuse(
+            "INPUT.MIN_SIZE_TRAIN",
+            inp.MIN_SIZE_TRAIN,
+            "kiln always resizes training images "
+            "(ResizeShortestEdge): give positive sizes and a positive INPUT.MAX_SIZE_TRAIN",
+        )
     sampling = inp.MIN_SIZE_TRAIN_SAMPLING
     if sampling == "range":
         if len(min_train) != 2:
-            raise refuse("INPUT.MIN_SIZE_TRAIN", inp.MIN_SIZE_TRAIN, "with MIN_SIZE_TRAIN_SAMPLING 'range' give "
-                         "(min, max), as Detectron2")
-        return dict(type="Resize", img_scale=[(max_train, min_train[0]), (max_train, min_train[1])],
-                    multiscale_mode="range", keep_ratio=True)
+            raise refuse(
+                "INPUT.MIN_SIZE_TRAIN",
+                inp.MIN_SIZE_TRAIN,
+                "with MIN_SIZE_TRAIN_SAMPLING 'range' give (min, max), as Detectron2",
+            )
+        return dict(
+            type="Resize",
+            img_scale=[(max_train, min_train[0]), (max_train, min_train[1])],
+            multiscale_mode="range",
+            keep_ratio=True,
+        )
     if sampling != "choice":
         raise refuse("INPUT.MIN_SIZE_TRAIN_SAMPLING", sampling, "expected 'choice' or 'range'")
     if len(min_train) == 1:
         return dict(type="Resize", img_scale=(max_train, min_train[0]), keep_ratio=True)
-    return dict(type="Resize", img_scale=[(max_train, s) for s in min_train], multiscale_mode="value",
-                keep_ratio=True)
+    return dict(
+        type="Resize", img_scale=[(max_train, s) for s in min_train], multiscale_mode="value", keep_ratio=True
+    )
 
 
 def _crop(d2: Any) -> dict | None:
@@ -47,7 +59,9 @@ def _crop(d2: Any) -> dict | None:
             require_default(d2, f"INPUT.CROP.{key}", "only read with INPUT.CROP.ENABLED True")
         return None
     if crop.TYPE not in ("relative_range", "relative", "absolute", "absolute_range"):
-        raise refuse("INPUT.CROP.TYPE", crop.TYPE, "expected relative_range, relative, absolute or absolute_range")
+        raise refuse(
+            "INPUT.CROP.TYPE", crop.TYPE, "expected relative_range, relative, absolute or absolute_range"
+        )
     size = [float(s) if "relative" in crop.TYPE else int(s) for s in crop.SIZE]
     if len(size) != 2:
         raise refuse("INPUT.CROP.SIZE", list(crop.SIZE), "expected two numbers (height, width)")
@@ -65,8 +79,9 @@ def pipelines(d2: Any, with_proposals: bool) -> tuple[list, list]:
         values = d2.MODEL.PIXEL_MEAN if key.endswith("MEAN") else d2.MODEL.PIXEL_STD
         if len(values) != 3:
             raise refuse(key, list(values), "expected three values (one per colour channel)")
-    norm = dict(type="Normalize", mean=list(d2.MODEL.PIXEL_MEAN), std=list(d2.MODEL.PIXEL_STD),
-                to_rgb=fmt == "RGB")
+    norm = dict(
+        type="Normalize", mean=list(d2.MODEL.PIXEL_MEAN), std=list(d2.MODEL.PIXEL_STD), to_rgb=fmt == "RGB"
+    )
     flip = {"horizontal": 0.5, "none": 0.0, "vertical": 0.5}.get(inp.RANDOM_FLIP)
     if flip is None:
         raise refuse("INPUT.RANDOM_FLIP", inp.RANDOM_FLIP, "expected horizontal, vertical or none")
@@ -76,24 +91,48 @@ def pipelines(d2: Any, with_proposals: bool) -> tuple[list, list]:
     keys = ["img", "gt_bboxes", "gt_labels"] + (["proposals"] if with_proposals else [])
     train: list[dict] = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)]
     if with_proposals:
-        train.append(dict(type="LoadProposals", num_max_proposals=int(d2.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN)))
+        train.append(
+            dict(type="LoadProposals", num_max_proposals=int(d2.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN))
+        )
     crop = _crop(d2)
     if crop:
         train.append(crop)
-    train += [_resize(d2), flip_step, norm, dict(type="Pad", size_divisor=32), dict(type="DefaultFormatBundle"),
-              dict(type="Collect", keys=keys)]
+    train += [
+        _resize(d2),
+        flip_step,
+        norm,
+        dict(type="Pad", size_divisor=32),
+        dict(type="DefaultFormatBundle"),
+        dict(type="Collect", keys=keys),
+    ]
     min_test, max_test = int(inp.MIN_SIZE_TEST), int(inp.MAX_SIZE_TEST)
     if min_test <= 0 or max_test <= 0:
-        raise refuse("INPUT.MIN_SIZE_TEST", min_test, "kiln always resizes test images: give positive "
-                     "INPUT.MIN_SIZE_TEST and INPUT.MAX_SIZE_TEST")
+        raise refuse(
+            "INPUT.MIN_SIZE_TEST",
+            min_test,
+            "kiln always resizes test images: give positive INPUT.MIN_SIZE_TEST and INPUT.MAX_SIZE_TEST",
+        )
     test: list[dict] = [dict(type="LoadImageFromFile")]
     if with_proposals:
-        test.append(dict(type="LoadProposals", num_max_proposals=int(d2.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST)))
+        test.append(
+            dict(type="LoadProposals", num_max_proposals=int(d2.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST))
+        )
     test_keys = ["img"] + (["proposals"] if with_proposals else [])
-    test.append(dict(type="MultiScaleFlipAug", img_scale=(max_test, min_test), flip=False,
-                     transforms=[dict(type="Resize", keep_ratio=True), dict(type="RandomFlip"), dict(norm),
-                                 dict(type="Pad", size_divisor=32), dict(type="ImageToTensor", keys=["img"]),
-                                 dict(type="Collect", keys=test_keys)]))
+    test.append(
+        dict(
+            type="MultiScaleFlipAug",
+            img_scale=(max_test, min_test),
+            flip=False,
+            transforms=[
+                dict(type="Resize", keep_ratio=True),
+                dict(type="RandomFlip"),
+                dict(norm),
+                dict(type="Pad", size_divisor=32),
+                dict(type="ImageToTensor", keys=["img"]),
+                dict(type="Collect", keys=test_keys),
+            ],
+        )
+    )
     return train, test
 
 
@@ -117,9 +156,15 @@ def tta_settings(d2: Any, test_pipeline: list) -> dict[str, Any]:
         iou = float(d2.MODEL.RPN.NMS_THRESH)
     else:
         iou = float(d2.MODEL.ROI_HEADS.NMS_THRESH_TEST)
-    return dict(tta_pipeline=[*test_pipeline[:-1], msfa],
-                tta_model=dict(type="DetTTAModel", tta_cfg=dict(nms=dict(type="nms", iou_threshold=iou),
-                                                                max_per_img=int(d2.TEST.DETECTIONS_PER_IMAGE))))
+    return dict(
+        tta_pipeline=[*test_pipeline[:-1], msfa],
+        tta_model=dict(
+            type="DetTTAModel",
+            tta_cfg=dict(
+                nms=dict(type="nms", iou_threshold=iou), max_per_img=int(d2.TEST.DETECTIONS_PER_IMAGE)
+            ),
+        ),
+    )
 
 
 def _names(names: Any) -> list[str]:
@@ -137,27 +182,47 @@ def catalog_dataset(d2: Any, key: str, pipeline: list, test_mode: bool, proposal
     if proposal_key:
         proposals = _names(d2.DATASETS[proposal_key.split(".")[1]])
         if len(proposals) != len(names):
-            raise refuse(proposal_key, proposals, f"give one proposal file per dataset in {key} ({len(names)})")
+            raise refuse(
+                proposal_key, proposals, f"give one proposal file per dataset in {key} ({len(names)})"
+            )
     parts = []
     for i, name in enumerate(names):
         if name not in DatasetCatalog.list():
-            raise refuse(key, names, f"dataset '{name}' is not registered; registered: "
-                         f"{', '.join(sorted(DatasetCatalog.list())) or 'none'}. Register it with "
-                         f"register_coco_instances(name, {{}}, json_file, image_root) or register_pascal_voc")
+            raise refuse(
+                key,
+                names,
+                f"dataset '{name}' is not registered; registered: "
+                f"{', '.join(sorted(DatasetCatalog.list())) or 'none'}. Register it with "
+                f"register_coco_instances(name, {{}}, json_file, image_root) or register_pascal_voc",
+            )
         meta = MetadataCatalog.get(name)
         if not meta.get("json_file") and not meta.get("dirname"):
             DatasetCatalog.get(name)  # lazily registered sets (shapes) write their json on first load
             meta = MetadataCatalog.get(name)
         if meta.get("json_file"):
-            ds = dict(type="CocoDataset", ann_file=meta.json_file, img_prefix=meta.get("image_root") or "",
-                      pipeline=pipeline, test_mode=test_mode)
+            ds = dict(
+                type="CocoDataset",
+                ann_file=meta.json_file,
+                img_prefix=meta.get("image_root") or "",
+                pipeline=pipeline,
+                test_mode=test_mode,
+            )
         elif meta.get("dirname"):
             dirname = meta.dirname
-            ds = dict(type="VOCDataset", ann_file=f"{dirname}/ImageSets/Main/{meta.get('split', 'trainval')}.txt",
-                      img_prefix=dirname, pipeline=pipeline, test_mode=test_mode)
+            ds = dict(
+                type="VOCDataset",
+                ann_file=f"{dirname}/ImageSets/Main/{meta.get('split', 'trainval')}.txt",
+                img_prefix=dirname,
+                pipeline=pipeline,
+                test_mode=test_mode,
+            )
         else:
-            raise refuse(key, names, f"dataset '{name}' has neither json_file (COCO format) nor dirname (Pascal "
-                         f"VOC) in its metadata; kiln maps those two kinds of catalog entries")
+            raise refuse(
+                key,
+                names,
+                f"dataset '{name}' has neither json_file (COCO format) nor dirname (Pascal "
+                f"VOC) in its metadata; kiln maps those two kinds of catalog entries",
+            )
         if meta.get("thing_classes"):
             ds["classes"] = list(meta.thing_classes)
         if not test_mode:
@@ -181,8 +246,12 @@ def evaluator_for(d2: Any) -> dict:
             raise refuse("DATASETS.TEST", names, "kiln evaluates one Pascal VOC test set per run")
         return dict(type="PascalVOCDetectionEvaluator", dataset_name=names[0])
     if kinds != {"coco"}:
-        raise refuse("DATASETS.TEST", names, f"mixes evaluator types {sorted(kinds)}; kiln evaluates the test "
-                     f"sets of one run with one evaluator")
+        raise refuse(
+            "DATASETS.TEST",
+            names,
+            f"mixes evaluator types {sorted(kinds)}; kiln evaluates the test "
+            f"sets of one run with one evaluator",
+        )
     return dict(metric="bbox")
 
 
@@ -198,8 +267,11 @@ def loader_settings(d2: Any, canonical: dict) -> None:
         pass
     elif name == "RepeatFactorTrainingSampler":
         if not dl.REPEAT_SQRT:
-            raise refuse("DATALOADER.REPEAT_SQRT", False, "kiln's RepeatFactorTrainingSampler uses LVIS's "
-                         "square-root repeat factor only")
+            raise refuse(
+                "DATALOADER.REPEAT_SQRT",
+                False,
+                "kiln's RepeatFactorTrainingSampler uses LVIS's square-root repeat factor only",
+            )
         loader["sampler"] = dict(type="RepeatFactorTrainingSampler", repeat_thresh=float(dl.REPEAT_THRESHOLD))
     elif name == "RandomSubsetTrainingSampler":
         ratio = float(dl.RANDOM_SUBSET_RATIO)
@@ -207,12 +279,19 @@ def loader_settings(d2: Any, canonical: dict) -> None:
             raise refuse("DATALOADER.RANDOM_SUBSET_RATIO", ratio, "expected a fraction in (0, 1]")
         loader["sampler"] = dict(type="RandomSubsetTrainingSampler", subset_ratio=ratio)
     else:
-        raise refuse("DATALOADER.SAMPLER_TRAIN", name, "expected TrainingSampler, RepeatFactorTrainingSampler "
-                     "or RandomSubsetTrainingSampler")
+        raise refuse(
+            "DATALOADER.SAMPLER_TRAIN",
+            name,
+            "expected TrainingSampler, RepeatFactorTrainingSampler or RandomSubsetTrainingSampler",
+        )
     if name != "RepeatFactorTrainingSampler":
         for key in ("REPEAT_THRESHOLD", "REPEAT_SQRT"):
-            require_default(d2, f"DATALOADER.{key}", "only read with DATALOADER.SAMPLER_TRAIN "
-                            "RepeatFactorTrainingSampler")
+            require_default(
+                d2, f"DATALOADER.{key}", "only read with DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler"
+            )
     if name != "RandomSubsetTrainingSampler":
-        require_default(d2, "DATALOADER.RANDOM_SUBSET_RATIO", "only read with DATALOADER.SAMPLER_TRAIN "
-                        "RandomSubsetTrainingSampler")
+        require_default(
+            d2,
+            "DATALOADER.RANDOM_SUBSET_RATIO",
+            "only read with DATALOADER.SAMPLER_TRAIN RandomSubsetTrainingSampler",
+        )

@@ -29,23 +29,40 @@ __all__ = ["scaled_solver", "solver_settings"]
 def scaled_solver(d2: Any, num_gpus: int) -> dict[str, Any]:
     """The solver numbers after Detectron2's ``REFERENCE_WORLD_SIZE`` rescaling for ``num_gpus``."""
     s = d2.SOLVER
-    vals = dict(IMS_PER_BATCH=int(s.IMS_PER_BATCH), BASE_LR=float(s.BASE_LR), MAX_ITER=int(s.MAX_ITER),
-                WARMUP_ITERS=int(s.WARMUP_ITERS), STEPS=[int(x) for x in s.STEPS],
-                EVAL_PERIOD=int(d2.TEST.EVAL_PERIOD), CHECKPOINT_PERIOD=int(s.CHECKPOINT_PERIOD))
+    vals = dict(
+        IMS_PER_BATCH=int(s.IMS_PER_BATCH),
+        BASE_LR=float(s.BASE_LR),
+        MAX_ITER=int(s.MAX_ITER),
+        WARMUP_ITERS=int(s.WARMUP_ITERS),
+        STEPS=[int(x) for x in s.STEPS],
+        EVAL_PERIOD=int(d2.TEST.EVAL_PERIOD),
+        CHECKPOINT_PERIOD=int(s.CHECKPOINT_PERIOD),
+    )
     ref = int(s.REFERENCE_WORLD_SIZE)
     if ref < 0:
-        raise refuse("SOLVER.REFERENCE_WORLD_SIZE", ref, "expected 0 (no rescaling) or the number of GPUs the "
-                     "solver settings were written for")
+        raise refuse(
+            "SOLVER.REFERENCE_WORLD_SIZE",
+            ref,
+            "expected 0 (no rescaling) or the number of GPUs the solver settings were written for",
+        )
     if ref and ref != num_gpus:
         scale = num_gpus / ref
         if vals["IMS_PER_BATCH"] * scale != round(vals["IMS_PER_BATCH"] * scale):
-            raise refuse("SOLVER.REFERENCE_WORLD_SIZE", ref, f"IMS_PER_BATCH={vals['IMS_PER_BATCH']} does not "
-                         f"rescale to a whole batch for {num_gpus} GPUs")
-        vals.update(IMS_PER_BATCH=round(vals["IMS_PER_BATCH"] * scale), BASE_LR=vals["BASE_LR"] * scale,
-                    MAX_ITER=round(vals["MAX_ITER"] / scale), WARMUP_ITERS=round(vals["WARMUP_ITERS"] / scale),
-                    STEPS=[round(x / scale) for x in vals["STEPS"]],
-                    EVAL_PERIOD=round(vals["EVAL_PERIOD"] / scale),
-                    CHECKPOINT_PERIOD=round(vals["CHECKPOINT_PERIOD"] / scale))
+            raise refuse(
+                "SOLVER.REFERENCE_WORLD_SIZE",
+                ref,
+                f"IMS_PER_BATCH={vals['IMS_PER_BATCH']} does not "
+                f"rescale to a whole batch for {num_gpus} GPUs",
+            )
+        vals.update(
+            IMS_PER_BATCH=round(vals["IMS_PER_BATCH"] * scale),
+            BASE_LR=vals["BASE_LR"] * scale,
+            MAX_ITER=round(vals["MAX_ITER"] / scale),
+            WARMUP_ITERS=round(vals["WARMUP_ITERS"] / scale),
+            STEPS=[round(x / scale) for x in vals["STEPS"]],
+            EVAL_PERIOD=round(vals["EVAL_PERIOD"] / scale),
+            CHECKPOINT_PERIOD=round(vals["CHECKPOINT_PERIOD"] / scale),
+        )
     if vals["IMS_PER_BATCH"] % num_gpus:
         raise refuse("SOLVER.IMS_PER_BATCH", vals["IMS_PER_BATCH"], f"is not divisible by {num_gpus} GPUs")
     return vals
@@ -59,8 +76,11 @@ def _paramwise(d2: Any) -> dict[str, float]:
     def mult(key: str, value: float) -> float:
         if wd == 0.0:
             if value != 0.0:
-                raise refuse(key, value, "kiln expresses it as a multiple of SOLVER.WEIGHT_DECAY, which is 0; "
-                             "set a WEIGHT_DECAY")
+                raise refuse(
+                    key,
+                    value,
+                    "kiln expresses it as a multiple of SOLVER.WEIGHT_DECAY, which is 0; set a WEIGHT_DECAY",
+                )
             return 0.0
         return value / wd
 
@@ -87,11 +107,18 @@ def _schedule(d2: Any, v: dict[str, Any]) -> dict[str, Any]:
         if n < 1:
             raise refuse("SOLVER.NUM_DECAYS", n, "expected at least 1 decay")
         # fvcore's StepParamScheduler: NUM_DECAYS + 1 equal phases of MAX_ITER, GAMMA**k in phase k.
-        lr = dict(policy="step", by_epoch=False, gamma=float(s.GAMMA),
-                  step=[math.ceil(k * max_iter / (n + 1) - 1e-6) for k in range(1, n + 1)])
+        lr = dict(
+            policy="step",
+            by_epoch=False,
+            gamma=float(s.GAMMA),
+            step=[math.ceil(k * max_iter / (n + 1) - 1e-6) for k in range(1, n + 1)],
+        )
     else:
-        raise refuse("SOLVER.LR_SCHEDULER_NAME", name, "expected WarmupMultiStepLR, WarmupCosineLR or "
-                     "WarmupStepWithFixedGammaLR")
+        raise refuse(
+            "SOLVER.LR_SCHEDULER_NAME",
+            name,
+            "expected WarmupMultiStepLR, WarmupCosineLR or WarmupStepWithFixedGammaLR",
+        )
     if name != "WarmupMultiStepLR":
         require_default(d2, "SOLVER.STEPS", "only read by LR_SCHEDULER_NAME WarmupMultiStepLR")
     if name != "WarmupCosineLR":
@@ -101,8 +128,12 @@ def _schedule(d2: Any, v: dict[str, Any]) -> dict[str, Any]:
     if name == "WarmupCosineLR":
         require_default(d2, "SOLVER.GAMMA", "not read by WarmupCosineLR")
     if s.RESCALE_INTERVAL:
-        raise refuse("SOLVER.RESCALE_INTERVAL", True, "kiln's warmup multiplies the schedule over the whole "
-                     "run (Detectron2's default, False); rescaling the schedule after warmup is not implemented")
+        raise refuse(
+            "SOLVER.RESCALE_INTERVAL",
+            True,
+            "kiln's warmup multiplies the schedule over the whole "
+            "run (Detectron2's default, False); rescaling the schedule after warmup is not implemented",
+        )
     if s.WARMUP_METHOD not in ("linear", "constant"):
         raise refuse("SOLVER.WARMUP_METHOD", s.WARMUP_METHOD, "expected linear or constant")
     if v["WARMUP_ITERS"] > 0:
@@ -117,7 +148,9 @@ def _clip(d2: Any) -> dict | None:
     clip = d2.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
         for key in ("CLIP_TYPE", "CLIP_VALUE", "NORM_TYPE"):
-            require_default(d2, f"SOLVER.CLIP_GRADIENTS.{key}", "only read with SOLVER.CLIP_GRADIENTS.ENABLED True")
+            require_default(
+                d2, f"SOLVER.CLIP_GRADIENTS.{key}", "only read with SOLVER.CLIP_GRADIENTS.ENABLED True"
+            )
         return None
     if clip.CLIP_TYPE == "value":
         require_default(d2, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", "only read with CLIP_TYPE full_model")
@@ -125,23 +158,38 @@ def _clip(d2: Any) -> dict | None:
     if clip.CLIP_TYPE == "full_model":
         return dict(max_norm=float(clip.CLIP_VALUE), norm_type=float(clip.NORM_TYPE))
     if clip.CLIP_TYPE == "norm":
-        raise refuse("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "norm", "Detectron2 clips each parameter's gradient norm "
-                     "separately; kiln clips the norm of all gradients together. Use CLIP_TYPE full_model for "
-                     "that, or 'value'")
+        raise refuse(
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE",
+            "norm",
+            "Detectron2 clips each parameter's gradient norm "
+            "separately; kiln clips the norm of all gradients together. Use CLIP_TYPE full_model for "
+            "that, or 'value'",
+        )
     raise refuse("SOLVER.CLIP_GRADIENTS.CLIP_TYPE", clip.CLIP_TYPE, "expected value or full_model")
 
 
 def solver_settings(d2: Any, v: dict[str, Any]) -> dict[str, Any]:
     """MMCV-spelled optimizer/schedule/loop/checkpoint keys from the (rescaled) solver values ``v``."""
     s = d2.SOLVER
-    optimizer = dict(type="SGD", lr=v["BASE_LR"], momentum=float(s.MOMENTUM), weight_decay=float(s.WEIGHT_DECAY),
-                     nesterov=bool(s.NESTEROV), paramwise_cfg=_paramwise(d2))
+    optimizer = dict(
+        type="SGD",
+        lr=v["BASE_LR"],
+        momentum=float(s.MOMENTUM),
+        weight_decay=float(s.WEIGHT_DECAY),
+        nesterov=bool(s.NESTEROV),
+        paramwise_cfg=_paramwise(d2),
+    )
     optimizer_config: dict[str, Any] = dict(grad_clip=_clip(d2))
     if s.AMP.ENABLED:
         optimizer_config["type"] = "Fp16OptimizerHook"
     if v["CHECKPOINT_PERIOD"] <= 0:
-        raise refuse("SOLVER.CHECKPOINT_PERIOD", int(s.CHECKPOINT_PERIOD), "expected a positive number of "
-                     "iterations")
-    return dict(optimizer=optimizer, optimizer_config=optimizer_config, lr_config=_schedule(d2, v),
-                runner=dict(type="IterBasedRunner", max_iters=v["MAX_ITER"]),
-                checkpoint_config=dict(interval=v["CHECKPOINT_PERIOD"], by_epoch=False))
+        raise refuse(
+            "SOLVER.CHECKPOINT_PERIOD", int(s.CHECKPOINT_PERIOD), "expected a positive number of iterations"
+        )
+    return dict(
+        optimizer=optimizer,
+        optimizer_config=optimizer_config,
+        lr_config=_schedule(d2, v),
+        runner=dict(type="IterBasedRunner", max_iters=v["MAX_ITER"]),
+        checkpoint_config=dict(interval=v["CHECKPOINT_PERIOD"], by_epoch=False),
+    )

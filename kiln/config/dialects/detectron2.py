@@ -50,8 +50,9 @@ def _weights(d2: Any, model: dict) -> str | None:
         tv = weights.startswith("torchvision://")
         model["pretrained"] = weights if tv else f"torchvision://resnet{depth}"
         if not tv:
-            logger.warning("MODEL.WEIGHTS=%s: using ImageNet weights torchvision://resnet%d instead",
-                           weights, depth)
+            logger.warning(
+                "MODEL.WEIGHTS=%s: using ImageNet weights torchvision://resnet%d instead", weights, depth
+            )
         return None
     model["pretrained"] = None
     return weights
@@ -74,25 +75,40 @@ def _warn_unread(d2: Any) -> None:
                 if value != value_of(defaults, node).get(key, value):
                     changed.append(full)
     if changed:
-        logger.warning("%s does not read %s (set in this config); as in Detectron2 they have no effect.",
-                       d2.MODEL.META_ARCHITECTURE if not d2.MODEL.LOAD_PROPOSALS else "Fast R-CNN (LOAD_PROPOSALS)",
-                       ", ".join(changed))
+        logger.warning(
+            "%s does not read %s (set in this config); as in Detectron2 they have no effect.",
+            d2.MODEL.META_ARCHITECTURE if not d2.MODEL.LOAD_PROPOSALS else "Fast R-CNN (LOAD_PROPOSALS)",
+            ", ".join(changed),
+        )
 
 
 def _misc_checks(d2: Any) -> None:
     if d2.TEST.EXPECTED_RESULTS:
-        raise refuse("TEST.EXPECTED_RESULTS", list(d2.TEST.EXPECTED_RESULTS), "kiln does not check results "
-                     "against expected values after evaluation; remove the key")
+        raise refuse(
+            "TEST.EXPECTED_RESULTS",
+            list(d2.TEST.EXPECTED_RESULTS),
+            "kiln does not check results against expected values after evaluation; remove the key",
+        )
     if d2.TEST.PRECISE_BN.ENABLED:
-        raise refuse("TEST.PRECISE_BN.ENABLED", True, "kiln has no PreciseBN hook (recomputing BN statistics "
-                     "before evaluation)")
+        raise refuse(
+            "TEST.PRECISE_BN.ENABLED",
+            True,
+            "kiln has no PreciseBN hook (recomputing BN statistics before evaluation)",
+        )
     require_default(d2, "TEST.PRECISE_BN.NUM_ITER", "only read with TEST.PRECISE_BN.ENABLED True")
     if d2.FLOAT32_PRECISION:
-        raise refuse("FLOAT32_PRECISION", d2.FLOAT32_PRECISION, "kiln does not set torch's float32 matmul "
-                     "precision from the config; leave it ''")
+        raise refuse(
+            "FLOAT32_PRECISION",
+            d2.FLOAT32_PRECISION,
+            "kiln does not set torch's float32 matmul precision from the config; leave it ''",
+        )
     if not d2.MODEL.LOAD_PROPOSALS:
-        for key in ("PROPOSAL_FILES_TRAIN", "PROPOSAL_FILES_TEST", "PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
-                    "PRECOMPUTED_PROPOSAL_TOPK_TEST"):
+        for key in (
+            "PROPOSAL_FILES_TRAIN",
+            "PROPOSAL_FILES_TEST",
+            "PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
+            "PRECOMPUTED_PROPOSAL_TOPK_TEST",
+        ):
             require_default(d2, f"DATASETS.{key}", "only read with MODEL.LOAD_PROPOSALS True")
     if int(d2.VIS_PERIOD) < 0:
         raise refuse("VIS_PERIOD", int(d2.VIS_PERIOD), "expected 0 (off) or a positive period")
@@ -114,25 +130,35 @@ def d2_to_canonical(d2: Any, num_gpus: int = 1) -> dict[str, Any]:
     v = scaled_solver(d2, num_gpus)
     proposals = bool(d2.MODEL.LOAD_PROPOSALS)
     train_pipeline, test_pipeline = pipelines(d2, proposals)
-    data: dict[str, Any] = dict(samples_per_gpu=v["IMS_PER_BATCH"] // num_gpus,
-                                workers_per_gpu=int(d2.DATALOADER.NUM_WORKERS))
-    data["train"] = catalog_dataset(d2, "DATASETS.TRAIN", train_pipeline, False,
-                                    "DATASETS.PROPOSAL_FILES_TRAIN" if proposals else None)
+    data: dict[str, Any] = dict(
+        samples_per_gpu=v["IMS_PER_BATCH"] // num_gpus, workers_per_gpu=int(d2.DATALOADER.NUM_WORKERS)
+    )
+    data["train"] = catalog_dataset(
+        d2, "DATASETS.TRAIN", train_pipeline, False, "DATASETS.PROPOSAL_FILES_TRAIN" if proposals else None
+    )
     if d2.DATASETS.TEST:
-        test = catalog_dataset(d2, "DATASETS.TEST", test_pipeline, True,
-                               "DATASETS.PROPOSAL_FILES_TEST" if proposals else None)
+        test = catalog_dataset(
+            d2, "DATASETS.TEST", test_pipeline, True, "DATASETS.PROPOSAL_FILES_TEST" if proposals else None
+        )
         data["val"] = test
         data["test"] = dict(test)
     out: dict[str, Any] = dict(
-        model=model, data=data, **solver_settings(d2, v),
+        model=model,
+        data=data,
+        **solver_settings(d2, v),
         log_config=dict(interval=20, hooks=[dict(type="TextLoggerHook"), dict(type="TensorboardLoggerHook")]),
-        work_dir=d2.OUTPUT_DIR, load_from=load_from, workflow=[("train", 1)],
+        work_dir=d2.OUTPUT_DIR,
+        load_from=load_from,
+        workflow=[("train", 1)],
     )
     if "test" in data:
         out["evaluation"] = dict(interval=v["EVAL_PERIOD"] or v["MAX_ITER"], by_epoch=False, metric="bbox")
     elif int(d2.TEST.EVAL_PERIOD):
-        raise refuse("TEST.EVAL_PERIOD", int(d2.TEST.EVAL_PERIOD), "DATASETS.TEST is empty: there is "
-                     "nothing to evaluate")
+        raise refuse(
+            "TEST.EVAL_PERIOD",
+            int(d2.TEST.EVAL_PERIOD),
+            "DATASETS.TEST is empty: there is nothing to evaluate",
+        )
     if d2.SEED >= 0:
         out["seed"] = int(d2.SEED)
     if d2.CUDNN_BENCHMARK:
@@ -152,10 +178,15 @@ def d2_to_canonical(d2: Any, num_gpus: int = 1) -> dict[str, Any]:
     canonical.update(tta_settings(d2, test_pipeline))
     if int(d2.VIS_PERIOD) > 0:
         canonical.setdefault("custom_hooks", []).append(
-            dict(type="ProposalVisualizationHook", interval=int(d2.VIS_PERIOD)))
+            dict(type="ProposalVisualizationHook", interval=int(d2.VIS_PERIOD))
+        )
     if frozen:
         canonical["frozen_modules"] = frozen
     canonical["device"] = str(d2.MODEL.DEVICE)
-    if d2.MODEL.RESNETS.NORM == "SyncBN" or d2.MODEL.FPN.NORM == "SyncBN" or d2.MODEL.ROI_BOX_HEAD.NORM == "SyncBN":
+    if (
+        d2.MODEL.RESNETS.NORM == "SyncBN"
+        or d2.MODEL.FPN.NORM == "SyncBN"
+        or d2.MODEL.ROI_BOX_HEAD.NORM == "SyncBN"
+    ):
         canonical["sync_bn"] = "torch"
     return canonical
