@@ -46,13 +46,16 @@ def _weights(d2: Any, model: dict) -> str | None:
         model["pretrained"] = None
         return None
     if weights.startswith(_IMAGENET_PREFIXES) or weights.startswith("torchvision://"):
-        depth = int(d2.MODEL.RESNETS.DEPTH)
+        bb = model["backbone"]
+        # torchvision's ImageNet checkpoint of the same architecture (found in the local cache)
+        if bb["type"] == "ResNeXt":
+            name = f"resnext{bb['depth']}_{bb['groups']}x{bb['base_width']}d"
+        else:
+            name = f"resnet{bb['depth']}"
         tv = weights.startswith("torchvision://")
-        model["pretrained"] = weights if tv else f"torchvision://resnet{depth}"
+        model["pretrained"] = weights if tv else f"torchvision://{name}"
         if not tv:
-            logger.warning(
-                "MODEL.WEIGHTS=%s: using ImageNet weights torchvision://resnet%d instead", weights, depth
-            )
+            logger.warning("MODEL.WEIGHTS=%s: using ImageNet weights torchvision://%s instead", weights, name)
         return None
     model["pretrained"] = None
     return weights
