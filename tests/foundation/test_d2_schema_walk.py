@@ -399,3 +399,24 @@ def test_subtrees_a_meta_architecture_does_not_read_are_named_in_a_warning(caplo
     with caplog.at_level(logging.WARNING, logger="kiln.config"):
         _translate(d2)
     assert "MODEL.ROI_HEADS.NUM_CLASSES" in caplog.text and "RetinaNet" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "context, key, value",
+    [
+        ({}, "INPUT.CROP.SIZE", [0.5, 0.5]),
+        ({}, "TEST.AUG.MIN_SIZES", (600,)),
+        ({"SOLVER.LR_SCHEDULER_NAME": "WarmupCosineLR"}, "SOLVER.STEPS", (100,)),
+        ({}, "DATALOADER.REPEAT_THRESHOLD", 0.1),
+        ({}, "MODEL.ROI_BOX_CASCADE_HEAD.IOUS", (0.5, 0.6)),
+        ({}, "MODEL.FPN.OUT_CHANNELS", 128),
+    ],
+)
+def test_options_of_a_feature_that_is_off_are_named_in_a_warning(caplog, context, key, value):
+    # Detectron2 ignores them; kiln does too (the config stays valid) but says so.
+    d2 = _base(context)
+    base = _translate(_base(context))
+    _set(d2, key, value)
+    with caplog.at_level(logging.WARNING, logger="kiln.config"):
+        assert _translate(d2) == base
+    assert f"{key}=" in caplog.text and "has no effect" in caplog.text

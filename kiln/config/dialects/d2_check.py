@@ -10,6 +10,7 @@ kiln does not have (masks, keypoints, semantic and panoptic segmentation) stop t
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 __all__ = [
@@ -19,9 +20,12 @@ __all__ = [
     "default_of",
     "is_default",
     "require_default",
+    "warn_unread",
     "check_supported_heads",
     "SUPPORTED_META_ARCHITECTURES",
 ]
+
+logger = logging.getLogger("kiln.config")
 
 SUPPORTED_META_ARCHITECTURES = ("GeneralizedRCNN", "RetinaNet", "ProposalNetwork")
 _SEGMENTATION_ARCHS = {
@@ -78,6 +82,17 @@ def require_default(d2: Any, key: str, why: str) -> None:
     """Refuse ``key`` unless it holds its default; ``why`` says when the key means something."""
     if not is_default(d2, key):
         raise refuse(key, value_of(d2, key), why)
+
+
+def warn_unread(d2: Any, key: str, why: str) -> None:
+    """Say (a warning naming ``key``) that a value set away from its default is not read here.
+
+    For an option of a feature that is switched off or not chosen (``INPUT.CROP.SIZE`` with crops off,
+    ``SOLVER.STEPS`` with a cosine schedule): Detectron2 ignores it too, so the config is valid, but the
+    user is told instead of the value vanishing silently. ``why`` says when the key is read.
+    """
+    if not is_default(d2, key):
+        logger.warning("%s=%r has no effect: %s (as in Detectron2).", key, value_of(d2, key), why)
 
 
 def check_supported_heads(d2: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .d2_check import refuse, require_default
+from .d2_check import refuse, warn_unread
 
 __all__ = ["pipelines", "catalog_dataset", "evaluator_for", "loader_settings", "tta_settings"]
 
@@ -56,7 +56,7 @@ def _crop(d2: Any) -> dict | None:
     crop = d2.INPUT.CROP
     if not crop.ENABLED:
         for key in ("TYPE", "SIZE"):
-            require_default(d2, f"INPUT.CROP.{key}", "only read with INPUT.CROP.ENABLED True")
+            warn_unread(d2, f"INPUT.CROP.{key}", "only read with INPUT.CROP.ENABLED True")
         return None
     if crop.TYPE not in ("relative_range", "relative", "absolute", "absolute_range"):
         raise refuse(
@@ -141,7 +141,7 @@ def tta_settings(d2: Any, test_pipeline: list) -> dict[str, Any]:
     aug = d2.TEST.AUG
     if not aug.ENABLED:
         for key in ("MIN_SIZES", "MAX_SIZE", "FLIP"):
-            require_default(d2, f"TEST.AUG.{key}", "only read with TEST.AUG.ENABLED True")
+            warn_unread(d2, f"TEST.AUG.{key}", "only read with TEST.AUG.ENABLED True")
         return {}
     sizes = [int(s) for s in aug.MIN_SIZES]
     if not sizes or min(sizes) <= 0 or int(aug.MAX_SIZE) <= 0:
@@ -286,11 +286,11 @@ def loader_settings(d2: Any, canonical: dict) -> None:
         )
     if name != "RepeatFactorTrainingSampler":
         for key in ("REPEAT_THRESHOLD", "REPEAT_SQRT"):
-            require_default(
+            warn_unread(
                 d2, f"DATALOADER.{key}", "only read with DATALOADER.SAMPLER_TRAIN RepeatFactorTrainingSampler"
             )
     if name != "RandomSubsetTrainingSampler":
-        require_default(
+        warn_unread(
             d2,
             "DATALOADER.RANDOM_SUBSET_RATIO",
             "only read with DATALOADER.SAMPLER_TRAIN RandomSubsetTrainingSampler",

@@ -12,11 +12,14 @@ translator can say so.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from .d2_check import refuse, require_default, value_of
+from .d2_check import refuse, require_default, value_of, warn_unread
 
 __all__ = ["build_model_dict", "unread_subtrees", "NORMS"]
+
+logger = logging.getLogger("kiln.config")
 
 NORMS = {
     "FrozenBN": dict(type="FrozenBN", requires_grad=False),
@@ -53,8 +56,13 @@ def _reg_loss(prefix: str, loss_type: str, beta_key: str, beta: float, weight: f
             return dict(type="L1Loss", loss_weight=weight), False
         return dict(type="SmoothL1Loss", beta=float(beta), loss_weight=weight), False
     if loss_type == "giou":
-        if float(beta) != 0.0 and beta_key.endswith("SMOOTH_L1_BETA"):
-            raise refuse(beta_key, beta, f"only read with {prefix}.BBOX_REG_LOSS_TYPE smooth_l1")
+        if float(beta) != 0.0:
+            logger.warning(
+                "%s=%r has no effect: only read with %s.BBOX_REG_LOSS_TYPE smooth_l1 (as in Detectron2).",
+                beta_key,
+                beta,
+                prefix,
+            )
         return dict(type="GIoULoss", loss_weight=weight), True
     raise refuse(
         f"{prefix}.BBOX_REG_LOSS_TYPE",
@@ -477,7 +485,7 @@ def _roi_head(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tuple[di
                 "MODEL.BACKBONE.NAME build_resnet_backbone with MODEL.RESNETS.OUT_FEATURES ['res4']",
             )
         for k in ("NAME", "NUM_FC", "FC_DIM", "NUM_CONV", "CONV_DIM", "NORM"):
-            require_default(
+            warn_unread(
                 d2,
                 f"MODEL.ROI_BOX_HEAD.{k}",
                 "Res5ROIHeads uses res5 as its box head; this key "
@@ -534,7 +542,7 @@ def _roi_head(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tuple[di
             "MODEL.ROI_HEADS.NAME", name, "kiln implements StandardROIHeads, Res5ROIHeads and CascadeROIHeads"
         )
     for key in ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "MODEL.ROI_BOX_CASCADE_HEAD.IOUS"):
-        require_default(d2, key, "only read by MODEL.ROI_HEADS.NAME CascadeROIHeads")
+        warn_unread(d2, key, "only read by MODEL.ROI_HEADS.NAME CascadeROIHeads")
     neg, pos = _two_level_thresholds("MODEL.ROI_HEADS", rh.IOU_THRESHOLDS, rh.IOU_LABELS)
     return head, _rcnn_train(d2, neg, pos), test
 
@@ -550,7 +558,7 @@ def _cascade(d2: Any, feats: list[tuple[int, int]], res: int, test: dict) -> tup
             f"give one weight tuple per stage (IOUS has {len(ious)} stages)",
         )
     for key in ("IOU_THRESHOLDS", "IOU_LABELS"):
-        require_default(
+        warn_unread(
             d2,
             f"MODEL.ROI_HEADS.{key}",
             "CascadeROIHeads matches each stage at MODEL.ROI_BOX_CASCADE_HEAD.IOUS instead",
@@ -585,9 +593,7 @@ def _retina_head(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dic
         1.0,
     )
     if r.BBOX_REG_LOSS_TYPE != "smooth_l1":
-        require_default(
-            d2, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "only read with BBOX_REG_LOSS_TYPE smooth_l1"
-        )
+        warn_unread(d2, "MODEL.RETINANET.SMOOTH_L1_LOSS_BETA", "only read with BBOX_REG_LOSS_TYPE smooth_l1")
     head = dict(
         type="RetinaHead",
         num_classes=int(r.NUM_CLASSES),
@@ -672,13 +678,13 @@ def build_model_dict(d2: Any) -> dict:
             d2, retina=d2.MODEL.BACKBONE.NAME == "build_retinanet_resnet_fpn_backbone"
         )
     else:
-        require_default(
+        warn_unread(
             d2,
             "MODEL.FPN.IN_FEATURES",
             "only read by FPN backbones (MODEL.BACKBONE.NAME build_resnet_fpn_backbone)",
         )
         for key in ("OUT_CHANNELS", "NORM", "FUSE_TYPE"):
-            require_default(d2, f"MODEL.FPN.{key}", "only read by FPN backbones")
+            warn_unread(d2, f"MODEL.FPN.{key}", "only read by FPN backbones")
         backbone, levels = _resnet(d2, list(d2.MODEL.RESNETS.OUT_FEATURES), "MODEL.RESNETS.OUT_FEATURES")
         neck = None
         if len(levels) != 1:
@@ -707,7 +713,7 @@ def build_model_dict(d2: Any) -> dict:
             raise refuse(
                 "MODEL.LOAD_PROPOSALS", True, "a ProposalNetwork makes proposals; it cannot load them"
             )
-        require_default(
+        warn_unread(
             d2, "MODEL.PROPOSAL_GENERATOR.MIN_SIZE", "only read by the RPN (not with PrecomputedProposals)"
         )
     elif gen != "RPN":

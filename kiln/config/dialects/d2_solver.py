@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .d2_check import refuse, require_default
+from .d2_check import refuse, warn_unread
 
 __all__ = ["scaled_solver", "solver_settings"]
 
@@ -120,13 +120,13 @@ def _schedule(d2: Any, v: dict[str, Any]) -> dict[str, Any]:
             "expected WarmupMultiStepLR, WarmupCosineLR or WarmupStepWithFixedGammaLR",
         )
     if name != "WarmupMultiStepLR":
-        require_default(d2, "SOLVER.STEPS", "only read by LR_SCHEDULER_NAME WarmupMultiStepLR")
+        warn_unread(d2, "SOLVER.STEPS", "only read by LR_SCHEDULER_NAME WarmupMultiStepLR")
     if name != "WarmupCosineLR":
-        require_default(d2, "SOLVER.BASE_LR_END", "only read by LR_SCHEDULER_NAME WarmupCosineLR")
+        warn_unread(d2, "SOLVER.BASE_LR_END", "only read by LR_SCHEDULER_NAME WarmupCosineLR")
     if name != "WarmupStepWithFixedGammaLR":
-        require_default(d2, "SOLVER.NUM_DECAYS", "only read by LR_SCHEDULER_NAME WarmupStepWithFixedGammaLR")
+        warn_unread(d2, "SOLVER.NUM_DECAYS", "only read by LR_SCHEDULER_NAME WarmupStepWithFixedGammaLR")
     if name == "WarmupCosineLR":
-        require_default(d2, "SOLVER.GAMMA", "not read by WarmupCosineLR")
+        warn_unread(d2, "SOLVER.GAMMA", "not read by WarmupCosineLR")
     if s.RESCALE_INTERVAL:
         raise refuse(
             "SOLVER.RESCALE_INTERVAL",
@@ -140,7 +140,7 @@ def _schedule(d2: Any, v: dict[str, Any]) -> dict[str, Any]:
         lr.update(warmup=s.WARMUP_METHOD, warmup_iters=v["WARMUP_ITERS"], warmup_ratio=float(s.WARMUP_FACTOR))
     else:
         for key in ("WARMUP_FACTOR", "WARMUP_METHOD"):
-            require_default(d2, f"SOLVER.{key}", "only read with SOLVER.WARMUP_ITERS > 0")
+            warn_unread(d2, f"SOLVER.{key}", "only read with SOLVER.WARMUP_ITERS > 0")
     return lr
 
 
@@ -148,12 +148,12 @@ def _clip(d2: Any) -> dict | None:
     clip = d2.SOLVER.CLIP_GRADIENTS
     if not clip.ENABLED:
         for key in ("CLIP_TYPE", "CLIP_VALUE", "NORM_TYPE"):
-            require_default(
+            warn_unread(
                 d2, f"SOLVER.CLIP_GRADIENTS.{key}", "only read with SOLVER.CLIP_GRADIENTS.ENABLED True"
             )
         return None
     if clip.CLIP_TYPE == "value":
-        require_default(d2, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", "only read with CLIP_TYPE full_model")
+        warn_unread(d2, "SOLVER.CLIP_GRADIENTS.NORM_TYPE", "only read with CLIP_TYPE full_model")
         return dict(type="value", clip_value=float(clip.CLIP_VALUE))
     if clip.CLIP_TYPE == "full_model":
         return dict(max_norm=float(clip.CLIP_VALUE), norm_type=float(clip.NORM_TYPE))

@@ -26,7 +26,15 @@ import logging
 from typing import Any
 
 from .canonical import FREEZE_GROUPS
-from .d2_check import D2KeyError, check_supported_heads, is_default, refuse, require_default, value_of
+from .d2_check import (
+    D2KeyError,
+    check_supported_heads,
+    is_default,
+    refuse,
+    require_default,
+    value_of,
+    warn_unread,
+)
 from .d2_data import catalog_dataset, evaluator_for, loader_settings, pipelines, tta_settings
 from .d2_model import build_model_dict, unread_subtrees
 from .d2_solver import scaled_solver, solver_settings
@@ -112,7 +120,7 @@ def _misc_checks(d2: Any) -> None:
             "PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
             "PRECOMPUTED_PROPOSAL_TOPK_TEST",
         ):
-            require_default(d2, f"DATASETS.{key}", "only read with MODEL.LOAD_PROPOSALS True")
+            warn_unread(d2, f"DATASETS.{key}", "only read with MODEL.LOAD_PROPOSALS True")
     if int(d2.VIS_PERIOD) < 0:
         raise refuse("VIS_PERIOD", int(d2.VIS_PERIOD), "expected 0 (off) or a positive period")
 
