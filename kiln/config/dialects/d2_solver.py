@@ -18,12 +18,15 @@ always has. Detectron2's semantics kept:
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
-from .d2_check import refuse, warn_unread
+from .d2_check import refuse, value_of, warn_unread
 
 __all__ = ["scaled_solver", "solver_settings"]
+
+logger = logging.getLogger("kiln.config")
 
 
 def scaled_solver(d2: Any, num_gpus: int) -> dict[str, Any]:
@@ -89,6 +92,14 @@ def _paramwise(d2: Any) -> dict[str, float]:
         out["bias_lr_mult"] = float(s.BIAS_LR_FACTOR)
     if s.WEIGHT_DECAY_BIAS is not None:
         out["bias_decay_mult"] = mult("SOLVER.WEIGHT_DECAY_BIAS", float(s.WEIGHT_DECAY_BIAS))
+    trainable_norms = [k for k in ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM",
+                                   "MODEL.RETINANET.NORM") if value_of(d2, k) not in ("", "FrozenBN")]
+    if ("bias_lr_mult" in out or "bias_decay_mult" in out) and trainable_norms:
+        # Detectron2 gives the biases of norm layers the bias settings too; kiln's paramwise_cfg
+        # (MMEngine's) leaves norm biases at the norm settings.
+        logger.warning("SOLVER.BIAS_LR_FACTOR / WEIGHT_DECAY_BIAS: the biases of the trainable norm layers "
+                       "(%s) keep BASE_LR and WEIGHT_DECAY_NORM in kiln; Detectron2 applies the bias "
+                       "settings to them as well.", ", ".join(trainable_norms))
     return out
 
 
