@@ -266,13 +266,9 @@ def loader_settings(d2: Any, canonical: dict) -> None:
         # kiln's default training loader is Detectron2's TrainingSampler (infinite, shuffled, seeded).
         pass
     elif name == "RepeatFactorTrainingSampler":
-        if not dl.REPEAT_SQRT:
-            raise refuse(
-                "DATALOADER.REPEAT_SQRT",
-                False,
-                "kiln's RepeatFactorTrainingSampler uses LVIS's square-root repeat factor only",
-            )
         loader["sampler"] = dict(type="RepeatFactorTrainingSampler", repeat_thresh=float(dl.REPEAT_THRESHOLD))
+        if not dl.REPEAT_SQRT:
+            loader["sampler"]["sqrt"] = False  # repeat factor t/f instead of LVIS's sqrt(t/f)
     elif name == "RandomSubsetTrainingSampler":
         ratio = float(dl.RANDOM_SUBSET_RATIO)
         if not 0.0 < ratio <= 1.0:
