@@ -169,3 +169,27 @@ def test_schema_has_the_keys_detectron2_configs_set():
         for part in key.split("."):
             node = node[part]
     assert cfg.TEST.AUG.MIN_SIZES == (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
+
+
+def test_kiln_reads_a_top_level_file_with_an_eval_tag(tmp_path, capsys):
+    # the command line's Detectron2-dialect detection parses the file with kiln's loader too
+    from kiln.cli import main
+
+    path = _write(
+        tmp_path,
+        'MODEL:\n  META_ARCHITECTURE: "RetinaNet"\n  BACKBONE:\n'
+        '    NAME: "build_retinanet_resnet_fpn_backbone"\n  RESNETS:\n'
+        '    OUT_FEATURES: ["res3", "res4", "res5"]\n  FPN:\n'
+        '    IN_FEATURES: ["res3", "res4", "res5"]\n  ANCHOR_GENERATOR:\n'
+        '    SIZES: !!python/object/apply:eval ["[[x, x * 2] for x in [16, 32, 64, 128, 256]]"]\n'
+        'DATASETS:\n  TRAIN: ("d2yaml_train",)\n',
+    )
+    from kiln.data import DatasetCatalog
+    from kiln.data.datasets import generate_shapes_dataset, register_coco_instances
+
+    if "d2yaml_train" not in DatasetCatalog.list():
+        p = generate_shapes_dataset(str(tmp_path / "data"), num_images=2, image_size=32, split="train")
+        register_coco_instances("d2yaml_train", {}, p["ann_file"], p["img_prefix"])
+    assert main(["config", "print", path]) == 0
+    out = "".join(capsys.readouterr().out.split())  # without whitespace
+    assert "sizes=[[16.0,32.0],[32.0,64.0]," in out
