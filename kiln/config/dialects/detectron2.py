@@ -6,8 +6,9 @@ schema (:func:`kiln.config.get_cfg`) is either mapped or, when set to a value ki
 refused with one message naming the key and value (a :class:`~.d2_check.D2KeyError`). The parts:
 
 * :mod:`.d2_check` - refusals; configs needing mask/keypoint/segmentation heads stop up front.
-* :mod:`.d2_model` - ``MODEL.*``: ResNet/ResNeXt (C4, DC5, FPN), RPN, ROI heads (standard, Res5,
-  cascade), RetinaNet, RPN-only and Fast R-CNN from precomputed proposals.
+* :mod:`.d2_model` - ``MODEL.*``: ResNet/ResNeXt (C4, DC5, FPN; :mod:`.d2_backbone`), RPN, ROI heads
+  (standard, Res5, cascade), RetinaNet (:mod:`.d2_heads`), RPN-only and Fast R-CNN from precomputed
+  proposals.
 * :mod:`.d2_data` - ``INPUT.*``, ``DATASETS.*``, ``DATALOADER.*``, ``TEST.AUG.*``.
 * :mod:`.d2_solver` - ``SOLVER.*``.
 
