@@ -81,7 +81,12 @@ def resnet_dict(d2: Any, out_features: list[str], where: str) -> tuple[dict, dic
     small = depth < 50
     if small:
         if res2 != 64:
-            raise refuse("MODEL.RESNETS.RES2_OUT_CHANNELS", res2, "must be 64 for R18/R34 (as Detectron2)")
+            raise refuse(
+                "MODEL.RESNETS.RES2_OUT_CHANNELS",
+                res2,
+                f"R{depth} has 64 res2 channels; set MODEL.RESNETS.RES2_OUT_CHANNELS 64 "
+                "(Detectron2 requires it too)",
+            )
         if int(r.NUM_GROUPS) != 1 or dilation != 1:
             raise refuse(
                 "MODEL.RESNETS.NUM_GROUPS" if int(r.NUM_GROUPS) != 1 else "MODEL.RESNETS.RES5_DILATION",
@@ -144,7 +149,10 @@ def fpn_dicts(d2: Any, retina: bool) -> tuple[dict, dict, dict[str, tuple[int, i
         raise refuse(
             "MODEL.FPN.IN_FEATURES",
             in_features,
-            "an FPN backbone needs its inputs, e.g. ['res2', 'res3', 'res4', 'res5']",
+            "an FPN backbone needs its inputs: Detectron2's Base-RCNN-FPN.yaml sets "
+            "MODEL.RESNETS.OUT_FEATURES and MODEL.FPN.IN_FEATURES to ['res2', 'res3', 'res4', 'res5'] (with RPN.IN_FEATURES p2..p6, "
+            "ROI_HEADS.NAME StandardROIHeads, IN_FEATURES p2..p5), Base-RetinaNet.yaml to ['res3', 'res4', "
+            "'res5']; start from those files with _BASE_",
         )
     if list(d2.MODEL.RESNETS.OUT_FEATURES) != in_features:
         raise refuse(

@@ -252,7 +252,8 @@ def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tup
             raise refuse(
                 "MODEL.ROI_HEADS.NAME",
                 name,
-                "Res5ROIHeads runs res5 on res4 features: use "
+                "Res5ROIHeads (Detectron2's default) runs res5 on res4 features: with an FPN backbone set "
+                "MODEL.ROI_HEADS.NAME StandardROIHeads (and ROI_BOX_HEAD.NAME FastRCNNConvFCHead), or use "
                 "MODEL.BACKBONE.NAME build_resnet_backbone with MODEL.RESNETS.OUT_FEATURES ['res4']",
             )
         for k in ("NAME", "NUM_FC", "FC_DIM", "NUM_CONV", "CONV_DIM", "NORM"):
