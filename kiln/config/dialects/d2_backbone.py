@@ -151,8 +151,8 @@ def fpn_dicts(d2: Any, retina: bool) -> tuple[dict, dict, dict[str, tuple[int, i
             in_features,
             "an FPN backbone needs its inputs: Detectron2's Base-RCNN-FPN.yaml sets "
             "MODEL.RESNETS.OUT_FEATURES and MODEL.FPN.IN_FEATURES to ['res2', 'res3', 'res4', 'res5'] "
-            "(with RPN.IN_FEATURES p2..p6, ROI_HEADS.NAME StandardROIHeads, IN_FEATURES p2..p5), Base-RetinaNet.yaml to ['res3', 'res4', "
-            "'res5']; start from those files with _BASE_",
+            "(with RPN.IN_FEATURES p2..p6, ROI_HEADS.NAME StandardROIHeads, IN_FEATURES p2..p5), "
+            "Base-RetinaNet.yaml to ['res3', 'res4', 'res5']; start from those files with _BASE_",
         )
     if list(d2.MODEL.RESNETS.OUT_FEATURES) != in_features:
         raise refuse(
