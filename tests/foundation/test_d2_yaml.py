@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os.path as osp
 
 import pytest
 
@@ -193,3 +194,23 @@ def test_kiln_reads_a_top_level_file_with_an_eval_tag(tmp_path, capsys):
     assert main(["config", "print", path]) == 0
     out = "".join(capsys.readouterr().out.split())  # without whitespace
     assert "sizes=[[16.0,32.0],[32.0,64.0]," in out
+
+
+def test_load_d2_node_is_the_merged_frozen_config_and_its_dump_reloads(tmp_path):
+    # what OUTPUT_DIR/config.yaml records: reloading the dump gives the same node
+    from kiln.cli.d2_config import add_fewshot_defaults, load_d2_node
+    from kiln.config import FrozenConfigError
+
+    root = osp.join(osp.dirname(osp.dirname(__file__)), "fixtures", "detectron2_configs")
+    node = load_d2_node(
+        osp.join(root, "COCO-Detection", "retinanet_R_50_FPN_1x.yaml"),
+        ["SOLVER.BASE_LR", "0.005", "MODEL.BACKBONE.FREEZE", "True"],
+    )
+    assert node.is_frozen() and node.SOLVER.BASE_LR == 0.005 and node.MODEL.BACKBONE.FREEZE is True
+    assert node.MODEL.META_ARCHITECTURE == "RetinaNet" and len(node.MODEL.ANCHOR_GENERATOR.SIZES) == 5
+    with pytest.raises(FrozenConfigError):
+        node.SEED = 1
+    (tmp_path / "config.yaml").write_text(node.dump())
+    again = add_fewshot_defaults(get_cfg())
+    again.merge_from_file(str(tmp_path / "config.yaml"))
+    assert again.to_dict() == node.to_dict()
