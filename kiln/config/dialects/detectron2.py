@@ -166,11 +166,7 @@ def d2_to_canonical(d2: Any, num_gpus: int = 1) -> dict[str, Any]:
     if "test" in data:
         out["evaluation"] = dict(interval=v["EVAL_PERIOD"] or v["MAX_ITER"], by_epoch=False, metric="bbox")
     elif int(d2.TEST.EVAL_PERIOD):
-        raise refuse(
-            "TEST.EVAL_PERIOD",
-            int(d2.TEST.EVAL_PERIOD),
-            "DATASETS.TEST is empty: there is nothing to evaluate",
-        )
+        warn_unread(d2, "TEST.EVAL_PERIOD", "DATASETS.TEST is empty, there is nothing to evaluate")
     if d2.SEED >= 0:
         out["seed"] = int(d2.SEED)
     if d2.CUDNN_BENCHMARK:
