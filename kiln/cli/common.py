@@ -54,10 +54,10 @@ def is_d2_yaml(path: str) -> bool:
     """True for a Detectron2-style yaml: top-level keys are UPPER_CASE (MODEL, SOLVER, _BASE_, ...)."""
     if not path.endswith((".yaml", ".yml")):
         return False
-    import yaml
+    from kiln.fileio.yaml_io import yaml_load
 
     with open(path) as f:
-        data = yaml.safe_load(f)
+        data = yaml_load(f)  # kiln's safe loader: Detectron2's !!python/object/apply:eval included
     if not isinstance(data, dict) or not data:
         return False
     keys = [k for k in data if isinstance(k, str)]

@@ -7,11 +7,12 @@ See docs/config.md.
 from .cfg_node import CfgNode
 from .config import MISSING, Config
 from .config_dict import ConfigDict
-from .defaults import get_cfg, get_default_cfg
+from .defaults import get_cfg, get_default_cfg, global_cfg, set_global_cfg
 from .errors import ConfigError, ConfigKeyError, FrozenConfigError
 from .overrides import parse_cfg_options, parse_opts, parse_value
 
 __all__ = [
     "CfgNode", "Config", "ConfigDict", "ConfigError", "ConfigKeyError", "FrozenConfigError",
-    "MISSING", "get_cfg", "get_default_cfg", "parse_cfg_options", "parse_opts", "parse_value",
+    "MISSING", "get_cfg", "get_default_cfg", "global_cfg", "parse_cfg_options", "parse_opts", "parse_value",
+    "set_global_cfg",
 ]

@@ -231,10 +231,19 @@ class CfgNode(dict):
     def merge_from_file(self, cfg_filename: str | os.PathLike, allow_unsafe: bool = False) -> None:
         """Merge a yaml/json file (``_BASE_`` chains are followed, relative to each file).
 
-        ``allow_unsafe`` exists for Detectron2 compatibility only: yaml is always loaded
-        safely, so it has no effect.
+        ``allow_unsafe`` exists for Detectron2 compatibility only: yaml is always loaded safely (its
+        ``!!python/object/apply:eval`` expressions by a restricted evaluator), so it changes nothing.
+        On a root node whose schema has an int ``VERSION`` (Detectron2's), an older file is upgraded
+        first (:mod:`kiln.config.d2_compat`).
         """
-        self.merge_from_other_cfg(self.load_yaml_with_base(str(cfg_filename)))
+        loaded = self.load_yaml_with_base(str(cfg_filename))
+        latest = self.get("VERSION") if not self.__dict__["_key_list"] else None
+        if isinstance(latest, int) and not isinstance(latest, bool):
+            from .d2_compat import upgrade_loaded_cfg
+
+            arch = (self.get("MODEL") or {}).get("META_ARCHITECTURE", "GeneralizedRCNN")
+            loaded = upgrade_loaded_cfg(loaded, latest, arch, str(cfg_filename))
+        self.merge_from_other_cfg(loaded)
 
     @classmethod
     def load_yaml_with_base(cls, filename: str, _stack: tuple[str, ...] = ()) -> dict:

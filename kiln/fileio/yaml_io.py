@@ -1,7 +1,10 @@
 """YAML with safe loading only, plus a ``!tuple`` tag so tuples survive a dump/load round trip.
 
-The loader is ``yaml.SafeLoader`` (or the C version when available) with exactly one extra
-constructor, for ``!tuple`` sequences; nothing here can construct arbitrary Python objects.
+The loader is ``yaml.SafeLoader`` (or the C version when available) with two extra constructors:
+``!tuple`` sequences, and Detectron2's ``!!python/object/apply:eval ["expression"]``, whose expression
+is evaluated by :func:`kiln.fileio.safe_eval.safe_eval` (literals, arithmetic, comprehensions; no names,
+attributes or calls). Every other ``!!python/...`` tag is refused with the line it is on; nothing here
+can construct arbitrary Python objects.
 """
 
 from __future__ import annotations
@@ -26,6 +29,36 @@ def _construct_tuple(loader: yaml.SafeLoader, node: yaml.Node) -> tuple:
 
 
 SafeTupleLoader.add_constructor("!tuple", _construct_tuple)
+
+_EVAL_TAG = "tag:yaml.org,2002:python/object/apply:eval"
+
+
+def _construct_eval(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    from yaml.constructor import ConstructorError
+
+    from .safe_eval import UnsafeExpressionError, safe_eval
+
+    args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else None
+    if not args or len(args) != 1 or not isinstance(args[0], str):
+        raise ConstructorError(None, None, "!!python/object/apply:eval takes one string, e.g. "
+                               "!!python/object/apply:eval [\"[x * 2 for x in [32, 64]]\"]", node.start_mark)
+    try:
+        return safe_eval(args[0])
+    except UnsafeExpressionError as exc:
+        raise ConstructorError(None, None, f"!!python/object/apply:eval {args[0]!r}: {exc}. kiln evaluates "
+                               f"literals, arithmetic and comprehensions only", node.start_mark) from None
+
+
+def _refuse_python_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    from yaml.constructor import ConstructorError
+
+    raise ConstructorError(None, None, f"tag !!python/{suffix} would construct a Python object; kiln loads "
+                           f"yaml safely and evaluates only !!python/object/apply:eval list expressions. "
+                           f"Write the value as plain yaml.", node.start_mark)
+
+
+SafeTupleLoader.add_constructor(_EVAL_TAG, _construct_eval)
+SafeTupleLoader.add_multi_constructor("tag:yaml.org,2002:python/", _refuse_python_tag)
 
 
 class SafeTupleDumper(_BaseDumper):  # type: ignore[misc, valid-type]

@@ -32,6 +32,11 @@ MODEL:
     NAME: "build_retinanet_resnet_fpn_backbone"
   RESNETS:
     DEPTH: 50
+    OUT_FEATURES: ["res3", "res4", "res5"]
+  ANCHOR_GENERATOR:
+    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1/3), x * 2**(2/3)] for x in [32, 64, 128, 256, 512]]"]
+  FPN:
+    IN_FEATURES: ["res3", "res4", "res5"]
   RETINANET:
     NUM_CLASSES: 3
 DATASETS:
@@ -55,11 +60,13 @@ def _write(tmp_path, child: str):
 
 
 def test_retinanet_yaml_maps_model_solver_data_and_output(tiny_catalog, tmp_path):
-    path = _write(tmp_path, "MODEL:\n  RESNETS:\n    DEPTH: 18\nSOLVER:\n  CHECKPOINT_PERIOD: 500\n"
+    path = _write(tmp_path, "MODEL:\n  RESNETS:\n    DEPTH: 18\n    RES2_OUT_CHANNELS: 64\n"
+                            "SOLVER:\n  CHECKPOINT_PERIOD: 500\n"
                             "OUTPUT_DIR: ./out/retina\nINPUT:\n  MAX_SIZE_TRAIN: 1000\n")
     cfg = load_d2_config(path, ["SOLVER.BASE_LR", "0.02", "SEED", "7"])
     assert cfg.model.type == "RetinaNet"
-    assert cfg.model.backbone.depth == 18 and cfg.model.neck.in_channels == [64, 128, 256, 512]
+    # FPN.IN_FEATURES res3..res5 of an R18: 128, 256 and 512 channels (P6/P7 from res5)
+    assert cfg.model.backbone.depth == 18 and cfg.model.neck.in_channels == [128, 256, 512]
     assert cfg.model.bbox_head.num_classes == 3
     assert cfg.optim_wrapper.optimizer.lr == 0.02  # --opts wins over the file
     assert cfg.train_dataloader.batch_size == 16
@@ -78,7 +85,14 @@ def test_retinanet_yaml_maps_model_solver_data_and_output(tiny_catalog, tmp_path
 
 def test_generalized_rcnn_maps_to_faster_rcnn_with_roi_classes(tiny_catalog, tmp_path):
     path = _write(tmp_path, 'MODEL:\n  META_ARCHITECTURE: "GeneralizedRCNN"\n  BACKBONE:\n'
-                            '    NAME: "build_resnet_fpn_backbone"\n  ROI_HEADS:\n    NUM_CLASSES: 5\n')
+                            '    NAME: "build_resnet_fpn_backbone"\n  RESNETS:\n'
+                            '    OUT_FEATURES: ["res2", "res3", "res4", "res5"]\n  FPN:\n'
+                            '    IN_FEATURES: ["res2", "res3", "res4", "res5"]\n  ANCHOR_GENERATOR:\n'
+                            '    SIZES: [[32], [64], [128], [256], [512]]\n  RPN:\n'
+                            '    IN_FEATURES: ["p2", "p3", "p4", "p5", "p6"]\n  ROI_HEADS:\n'
+                            '    NAME: StandardROIHeads\n    IN_FEATURES: ["p2", "p3", "p4", "p5"]\n'
+                            '    NUM_CLASSES: 5\n  ROI_BOX_HEAD:\n    NAME: FastRCNNConvFCHead\n'
+                            '    NUM_FC: 2\n    POOLER_RESOLUTION: 7\n')
     cfg = load_d2_config(path)
     assert cfg.model.type == "FasterRCNN"
     assert cfg.model.roi_head.bbox_head.num_classes == 5
@@ -130,7 +144,8 @@ def test_kiln_train_on_a_detectron2_yaml_with_opts(tiny_catalog, tmp_path):
 
     path = _write(tmp_path, "")
     out = tmp_path / "out"
-    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.FPN.OUT_CHANNELS", "64", "SOLVER.IMS_PER_BATCH", "4",
+    opts = ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.FPN.OUT_CHANNELS", "64", "SOLVER.IMS_PER_BATCH", "4",
             "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "0",
             "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", "2", "INPUT.MIN_SIZE_TRAIN", "(64,)",
             "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",

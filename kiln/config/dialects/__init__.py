@@ -9,7 +9,9 @@ only :data:`~.canonical.CANONICAL_KEYS`.
   ``checkpoint_config``, ``log_config``, ``evaluation``, ``total_epochs``/``runner``, ``workflow``, ...
 * :mod:`.mmcv_schedules` - ``lr_config``/``momentum_config`` policies -> ``param_scheduler``.
 * :mod:`.mmdet_v1_heads` - MMDetection v1 anchor-head keys -> ``anchor_generator``/``bbox_coder``.
-* :mod:`.detectron2` - a Detectron2 ``CfgNode`` -> the canonical schema.
+* :mod:`.detectron2` - a Detectron2 ``CfgNode`` -> the canonical schema (:mod:`.d2_model`
+  with :mod:`.d2_backbone` and :mod:`.d2_heads`, :mod:`.d2_data`, :mod:`.d2_solver`; refusals in
+  :mod:`.d2_check`).
 
 Example::
 
