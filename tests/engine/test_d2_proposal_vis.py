@@ -133,7 +133,11 @@ def test_a_translated_detectron2_run_draws_from_its_mm_pipeline_batches(tmp_path
     yaml = tmp_path / "frcnn.yaml"
     yaml.write_text(
         "MODEL:\n  META_ARCHITECTURE: GeneralizedRCNN\n  BACKBONE:\n    NAME: build_resnet_fpn_backbone\n"
-        "  RESNETS:\n    DEPTH: 18\n  FPN:\n    OUT_CHANNELS: 32\n  ROI_HEADS:\n    NUM_CLASSES: 3\n"
+        "  RESNETS:\n    DEPTH: 18\n    RES2_OUT_CHANNELS: 64\n    OUT_FEATURES: [res2, res3, res4, res5]\n"
+        "  FPN:\n    IN_FEATURES: [res2, res3, res4, res5]\n    OUT_CHANNELS: 32\n"
+        "  ANCHOR_GENERATOR:\n    SIZES: [[32], [64], [128], [256], [512]]\n  RPN:\n    IN_FEATURES: [p2, p3, p4, p5, p6]\n"
+        "  ROI_HEADS:\n    NAME: StandardROIHeads\n    IN_FEATURES: [p2, p3, p4, p5]\n    NUM_CLASSES: 3\n"
+        "  ROI_BOX_HEAD:\n    NAME: FastRCNNConvFCHead\n    NUM_FC: 2\n    POOLER_RESOLUTION: 7\n"
         "DATASETS:\n  TRAIN: ('d2vis_train',)\n  TEST: ()\nSOLVER:\n  IMS_PER_BATCH: 1\n  MAX_ITER: 2\n"
         "  STEPS: ()\n  WARMUP_ITERS: 0\nINPUT:\n  MIN_SIZE_TRAIN: (64,)\n  MAX_SIZE_TRAIN: 64\n"
         "DATALOADER:\n  NUM_WORKERS: 0\n")

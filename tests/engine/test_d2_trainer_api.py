@@ -24,12 +24,23 @@ MODEL:
     NAME: "build_resnet_fpn_backbone"
   RESNETS:
     DEPTH: 18
+    RES2_OUT_CHANNELS: 64
     OUT_FEATURES: ["res2", "res3", "res4", "res5"]
   FPN:
     IN_FEATURES: ["res2", "res3", "res4", "res5"]
     OUT_CHANNELS: 32
+  ANCHOR_GENERATOR:
+    SIZES: [[32], [64], [128], [256], [512]]
+  RPN:
+    IN_FEATURES: ["p2", "p3", "p4", "p5", "p6"]
   ROI_HEADS:
+    NAME: "StandardROIHeads"
+    IN_FEATURES: ["p2", "p3", "p4", "p5"]
     NUM_CLASSES: 3
+  ROI_BOX_HEAD:
+    NAME: "FastRCNNConvFCHead"
+    NUM_FC: 2
+    POOLER_RESOLUTION: 7
   DEVICE: cpu
   PIXEL_STD: [57.375, 57.12, 58.395]
 DATASETS:
