@@ -151,10 +151,12 @@ def test_kiln_train_on_a_detectron2_yaml_with_opts(tiny_catalog, tmp_path):
             "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
             "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out), "SEED", "1"]
     assert main(["train", "--config-file", path, "--opts", *opts]) == 0
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     assert max(r["iteration"] for r in records if "loss" in r) == 1  # MAX_ITER=2
     lr = [r["lr"] for r in records if "lr" in r][-1]
     assert abs(lr - 0.001) < 1e-9  # BASE_LR 0.01 x GAMMA after STEPS=(1,)
-    # TEST.EVAL_PERIOD: validated after 2 iterations, as iter_2.pth is named.
+    # TEST.EVAL_PERIOD: validated after 2 iterations; Detectron2's output names.
     assert re.search(r"Iter\(val\) \[2\]\[\d+/\d+\]  bbox/AP", (out / "log.txt").read_text())
-    assert (out / "config.py").is_file() and "iter_2.pth" in (out / "last_checkpoint").read_text()
+    assert (out / "config.yaml").is_file()
+    assert (out / "model_0000001.pth").is_file() and (out / "model_final.pth").is_file()
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"

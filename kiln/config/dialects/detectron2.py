@@ -183,6 +183,11 @@ def d2_to_canonical(d2: Any, num_gpus: int = 1) -> dict[str, Any]:
         canonical["val_evaluator"] = evaluator_for(d2)
         canonical["test_evaluator"] = dict(canonical["val_evaluator"])
     loader_settings(d2, canonical)
+    # Detectron2's output names: model_0004999.pth ... model_final.pth, metrics.json
+    hooks = canonical.setdefault("default_hooks", {})
+    hooks["checkpoint"] = dict(hooks.get("checkpoint") or dict(type="CheckpointHook"),
+                               filename_tmpl="model_{:07d}.pth", final_filename="model_final.pth")
+    hooks["logger"] = dict(hooks.get("logger") or dict(type="LoggerHook"), json_file="metrics.json")
     canonical.update(tta_settings(d2, test_pipeline))
     if int(d2.VIS_PERIOD) > 0:
         canonical.setdefault("custom_hooks", []).append(
