@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("KILN_DEBUG"):
             raise
         _print_error(prog, str(exc))
-        return EXIT_USAGE
+        return exc.exit_code
+    except SystemExit as exc:  # kiln.engine.TrainingPreempted: the run logged where its checkpoint is
+        return int(exc.code) if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
         _print_error(prog, "interrupted")
         return 130

@@ -23,7 +23,7 @@ import os
 from typing import Any
 
 from .common import add_override_args, default_work_dir, is_d2_yaml, load_canonical_config, user_errors
-from .errors import CLIError
+from .errors import CLIError, CLIRuntimeError
 
 __all__ = ["add_parser", "run", "apply_train_args", "find_last_checkpoint", "check_eval_flags"]
 
@@ -180,15 +180,24 @@ def apply_train_args(cfg: Any, args: argparse.Namespace, config_path: str) -> An
 
 def _worker(cfg: Any, args: argparse.Namespace, d2_node: Any = None) -> None:
     """One training process (rank): set up the work_dir, build the runner, train."""
+    import contextlib
+
     from kiln.engine import Runner, comm
     from kiln.engine.defaults import default_setup, dump_config
+    from kiln.engine.work_dir_lock import WorkDirBusyError, WorkDirLock
 
-    default_setup(cfg, args)
-    if d2_node is not None and comm.is_main_process():
-        dump_config(d2_node, cfg.work_dir)  # Detectron2's OUTPUT_DIR/config.yaml: the merged CfgNode
-    with user_errors("cannot build from config"):
-        runner = Runner.from_cfg(cfg)
-    runner.train()
+    with contextlib.ExitStack() as stack:
+        if cfg.get("work_dir") and comm.is_main_process():
+            try:  # before anything is written there: a running run's config and logs stay its own
+                stack.enter_context(WorkDirLock(cfg.work_dir))
+            except WorkDirBusyError as e:
+                raise CLIRuntimeError(str(e)) from None
+        default_setup(cfg, args)
+        if d2_node is not None and comm.is_main_process():
+            dump_config(d2_node, cfg.work_dir)  # Detectron2's OUTPUT_DIR/config.yaml: the merged CfgNode
+        with user_errors("cannot build from config"):
+            runner = Runner.from_cfg(cfg)
+        runner.train()
 
 
 def _evaluate(cfg: Any, args: argparse.Namespace, d2_node: Any) -> None:

@@ -42,6 +42,7 @@ from .loops import build_loop, train_loop_cfg
 from .nonfinite import UNSMOOTHED, NonFiniteLossError, check_columns
 from .optim import OptimWrapper, build_optim_wrapper
 from .preemption import PreemptionGuard, PreemptStop, TrainingPreempted
+from .work_dir_lock import WorkDirLock, remove_stale_temp_files
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
 from .state import RunState
@@ -577,6 +578,19 @@ class Runner(RunnerCheckpointMixin):
         """Train (resuming or loading weights first as configured); returns the model."""
         if self.train_loop is None:
             raise RuntimeError("Runner.train(): no train_dataloader was given.")
+        # One training per work_dir (rank 0 holds the lock); then no save can be in progress there, so
+        # the temp files of saves an earlier run was killed in can go.
+        lock = WorkDirLock(self.work_dir) if self.work_dir and comm.is_main_process() else None
+        if lock is not None:
+            lock.acquire()
+            remove_stale_temp_files(self.work_dir)
+        try:
+            return self._train()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self) -> nn.Module:
         storage = self._ensure_storage()
         self.state.last_step_end = None  # this run's first `time` starts at its first batch
         with storage:
