@@ -42,12 +42,12 @@ from .loops import build_loop, train_loop_cfg
 from .nonfinite import UNSMOOTHED, NonFiniteLossError, check_columns
 from .optim import OptimWrapper, build_optim_wrapper
 from .preemption import PreemptionGuard, PreemptStop, TrainingPreempted
-from .work_dir_lock import WorkDirLock, remove_stale_temp_files
 from .runner_state import RunnerCheckpointMixin, _ScheduleHolder
 from .schedulers import ParamScheduler, ScheduleSet, build_param_schedulers
 from .state import RunState
 from .step_metrics import convert_columns, split_columns
 from .train_step import make_train_step, parse_losses
+from .work_dir_lock import WorkDirLock, remove_stale_temp_files
 
 __all__ = ["Runner", "parse_losses", "train_loop_cfg"]
 

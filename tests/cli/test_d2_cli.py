@@ -21,7 +21,7 @@ MODEL:
     RES2_OUT_CHANNELS: 64
     OUT_FEATURES: ["res3", "res4", "res5"]
   ANCHOR_GENERATOR:
-    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1.0/3), x * 2**(2.0/3)] for x in [32, 64, 128, 256, 512]]"]
+    SIZES: !!python/object/apply:eval ["[[x, x * 2**(1/3), x * 2**(2/3)] for x in [32, 64, 128, 256, 512]]"]
   FPN:
     IN_FEATURES: ["res3", "res4", "res5"]
     OUT_CHANNELS: 32
