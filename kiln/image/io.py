@@ -12,7 +12,7 @@ import numpy as np
 
 from kiln import fileio
 
-__all__ = ["imread", "imfrombytes", "imwrite", "imshow"]
+__all__ = ["CorruptImageError", "imread", "imfrombytes", "imwrite", "imshow"]
 
 _FLAGS = {
     "color": cv2.IMREAD_COLOR,
@@ -40,6 +40,10 @@ def _to_order(img: np.ndarray, channel_order: str) -> np.ndarray:
     return img
 
 
+class CorruptImageError(ValueError):
+    """An image file that cannot be decoded completely (truncated or damaged)."""
+
+
 def imfrombytes(content: bytes, flag: str = "color", channel_order: str = "bgr",
                 name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes (jpg/png/...); undecodable data fails naming ``name``."""
@@ -47,7 +51,7 @@ def imfrombytes(content: bytes, flag: str = "color", channel_order: str = "bgr",
     buf = np.frombuffer(content, dtype=np.uint8)
     img = cv2.imdecode(buf, _FLAGS[flag]) if buf.size else None
     if img is None:
-        raise ValueError(
+        raise CorruptImageError(
             f"Cannot decode image {name} ({len(content)} bytes): the file is corrupt or not an "
             f"image format OpenCV reads."
         )

@@ -14,6 +14,8 @@ move all of them with one :class:`~kiln.data.transforms.transform.Transform`.
 
 from __future__ import annotations
 
+import logging
+import os
 import os.path as osp
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -22,10 +24,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from kiln.image.io import CorruptImageError
 from kiln.registry import TRANSFORMS
 
 from .dialect import pipeline_dialect, prepare_steps
 from .transform import BlendTransform, ChannelPermuteTransform, HueSaturationTransform
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Compose",
@@ -107,11 +112,44 @@ def read_image_file(path: str, flag: str = "color") -> np.ndarray:
         raise ValueError(f"flag must be one of {sorted(flags)}, got {flag!r}")
     if "://" not in path:
         img = cv2.imread(path, flags[flag])
+        if img is not None or osp.isfile(path):
+            check_image_complete(path)  # (a clearer message than "cannot decode" for a cut file)
         if img is not None:
             return img
     from kiln.image import imread
 
     return imread(path, flag=flag)
+
+
+def check_image_complete(path: str) -> None:
+    """Raise :class:`CorruptImageError` for a JPEG or PNG file that was cut short.
+
+    OpenCV decodes a truncated JPEG into a partly grey image with only libjpeg's "Premature end of
+    JPEG file" on stderr (no file name, no error); training would go on on a half image. A complete
+    JPEG ends with the EOI marker (FF D9, maybe followed by padding), a complete PNG with its IEND
+    chunk; reading the first and last bytes costs one small read, not a decode.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError:
+        return  # (the decoder already read it; nothing more to say)
+    if head[:3] == b"\xff\xd8\xff":
+        if b"\xff\xd9" not in tail:
+            raise CorruptImageError(
+                f"Image '{path}' is truncated: a JPEG file ends with the EOI marker (FF D9) and this one "
+                f"({size} bytes) does not, so it would decode only partly. Re-create or re-download it, "
+                "remove it from the annotations, or set skip_corrupt=True on LoadImageFromFile to skip such "
+                "images (and count them) during training.")
+    elif head == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail[-12:]:
+        raise CorruptImageError(
+            f"Image '{path}' is truncated: a PNG file ends with an IEND chunk and this one ({size} bytes) "
+            "does not. Re-create or re-download it, remove it from the annotations, or set "
+            "skip_corrupt=True on LoadImageFromFile to skip such images (and count them) during training.")
 
 
 def check_backend(owner: str, key: str, args: Mapping | None) -> None:
@@ -157,13 +195,17 @@ class LoadImageFromFile:
         color_type: ``'color'`` (3-channel BGR), ``'grayscale'`` or ``'unchanged'``.
         imdecode_backend: ``'cv2'`` or ``'pillow'`` (MMDetection 3.x; others refused).
         ignore_empty: a missing file rejects the sample (``None``) instead of raising (3.x).
+        skip_corrupt: a corrupt or truncated file rejects the sample (``None``: a training dataset
+            then draws another one) with a warning naming it and counting the skips, instead of
+            raising :class:`CorruptImageError`.
         backend_args / file_client_args: storage backend (3.x / 2.x spelling); local files only,
             anything else is refused (:func:`check_backend`).
     """
 
     def __init__(self, to_float32: bool = False, color_type: str = "color",
                  file_client_args: Mapping | None = None, *, backend_args: Mapping | None = None,
-                 imdecode_backend: str = "cv2", ignore_empty: bool = False) -> None:
+                 imdecode_backend: str = "cv2", ignore_empty: bool = False,
+                 skip_corrupt: bool = False) -> None:
         if color_type not in ("color", "grayscale", "unchanged"):
             raise ValueError(f"LoadImageFromFile color_type must be 'color', 'grayscale' or 'unchanged', "
                              f"got {color_type!r}")
@@ -174,6 +216,8 @@ class LoadImageFromFile:
         check_backend("LoadImageFromFile", "backend_args", backend_args)
         self.to_float32, self.color_type = to_float32, color_type
         self.imdecode_backend, self.ignore_empty = imdecode_backend, ignore_empty
+        self.skip_corrupt = bool(skip_corrupt)
+        self.skipped = 0  # corrupt images skipped by this (worker's copy of the) transform
 
     def __call__(self, results: dict) -> dict | None:
         if "img_info" not in results or "filename" not in results["img_info"]:
@@ -189,13 +233,23 @@ class LoadImageFromFile:
                 img = _decode_pillow(filename, self.color_type)
             else:
                 img = read_image_file(filename, self.color_type)
-        except FileNotFoundError:
-            if self.ignore_empty:
-                return None
-            raise FileNotFoundError(
-                f"LoadImageFromFile could not read image '{filename}' (img_prefix={prefix!r}, "
-                f"filename={rel!r}): the file does not exist; check img_prefix and the annotation's "
-                "file_name.") from None
+        except (CorruptImageError, ValueError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                if self.ignore_empty:
+                    return None
+                raise FileNotFoundError(
+                    f"LoadImageFromFile could not read image '{filename}' (img_prefix={prefix!r}, "
+                    f"filename={rel!r}): the file does not exist; check img_prefix and the annotation's "
+                    "file_name.") from None
+            if not self.skip_corrupt:
+                if isinstance(e, CorruptImageError):
+                    raise
+                raise CorruptImageError(f"LoadImageFromFile could not decode '{filename}': {e}. Set "
+                                        "skip_corrupt=True to skip such images during training.") from e
+            self.skipped += 1
+            logger.warning("LoadImageFromFile: skipping corrupt image %s (%d skipped so far in this "
+                           "process): %s", filename, self.skipped, str(e).splitlines()[0])
+            return None
         if self.to_float32:
             img = img.astype(np.float32)
         results["filename"] = filename
