@@ -68,6 +68,10 @@ def convert_for_model(
     if layout is None and plain and all(k in model_state for k in plain):
         layout = "kiln"  # the model already uses the checkpoint's names (its own, or a module named alike)
     converted, layout, notes = to_kiln_names(state, layout, anchor_slots=anchor_slots(model))
+    if model is not None and layout == "kiln":
+        from kiln.models.legacy_names import rename_legacy_keys
+
+        converted = rename_legacy_keys(model, converted)  # checkpoints from before the MMDetection names
     aligned, renamed, unexpected, mismatch = align_state_dict(converted, model_state)
     skipped = {m for m, _, _ in mismatch}
     # BatchNorm's num_batches_tracked counts training steps; no publisher's weights need it, and the

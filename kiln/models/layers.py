@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .legacy_names import rename_on_load
+
 __all__ = ["FrozenBatchNorm2d", "build_norm_layer", "ConvNormAct", "NORM_TYPES", "is_norm", "norm_abbr"]
 
 NORM_TYPES = ("BN", "BN2d", "SyncBN", "GN", "FrozenBN", "LN")
@@ -98,7 +100,9 @@ class ConvNormAct(nn.Module):
         norm = build_norm_layer(norm_cfg, out_channels)
         if norm is not None:
             self.add_module(self.norm_name, norm)
-            self.register_load_state_dict_pre_hook(_legacy_norm_names)
+            # kiln checkpoints before the renaming called every ConvNormAct norm layer `norm`.
+            name = self.norm_name
+            rename_on_load(self, lambda keys: {k: f"{name}.{k[5:]}" for k in keys if k.startswith("norm.")})
         self.act = nn.ReLU(inplace=True) if act else None
 
     @property
@@ -117,10 +121,3 @@ class ConvNormAct(nn.Module):
         return x
 
 
-def _legacy_norm_names(module: ConvNormAct, state_dict: dict, prefix: str, *args: Any) -> None:
-    # kiln checkpoints before the renaming called every ConvNormAct norm layer `norm`.
-    old = prefix + "norm."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        new = prefix + module.norm_name + "." + key[len(old):]
-        if new not in state_dict:
-            state_dict[new] = state_dict.pop(key)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-__all__ = ["rename_on_load", "renumber"]
+__all__ = ["rename_on_load", "rename_legacy_keys", "renumber"]
 
 Renamer = Callable[[list[str]], dict[str, str]]
 
@@ -34,6 +34,24 @@ def rename_on_load(module: nn.Module, renamer: Renamer) -> None:
                 state_dict[prefix + new] = state_dict.pop(prefix + old)
 
     module.register_load_state_dict_pre_hook(hook)
+    module.__dict__.setdefault("_kiln_legacy_renamers", []).append(renamer)
+
+
+def rename_legacy_keys(model: nn.Module, state_dict: dict) -> dict:
+    """``state_dict`` with the old kiln names of ``model``'s renamed modules mapped to today's names.
+
+    The same mapping the ``load_state_dict`` pre-hooks apply, for loaders that match keys themselves
+    before calling ``load_state_dict`` (kiln.checkpoint_convert). Returns a new dict.
+    """
+    out = dict(state_dict)
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        for renamer in module.__dict__.get("_kiln_legacy_renamers", ()):
+            local = [k[len(prefix):] for k in out if k.startswith(prefix)]
+            for old, new in renamer(local).items():
+                if prefix + new not in out:
+                    out[prefix + new] = out.pop(prefix + old)
+    return out
 
 
 def renumber(keys: list[str], name: str, index_map: Callable[[int, str], str | None]) -> dict[str, str]:

@@ -62,7 +62,10 @@ def test_solver_maps_to_loop_optim_wrapper_and_param_scheduler(catalog):
         dict(type="LinearLR", start_factor=0.01, end_factor=1.0, begin=0, end=100, by_epoch=False),
     ]
     assert c["train_dataloader"]["batch_size"] == 4  # IMS_PER_BATCH over 2 GPUs
-    assert c["default_hooks"]["checkpoint"] == dict(type="CheckpointHook", interval=300, by_epoch=False)
+    assert c["default_hooks"]["checkpoint"] == dict(type="CheckpointHook", interval=300, by_epoch=False,
+                                                    filename_tmpl="model_{:07d}.pth",
+                                                    final_filename="model_final.pth")
+    assert c["default_hooks"]["logger"]["json_file"] == "metrics.json"
     assert c["default_hooks"]["eval"] == dict(type="EvalHook", interval=450, by_epoch=False)
     assert c["val_evaluator"] == dict(metric="bbox")
     assert c["model"]["bbox_head"]["num_classes"] == 3
