@@ -19,20 +19,36 @@ import pytest
 from upstream_helpers import make_mini_coco, run_upstream, upstream_configs
 
 LOADERS3 = ("train_dataloader", "val_dataloader", "test_dataloader")
-SMALL3 = [f"{d}.num_workers=0" for d in LOADERS3] + [f"{d}.persistent_workers=False" for d in LOADERS3] + [
-    "train_dataloader.batch_size=2", "train_cfg.max_epochs=1", "model.backbone.init_cfg=None",
-    "default_hooks.logger.interval=1",
-    "val_dataloader.dataset.pipeline.1.scale=(96,96)", "test_dataloader.dataset.pipeline.1.scale=(96,96)",
-    "train_dataloader.dataset.pipeline.2.scale=(96,96)",
+SMALL3 = (
+    [f"{d}.num_workers=0" for d in LOADERS3]
+    + [f"{d}.persistent_workers=False" for d in LOADERS3]
+    + [
+        "train_dataloader.batch_size=2",
+        "train_cfg.max_epochs=1",
+        "model.backbone.init_cfg=None",
+        "default_hooks.logger.interval=1",
+        "val_dataloader.dataset.pipeline.1.scale=(96,96)",
+        "test_dataloader.dataset.pipeline.1.scale=(96,96)",
+        "train_dataloader.dataset.pipeline.2.scale=(96,96)",
+    ]
+)
+SMALL2 = [
+    "data.workers_per_gpu=0",
+    "data.samples_per_gpu=2",
+    "runner.max_epochs=1",
+    "log_config.interval=1",
+    "data.train.pipeline.2.img_scale=(96,96)",
+    "data.val.pipeline.1.img_scale=(96,96)",
+    "data.test.pipeline.1.img_scale=(96,96)",
 ]
-SMALL2 = ["data.workers_per_gpu=0", "data.samples_per_gpu=2", "runner.max_epochs=1", "log_config.interval=1",
-          "data.train.pipeline.2.img_scale=(96,96)", "data.val.pipeline.1.img_scale=(96,96)",
-          "data.test.pipeline.1.img_scale=(96,96)"]
 # The box AP as each version's evaluation names it (2.x metric='bbox' reports kiln's COCO names).
 BBOX_AP = {"3.3.0": "coco/bbox_mAP:", "2.28.2": "bbox/AP:"}
 # Fewer RoIs and proposals: the C4 head runs res5 on each one.
-FEWER_ROIS = ["model.train_cfg.rpn_proposal.max_per_img=64", "model.train_cfg.rcnn.sampler.num=32",
-              "model.test_cfg.rpn.max_per_img=64"]
+FEWER_ROIS = [
+    "model.train_cfg.rpn_proposal.max_per_img=64",
+    "model.train_cfg.rcnn.sampler.num=32",
+    "model.test_cfg.rpn.max_per_img=64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +69,21 @@ def _cfg(version, *parts):
     return os.path.join(upstream_configs(version), *parts)
 
 
-@pytest.mark.parametrize("version, name", [
-    ("3.3.0", "faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py"),
-    ("2.28.2", "faster_rcnn/faster_rcnn_r50_caffe_c4_1x_coco.py"),
-])
+@pytest.mark.parametrize(
+    "version, name",
+    [
+        ("3.3.0", "faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py"),
+        ("2.28.2", "faster_rcnn/faster_rcnn_r50_caffe_c4_1x_coco.py"),
+    ],
+)
 def test_c4_config_trains_and_tests(root, version, name):
     work = root / f"c4-{version}"
     if version == "3.3.0":
         opts = SMALL3 + FEWER_ROIS + ["model.roi_head.shared_head.init_cfg=None"]
     else:
-        opts = SMALL2 + FEWER_ROIS + ["model.backbone.init_cfg=None", "model.roi_head.shared_head.init_cfg=None"]
+        opts = (
+            SMALL2 + FEWER_ROIS + ["model.backbone.init_cfg=None", "model.roi_head.shared_head.init_cfg=None"]
+        )
     _, tested = run_upstream(_cfg(version, *name.split("/")), str(work), opts, cwd=str(root), test=True)
     assert (work / "epoch_1.pth").is_file()
     from kiln.models.backbones.pretrained import load_checkpoint_state_dict
@@ -75,10 +96,13 @@ def test_c4_config_trains_and_tests(root, version, name):
     assert BBOX_AP[version] in tested.stdout
 
 
-@pytest.mark.parametrize("version, name", [
-    ("3.3.0", "faster_rcnn/faster-rcnn_r50-caffe-dc5_1x_coco.py"),
-    ("2.28.2", "faster_rcnn/faster_rcnn_r50_caffe_dc5_1x_coco.py"),
-])
+@pytest.mark.parametrize(
+    "version, name",
+    [
+        ("3.3.0", "faster_rcnn/faster-rcnn_r50-caffe-dc5_1x_coco.py"),
+        ("2.28.2", "faster_rcnn/faster_rcnn_r50_caffe_dc5_1x_coco.py"),
+    ],
+)
 def test_dc5_config_trains(root, version, name):
     work = root / f"dc5-{version}"
     opts = (SMALL3 if version == "3.3.0" else SMALL2 + ["model.backbone.init_cfg=None"]) + FEWER_ROIS
@@ -86,10 +110,13 @@ def test_dc5_config_trains(root, version, name):
     assert (work / "epoch_1.pth").is_file()
 
 
-@pytest.mark.parametrize("version, name", [
-    ("3.3.0", "rpn/rpn_r50_fpn_1x_coco.py"),
-    ("2.28.2", "rpn/rpn_r50_fpn_1x_coco.py"),
-])
+@pytest.mark.parametrize(
+    "version, name",
+    [
+        ("3.3.0", "rpn/rpn_r50_fpn_1x_coco.py"),
+        ("2.28.2", "rpn/rpn_r50_fpn_1x_coco.py"),
+    ],
+)
 def test_rpn_config_reports_proposal_recall(root, version, name):
     work = root / f"rpn-{version}"
     opts = SMALL3 if version == "3.3.0" else SMALL2 + ["model.backbone.init_cfg=None"]
@@ -129,18 +156,26 @@ def _write_proposals(root, layout):
         if layout == "mmdet2":
             data = [p for _, p in props]
         elif layout == "mmdet3":
-            data = {f"{split}2017/{im['file_name']}": dict(bboxes=p[:, :4], scores=p[:, 4]) for im, p in props}
+            data = {
+                f"{split}2017/{im['file_name']}": dict(bboxes=p[:, :4], scores=p[:, 4]) for im, p in props
+            }
         else:  # Detectron2: ids -> XYWH boxes, unsorted, with objectness logits
             order = [rng.permutation(len(p)) for _, p in props]
-            data = dict(ids=[im["id"] for im, _ in props],
-                        boxes=[np.concatenate([p[o, :2], p[o, 2:4] - p[o, :2]], 1) for (_, p), o in zip(props, order)],
-                        objectness_logits=[np.log(p[o, 4] / (1.0001 - p[o, 4])) for (_, p), o in zip(props, order)],
-                        bbox_mode=1)
+            data = dict(
+                ids=[im["id"] for im, _ in props],
+                boxes=[
+                    np.concatenate([p[o, :2], p[o, 2:4] - p[o, :2]], 1) for (_, p), o in zip(props, order)
+                ],
+                objectness_logits=[np.log(p[o, 4] / (1.0001 - p[o, 4])) for (_, p), o in zip(props, order)],
+                bbox_mode=1,
+            )
         with open(folder / f"rpn_r50_fpn_1x_{split}2017.pkl", "wb") as f:
             pickle.dump(data, f)
 
 
-@pytest.mark.parametrize("version, layout", [("3.3.0", "mmdet3"), ("3.3.0", "detectron2"), ("2.28.2", "mmdet2")])
+@pytest.mark.parametrize(
+    "version, layout", [("3.3.0", "mmdet3"), ("3.3.0", "detectron2"), ("2.28.2", "mmdet2")]
+)
 def test_fast_rcnn_config_trains_on_proposal_files(root, version, layout):
     _write_proposals(root, layout)
     work = root / f"fast-{version}-{layout}"
@@ -149,12 +184,16 @@ def test_fast_rcnn_config_trains_on_proposal_files(root, version, layout):
         opts = [o for o in SMALL3 if ".pipeline." not in o] + [
             "train_dataloader.dataset.pipeline.3.transforms.0.scale=(96,96)",
             "val_dataloader.dataset.pipeline.2.transforms.0.scale=(96,96)",
-            "test_dataloader.dataset.pipeline.2.transforms.0.scale=(96,96)"]
+            "test_dataloader.dataset.pipeline.2.transforms.0.scale=(96,96)",
+        ]
     else:
         name = ("fast_rcnn", "fast_rcnn_r50_fpn_1x_coco.py")
         opts = [o for o in SMALL2 if ".pipeline." not in o] + [
-            "model.backbone.init_cfg=None", "data.train.pipeline.3.img_scale=(96,96)",
-            "data.val.pipeline.2.img_scale=(96,96)", "data.test.pipeline.2.img_scale=(96,96)"]
+            "model.backbone.init_cfg=None",
+            "data.train.pipeline.3.img_scale=(96,96)",
+            "data.val.pipeline.2.img_scale=(96,96)",
+            "data.test.pipeline.2.img_scale=(96,96)",
+        ]
     _, tested = run_upstream(_cfg(version, *name), str(work), opts, cwd=str(root), test=True)
     assert (work / "epoch_1.pth").is_file()
     assert BBOX_AP[version] in tested.stdout

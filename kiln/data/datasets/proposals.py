@@ -27,8 +27,9 @@ __all__ = ["load_proposals", "align_proposals"]
 _XYXY_ABS, _XYWH_ABS = 0, 1
 
 
-def load_proposals(path: str, data_infos: Sequence[Mapping[str, Any]], img_prefix: str = "",
-                   owner: str = "dataset") -> list[np.ndarray]:
+def load_proposals(
+    path: str, data_infos: Sequence[Mapping[str, Any]], img_prefix: str = "", owner: str = "dataset"
+) -> list[np.ndarray]:
     """Read ``path`` and return one float32 ``N×4`` / ``N×5`` (score last) array per entry of ``data_infos``.
 
     ``data_infos`` are the dataset's image records (``filename`` relative to ``img_prefix``, ``id``).
@@ -36,15 +37,18 @@ def load_proposals(path: str, data_infos: Sequence[Mapping[str, Any]], img_prefi
     file that does not cover the dataset.
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f"{owner}: proposal_file '{path}' does not exist; check proposal_file and "
-                                "data_root (Fast R-CNN reads precomputed proposals, e.g. dumped by an RPN run).")
+        raise FileNotFoundError(
+            f"{owner}: proposal_file '{path}' does not exist; check proposal_file and "
+            "data_root (Fast R-CNN reads precomputed proposals, e.g. dumped by an RPN run)."
+        )
     from kiln.fileio.safe_pickle import safe_load
 
     return align_proposals(safe_load(path), data_infos, img_prefix, f"{owner}: proposal_file '{path}'")
 
 
-def align_proposals(data: Any, data_infos: Sequence[Mapping[str, Any]], img_prefix: str = "",
-                    where: str = "proposal_file") -> list[np.ndarray]:
+def align_proposals(
+    data: Any, data_infos: Sequence[Mapping[str, Any]], img_prefix: str = "", where: str = "proposal_file"
+) -> list[np.ndarray]:
     """:func:`load_proposals` on already-loaded file contents ``data``."""
     if isinstance(data, Mapping) and "boxes" in data and ("ids" in data or "indexes" in data):
         return _detectron2(data, data_infos, where)
@@ -53,20 +57,24 @@ def align_proposals(data: Any, data_infos: Sequence[Mapping[str, Any]], img_pref
     if isinstance(data, (list, tuple)):
         if len(data) != len(data_infos):
             raise ValueError(
-                f"{where} holds proposals for {len(data)} images but the annotation file has {len(data_infos)}; "
+                f"{where} holds proposals for {len(data)} images but the annotation file has "
+                f"{len(data_infos)}; "
                 "an MMDetection list-style proposal file must have one entry per image, in the annotation "
-                "file's order (was it dumped for another split?).")
+                "file's order (was it dumped for another split?)."
+            )
         return [_as_boxes(p, f"{where} entry {i}") for i, p in enumerate(data)]
     raise ValueError(
         f"{where}: unknown layout {type(data).__name__}; expected MMDetection's list of N×4/N×5 arrays, "
-        "MMDetection 3.x's dict keyed by '<folder>/<file name>', or Detectron2's dict with 'ids' and 'boxes'.")
+        "MMDetection 3.x's dict keyed by '<folder>/<file name>', or Detectron2's dict with 'ids' and 'boxes'."
+    )
 
 
 def _as_boxes(value: Any, where: str) -> np.ndarray:
     if isinstance(value, Mapping):
         if "bboxes" not in value:
-            raise ValueError(f"{where}: a proposal dict needs 'bboxes' (and optionally 'scores'); has "
-                             f"{sorted(value)}.")
+            raise ValueError(
+                f"{where}: a proposal dict needs 'bboxes' (and optionally 'scores'); has {sorted(value)}."
+            )
         boxes = np.asarray(value["bboxes"], np.float32).reshape(-1, 4)
         if "scores" in value:
             scores = np.asarray(value["scores"], np.float32).reshape(-1)
@@ -78,22 +86,29 @@ def _as_boxes(value: Any, where: str) -> np.ndarray:
     if arr.size == 0:
         return np.zeros((0, 4), np.float32)
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
-        raise ValueError(f"{where}: proposals must be an N×4 (x1, y1, x2, y2) or N×5 (plus score) array, got "
-                         f"shape {arr.shape}.")
+        raise ValueError(
+            f"{where}: proposals must be an N×4 (x1, y1, x2, y2) or N×5 (plus score) array, got "
+            f"shape {arr.shape}."
+        )
     return arr
 
 
-def _detectron2(data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any]], where: str
-                ) -> list[np.ndarray]:
+def _detectron2(
+    data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any]], where: str
+) -> list[np.ndarray]:
     ids = data["ids"] if "ids" in data else data["indexes"]
     boxes, logits = data["boxes"], data.get("objectness_logits")
     if len(boxes) != len(ids) or (logits is not None and len(logits) != len(ids)):
-        raise ValueError(f"{where}: 'ids', 'boxes' and 'objectness_logits' must have one entry per image "
-                         f"(got {len(ids)}, {len(boxes)}, {len(logits) if logits is not None else '-'}).")
+        raise ValueError(
+            f"{where}: 'ids', 'boxes' and 'objectness_logits' must have one entry per image "
+            f"(got {len(ids)}, {len(boxes)}, {len(logits) if logits is not None else '-'})."
+        )
     mode = int(data.get("bbox_mode", _XYXY_ABS))
     if mode not in (_XYXY_ABS, _XYWH_ABS):
-        raise ValueError(f"{where}: bbox_mode={mode} is not supported; proposal boxes must be XYXY_ABS (0) or "
-                         "XYWH_ABS (1) in pixels.")
+        raise ValueError(
+            f"{where}: bbox_mode={mode} is not supported; proposal boxes must be XYXY_ABS (0) or "
+            "XYWH_ABS (1) in pixels."
+        )
     # Detectron2 matches by str(id): a file written with int ids serves a dataset with str ids and back.
     position = {str(i): k for k, i in enumerate(ids)}
     out = []
@@ -104,23 +119,26 @@ def _detectron2(data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any]]
             raise KeyError(
                 f"{where} has no proposals for image id {image_id!r} ({info.get('filename')}); it covers "
                 f"{len(ids)} images (ids like {[ids[j] for j in range(min(3, len(ids)))]}). Use the proposal "
-                "file dumped for this dataset split.")
+                "file dumped for this dataset split."
+            )
         b = np.asarray(boxes[k], np.float32).reshape(-1, 4).copy()
         if mode == _XYWH_ABS:
             b[:, 2:] += b[:, :2]
         if logits is not None:
             s = np.asarray(logits[k], np.float32).reshape(-1)
             if len(s) != len(b):
-                raise ValueError(f"{where}: image id {image_id!r} has {len(b)} boxes but {len(s)} objectness "
-                                 "logits.")
+                raise ValueError(
+                    f"{where}: image id {image_id!r} has {len(b)} boxes but {len(s)} objectness logits."
+                )
             order = np.argsort(-s, kind="stable")  # Detectron2 takes the top-k by objectness
             b = np.concatenate([b[order], (1.0 / (1.0 + np.exp(-s[order])))[:, None]], axis=1)
         out.append(b.astype(np.float32))
     return out
 
 
-def _by_file_name(data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any]], img_prefix: str,
-                  where: str) -> list[np.ndarray]:
+def _by_file_name(
+    data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any]], img_prefix: str, where: str
+) -> list[np.ndarray]:
     out = []
     for info in data_infos:
         path = osp.join(img_prefix or "", info["filename"])
@@ -129,6 +147,8 @@ def _by_file_name(data: Mapping[str, Any], data_infos: Sequence[Mapping[str, Any
         if key not in data:
             raise KeyError(
                 f"{where} has no proposals for '{key}' (image id {info.get('id')!r}); its keys look like "
-                f"{list(data)[:3]}. An MMDetection 3.x proposal file is keyed by '<image folder>/<file name>'.")
+                f"{list(data)[:3]}. An MMDetection 3.x proposal file is keyed by "
+                "'<image folder>/<file name>'."
+            )
         out.append(_as_boxes(data[key], f"{where}['{key}']"))
     return out

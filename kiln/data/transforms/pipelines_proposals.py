@@ -41,32 +41,43 @@ class LoadProposals:
 
     def __init__(self, num_max_proposals: int | None = None) -> None:
         if num_max_proposals is not None and int(num_max_proposals) < 1:
-            raise ValueError(f"LoadProposals num_max_proposals={num_max_proposals!r}: expected a positive count "
-                             "or None (all).")
+            raise ValueError(
+                f"LoadProposals num_max_proposals={num_max_proposals!r}: expected a positive count "
+                "or None (all)."
+            )
         self.num_max_proposals = None if num_max_proposals is None else int(num_max_proposals)
 
     def __call__(self, results: dict) -> dict:
         if "proposals" not in results:
             raise KeyError(
                 "LoadProposals: the sample has no proposals; give the dataset proposal_file=... (a pickle "
-                "of precomputed proposals, see kiln.data.datasets.proposals), or remove LoadProposals.")
+                "of precomputed proposals, see kiln.data.datasets.proposals), or remove LoadProposals."
+            )
         proposals = results["proposals"]
         if isinstance(proposals, Mapping):  # an MMDetection 3.x per-image dict
             scores = proposals.get("scores")
             proposals = proposals["bboxes"]
             if scores is not None:
-                proposals = np.concatenate([np.asarray(proposals, np.float32).reshape(-1, 4),
-                                            np.asarray(scores, np.float32).reshape(-1, 1)], axis=1)
+                proposals = np.concatenate(
+                    [
+                        np.asarray(proposals, np.float32).reshape(-1, 4),
+                        np.asarray(scores, np.float32).reshape(-1, 1),
+                    ],
+                    axis=1,
+                )
         arr = np.asarray(proposals, np.float32)
         arr = arr.reshape(0, 4) if arr.size == 0 else arr
         if arr.ndim != 2 or arr.shape[1] not in (4, 5):
-            raise ValueError(f"LoadProposals: proposals of image {results.get('filename')!r} have shape "
-                             f"{arr.shape}; expected N×4 (x1, y1, x2, y2) or N×5 (plus score).")
+            raise ValueError(
+                f"LoadProposals: proposals of image {results.get('filename')!r} have shape "
+                f"{arr.shape}; expected N×4 (x1, y1, x2, y2) or N×5 (plus score)."
+            )
         if self.num_max_proposals is not None:
             arr = arr[: self.num_max_proposals]
         results["proposals"] = np.ascontiguousarray(arr[:, :4])
-        results["proposals_scores"] = (np.ascontiguousarray(arr[:, 4]) if arr.shape[1] == 5
-                                       else np.zeros(len(arr), np.float32))
+        results["proposals_scores"] = (
+            np.ascontiguousarray(arr[:, 4]) if arr.shape[1] == 5 else np.zeros(len(arr), np.float32)
+        )
         fields = results.setdefault("bbox_fields", [])
         if "proposals" not in fields:
             fields.append("proposals")
@@ -91,8 +102,10 @@ class ProposalBroadcaster:
 
     def __call__(self, results: dict) -> dict | None:
         if "proposals" not in results.get("bbox_fields", []):
-            raise KeyError("ProposalBroadcaster: no proposals to transform; put dict(type='LoadProposals', "
-                           "num_max_proposals=...) before it (and give the dataset proposal_file=...).")
+            raise KeyError(
+                "ProposalBroadcaster: no proposals to transform; put dict(type='LoadProposals', "
+                "num_max_proposals=...) before it (and give the dataset proposal_file=...)."
+            )
         return self.transforms(results)
 
     def __repr__(self) -> str:
@@ -120,22 +133,29 @@ class ToDataContainer:
         self.fields = []
         for i, field in enumerate(fields):
             if not isinstance(field, Mapping) or "key" not in field:
-                raise ValueError(f"ToDataContainer fields[{i}]={field!r}: expected dict(key=NAME, stack=...).")
+                raise ValueError(
+                    f"ToDataContainer fields[{i}]={field!r}: expected dict(key=NAME, stack=...)."
+                )
             unknown = sorted(set(field) - {"key", "stack", "padding_value", "cpu_only", "pad_dims"})
             if unknown:
-                raise ValueError(f"ToDataContainer fields[{i}]: unknown options {unknown}; MMCV's DataContainer "
-                                 "takes stack, padding_value, cpu_only and pad_dims.")
+                raise ValueError(
+                    f"ToDataContainer fields[{i}]: unknown options {unknown}; MMCV's DataContainer "
+                    "takes stack, padding_value, cpu_only and pad_dims."
+                )
             if field.get("cpu_only"):
                 raise NotImplementedError(
                     f"ToDataContainer fields[{i}] ({field['key']!r}): cpu_only=True is not supported: kiln's "
-                    "models move the fields they read to their device; remove cpu_only.")
+                    "models move the fields they read to their device; remove cpu_only."
+                )
             self.fields.append(dict(field))
 
     def __call__(self, results: dict) -> dict:
         for field in self.fields:
             if field["key"] not in results:
-                raise KeyError(f"ToDataContainer: field '{field['key']}' is not in the results (keys: "
-                               f"{sorted(results)}); add the step that produces it or remove the field.")
+                raise KeyError(
+                    f"ToDataContainer: field '{field['key']}' is not in the results (keys: "
+                    f"{sorted(results)}); add the step that produces it or remove the field."
+                )
         return results
 
     def __repr__(self) -> str:

@@ -127,7 +127,8 @@ def make_res_layer(
     layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp, **block_kwargs)]
     for _ in range(1, num_blocks):
         layers.append(
-            block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp, **block_kwargs)
+            block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp,
+                  **block_kwargs)
         )
     return nn.Sequential(*layers)
 

@@ -520,7 +520,8 @@ def _proposal_tensor(value: Any, device: torch.device, what: str) -> torch.Tenso
     if boxes.numel() == 0:
         return boxes.reshape(0, 4)
     if boxes.dim() != 2 or boxes.shape[1] not in (4, 5):
-        raise ValueError(f"{what}: expected K×4 (or K×5 with scores) proposals, got shape {tuple(boxes.shape)}.")
+        raise ValueError(f"{what}: expected K×4 (or K×5 with scores) proposals, got shape "
+                         f"{tuple(boxes.shape)}.")
     return boxes[:, :4]
 
 

@@ -30,8 +30,10 @@ class FastRCNN(TwoStageDetector):
 
     def _build_rpn_head(self, rpn_head: Mapping[str, Any] | None, train_cfg: Any, test_cfg: Any) -> None:
         if rpn_head is not None:
-            raise ValueError("FastRCNN reads precomputed proposals and has no rpn_head; remove model.rpn_head "
-                             "(or use type='FasterRCNN' to learn proposals).")
+            raise ValueError(
+                "FastRCNN reads precomputed proposals and has no rpn_head; remove model.rpn_head "
+                "(or use type='FasterRCNN' to learn proposals)."
+            )
         self.rpn_proposal_cfg = None
         return None
 
@@ -41,11 +43,13 @@ class FastRCNN(TwoStageDetector):
                 f"FastRCNN: the batch carries proposals for {len(inputs.proposals)} of {len(inputs.metas)} "
                 "images. Give the dataset proposal_file=..., put dict(type='LoadProposals', "
                 "num_max_proposals=N) in the pipeline (MMDetection 3.x: wrap the geometric steps in "
-                "ProposalBroadcaster) and keep 'proposals' in 2.x Collect keys.")
+                "ProposalBroadcaster) and keep 'proposals' in 2.x Collect keys."
+            )
         return list(inputs.proposals)
 
-    def train_proposals(self, feats: tuple[torch.Tensor, ...], inputs: DetInputs
-                        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    def train_proposals(
+        self, feats: tuple[torch.Tensor, ...], inputs: DetInputs
+    ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
         """The batch's precomputed proposals; no proposal losses."""
         return self._batch_proposals(inputs), {}
 

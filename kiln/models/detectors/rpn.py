@@ -61,8 +61,9 @@ class RPN(BaseDetector):
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
         self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
         head = dict(rpn_head)
-        head.update(train_cfg=_section(train_cfg, "rpn", "train_cfg"),
-                    test_cfg=_section(test_cfg, "rpn", "test_cfg"))
+        head.update(
+            train_cfg=_section(train_cfg, "rpn", "train_cfg"), test_cfg=_section(test_cfg, "rpn", "test_cfg")
+        )
         self.rpn_head = MODELS.build(head, cfg_path="model.rpn_head")
 
     @property
@@ -89,19 +90,31 @@ class RPN(BaseDetector):
         """Objectness and box-regression losses on sampled anchors."""
         feats = self.extract_feat(inputs.images.tensor)
         cls_scores, bbox_preds = self.rpn_head(feats)
-        return dict(self.rpn_head.loss(cls_scores, bbox_preds, inputs.gt_bboxes,
-                                       [m["img_shape"] for m in inputs.metas], inputs.gt_bboxes_ignore or None))
+        return dict(
+            self.rpn_head.loss(
+                cls_scores,
+                bbox_preds,
+                inputs.gt_bboxes,
+                [m["img_shape"] for m in inputs.metas],
+                inputs.gt_bboxes_ignore or None,
+            )
+        )
 
     def predict(self, inputs: DetInputs) -> list[dict[str, torch.Tensor]]:
         """Per entry the proposals of ``test_cfg.rpn`` in input-image pixels, best first."""
         feats = self.extract_feat(inputs.images.tensor)
         cls_scores, bbox_preds = self.rpn_head(feats)
-        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, [m["img_shape"] for m in inputs.metas])
-        return [{"boxes": b, "scores": s, "labels": torch.zeros(len(s), dtype=torch.long, device=s.device)}
-                for b, s in proposals]
+        proposals = self.rpn_head.get_proposals(
+            cls_scores, bbox_preds, [m["img_shape"] for m in inputs.metas]
+        )
+        return [
+            {"boxes": b, "scores": s, "labels": torch.zeros(len(s), dtype=torch.long, device=s.device)}
+            for b, s in proposals
+        ]
 
-    def postprocess(self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
-                    ) -> list[dict[str, torch.Tensor]]:
+    def postprocess(
+        self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
+    ) -> list[dict[str, torch.Tensor]]:
         """As :meth:`BaseDetector.postprocess`; augmented views merge with ``test_cfg.rpn``'s ``nms`` and
         ``max_per_img``."""
         full = self.test_cfg

@@ -157,7 +157,8 @@ class TwoStageDetector(BaseDetector):
     def test_proposals(self, feats: tuple[torch.Tensor, ...], inputs: DetInputs) -> list[torch.Tensor]:
         """Per-entry proposals for the RoI head at test time (``test_cfg.rpn``)."""
         cls_scores, bbox_preds = self.rpn_head(feats)
-        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, [m["img_shape"] for m in inputs.metas])
+        img_shapes = [m["img_shape"] for m in inputs.metas]
+        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes)
         return [p for p, _ in proposals]
 
     def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:

@@ -31,8 +31,14 @@ class BBoxHead(ConvFCBBoxHead):
             ``bbox_coder``, ``reg_class_agnostic``, ``loss_cls``, ``loss_bbox``...).
     """
 
-    def __init__(self, with_avg_pool: bool = False, with_cls: bool = True, with_reg: bool = True,
-                 predict_box_type: str = "hbox", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        with_avg_pool: bool = False,
+        with_cls: bool = True,
+        with_reg: bool = True,
+        predict_box_type: str = "hbox",
+        **kwargs: Any,
+    ) -> None:
         for key, value in (("with_cls", with_cls), ("with_reg", with_reg)):
             if not value:
                 raise NotImplementedError(
@@ -46,6 +52,8 @@ class BBoxHead(ConvFCBBoxHead):
             )
         for key in ("num_shared_convs", "num_shared_fcs"):
             if kwargs.pop(key, 0):
-                raise ValueError(f"roi_head.bbox_head (BBoxHead) has no shared layers ({key}); use "
-                                 "ConvFCBBoxHead for shared convs/FCs.")
+                raise ValueError(
+                    f"roi_head.bbox_head (BBoxHead) has no shared layers ({key}); use "
+                    "ConvFCBBoxHead for shared convs/FCs."
+                )
         super().__init__(num_shared_convs=0, num_shared_fcs=0, with_avg_pool=with_avg_pool, **kwargs)

@@ -92,7 +92,9 @@ class ResLayer(nn.Module):
         if not 0 <= stage <= 3:
             raise ValueError(f"roi_head.shared_head (ResLayer): stage={stage} must be 0..3 (3 is res5).")
         if style not in ("pytorch", "caffe"):
-            raise ValueError(f"roi_head.shared_head (ResLayer): style={style!r}: expected 'pytorch' or 'caffe'.")
+            raise ValueError(
+                f"roi_head.shared_head (ResLayer): style={style!r}: expected 'pytorch' or 'caffe'."
+            )
         self.depth = depth
         self.stage = stage
         self.norm_eval = norm_eval
@@ -105,9 +107,12 @@ class ResLayer(nn.Module):
         inplanes = base_channels * 2 ** (stage - 1) * block.expansion if stage > 0 else base_channels
         norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
         self.layer_name = f"layer{stage + 1}"
-        self.add_module(self.layer_name, make_res_layer(
-            block, inplanes, planes, stage_blocks[stage], stride, dilation, style, norm_cfg, with_cp
-        ))
+        self.add_module(
+            self.layer_name,
+            make_res_layer(
+                block, inplanes, planes, stage_blocks[stage], stride, dilation, style, norm_cfg, with_cp
+            ),
+        )
         self.in_channels = inplanes
         self.out_channels = planes * block.expansion
         self._random_init()
@@ -137,19 +142,24 @@ class ResLayer(nn.Module):
         self.pretrained_loaded = True
 
     def load_pretrained(self, path: str) -> None:
-        """Load stage ``stage`` of a ResNet checkpoint file (``layer4.*`` for res5; Detectron2's ``res5.*``)."""
-        state = convert_resnet_state_dict(select_prefix(load_checkpoint_state_dict(path), self.pretrained_prefix,
-                                                        path))
+        """Load stage ``stage`` of a ResNet checkpoint (``layer4.*`` for res5; Detectron2: ``res5.*``)."""
+        state = convert_resnet_state_dict(
+            select_prefix(load_checkpoint_state_dict(path), self.pretrained_prefix, path)
+        )
         prefix = self.layer_name + "."
         own = self.state_dict()
         picked = {k: v for k, v in state.items() if k.startswith(prefix) and k in own}
         if not picked:
             raise KeyError(
-                f"roi_head.shared_head (ResLayer): {path} has no '{prefix}*' weights (a ResNet checkpoint with "
+                f"roi_head.shared_head (ResLayer): {path} has no '{prefix}*' weights (a ResNet checkpoint "
+                "with "
                 f"stage {self.stage + 2} is expected; keys: {list(state)[:5]} ...)."
             )
-        mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                      for k, v in picked.items() if v.shape != own[k].shape]
+        mismatched = [
+            f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in picked.items()
+            if v.shape != own[k].shape
+        ]
         if mismatched:
             raise ValueError(
                 f"roi_head.shared_head (ResLayer depth={self.depth}): {path} does not fit: {mismatched[:3]}. "
