@@ -16,7 +16,7 @@ from kiln.registry import MODELS, TASK_UTILS
 from kiln.structures import DetDataSample
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN")
+DETECTORS = ("RetinaNet", "FasterRCNN", "CascadeRCNN", "RPN", "FastRCNN")
 
 
 def upstream_configs(version: str) -> str:
@@ -93,7 +93,6 @@ _REFUSED = {  # options kiln refuses by name (documented in docs/models.md)
     "plugins": lambda v: v is not None,
     "conv_cfg": lambda v: v is not None,
     "mask_head": lambda v: v is not None,
-    "shared_head": lambda v: v is not None,
     "pad_mask": lambda v: bool(v),
 }
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 
-import numpy as np
 import pytest
-from upstream_helpers import make_mini_coco, run_upstream, upstream_configs
+from upstream_helpers import make_mini_coco, make_mini_proposals, run_upstream, upstream_configs
 
 LOADERS3 = ("train_dataloader", "val_dataloader", "test_dataloader")
 SMALL3 = (
@@ -127,57 +125,11 @@ def test_rpn_config_reports_proposal_recall(root, version, name):
     assert "AR@100" in tested.stdout
 
 
-def _proposals_for(coco_json, rng):
-    """Per image: the ground-truth boxes jittered plus random boxes, best first, N×5 (score last)."""
-    with open(coco_json) as f:
-        coco = json.load(f)
-    by_image = {im["id"]: [] for im in coco["images"]}
-    for ann in coco["annotations"]:
-        x, y, w, h = ann["bbox"]
-        by_image[ann["image_id"]].append([x, y, x + w, y + h])
-    out = []
-    for im in coco["images"]:
-        gt = np.asarray(by_image[im["id"]], np.float32).reshape(-1, 4)
-        jit = gt + rng.normal(0, 2, gt.shape).astype(np.float32)
-        xy = rng.uniform(0, 60, (20, 2)).astype(np.float32)
-        rand = np.concatenate([xy, xy + rng.uniform(8, 36, (20, 2)).astype(np.float32)], axis=1)
-        boxes = np.concatenate([jit, rand]).clip(0, 95)
-        scores = np.linspace(1.0, 0.1, len(boxes), dtype=np.float32)[:, None]
-        out.append((im, np.concatenate([boxes, scores], axis=1)))
-    return out
-
-
-def _write_proposals(root, layout):
-    rng = np.random.default_rng(0)
-    folder = root / "data" / "coco" / "proposals"
-    folder.mkdir(exist_ok=True)
-    for split in ("train", "val"):
-        props = _proposals_for(root / "data" / "coco" / "annotations" / f"instances_{split}2017.json", rng)
-        if layout == "mmdet2":
-            data = [p for _, p in props]
-        elif layout == "mmdet3":
-            data = {
-                f"{split}2017/{im['file_name']}": dict(bboxes=p[:, :4], scores=p[:, 4]) for im, p in props
-            }
-        else:  # Detectron2: ids -> XYWH boxes, unsorted, with objectness logits
-            order = [rng.permutation(len(p)) for _, p in props]
-            data = dict(
-                ids=[im["id"] for im, _ in props],
-                boxes=[
-                    np.concatenate([p[o, :2], p[o, 2:4] - p[o, :2]], 1) for (_, p), o in zip(props, order)
-                ],
-                objectness_logits=[np.log(p[o, 4] / (1.0001 - p[o, 4])) for (_, p), o in zip(props, order)],
-                bbox_mode=1,
-            )
-        with open(folder / f"rpn_r50_fpn_1x_{split}2017.pkl", "wb") as f:
-            pickle.dump(data, f)
-
-
 @pytest.mark.parametrize(
     "version, layout", [("3.3.0", "mmdet3"), ("3.3.0", "detectron2"), ("2.28.2", "mmdet2")]
 )
 def test_fast_rcnn_config_trains_on_proposal_files(root, version, layout):
-    _write_proposals(root, layout)
+    make_mini_proposals(str(root / "data" / "coco"), layout)
     work = root / f"fast-{version}-{layout}"
     if version == "3.3.0":
         name = ("fast_rcnn", "fast-rcnn_r50_fpn_1x_coco.py")
