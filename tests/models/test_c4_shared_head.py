@@ -240,3 +240,18 @@ def test_conv_fc_box_head_has_norm_convs_then_fcs():
     assert head.shared_fcs[0].in_features == 16 * 49
     cls, reg = head(torch.randn(4, 8, 7, 7))
     assert cls.shape == (4, 4) and reg.shape == (4, 12)
+
+
+def test_res_layer_with_groups_is_the_resnext_backbones_res5():
+    torch.manual_seed(0)
+    backbone = MODELS.build(dict(type="ResNeXt", depth=50, groups=4, base_width=4, base_channels=16))
+    head = MODELS.build(dict(type="ResLayer", depth=50, stage=3, groups=4, base_width=4, base_channels=16))
+    head.load_state_dict(
+        {k: v for k, v in backbone.state_dict().items() if k.startswith("layer4.")}, strict=True
+    )
+    assert head.layer[0].conv2.groups == 4
+    head.eval()
+    backbone.eval()
+    x = torch.randn(2, 256, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), backbone.layer4(x))

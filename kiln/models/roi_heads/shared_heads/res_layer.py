@@ -27,7 +27,7 @@ from ...backbones.pretrained import (
     resolve_pretrained,
     select_prefix,
 )
-from ...backbones.resnet import ResNet, make_res_layer
+from ...backbones.resnet import ResNet, ResNeXt, make_res_layer
 from ...layers import is_norm
 
 __all__ = ["ResLayer"]
@@ -58,6 +58,9 @@ class ResLayer(nn.Module):
             MMDetection or Detectron2 names) whose stage ``stage`` is loaded, when training starts.
         base_channels: width of the ResNet's first stage (64; kiln's extension for small test models,
             matching :class:`~kiln.models.backbones.ResNet`'s ``base_channels``).
+        groups, base_width: grouped 3×3 convs as in :class:`~kiln.models.backbones.ResNeXt` (kiln's
+            extension: the res5 head of a ResNeXt C4 model, Detectron2's ``NUM_GROUPS``/``WIDTH_PER_GROUP``;
+            ``groups=1`` is a plain ResNet stage).
         dcn: deformable convolution is not implemented; anything but ``None`` is refused.
 
     ``forward(x)``: K×C_in×S×S → K×C_out×(S/stride)×(S/stride).
@@ -77,6 +80,8 @@ class ResLayer(nn.Module):
         pretrained: str | None = None,
         init_cfg: Mapping[str, Any] | None = None,
         base_channels: int = 64,
+        groups: int = 1,
+        base_width: int = 4,
     ) -> None:
         super().__init__()
         if dcn is not None:
@@ -107,12 +112,18 @@ class ResLayer(nn.Module):
         inplanes = base_channels * 2 ** (stage - 1) * block.expansion if stage > 0 else base_channels
         norm_cfg = dict(norm_cfg) if norm_cfg is not None else dict(type="BN", requires_grad=True)
         self.layer_name = f"layer{stage + 1}"
-        self.add_module(
-            self.layer_name,
-            make_res_layer(
-                block, inplanes, planes, stage_blocks[stage], stride, dilation, style, norm_cfg, with_cp
-            ),
+        extra = {}
+        if groups != 1:
+            if depth not in ResNeXt.arch_settings:
+                raise ValueError(
+                    f"roi_head.shared_head (ResLayer): groups={groups} needs a bottleneck depth "
+                    f"({sorted(ResNeXt.arch_settings)}), got depth={depth}."
+                )
+            extra = dict(groups=int(groups), base_width=int(base_width), base_channels=base_channels)
+        layer = make_res_layer(
+            block, inplanes, planes, stage_blocks[stage], stride, dilation, style, norm_cfg, with_cp, **extra
         )
+        self.add_module(self.layer_name, layer)
         self.in_channels = inplanes
         self.out_channels = planes * block.expansion
         self._random_init()
