@@ -121,7 +121,8 @@ class ToDataContainer:
     and stacks images itself. So each field is already batched as ``stack=False`` asks, and a
     ``stack=True`` image field is stacked by the model; what this step does is check that each named field
     exists (a misspelt key fails here, as in MMCV) and refuse options kiln cannot honour
-    (``cpu_only=True``: kiln moves every tensor field the model reads to its device).
+    (``cpu_only=True``: kiln moves every tensor field the model reads to its device; a ``padding_value``
+    other than 0 or ``pad_dims`` other than 2: the model pads images with zeros).
 
     Args:
         fields: ``[dict(key='img', stack=True), dict(key='gt_bboxes'), ...]`` (MMCV's default).
@@ -147,6 +148,15 @@ class ToDataContainer:
                     f"ToDataContainer fields[{i}] ({field['key']!r}): cpu_only=True is not supported: kiln's "
                     "models move the fields they read to their device; remove cpu_only."
                 )
+            # Padding happens in the model (images: zeros after normalisation, MMCV's default): another
+            # value or padded dimension count would be ignored, so it is refused.
+            for key, default in (("padding_value", 0), ("pad_dims", 2)):
+                if field.get(key, default) != default:
+                    raise NotImplementedError(
+                        f"ToDataContainer fields[{i}] ({field['key']!r}): {key}={field[key]!r} is not "
+                        f"supported: kiln's models pad images with zeros over the last 2 dimensions (MMCV's "
+                        f"defaults); remove {key}."
+                    )
             self.fields.append(dict(field))
 
     def __call__(self, results: dict) -> dict:
