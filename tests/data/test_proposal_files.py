@@ -190,6 +190,6 @@ def test_to_data_container_checks_its_fields():
     with pytest.raises(KeyError, match="'proposals'"):
         step(dict(img=np.zeros((2, 2, 3))))
     with pytest.raises(NotImplementedError, match="padding_value=255"):
-        TRANSFORMS.build(dict(type="ToDataContainer", fields=[dict(key="img", stack=True, padding_value=255)]))
+        TRANSFORMS.build(dict(type="ToDataContainer", fields=[dict(key="img", padding_value=255)]))
     with pytest.raises(NotImplementedError, match="cpu_only"):
         TRANSFORMS.build(dict(type="ToDataContainer", fields=[dict(key="img_metas", cpu_only=True)]))
