@@ -255,3 +255,22 @@ def test_res_layer_with_groups_is_the_resnext_backbones_res5():
     x = torch.randn(2, 256, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(head(x), backbone.layer4(x))
+
+
+@pytest.mark.parametrize(
+    "norm_cfg, kind",
+    [
+        (dict(type="FrozenBN"), "FrozenBatchNorm2d"),
+        (dict(type="GN", num_groups=4), "GroupNorm"),
+        (dict(type="BN", requires_grad=False), "BatchNorm2d"),
+    ],
+)
+def test_res_layer_takes_detectron2s_norms(norm_cfg, kind):
+    """Detectron2's RESNETS.NORM (FrozenBN by default, GN, BN) reaches the res5 head too."""
+    head = MODELS.build(dict(type="ResLayer", depth=18, stage=3, base_channels=8, norm_cfg=norm_cfg))
+    norms = [m for m in head.modules() if type(m).__name__ == kind]
+    assert len(norms) == 5  # 2 blocks × 2 norms + the shortcut's
+    trainable_norm_params = [p for m in norms for p in m.parameters() if p.requires_grad]
+    assert (len(trainable_norm_params) > 0) == (kind == "GroupNorm")
+    head.train()
+    assert head(torch.randn(2, 32, 8, 8)).shape == (2, 64, 4, 4)
