@@ -27,7 +27,7 @@ from typing import Any
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from upstream_helpers import make_mini_coco, make_mini_voc, upstream_configs  # noqa: E402
+from upstream_helpers import make_mini_coco, make_mini_proposals, make_mini_voc, upstream_configs  # noqa: E402
 
 SMALL = 96
 _SCALE_KEYS = ("scale", "img_scale", "scales")
@@ -191,6 +191,7 @@ def main() -> None:
     versions = ["3.3.0", "2.28.2"] if args.version == "both" else [args.version]
     with tempfile.TemporaryDirectory() as root:
         make_mini_coco(os.path.join(root, "data", "coco"), num_train=4, num_val=2, size=SMALL)
+        make_mini_proposals(os.path.join(root, "data", "coco"))  # Fast R-CNN's proposal files
         make_mini_voc(os.path.join(root, "data", "VOCdevkit"), num_train=2, num_test=2, size=SMALL)
         os.chdir(root)
         summary = {}

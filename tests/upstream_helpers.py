@@ -82,6 +82,50 @@ def make_mini_coco(data_root: str, *, num_train: int = 8, num_val: int = 4, size
     return data_root.rstrip("/") + "/"
 
 
+def make_mini_proposals(data_root: str, layout: str = "detectron2", seed: int = 0) -> None:
+    """``data_root/proposals/rpn_r50_fpn_1x_{train,val}2017.pkl`` (the files MMDetection's Fast R-CNN configs
+    read) for a :func:`make_mini_coco` tree: per image its ground-truth boxes jittered plus 20 random boxes,
+    best first, in ``layout`` 'mmdet2' (list of N×5 arrays), 'mmdet3' (dict keyed by '<folder>/<file name>')
+    or 'detectron2' (ids -> XYWH boxes in random order with objectness logits; it serves both MMDetection
+    versions, since kiln matches it by image id)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(osp.join(data_root, "proposals"), exist_ok=True)
+    for split in ("train", "val"):
+        with open(osp.join(data_root, "annotations", f"instances_{split}2017.json"), encoding="utf-8") as f:
+            coco = json.load(f)
+        gts: dict[int, list] = {im["id"]: [] for im in coco["images"]}
+        for ann in coco["annotations"]:
+            x, y, w, h = ann["bbox"]
+            gts[ann["image_id"]].append([x, y, x + w, y + h])
+        size = max(max(im["width"], im["height"]) for im in coco["images"])
+        props = []
+        for im in coco["images"]:
+            gt = np.asarray(gts[im["id"]], np.float32).reshape(-1, 4)
+            xy = rng.uniform(0, size * 0.6, (20, 2))
+            rand = np.concatenate([xy, xy + rng.uniform(size * 0.08, size * 0.4, (20, 2))], axis=1)
+            boxes = np.concatenate([gt + rng.normal(0, 2, gt.shape), rand]).clip(0, size - 1)
+            scores = np.linspace(0.99, 0.1, len(boxes))
+            props.append((im, np.concatenate([boxes, scores[:, None]], axis=1).astype(np.float32)))
+        if layout == "mmdet2":
+            data: Any = [p for _, p in props]
+        elif layout == "mmdet3":
+            data = {f"{split}2017/{im['file_name']}": dict(bboxes=p[:, :4], scores=p[:, 4])
+                    for im, p in props}
+        elif layout == "detectron2":
+            shuffled = [p[rng.permutation(len(p))] for _, p in props]
+            data = dict(ids=[im["id"] for im, _ in props], bbox_mode=1,
+                        boxes=[np.concatenate([p[:, :2], p[:, 2:4] - p[:, :2]], 1) for p in shuffled],
+                        objectness_logits=[np.log(p[:, 4] / (1 - p[:, 4])) for p in shuffled])
+        else:
+            raise ValueError(f"layout={layout!r}: expected 'mmdet2', 'mmdet3' or 'detectron2'")
+        with open(osp.join(data_root, "proposals", f"rpn_r50_fpn_1x_{split}2017.pkl"), "wb") as f:
+            pickle.dump(data, f)
+
+
 def _voc_xml(im: dict, objects: list[dict], folder: str) -> str:
     objs = []
     for ann in objects:

@@ -2,6 +2,7 @@
 
 The expected key lists are facts read from MMDetection 3.3.0's source (``backbones/resnet.py``,
 ``necks/fpn.py``, ``dense_heads/{retina,rpn}_head.py``, ``roi_heads/bbox_heads/convfc_bbox_head.py``,
+``roi_heads/shared_heads/res_layer.py``,
 ``roi_heads/cascade_roi_head.py``, MMCV's ``ConvModule``), written as small generators.
 """
 
@@ -111,7 +112,24 @@ def mmdet_cascade_rcnn() -> dict[str, tuple]:
     return keys
 
 
+def mmdet_faster_rcnn_c4() -> dict[str, tuple]:
+    """C4: the backbone stops after layer3; res5 is ``roi_head.shared_head.layer4`` (MMDetection's
+    ``ResLayer`` registers the stage as ``layer{stage + 1}``); the RPN has 1024 channels and 15 anchors;
+    ``BBoxHead(with_avg_pool=True)`` predicts from 2048 channels."""
+    resnet = mmdet_resnet50()
+    keys = {k: v for k, v in resnet.items() if not k.startswith("backbone.layer4.")}
+    keys.update({k.replace("backbone.layer4.", "roi_head.shared_head.layer4."): v
+                 for k, v in resnet.items() if k.startswith("backbone.layer4.")})
+    keys.update({"rpn_head.rpn_conv.weight": (1024, 1024, 3, 3), "rpn_head.rpn_conv.bias": (1024,),
+                 "rpn_head.rpn_cls.weight": (15, 1024, 1, 1), "rpn_head.rpn_cls.bias": (15,),
+                 "rpn_head.rpn_reg.weight": (60, 1024, 1, 1), "rpn_head.rpn_reg.bias": (60,),
+                 "roi_head.bbox_head.fc_cls.weight": (81, 2048), "roi_head.bbox_head.fc_cls.bias": (81,),
+                 "roi_head.bbox_head.fc_reg.weight": (320, 2048), "roi_head.bbox_head.fc_reg.bias": (320,)})
+    return keys
+
+
 CASES = {
+    "faster_rcnn/faster-rcnn_r50-caffe_c4-1x_coco.py": mmdet_faster_rcnn_c4,
     "retinanet/retinanet_r50_fpn_1x_coco.py": mmdet_retinanet,
     "faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py": mmdet_faster_rcnn,
     "cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py": mmdet_cascade_rcnn,
@@ -145,6 +163,10 @@ def test_a_state_dict_under_mmdetection_names_loads_strictly(rel):
                     else torch.randn(shape, generator=g))
     model.load_state_dict({"state_dict": state}["state_dict"], strict=True)
     loaded = model.state_dict()
+    if "c4" in rel:
+        for k in ("roi_head.shared_head.layer4.2.conv3.weight", "roi_head.bbox_head.fc_reg.weight"):
+            assert torch.equal(loaded[k], state[k])
+        return
     for k in ("neck.fpn_convs.2.conv.weight", "neck.lateral_convs.0.conv.bias"):
         assert torch.equal(loaded[k], state[k])
     if "rpn_head.rpn_conv.weight" in state:

@@ -28,6 +28,8 @@ from torch.utils.data import Dataset
 from kiln.data.transforms.pipelines import check_backend
 from kiln.registry import DATASETS
 
+from .proposals import load_proposals
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CustomDataset"]
@@ -135,8 +137,9 @@ class CustomDataset(Dataset):
         Test mode still loads annotations (3.x test pipelines run ``LoadAnnotations``).
 
     Both: ``ann_file`` (relative to ``data_root`` if that is given), ``pipeline`` (list of transform
-    configs for :class:`kiln.data.transforms.Compose`), ``data_root``, ``proposal_file`` (pickle of
-    per-image proposals, ``results['proposals']``), ``test_mode``.
+    configs for :class:`kiln.data.transforms.Compose`), ``data_root``, ``proposal_file`` (precomputed
+    proposals for Fast R-CNN in MMDetection's or Detectron2's pickle layout, see
+    :mod:`kiln.data.datasets.proposals`; each image's array is ``results['proposals']``), ``test_mode``.
     """
 
     CLASSES: Sequence[str] | None = None
@@ -214,7 +217,8 @@ class CustomDataset(Dataset):
                 self.proposal_file = osp.join(data_root, self.proposal_file)
         self.CLASSES = self.get_classes(classes)
         self.data_infos: Sequence[dict[str, Any]] = self.load_annotations(self.ann_file)
-        self.proposals = _load_file(self.proposal_file) if self.proposal_file else None
+        self.proposals = (load_proposals(self.proposal_file, self.data_infos, self.img_prefix, name)
+                          if self.proposal_file else None)
         if not test_mode and self.filter_enabled:
             valid = self._filter_imgs()
             if len(valid) < len(self.data_infos):

@@ -6,14 +6,21 @@
   ``train_pipeline``/``test_pipeline`` configs (MMDetection 2.x and 3.x spellings);
   :mod:`.pipelines_mmdet3` — the 3.x-only steps (``PackDetInputs``, ``TestTimeAug``, resize
   variants); :mod:`.pipelines_tta` — test-time augmentation wrappers (``MultiScaleFlipAug``,
-  ``TestTimeAug``); :mod:`.dialect` — which generation a pipeline is written in.
+  ``TestTimeAug``); :mod:`.pipelines_proposals` — precomputed proposals (``LoadProposals``,
+  ``ProposalBroadcaster``); :mod:`.dialect` — which generation a pipeline is written in.
 
 The MM step ``RandomFlip``/``Resize``/``RandomCrop`` share names with augmentations; here the
 package exports the augmentations under their names and the pipeline steps are reached through
 ``TRANSFORMS`` (or :mod:`.pipelines_geometric`).
 """
 
-from . import pipelines, pipelines_geometric, pipelines_mmdet3, pipelines_tta  # noqa: F401  (register TRANSFORMS)
+from . import (  # noqa: F401  (register TRANSFORMS)
+    pipelines,
+    pipelines_geometric,
+    pipelines_mmdet3,
+    pipelines_proposals,
+    pipelines_tta,
+)
 from .augmentation import (
     AugInput,
     Augmentation,
@@ -44,6 +51,7 @@ from .pipelines import (
 )
 from .pipelines_geometric import MinIoURandomCrop, Pad, apply_geometry
 from .pipelines_mmdet3 import FilterAnnotations, PackDetInputs, RandomChoiceResize, RandomResize
+from .pipelines_proposals import LoadProposals, ProposalBroadcaster, ToDataContainer
 from .pipelines_tta import MultiScaleFlipAug, TestTimeAug
 from .transform import (
     AffineTransform,
@@ -68,10 +76,12 @@ __all__ = [
     "ChannelPermuteTransform", "Collect", "ColorTransform", "Compose", "CropTransform",
     "DefaultFormatBundle", "FilterAnnotations", "FixedSizeCrop", "HFlipTransform", "HueSaturationTransform",
     "ImageToTensor",
-    "LoadAnnotations", "LoadImageFromFile", "MinIoURandomCrop", "MultiScaleFlipAug", "NoOpTransform",
+    "LoadAnnotations", "LoadImageFromFile", "LoadProposals", "MinIoURandomCrop", "MultiScaleFlipAug",
+    "NoOpTransform",
     "Normalize", "PackDetInputs", "Pad", "PadTransform", "RandomChoiceResize", "RandomResize",
-    "TestTimeAug", "PhotoMetricDistortion", "RandomApply", "RandomBrightness",
+    "TestTimeAug", "PhotoMetricDistortion", "ProposalBroadcaster", "RandomApply", "RandomBrightness",
     "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation", "RandomSaturation", "Resize",
-    "ResizeScale", "ResizeShortestEdge", "ResizeTransform", "RotationTransform", "ToTensor", "Transform",
+    "ResizeScale", "ResizeShortestEdge", "ResizeTransform", "RotationTransform", "ToDataContainer",
+    "ToTensor", "Transform",
     "TransformList", "VFlipTransform", "apply_augmentations", "apply_geometry", "clip_boxes",
 ]

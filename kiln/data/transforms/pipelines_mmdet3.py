@@ -217,7 +217,8 @@ class PackDetInputs:
     have, in MMDetection 3.x spellings (``img_id``, ``img_path``, ``ori_shape``/``img_shape`` as
     ``(h, w)``, ``scale_factor`` as ``(w_scale, h_scale)``, ``flip``, ``flip_direction``), plus
     ``pad_shape`` when a ``Pad`` ran. ``gt_instances`` has ``bboxes`` (float32 N×4 XYXY in ``inputs``
-    pixels) and ``labels`` (int64); ``ignored_instances`` the crowd/difficult boxes and their labels.
+    pixels) and ``labels`` (int64); ``ignored_instances`` the crowd/difficult boxes and their labels;
+    ``proposals`` (``bboxes``, ``scores``) when ``LoadProposals`` ran (Fast R-CNN).
 
     Example::
 
@@ -253,10 +254,15 @@ class PackDetInputs:
         sample = DetDataSample(metainfo=meta)
         sample.gt_instances = self._instances(results, "gt_bboxes", "gt_labels")
         sample.ignored_instances = self._instances(results, "gt_bboxes_ignore", "gt_labels_ignore")
+        if "proposals" in results:  # LoadProposals (Fast R-CNN): boxes in `inputs` pixels and their scores
+            proposals = self._instances(results, "proposals", None)
+            scores = results.get("proposals_scores", np.zeros(len(proposals.bboxes), np.float32))
+            proposals.scores = torch.as_tensor(np.asarray(scores, np.float32).reshape(-1))
+            sample.proposals = proposals
         return {"inputs": img, "data_samples": sample}
 
     @staticmethod
-    def _instances(results: dict, box_key: str, label_key: str) -> Any:
+    def _instances(results: dict, box_key: str, label_key: str | None) -> Any:
         import torch
 
         from kiln.structures import InstanceData
@@ -264,7 +270,7 @@ class PackDetInputs:
         inst = InstanceData()
         if box_key in results:
             inst.bboxes = torch.as_tensor(np.asarray(results[box_key], np.float32).reshape(-1, 4))
-        if label_key in results:
+        if label_key is not None and label_key in results:
             inst.labels = torch.as_tensor(np.asarray(results[label_key], np.int64).reshape(-1))
         return inst
 

@@ -31,7 +31,7 @@ from .pretrained import (
     select_prefix,
 )
 
-__all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNeXt", "refuse_unsupported"]
+__all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNeXt", "make_res_layer", "refuse_unsupported"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,39 @@ def refuse_unsupported(owner: str, **values: Any) -> None:
 def _mark_loaded(module: nn.Module, incompatible: Any) -> None:
     # A full state dict loaded over the backbone (checkpoint, resume) supersedes `pretrained`.
     module.pretrained_loaded = True
+
+
+def make_res_layer(
+    block: type,
+    inplanes: int,
+    planes: int,
+    num_blocks: int,
+    stride: int = 1,
+    dilation: int = 1,
+    style: str = "pytorch",
+    norm_cfg: Mapping[str, Any] | None = None,
+    with_cp: bool = False,
+    **block_kwargs: Any,
+) -> nn.Sequential:
+    """One ResNet stage: ``num_blocks`` residual blocks, the first one striding (and projecting the
+    identity with a 1×1 conv + norm, MMDetection's ``downsample.0``/``downsample.1``).
+
+    Shared by :class:`ResNet` and the C4 ``ResLayer`` shared head, so a stage and the res5 head built
+    from it have the same parameter names and the same arithmetic.
+    """
+    downsample = None
+    if stride != 1 or inplanes != planes * block.expansion:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+            build_norm_layer(norm_cfg, planes * block.expansion),
+        )
+    layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp, **block_kwargs)]
+    for _ in range(1, num_blocks):
+        layers.append(
+            block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp,
+                  **block_kwargs)
+        )
+    return nn.Sequential(*layers)
 
 
 class BasicBlock(_NormAccess, nn.Module):
@@ -354,19 +387,8 @@ class ResNet(_NormAccess, Backbone):
         norm_cfg: Mapping[str, Any],
         with_cp: bool,
     ) -> nn.Sequential:
-        downsample = None
-        if stride != 1 or inplanes != planes * block.expansion:
-            downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes * block.expansion, 1, stride=stride, bias=False),
-                build_norm_layer(norm_cfg, planes * block.expansion),
-            )
-        extra = self._block_kwargs()
-        layers = [block(inplanes, planes, stride, dilation, downsample, style, norm_cfg, with_cp, **extra)]
-        for _ in range(1, num_blocks):
-            layers.append(
-                block(planes * block.expansion, planes, 1, dilation, None, style, norm_cfg, with_cp, **extra)
-            )
-        return nn.Sequential(*layers)
+        return make_res_layer(block, inplanes, planes, num_blocks, stride, dilation, style, norm_cfg, with_cp,
+                              **self._block_kwargs())
 
     # ------------------------------------------------------------------ contract
     def output_shape(self) -> dict[str, ShapeSpec]:

@@ -2,6 +2,8 @@
 
 from .base import BaseDetector, DetInputs, to_original_pixels
 from .ensemble import DetectorEnsemble
+from .fast_rcnn import FastRCNN
+from .rpn import RPN
 from .single_stage import RetinaNet, SingleStageDetector
 from .two_stage import CascadeRCNN, FasterRCNN, TwoStageDetector
 
@@ -10,7 +12,9 @@ __all__ = [
     "CascadeRCNN",
     "DetInputs",
     "DetectorEnsemble",
+    "FastRCNN",
     "FasterRCNN",
+    "RPN",
     "RetinaNet",
     "SingleStageDetector",
     "TwoStageDetector",

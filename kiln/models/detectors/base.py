@@ -43,6 +43,9 @@ class DetInputs:
             ``flip``, ``flip_direction``, ``image_id``.
         gt_bboxes, gt_labels: per image N×4 XYXY in input pixels, N int64 (empty lists when absent).
         gt_bboxes_ignore: per image M×4 or ``None``.
+        proposals: per entry K×4 XYXY precomputed proposals in input pixels (Fast R-CNN; empty when the
+            batch has none): MM-form ``proposals``, 3.x ``data_samples.proposals.bboxes``, Detectron2-form
+            ``proposals.proposal_boxes``.
         sample_index: for each entry, which batch element it came from (test-time augmentation gives
             several entries per element).
     """
@@ -52,6 +55,7 @@ class DetInputs:
     gt_bboxes: list[torch.Tensor] = field(default_factory=list)
     gt_labels: list[torch.Tensor] = field(default_factory=list)
     gt_bboxes_ignore: list[torch.Tensor | None] = field(default_factory=list)
+    proposals: list[torch.Tensor] = field(default_factory=list)
     sample_index: list[int] = field(default_factory=list)
 
     @property
@@ -138,6 +142,9 @@ class BaseDetector(nn.Module):
             Without one, 3.x-form images are only cast to float (MMEngine's ``BaseDataPreprocessor``)
             and padded to ``size_divisibility``.
     """
+
+    #: whether training reads class labels; a class-agnostic model (RPN) trains on boxes alone
+    uses_gt_labels: bool = True
 
     def __init__(
         self,
@@ -339,6 +346,15 @@ class BaseDetector(nn.Module):
             views = list(zip(imgs, metas))
         else:
             views = [(imgs, metas)]
+        if "proposals" in sample:
+            props = _unwrap(sample["proposals"])
+            if not isinstance(imgs, (list, tuple)):
+                props = [props]
+            elif not isinstance(props, (list, tuple)) or len(props) != len(views):
+                raise ValueError(f"batch[{i}]: {len(views)} augmented views need a list of as many "
+                                 "'proposals' arrays.")
+            for p in props:
+                inputs.proposals.append(_proposal_tensor(p, device, f"batch[{i}]['proposals']"))
         for img, meta in views:
             img = _as_tensor(img, torch.float32, device, "img")
             if img.dim() == 4 and img.shape[0] == 1:
@@ -365,6 +381,9 @@ class BaseDetector(nn.Module):
                     f"batch[{i}]: ground truth with {len(views)} augmented views is not supported."
                 )
             boxes = _as_tensor(sample["gt_bboxes"], torch.float32, device, "gt_bboxes").reshape(-1, 4)
+            if "gt_labels" not in sample and not self.uses_gt_labels:
+                # An RPN's 2.x pipeline collects boxes only (Collect(keys=['img', 'gt_bboxes'])).
+                sample = dict(sample, gt_labels=torch.zeros(len(boxes), dtype=torch.int64))
             labels = _as_tensor(
                 sample.get("gt_labels", torch.zeros(0)), torch.int64, device, "gt_labels"
             ).reshape(-1)
@@ -408,6 +427,11 @@ class BaseDetector(nn.Module):
             }
         )
         inputs.sample_index.append(i)
+        props = sample.get("proposals")
+        if props is not None:
+            boxes = props.proposal_boxes if hasattr(props, "proposal_boxes") else props
+            inputs.proposals.append(_proposal_tensor(getattr(boxes, "tensor", boxes), device,
+                                                     f"batch[{i}]['proposals'].proposal_boxes"))
         inst = sample.get("instances")
         if inst is not None:
             boxes = inst.gt_boxes if inst.has("gt_boxes") else torch.zeros(0, 4)
@@ -451,6 +475,10 @@ class BaseDetector(nn.Module):
                     f"{tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__}."
                 )
             meta = dict(ds.metainfo) if ds is not None and hasattr(ds, "metainfo") else {}
+            props = ds.get("proposals") if ds is not None else None
+            if props is not None:
+                inputs.proposals.append(_proposal_tensor(_box_tensor(props.bboxes), device,
+                                                         f"batch[{i}] data_samples.proposals.bboxes"))
             img_shape = tuple(meta.get("img_shape", img.shape[-2:]))[:2]
             images.append(img.to(device, non_blocking=non_blocking))
             inputs.metas.append(
@@ -484,6 +512,17 @@ class BaseDetector(nn.Module):
             ignored = _as_tensor(_box_tensor(ign.bboxes), torch.float32, device, "ignored_instances.bboxes")
             ignored = ignored.reshape(-1, 4)
         inputs.gt_bboxes_ignore.append(ignored)
+
+
+def _proposal_tensor(value: Any, device: torch.device, what: str) -> torch.Tensor:
+    """K×4 float proposals (a score column, MMDetection's K×5 layout, is dropped)."""
+    boxes = _as_tensor(value, torch.float32, device, what)
+    if boxes.numel() == 0:
+        return boxes.reshape(0, 4)
+    if boxes.dim() != 2 or boxes.shape[1] not in (4, 5):
+        raise ValueError(f"{what}: expected K×4 (or K×5 with scores) proposals, got shape "
+                         f"{tuple(boxes.shape)}.")
+    return boxes[:, :4]
 
 
 def _box_tensor(boxes: Any) -> Any:

@@ -84,8 +84,6 @@ class TwoStageDetector(BaseDetector):
         # Detector-level init_cfg=dict(type='Pretrained', checkpoint=...) is a whole-detector checkpoint
         # (MMDetection 3.x), read by init_weights(); detector-level `pretrained` is the backbone's (2.x).
         self.init_checkpoint = pretrained_from_init_cfg(init_cfg, None, f"model ({type(self).__name__})")
-        if rpn_head is None:
-            raise ValueError(f"{type(self).__name__} needs rpn_head=dict(type='RPNHead', ...).")
         if roi_head is None:
             if bbox_roi_extractor is None or bbox_head is None:
                 raise ValueError(
@@ -102,18 +100,27 @@ class TwoStageDetector(BaseDetector):
             )
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
         self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
-        rpn_train = _section(train_cfg, "rpn", "train_cfg")
-        self.rpn_proposal_cfg = _section(train_cfg, "rpn_proposal", "train_cfg")
-        rpn_test = _section(test_cfg, "rpn", "test_cfg")
-        rpn_cfg = dict(rpn_head)
-        rpn_cfg.update(train_cfg=rpn_train, test_cfg=rpn_test)
-        self.rpn_head = MODELS.build(rpn_cfg, cfg_path="model.rpn_head")
+        self.rpn_head = self._build_rpn_head(rpn_head, train_cfg, test_cfg)
         roi_cfg = dict(roi_head)
         roi_cfg.update(
             train_cfg=_section(train_cfg, "rcnn", "train_cfg"),
             test_cfg=_section(test_cfg, "rcnn", "test_cfg"),
         )
         self.roi_head = MODELS.build(roi_cfg, cfg_path="model.roi_head")
+
+    def _build_rpn_head(self, rpn_head: Mapping[str, Any] | None, train_cfg: Any, test_cfg: Any
+                        ) -> torch.nn.Module | None:
+        """The proposal generator, with ``train_cfg.rpn``/``test_cfg.rpn`` (``train_cfg.rpn_proposal`` is
+        kept as ``self.rpn_proposal_cfg``). :class:`FastRCNN` has none: its proposals come with the data."""
+        if rpn_head is None:
+            raise ValueError(f"{type(self).__name__} needs rpn_head=dict(type='RPNHead', ...) (a model whose "
+                             "proposals come precomputed with the data is type='FastRCNN').")
+        rpn_train = _section(train_cfg, "rpn", "train_cfg")
+        self.rpn_proposal_cfg = _section(train_cfg, "rpn_proposal", "train_cfg")
+        rpn_test = _section(test_cfg, "rpn", "test_cfg")
+        rpn_cfg = dict(rpn_head)
+        rpn_cfg.update(train_cfg=rpn_train, test_cfg=rpn_test)
+        return MODELS.build(rpn_cfg, cfg_path="model.rpn_head")
 
     def init_weights(self) -> None:
         """Re-initialise every part (the backbone loads its ``pretrained`` weights when set)."""
@@ -143,19 +150,31 @@ class TwoStageDetector(BaseDetector):
             x = self.neck(x)
         return tuple(x)
 
-    def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:
-        """RPN losses on sampled anchors + RoI head losses on sampled proposals."""
-        feats = self.extract_feat(inputs.images.tensor)
+    def train_proposals(self, feats: tuple[torch.Tensor, ...], inputs: DetInputs
+                        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Per-image proposals for the RoI head in training, and the RPN's losses on this batch."""
         img_shapes = [m["img_shape"] for m in inputs.metas]
-        ignore = inputs.gt_bboxes_ignore or None
         cls_scores, bbox_preds = self.rpn_head(feats)
-        losses = dict(self.rpn_head.loss(cls_scores, bbox_preds, inputs.gt_bboxes, img_shapes, ignore))
+        losses = dict(self.rpn_head.loss(cls_scores, bbox_preds, inputs.gt_bboxes, img_shapes,
+                                         inputs.gt_bboxes_ignore or None))
         proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes, self.rpn_proposal_cfg)
         if self.keep_proposals:  # for ProposalVisualizationHook (Detectron2's VIS_PERIOD)
             self.last_proposals = [(p.detach(), s.detach()) for p, s in proposals]
-        roi_losses = self.roi_head.forward_train(
-            feats, [p for p, _ in proposals], inputs.gt_bboxes, inputs.gt_labels, ignore
-        )
+        return [p for p, _ in proposals], losses
+
+    def test_proposals(self, feats: tuple[torch.Tensor, ...], inputs: DetInputs) -> list[torch.Tensor]:
+        """Per-entry proposals for the RoI head at test time (``test_cfg.rpn``)."""
+        cls_scores, bbox_preds = self.rpn_head(feats)
+        img_shapes = [m["img_shape"] for m in inputs.metas]
+        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes)
+        return [p for p, _ in proposals]
+
+    def loss(self, inputs: DetInputs) -> dict[str, torch.Tensor]:
+        """RPN losses on sampled anchors + RoI head losses on sampled proposals."""
+        feats = self.extract_feat(inputs.images.tensor)
+        ignore = inputs.gt_bboxes_ignore or None
+        proposals, losses = self.train_proposals(feats, inputs)
+        roi_losses = self.roi_head.forward_train(feats, proposals, inputs.gt_bboxes, inputs.gt_labels, ignore)
         for key, value in roi_losses.items():
             if key in losses:
                 raise KeyError(f"loss name '{key}' is produced by both the RPN and the RoI head.")
@@ -177,9 +196,7 @@ class TwoStageDetector(BaseDetector):
         """Proposals, then RoI-head detections, per image in input-image pixels."""
         feats = self.extract_feat(inputs.images.tensor)
         img_shapes = [m["img_shape"] for m in inputs.metas]
-        cls_scores, bbox_preds = self.rpn_head(feats)
-        proposals = self.rpn_head.get_proposals(cls_scores, bbox_preds, img_shapes)
-        dets = self.roi_head.simple_test(feats, [p for p, _ in proposals], img_shapes)
+        dets = self.roi_head.simple_test(feats, self.test_proposals(feats, inputs), img_shapes)
         return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in dets]
 
 

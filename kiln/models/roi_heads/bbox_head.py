@@ -83,7 +83,9 @@ class ConvFCBBoxHead(nn.Module):
         reg_class_agnostic: one box per RoI (True) or one per class (False).
         loss_cls, loss_bbox: loss configs (``CrossEntropyLoss``, ``L1Loss``/``SmoothL1Loss``).
         norm_cfg: norm of the shared convs (e.g. GN in ``Shared4Conv1FCBBoxHead``).
-        conv_cfg, with_avg_pool, num_cls_convs/fcs, num_reg_convs/fcs, cls_predictor_cfg,
+        with_avg_pool: average-pool the (post-conv) RoI features to 1×1 before the FCs / predictors
+            (C4's ``BBoxHead`` on the res5 shared head's 7×7 output).
+        conv_cfg, num_cls_convs/fcs, num_reg_convs/fcs, cls_predictor_cfg,
             reg_predictor_cfg: MMDetection options kiln does not implement; anything but the default
             (``Linear`` predictors) is refused by name.
 
@@ -120,7 +122,6 @@ class ConvFCBBoxHead(nn.Module):
         refuse_init_cfg(init_cfg, type(self).__name__)
         _refuse_unsupported(
             conv_cfg=conv_cfg,
-            with_avg_pool=with_avg_pool,
             num_cls_convs=num_cls_convs,
             num_cls_fcs=num_cls_fcs,
             num_reg_convs=num_reg_convs,
@@ -152,7 +153,8 @@ class ConvFCBBoxHead(nn.Module):
             for i in range(num_shared_convs)
         )
         channels = conv_out_channels if num_shared_convs else in_channels
-        dim = channels * size[0] * size[1]
+        self.with_avg_pool = bool(with_avg_pool)
+        dim = channels if self.with_avg_pool else channels * size[0] * size[1]
         self.shared_fcs = nn.ModuleList()
         for _ in range(num_shared_fcs):
             self.shared_fcs.append(nn.Linear(dim, fc_out_channels))
@@ -187,6 +189,8 @@ class ConvFCBBoxHead(nn.Module):
         """RoI features K×C×S×S → (class logits K×(C+1), box deltas K×4 or K×4C)."""
         for conv in self.shared_convs:
             x = conv(x)
+        if self.with_avg_pool:
+            x = x.mean(dim=(2, 3))
         x = x.flatten(1)
         for fc in self.shared_fcs:
             x = F.relu(fc(x))

@@ -29,8 +29,12 @@ class StandardRoIHead(nn.Module):
             roi_feat_size=7, num_classes=80, ...)``.
         train_cfg: the ``rcnn`` train settings: ``assigner``, ``sampler``, ``pos_weight``.
         test_cfg: the ``rcnn`` test settings: ``score_thr``, ``nms``, ``max_per_img``.
+        shared_head: layers run on every pooled RoI before the box head, e.g. the C4 res5 stage
+            ``dict(type='ResLayer', depth=50, stage=3, stride=2, style='caffe')`` (Detectron2's
+            ``Res5ROIHeads``: 14×14 RoIAlign at stride 16 → res5 → 7×7, then a ``BBoxHead`` with
+            ``with_avg_pool=True``).
 
-    Masks (``mask_head``) and shared heads are not implemented; configs that set them fail clearly.
+    Masks (``mask_head``) are not implemented; configs that set them fail clearly.
     """
 
     def __init__(
@@ -46,12 +50,15 @@ class StandardRoIHead(nn.Module):
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
-        if shared_head is not None or mask_head is not None or mask_roi_extractor is not None:
+        if mask_head is not None or mask_roi_extractor is not None:
             raise NotImplementedError(
-                "roi_head: shared_head / mask_head are not implemented in kiln; "
+                "roi_head: mask_head / mask_roi_extractor are not implemented in kiln; "
                 "remove them from the config (boxes only)."
             )
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor, cfg_path="roi_head.bbox_roi_extractor")
+        self.shared_head = (
+            MODELS.build(shared_head, cfg_path="roi_head.shared_head") if shared_head is not None else None
+        )
         self.bbox_head = MODELS.build(bbox_head, cfg_path="roi_head.bbox_head")
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
@@ -71,6 +78,8 @@ class StandardRoIHead(nn.Module):
         self, feats: Sequence[torch.Tensor], rois: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         roi_feats = self.bbox_roi_extractor(feats[: self.bbox_roi_extractor.num_inputs], rois)
+        if self.shared_head is not None:
+            roi_feats = self.shared_head(roi_feats)
         return self.bbox_head(roi_feats)
 
     def sample_proposals(
