@@ -58,7 +58,7 @@ LOSS_NAMES = {  # Detectron2 name -> kiln name
     "loss_cls": "loss_cls", "loss_box_reg": "loss_bbox",
     "loss_rpn_cls": "loss_rpn_cls", "loss_rpn_loc": "loss_rpn_bbox",
 }
-SOLVER = dict(lr=0.01, momentum=0.9, weight_decay=1e-4)
+SOLVER = dict(lr=0.002, momentum=0.9, weight_decay=1e-4)
 # Two images of different sizes per batch, so padding (and anchors over it) is exercised.
 IMAGE_SIZES = [(96, 128), (128, 96)]
 
@@ -67,13 +67,16 @@ IMAGE_SIZES = [(96, 128), (128, 96)]
 def fill_value(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """A deterministic value for the Detectron2 parameter/buffer ``name`` (seeded by the name's CRC32).
 
-    Backbone convs get He-scaled weights, other convs/linears LeCun-scaled ones, the last predictor
-    layers small ones, norms near identity; RetinaNet's class bias starts at its prior (0.01).
+    Convs and linears get LeCun-scaled weights and the frozen norms shrink a little (so activations stay
+    of order one through the residual stages), the last predictor layers get small weights, and
+    RetinaNet's class bias starts at its prior (0.01).
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     leaf = name.rsplit(".", 1)[-1]
     if ".norm." in name or name.startswith("backbone.bottom_up.stem.conv1.norm"):
-        if leaf in ("weight", "running_var"):
+        if leaf == "weight":
+            return 0.3 + 0.4 * torch.rand(shape, generator=g)
+        if leaf == "running_var":
             return 0.5 + torch.rand(shape, generator=g)
         return 0.1 * torch.randn(shape, generator=g)
     predictor = any(k in name for k in ("cls_score", "bbox_pred", "objectness_logits", "anchor_deltas"))
@@ -84,8 +87,6 @@ def fill_value(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor
     fan_in = max(1, math.prod(shape[1:]))
     if predictor:
         std = 0.001 if "box_predictor.bbox_pred" in name else 0.01
-    elif "bottom_up" in name:
-        std = math.sqrt(2.0 / fan_in)
     else:
         std = math.sqrt(1.0 / fan_in)
     return std * torch.randn(shape, generator=g)
@@ -279,16 +280,60 @@ def kiln_model_cfg(d2: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- kiln side
+def _set(path: str, value: Any) -> Any:
+    """An edit of the kiln model config that sets the dotted ``path`` to ``value``."""
+    def edit(cfg: dict) -> None:
+        *parents, leaf = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        if value is _DROP:
+            node.pop(leaf)
+        else:
+            node[leaf] = value
+    return edit
+
+
+_DROP = object()
+# Each Detectron2 semantic switched back to kiln's (MMDetection's) default, one at a time: how much of
+# the parity each option carries on these models.
+ABLATIONS = {
+    "retinanet": {
+        "loss_normalizer_momentum=None": _set("bbox_head.loss_normalizer_momentum", None),
+        "low_quality_keeps_argmax=False": _set("train_cfg.assigner.low_quality_keeps_argmax", False),
+        "MMDetection anchors order": _set("bbox_head.anchor_generator", dict(
+            type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3, ratios=[0.5, 1.0, 2.0],
+            strides=[8, 16, 32, 64, 128])),
+    },
+    "faster_rcnn": {
+        "rpn normalize_by_budget=False": _set("rpn_head.normalize_by_budget", False),
+        "rpn ignore_padding_anchors=True": _set("rpn_head.ignore_padding_anchors", True),
+        "rpn low_quality_keeps_argmax=False": _set("train_cfg.rpn.assigner.low_quality_keeps_argmax", False),
+        "rpn min_pos_iou=0.3": _set("train_cfg.rpn.assigner.min_pos_iou", 0.3),
+        "samplers permute_all=False": lambda c: (_set("train_cfg.rpn.sampler.permute_all", False)(c),
+                                                 _set("train_cfg.rcnn.sampler.permute_all", False)(c)),
+        "rcnn append_gt=False": _set("train_cfg.rcnn.sampler.append_gt", False),
+        "MMDetection RoI levels": lambda c: (_set("roi_head.bbox_roi_extractor.canonical_box_size", _DROP)(c),
+                                             _set("roi_head.bbox_roi_extractor.canonical_level", _DROP)(c)),
+    },
+}
+
+
 def kiln_run(d2: dict, batches: list[dict], iters: int, seed: int,
-             state: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
+             state: dict[str, torch.Tensor] | None = None,
+             edit: Any = None) -> list[dict[str, float]]:
     """Train kiln's model ``iters`` steps on ``batches``; weights from ``state`` (Detectron2 names) or,
-    without it, from :func:`fill_value`. Returns each step's losses under kiln's names."""
+    without it, from :func:`fill_value`. ``edit(cfg)`` may change the model config first (ablations).
+    Returns each step's losses under kiln's names."""
     from kiln.models.builder import build_detector
     from kiln.models.detectors.base import DetInputs
     from kiln.structures.image_list import ImageList
 
     torch.manual_seed(seed)
-    model = build_detector(kiln_model_cfg(d2))
+    cfg = kiln_model_cfg(d2)
+    if edit is not None:
+        edit(cfg)
+    model = build_detector(cfg)
     own = model.state_dict()
     inverse = {}
     names = list(state) if state is not None else None
@@ -330,7 +375,7 @@ def kiln_run(d2: dict, batches: list[dict], iters: int, seed: int,
         opt.zero_grad()
         total.backward()
         opt.step()
-        history.append({k: float(v) for k, v in losses.items()})
+        history.append({k: v.item() for k, v in losses.items()})
     return history
 
 
@@ -376,6 +421,7 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
     from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
 
     cfg = get_cfg()
     cfg.merge_from_file(str(D2_CONFIGS / MODELS[model]))
@@ -402,12 +448,13 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
         saved.append(dict(tensor=images.tensor.clone(), image_sizes=list(images.image_sizes),
                           boxes=b["boxes"], classes=b["classes"]))
         torch.manual_seed(step_seed(seed, it))
-        losses = net(inputs)
+        with EventStorage(it):
+            losses = net(inputs)
         total = sum(losses.values())
         opt.zero_grad()
         total.backward()
         opt.step()
-        history.append({LOSS_NAMES[k]: float(v) for k, v in losses.items()})
+        history.append({LOSS_NAMES[k]: v.item() for k, v in losses.items()})
     torch.save(dict(model=model, d2=d2, state=state, batches=saved, losses=history, seed=seed,
                     yaml=MODELS[model], opts=SMALL_OPTS), out)
 
@@ -436,6 +483,11 @@ def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_di
         print(f"max relative difference over {iters} steps: {worst:.2e} "
               f"(kiln from the transferred weights vs from fill_value: max abs {same:.1e})")
         worst_all = max(worst_all, worst)
+        for label, edit in ABLATIONS.get(name, {}).items():
+            other = kiln_run(ref["d2"], ref["batches"], iters, seed, state=ref["state"], edit=edit)
+            rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(ref["losses"], other) for k in keys)
+            first = max(abs(ref["losses"][0][k] - other[0][k]) / max(abs(ref["losses"][0][k]), 1e-6) for k in keys)
+            print(f"  without Detectron2 semantics, {label:<36} max rel diff {rel:.2e} (step 0: {first:.2e})")
         if fixture_dir:
             Path(fixture_dir).mkdir(parents=True, exist_ok=True)
             path = Path(fixture_dir) / f"{name}.json"
