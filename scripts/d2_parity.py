@@ -40,6 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 D2_CONFIGS = Path(os.environ.get("D2_CONFIGS", "/work/d2src/configs"))
 D2_PYTHON = os.environ.get("D2_PYTHON", "/work/d2venv/bin/python")
+D2_MIRROR = os.environ.get("D2_MIRROR", "/work/.mirror/facebookresearch+detectron2/repo")
 
 # The yaml each model starts from (Detectron2's own files) and the opts that shrink it for 2 CPU cores.
 MODELS = {
@@ -455,7 +456,9 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
         total.backward()
         opt.step()
         history.append({LOSS_NAMES[k]: v.item() for k, v in losses.items()})
-    torch.save(dict(model=model, d2=d2, state=state, batches=saved, losses=history, seed=seed,
+    import detectron2
+
+    torch.save(dict(model=model, d2=d2, d2_version=detectron2.__version__, state=state, batches=saved, losses=history, seed=seed,
                     yaml=MODELS[model], opts=SMALL_OPTS), out)
 
 
@@ -494,11 +497,19 @@ def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_di
             path.write_text(json.dumps(dict(
                 produced_by=f"python scripts/d2_parity.py compare --models {name} --iters {iters} "
                             f"--seed {seed} --write-fixture {fixture_dir}",
-                reference="Detectron2 losses, commit of the mirrored snapshot (see benchmarks/RESULTS.md)",
+                reference=f"Detectron2 {ref['d2_version']} built from its source at commit {_d2_commit()}",
                 yaml=ref["yaml"], opts=ref["opts"], seed=seed, iters=iters, d2_config=ref["d2"],
                 losses=ref["losses"]), indent=1) + "\n")
             print(f"wrote {path}")
     return 0 if worst_all <= 1e-3 else 1
+
+
+def _d2_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", D2_MIRROR, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (set D2_MIRROR to the git directory it was exported from)"
 
 
 def main(argv: list[str] | None = None) -> int:
