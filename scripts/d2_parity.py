@@ -215,15 +215,18 @@ def kiln_model_cfg(d2: dict) -> dict:
                       add_extra_convs="on_input", relu_before_extra_convs=True, num_outs=5),
             bbox_head=dict(
                 type="RetinaHead", num_classes=int(r["NUM_CLASSES"]), in_channels=out, feat_channels=out,
-                stacked_convs=int(r["NUM_CONVS"]), prior_prob=float(r["PRIOR_PROB"]), anchor_generator=anchors,
+                stacked_convs=int(r["NUM_CONVS"]), prior_prob=float(r["PRIOR_PROB"]),
+                anchor_generator=anchors,
                 bbox_coder=_coder(r["BBOX_REG_WEIGHTS"]), reg_decoded_bbox=decoded,
                 loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=float(r["FOCAL_LOSS_GAMMA"]),
                               alpha=float(r["FOCAL_LOSS_ALPHA"])),
                 loss_bbox=loss_bbox, loss_normalizer_momentum=0.9, loss_normalizer_init=100.0),
-            train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=float(pos), neg_iou_thr=float(neg),
-                                         min_pos_iou=0.0, low_quality_keeps_argmax=True),
+            train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=float(pos),
+                                         neg_iou_thr=float(neg), min_pos_iou=0.0,
+                                         low_quality_keeps_argmax=True),
                            allowed_border=-1, pos_weight=-1),
-            test_cfg=dict(nms_pre=1000, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=100),
+            test_cfg=dict(nms_pre=1000, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
+                          max_per_img=100),
         )
     rpn, rh, bh = m["RPN"], m["ROI_HEADS"], m["ROI_BOX_HEAD"]
     anchors["strides"] = [2 ** s for s in stages] + [2 ** (stages[-1] + 1)]
@@ -368,7 +371,8 @@ def kiln_run(d2: dict, batches: list[dict], iters: int, seed: int,
         sizes = [tuple(i.shape[1:]) for i in b["images"]] if "images" in b else b["image_sizes"]
         metas = [dict(img_shape=s, ori_shape=s, pad_shape=tuple(images.shape[2:])) for s in sizes]
         inputs = DetInputs(images=ImageList(images, list(sizes)), metas=metas,
-                           gt_bboxes=[x.float() for x in b["boxes"]], gt_labels=[x.long() for x in b["classes"]],
+                           gt_bboxes=[x.float() for x in b["boxes"]],
+                           gt_labels=[x.long() for x in b["classes"]],
                            gt_bboxes_ignore=[None] * len(sizes))
         torch.manual_seed(step_seed(seed, it))
         losses = {k: v for k, v in model.loss(inputs).items() if k.startswith("loss")}
@@ -396,8 +400,9 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
                 cand.append(base + ("shortcut.weight" if p[4] == "0" else f"shortcut.norm.{p[-1]}"))
             else:
                 n = p[3][-1]
-                cand.append(base + (f"conv{n}.weight" if p[3].startswith("conv") else f"conv{n}.norm.{p[-1]}"))
-    for i, s in enumerate(stages):
+                leaf = "weight" if p[3].startswith("conv") else f"norm.{p[-1]}"
+                cand.append(base + f"conv{n}.{leaf}")
+    for s in stages:
         for kind in ("lateral", "output"):
             cand += [f"backbone.fpn_{kind}{s}.weight", f"backbone.fpn_{kind}{s}.bias"]
     if m["META_ARCHITECTURE"] == "RetinaNet":
@@ -407,11 +412,12 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
                      for x in ("weight", "bias")]
         cand += [f"head.{h}.{x}" for h in ("cls_score", "bbox_pred") for x in ("weight", "bias")]
     else:
-        cand += [f"proposal_generator.rpn_head.{h}.{x}" for h in ("conv", "objectness_logits", "anchor_deltas")
-                 for x in ("weight", "bias")]
+        cand += [f"proposal_generator.rpn_head.{h}.{x}" for x in ("weight", "bias")
+                 for h in ("conv", "objectness_logits", "anchor_deltas")]
         cand += [f"roi_heads.box_head.fc{i + 1}.{x}" for i in range(int(m["ROI_BOX_HEAD"]["NUM_FC"]))
                  for x in ("weight", "bias")]
-        cand += [f"roi_heads.box_predictor.{h}.{x}" for h in ("cls_score", "bbox_pred") for x in ("weight", "bias")]
+        cand += [f"roi_heads.box_predictor.{h}.{x}" for h in ("cls_score", "bbox_pred")
+                 for x in ("weight", "bias")]
     return cand
 
 
@@ -458,11 +464,15 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
         history.append({LOSS_NAMES[k]: v.item() for k, v in losses.items()})
     import detectron2
 
-    torch.save(dict(model=model, d2=d2, d2_version=detectron2.__version__, state=state, batches=saved, losses=history, seed=seed,
-                    yaml=MODELS[model], opts=SMALL_OPTS), out)
+    torch.save(dict(model=model, d2=d2, d2_version=detectron2.__version__, state=state, batches=saved,
+                    losses=history, seed=seed, yaml=MODELS[model], opts=SMALL_OPTS), out)
 
 
 # --------------------------------------------------------------------------------------------- compare
+def _max_rel(ref: list[dict[str, float]], got: list[dict[str, float]]) -> float:
+    return max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(ref, got) for k in a)
+
+
 def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_dir: str | None) -> int:
     """Run both sides per model and print the side-by-side losses; 1 if any step differs by > 1e-3."""
     worst_all = 0.0
@@ -476,7 +486,8 @@ def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_di
         kiln_filled = kiln_run(ref["d2"], make_batches(iters, seed), iters, seed)
         print(f"\n{name}: {ref['yaml']} + {' '.join(repr(o) if o == '' else o for o in ref['opts'])}")
         keys = list(ref["losses"][0])
-        print(f"{'iter':>4}  " + "  ".join(f"{k + ' d2':>17} {k + ' kiln':>19}" for k in keys) + "   max rel diff")
+        header = "  ".join(f"{k + ' d2':>17} {k + ' kiln':>19}" for k in keys)
+        print(f"{'iter':>4}  {header}   max rel diff")
         worst = 0.0
         for it, (a, b) in enumerate(zip(ref["losses"], kiln_transfer)):
             rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for k in keys)
@@ -488,8 +499,8 @@ def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_di
         worst_all = max(worst_all, worst)
         for label, edit in ABLATIONS.get(name, {}).items():
             other = kiln_run(ref["d2"], ref["batches"], iters, seed, state=ref["state"], edit=edit)
-            rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(ref["losses"], other) for k in keys)
-            first = max(abs(ref["losses"][0][k] - other[0][k]) / max(abs(ref["losses"][0][k]), 1e-6) for k in keys)
+            rel = _max_rel(ref["losses"], other)
+            first = _max_rel(ref["losses"][:1], other[:1])
             print(f"  without Detectron2 semantics, {label:<36} max rel diff {rel:.2e} (step 0: {first:.2e})")
         if fixture_dir:
             Path(fixture_dir).mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ def _two_objects() -> torch.Tensor:
 
 
 def test_low_quality_match_learns_from_the_object_it_was_promoted_for_by_default():
-    r = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4).assign_wrt_overlaps(_two_objects(), torch.tensor([7, 8]))
+    a = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4)
+    r = a.assign_wrt_overlaps(_two_objects(), torch.tensor([7, 8]))
     assert r.gt_inds.tolist() == [1, 2]
     assert r.labels.tolist() == [7, 8]
 

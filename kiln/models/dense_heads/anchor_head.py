@@ -78,7 +78,8 @@ class AnchorHead(nn.Module):
                 )
             self.loss_normalizer_momentum = momentum
             # float64 like Detectron2's Python float, so the running value does not drift in float32.
-            self.register_buffer("loss_normalizer", torch.tensor(float(loss_normalizer_init), dtype=torch.float64))
+            init = torch.tensor(float(loss_normalizer_init), dtype=torch.float64)
+            self.register_buffer("loss_normalizer", init)
         loss_cls = (
             dict(loss_cls)
             if loss_cls is not None
