@@ -90,6 +90,8 @@ def fill_value(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor
         std = 0.001 if "box_predictor.bbox_pred" in name else 0.01
     else:
         std = math.sqrt(1.0 / fan_in)
+    if name == "backbone.bottom_up.stem.conv1.weight":
+        std /= 64.0  # MSRA weights take BGR minus the mean, unscaled (PIXEL_STD 1): inputs are ~±100
     return std * torch.randn(shape, generator=g)
 
 
@@ -473,7 +475,8 @@ def _max_rel(ref: list[dict[str, float]], got: list[dict[str, float]]) -> float:
     return max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(ref, got) for k in a)
 
 
-def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_dir: str | None) -> int:
+def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_dir: str | None,
+            fixture_iters: int | None = None) -> int:
     """Run both sides per model and print the side-by-side losses; 1 if any step differs by > 1e-3."""
     worst_all = 0.0
     for name in models:
@@ -505,12 +508,13 @@ def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_di
         if fixture_dir:
             Path(fixture_dir).mkdir(parents=True, exist_ok=True)
             path = Path(fixture_dir) / f"{name}.json"
+            n = min(fixture_iters or iters, iters)  # the first n steps of a longer run are an n-step run
             path.write_text(json.dumps(dict(
-                produced_by=f"python scripts/d2_parity.py compare --models {name} --iters {iters} "
+                produced_by=f"python scripts/d2_parity.py compare --models {name} --iters {n} "
                             f"--seed {seed} --write-fixture {fixture_dir}",
                 reference=f"Detectron2 {ref['d2_version']} built from its source at commit {_d2_commit()}",
-                yaml=ref["yaml"], opts=ref["opts"], seed=seed, iters=iters, d2_config=ref["d2"],
-                losses=ref["losses"]), indent=1) + "\n")
+                yaml=ref["yaml"], opts=ref["opts"], seed=seed, iters=n, d2_config=ref["d2"],
+                losses=ref["losses"][:n]), indent=1) + "\n")
             print(f"wrote {path}")
     return 0 if worst_all <= 1e-3 else 1
 
@@ -537,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--d2-python", default=D2_PYTHON)
     c.add_argument("--write-fixture", default=None, metavar="DIR")
+    c.add_argument("--fixture-iters", type=int, default=None, help="steps kept in the fixture (default: all)")
     args = ap.parse_args(argv)
     if args.cmd == "reference":
         reference(args.model, args.iters, args.seed, args.out)
@@ -544,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd is None:
         args = ap.parse_args(["compare", *(argv or sys.argv[1:])])
     sys.path.insert(0, str(ROOT))
-    return compare(args.models, args.iters, args.seed, args.d2_python, args.write_fixture)
+    return compare(args.models, args.iters, args.seed, args.d2_python, args.write_fixture, args.fixture_iters)
 
 
 if __name__ == "__main__":
