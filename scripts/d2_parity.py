@@ -264,7 +264,7 @@ def kiln_model_cfg(d2: dict) -> dict:
                            bbox_coder=_coder(bh["BBOX_REG_WEIGHTS"]), reg_decoded_bbox=roi_decoded,
                            reg_class_agnostic=bool(bh["CLS_AGNOSTIC_BBOX_REG"]),
                            loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
-                           loss_bbox=roi_bbox)),
+                           loss_bbox=roi_bbox, init_style="detectron2")),
         train_cfg=dict(
             rpn=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=float(pos), neg_iou_thr=float(neg),
                                    min_pos_iou=0.0, low_quality_keeps_argmax=True),

@@ -251,3 +251,27 @@ def test_anchors_over_padding_become_negatives_when_not_ignored():
     assert d2["loss_rpn_cls"].item() == pytest.approx(bce.mean().item(), rel=1e-5)
     inside = torch.cat([bce[0].flatten(), bce[1, :, :2, :2].flatten()])
     assert default["loss_rpn_cls"].item() == pytest.approx(inside.mean().item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- box head
+def _box_head(**kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return MODELS.build(dict(type="ConvFCBBoxHead", num_shared_convs=1, num_shared_fcs=2, in_channels=8,
+                             conv_out_channels=8, roi_feat_size=7, fc_out_channels=64, num_classes=3, **kw))
+
+
+def test_detectron2_box_head_init_is_caffe2_xavier_and_msra():
+    head = _box_head(init_style="detectron2")
+    fc = head.shared_fcs[0].weight  # fan_in 392, fan_out 64
+    bound = math.sqrt(3 / 392)
+    assert fc.abs().max() <= bound and fc.abs().max() > 0.95 * bound
+    assert fc.std().item() == pytest.approx(math.sqrt(1 / 392), rel=0.05)
+    conv = head.shared_convs[0].conv.weight  # fan_out 8 * 9
+    assert conv.std().item() == pytest.approx(math.sqrt(2 / 72), rel=0.15)
+    mm = _box_head().shared_fcs[0].weight
+    assert mm.std().item() == pytest.approx(math.sqrt(2 / (392 + 64)), rel=0.05)  # Xavier by default
+
+
+def test_unknown_box_head_init_style_is_refused():
+    with pytest.raises(ValueError, match="init_style"):
+        _box_head(init_style="caffe")
