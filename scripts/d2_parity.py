@@ -424,7 +424,7 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
 
 
 # -------------------------------------------------------------------------------------- Detectron2 side
-def reference(model: str, iters: int, seed: int, out: str) -> None:
+def reference(model: str, iters: int, seed: int, out: str, opts: list[str] | None = None) -> None:
     """Run Detectron2 (import only here): build, fill, train ``iters`` steps, save everything."""
     import yaml
     from detectron2.config import get_cfg
@@ -434,7 +434,8 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
 
     cfg = get_cfg()
     cfg.merge_from_file(str(D2_CONFIGS / MODELS[model]))
-    cfg.merge_from_list(SMALL_OPTS)
+    opts = SMALL_OPTS + list(opts or [])
+    cfg.merge_from_list(opts)
     cfg.freeze()
     d2 = yaml.safe_load(cfg.dump())
     torch.manual_seed(seed)
@@ -467,7 +468,7 @@ def reference(model: str, iters: int, seed: int, out: str) -> None:
     import detectron2
 
     torch.save(dict(model=model, d2=d2, d2_version=detectron2.__version__, state=state, batches=saved,
-                    losses=history, seed=seed, yaml=MODELS[model], opts=SMALL_OPTS), out)
+                    losses=history, seed=seed, yaml=MODELS[model], opts=opts), out)
 
 
 # --------------------------------------------------------------------------------------------- compare
@@ -476,14 +477,14 @@ def _max_rel(ref: list[dict[str, float]], got: list[dict[str, float]]) -> float:
 
 
 def compare(models: list[str], iters: int, seed: int, d2_python: str, fixture_dir: str | None,
-            fixture_iters: int | None = None) -> int:
+            fixture_iters: int | None = None, opts: list[str] | None = None) -> int:
     """Run both sides per model and print the side-by-side losses; 1 if any step differs by > 1e-3."""
     worst_all = 0.0
     for name in models:
         with tempfile.TemporaryDirectory() as tmp:
             ref_file = os.path.join(tmp, "ref.pt")
             subprocess.run([d2_python, __file__, "reference", "--model", name, "--iters", str(iters),
-                            "--seed", str(seed), "--out", ref_file], check=True)
+                            "--seed", str(seed), "--out", ref_file, "--opts", *(opts or [])], check=True)
             ref = torch.load(ref_file, weights_only=False)
         kiln_transfer = kiln_run(ref["d2"], ref["batches"], iters, seed, state=ref["state"])
         kiln_filled = kiln_run(ref["d2"], make_batches(iters, seed), iters, seed)
@@ -535,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--iters", type=int, default=10)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", required=True)
+    r.add_argument("--opts", nargs="*", default=[], help="more Detectron2 KEY VALUE pairs")
     c = sub.add_parser("compare", help="reference + kiln side by side (default)")
     c.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
     c.add_argument("--iters", type=int, default=10)
@@ -542,14 +544,18 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--d2-python", default=D2_PYTHON)
     c.add_argument("--write-fixture", default=None, metavar="DIR")
     c.add_argument("--fixture-iters", type=int, default=None, help="steps kept in the fixture (default: all)")
+    c.add_argument("--opts", nargs="*", default=[],
+                   help="more Detectron2 KEY VALUE pairs for both sides, "
+                        "e.g. MODEL.RETINANET.BBOX_REG_LOSS_TYPE giou")
     args = ap.parse_args(argv)
     if args.cmd == "reference":
-        reference(args.model, args.iters, args.seed, args.out)
+        reference(args.model, args.iters, args.seed, args.out, args.opts)
         return 0
     if args.cmd is None:
         args = ap.parse_args(["compare", *(argv or sys.argv[1:])])
     sys.path.insert(0, str(ROOT))
-    return compare(args.models, args.iters, args.seed, args.d2_python, args.write_fixture, args.fixture_iters)
+    return compare(args.models, args.iters, args.seed, args.d2_python, args.write_fixture, args.fixture_iters,
+                   args.opts)
 
 
 if __name__ == "__main__":
