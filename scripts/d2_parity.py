@@ -249,7 +249,8 @@ def kiln_model_cfg(d2: dict) -> dict:
         rpn_head=dict(type="RPNHead", in_channels=out, feat_channels=out, anchor_generator=anchors,
                       bbox_coder=_coder(rpn["BBOX_REG_WEIGHTS"]), reg_decoded_bbox=rpn_decoded,
                       loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=rpn_w),
-                      loss_bbox=rpn_bbox, normalize_by_budget=True, ignore_padding_anchors=False),
+                      loss_bbox=rpn_bbox, normalize_by_budget=True, ignore_padding_anchors=False,
+                      rank_by_logits=True),
         roi_head=dict(
             type="StandardRoIHead",
             bbox_roi_extractor=dict(
@@ -314,6 +315,7 @@ ABLATIONS = {
     "faster_rcnn": {
         "rpn normalize_by_budget=False": _set("rpn_head.normalize_by_budget", False),
         "rpn ignore_padding_anchors=True": _set("rpn_head.ignore_padding_anchors", True),
+        "rpn rank_by_logits=False": _set("rpn_head.rank_by_logits", False),
         "rpn low_quality_keeps_argmax=False": _set("train_cfg.rpn.assigner.low_quality_keeps_argmax", False),
         "rpn min_pos_iou=0.3": _set("train_cfg.rpn.assigner.min_pos_iou", 0.3),
         "samplers permute_all=False": lambda c: (_set("train_cfg.rpn.sampler.permute_all", False)(c),

@@ -275,3 +275,19 @@ def test_detectron2_box_head_init_is_caffe2_xavier_and_msra():
 def test_unknown_box_head_init_style_is_refused():
     with pytest.raises(ValueError, match="init_style"):
         _box_head(init_style="caffe")
+
+
+def test_rank_by_logits_orders_proposals_whose_sigmoids_tie():
+    head = _rpn(rank_by_logits=True)
+    # Two anchors (one per cell of a 1x2 map); both logits round to sigmoid 0.5 in float32.
+    logits = torch.tensor([[[[1e-9, 3e-9]]]])
+    assert torch.sigmoid(logits).unique().numel() == 1
+    cfg = dict(nms_pre=1, max_per_img=5, nms=dict(type="nms", iou_threshold=0.7), min_bbox_size=0)
+    (boxes, scores), = head.get_proposals([logits], [torch.zeros(1, 4, 1, 2)], [(16, 32)], cfg)
+    assert boxes.tolist() == [[0.0, 0.0, 16.0, 8.0]]  # the second anchor: the larger logit wins
+    assert scores.tolist() == [0.5]  # returned as sigmoid scores
+
+
+def test_rank_by_logits_needs_a_sigmoid_objectness():
+    with pytest.raises(ValueError, match="rank_by_logits"):
+        _rpn(rank_by_logits=True, loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False))

@@ -53,6 +53,11 @@ class RPNHead(nn.Module):
         ignore_padding_anchors: ``True`` (MMDetection): anchors on feature cells that cover only batch
             padding are neither positives nor negatives. ``False`` (Detectron2): every anchor is a
             candidate, wherever the image ends.
+        rank_by_logits: ``False`` (MMDetection): proposals are ranked (top-k per level, NMS) by their
+            sigmoid scores. ``True`` (Detectron2): by the objectness logits, the same order except that
+            float32 sigmoids tie for logits that differ by less than their resolution (common early in
+            training, when all logits are near 0), and ties are broken differently. Scores returned
+            are sigmoids either way. Only for ``use_sigmoid=True``.
     """
 
     def __init__(
@@ -71,11 +76,13 @@ class RPNHead(nn.Module):
         init_cfg: Any = None,
         normalize_by_budget: bool = False,
         ignore_padding_anchors: bool = True,
+        rank_by_logits: bool = False,
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
         self.normalize_by_budget = bool(normalize_by_budget)
         self.ignore_padding_anchors = bool(ignore_padding_anchors)
+        self.rank_by_logits = bool(rank_by_logits)
         if num_classes != 1:
             raise ValueError(f"rpn_head.num_classes={num_classes}: an RPN scores objectness only; use 1.")
         if anchor_generator is None:
@@ -92,6 +99,9 @@ class RPNHead(nn.Module):
         )
         self.reg_decoded_bbox = reg_decoded_bbox
         self.cls_out_channels = 1 if self.use_sigmoid_cls else 2
+        if self.rank_by_logits and not self.use_sigmoid_cls:
+            raise ValueError("rpn_head.rank_by_logits=True needs loss_cls with use_sigmoid=True (one logit "
+                             "per anchor, as Detectron2's RPN).")
         self.num_anchors = self.anchor_generator.num_base_anchors[0]
         if len(set(self.anchor_generator.num_base_anchors)) != 1:
             raise ValueError(
@@ -304,7 +314,12 @@ class RPNHead(nn.Module):
                 boxes_l, scores_l, ids_l = [], [], []
                 for lvl, (c, r) in enumerate(zip(cls_scores, bbox_preds)):
                     c = c[i].detach().permute(1, 2, 0).reshape(-1, self.cls_out_channels)
-                    scores = c.sigmoid()[:, 0] if self.use_sigmoid_cls else F.softmax(c, dim=1)[:, 0]
+                    if self.rank_by_logits:
+                        scores = c[:, 0]  # ranked as logits, turned into sigmoids after NMS
+                    elif self.use_sigmoid_cls:
+                        scores = c.sigmoid()[:, 0]
+                    else:
+                        scores = F.softmax(c, dim=1)[:, 0]
                     deltas = r[i].detach().permute(1, 2, 0).reshape(-1, 4)
                     a = anchors[lvl]
                     if 0 < nms_pre < scores.shape[0]:
@@ -322,5 +337,7 @@ class RPNHead(nn.Module):
                 if boxes.numel():
                     keep = batched_nms(boxes, scores, ids, iou)[:max_per_img]
                     boxes, scores = boxes[keep], scores[keep]
+                if self.rank_by_logits:
+                    scores = scores.sigmoid()
                 results.append((boxes, scores))
         return results
