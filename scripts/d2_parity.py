@@ -46,7 +46,14 @@ D2_MIRROR = os.environ.get("D2_MIRROR", "/work/.mirror/facebookresearch+detectro
 MODELS = {
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "faster_rcnn": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
+    "faster_rcnn_c4": "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml",
 }
+DEFAULT_MODELS = ["faster_rcnn", "retinanet"]
+# C4 needs its R50 bottlenecks (the res5 head), shrunk 4x in width; only read by that model's yaml.
+MODEL_OPTS = {"faster_rcnn_c4": ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
+                                 "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+                                 "MODEL.RESNETS.WIDTH_PER_GROUP", "16",
+                                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]}
 NUM_CLASSES = 3
 SMALL_OPTS = [
     "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
@@ -74,7 +81,7 @@ def fill_value(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor
     """
     g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
     leaf = name.rsplit(".", 1)[-1]
-    if ".norm." in name or name.startswith("backbone.bottom_up.stem.conv1.norm"):
+    if ".norm." in name:
         if leaf == "weight":
             return 0.3 + 0.4 * torch.rand(shape, generator=g)
         if leaf == "running_var":
@@ -90,7 +97,7 @@ def fill_value(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.Tensor
         std = 0.001 if "box_predictor.bbox_pred" in name else 0.01
     else:
         std = math.sqrt(1.0 / fan_in)
-    if name == "backbone.bottom_up.stem.conv1.weight":
+    if name.endswith("stem.conv1.weight"):
         std /= 64.0  # MSRA weights take BGR minus the mean, unscaled (PIXEL_STD 1): inputs are ~±100
     return std * torch.randn(shape, generator=g)
 
@@ -138,17 +145,19 @@ def d2_to_kiln_name(name: str, d2: dict) -> str | None:
     p = name.split(".")
     if name in ("pixel_mean", "pixel_std") or "anchor_generator" in name:
         return None
-    if name.startswith("backbone.bottom_up.stem.conv1."):
-        rest = p[4:]
-        return "backbone.conv1.weight" if rest == ["weight"] else "backbone.bn1." + rest[-1]
-    if name.startswith("backbone.bottom_up.res"):
-        stage, block, layer = int(p[2][3:]) - 1, p[3], p[4]
-        base = f"backbone.layer{stage}.{block}."
+    if name.startswith("backbone.bottom_up."):  # FPN models wrap the ResNet; C4 models do not
+        p = ["backbone", *p[2:]]
+    if p[0] == "backbone" and p[1] == "stem":
+        return "backbone.conv1.weight" if p[3] == "weight" else "backbone.bn1." + p[-1]
+    if p[0] == "backbone" and p[1].startswith("res") or p[:2] == ["roi_heads", "res5"]:
+        stage, block, layer = int(p[1][3:]) - 1, p[2], p[3]
+        owner = f"backbone.layer{stage}" if p[0] == "backbone" else "roi_head.shared_head.layer4"
+        base = f"{owner}.{block}."
         if layer == "shortcut":
-            return base + ("downsample.0.weight" if p[5] == "weight" else "downsample.1." + p[-1])
+            return base + ("downsample.0.weight" if p[4] == "weight" else "downsample.1." + p[-1])
         k = layer[4:]
-        return base + (f"conv{k}.weight" if p[5] == "weight" else f"bn{k}.{p[-1]}")
-    min_stage = min(int(f[3:]) for f in d2["MODEL"]["FPN"]["IN_FEATURES"])
+        return base + (f"conv{k}.weight" if p[4] == "weight" else f"bn{k}.{p[-1]}")
+    min_stage = min(int(f[3:]) for f in d2["MODEL"]["FPN"]["IN_FEATURES"]) if p[0] == "backbone" else 0
     for prefix, kind in (("fpn_lateral", "lateral_convs"), ("fpn_output", "fpn_convs")):
         if p[1].startswith(prefix):
             return f"neck.{kind}.{int(p[1][len(prefix):]) - min_stage}.conv.{p[-1]}"
@@ -188,6 +197,33 @@ def _coder(weights: list[float]) -> dict:
                 symmetric_wh_clamp=False)
 
 
+def _c4_roi_head(cfg: dict, d2: dict) -> dict:
+    """Turn an FPN two-stage config into Detectron2's C4 layout: no neck, 14x14 RoIAlign at stride 16,
+    the res5 stage as shared head, mean pooling and the two predictors (``Res5ROIHeads``)."""
+    m = d2["MODEL"]
+    res, bh, rh = m["RESNETS"], m["ROI_BOX_HEAD"], m["ROI_HEADS"]
+    base = int(res["NUM_GROUPS"]) * int(res["WIDTH_PER_GROUP"])
+    cfg.pop("neck")
+    head = cfg["roi_head"]
+    head["bbox_roi_extractor"] = dict(
+        type="SingleRoIExtractor",
+        roi_layer=dict(type="RoIAlign", output_size=int(bh["POOLER_RESOLUTION"]),
+                       sampling_ratio=int(bh["POOLER_SAMPLING_RATIO"]), aligned=True),
+        out_channels=base * 16, featmap_strides=[16])
+    head["shared_head"] = dict(type="ResLayer", depth=int(res["DEPTH"]), stage=3, stride=2,
+                               dilation=int(res["RES5_DILATION"]), style=cfg["backbone"]["style"],
+                               norm_cfg=dict(type="FrozenBN", requires_grad=False), norm_eval=True,
+                               base_channels=base)
+    box = head["bbox_head"]
+    head["bbox_head"] = dict(type="BBoxHead", with_avg_pool=True, in_channels=base * 32,
+                             roi_feat_size=int(bh["POOLER_RESOLUTION"]) // 2,
+                             num_classes=int(rh["NUM_CLASSES"]),
+                             bbox_coder=box["bbox_coder"], reg_decoded_bbox=box["reg_decoded_bbox"],
+                             reg_class_agnostic=box["reg_class_agnostic"], loss_cls=box["loss_cls"],
+                             loss_bbox=box["loss_bbox"])
+    return cfg
+
+
 def kiln_model_cfg(d2: dict) -> dict:
     """kiln's model config for a merged Detectron2 config (``cfg`` as a dict) with Detectron2's training
     semantics: this is the mapping the Detectron2 translator needs, keyword by keyword."""
@@ -198,11 +234,21 @@ def kiln_model_cfg(d2: dict) -> dict:
     widths = {2: 64, 3: 128, 4: 256, 5: 512} if depth < 50 else {2: 256, 3: 512, 4: 1024, 5: 2048}
     if res["NORM"] != "FrozenBN":
         raise ValueError("kiln_model_cfg covers RESNETS.NORM FrozenBN (the parity models)")
-    backbone = dict(type="ResNet", depth=depth, num_stages=4, out_indices=tuple(s - 2 for s in stages),
-                    frozen_stages=int(m["BACKBONE"]["FREEZE_AT"]) - 1,
-                    norm_cfg=dict(type="FrozenBN", requires_grad=False), norm_eval=True,
-                    style="caffe" if res["STRIDE_IN_1X1"] else "pytorch")
-    out = int(fpn["OUT_CHANNELS"])
+    c4 = m["ROI_HEADS"]["NAME"] == "Res5ROIHeads"
+    if c4:  # build_resnet_backbone: res2..res4 (stride 16), res5 runs per RoI in the head
+        stages = [int(f[3:]) for f in m["RPN"]["IN_FEATURES"]]
+        base = int(res["NUM_GROUPS"]) * int(res["WIDTH_PER_GROUP"])
+        widths = {s: base * 4 * 2 ** (s - 2) for s in (2, 3, 4, 5)}
+    style = "caffe" if res["STRIDE_IN_1X1"] else "pytorch"
+    frozen = dict(type="FrozenBN", requires_grad=False)
+    backbone = dict(type="ResNet", depth=depth, num_stages=3 if c4 else 4,
+                    out_indices=tuple(s - 2 for s in stages),
+                    frozen_stages=int(m["BACKBONE"]["FREEZE_AT"]) - 1, norm_cfg=frozen, norm_eval=True,
+                    style=style)
+    if c4:
+        backbone.update(strides=(1, 2, 2), dilations=(1, 1, 1), base_channels=widths[2] // 4,
+                        stem_channels=int(res["STEM_OUT_CHANNELS"]))
+    out = widths[stages[-1]] if c4 else int(fpn["OUT_CHANNELS"])
     ag = m["ANCHOR_GENERATOR"]
     anchors = dict(type="AnchorGenerator", sizes=[list(s) for s in ag["SIZES"]],
                    ratios=list(ag["ASPECT_RATIOS"][0]), center_offset=float(ag["OFFSET"]))
@@ -231,19 +277,19 @@ def kiln_model_cfg(d2: dict) -> dict:
                           max_per_img=100),
         )
     rpn, rh, bh = m["RPN"], m["ROI_HEADS"], m["ROI_BOX_HEAD"]
-    anchors["strides"] = [2 ** s for s in stages] + [2 ** (stages[-1] + 1)]
+    anchors["strides"] = [2 ** s for s in stages] + ([] if c4 else [2 ** (stages[-1] + 1)])
     rpn_w = float(rpn["LOSS_WEIGHT"])
     rpn_bbox, rpn_decoded = _box_loss(rpn["BBOX_REG_LOSS_TYPE"], rpn["SMOOTH_L1_BETA"],
                                       rpn_w * float(rpn["BBOX_REG_LOSS_WEIGHT"]))
     roi_bbox, roi_decoded = _box_loss(bh["BBOX_REG_LOSS_TYPE"], bh["SMOOTH_L1_BETA"],
                                       float(bh["BBOX_REG_LOSS_WEIGHT"]))
-    if bh["POOLER_TYPE"] != "ROIAlignV2" or int(bh["NUM_CONV"]) != 0:
+    if bh["POOLER_TYPE"] != "ROIAlignV2" or (int(bh["NUM_CONV"]) != 0 and not c4):
         raise ValueError("kiln_model_cfg covers ROIAlignV2 pooling and FC-only box heads (the parity models)")
     neg, pos = rpn["IOU_THRESHOLDS"]
     iou = float(rh["IOU_THRESHOLDS"][0])
     proposal = dict(nms_pre=int(rpn["PRE_NMS_TOPK_TRAIN"]), max_per_img=int(rpn["POST_NMS_TOPK_TRAIN"]),
                     nms=dict(type="nms", iou_threshold=float(rpn["NMS_THRESH"])), min_bbox_size=0)
-    return dict(
+    cfg = dict(
         type="FasterRCNN", pretrained=None, backbone=backbone,
         neck=dict(type="FPN", in_channels=[widths[s] for s in stages], out_channels=out, num_outs=5),
         rpn_head=dict(type="RPNHead", in_channels=out, feat_channels=out, anchor_generator=anchors,
@@ -284,6 +330,7 @@ def kiln_model_cfg(d2: dict) -> dict:
         test_cfg=dict(rpn=dict(proposal), rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                                                      max_per_img=100)),
     )
+    return _c4_roi_head(cfg, d2) if c4 else cfg
 
 
 # ------------------------------------------------------------------------------------------- kiln side
@@ -393,13 +440,16 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
     names Detectron2's model would have (generated from the config)."""
     m = d2["MODEL"]
     stages = [int(f[3:]) for f in m["FPN"]["IN_FEATURES"]]
-    cand = ["backbone.bottom_up.stem.conv1.weight"] + [
-        f"backbone.bottom_up.stem.conv1.norm.{x}" for x in ("weight", "bias", "running_mean", "running_var")]
+    bb = "backbone." if m["ROI_HEADS"]["NAME"] == "Res5ROIHeads" else "backbone.bottom_up."
+    cand = [f"{bb}stem.conv1.weight"] + [
+        f"{bb}stem.conv1.norm.{x}" for x in ("weight", "bias", "running_mean", "running_var")]
     for k in kiln_state:
         p = k.split(".")
-        if k.startswith("backbone.layer"):
+        if k.startswith("roi_head.shared_head.layer4."):
+            p = ["backbone", "layer4", *p[3:]]
+        if p[0] == "backbone" and p[1].startswith("layer"):
             s, b = int(p[1][5:]) + 1, p[2]
-            base = f"backbone.bottom_up.res{s}.{b}."
+            base = f"{bb}res{s}.{b}." if k.startswith("backbone.") else f"roi_heads.res5.{b}."
             if p[3] == "downsample":
                 cand.append(base + ("shortcut.weight" if p[4] == "0" else f"shortcut.norm.{p[-1]}"))
             else:
@@ -436,7 +486,7 @@ def reference(model: str, iters: int, seed: int, out: str, opts: list[str] | Non
 
     cfg = get_cfg()
     cfg.merge_from_file(str(D2_CONFIGS / MODELS[model]))
-    opts = SMALL_OPTS + list(opts or [])
+    opts = SMALL_OPTS + MODEL_OPTS.get(model, []) + list(opts or [])
     cfg.merge_from_list(opts)
     cfg.freeze()
     d2 = yaml.safe_load(cfg.dump())
@@ -540,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     r.add_argument("--opts", nargs="*", default=[], help="more Detectron2 KEY VALUE pairs")
     c = sub.add_parser("compare", help="reference + kiln side by side (default)")
-    c.add_argument("--models", nargs="+", choices=sorted(MODELS), default=sorted(MODELS))
+    c.add_argument("--models", nargs="+", choices=sorted(MODELS), default=DEFAULT_MODELS,
+                   help="faster_rcnn_c4 needs the ResLayer shared head and BBoxHead in kiln")
     c.add_argument("--iters", type=int, default=10)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--d2-python", default=D2_PYTHON)
