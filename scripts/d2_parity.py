@@ -197,6 +197,12 @@ def _coder(weights: list[float]) -> dict:
                 symmetric_wh_clamp=False)
 
 
+def _is_c4(d2: dict) -> bool:
+    # ROI_HEADS.NAME defaults to Res5ROIHeads even in RetinaNet configs, which have no ROI heads.
+    m = d2["MODEL"]
+    return m["META_ARCHITECTURE"] == "GeneralizedRCNN" and m["ROI_HEADS"]["NAME"] == "Res5ROIHeads"
+
+
 def _c4_roi_head(cfg: dict, d2: dict) -> dict:
     """Turn an FPN two-stage config into Detectron2's C4 layout: no neck, 14x14 RoIAlign at stride 16,
     the res5 stage as shared head, mean pooling and the two predictors (``Res5ROIHeads``)."""
@@ -234,7 +240,7 @@ def kiln_model_cfg(d2: dict) -> dict:
     widths = {2: 64, 3: 128, 4: 256, 5: 512} if depth < 50 else {2: 256, 3: 512, 4: 1024, 5: 2048}
     if res["NORM"] != "FrozenBN":
         raise ValueError("kiln_model_cfg covers RESNETS.NORM FrozenBN (the parity models)")
-    c4 = m["ROI_HEADS"]["NAME"] == "Res5ROIHeads"
+    c4 = _is_c4(d2)
     if c4:  # build_resnet_backbone: res2..res4 (stride 16), res5 runs per RoI in the head
         stages = [int(f[3:]) for f in m["RPN"]["IN_FEATURES"]]
         base = int(res["NUM_GROUPS"]) * int(res["WIDTH_PER_GROUP"])
@@ -440,7 +446,7 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
     names Detectron2's model would have (generated from the config)."""
     m = d2["MODEL"]
     stages = [int(f[3:]) for f in m["FPN"]["IN_FEATURES"]]
-    bb = "backbone." if m["ROI_HEADS"]["NAME"] == "Res5ROIHeads" else "backbone.bottom_up."
+    bb = "backbone." if _is_c4(d2) else "backbone.bottom_up."
     cand = [f"{bb}stem.conv1.weight"] + [
         f"{bb}stem.conv1.norm.{x}" for x in ("weight", "bias", "running_mean", "running_var")]
     for k in kiln_state:
