@@ -39,6 +39,13 @@ class AnchorHead(nn.Module):
         test_cfg: ``nms_pre``, ``min_bbox_size``, ``score_thr``, ``nms=dict(type='nms', iou_threshold)``
             (v1 ``iou_thr``), ``max_per_img``.
         loss_prefix: prepended to loss names (``'rpn_'`` → ``loss_rpn_cls``).
+        loss_normalizer_momentum: ``None`` (default): losses are averaged over the positive anchors of the
+            batch (the sampled anchors when a sampler is set), as MMDetection does. A momentum ``m`` in
+            ``[0, 1)`` divides them instead by an exponential moving average of that count,
+            ``n ← m·n + (1 - m)·max(num_pos, 1)`` updated once per training step before use (Detectron2's
+            RetinaNet: ``m = 0.9``), which steadies the loss scale when few objects are in a batch. The
+            average is a buffer (``loss_normalizer``), so it is checkpointed and resumed exactly.
+        loss_normalizer_init: the average's starting value (Detectron2: 100).
     """
 
     def __init__(
@@ -55,9 +62,24 @@ class AnchorHead(nn.Module):
         test_cfg: Any = None,
         loss_prefix: str = "",
         init_cfg: Any = None,
+        loss_normalizer_momentum: float | None = None,
+        loss_normalizer_init: float = 100.0,
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
+        self.loss_normalizer_momentum = None
+        if loss_normalizer_momentum is not None:
+            momentum = float(loss_normalizer_momentum)
+            if not 0.0 <= momentum < 1.0 or float(loss_normalizer_init) <= 0:
+                raise ValueError(
+                    f"{type(self).__name__}: loss_normalizer_momentum={loss_normalizer_momentum} must be in "
+                    f"[0, 1) and loss_normalizer_init={loss_normalizer_init} > 0 (Detectron2's RetinaNet: "
+                    "0.9 and 100)."
+                )
+            self.loss_normalizer_momentum = momentum
+            # float64 like Detectron2's Python float, so the running value does not drift in float32.
+            init = torch.tensor(float(loss_normalizer_init), dtype=torch.float64)
+            self.register_buffer("loss_normalizer", init)
         loss_cls = (
             dict(loss_cls)
             if loss_cls is not None
@@ -105,6 +127,24 @@ class AnchorHead(nn.Module):
             )
         self._init_layers()
         self.init_weights()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The loss normalizer is training state, not a weight: checkpoints from a head without it (an
+        # MMDetection or Detectron2 model) keep the starting value, and a head without the option
+        # has no use for a saved one.
+        key = prefix + "loss_normalizer"
+        if self.loss_normalizer_momentum is None:
+            state_dict.pop(key, None)
+        elif key not in state_dict:
+            state_dict[key] = self.loss_normalizer.clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _normalizer(self, num_pos: int) -> float:
+        """The EMA loss normalizer after this step's update (updated in training mode only)."""
+        if self.training:
+            m = self.loss_normalizer_momentum
+            self.loss_normalizer.mul_(m).add_((1.0 - m) * max(num_pos, 1))
+        return float(self.loss_normalizer.item())
 
     # MMDetection v1 name
     @property
@@ -244,6 +284,8 @@ class AnchorHead(nn.Module):
         )
         sampling = not isinstance(self.sampler, PseudoSampler)
         avg_factor = max(num_pos + num_neg if sampling else num_pos, 1)
+        if self.loss_normalizer_momentum is not None:
+            avg_factor = self._normalizer(num_pos)
         loss_cls = self.loss_cls(
             cls.reshape(-1, self.cls_out_channels),
             labels.reshape(-1),

@@ -46,6 +46,18 @@ class RPNHead(nn.Module):
             ``pos_weight``.
         test_cfg: proposal settings (``rpn_proposal`` in training, ``rpn`` in testing) — given to
             :meth:`get_proposals` at call time.
+        normalize_by_budget: ``False`` (MMDetection): both losses are averaged over the anchors actually
+            sampled in the batch. ``True`` (Detectron2): they are divided by the sampling budget,
+            ``train_cfg.sampler.num`` (``RPN.BATCH_SIZE_PER_IMAGE``) times the number of images, even
+            when an image has fewer anchors to sample.
+        ignore_padding_anchors: ``True`` (MMDetection): anchors on feature cells that cover only batch
+            padding are neither positives nor negatives. ``False`` (Detectron2): every anchor is a
+            candidate, wherever the image ends.
+        rank_by_logits: ``False`` (MMDetection): proposals are ranked (top-k per level, NMS) by their
+            sigmoid scores. ``True`` (Detectron2): by the objectness logits, the same order except that
+            float32 sigmoids tie for logits that differ by less than their resolution (common early in
+            training, when all logits are near 0), and ties are broken differently. Scores returned
+            are sigmoids either way. Only for ``use_sigmoid=True``.
     """
 
     def __init__(
@@ -62,9 +74,15 @@ class RPNHead(nn.Module):
         test_cfg: Mapping[str, Any] | None = None,
         reg_decoded_bbox: bool = False,
         init_cfg: Any = None,
+        normalize_by_budget: bool = False,
+        ignore_padding_anchors: bool = True,
+        rank_by_logits: bool = False,
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
+        self.normalize_by_budget = bool(normalize_by_budget)
+        self.ignore_padding_anchors = bool(ignore_padding_anchors)
+        self.rank_by_logits = bool(rank_by_logits)
         if num_classes != 1:
             raise ValueError(f"rpn_head.num_classes={num_classes}: an RPN scores objectness only; use 1.")
         if anchor_generator is None:
@@ -81,6 +99,9 @@ class RPNHead(nn.Module):
         )
         self.reg_decoded_bbox = reg_decoded_bbox
         self.cls_out_channels = 1 if self.use_sigmoid_cls else 2
+        if self.rank_by_logits and not self.use_sigmoid_cls:
+            raise ValueError("rpn_head.rank_by_logits=True needs loss_cls with use_sigmoid=True (one logit "
+                             "per anchor, as Detectron2's RPN).")
         self.num_anchors = self.anchor_generator.num_base_anchors[0]
         if len(set(self.anchor_generator.num_base_anchors)) != 1:
             raise ValueError(
@@ -109,6 +130,12 @@ class RPNHead(nn.Module):
             self.assigner = TASK_UTILS.build(self.train_cfg["assigner"], cfg_path="train_cfg.rpn.assigner")
             sampler = self.train_cfg.get("sampler", dict(type="PseudoSampler"))
             self.sampler = TASK_UTILS.build(sampler, cfg_path="train_cfg.rpn.sampler")
+            if self.normalize_by_budget and not isinstance(getattr(self.sampler, "num", None), int):
+                raise ValueError(
+                    f"rpn_head.normalize_by_budget=True divides by the sampler's budget, but "
+                    f"train_cfg.rpn.sampler={sampler!r} has no num; use dict(type='RandomSampler', num=256, "
+                    "pos_fraction=0.5, add_gt_as_proposals=False)."
+                )
         self.init_weights()
 
     def _legacy_names(self, keys: list[str]) -> dict[str, str]:
@@ -194,7 +221,10 @@ class RPNHead(nn.Module):
         num_pos = num_samples = 0
         for i, gts in enumerate(gt_bboxes):
             gts = gts.to(anchors.device, torch.float32)
-            valid = self.valid_flags(featmap_sizes, img_shapes[i], anchors.device)
+            if self.ignore_padding_anchors:
+                valid = self.valid_flags(featmap_sizes, img_shapes[i], anchors.device)
+            else:
+                valid = torch.ones(len(anchors), dtype=torch.bool, device=anchors.device)
             if allowed_border >= 0:
                 h, w = img_shapes[i][0], img_shapes[i][1]
                 valid &= (
@@ -238,6 +268,8 @@ class RPNHead(nn.Module):
         cls_flat = cls_flat.reshape(-1, self.cls_out_channels)
         reg_flat = reg_flat.reshape(-1, 4)
         avg = float(max(num_samples, 1))
+        if self.normalize_by_budget:
+            avg = float(self.sampler.num * len(gt_bboxes))
         loss_cls = self.loss_cls(cls_flat, labels_t, label_w_t, avg_factor=avg)
         if self.reg_decoded_bbox:
             all_anchors = anchors.repeat(len(gt_bboxes), 1)
@@ -282,7 +314,12 @@ class RPNHead(nn.Module):
                 boxes_l, scores_l, ids_l = [], [], []
                 for lvl, (c, r) in enumerate(zip(cls_scores, bbox_preds)):
                     c = c[i].detach().permute(1, 2, 0).reshape(-1, self.cls_out_channels)
-                    scores = c.sigmoid()[:, 0] if self.use_sigmoid_cls else F.softmax(c, dim=1)[:, 0]
+                    if self.rank_by_logits:
+                        scores = c[:, 0]  # ranked as logits, turned into sigmoids after NMS
+                    elif self.use_sigmoid_cls:
+                        scores = c.sigmoid()[:, 0]
+                    else:
+                        scores = F.softmax(c, dim=1)[:, 0]
                     deltas = r[i].detach().permute(1, 2, 0).reshape(-1, 4)
                     a = anchors[lvl]
                     if 0 < nms_pre < scores.shape[0]:
@@ -300,5 +337,7 @@ class RPNHead(nn.Module):
                 if boxes.numel():
                     keep = batched_nms(boxes, scores, ids, iou)[:max_per_img]
                     boxes, scores = boxes[keep], scores[keep]
+                if self.rank_by_logits:
+                    scores = scores.sigmoid()
                 results.append((boxes, scores))
         return results

@@ -3,7 +3,10 @@
 
 from .cross_entropy_loss import CrossEntropyLoss
 from .focal_loss import FocalLoss
-from .regression_losses import GIoULoss, L1Loss, SmoothL1Loss
+from .regression_losses import CIoULoss, DIoULoss, GIoULoss, L1Loss, SmoothL1Loss
 from .utils import weight_reduce_loss
 
-__all__ = ["CrossEntropyLoss", "FocalLoss", "GIoULoss", "L1Loss", "SmoothL1Loss", "weight_reduce_loss"]
+__all__ = [
+    "CIoULoss", "CrossEntropyLoss", "DIoULoss", "FocalLoss", "GIoULoss", "L1Loss", "SmoothL1Loss",
+    "weight_reduce_loss",
+]

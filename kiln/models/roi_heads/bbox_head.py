@@ -89,6 +89,11 @@ class ConvFCBBoxHead(nn.Module):
             reg_predictor_cfg: MMDetection options kiln does not implement; anything but the default
             (``Linear`` predictors) is refused by name.
 
+        init_style: ``'mmdet'`` (default): shared FCs Xavier-uniform, shared convs as built.
+            ``'detectron2'``: Detectron2's box-head initialisation, shared FCs ``kaiming_uniform(a=1)``
+            (Caffe2's "Xavier", ``U(±sqrt(3 / fan_in))``) and shared convs ``kaiming_normal``
+            (fan-out, ReLU: Caffe2's "MSRA"), biases zero. The predictors are initialised alike in both.
+
     Module names are MMDetection's (``shared_convs.<i>.conv``/``.gn``, ``shared_fcs.<i>``, ``fc_cls``,
     ``fc_reg``); kiln checkpoints saved before that naming are mapped on load.
     """
@@ -117,8 +122,14 @@ class ConvFCBBoxHead(nn.Module):
         num_reg_fcs: int = 0,
         cls_predictor_cfg: Mapping[str, Any] | None = None,
         reg_predictor_cfg: Mapping[str, Any] | None = None,
+        init_style: str = "mmdet",
     ) -> None:
         super().__init__()
+        if init_style not in ("mmdet", "detectron2"):
+            raise ValueError(
+                f"roi_head.bbox_head.init_style={init_style!r}: expected 'mmdet' or 'detectron2'."
+            )
+        self.init_style = init_style
         refuse_init_cfg(init_cfg, type(self).__name__)
         _refuse_unsupported(
             conv_cfg=conv_cfg,
@@ -182,8 +193,17 @@ class ConvFCBBoxHead(nn.Module):
         nn.init.normal_(self.fc_reg.weight, 0, 0.001)
         nn.init.zeros_(self.fc_reg.bias)
         for m in self.shared_fcs:
-            nn.init.xavier_uniform_(m.weight)
+            if self.init_style == "detectron2":
+                nn.init.kaiming_uniform_(m.weight, a=1)
+            else:
+                nn.init.xavier_uniform_(m.weight)
             nn.init.zeros_(m.bias)
+        if self.init_style == "detectron2":
+            for m in self.shared_convs.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """RoI features K×C×S×S → (class logits K×(C+1), box deltas K×4 or K×4C)."""

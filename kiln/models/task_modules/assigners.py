@@ -44,13 +44,20 @@ class AssignResult:
         """Number of candidates."""
         return len(self.gt_inds)
 
-    def add_gt_(self, gt_labels: torch.Tensor | None) -> None:
-        """Prepend the ground truths themselves as positive candidates (used when sampling proposals)."""
+    def add_gt_(self, gt_labels: torch.Tensor | None, append: bool = False) -> None:
+        """Add the ground truths themselves as positive candidates (used when sampling proposals):
+        before the others (MMDetection), or after them with ``append=True`` (Detectron2's
+        ``add_ground_truth_to_proposals``)."""
         self_inds = torch.arange(1, self.num_gts + 1, dtype=self.gt_inds.dtype, device=self.gt_inds.device)
-        self.gt_inds = torch.cat([self_inds, self.gt_inds])
-        self.max_overlaps = torch.cat([self.max_overlaps.new_ones(self.num_gts), self.max_overlaps])
+        ones = self.max_overlaps.new_ones(self.num_gts)
+
+        def join(added: torch.Tensor, existing: torch.Tensor) -> torch.Tensor:
+            return torch.cat([existing, added] if append else [added, existing])
+
+        self.gt_inds = join(self_inds, self.gt_inds)
+        self.max_overlaps = join(ones, self.max_overlaps)
         if self.labels is not None and gt_labels is not None:
-            self.labels = torch.cat([gt_labels.to(self.labels.dtype), self.labels])
+            self.labels = join(gt_labels.to(self.labels.dtype), self.labels)
 
 
 @TASK_UTILS.register_module()
@@ -67,6 +74,11 @@ class MaxIoUAssigner:
 
     Candidates whose intersection-over-foreground with an ignore region exceeds ``ignore_iof_thr`` (> 0)
     stay ignored.
+
+    ``low_quality_keeps_argmax=True`` is Detectron2's ``Matcher(allow_low_quality_matches=True)``: a
+    candidate promoted by rule 4 becomes positive but learns from the ground truth it overlaps most (its
+    argmax), not from the ground truth it is the best candidate for (MMDetection). The two differ when a
+    candidate is some object's best match yet overlaps another object more.
 
     Example::
 
@@ -86,6 +98,7 @@ class MaxIoUAssigner:
         ignore_wrt_candidates: bool = True,
         match_low_quality: bool = True,
         gpu_assign_thr: int = -1,
+        low_quality_keeps_argmax: bool = False,
     ) -> None:
         if isinstance(neg_iou_thr, (list, tuple)):
             if len(neg_iou_thr) != 2:
@@ -98,6 +111,7 @@ class MaxIoUAssigner:
         self.ignore_iof_thr = float(ignore_iof_thr)
         self.ignore_wrt_candidates = ignore_wrt_candidates
         self.match_low_quality = match_low_quality
+        self.low_quality_keeps_argmax = bool(low_quality_keeps_argmax)
 
     def assign(
         self,
@@ -145,7 +159,11 @@ class MaxIoUAssigner:
         if self.match_low_quality:
             gt_max, gt_argmax = overlaps.max(dim=1)
             ok = (gt_max >= self.min_pos_iou) & (gt_max > 0)
-            if self.gt_max_assign_all:
+            if self.low_quality_keeps_argmax:
+                # Detectron2: promoted candidates keep their own best ground truth (ties included).
+                promoted = ((overlaps == gt_max[:, None]) & ok[:, None]).any(dim=0)
+                gt_inds = torch.where(promoted, argmax + 1, gt_inds)
+            elif self.gt_max_assign_all:
                 mask = (overlaps == gt_max[:, None]) & ok[:, None]
                 # Later ground truths win ties, as in the sequential rule of MMDetection.
                 order = torch.arange(1, num_gts + 1, device=overlaps.device)[:, None]

@@ -18,7 +18,10 @@ class DeltaXYWHBBoxCoder:
 
     ``dx = (gx - px) / pw``, ``dw = log(gw / pw)``, then ``(delta - means) / stds``. Widths are
     ``x2 - x1`` (no +1, MMDetection v2 / Detectron2). Decoding clamps ``dw, dh`` to
-    ``log(1000 / 16)`` so ``exp`` cannot overflow, and clips to ``max_shape`` when ``clip_border``.
+    ``±log(1000 / 16)`` so ``exp`` cannot overflow, and clips to ``max_shape`` when ``clip_border``.
+    ``symmetric_wh_clamp=False`` clamps them from above only (Detectron2's ``Box2BoxTransform``
+    ``scale_clamp``): a strongly negative ``dw`` then shrinks a box towards zero width instead of to
+    16/1000 of the reference.
 
     Example::
 
@@ -36,6 +39,7 @@ class DeltaXYWHBBoxCoder:
         add_ctr_clamp: bool = False,
         ctr_clamp: float = 32.0,
         wh_ratio_clip: float = 16 / 1000,
+        symmetric_wh_clamp: bool = True,
     ) -> None:
         if len(target_means) != 4 or len(target_stds) != 4:
             raise ValueError(
@@ -48,6 +52,7 @@ class DeltaXYWHBBoxCoder:
         self.add_ctr_clamp = add_ctr_clamp
         self.ctr_clamp = ctr_clamp
         self.max_ratio = abs(math.log(wh_ratio_clip))
+        self.symmetric_wh_clamp = bool(symmetric_wh_clamp)
 
     encode_size = 4
 
@@ -90,6 +95,7 @@ class DeltaXYWHBBoxCoder:
         if self.add_ctr_clamp:
             dxw = dxw.clamp(-self.ctr_clamp, self.ctr_clamp)
             dyh = dyh.clamp(-self.ctr_clamp, self.ctr_clamp)
+        if self.add_ctr_clamp or not self.symmetric_wh_clamp:
             dw = dw.clamp(max=self.max_ratio)
             dh = dh.clamp(max=self.max_ratio)
         else:

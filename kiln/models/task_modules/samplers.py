@@ -16,11 +16,11 @@ __all__ = ["SamplingResult", "PseudoSampler", "RandomSampler", "OHEMSampler"]
 
 @dataclass
 class SamplingResult:
-    """Indices of sampled positives/negatives into ``bboxes`` (gts first when added).
+    """Indices of sampled positives/negatives into ``bboxes`` (gts first when added, or last).
 
     Attributes:
         pos_inds, neg_inds: indices into ``bboxes``.
-        bboxes: all candidates (gt boxes first if ``add_gt_as_proposals``).
+        bboxes: all candidates (gt boxes first if ``add_gt_as_proposals``; last with ``append_gt``).
         pos_assigned_gt_inds: for each positive, the index of its ground truth.
         pos_gt_bboxes, pos_gt_labels: the matched ground truths.
         pos_is_gt: whether each positive is a ground-truth box added as a candidate.
@@ -72,7 +72,12 @@ class SamplingResult:
 
 
 class _BaseSampler:
-    """Sampling with a budget of ``num`` candidates, a ``pos_fraction`` of them positive."""
+    """Sampling with a budget of ``num`` candidates, a ``pos_fraction`` of them positive.
+
+    ``append_gt=True`` puts the ground-truth candidates (``add_gt_as_proposals``) after the others instead
+    of before them, as Detectron2's ``add_ground_truth_to_proposals`` does; the set of candidates is the
+    same, but a random draw picks different ones from a different order.
+    """
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class _BaseSampler:
         pos_fraction: float,
         neg_pos_ub: float = -1,
         add_gt_as_proposals: bool = True,
+        append_gt: bool = False,
         **kwargs: object,
     ) -> None:
         if num <= 0 or not 0 <= pos_fraction <= 1:
@@ -90,6 +96,7 @@ class _BaseSampler:
         self.pos_fraction = float(pos_fraction)
         self.neg_pos_ub = neg_pos_ub
         self.add_gt_as_proposals = add_gt_as_proposals
+        self.append_gt = bool(append_gt)
 
     def _select(self, inds: torch.Tensor, k: int, **kwargs: object) -> torch.Tensor:
         raise NotImplementedError
@@ -106,9 +113,13 @@ class _BaseSampler:
         bboxes = bboxes[:, :4]
         gt_flags = bboxes.new_zeros((len(bboxes),), dtype=torch.uint8)
         if self.add_gt_as_proposals and len(gt_bboxes) > 0:
-            bboxes = torch.cat([gt_bboxes.to(bboxes.dtype), bboxes])
-            assign_result.add_gt_(gt_labels)
-            gt_flags = torch.cat([bboxes.new_ones((len(gt_bboxes),), dtype=torch.uint8), gt_flags])
+            gts = gt_bboxes.to(bboxes.dtype)
+            gt_ones = bboxes.new_ones((len(gt_bboxes),), dtype=torch.uint8)
+            if self.append_gt:
+                bboxes, gt_flags = torch.cat([bboxes, gts]), torch.cat([gt_flags, gt_ones])
+            else:
+                bboxes, gt_flags = torch.cat([gts, bboxes]), torch.cat([gt_ones, gt_flags])
+            assign_result.add_gt_(gt_labels, append=self.append_gt)
         pos = torch.nonzero(assign_result.gt_inds > 0).flatten()
         neg = torch.nonzero(assign_result.gt_inds == 0).flatten()
         num_pos = min(int(self.num * self.pos_fraction), len(pos))
@@ -147,11 +158,20 @@ class PseudoSampler:
 class RandomSampler(_BaseSampler):
     """Uniformly random positives and negatives (Faster R-CNN: ``num=512, pos_fraction=0.25``).
 
-    Draws from torch's global RNG, so runs are reproducible under ``torch.manual_seed``.
+    Draws from torch's global RNG, so runs are reproducible under ``torch.manual_seed``. A pool no larger
+    than its budget is taken whole without a draw (MMDetection); ``permute_all=True`` draws a permutation
+    of every pool, positives then negatives, as Detectron2's ``subsample_labels`` does, so that under the
+    same seed both frameworks pick the same candidates (the RNG advances identically).
     """
 
+    def __init__(self, num: int, pos_fraction: float, neg_pos_ub: float = -1,
+                 add_gt_as_proposals: bool = True, append_gt: bool = False, permute_all: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals, append_gt, **kwargs)
+        self.permute_all = bool(permute_all)
+
     def _select(self, inds: torch.Tensor, k: int, **kwargs: object) -> torch.Tensor:
-        if len(inds) <= k:
+        if len(inds) <= k and not self.permute_all:
             return inds
         perm = torch.randperm(len(inds), device=inds.device)[:k]
         return inds[perm]
