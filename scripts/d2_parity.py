@@ -25,6 +25,7 @@ a difference in a loss column is a difference in a head, loss, assigner or sampl
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -380,18 +381,31 @@ ABLATIONS = {
 }
 
 
+def translator_model_cfg(d2: dict) -> dict:
+    """kiln's model config for the merged Detectron2 config ``d2`` as the product builds it: the Detectron2
+    translator (kiln.config.dialects.d2_model), the path of ``kiln train x.yaml`` and ``DefaultTrainer``."""
+    from kiln.config import CfgNode, get_cfg
+    from kiln.config.dialects.d2_model import build_model_dict
+
+    cfg = get_cfg()
+    cfg.merge_from_other_cfg(CfgNode(copy.deepcopy(d2)))
+    cfg.MODEL.DEVICE = "cpu"
+    return build_model_dict(cfg)
+
+
 def kiln_run(d2: dict, batches: list[dict], iters: int, seed: int,
              state: dict[str, torch.Tensor] | None = None,
-             edit: Any = None) -> list[dict[str, float]]:
+             edit: Any = None, model_cfg: Any = None) -> list[dict[str, float]]:
     """Train kiln's model ``iters`` steps on ``batches``; weights from ``state`` (Detectron2 names) or,
-    without it, from :func:`fill_value`. ``edit(cfg)`` may change the model config first (ablations).
-    Returns each step's losses under kiln's names."""
+    without it, from :func:`fill_value`. ``edit(cfg)`` may change the model config first (ablations);
+    ``model_cfg(d2)`` makes it (default :func:`kiln_model_cfg`, the hand mapping;
+    :func:`translator_model_cfg` is the product's). Returns each step's losses under kiln's names."""
     from kiln.models.builder import build_detector
     from kiln.models.detectors.base import DetInputs
     from kiln.structures.image_list import ImageList
 
     torch.manual_seed(seed)
-    cfg = kiln_model_cfg(d2)
+    cfg = (model_cfg or kiln_model_cfg)(d2)
     if edit is not None:
         edit(cfg)
     model = build_detector(cfg)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,10 +25,12 @@ def _harness():
     return mod
 
 
-def test_kiln_c4_reproduces_detectron2_losses():
+@pytest.mark.parametrize("model_cfg", ["kiln_model_cfg", "translator_model_cfg"])
+def test_kiln_c4_reproduces_detectron2_losses(model_cfg):
     h = _harness()
     fx = json.loads((ROOT / "tests" / "fixtures" / "d2_parity" / "faster_rcnn_c4.json").read_text())
-    got = h.kiln_run(fx["d2_config"], h.make_batches(fx["iters"], fx["seed"]), fx["iters"], fx["seed"])
+    got = h.kiln_run(fx["d2_config"], h.make_batches(fx["iters"], fx["seed"]), fx["iters"], fx["seed"],
+                     model_cfg=getattr(h, model_cfg))
     rel = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(fx["losses"], got) for k in a)
     assert len(got) == len(fx["losses"]) and rel < 1e-4, (fx["losses"], got)
     assert fx["d2_config"]["MODEL"]["ROI_HEADS"]["NAME"] == "Res5ROIHeads"

@@ -93,11 +93,12 @@ def resnet_dict(d2: Any, out_features: list[str], where: str) -> tuple[dict, dic
                 int(r.NUM_GROUPS) if int(r.NUM_GROUPS) != 1 else dilation,
                 "must be 1 for R18/R34 (basic blocks), as in Detectron2",
             )
-    elif res2 != 256:
+    elif res2 != 4 * int(r.WIDTH_PER_GROUP) * (1 if int(r.NUM_GROUPS) == 1 else 0) and res2 != 256:
         raise refuse(
             "MODEL.RESNETS.RES2_OUT_CHANNELS",
             res2,
-            "kiln's bottleneck ResNets have 256 res2 channels (4x the 64-channel stem width)",
+            "kiln's bottleneck ResNets have 4x the bottleneck width in res2: 256 for the standard width "
+            "(WIDTH_PER_GROUP 64), 4 x WIDTH_PER_GROUP for a narrower or wider ResNet with NUM_GROUPS 1",
         )
     stem = int(r.STEM_OUT_CHANNELS)
     strides = [1, 2, 2, 1 if dilation == 2 else 2][:last]
@@ -121,13 +122,16 @@ def resnet_dict(d2: Any, out_features: list[str], where: str) -> tuple[dict, dic
         if small:
             raise refuse("MODEL.RESNETS.WIDTH_PER_GROUP", width, "must be 64 for R18/R34 (basic blocks)")
         if groups == 1:
-            raise refuse(
-                "MODEL.RESNETS.WIDTH_PER_GROUP",
-                width,
-                "a wide ResNet without groups is not "
-                "implemented; kiln's ResNeXt needs MODEL.RESNETS.NUM_GROUPS > 1",
-            )
-        bb.update(type="ResNeXt", groups=groups, base_width=width)
+            if res2 != 4 * width:
+                raise refuse(
+                    "MODEL.RESNETS.WIDTH_PER_GROUP",
+                    width,
+                    f"a ResNet of another width needs RES2_OUT_CHANNELS = 4 x WIDTH_PER_GROUP "
+                    f"({4 * width}), got {res2}",
+                )
+            bb["base_channels"] = width  # every stage scaled: res2 = 4 x width, res3 = 8 x width ...
+        else:
+            bb.update(type="ResNeXt", groups=groups, base_width=width)
     if int(d2.MODEL.BACKBONE.FREEZE_AT) < 0 or int(d2.MODEL.BACKBONE.FREEZE_AT) > last + 1:
         raise refuse(
             "MODEL.BACKBONE.FREEZE_AT",
@@ -137,7 +141,7 @@ def resnet_dict(d2: Any, out_features: list[str], where: str) -> tuple[dict, dic
     channels, stride = {}, 4
     for i, name in enumerate(_RES[:last]):
         stride = stride * strides[i]
-        channels[name] = ((64 if small else 256) * 2**i, stride)
+        channels[name] = ((64 if small else res2) * 2**i, stride)
     return bb, {f: channels[f] for f in out_features}
 
 

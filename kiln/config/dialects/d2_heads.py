@@ -25,7 +25,12 @@ def _box_coder(key: str, weights: Any) -> dict:
     if len(weights) != 4 or any(w <= 0 for w in weights):
         raise refuse(key, tuple(weights), "expected four positive weights (dx, dy, dw, dh)")
     # Detectron2 multiplies the deltas by the weights; MMDetection divides them by target_stds.
-    return dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0 / w for w in weights])
+    # Box2BoxTransform clamps dw/dh from above only (log(1000/16)); MMDetection clamps both ways.
+    return dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0 / w for w in weights],
+                symmetric_wh_clamp=False)
+
+
+_IOU_LOSSES = {"giou": "GIoULoss", "diou": "DIoULoss", "ciou": "CIoULoss"}
 
 
 def _reg_loss(prefix: str, loss_type: str, beta_key: str, beta: float, weight: float) -> tuple[dict, bool]:
@@ -35,7 +40,7 @@ def _reg_loss(prefix: str, loss_type: str, beta_key: str, beta: float, weight: f
         if float(beta) == 0.0:
             return dict(type="L1Loss", loss_weight=weight), False
         return dict(type="SmoothL1Loss", beta=float(beta), loss_weight=weight), False
-    if loss_type == "giou":
+    if loss_type in _IOU_LOSSES:
         if float(beta) != 0.0:
             logger.warning(
                 "%s=%r has no effect: only read with %s.BBOX_REG_LOSS_TYPE smooth_l1 (as in Detectron2).",
@@ -43,11 +48,11 @@ def _reg_loss(prefix: str, loss_type: str, beta_key: str, beta: float, weight: f
                 beta,
                 prefix,
             )
-        return dict(type="GIoULoss", loss_weight=weight), True
+        return dict(type=_IOU_LOSSES[loss_type], eps=1e-7, loss_weight=weight), True
     raise refuse(
         f"{prefix}.BBOX_REG_LOSS_TYPE",
         loss_type,
-        "kiln implements 'smooth_l1' and 'giou' box losses ('diou'/'ciou' are not implemented)",
+        "kiln implements Detectron2's 'smooth_l1', 'giou', 'diou' and 'ciou' box losses",
     )
 
 
@@ -104,13 +109,21 @@ def rpn_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dict, 
         loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=float(rpn.LOSS_WEIGHT)),
         loss_bbox=loss_bbox,
         reg_decoded_bbox=decoded,
+        # Detectron2's RPN: losses over (anchors sampled per image x images), padding anchors matched
+        # like any other, proposals ranked by logits.
+        normalize_by_budget=True,
+        ignore_padding_anchors=False,
+        rank_by_logits=True,
     )
     neg, pos = two_level_thresholds("MODEL.RPN", rpn.IOU_THRESHOLDS, rpn.IOU_LABELS)
     if pos == neg:
         raise refuse("MODEL.RPN.IOU_THRESHOLDS", list(rpn.IOU_THRESHOLDS), "the RPN needs [low, high]")
     train = dict(
+        # Matcher(allow_low_quality_matches=True): an object's best anchors are positive whatever their
+        # IoU, and learn from the object they overlap most.
         assigner=dict(
-            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=neg, ignore_iof_thr=-1
+            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=0.0, ignore_iof_thr=-1,
+            low_quality_keeps_argmax=True,
         ),
         sampler=dict(
             type="RandomSampler",
@@ -118,6 +131,7 @@ def rpn_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dict, 
             pos_fraction=float(rpn.POSITIVE_FRACTION),
             neg_pos_ub=-1,
             add_gt_as_proposals=False,
+            permute_all=True,
         ),
         allowed_border=int(rpn.BOUNDARY_THRESH),
         pos_weight=-1,
@@ -210,6 +224,7 @@ def _conv_fc_head(d2: Any, in_ch: int, reg_weights: Any, key: str) -> dict:
         fc_out_channels=int(bh.FC_DIM),
         in_channels=in_ch,
         roi_feat_size=int(bh.POOLER_RESOLUTION),
+        init_style="detectron2",  # Caffe2 Xavier FCs, MSRA convs
         **_box_head_common(d2, reg_weights, key),
     )
     norm = norm_cfg("MODEL.ROI_BOX_HEAD.NORM", bh.NORM, allow_empty=True)
@@ -221,8 +236,10 @@ def _conv_fc_head(d2: Any, in_ch: int, reg_weights: Any, key: str) -> dict:
 def _rcnn_train(d2: Any, neg: float, pos: float) -> dict:
     rh = d2.MODEL.ROI_HEADS
     return dict(
+        # Matcher(allow_low_quality_matches=False); ground truth appended after the proposals.
         assigner=dict(
-            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=pos, ignore_iof_thr=-1
+            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=pos, ignore_iof_thr=-1,
+            match_low_quality=False,
         ),
         sampler=dict(
             type="RandomSampler",
@@ -230,10 +247,20 @@ def _rcnn_train(d2: Any, neg: float, pos: float) -> dict:
             pos_fraction=float(rh.POSITIVE_FRACTION),
             neg_pos_ub=-1,
             add_gt_as_proposals=bool(rh.PROPOSAL_APPEND_GT),
+            append_gt=True,
+            permute_all=True,
         ),
         pos_weight=-1,
         debug=False,
     )
+
+
+def _res5_width(r: Any) -> dict:
+    """The shared res5 head's width arguments, as the backbone's (see d2_backbone.resnet_dict)."""
+    groups, width = int(r.NUM_GROUPS), int(r.WIDTH_PER_GROUP)
+    if groups > 1:
+        return dict(groups=groups, base_width=width)
+    return dict(base_channels=width) if width != 64 else {}
 
 
 def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tuple[dict, Any, dict]:
@@ -264,12 +291,6 @@ def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tup
                 "is read by StandardROIHeads/CascadeROIHeads only",
             )
         r = d2.MODEL.RESNETS
-        if int(r.NUM_GROUPS) != 1 or int(r.WIDTH_PER_GROUP) != 64:
-            raise refuse(
-                "MODEL.RESNETS.NUM_GROUPS",
-                int(r.NUM_GROUPS),
-                "the C4 res5 head (ResLayer) is a plain ResNet stage; ResNeXt C4 models are not implemented",
-            )
         if int(d2.MODEL.RESNETS.DEPTH) < 50:
             raise refuse(
                 "MODEL.RESNETS.DEPTH",
@@ -289,6 +310,7 @@ def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tup
                 style=style,
                 norm_cfg=norm,
                 norm_eval=True,
+                **_res5_width(r),
             ),
             bbox_roi_extractor=_roi_extractor(d2, feats, res),
             bbox_head=dict(
@@ -385,13 +407,17 @@ def retina_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dic
         ),
         loss_bbox=loss_bbox,
         reg_decoded_bbox=decoded,
+        # Detectron2 divides RetinaNet's losses by a moving average of the foreground count (from 100).
+        loss_normalizer_momentum=0.9,
+        loss_normalizer_init=100.0,
     )
     if r.NORM == "GN":
         head["norm_cfg"] = dict(type="GN", num_groups=32, requires_grad=True)
     neg, pos = two_level_thresholds("MODEL.RETINANET", r.IOU_THRESHOLDS, r.IOU_LABELS)
     train = dict(
         assigner=dict(
-            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=0, ignore_iof_thr=-1
+            type="MaxIoUAssigner", pos_iou_thr=pos, neg_iou_thr=neg, min_pos_iou=0, ignore_iof_thr=-1,
+            low_quality_keeps_argmax=True,
         ),
         allowed_border=-1,
         pos_weight=-1,
