@@ -49,22 +49,17 @@ _IMAGENET_PREFIXES = ("detectron2://ImageNetPretrained/", "catalog://ImageNetPre
 
 
 def _weights(d2: Any, model: dict) -> str | None:
-    """Set ``model['pretrained']``; return ``load_from``."""
+    """Set ``model['pretrained']`` (ImageNet backbones); return ``load_from`` (any other checkpoint)."""
     weights = d2.MODEL.WEIGHTS or ""
     if not weights:
         model["pretrained"] = None
         return None
     if weights.startswith(_IMAGENET_PREFIXES) or weights.startswith("torchvision://"):
-        bb = model["backbone"]
-        # torchvision's ImageNet checkpoint of the same architecture (found in the local cache)
-        if bb["type"] == "ResNeXt":
-            name = f"resnext{bb['depth']}_{bb['groups']}x{bb['base_width']}d"
-        else:
-            name = f"resnet{bb['depth']}"
-        tv = weights.startswith("torchvision://")
-        model["pretrained"] = weights if tv else f"torchvision://{name}"
-        if not tv:
-            logger.warning("MODEL.WEIGHTS=%s: using ImageNet weights torchvision://%s instead", weights, name)
+        # ImageNet weights initialise the backbone (Detectron2 loads them into the whole model, where only
+        # the backbone's names match). detectron2://ImageNetPretrained/MSRA/R-50.pkl and friends download
+        # into kiln's cache and are converted from Caffe2 names (kiln.checkpoint_convert); they are the
+        # caffe-style weights Detectron2's defaults (BGR, PIXEL_STD 1, STRIDE_IN_1X1) are made for.
+        model["pretrained"] = weights
         return None
     model["pretrained"] = None
     return weights
