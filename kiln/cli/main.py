@@ -30,6 +30,7 @@ _COMMANDS = {
     "surgery": "surgery",
     "summarize": "summarize",
     "zoo": "zoo_cmd",
+    "convert": "convert_cmd",
     "gen-fewshot-configs": "fewshot",
 }
 

@@ -34,11 +34,20 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
         description="Reads SRC (a file, URL, zoo name or torchvision:// / detectron2:// / open-mmlab:// "
                     "name), renames it into kiln's (MMDetection's) names and writes DST as "
                     "{'state_dict': ..., 'meta': ...}, loadable by kiln and MMDetection.")
-    pc.add_argument("src")
-    pc.add_argument("dst")
-    pc.add_argument("--config", default=None,
-                    help="match the weights to this model's names and anchor order (recommended)")
+    add_convert_args(pc)
     return p
+
+
+def add_convert_args(p: argparse.ArgumentParser) -> None:
+    """SRC DST [--config CFG] [--to kiln|mmdet|detectron2] (``kiln convert`` and ``kiln zoo convert``)."""
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--config", default=None,
+                   help="match the weights to this model's names and anchor order (recommended)")
+    p.add_argument("--to", choices=("kiln", "mmdet", "detectron2"), default="mmdet",
+                   help="layout to write: kiln ({'model': ...}), mmdet ({'state_dict': ..., 'meta': ...}; "
+                        "default) or detectron2 ({'model': ...} with Detectron2's names; .pkl DST writes "
+                        "numpy arrays as Detectron2's model zoo does)")
 
 
 def _list(configs: bool) -> int:
@@ -60,7 +69,7 @@ def _list(configs: bool) -> int:
     return 0
 
 
-def _convert(src: str, dst: str, config: str | None) -> int:
+def _convert(src: str, dst: str, config: str | None, to: str = "mmdet") -> int:
     import torch
 
     from kiln import model_zoo
@@ -88,9 +97,31 @@ def _convert(src: str, dst: str, config: str | None) -> int:
     meta = {"converted_from": path, "layout": layout}
     if config:
         meta["config"] = config
-    atomic_torch_save({"state_dict": {k: v.contiguous() for k, v in state.items()
-                                      if isinstance(v, torch.Tensor)}, "meta": meta}, dst)
-    print(f"wrote {dst}" + (f" (matches config {config})" if config else ""))
+    tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if to == "detectron2":
+        from kiln.checkpoint_convert.anchors import anchor_slots
+        from kiln.checkpoint_convert.export import ExportError, kiln_to_detectron2
+
+        try:
+            tensors = kiln_to_detectron2(tensors, anchor_slots(model) if config else None)
+        except ExportError as e:
+            raise CLIError(f"cannot write {dst} in Detectron2's layout: {e}") from None
+        if dst.endswith(".pkl"):
+            import pickle
+
+            from kiln.fileio.paths import atomic_open
+
+            with atomic_open(dst, "wb") as f:
+                pickle.dump({"model": {k: v.numpy() for k, v in tensors.items()}, "__author__": "kiln",
+                             "matching_heuristics": False}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        else:
+            atomic_torch_save({"model": tensors}, dst)
+    elif to == "kiln":
+        atomic_torch_save({"model": tensors, "meta": meta}, dst)
+    else:
+        atomic_torch_save({"state_dict": tensors, "meta": meta}, dst)
+    print(f"wrote {dst} ({to} layout)" + (f"; matches config {config}" if config else
+                                          "; pass --config to match a model's names and anchor order"))
     return 0
 
 
@@ -132,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: {model_zoo.get_checkpoint_path(name)}")
             return 0
         if args.action == "convert":
-            return _convert(args.src, args.dst, args.config)
+            return _convert(args.src, args.dst, args.config, args.to)
         config = args.config
         if config is not None:
             model_zoo.resolve_config_path(config)  # fail early on a bad kiln:: name
