@@ -94,7 +94,8 @@ def kiln_to_detectron2(
     anchor_slots = anchor_slots or {}
     has_neck = any(k.startswith("neck.") for k in state)
     prefix = "backbone.bottom_up." if has_neck else "backbone."
-    laterals = sorted({int(m.group(1)) for k in state if (m := re.match(r"^neck\.lateral_convs\.(\d+)\.", k))})
+    lateral = re.compile(r"^neck\.lateral_convs\.(\d+)\.")
+    laterals = sorted({int(m.group(1)) for k in state if (m := lateral.match(k))})
     first = 2 if len(laterals) >= 4 else 3  # Detectron2's FPNs: res2-res5 (R-CNN), res3-res5 (RetinaNet)
     perms = {}
     for head, key in (("bbox_head", "bbox_head.retina_reg.weight"), ("rpn_head", "rpn_head.rpn_reg.weight")):
@@ -122,7 +123,8 @@ def kiln_to_detectron2(
             elif m.group(2).startswith("conv."):
                 new = f"backbone.top_block.p{6 + j - len(laterals)}.{m.group(2)[len('conv.'):]}"
         elif m := re.match(r"^rpn_head\.(rpn_conv|rpn_cls|rpn_reg)\.(.+)$", k):
-            name = {"rpn_conv": "conv", "rpn_cls": "objectness_logits", "rpn_reg": "anchor_deltas"}[m.group(1)]
+            name = {"rpn_conv": "conv", "rpn_cls": "objectness_logits",
+                    "rpn_reg": "anchor_deltas"}[m.group(1)]
             new = f"proposal_generator.rpn_head.{name}.{m.group(2)}"
             if m.group(1) != "rpn_conv" and "rpn_head" in perms:
                 value = _permute(value, *perms["rpn_head"])

@@ -19,7 +19,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     """Register ``kiln convert``."""
     p = sub.add_parser(
-        name, help="convert a checkpoint between kiln/MMDetection, Detectron2, Caffe2 and torchvision layouts",
+        name, help="convert a checkpoint between kiln/MMDetection, Detectron2, Caffe2, torchvision layouts",
         description=__doc__.split("\n\n", 1)[1].strip())
     add_convert_args(p)
     return p

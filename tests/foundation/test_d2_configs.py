@@ -158,7 +158,8 @@ def test_translations_follow_the_files(small_data):
         8,
         "pytorch",
     )
-    assert x101["model"]["pretrained"] == "detectron2://ImageNetPretrained/FAIR/X-101-32x8d.pkl"  # (downloaded, converted)
+    # (downloaded into the cache and converted when the model initialises)
+    assert x101["model"]["pretrained"] == "detectron2://ImageNetPretrained/FAIR/X-101-32x8d.pkl"
     _, dc5 = _translate("COCO-Detection/faster_rcnn_R_50_DC5_1x.yaml")
     bb = dc5["model"]["backbone"]
     assert bb["strides"] == (1, 2, 2, 1) and bb["dilations"] == (1, 1, 1, 2) and bb["out_indices"] == (3,)

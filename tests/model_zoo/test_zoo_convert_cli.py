@@ -27,7 +27,8 @@ def test_convert_detectron2_pickle_for_a_config_writes_an_mmdetection_checkpoint
     out = tmp_path / "converted.pth"
     assert main(["zoo", "convert", str(pkl), str(out), "--config", CONFIG]) == 0
     printed = capsys.readouterr().out
-    assert "layout: detectron2" in printed and f"wrote {out} (mmdet layout); matches config {CONFIG}" in printed
+    assert "layout: detectron2" in printed
+    assert f"wrote {out} (mmdet layout); matches config {CONFIG}" in printed
     ckpt = torch.load(out, weights_only=True)
     assert ckpt["meta"]["layout"] == "detectron2" and ckpt["meta"]["config"] == CONFIG
     for k, v in src.state_dict().items():
@@ -68,8 +69,8 @@ def _weights(model):
 
 @pytest.mark.parametrize("config, first_level", [(CONFIG, 3), (FASTER, 2)])
 @pytest.mark.parametrize("suffix", [".pkl", ".pth"])
-def test_kiln_convert_to_detectron2_writes_detectron2s_names_and_anchor_order(tmp_path, config, first_level,
-                                                                            suffix, capsys):
+def test_kiln_convert_to_detectron2_writes_detectron2s_names_and_anchor_order(
+        tmp_path, config, first_level, suffix, capsys):
     from kiln.checkpoint_convert import read_checkpoint
 
     src = _model(config)
