@@ -64,7 +64,8 @@ def _model(config, seed=2):
 
 
 def _weights(model):
-    return {k: v for k, v in model.state_dict().items() if not k.endswith(("num_batches_tracked", "normalizer"))}
+    skip = ("num_batches_tracked", "normalizer")
+    return {k: v for k, v in model.state_dict().items() if not k.endswith(skip)}
 
 
 @pytest.mark.parametrize("config, first_level", [(CONFIG, 3), (FASTER, 2)])
