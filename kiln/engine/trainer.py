@@ -626,13 +626,14 @@ class DefaultTrainer(SimpleTrainer):
             hooks.append(ProposalVisualizationHook(vis_period, image_format=fmt,
                                                    batch_source=lambda: me.last_batch))
         eval_period = int(cfg_get(self.cfg, "TEST.EVAL_PERIOD", 0) or 0)
-        if eval_period > 0 and cfg_get(self.cfg, "DATASETS.TEST", ()):
-            # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter.
+        if cfg_get(self.cfg, "DATASETS.TEST", ()):
+            # Detectron2's EvalHook(eval_period, lambda: self.test(cfg, model)), also after the last iter;
+            # with TEST.EVAL_PERIOD 0 only then (as Detectron2's EvalHook.after_train does).
             trainer = weakref.proxy(self)
             cls, cfg = type(self), self.cfg
             hooks.append(
                 EvalHook(
-                    eval_period,
+                    eval_period if eval_period > 0 else self.max_iter,
                     by_epoch=False,
                     eval_function=lambda: cls.test(cfg, trainer.runner.unwrapped_model),
                     eval_last=True,

@@ -246,3 +246,11 @@ def test_build_model_takes_a_project_cfg_with_its_own_extra_keys(yaml_path, tmp_
     model = DefaultTrainer.build_model(cfg)
     assert type(model).__name__ == "FasterRCNN" and model.roi_head.num_classes == 3
     assert cfg.MODEL.ROI_HEADS.ENABLE_DECOUPLE is False and cfg.is_frozen()  # the user's cfg untouched
+
+
+def test_with_eval_period_0_the_test_sets_are_evaluated_once_after_the_last_iteration(trained):
+    # Detectron2's EvalHook(0, ...) evaluates in after_train only; the file sets no TEST.EVAL_PERIOD.
+    cfg, trainer, out = trained
+    assert cfg.TEST.EVAL_PERIOD == 0 and cfg.DATASETS.TEST
+    results = trainer.runner.last_metrics.get("val")
+    assert results and "d2api_val/bbox/AP" in results, results
