@@ -27,18 +27,6 @@ _HEAD_MESSAGES = (
     "kiln has no panoptic segmentation",
 )
 
-_C4 = ("B (d2models): the C4 ResLayer shared head and BBoxHead(with_avg_pool)", ("ResLayer", "BBoxHead"))
-#: box configs whose model needs modules another engineer adds this session: (what, registered names).
-#: Expected to fail only while those names are missing from the registry; then they must build.
-WAITING = {
-    "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml": _C4,
-    "COCO-Detection/faster_rcnn_R_50_C4_3x.yaml": _C4,
-    "COCO-Detection/faster_rcnn_R_101_C4_3x.yaml": _C4,
-    "PascalVOC-Detection/faster_rcnn_R_50_C4.yaml": _C4,
-    "COCO-Detection/rpn_R_50_C4_1x.yaml": ("B (d2models): the RPN (proposal-only) detector", ("RPN",)),
-    "COCO-Detection/rpn_R_50_FPN_1x.yaml": ("B (d2models): the RPN (proposal-only) detector", ("RPN",)),
-    "COCO-Detection/fast_rcnn_R_50_FPN_1x.yaml": ("B (d2models): the FastRCNN detector", ("FastRCNN",)),
-}
 
 
 def _is_box_case(rel: str) -> bool:
@@ -122,10 +110,7 @@ BOX_CASES = [r for r in ALL if _is_box_case(r) and not _refused_head(r)]
 @pytest.mark.parametrize("rel", BOX_CASES)
 def test_box_configs_translate_to_a_model_kiln_builds(rel, small_data):
     from kiln.models import build_detector
-    from kiln.registry import MODELS
 
-    if rel in WAITING and not all(name in MODELS for name in WAITING[rel][1]):
-        pytest.xfail(f"waits on {WAITING[rel][0]}")
     cfg, canonical = _translate(rel)
     model_cfg = dict(canonical["model"], pretrained=None)  # no ImageNet download in tests
     model = build_detector(model_cfg)
@@ -144,7 +129,7 @@ def test_box_configs_translate_to_a_model_kiln_builds(rel, small_data):
 
 
 def test_box_cases_are_the_detection_configs():
-    assert len(BOX_CASES) == 19 and set(WAITING) <= set(BOX_CASES)
+    assert len(BOX_CASES) == 19
 
 
 def test_translations_follow_the_files(small_data):
