@@ -37,13 +37,14 @@ def _register(root: str) -> dict[str, str]:
 
     coco = make_mini_coco(osp.join(root, "coco"), num_train=4, num_val=2, size=64)
     make_mini_proposals(coco, layout="detectron2")
-    for name in ("coco_2017_train", "coco_2017_val", "voc_2007_trainval", "voc_2012_trainval", "voc_2007_test"):
+    names = ("coco_2017_train", "coco_2017_val", "voc_2007_trainval", "voc_2012_trainval", "voc_2007_test")
+    for name in names:
         if name in DatasetCatalog.list():  # the built-in names point at $DETECTRON2_DATASETS
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
     for split in ("train", "val"):
-        register_coco_instances(f"coco_2017_{split}", {}, osp.join(coco, f"annotations/instances_{split}2017.json"),
-                                osp.join(coco, f"{split}2017"))
+        ann = osp.join(coco, f"annotations/instances_{split}2017.json")
+        register_coco_instances(f"coco_2017_{split}", {}, ann, osp.join(coco, f"{split}2017"))
     voc = make_mini_voc(osp.join(root, "voc"), years=("2007", "2012"), num_train=2, num_test=2, size=64)
     register_pascal_voc("voc_2007_trainval", osp.join(voc, "VOC2007"), "trainval", 2007)
     register_pascal_voc("voc_2012_trainval", osp.join(voc, "VOC2012"), "trainval", 2012)
@@ -53,8 +54,8 @@ def _register(root: str) -> dict[str, str]:
 
 def _opts(out: str, iters: int, proposals: dict[str, str], load_proposals: bool) -> list[str]:
     # (random weights under FrozenBN: the files' learning rates diverge in two steps without ImageNet weights)
-    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.0001",
-            "SOLVER.MAX_ITER", str(iters),
+    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2",
+            "SOLVER.BASE_LR", "0.0001", "SOLVER.MAX_ITER", str(iters),
             "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "0", "SOLVER.CHECKPOINT_PERIOD", str(iters),
             "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64",
             "INPUT.MAX_SIZE_TEST", "64", "DATALOADER.NUM_WORKERS", "0", "TEST.EVAL_PERIOD", "0",
@@ -142,7 +143,8 @@ def main() -> int:
                     raise RuntimeError(f"no {'losses' if not m['losses'] else 'evaluation'} in metrics.json")
                 final = osp.isfile(osp.join(out, "model_final.pth"))
                 figures = {k: round(v, 2) for k, v in m["eval"].items() if k.startswith(("bbox/AP", "AR@"))}
-                print(f"{rel:<58} {label:<15} ok   {time.perf_counter() - t0:5.1f} s  model_final.pth={final} "
+                took = time.perf_counter() - t0
+                print(f"{rel:<58} {label:<15} ok   {took:5.1f} s  model_final.pth={final} "
                       f"{dict(list(figures.items())[:3])}")
                 ok += 1
             except Exception as e:  # noqa: BLE001 - the sweep reports every failure and goes on
