@@ -33,23 +33,27 @@ def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool =
 
     Datasets listed together must agree on ``thing_classes`` (their labels would clash otherwise;
     ``check_consistency=False`` skips the check, as in Detectron2). "Without objects" means no
-    annotation with ``iscrowd == 0``. ``min_keypoints`` > 0 and ``proposal_files`` (Detectron2's
-    other arguments) are refused: kiln has no keypoints, and precomputed proposals are read by the
-    ``kiln train`` pipeline (LoadProposals).
+    annotation with ``iscrowd == 0``. ``proposal_files`` (one per name; Detectron2's, MMDetection 2.x or
+    3.x layout) attach each image's precomputed proposals as ``proposal_boxes`` (XYXY, best first),
+    ``proposal_objectness_logits`` and ``proposal_bbox_mode``, as Detectron2's
+    ``load_proposals_into_dataset`` does. ``min_keypoints`` > 0 is refused: kiln has no keypoints.
     """
     if min_keypoints:
         raise ValueError(f"get_detection_dataset_dicts: min_keypoints={min_keypoints}: kiln has no "
                          "keypoint annotations or heads; leave it 0 "
                          "(MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE).")
-    if proposal_files:
-        raise ValueError("get_detection_dataset_dicts: proposal_files are not attached to dataset dicts by "
-                         "kiln; train a LOAD_PROPOSALS config with `kiln train config.yaml` (its pipeline "
-                         "loads DATASETS.PROPOSAL_FILES_TRAIN with LoadProposals).")
     if isinstance(names, str):
         names = [names]
+    if proposal_files and len(proposal_files) != len(names):
+        raise ValueError(f"get_detection_dataset_dicts: {len(proposal_files)} proposal files for "
+                         f"{len(names)} datasets {list(names)}; give one per dataset "
+                         "(DATASETS.PROPOSAL_FILES_TRAIN/TEST next to DATASETS.TRAIN/TEST).")
     if len(names) == 0:
         raise ValueError("get_detection_dataset_dicts: no dataset names given (cfg.DATASETS.TRAIN is empty).")
     per_name = [DatasetCatalog.get(n) for n in names]
+    if proposal_files:
+        per_name = [_with_proposals(dicts, path, name)
+                    for dicts, path, name in zip(per_name, proposal_files, names)]
     for name, dicts in zip(names, per_name):
         if len(dicts) == 0:
             raise ValueError(f"Dataset '{name}' is empty.")
@@ -69,6 +73,29 @@ def get_detection_dataset_dicts(names: str | Sequence[str], filter_empty: bool =
             raise ValueError(f"No image of {list(names)} has a non-crowd annotation; set "
                              "DATALOADER.FILTER_EMPTY_ANNOTATIONS False or check the annotations.")
     return dicts
+
+
+def _with_proposals(dicts: list[dict], path: str, name: str) -> list[dict]:
+    """Copies of ``dicts`` carrying the proposals ``path`` holds for them (matched by image id)."""
+    import numpy as np
+
+    from .datasets.proposals import load_proposals
+
+    infos = [{"id": d.get("image_id"), "filename": d.get("file_name", "")} for d in dicts]
+    arrays = load_proposals(path, infos, owner=f"dataset '{name}'")
+    out = []
+    for d, a in zip(dicts, arrays):
+        a = np.asarray(a, dtype=np.float32).reshape(len(a), -1)
+        # the reader gives scores (sigmoid of Detectron2's logits, MMDetection's scores): back to logits
+        p = np.clip(a[:, 4], 1e-7, 1 - 1e-7) if a.shape[1] > 4 else np.full(len(a), 0.5, np.float32)
+        d = dict(d, proposal_boxes=a[:, :4], proposal_bbox_mode=0,
+                 proposal_objectness_logits=(np.log(p) - np.log1p(-p)).astype(np.float32))
+        out.append(d)
+    return out
+
+
+def _proposal_files(cfg: Any, key: str) -> Any:
+    return _cfg(cfg, f"DATASETS.{key}") if bool(_cfg(cfg, "MODEL.LOAD_PROPOSALS", False)) else None
 
 
 def _default_mapper(cfg: Any, is_train: bool) -> Callable:
@@ -144,7 +171,8 @@ def build_detection_train_loader(cfg: Any = None, mapper: Callable | None = None
                         "SOLVER.IMS_PER_BATCH; do not pass total_batch_size= too.")
     if dataset is None:
         filter_empty = bool(_cfg(cfg, "DATALOADER.FILTER_EMPTY_ANNOTATIONS", True))
-        dataset = get_detection_dataset_dicts(_cfg(cfg, "DATASETS.TRAIN"), filter_empty=filter_empty)
+        dataset = get_detection_dataset_dicts(_cfg(cfg, "DATASETS.TRAIN"), filter_empty=filter_empty,
+                                              proposal_files=_proposal_files(cfg, "PROPOSAL_FILES_TRAIN"))
     if mapper is None:
         mapper = _default_mapper(cfg, True)
     seed = _cfg(cfg, "SEED", -1)
@@ -183,7 +211,16 @@ def build_detection_test_loader(cfg: Any = None, dataset_name: str | Sequence[st
         raise TypeError("build_detection_test_loader(cfg, dataset_name): name the catalog dataset to load "
                         "(e.g. cfg.DATASETS.TEST[0]).")
     names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name)
-    dicts = get_detection_dataset_dicts(names, filter_empty=False)
+    proposal_files = None
+    if _proposal_files(cfg, "PROPOSAL_FILES_TEST") is not None:  # one file per DATASETS.TEST entry
+        tests, files = list(_cfg(cfg, "DATASETS.TEST")), list(_cfg(cfg, "DATASETS.PROPOSAL_FILES_TEST"))
+        missing = [n for n in names if n not in tests]
+        if missing or len(files) != len(tests):
+            raise ValueError(f"MODEL.LOAD_PROPOSALS: DATASETS.PROPOSAL_FILES_TEST ({len(files)} files) "
+                             f"must have one file per DATASETS.TEST entry {tests}; {missing or names} not "
+                             "covered.")
+        proposal_files = [files[tests.index(n)] for n in names]
+    dicts = get_detection_dataset_dicts(names, filter_empty=False, proposal_files=proposal_files)
     if mapper is None:
         mapper = _default_mapper(cfg, False)
     workers = _cfg(cfg, "DATALOADER.NUM_WORKERS", 0) if num_workers is None else num_workers

@@ -96,16 +96,16 @@ def _config_args(cfg: Any, is_train: bool) -> dict[str, Any]:
     if bool(cfg_get(model, "KEYPOINT_ON", False)):
         raise ValueError("DatasetMapper: MODEL.KEYPOINT_ON=True needs keypoint annotations and a keypoint "
                          "head, which kiln does not have; set MODEL.KEYPOINT_ON False.")
+    topk = None
     if bool(cfg_get(model, "LOAD_PROPOSALS", False)):
-        raise ValueError("DatasetMapper: MODEL.LOAD_PROPOSALS=True (precomputed proposals) is not read by "
-                         "the Detectron2-style mapper yet; train this config with `kiln train config.yaml`, "
-                         "whose translated pipeline loads the proposal files (LoadProposals).")
+        topk = int(cfg_get(cfg, "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN" if is_train
+                           else "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST"))
     mask_on = bool(cfg_get(model, "MASK_ON", False))
     crop = cfg_get(cfg.INPUT, "CROP")
     crop_on = bool(is_train and crop is not None and cfg_get(crop, "ENABLED", False))
     return dict(augmentations=build_augmentation(cfg, is_train),
                 image_format=cfg_get(cfg.INPUT, "FORMAT", "BGR"), use_instance_mask=mask_on,
-                recompute_boxes=mask_on and crop_on)
+                recompute_boxes=mask_on and crop_on, proposal_topk=topk)
 
 
 class DatasetMapper:
@@ -127,11 +127,17 @@ class DatasetMapper:
         recompute_boxes: after augmentation, set boxes to the masks' bounds (needs masks), which is
             tighter than moving the box after crops/rotations.
         min_box_size: boxes with a side (after clipping) at most this are dropped.
+        proposal_topk: with precomputed proposals in the dataset dicts (``proposal_boxes``, from
+            ``get_detection_dataset_dicts(proposal_files=...)``; ``MODEL.LOAD_PROPOSALS``), move them with
+            the image, clip them, drop empty ones and keep the best ``proposal_topk`` as
+            ``dataset_dict['proposals']`` (``proposal_boxes``, ``objectness_logits``), in training and
+            inference, as Detectron2's mapper does.
     """
 
     def __init__(self, augmentations: Sequence[Augmentation | Transform] | Any,
                  image_format: str | bool = "BGR", is_train: bool = True, *, use_instance_mask: bool = False,
-                 recompute_boxes: bool = False, min_box_size: float = 0.0) -> None:
+                 recompute_boxes: bool = False, min_box_size: float = 0.0,
+                 proposal_topk: int | None = None) -> None:
         if _is_config(augmentations):
             if isinstance(image_format, bool):  # DatasetMapper(cfg, is_train)
                 is_train = image_format
@@ -142,6 +148,7 @@ class DatasetMapper:
             args = _config_args(augmentations, is_train)
             augmentations, image_format = args["augmentations"], args["image_format"]
             use_instance_mask, recompute_boxes = args["use_instance_mask"], args["recompute_boxes"]
+            proposal_topk = args["proposal_topk"]
         if image_format not in _FORMATS:
             raise ValueError(f"DatasetMapper image_format must be one of {_FORMATS}, got {image_format!r}")
         if recompute_boxes and not use_instance_mask:
@@ -150,6 +157,7 @@ class DatasetMapper:
         self.image_format, self.is_train = str(image_format), is_train
         self.use_instance_mask, self.recompute_boxes = use_instance_mask, recompute_boxes
         self.min_box_size = min_box_size
+        self.proposal_topk = proposal_topk
         logger.info("DatasetMapper augmentations in %s: %s", "training" if is_train else "inference",
                     self.augmentations.augs)
 
@@ -183,6 +191,8 @@ class DatasetMapper:
         d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
         if aug_input.sem_seg is not None:
             d["sem_seg"] = torch.as_tensor(aug_input.sem_seg.astype(np.int64))
+        if self.proposal_topk is not None:
+            d["proposals"] = self._proposals(d, transforms, (h, w))
         annos = d.pop("annotations", None)
         if not self.is_train or annos is None:
             return d
@@ -218,6 +228,32 @@ class DatasetMapper:
             # Polygons were moved exactly; rasterize them at the output size.
             return _annotation_mask([p.tolist() for p in segm], *size)
         return transforms.apply_segmentation(_annotation_mask(segm, *orig_size))
+
+    def _proposals(self, d: dict, transforms: Transform, image_size: tuple[int, int]) -> Any:
+        import torch
+
+        from kiln.structures import Boxes, Instances
+
+        if "proposal_boxes" not in d:
+            raise KeyError(f"DatasetMapper(proposal_topk=...): '{d.get('file_name')}' has no proposal_boxes; "
+                           "load the dataset with get_detection_dataset_dicts(names, proposal_files=...) "
+                           "(DATASETS.PROPOSAL_FILES_TRAIN/TEST with MODEL.LOAD_PROPOSALS).")
+        boxes = np.asarray(d.pop("proposal_boxes"), dtype=np.float32).reshape(-1, 4)
+        logits = np.asarray(d.pop("proposal_objectness_logits"), dtype=np.float32).reshape(-1)
+        mode = int(d.pop("proposal_bbox_mode", 0))
+        if mode != 0:
+            raise ValueError(f"proposal_bbox_mode {mode}: dataset dicts carry XYXY_ABS proposals (mode 0)")
+        boxes = transforms.apply_box(boxes) if len(boxes) else boxes
+        h, w = image_size
+        boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w),
+                          boxes[:, 3].clip(0, h)], axis=1) if len(boxes) else boxes.reshape(0, 4)
+        size = self.min_box_size
+        keep = ((boxes[:, 2] - boxes[:, 0]) > size) & ((boxes[:, 3] - boxes[:, 1]) > size)
+        boxes, logits = boxes[keep][: self.proposal_topk], logits[keep][: self.proposal_topk]
+        inst = Instances(image_size)
+        inst.proposal_boxes = Boxes(torch.as_tensor(boxes))
+        inst.objectness_logits = torch.as_tensor(logits)
+        return inst
 
     def __repr__(self) -> str:
         return (f"DatasetMapper(augmentations={self.augmentations.augs!r}, "

@@ -26,6 +26,7 @@ def d2cfg(crop=None, mask_on=False, keypoint_on=False, load_proposals=False):
     crop = crop or dict(ENABLED=False, TYPE="relative_range", SIZE=[0.9, 0.9])
     return CfgNode(dict(
         MODEL=dict(MASK_ON=mask_on, KEYPOINT_ON=keypoint_on, LOAD_PROPOSALS=load_proposals),
+        DATASETS=dict(PRECOMPUTED_PROPOSAL_TOPK_TRAIN=2, PRECOMPUTED_PROPOSAL_TOPK_TEST=3),
         INPUT=dict(MIN_SIZE_TRAIN=(20,), MAX_SIZE_TRAIN=1000, MIN_SIZE_TRAIN_SAMPLING="choice",
                    MIN_SIZE_TEST=40, MAX_SIZE_TEST=1000, RANDOM_FLIP="none", FORMAT="BGR", CROP=crop)))
 
@@ -91,8 +92,6 @@ def test_bad_crop_and_unsupported_keys_are_refused(record):
         RandomCrop("absolute_range", (60, 50))
     with pytest.raises(ValueError, match="KEYPOINT_ON=True"):
         DatasetMapper(d2cfg(keypoint_on=True), True)
-    with pytest.raises(ValueError, match="LOAD_PROPOSALS=True.*kiln train"):
-        DatasetMapper(d2cfg(load_proposals=True), True)
     with pytest.raises(TypeError, match="cfg.INPUT.FORMAT"):
         DatasetMapper(d2cfg(), "RGB")
 
@@ -115,3 +114,30 @@ def test_mmdetection3_pipeline_random_crop_takes_every_crop_type(crop_type, size
                                                          img_fields=["img"], bbox_fields=[], image_id=1,
                                                          filename="/x/1.jpg"))
         assert check(*out["inputs"].shape[1:])
+
+
+def test_precomputed_proposals_move_with_the_image_and_keep_the_top_k(record, tmp_path):
+    # Detectron2's LOAD_PROPOSALS path: a proposal file (its own layout, XYWH boxes, random order) attached
+    # to the dataset dicts by image id, then resized, clipped, emptied boxes dropped, the best k kept.
+    import pickle
+
+    from kiln.data import DatasetCatalog, get_detection_dataset_dicts
+
+    path = tmp_path / "props.pkl"
+    with open(path, "wb") as f:  # XYWH (bbox_mode 1); objectness 0.1, 0.9, 0.5, 0.7 (the last one empty)
+        pickle.dump({"ids": [1], "bbox_mode": 1,
+                     "boxes": [np.array([[0, 0, 10, 10], [40, 20, 20, 10], [70, 30, 20, 20], [5, 5, 0, 4]],
+                                        np.float32)],
+                     "objectness_logits": [np.array([0.1, 0.9, 0.5, 0.7], np.float32)]}, f)
+    DatasetCatalog.register("d2mapper_props", lambda: [record])
+    try:
+        dicts = get_detection_dataset_dicts(["d2mapper_props"], proposal_files=[str(path)])
+    finally:
+        DatasetCatalog.remove("d2mapper_props")
+    train = DatasetMapper(d2cfg(load_proposals=True), True)  # resize 40x80 -> 20x40, top 2
+    props = train(dicts[0])["proposals"]
+    assert props.image_size == (20, 40)
+    assert props.objectness_logits.tolist() == pytest.approx([0.9, 0.5], abs=1e-5)
+    assert props.proposal_boxes.tensor.tolist() == [[20.0, 10.0, 30.0, 15.0], [35.0, 15.0, 40.0, 20.0]]
+    test = DatasetMapper(d2cfg(load_proposals=True), False)  # no resize (shortest edge 40), top 3
+    assert len(test(dicts[0])["proposals"]) == 3 and "instances" not in test(dicts[0])

@@ -154,8 +154,10 @@ def test_get_detection_dataset_dicts_takes_detectron2_arguments(catalog_name):
         assert len(get_detection_dataset_dicts(names, check_consistency=False)) == 13
         with pytest.raises(ValueError, match="min_keypoints=1: kiln has no keypoint"):
             get_detection_dataset_dicts(names, min_keypoints=1)
-        with pytest.raises(ValueError, match="proposal_files .* `kiln train"):
-            get_detection_dataset_dicts(names, proposal_files=["p.pkl", "q.pkl"])
+        with pytest.raises(ValueError, match="1 proposal files for 2 datasets"):
+            get_detection_dataset_dicts(names, proposal_files=["p.pkl"])
+        with pytest.raises(FileNotFoundError, match="p.pkl"):
+            get_detection_dataset_dicts(names, check_consistency=False, proposal_files=["p.pkl", "q.pkl"])
     finally:
         DatasetCatalog.remove("test_builtin_other")
         MetadataCatalog.remove("test_builtin_other")
