@@ -26,6 +26,11 @@ def add_override_args(parser: argparse.ArgumentParser, opts: bool = True) -> Non
         "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
         help="override config keys, e.g. model.backbone.depth=18 data.samples_per_gpu=2 "
              "(a leading + creates a new key: +foo=1)")
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import MODULE (a module name importable from the current directory, or a .py file) before "
+             "the config is read, e.g. to register your own datasets (register_coco_instances / "
+             "register_pascal_voc) under the names a Detectron2 yaml uses; repeatable")
     if opts:
         parser.add_argument(
             "--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
@@ -48,6 +53,33 @@ def user_errors(what: str) -> Iterator[None]:
             raise
         msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise CLIError(f"{what}: {type(exc).__name__}: {msg}") from exc
+
+
+def import_plugins(modules: Sequence[str]) -> None:
+    """Import each of ``modules`` (``--import``): a module name (the current directory is searched first)
+    or a path to a ``.py`` file. Their top-level code runs (registrations)."""
+    import importlib
+    import importlib.util
+    import sys
+
+    for name in modules:
+        try:
+            if name.endswith(".py"):
+                if not os.path.isfile(name):
+                    raise FileNotFoundError(f"no such file: {name}")
+                mod_name = os.path.splitext(os.path.basename(name))[0]
+                spec = importlib.util.spec_from_file_location(mod_name, name)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                spec.loader.exec_module(module)
+            else:
+                if os.getcwd() not in sys.path:
+                    sys.path.insert(0, os.getcwd())
+                importlib.import_module(name)
+        except Exception as exc:
+            if os.environ.get("KILN_DEBUG"):
+                raise
+            raise CLIError(f"--import {name}: {type(exc).__name__}: {exc}") from exc
 
 
 def is_d2_yaml(path: str) -> bool:

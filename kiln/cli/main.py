@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     prog = f"kiln {args.command}"
     try:
+        if getattr(args, "imports", None):
+            from .common import import_plugins
+
+            import_plugins(args.imports)
         return int(args._run(args) or 0)
     except CLIError as exc:
         if os.environ.get("KILN_DEBUG"):
