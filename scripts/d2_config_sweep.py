@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import os.path as osp
+import shutil
 import sys
 import tempfile
 import time
@@ -156,8 +157,11 @@ def main() -> int:
                       f"{str(e).splitlines()[0][:150]}")
                 if os.environ.get("KILN_DEBUG"):
                     traceback.print_exc()
+            finally:
+                shutil.rmtree(out, ignore_errors=True)  # checkpoints of R101 runs are ~0.5 GB each
     print(f"\n{len(files)} files: {ok} runs train+evaluate, {failed} runs failed, "
           f"{refused} files refused by name")
+    shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failed else 0
 
 
