@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["read_checkpoint"]
+__all__ = ["read_checkpoint", "CheckpointReadError"]
+
+
+class CheckpointReadError(ValueError):
+    """The file is not a readable checkpoint: truncated, empty, or something else entirely."""
 
 _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of a pre-1.6 torch.save file
 
@@ -49,6 +53,16 @@ def _data_pickle(path: str, allow_pickle: bool) -> Any:
             return pickle.load(f, encoding="latin1")
 
 
+def _unreadable(path: str, e: BaseException) -> CheckpointReadError:
+    size = os.path.getsize(path)
+    reason = " ".join(str(e).split())[:200] or type(e).__name__
+    what = "is empty" if size == 0 else f"({size} bytes) cannot be read: {type(e).__name__}: {reason}"
+    return CheckpointReadError(
+        f"Checkpoint '{path}' {what}. It is truncated or not a checkpoint (an interrupted save or download?); "
+        "save or download it again, or pick another file (kiln train --resume lists the checkpoints of a "
+        "work_dir).")
+
+
 def _as_tensor(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value))
@@ -71,12 +85,23 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> d
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
-    if zipfile.is_zipfile(path):
-        data = _torch_load(path, allow_pickle)
-    else:
-        data = _data_pickle(path, allow_pickle)
-        if isinstance(data, int) and data == _TORCH_LEGACY_MAGIC:
+    try:
+        if zipfile.is_zipfile(path):
             data = _torch_load(path, allow_pickle)
+        else:
+            data = _data_pickle(path, allow_pickle)
+            if isinstance(data, int) and data == _TORCH_LEGACY_MAGIC:
+                data = _torch_load(path, allow_pickle)
+    except pickle.UnpicklingError as e:
+        from kiln.fileio.safe_pickle import UnsafePickleError
+
+        if isinstance(e, UnsafePickleError) or "contains python objects" in str(e):
+            raise  # objects refused (data-only / weights_only): that message says what to do
+        raise _unreadable(path, e) from e
+    except (EOFError, RuntimeError, ValueError, IndexError, zipfile.BadZipFile, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise _unreadable(path, e) from e
     if not isinstance(data, Mapping):
         raise TypeError(f"Checkpoint '{path}' holds a {type(data).__name__}; expected a dict of state.")
     data = dict(data)

@@ -88,8 +88,17 @@ def is_d2_yaml(path: str) -> bool:
         return False
     from kiln.fileio.yaml_io import yaml_load
 
-    with open(path) as f:
-        data = yaml_load(f)  # kiln's safe loader: Detectron2's !!python/object/apply:eval included
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml_load(f)  # kiln's safe loader: Detectron2's !!python/object/apply:eval included
+    except FileNotFoundError:
+        return False  # (the loader says it properly, naming the file)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        if os.environ.get("KILN_DEBUG"):
+            raise
+        raise CLIError(f"cannot read config '{path}': invalid YAML: {' '.join(str(e).split())}") from e
     if not isinstance(data, dict) or not data:
         return False
     keys = [k for k in data if isinstance(k, str)]
