@@ -86,9 +86,9 @@ def is_d2_yaml(path: str) -> bool:
     """True for a Detectron2-style yaml: top-level keys are UPPER_CASE (MODEL, SOLVER, _BASE_, ...)."""
     if not path.endswith((".yaml", ".yml")):
         return False
-    from kiln.fileio.yaml_io import yaml_load
-
     import yaml
+
+    from kiln.fileio.yaml_io import yaml_load
 
     try:
         with open(path, encoding="utf-8") as f:
