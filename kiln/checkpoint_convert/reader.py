@@ -59,8 +59,8 @@ def _unreadable(path: str, e: BaseException) -> CheckpointReadError:
     what = "is empty" if size == 0 else f"({size} bytes) cannot be read: {type(e).__name__}: {reason}"
     return CheckpointReadError(
         f"Checkpoint '{path}' {what}. It is truncated or not a checkpoint (an interrupted save or "
-        "download?); save or download it again, or pick another file (kiln train --resume lists the checkpoints of a "
-        "work_dir).")
+        "download?); save or download it again, or pick another file (kiln train --resume lists the "
+        "checkpoints of a work_dir).")
 
 
 def _as_tensor(value: Any) -> Any:
