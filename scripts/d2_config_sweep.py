@@ -143,10 +143,12 @@ def main() -> int:
                 m = _metrics(out)
                 if returned:  # DefaultTrainer.train()'s results
                     m["eval"] = _flat(returned)
-                if not m["losses"] or not m["eval"]:
+                figure_keys = [k for k in (m["eval"] or {}) if "bbox/AP" in k or "AR@" in k]
+                if not m["losses"] or not figure_keys:
                     raise RuntimeError(f"no {'losses' if not m['losses'] else 'evaluation'} in metrics.json")
                 final = osp.isfile(osp.join(out, "model_final.pth"))
-                figures = {k: round(v, 2) for k, v in m["eval"].items() if k.startswith(("bbox/AP", "AR@"))}
+                figures = {"/".join(k.split("/")[-2:]) if "bbox/" in k else k.rsplit("/", 1)[-1]:
+                           round(m["eval"][k], 2) for k in figure_keys}
                 took = time.perf_counter() - t0
                 print(f"{rel:<58} {label:<15} ok   {took:5.1f} s  model_final.pth={final} "
                       f"{dict(list(figures.items())[:3])}")

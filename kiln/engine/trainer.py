@@ -568,7 +568,8 @@ class DefaultTrainer(SimpleTrainer):
         """The evaluator the dataset's ``evaluator_type`` metadata names (what Detectron2's
         ``tools/train_net.py`` and DeFRCN's ``main.py`` write in their subclass): ``'coco'`` ->
         :class:`~kiln.evaluation.COCOEvaluator` writing ``coco_instances_results.json`` to
-        ``output_folder`` (default ``OUTPUT_DIR/inference``), ``'pascal_voc'`` ->
+        ``output_folder`` (default ``OUTPUT_DIR/inference``; proposal recall ``AR@100``... for an RPN-only
+        ``ProposalNetwork``), ``'pascal_voc'`` ->
         ``PascalVOCDetectionEvaluator(dataset_name)``. Override it for anything else.
         """
         from kiln.data import MetadataCatalog
@@ -582,6 +583,10 @@ class DefaultTrainer(SimpleTrainer):
             if not meta.get("json_file"):
                 raise ValueError(f"build_evaluator: dataset '{dataset_name}' has evaluator_type 'coco' but "
                                  f"no json_file in its metadata to take the ground truth from.")
+            if cfg_get(cfg, "MODEL.META_ARCHITECTURE", "") == "ProposalNetwork":
+                # an RPN-only model's outputs are proposals: recall, as Detectron2's COCOEvaluator reports
+                return EVALUATORS.build(dict(type="CocoMetric", ann_file=meta.json_file,
+                                             metric="proposal_fast"))
             return EVALUATORS.build(dict(type="COCOEvaluator", ann_file=meta.json_file,
                                          output_dir=output_folder))
         if kind == "pascal_voc":

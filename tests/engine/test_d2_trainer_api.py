@@ -254,3 +254,11 @@ def test_with_eval_period_0_the_test_sets_are_evaluated_once_after_the_last_iter
     assert cfg.TEST.EVAL_PERIOD == 0 and cfg.DATASETS.TEST
     results = trainer.runner.last_metrics.get("val")
     assert results and "d2api_val/bbox/AP" in results, results
+
+
+def test_an_rpn_only_model_is_evaluated_by_proposal_recall(yaml_path, tmp_path):
+    cfg = _cfg(yaml_path, tmp_path, "MODEL.META_ARCHITECTURE", "ProposalNetwork")
+    evaluator = DefaultTrainer.build_evaluator(cfg, "d2api_val")
+    assert type(evaluator).__name__ == "CocoMetric" and "proposal_fast" in str(evaluator.metrics)
+    box = DefaultTrainer.build_evaluator(_cfg(yaml_path, tmp_path), "d2api_val")
+    assert type(box).__name__ == "COCOEvaluator"
