@@ -19,6 +19,14 @@ __all__ = ["rename_on_load", "rename_legacy_keys", "renumber"]
 Renamer = Callable[[list[str]], dict[str, str]]
 
 
+def _rename(state_dict: dict, prefix: str, renamer: Renamer) -> None:
+    """Apply ``renamer`` (see :func:`rename_on_load`) to the keys under ``prefix``, in place."""
+    local = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+    for old, new in renamer(local).items():
+        if prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
 def rename_on_load(module: nn.Module, renamer: Renamer) -> None:
     """Register a pre-hook renaming old keys of ``module`` before its parameters load.
 
@@ -28,10 +36,7 @@ def rename_on_load(module: nn.Module, renamer: Renamer) -> None:
     """
 
     def hook(mod, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        local = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
-        for old, new in renamer(local).items():
-            if prefix + new not in state_dict:
-                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        _rename(state_dict, prefix, renamer)
 
     module.register_load_state_dict_pre_hook(hook)
     module.__dict__.setdefault("_kiln_legacy_renamers", []).append(renamer)
@@ -47,10 +52,7 @@ def rename_legacy_keys(model: nn.Module, state_dict: dict) -> dict:
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         for renamer in module.__dict__.get("_kiln_legacy_renamers", ()):
-            local = [k[len(prefix):] for k in out if k.startswith(prefix)]
-            for old, new in renamer(local).items():
-                if prefix + new not in out:
-                    out[prefix + new] = out.pop(prefix + old)
+            _rename(out, prefix, renamer)
     return out
 
 
