@@ -1,20 +1,24 @@
 """``kiln`` entry point: builds the argparse tree and dispatches to the subcommand modules.
 
-Exit codes: 0 success, 1 a failure while running (with traceback), 2 bad arguments or a bad
-config (one message on stderr, no traceback; set ``KILN_DEBUG=1`` to see the traceback anyway).
+Exit codes: 0 success, 1 a failure while running, 2 bad arguments or a bad config. Either way the
+user sees one message on stderr naming what failed; ``--debug`` (or ``KILN_DEBUG=1``) lets the
+original exception and its traceback through instead. A failure while training also writes its
+traceback into the run's log file, so the message can stay short without losing anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from kiln import __version__
 
-from .errors import EXIT_USAGE, CLIError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, CLIError
 
 __all__ = ["build_parser", "main"]
 
@@ -43,17 +47,71 @@ def build_parser() -> argparse.ArgumentParser:
                     "Run `kiln COMMAND -h` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"kiln {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module in _COMMANDS.items():
         mod = importlib.import_module(f"kiln.cli.{module}")
         p = mod.add_parser(sub, name)
+        # (SUPPRESS: `kiln --debug train ...` is not reset to False by the subcommand's default)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
         p.set_defaults(_run=mod.run)
     return parser
 
 
+_DEBUG_HELP = ("show the full traceback of any error instead of one message (same as KILN_DEBUG=1; "
+               "inherited by worker processes)")
+
+
 def _print_error(prog: str, message: str) -> None:
     print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line in function`` of the frame that raised ``exc`` (the innermost one)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
+
+
+def _log_files_of_run() -> list[str]:
+    """Files the ``kiln`` logger writes to (the run's log.txt once a run has started)."""
+    return [h.baseFilename for h in logging.getLogger("kiln").handlers if isinstance(h, logging.FileHandler)]
+
+
+def _report_failure(prog: str, exc: Exception) -> None:
+    """One message for a failure while running; the traceback goes to the run's log file (if any)."""
+    logs = _log_files_of_run()
+    for handler in logging.getLogger("kiln").handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = logging.LogRecord("kiln", logging.ERROR, __file__, 0, "%s failed", (prog,),
+                                       (type(exc), exc, exc.__traceback__))
+            handler.handle(record)
+    kept = f" The traceback is in {logs[0]}." if logs else ""
+    known = _known_failure(exc)
+    if known is not None:  # a failure kiln explains itself (disk full, ...): its message is the report
+        _print_error(prog, f"{known}\n  ({kept.strip() or 'Run again with --debug for the traceback.'})")
+        return
+    where = _where(exc)
+    detail = f" at {where}" if where else ""
+    _print_error(prog, f"{type(exc).__name__}: {exc}\n  (raised{detail}.{kept} Run again with --debug, "
+                       f"or KILN_DEBUG=1, to see the full traceback.)")
+
+
+def _known_failure(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain whose message already says what failed and what to do (e.g. a
+    checkpoint that could not be written, wrapped by the hook that saved it)."""
+    from kiln.engine.checkpoint import CheckpointWriteError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, CheckpointWriteError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _is_number(text: str) -> bool:
@@ -95,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage + the message
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     prog = f"kiln {args.command}"
+    if getattr(args, "debug", False):
+        os.environ["KILN_DEBUG"] = "1"  # (read where errors are turned into messages, also in workers)
     try:
         if getattr(args, "imports", None):
             from .common import import_plugins
@@ -113,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # e.g. `kiln config print x | head`
         return 0
+    except Exception as exc:  # a failure while running: one message, the traceback in the log file
+        if os.environ.get("KILN_DEBUG"):
+            raise
+        _report_failure(prog, exc)
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

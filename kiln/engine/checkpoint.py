@@ -38,6 +38,7 @@ __all__ = [
     "set_rng_states",
     "collect_rng_states_all_ranks",
     "to_weights_only_safe",
+    "CheckpointWriteError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,8 +110,60 @@ def _current_umask() -> int:
     return mask
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint (or its pointer) could not be written: disk full, quota, permissions, a read-only or
+    vanished directory. The message names the file, the OS error and the free space left; the previous
+    checkpoint and ``last_checkpoint`` are untouched (writes go to a temp file renamed into place)."""
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: torch.save reports a failed ``write()`` of the file object as a
+    RuntimeError ("enforce fail at inline_container.cc") whose context is the real OSError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_error(path: str, exc: BaseException) -> CheckpointWriteError:
+    import shutil
+
+    os_error = _os_error_in(exc)
+    reason = (f"[Errno {os_error.errno}] {os_error.strerror or os_error}" if os_error is not None
+              else f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        free = f"{shutil.disk_usage(directory).free / 2**20:.1f} MiB free in {directory}"
+    except OSError:
+        free = f"{directory} cannot be inspected"
+    err = CheckpointWriteError(
+        f"cannot write checkpoint '{path}': {reason} ({free}). The previous checkpoint and "
+        f"'{LAST_CHECKPOINT_FILE}' are unchanged. Free space there (or keep fewer checkpoints: "
+        f"default_hooks.checkpoint.max_keep_ckpts / checkpoint_config.max_keep_ckpts), or choose another "
+        f"--work-dir, then resume with --resume.")
+    err.path, err.os_error = path, os_error  # (not errno/filename: OSError.__str__ would reformat)
+    return err
+
+
 def _atomic_write(path: str, write: Any) -> None:
-    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(fileobj)`` on a temp file next to ``path``, fsync it, then rename it over ``path``.
+
+    A failed write (e.g. a full disk) removes the temp file and raises :class:`CheckpointWriteError`."""
+    try:
+        _atomic_write_unchecked(path, write)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        if isinstance(exc, CheckpointWriteError) or _os_error_in(exc) is None \
+                and "inline_container" not in str(exc):
+            raise
+        raise _write_error(path, exc) from exc
+
+
+def _atomic_write_unchecked(path: str, write: Any) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
