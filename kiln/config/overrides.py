@@ -10,8 +10,10 @@ Value grammar (:func:`parse_value`), MMEngine's ``DictAction`` values: ints, flo
 ``inf``), ``true/false`` (any case), ``None``, ``[...]`` lists and ``(...)`` tuples (nested),
 and bare ``a,b`` which is a list. Anything else is a plain string (``none`` too: MMDetection
 has ``reduction='none'``). kiln's additions, which MMEngine would read as other strings:
-``null`` is ``None``, a quoted value is a string as written (``'a, b'`` keeps its comma), and
-``{...}`` is a dict literal.
+``null`` is ``None``, a quoted value is a string as written (``'a, b'`` keeps its comma),
+``{...}`` is a dict literal, and ``dict(k=v, ...)`` is a dict whose values follow this same grammar
+(read from its syntax tree: nothing is called), so ``log_config.hooks=[dict(type='TextLoggerHook')]``
+means what it says in a config file.
 """
 
 from __future__ import annotations
@@ -90,6 +92,32 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
+def _dict_call(text: str) -> dict[str, Any]:
+    """``dict(a=1, b=dict(c='x'), d=[1, 2])`` -> a dict, from the syntax tree (never evaluated)."""
+    try:
+        node = ast.parse(text, mode="eval").body
+    except SyntaxError as exc:
+        raise ConfigError(f"Cannot parse override value {text!r}: {exc.msg}.") from None
+
+    def convert(n: ast.AST) -> Any:
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "dict":
+            if n.args or any(k.arg is None for k in n.keywords):
+                raise ConfigError(f"Override value {text!r}: only dict(key=value, ...) is understood.")
+            return {k.arg: convert(k.value) for k in n.keywords}
+        if isinstance(n, (ast.List, ast.Tuple)):
+            items = [convert(e) for e in n.elts]
+            return items if isinstance(n, ast.List) else tuple(items)
+        if isinstance(n, ast.Name) and n.id in ("true", "false", "null"):
+            return {"true": True, "false": False, "null": None}[n.id]
+        try:
+            return ast.literal_eval(n)
+        except ValueError:
+            raise ConfigError(f"Override value {text!r}: {ast.unparse(n)!r} is not a literal (numbers, "
+                              f"quoted strings, None/True/False, lists, tuples, dict(...)).") from None
+
+    return convert(node)
+
+
 def parse_value(text: str) -> Any:
     """Parse one override value literally (see the module docstring for the grammar).
 
@@ -117,6 +145,8 @@ def parse_value(text: str) -> Any:
                 f"with quoted string keys, e.g. {{'a': 1}}."
             ) from None
         return value
+    if text.startswith("dict(") and _matching_close(text[4:]):
+        return _dict_call(text)
     parts = _split_top_level(text)
     if len(parts) > 1:
         return [parse_value(p) for p in parts if p.strip()]
@@ -141,7 +171,10 @@ def parse_cfg_options(options: Sequence[str] | None) -> dict[str, Any]:
         key = key.strip()
         if not key or key == NEW_KEY_PREFIX:
             raise ConfigError(f"Override {item!r} has an empty key.")
-        out[key] = parse_value(raw)
+        try:
+            out[key] = parse_value(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"--cfg-options {key}: {exc}") from None
     return out
 
 

@@ -152,12 +152,42 @@ def build_optimizer(model: nn.Module, cfg: Mapping) -> torch.optim.Optimizer:
         raise KeyError(f"optimizer config {cfg} has no 'type'; add e.g. type='SGD'.")
     if "lr" not in cfg:
         raise KeyError(f"optimizer config {cfg} has no 'lr'; add the base learning rate, e.g. lr=0.01.")
+    _check_hyperparameters(cfg)
     if paramwise_cfg:
         params: Any = get_param_groups(model, cfg["lr"], cfg.get("weight_decay", 0.0), paramwise_cfg)
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     # A tuple, because build_from_cfg deep-copies list values (that would copy the parameters).
     return OPTIMIZERS.build(cfg, default_args={"params": tuple(params)}, cfg_path="optimizer")
+
+
+def _check_hyperparameters(cfg: Mapping) -> None:
+    """Refuse a hyperparameter whose type differs from the optimizer's default (``lr='abc'``,
+    ``momentum='0.9'``), naming it, before torch fails with ``'<=' not supported ...``."""
+    import inspect
+    import numbers
+
+    cls = OPTIMIZERS.get(cfg["type"]) if isinstance(cfg["type"], str) else cfg["type"]
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()}
+    except (TypeError, ValueError):
+        return
+    defaults["lr"] = 0.0  # (some optimizers' lr default is a required positional or a Tensor)
+
+    def numeric(v: object) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    for key, value in cfg.items():
+        default = defaults.get(key, inspect.Parameter.empty)
+        if isinstance(default, bool) or key == "type":
+            continue
+        if numeric(default) and not numeric(value):
+            raise ValueError(f"optimizer {cfg['type']}: {key} must be a number, got {value!r} "
+                             f"({type(value).__name__}){'; e.g. lr=0.01' if key == 'lr' else ''}.")
+        if isinstance(default, tuple) and all(numeric(d) for d in default) and not (
+                isinstance(value, (tuple, list)) and len(value) == len(default) and all(map(numeric, value))):
+            raise ValueError(f"optimizer {cfg['type']}: {key} must be {len(default)} numbers such as "
+                             f"{default}, got {value!r}.")
 
 
 @OPTIM_WRAPPERS.register_module()

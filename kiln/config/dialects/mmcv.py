@@ -41,6 +41,7 @@ from typing import Any
 
 from .canonical import CANONICAL_KEYS, is_eval_loop_cfg, is_loop_cfg, suggest
 from .mmcv_schedules import lr_config_to_param_scheduler
+from .values import as_int, as_mapping, as_mapping_list
 
 __all__ = [
     "MMCV_KEYS",
@@ -122,20 +123,25 @@ def _loaders(cfg: Mapping[str, Any]) -> dict[str, Any]:
     data = cfg.get("data")
     if data is None:
         return {}
+    data = as_mapping(data, "data", "dict(samples_per_gpu=2, workers_per_gpu=2, train=..., val=...)")
     allowed = ("samples_per_gpu", "imgs_per_gpu", "workers_per_gpu", "train", "val", "test",
                "train_dataloader", "val_dataloader", "test_dataloader", "persistent_workers")
     _check_keys(data, allowed, "data")
     if data.get("persistent_workers"):
         raise ValueError("data.persistent_workers=True: kiln's loaders start their workers per epoch; "
                          "drop the key.")
-    per_gpu = data.get("samples_per_gpu", data.get("imgs_per_gpu", 2))
-    workers = data.get("workers_per_gpu", 2)
+    per_gpu_key = "data.samples_per_gpu" if "samples_per_gpu" in data else "data.imgs_per_gpu"
+    per_gpu = as_int(data.get("samples_per_gpu", data.get("imgs_per_gpu", 2)), per_gpu_key, 1)
+    workers = as_int(data.get("workers_per_gpu", 2), "data.workers_per_gpu", 0)
     out: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         ds = data.get(split)
         # MMDetection 2.2x: data.train_dataloader=dict(samples_per_gpu=..., workers_per_gpu=...)
-        over = dict(data.get(f"{split}_dataloader") or {})
+        over = dict(as_mapping(data.get(f"{split}_dataloader") or {}, f"data.{split}_dataloader"))
         _check_keys(over, ("samples_per_gpu", "workers_per_gpu"), f"data.{split}_dataloader")
+        for key, least in (("samples_per_gpu", 1), ("workers_per_gpu", 0)):
+            if key in over:
+                over[key] = as_int(over[key], f"data.{split}_dataloader.{key}", least)
         if ds is None:
             continue
         _conflict(cfg, "data", f"{split}_dataloader",
@@ -144,6 +150,7 @@ def _loaders(cfg: Mapping[str, Any]) -> dict[str, Any]:
         bs = per_gpu
         if split != "train":
             bs = ds.pop("samples_per_gpu", 1) if isinstance(ds, dict) else 1
+            bs = as_int(bs, f"data.{split}.samples_per_gpu", 1)
         bs = over.get("samples_per_gpu", bs)
         out[f"{split}_dataloader"] = dict(
             batch_size=bs, num_workers=over.get("workers_per_gpu", workers), dataset=ds
@@ -161,34 +168,64 @@ def _train_loop(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
             "The config gives the training length twice: total_epochs/runner (MMCV 1.x) and a loop "
             "train_cfg (MMEngine); keep one."
         )
+    if total_epochs is not None:
+        total_epochs = as_int(total_epochs, "total_epochs", 1)
     if runner is not None:
+        runner = as_mapping(runner, "runner", "dict(type='EpochBasedRunner', max_epochs=12)")
         _check_keys(runner, ("type", "max_epochs", "max_iters"), "runner")
-        kind = str(runner.get("type", "EpochBasedRunner"))
+        kind = _runner_kind(runner, total_epochs)
         if "Iter" in kind:
             if "max_iters" not in runner:
                 raise KeyError(f"runner=dict(type='{kind}') needs max_iters=...")
-            return dict(type="IterBasedTrainLoop", max_iters=int(runner["max_iters"]))
+            if "max_epochs" in runner or total_epochs is not None:
+                raise ValueError(f"runner=dict(type='{kind}') trains by iterations (runner.max_iters); "
+                                 f"drop {'runner.max_epochs' if 'max_epochs' in runner else 'total_epochs'}.")
+            iters = as_int(runner["max_iters"], "runner.max_iters", 1)
+            return dict(type="IterBasedTrainLoop", max_iters=iters)
         epochs = runner.get("max_epochs", total_epochs)
         if epochs is None:
             raise KeyError(f"runner=dict(type='{kind}') needs max_epochs=... (or total_epochs=...).")
-        if total_epochs is not None and int(total_epochs) != int(epochs):
+        epochs = as_int(epochs, "runner.max_epochs" if "max_epochs" in runner else "total_epochs", 1)
+        if total_epochs is not None and total_epochs != epochs:
             raise ValueError(
                 f"total_epochs={total_epochs} and runner.max_epochs={epochs} disagree; keep one of them."
             )
-        return dict(type="EpochBasedTrainLoop", max_epochs=int(epochs))
-    return dict(type="EpochBasedTrainLoop", max_epochs=int(total_epochs))
+        return dict(type="EpochBasedTrainLoop", max_epochs=epochs)
+    return dict(type="EpochBasedTrainLoop", max_epochs=total_epochs)
+
+
+def _runner_kind(runner: Mapping[str, Any], total_epochs: int | None) -> str:
+    """The runner type, given or implied: ``runner.max_iters`` without a type means iteration-based
+    (MMCV would ignore it and train by epochs); an epoch-based runner with max_iters is refused."""
+    if "type" in runner:
+        kind = str(runner["type"])
+        if "Iter" not in kind and "max_iters" in runner:
+            raise ValueError(f"runner=dict(type='{kind}', max_iters=...): an epoch-based runner trains for "
+                             f"max_epochs; use type='IterBasedRunner' to train by iterations, or max_epochs.")
+        return kind
+    if "max_iters" in runner and "max_epochs" in runner:
+        raise ValueError("runner gives both max_iters and max_epochs; keep one (type='IterBasedRunner' with "
+                         "max_iters, or type='EpochBasedRunner' with max_epochs).")
+    if "max_iters" in runner:
+        if total_epochs is not None:
+            raise ValueError(f"runner.max_iters={runner['max_iters']!r} with total_epochs={total_epochs}: "
+                             f"the config trains by epochs. To train by iterations write "
+                             f"runner=dict(type='IterBasedRunner', max_iters=N) and drop total_epochs.")
+        return "IterBasedRunner"
+    return "EpochBasedRunner"
 
 
 # ------------------------------------------------------------------------------ optimization
 def _optim_wrapper(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     optimizer = cfg.get("optimizer")
-    oc = dict(cfg.get("optimizer_config") or {})
+    oc = dict(as_mapping(cfg.get("optimizer_config") or {}, "optimizer_config", "dict(grad_clip=None)"))
     fp16 = cfg.get("fp16")
     if optimizer is None:
         if oc or fp16:
             raise KeyError("optimizer_config/fp16 are given but optimizer=dict(type=..., lr=...) is not.")
         return None
     _conflict(cfg, "optimizer", "optim_wrapper")
+    optimizer = as_mapping(optimizer, "optimizer", "dict(type='SGD', lr=0.02, momentum=0.9)")
     _check_keys(oc, ("type", "grad_clip", "cumulative_iters", "detect_anomalous_params", "loss_scale"),
                 "optimizer_config")
     wrapper: dict[str, Any] = {"optimizer": dict(optimizer)}
@@ -235,7 +272,9 @@ def _hooks(cfg: Mapping[str, Any], out: dict[str, Any]) -> None:
         if "checkpoint" in default_hooks:
             raise ValueError("The config gives both checkpoint_config (MMCV 1.x) and "
                              "default_hooks.checkpoint (MMEngine); keep one.")
-        ck = dict(ck)
+        ck = dict(as_mapping(ck, "checkpoint_config", "dict(interval=1)"))
+        if "interval" in ck:
+            ck["interval"] = as_int(ck["interval"], "checkpoint_config.interval")
         ck.pop("type", None)  # MMCV: type='CheckpointHook' is the only kind
         default_hooks["checkpoint"] = dict(type="CheckpointHook", **ck)
     log = cfg.get("log_config")
@@ -243,18 +282,20 @@ def _hooks(cfg: Mapping[str, Any], out: dict[str, Any]) -> None:
         if default_hooks.get("logger") is not None:
             raise ValueError("The config gives both log_config (MMCV 1.x) and default_hooks.logger "
                              "(MMEngine); keep one.")
-        log = dict(log)
+        log = dict(as_mapping(log, "log_config", "dict(interval=50, hooks=[dict(type='TextLoggerHook')])"))
         _check_keys(log, ("interval", "hooks"), "log_config")
-        interval = log.get("interval", 50)
+        interval = as_int(log.get("interval", 50), "log_config.interval", 1)
         default_hooks["logger"] = None  # the log_config hooks below replace the default logger
-        for h in log.get("hooks", [dict(type="TextLoggerHook")]):
+        for h in as_mapping_list(log.get("hooks", [dict(type="TextLoggerHook")]), "log_config.hooks"):
             h = dict(h)
             h.setdefault("interval", interval)
             custom.append(h)
     ev = cfg.get("evaluation")
     if ev is not None:
         _conflict(cfg, "evaluation", "val_evaluator")
-        ev = dict(ev)
+        ev = dict(as_mapping(ev, "evaluation", "dict(interval=1, metric='bbox')"))
+        if "interval" in ev:
+            ev["interval"] = as_int(ev["interval"], "evaluation.interval", 1)
         bad = [k for k in _EVAL_UNSUPPORTED if k in ev]
         if bad:
             raise ValueError(f"evaluation: {bad} are not supported by kiln's EvalHook; it takes "
