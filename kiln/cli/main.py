@@ -81,8 +81,9 @@ def _log_files_of_run() -> list[str]:
     return [h.baseFilename for h in logging.getLogger("kiln").handlers if isinstance(h, logging.FileHandler)]
 
 
-def _report_failure(prog: str, exc: Exception) -> None:
-    """One message for a failure while running; the traceback goes to the run's log file (if any)."""
+def _report_failure(prog: str, exc: Exception) -> int:
+    """One message for a failure while running; the traceback goes to the run's log file (if any).
+    Returns the exit status: 2 when the failure is the input's (resuming with a changed model), else 1."""
     logs = _log_files_of_run()
     for handler in logging.getLogger("kiln").handlers:
         if isinstance(handler, logging.FileHandler):
@@ -93,21 +94,28 @@ def _report_failure(prog: str, exc: Exception) -> None:
     known = _known_failure(exc)
     if known is not None:  # a failure kiln explains itself (disk full, ...): its message is the report
         _print_error(prog, f"{known}\n  ({kept.strip() or 'Run again with --debug for the traceback.'})")
-        return
+        return _exit_code(known)
     where = _where(exc)
     detail = f" at {where}" if where else ""
     _print_error(prog, f"{type(exc).__name__}: {exc}\n  (raised{detail}.{kept} Run again with --debug, "
                        f"or KILN_DEBUG=1, to see the full traceback.)")
+    return EXIT_RUNTIME
+
+
+def _exit_code(exc: BaseException) -> int:
+    from kiln.engine.checkpoint import ResumeMismatchError
+
+    return EXIT_USAGE if isinstance(exc, ResumeMismatchError) else EXIT_RUNTIME
 
 
 def _known_failure(exc: BaseException) -> BaseException | None:
     """The exception in ``exc``'s chain whose message already says what failed and what to do (e.g. a
     checkpoint that could not be written, wrapped by the hook that saved it)."""
-    from kiln.engine.checkpoint import CheckpointWriteError
+    from kiln.engine.checkpoint import CheckpointWriteError, ResumeMismatchError
 
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, CheckpointWriteError):
+        if isinstance(exc, (CheckpointWriteError, ResumeMismatchError)):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
@@ -176,8 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a failure while running: one message, the traceback in the log file
         if os.environ.get("KILN_DEBUG"):
             raise
-        _report_failure(prog, exc)
-        return EXIT_RUNTIME
+        return _report_failure(prog, exc)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ __all__ = [
     "collect_rng_states_all_ranks",
     "to_weights_only_safe",
     "CheckpointWriteError",
+    "ResumeMismatchError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,30 @@ class CheckpointWriteError(OSError):
     """A checkpoint (or its pointer) could not be written: disk full, quota, permissions, a read-only or
     vanished directory. The message names the file, the OS error and the free space left; the previous
     checkpoint and ``last_checkpoint`` are untouched (writes go to a temp file renamed into place)."""
+
+
+class ResumeMismatchError(ValueError):
+    """``resume`` from a checkpoint written by a different model: refused at load time, before the
+    optimizer state (shaped for the old parameters) could fail at the first step."""
+
+
+def _resume_mismatch(path: str, report: Any) -> ResumeMismatchError:
+    parts, examples = [], []
+    if report.shape_mismatch:
+        parts.append(f"{len(report.shape_mismatch)} parameters of another shape")
+        key, ck, mo = report.shape_mismatch[0]
+        examples.append(f"{key}: checkpoint {tuple(ck)} vs model {tuple(mo)}")
+    if report.missing:
+        parts.append(f"{len(report.missing)} model parameters absent from the checkpoint")
+        examples.append(f"missing {report.missing[0]}")
+    if report.unexpected:
+        parts.append(f"{len(report.unexpected)} checkpoint entries the model does not have")
+        examples.append(f"unexpected {report.unexpected[0]}")
+    return ResumeMismatchError(
+        f"cannot resume from '{path}': it was written by a different model ({', '.join(parts)}; e.g. "
+        f"{'; '.join(examples)}). Resuming continues the same run: use the config it ran with (saved "
+        f"next to it as config.py / config.yaml), or start a new run from these weights with --load-from "
+        f"{path} (load_from / MODEL.WEIGHTS) and no --resume, which loads what fits and reports the rest.")
 
 
 def _os_error_in(exc: BaseException) -> OSError | None:
@@ -429,10 +454,13 @@ class Checkpointer:
         *,
         allow_pickle: bool | None = None,
         weights_only: bool | None = None,
+        strict_model: bool = False,
     ) -> dict[str, Any]:
         """Load ``path`` into the model and the named checkpointables (default: all of them).
 
-        Shape-mismatched parameters are skipped and reported with missing/unexpected keys in one table.
+        Shape-mismatched parameters are skipped and reported with missing/unexpected keys in one table;
+        with ``strict_model=True`` (resuming) any mismatch is a :class:`ResumeMismatchError` instead and
+        nothing is loaded.
 
         Args:
             path: checkpoint file; empty/``None`` leaves everything as is (training from scratch).
@@ -452,7 +480,8 @@ class Checkpointer:
             allow_pickle = self.allow_pickle
         logger.info("Loading checkpoint from %s", path)
         checkpoint = load_checkpoint_file(path, allow_pickle=allow_pickle)
-        incompatible = self._load_model(checkpoint.pop("model"), source=f"'{path}'")
+        incompatible = self._load_model(checkpoint.pop("model"), source=f"'{path}'",
+                                        strict=path if strict_model else None)
         report = self.last_load_report
         if any(incompatible):
             logger.warning(report.format())
@@ -480,12 +509,16 @@ class Checkpointer:
                 logger.warning("Checkpoint '%s' has no '%s' state; it keeps its current state.", path, key)
         return checkpoint
 
-    def _load_model(self, state_dict: Mapping[str, Any], source: str = "checkpoint") -> IncompatibleKeys:
-        """Load ``state_dict`` (any publisher's layout, converted and matched to this model's names)."""
+    def _load_model(self, state_dict: Mapping[str, Any], source: str = "checkpoint",
+                    strict: str | None = None) -> IncompatibleKeys:
+        """Load ``state_dict`` (any publisher's layout, converted and matched to this model's names);
+        ``strict`` (the checkpoint path) refuses any mismatch before loading anything."""
         from kiln.checkpoint_convert import convert_for_model
 
         aligned, report = convert_for_model(state_dict, self.model.state_dict(), source=source,
                                             model=self.model)
+        if strict and (report.missing or report.unexpected or report.shape_mismatch):
+            raise _resume_mismatch(strict, report)
         self.model.load_state_dict(aligned, strict=False)
         self.last_load_report = report
         return IncompatibleKeys(

@@ -113,7 +113,7 @@ class RunnerCheckpointMixin:
 
     def resume(self, path: str) -> None:
         """Restore model, optimizer, schedules, loader position, hooks, storage and RNGs from ``path``."""
-        extra = self.checkpointer.load(path)
+        extra = self.checkpointer.load(path, strict_model=True)
         meta = extra.get("meta", {})
         self.state.restore(meta.get("epoch", 0), meta.get("iter", 0), meta.get("inner_iter", 0))
         if self.seed is not None and meta.get("seed") is not None and meta["seed"] != self.seed:

@@ -77,3 +77,22 @@ def test_runner_resume_true_refuses_a_dangling_pointer(tmp_path):
         runner.train()
     assert {p.name: p.read_bytes() for p in work.iterdir() if p.suffix == ".pth"} == {
         k: v for k, v in before.items() if k.endswith(".pth")}
+
+
+def test_resume_after_changing_the_model_fails_at_load_time_naming_the_difference(tmp_path, kiln):
+    """Before: the changed model loaded what fit, then the optimizer state (shaped for the old
+    parameters) failed inside the first step. Now: exit 2 at load, the run's files untouched."""
+    work = tmp_path / "w"
+    tiny = ["data.train.num_images=2", "data.train.image_size=64", "data.samples_per_gpu=2",
+            "data.workers_per_gpu=0", "total_epochs=1", "log_config.interval=1"]
+    cfg = "kiln::shapes/retinanet_r18_fpn_shapes.py"
+    first = kiln("train", cfg, "--work-dir", str(work), "--no-validate", "--cfg-options", *tiny)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = {p.name: p.read_bytes() for p in work.glob("*.pth")}
+    again = kiln("train", cfg, "--work-dir", str(work), "--no-validate", "--resume", "--cfg-options",
+                 *tiny, "total_epochs=2", "model.bbox_head.feat_channels=32")
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert f"cannot resume from '{work / 'epoch_1.pth'}'" in again.stderr
+    assert "different model" in again.stderr and "parameters of another shape" in again.stderr
+    assert "bbox_head" in again.stderr and "--load-from" in again.stderr and "Traceback" not in again.stderr
+    assert {p.name: p.read_bytes() for p in work.glob("*.pth")} == before
