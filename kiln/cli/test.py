@@ -34,7 +34,10 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write detections (COCO result json) here")
     p.add_argument("--show-dir", default=None, help="draw detections on the images into this directory")
     p.add_argument("--show-score-thr", type=float, default=0.3)
-    p.add_argument("--work-dir", default=None, help="where test_metrics.json goes (default: cfg.work_dir)")
+    p.add_argument("--work-dir", default=None,
+                   help="where test_metrics.json and test_results/ go (default: the run CHECKPOINT "
+                        "belongs to - the work_dir given, or the one holding the .pth file - else "
+                        "cfg.work_dir)")
     p.add_argument("--split", choices=["test", "val"], default="test", help="which data.<split> to use")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:N (default: the config's device, else cuda when available)")
@@ -158,12 +161,23 @@ def _show_sink(cfg: Any, args: argparse.Namespace) -> Any:
                               visualizer_cfg=cfg.get("visualizer"))
 
 
+def run_dir_of(checkpoint: str) -> str | None:
+    """The training run ``checkpoint`` belongs to: the directory given, or the one holding the file when
+    a run wrote it there (its ``last_checkpoint`` pointer is next to it). Results of testing a run go into
+    that run, not into a directory named after the config."""
+    if os.path.isdir(checkpoint):
+        return checkpoint
+    folder = os.path.dirname(os.path.abspath(checkpoint))
+    return folder if os.path.isfile(os.path.join(folder, "last_checkpoint")) else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln test``."""
+    given = args.checkpoint
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     cfg = load_canonical_config(args.config, args.cfg_options, args.opts)
     device = run_device(args.device, cfg)
-    work_dir = args.work_dir or cfg.get("work_dir") or default_work_dir(args.config)
+    work_dir = args.work_dir or run_dir_of(given) or cfg.get("work_dir") or default_work_dir(args.config)
     os.makedirs(work_dir, exist_ok=True)
     extra = []
     if args.show_dir:

@@ -22,14 +22,14 @@ def trained(tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, env, proc
 
-def _run(*args, env):
+def _run(*args, env, cwd=None):
     import os
     import subprocess
     import sys
 
     full = dict(os.environ, OMP_NUM_THREADS="1", **env)
     return subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True, env=full,
-                          timeout=900)
+                          timeout=900, cwd=cwd)
 
 def test_train_leaves_log_metrics_events_checkpoint_and_config(trained):
     work, _, _ = trained
@@ -55,6 +55,17 @@ def test_test_command_evaluates_checkpoint_and_writes_metrics_and_detections(tra
     assert "bbox/AP" in metrics and metrics["checkpoint"].endswith("epoch_1.pth")
     assert isinstance(json.loads(out.read_text()), list)
     assert len(list((tmp_path / "show").glob("*.png"))) == 2
+
+def test_testing_a_run_dir_writes_the_results_into_that_run(trained, tmp_path):
+    """`kiln test CFG RUN_DIR` with the packaged config (whose work_dir is ./work_dirs/<name>): the results
+    belong to the run evaluated, not to a new directory named after the config."""
+    work, env, _ = trained
+    (work / "test_metrics.json").unlink(missing_ok=True)
+    proc = _run("test", CFG, str(work), "--cfg-options", *TINY, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((work / "test_metrics.json").read_text())["checkpoint"].endswith("epoch_1.pth")
+    assert not (tmp_path / "work_dirs").exists()
+
 
 def test_infer_writes_pngs_and_json_for_given_images(trained, tmp_path):
     work, env, _ = trained
