@@ -122,6 +122,21 @@ def _known_failure(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _one_line_warnings(prog: str) -> None:
+    """kiln's own warnings (about the user's config and data) print as ``kiln CMD: warning: ...``,
+    without the source line Python adds; other libraries' warnings keep Python's format."""
+    import warnings
+
+    default = warnings.formatwarning
+
+    def fmt(message, category, filename, lineno, line=None):  # noqa: ANN001, ANN202 (warnings' API)
+        if category.__module__.startswith("kiln."):
+            return f"{prog}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -161,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage + the message
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     prog = f"kiln {args.command}"
+    _one_line_warnings(prog)
     if getattr(args, "debug", False):
         os.environ["KILN_DEBUG"] = "1"  # (read where errors are turned into messages, also in workers)
     try:
