@@ -17,12 +17,18 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     """Register ``kiln browse-dataset``."""
-    p = sub.add_parser(name, help="write training images (after augmentation) with boxes drawn",
-                       description=__doc__)
-    p.add_argument("config")
-    p.add_argument("--output-dir", required=True)
+    p = sub.add_parser(
+        name, help="write training images (after augmentation) with boxes drawn",
+        description="Write the first --num images of a split as the model would see them (after the "
+                    "config's pipeline: resizing, flips, crops ...) with their ground-truth boxes and class "
+                    "names drawn, one PNG each, to check annotations and augmentation before training.",
+        epilog="example: kiln browse-dataset kiln::shapes/retinanet_r18_fpn_shapes.py --output-dir vis "
+               "--num 5")
+    p.add_argument("config", help="config file (.py/.json/.yaml, a Detectron2 yaml, or kiln::NAME)")
+    p.add_argument("--output-dir", required=True, help="directory the PNG files are written to")
     p.add_argument("--num", type=int, default=10, help="number of images to write")
-    p.add_argument("--split", choices=["train", "val", "test"], default="train")
+    p.add_argument("--split", choices=["train", "val", "test"], default="train",
+                   help="which split's dataset and pipeline to show (default: train)")
     add_override_args(p)
     return p
 

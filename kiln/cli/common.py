@@ -24,8 +24,9 @@ def add_override_args(parser: argparse.ArgumentParser, opts: bool = True) -> Non
     """Add ``--cfg-options k=v ...`` (MM grammar) and ``--opts KEY VALUE ...`` (Detectron2 grammar)."""
     parser.add_argument(
         "--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-        help="override config keys, e.g. model.backbone.depth=18 data.samples_per_gpu=2 "
-             "(a leading + creates a new key: +foo=1)")
+        help="override config keys, e.g. optim_wrapper.optimizer.lr=0.01 (MMDetection 3.x) or "
+             "optimizer.lr=0.01 data.samples_per_gpu=2 (2.x); values are literals: numbers, strings, "
+             "[lists], (tuples), dict(k=v); a leading + creates a new key: +foo=1")
     parser.add_argument(
         "--import", dest="imports", action="append", default=[], metavar="MODULE",
         help="import MODULE (a module name importable from the current directory, or a .py file) before "

@@ -2,7 +2,7 @@
 
 MMDetection's and Detectron2's flags are both accepted::
 
-    kiln train cfg.py --work-dir out --cfg-options model.backbone.depth=18
+    kiln train kiln::shapes/retinanet_r18_fpn_shapes.py --work-dir out --cfg-options total_epochs=2
     kiln train --config-file cfg.yaml --num-gpus 2 SOLVER.BASE_LR 0.01   (or --opts SOLVER.BASE_LR 0.01)
     kiln train --config-file cfg.yaml --eval-all --start-iter 2000 --end-iter 8000
     torchrun --nproc_per_node 2 -m kiln train cfg.py --launcher pytorch

@@ -10,7 +10,7 @@ from torchvision.ops import batched_nms
 
 from kiln.utils.config_access import cfg_get
 
-__all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get", "refuse_init_cfg"]
+__all__ = ["nms_iou_threshold", "merge_detections", "put_scalars", "cfg_get", "refuse_init_cfg", "build_neck"]
 
 
 def nms_iou_threshold(nms_cfg: Any, where: str = "test_cfg.nms") -> float:
@@ -74,3 +74,34 @@ def refuse_init_cfg(init_cfg: Any, owner: str) -> None:
             f"{owner}(init_cfg={init_cfg!r}): kiln initialises {owner} as MMDetection's default init_cfg for "
             f"it does, and does not implement other initialisations; remove init_cfg (pretrained weights: "
             f"backbone init_cfg=dict(type='Pretrained', ...) or load_from=...).")
+
+
+def build_neck(neck: Mapping[str, Any] | None, backbone: torch.nn.Module) -> torch.nn.Module | None:
+    """Build ``model.neck`` and check that its ``in_channels`` are what ``backbone`` outputs.
+
+    Backbone and neck widths depend on each other (``backbone.depth`` 18/34 vs 50+, ``base_channels``,
+    ``out_indices``); a mismatch would otherwise surface as a raw convolution shape error at the first
+    forward pass, naming neither key.
+    """
+    from kiln.registry import MODELS
+
+    if neck is None:
+        return None
+    module = MODELS.build(neck, cfg_path="model.neck")
+    expected = getattr(module, "in_channels", None)
+    shape = getattr(backbone, "output_shape", None)
+    if not isinstance(expected, (list, tuple)) or not callable(shape):
+        return module
+    produced = [spec.channels for spec in shape().values()]
+    if list(expected) != produced:
+        what = type(backbone).__name__
+        depth = getattr(backbone, "depth", None)
+        if depth is not None:
+            what += f", depth={depth}"
+        raise ValueError(
+            f"model.neck.in_channels={list(expected)} does not match what model.backbone ({what}) "
+            f"outputs: {produced} channels. These keys depend on each other: changing backbone.depth "
+            f"(18/34 use basic blocks, 50+ bottlenecks 4x wider), base_channels or out_indices changes the "
+            f"backbone's outputs, so set the neck to match, e.g. --cfg-options model.neck.in_channels="
+            f"[{','.join(map(str, produced))}].")
+    return module

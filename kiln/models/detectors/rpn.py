@@ -11,7 +11,7 @@ import torch
 from kiln.registry import MODELS
 
 from ..backbones.pretrained import pretrained_from_init_cfg
-from ..utils import cfg_get
+from ..utils import build_neck, cfg_get
 from .base import BaseDetector, DetInputs
 from .single_stage import build_backbone_with_pretrained
 from .two_stage import _section
@@ -59,7 +59,7 @@ class RPN(BaseDetector):
         if rpn_head is None:
             raise ValueError("RPN needs rpn_head=dict(type='RPNHead', ...).")
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
-        self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
+        self.neck = build_neck(neck, self.backbone)
         head = dict(rpn_head)
         head.update(
             train_cfg=_section(train_cfg, "rpn", "train_cfg"), test_cfg=_section(test_cfg, "rpn", "test_cfg")

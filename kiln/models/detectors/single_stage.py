@@ -10,6 +10,7 @@ import torch
 from kiln.registry import MODELS
 
 from ..backbones.pretrained import pretrained_from_init_cfg
+from ..utils import build_neck
 from .base import BaseDetector, DetInputs
 
 __all__ = ["SingleStageDetector", "RetinaNet", "build_backbone_with_pretrained"]
@@ -63,7 +64,7 @@ class SingleStageDetector(BaseDetector):
         if bbox_head is None:
             raise KeyError(f"{type(self).__name__} needs bbox_head=dict(type=...), e.g. type='RetinaHead'.")
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
-        self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
+        self.neck = build_neck(neck, self.backbone)
         head = dict(bbox_head)
         head.setdefault("train_cfg", train_cfg)
         head.setdefault("test_cfg", test_cfg)

@@ -10,7 +10,7 @@ import torch
 from kiln.registry import MODELS
 
 from ..backbones.pretrained import pretrained_from_init_cfg
-from ..utils import cfg_get
+from ..utils import build_neck, cfg_get
 from .base import BaseDetector, DetInputs
 from .single_stage import build_backbone_with_pretrained
 
@@ -99,7 +99,7 @@ class TwoStageDetector(BaseDetector):
                 "detector level (v1), not both."
             )
         self.backbone = build_backbone_with_pretrained(backbone, pretrained)
-        self.neck = MODELS.build(neck, cfg_path="model.neck") if neck is not None else None
+        self.neck = build_neck(neck, self.backbone)
         self.rpn_head = self._build_rpn_head(rpn_head, train_cfg, test_cfg)
         roi_cfg = dict(roi_head)
         roi_cfg.update(
