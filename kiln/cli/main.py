@@ -170,6 +170,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kiln`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    # `python -m kiln` puts the current directory first on sys.path; the `kiln` console script does not.
+    # Do the same here, so custom_imports / --import of a module next to the config work with both.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     parser = build_parser()
     try:
         args = parse_args(parser, argv)

@@ -55,3 +55,31 @@ def test_a_module_that_cannot_be_imported_is_one_clear_error(tmp_path, capsys, m
     assert "--import broken: RuntimeError: dataset root not mounted" in err and "Traceback" not in err
     assert main(["config", "print", "kiln::shapes/retinanet_r18_fpn_shapes.py", "--import", "nope_mod"]) == 2
     assert "--import nope_mod: ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_custom_imports_of_a_module_in_the_current_directory_work_with_the_console_script(tmp_path):
+    """`python -m kiln` puts the current directory on sys.path, the installed `kiln` script did not."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "kiln"
+    assert script.is_file(), f"{script} missing: install kiln into the venv (make .venv/.kiln-installed)"
+    (tmp_path / "my_hooks.py").write_text(textwrap.dedent("""
+        from kiln.registry import HOOKS
+        from kiln.engine.hooks import Hook
+
+        @HOOKS.register_module()
+        class MyProjectHook(Hook):
+            pass
+    """))
+    (tmp_path / "cfg.py").write_text(
+        "_base_ = 'kiln::shapes/retinanet_r18_fpn_shapes.py'\n"
+        "custom_imports = dict(imports=['my_hooks'], allow_failed_imports=False)\n"
+        "custom_hooks = [dict(type='MyProjectHook')]\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    proc = subprocess.run([str(script), "config", "print", "cfg.py"], cwd=str(tmp_path),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]  # (before: "failed to import 'my_hooks'")
+    assert "MyProjectHook" in proc.stdout
