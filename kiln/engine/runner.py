@@ -551,18 +551,13 @@ class Runner(RunnerCheckpointMixin):
         return stacked / self.world_size
 
     def progress(self, iterable: Any, desc: str) -> Any:
-        """Wrap an eval loader in a progress bar on the main process when stdout is a terminal."""
-        import sys
+        """Show an eval loader's progress on the main process: a bar in a terminal, a log line every
+        10 s when output goes to a file (:func:`kiln.utils.progress.progress`)."""
+        if not comm.is_main_process():
+            return iterable
+        from kiln.utils.progress import progress
 
-        if comm.is_main_process() and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            try:
-                total = len(iterable)
-            except TypeError:
-                total = None
-            return tqdm(iterable, desc=desc, total=total, leave=False)
-        return iterable
+        return progress(iterable, desc, logger=logger)
 
     # ================================================================================== running
     def _ensure_storage(self) -> EventStorage:

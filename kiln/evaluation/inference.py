@@ -72,7 +72,8 @@ def inference_on_dataset(
         data_loader: an iterable of batches; ``len()`` is used for the progress bar if it has one.
         evaluator: a :class:`DatasetEvaluator`, a list of them, or ``None`` (speed only).
         num_warmup: batches excluded from the timing (first calls are slow: allocator, cudnn).
-        progress: show a tqdm progress bar; default: on the main process only.
+        progress: show a tqdm progress bar; default: on the main process when stderr is a terminal
+            (redirected output gets the periodic ``log_every_s`` lines instead).
         log_period: also log progress every ``log_period`` batches (0: never).
         log_every_s: log ``Inference done i/N`` with the data-loading, model and evaluator time per
             batch and an ETA every this many seconds, as Detectron2 does (after twice ``num_warmup``
@@ -93,8 +94,10 @@ def inference_on_dataset(
         total = len(data_loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
-    if progress is None:
-        progress = rank == 0
+    if progress is None:  # a redrawn bar only in a terminal; redirected output gets the periodic log lines
+        from kiln.utils.progress import stderr_is_terminal
+
+        progress = rank == 0 and stderr_is_terminal()
     num_warmup = max(0, min(num_warmup, (total - 1) if total else num_warmup))
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
