@@ -58,9 +58,15 @@ def _check_and_coerce(replacement: Any, original: Any, full_key: str) -> Any:
             f"Config key '{full_key}' holds a str ({original!r}) but got {rtype.__name__} "
             f"{replacement!r}. Quote the value (e.g. \"'{replacement}'\") to pass it as a string."
         )
+    hint = ""
+    if isinstance(original, (tuple, list)) and not isinstance(replacement, (tuple, list)):
+        hint = (f" Write a sequence even for one value: {full_key} \"({replacement!r},)\" on the command "
+                f"line, ({replacement!r},) in a file.")
+    elif isinstance(original, int) and isinstance(replacement, float) and not isinstance(original, bool):
+        hint = f" Write a whole number, e.g. {full_key} {int(replacement)}."
     raise ConfigError(
         f"Type mismatch for config key '{full_key}': the default is {otype.__name__} "
-        f"({original!r}) but the new value is {rtype.__name__} ({replacement!r})."
+        f"({original!r}) but the new value is {rtype.__name__} ({replacement!r}).{hint}"
     )
 
 
