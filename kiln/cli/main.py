@@ -93,13 +93,25 @@ def _report_failure(prog: str, exc: Exception) -> int:
     kept = f" The traceback is in {logs[0]}." if logs else ""
     known = _known_failure(exc)
     if known is not None:  # a failure kiln explains itself (disk full, ...): its message is the report
-        _print_error(prog, f"{known}\n  ({kept.strip() or 'Run again with --debug for the traceback.'})")
+        _print_error(prog, f"{_own_message(known)}\n  "
+                           f"({kept.strip() or 'Run again with --debug for the traceback.'})")
         return _exit_code(known)
     where = _where(exc)
     detail = f" at {where}" if where else ""
     _print_error(prog, f"{type(exc).__name__}: {exc}\n  (raised{detail}.{kept} Run again with --debug, "
                        f"or KILN_DEBUG=1, to see the full traceback.)")
     return EXIT_RUNTIME
+
+
+def _own_message(exc: BaseException) -> str:
+    """``exc``'s message; for an error re-raised from a data-loader worker (whose message carries the
+    worker's traceback), the worker's final line - the error itself."""
+    text = str(exc)
+    if "Original Traceback (most recent call last)" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        prefix = f"{type(exc).__name__}: "
+        return last[len(prefix):] if last.startswith(prefix) else last
+    return text
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -112,10 +124,13 @@ def _known_failure(exc: BaseException) -> BaseException | None:
     """The exception in ``exc``'s chain whose message already says what failed and what to do (e.g. a
     checkpoint that could not be written, wrapped by the hook that saved it)."""
     from kiln.engine.checkpoint import CheckpointWriteError, ResumeMismatchError
+    from kiln.engine.nonfinite import NonFiniteLossError
+    from kiln.image.io import CorruptImageError
 
+    known = (CheckpointWriteError, ResumeMismatchError, NonFiniteLossError, CorruptImageError)
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, (CheckpointWriteError, ResumeMismatchError)):
+        if isinstance(exc, known):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
