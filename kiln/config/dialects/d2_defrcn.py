@@ -10,6 +10,8 @@
   RoI feature layers (``roi_head.shared_head``, the res5 stage, for Res5ROIHeads);
 * ``MODEL.ROI_HEADS.OUTPUT_LAYER``: only ``FastRCNNOutputLayers`` (refused otherwise);
 * ``MODEL.ROI_HEADS.NUM_CLASSES_NOVEL``: checked against the few-shot test set's novel classes;
+* a test set registered with base/novel classes (:mod:`kiln.data.fewshot`) is evaluated with the
+  ``bAP``/``nAP`` split (:mod:`kiln.evaluation.fewshot_evaluation`);
 * ``MUTE_HEADER``: True accepted (DeFRCN's console banner switch; kiln prints no banner, so False is
   refused).
 
@@ -89,8 +91,29 @@ def _check_novel_count(d2: Any) -> None:
                      f"the test set '{d2.DATASETS.TEST[0]}' has {len(novel)} novel classes {list(novel)}")
 
 
+def _fewshot_evaluator(d2: Any, canonical: dict[str, Any]) -> None:
+    """A few-shot test set (metadata with base/novel classes) is evaluated with the bAP/nAP split."""
+    if "val_evaluator" not in canonical or not d2.DATASETS.TEST or len(d2.DATASETS.TEST) != 1:
+        return
+    name = d2.DATASETS.TEST[0]
+    meta = _fewshot_meta(name)
+    if meta.get("novel_classes") is None or meta.get("base_classes") is None:
+        return
+    split = dict(base_classes=list(meta.base_classes), novel_classes=list(meta.novel_classes))
+    old = canonical["val_evaluator"]
+    if old.get("type") == "PascalVOCDetectionEvaluator":
+        new = dict(type="FewShotPascalVOCEvaluator", dataset_name=name, **split)
+    elif old.get("metric") == "bbox" and "type" not in old:
+        new = dict(type="FewShotCOCOEvaluator", **split)
+    else:
+        return
+    canonical["val_evaluator"] = new
+    canonical["test_evaluator"] = dict(new)
+
+
 def apply_defrcn(d2: Any, canonical: dict[str, Any]) -> None:
     """Rewrite ``canonical`` (from :func:`~.detectron2.d2_to_canonical`) for DeFRCN's keys, in place."""
+    _fewshot_evaluator(d2, canonical)
     if "OUTPUT_LAYER" not in d2.MODEL.ROI_HEADS:  # a node without the project keys (plain Detectron2)
         return
     rh, rpn = d2.MODEL.ROI_HEADS, d2.MODEL.RPN
