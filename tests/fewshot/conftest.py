@@ -29,3 +29,19 @@ def pcb_weights(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def fsunit(shapes_fewshot, tmp_path_factory):
+    """The shapes family registered as ``fsunit_*`` (seed files generated for shots 1, 2 and seeds 0, 1)."""
+    from kiln.data.fewshot import generate_coco_seed_files, register_fewshot_coco
+
+    root = tmp_path_factory.mktemp("fsunit")
+    d = shapes_fewshot
+    generate_coco_seed_files(d["train_json"], str(root / "splits"), [1, 2], [0, 1],
+                             d["base_classes"] + d["novel_classes"])
+    seeds = str(root / "splits")
+    names = register_fewshot_coco("fsunit", d["train_json"], d["train_images"], d["test_json"],
+                                  d["test_images"], d["base_classes"], d["novel_classes"], seeds,
+                                  [1, 2], [0, 1], cache_dir=str(root / "cache"))
+    return dict(d, names=names, seed_root=str(root / "splits"))
