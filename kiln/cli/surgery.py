@@ -228,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
                            "--reg-pattern")
         cls_names = [n for n in args.param_name if "cls" in n or "score" in n]
         args.cls_pattern = [f"^{re.escape(n)}$" for n in cls_names]
-        args.reg_pattern = [f"^{re.escape(n)}$" for n in args.param_name if n not in cls_names] or None
+        # exactly the named layers: no regression layer when none is named ("(?!)" matches nothing)
+        args.reg_pattern = [f"^{re.escape(n)}$" for n in args.param_name if n not in cls_names] or ["(?!)"]
         if not cls_names:
             raise CLIError(f"--param-name {args.param_name}: none is a classification layer (a name with "
                            f"'cls' or 'score')")
