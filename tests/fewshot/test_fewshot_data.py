@@ -179,3 +179,23 @@ def test_fewshot_coco_evaluator_splits_base_and_novel(fsunit):
     with pytest.raises(ValueError, match=r"classes \['triangle'\] are neither in base_classes"):
         FewShotCOCOEvaluator(dataset_name="fsunit_test_all", base_classes=["circle", "square"],
                              novel_classes=[])
+
+
+def test_fewshot_voc_evaluator_splits_base_and_novel(tmp_path):
+    from kiln.data.datasets.pascal_voc import register_pascal_voc
+    from kiln.evaluation import FewShotPascalVOCEvaluator
+
+    voc = _voc_tree(tmp_path, {"000001": [("bird", (1, 1, 20, 20))], "000002": [("cow", (30, 30, 60, 60))]})
+    os.replace(voc / "ImageSets" / "Main" / "trainval.txt", voc / "ImageSets" / "Main" / "test.txt")
+    register_pascal_voc("fsvoc_eval_test", str(voc), "test", 2007, ["bird", "cow"])
+    ev = FewShotPascalVOCEvaluator("fsvoc_eval_test", base_classes=["bird"], novel_classes=["cow"],
+                                   distributed=False)
+    ev.reset()
+    ev.process([{"image_id": "000001"}, {"image_id": "000002"}],
+               [{"boxes": np.array([[0.0, 0.0, 20.0, 20.0]]), "scores": np.array([0.9]),
+                 "labels": np.array([0])},
+                {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, int)}])
+    res = ev.evaluate()
+    assert res["bbox/bAP50"] == pytest.approx(100.0) and res["bbox/nAP50"] == pytest.approx(0.0)
+    assert res["bbox/AP50"] == pytest.approx(50.0)
+    assert {"bbox/bAP", "bbox/bAP75", "bbox/nAP", "bbox/nAP75"} <= set(res)

@@ -39,7 +39,9 @@ def seed_dir(root: str, seed: int) -> str:
 def _need(path: str, what: str) -> None:
     if not osp.isfile(path):
         raise FileNotFoundError(f"few-shot seed file '{path}' ({what}) does not exist; get DeFRCN's/TFA's "
-                                f"published split files or write them with `kiln fewshot-splits`")
+                                f"published split files, or write them with kiln.data.fewshot."
+                                f"generate_coco_seed_files / generate_voc_seed_files (`kiln fewshot` does "
+                                f"for a COCO-format dataset)")
 
 
 def read_coco_seed_files(root: str, classes: Sequence[str], shot: int, seed: int,
