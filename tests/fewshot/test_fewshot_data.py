@@ -96,7 +96,9 @@ def _voc_tree(root, objects):
     d = root / "VOC2007"
     (d / "Annotations").mkdir(parents=True)
     (d / "ImageSets" / "Main").mkdir(parents=True)
+    (d / "JPEGImages").mkdir(parents=True)
     for fid, objs in objects.items():
+        (d / "JPEGImages" / f"{fid}.jpg").write_bytes(b"")  # listed, never decoded here
         body = "".join(f"<object><name>{c}</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin>"
                        f"<ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
                        for c, b in objs)
@@ -142,6 +144,12 @@ def test_builtin_names_and_published_kshot_sets(tmp_path):
     names = DatasetCatalog.list()
     assert "voc_2007_trainval_novel1_3shot_seed4" in names and "voc_2012_trainval_all1_3shot_seed4" in names
     assert "voc_2007_trainval_novel1_3shot_seed5" not in names  # no such seed files
+    os.replace(voc / "ImageSets" / "Main" / "trainval.txt", voc / "ImageSets" / "Main" / "test.txt")
+    assert [d["annotations"] for d in DatasetCatalog.get("voc_2007_test_base1")] == [[]]  # bird is novel in 1
+    birds = DatasetCatalog.get("voc_2007_test_novel1")[0]["annotations"]
+    assert [a["category_id"] for a in birds] == [0]
+    kshot = DatasetCatalog.get("voc_2007_trainval_novel1_3shot_seed4")
+    assert [a["category_id"] for d in kshot for a in d["annotations"]] == [0]
     assert MetadataCatalog.get("coco14_test_novel").thing_classes[:3] == ["person", "bicycle", "car"]
     assert len(MetadataCatalog.get("coco14_trainval_base").thing_classes) == 60
 

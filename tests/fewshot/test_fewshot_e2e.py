@@ -64,6 +64,9 @@ def test_sweep_runs_every_step_and_resumes_after_a_kill(tmp_path, shapes_fewshot
     for tag in ("1shot_seed0", "1shot_seed1", "2shot_seed0", "2shot_seed1"):
         res = json.loads((work / "gfsod" / tag / "inference" / "res_final.json").read_text())
         assert {"bbox/nAP", "bbox/nAP50", "bbox/nAP75", "bbox/bAP", "bbox/bAP50", "bbox/AP"} <= set(res)
+        # the fine-tune was a DeFRCN detector (GDL on) and its test ran PCB with all three prototypes
+        assert "type='DeFRCN'" in (work / "gfsod" / tag / "config.py").read_text()
+        assert "PCB: prototypes for classes [0, 1, 2]" in (work / "gfsod" / tag / "log.txt").read_text()
     summary = (work / "gfsod" / "results.txt").read_text()
     assert "--> 1-shot" in summary and "--> 2-shot" in summary
     assert "| run | nAP | nAP50 | nAP75 | bAP | bAP50 | bAP75 | AP | AP50 | AP75 |" in summary

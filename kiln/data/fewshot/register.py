@@ -19,6 +19,7 @@ COCO json (in ``$KILN_DATA/fewshot`` or the given cache folder) the first time t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import os.path as osp
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..catalog import DatasetCatalog, MetadataCatalog, add_lazy_registrar
-from .seeds import read_coco_seed_files, read_voc_seed_files
+from .seeds import read_coco_seed_files, read_voc_seed_files, seed_dir
 from .splits import COCO_NOVEL_IDS, voc_classes
 
 __all__ = ["register_fewshot_coco", "register_all_fewshot", "fewshot_name", "VOC_SHOTS", "COCO_SHOTS"]
@@ -48,15 +49,27 @@ def _register(name: str, loader: Callable[[], list[dict]], **meta: Any) -> None:
     MetadataCatalog.get(name).set(**meta)
 
 
-def _materialized(name: str, cache_dir: str, make: Callable[[], dict[str, Any]], image_root: str
-                  ) -> Callable[[], list[dict]]:
-    """A loader writing ``make()``'s COCO dict to ``cache_dir/name.json`` (once), recording it as the set's
+def _fingerprint(folder: str) -> str:
+    """Names, sizes and times of the files in ``folder``: the cache key of the sets read from it."""
+    h = hashlib.sha1()
+    if osp.isdir(folder):
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_file():
+                st = entry.stat()
+                h.update(f"{entry.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
+def _materialized(name: str, cache_dir: str, make: Callable[[], dict[str, Any]], image_root: str,
+                  seed_folder: str) -> Callable[[], list[dict]]:
+    """A loader writing ``make()``'s COCO dict to ``cache_dir/name-<fingerprint>.json`` (once per state of
+    the seed files in ``seed_folder``, so replaced seed files are read again), recording it as the set's
     ``json_file``, and returning its dataset dicts."""
 
     def load() -> list[dict]:
         from kiln.data.datasets.coco import load_coco_json
 
-        path = osp.join(cache_dir, f"{name}.json")
+        path = osp.join(cache_dir, f"{name}-{_fingerprint(seed_folder)}.json")
         if not osp.isfile(path):
             os.makedirs(cache_dir, exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"
@@ -66,7 +79,7 @@ def _materialized(name: str, cache_dir: str, make: Callable[[], dict[str, Any]],
         meta = MetadataCatalog.get(name)
         if meta.get("json_file") != path:
             meta.set(json_file=path, image_root=image_root)
-        return load_coco_json(path, image_root, name)
+        return load_coco_json(path, image_root, None)  # the metadata is ours (evaluator_type, classes)
 
     return load
 
@@ -121,7 +134,8 @@ def register_fewshot_coco(prefix: str, train_json: str, train_root: str, test_js
                 def make(classes: list[str] = classes, shot: int = shot, seed: int = seed) -> dict:
                     return read_coco_seed_files(seed_root, classes, shot, seed, image_root="")
 
-                _register(name, _materialized(name, cache_dir, make, train_root), thing_classes=classes,
+                loader = _materialized(name, cache_dir, make, train_root, seed_dir(seed_root, seed))
+                _register(name, loader, thing_classes=classes,
                           fewshot_setting=which, shot=shot, seed=seed, **common)
                 names.append(name)
     return names
@@ -140,9 +154,23 @@ def _published(split_root: str, shots: Sequence[int], file_of: Callable[[int], s
     seeds = sorted(int(d[4:]) for d in os.listdir(split_root) if d.startswith("seed") and d[4:].isdigit())
     if 0 not in seeds:
         seeds.insert(0, 0)
-    from .seeds import seed_dir
-
     return [(k, s) for s in seeds for k in shots if osp.isfile(osp.join(seed_dir(split_root, s), file_of(k)))]
+
+
+def _voc_subset(dirname: str, split: str, classes: list[str]) -> list[dict]:
+    """Dataset dicts of a VOC folder keeping only the objects of ``classes`` (labels in that order)."""
+    from kiln.data.datasets.pascal_voc import parse_voc_xml, read_voc_split
+    from kiln.structures.boxes import BoxMode
+
+    dicts = []
+    for fid in read_voc_split(osp.join(dirname, "ImageSets", "Main", split + ".txt")):
+        parsed = parse_voc_xml(osp.join(dirname, "Annotations", fid + ".xml"), classes, skip_unknown=True)
+        dicts.append(dict(file_name=osp.join(dirname, "JPEGImages", fid + ".jpg"), image_id=fid,
+                          height=parsed["height"], width=parsed["width"],
+                          annotations=[dict(category_id=o["label"], bbox=o["bbox"],
+                                            bbox_mode=BoxMode.XYXY_ABS, difficult=o["difficult"], iscrowd=0)
+                                       for o in parsed["objects"]]))
+    return dicts
 
 
 def _register_voc(root: str) -> None:
@@ -157,9 +185,7 @@ def _register_voc(root: str) -> None:
             classes = voc_classes(split, which)
 
             def load(dirname: str = dirname, part: str = part, classes: list[str] = classes) -> list[dict]:
-                from kiln.data.datasets.pascal_voc import load_voc_instances
-
-                return load_voc_instances(dirname, part, classes)
+                return _voc_subset(dirname, part, classes)
 
             _register(name, load, thing_classes=classes, dirname=dirname, split=part, year=year,
                       fewshot_setting=which, **common)
@@ -173,7 +199,8 @@ def _register_voc(root: str) -> None:
                     def make(classes: list[str] = classes, shot: int = shot, seed: int = seed) -> dict:
                         return read_voc_seed_files(osp.join(root, "vocsplit"), classes, shot, seed, root)
 
-                    _register(name, _materialized(name, cache, make, ""), thing_classes=classes,
+                    folder = seed_dir(osp.join(root, "vocsplit"), seed)
+                    _register(name, _materialized(name, cache, make, "", folder), thing_classes=classes,
                               year=year, fewshot_setting=which, shot=shot, seed=seed, **common)
 
 
@@ -202,8 +229,9 @@ def _register_coco(root: str) -> None:
             def make(classes: list[str] = sets[which], shot: int = shot, seed: int = seed) -> dict:
                 return read_coco_seed_files(osp.join(root, "cocosplit"), classes, shot, seed)
 
-            _register(name, _materialized(name, _cache_dir(), make, img_dir), thing_classes=sets[which],
-                      fewshot_setting=which, shot=shot, seed=seed, **common)
+            folder = seed_dir(osp.join(root, "cocosplit"), seed)
+            _register(name, _materialized(name, _cache_dir(), make, img_dir, folder),
+                      thing_classes=sets[which], fewshot_setting=which, shot=shot, seed=seed, **common)
 
 
 def register_all_fewshot(root: str | None = None) -> None:
