@@ -110,3 +110,18 @@ def test_cls_dropout_drops_the_classifier_input_in_training_only(tmp_path, fsuni
     head.eval()
     assert torch.allclose(head.fc_cls(x), torch.nn.functional.linear(x, head.fc_cls.weight, head.fc_cls.bias))
     assert "roi_head.bbox_head.fc_cls.weight" in model.state_dict()  # the layer keeps its name
+
+
+def test_mm_style_defrcn_config_errors_name_the_key(tmp_path, fsunit):
+    from kiln.registry import MODELS
+
+    cfg, _ = _model(tmp_path, fsunit)
+    base = dict(cfg.model)
+    with pytest.raises(KeyError, match=r"model.gdl=dict\(channels=C, ...\) is required"):
+        MODELS.build({**base, "gdl": None})
+    with pytest.raises(KeyError, match=r"model.gdl has unknown keys \['rpn_sclae'\]"):
+        MODELS.build({**base, "gdl": {**base["gdl"], "rpn_sclae": 0.5}})
+    with pytest.raises(KeyError, match="model.pcb needs support="):
+        MODELS.build({**base, "pcb": dict(model_path="x.pth")})
+    with pytest.raises(ValueError, match=r"model.cls_dropout must be in \[0, 1\)"):
+        MODELS.build({**base, "cls_dropout": 1.0})

@@ -76,3 +76,24 @@ def test_bad_settings_are_refused(pcb_weights, image):
         _pcb(pcb_weights, image, alpha=1.5)
     with pytest.raises(ValueError, match="TEST.PCB_LOWER"):
         _pcb(pcb_weights, image, lower=0.8, upper=0.5)
+
+
+def test_support_set_from_a_coco_json_in_the_given_class_order(tmp_path):
+    import json
+
+    from kiln.models.fewshot.defrcn import support_loader
+
+    coco = {"images": [{"id": 5, "file_name": "a.jpg", "height": 50, "width": 60}],
+            "annotations": [{"id": 1, "image_id": 5, "category_id": 3, "bbox": [1, 2, 10, 20], "iscrowd": 0},
+                            {"id": 2, "image_id": 5, "category_id": 9, "bbox": [5, 5, 5, 5], "iscrowd": 0},
+                            {"id": 3, "image_id": 5, "category_id": 3, "bbox": [0, 0, 9, 9], "iscrowd": 1}],
+            "categories": [{"id": 3, "name": "cat"}, {"id": 9, "name": "dog"}]}
+    (tmp_path / "s.json").write_text(json.dumps(coco))
+    load = support_loader(dict(ann_file=str(tmp_path / "s.json"), img_prefix="imgs", classes=["dog", "cat"]))
+    items = load()
+    [(path, boxes, labels)] = items
+    assert path == "imgs/a.jpg"
+    assert boxes.tolist() == [[1, 2, 11, 22], [5, 5, 10, 10]] and labels.tolist() == [1, 0]  # crowd dropped
+    with pytest.raises(KeyError, match="give dataset_name"):
+        support_loader(dict(json="x"))
+
