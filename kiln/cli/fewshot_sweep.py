@@ -241,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
         head = f"[{i}/{len(runs)}] {spec['setting']} {tag}"
         done = _finished(run_dir)
         if done is not None:
+            if not spec.get("keep_final", False):  # a run stopped between its test and this deletion
+                (run_dir / "model_final.pth").unlink(missing_ok=True)
             print(f"{head}: finished earlier, skipped  {_fmt(done)}", flush=True)
             continue
         t0 = time.time()
