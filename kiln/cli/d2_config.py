@@ -24,7 +24,9 @@ def add_fewshot_defaults(cfg: Any) -> Any:
         cfg.MODEL.PROPOSAL_GENERATOR = CfgNode({"NAME": "RPN", "MIN_SIZE": 0})
     cfg.MODEL.PROPOSAL_GENERATOR.FREEZE = False
     cfg.MODEL.ROI_HEADS.FREEZE_FEAT = False
-    return cfg
+    from kiln.config.defaults import add_defrcn_config
+
+    return add_defrcn_config(cfg)  # DeFRCN's keys: GDL, RPN.FREEZE, CLS_DROPOUT, TEST.PCB_* (issue 15)
 
 
 def load_d2_node(path: str, opts: list[str] | None = None) -> Any:

@@ -11,6 +11,15 @@
   ``work_dir = WORK_ROOT/{shot}shot_seed{seed}`` (the layout ``kiln summarize`` groups by), the seed,
   and optional ``load_from`` (a ``kiln surgery`` output) and ``frozen_modules``.
 
+DeFRCN's ``tools/create_config.py`` form, ``kiln gen-fewshot-configs --dataset voc --config_root DIR
+--shot K --seed S --setting fsod|gfsod --split N``, reads the template
+``DIR/defrcn_{setting}_r101_novelx_{K}shot_seedx.yaml`` (COCO, ``--dataset coco14``:
+``defrcn_{setting}_r101_novel_{K}shot_seedx.yaml``), sets ``DATASETS.TRAIN`` to the K-shot set
+(``voc_2007_trainval_{novel|all}{N}_{K}shot_seed{S}``; COCO ``coco14_trainval_{novel|all}_{K}shot_seed{S}``)
+and, for VOC, ``DATASETS.TEST`` to ``voc_2007_test_{novel|all}{N}``, and writes it as
+``defrcn_{setting}_r101_novel{N}_{K}shot_seed{S}.yaml`` (COCO: ``..._novel_{K}shot_seed{S}.yaml``) next to
+the template: the names DeFRCN's ``run_voc.sh``/``run_coco.sh`` then train.
+
 ``frozen_modules`` (a list of dotted module paths, e.g. ``['backbone', 'rpn_head']``) is honoured
 by the runner builder (``kiln train`` and ``Runner.from_cfg`` alike): :func:`freeze_modules` sets
 ``requires_grad=False`` on their parameters and keeps them in eval mode (BatchNorm statistics frozen
@@ -39,10 +48,18 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     """Register ``kiln gen-fewshot-configs``."""
     p = sub.add_parser(name, help="write K-shot data subsets and per-shot/per-seed configs",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="base config (its data.train is subsampled)")
+    p.add_argument("config", nargs="?", default=None, help="base config (its data.train is subsampled)")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 2, 3, 5, 10])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--out-dir", required=True)
+    p.add_argument("--out-dir", default=None)
+    d = p.add_argument_group("DeFRCN's create_config.py (instead of CONFIG)")
+    d.add_argument("--dataset", choices=["voc", "coco14", "coco"], default=None)
+    d.add_argument("--config_root", "--config-root", dest="config_root", default=None,
+                   help="folder of DeFRCN's *_seedx.yaml templates; the config is written there")
+    d.add_argument("--shot", type=int, default=1)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--setting", choices=["fsod", "gfsod"], default="fsod")
+    d.add_argument("--split", type=int, default=1, help="VOC split 1, 2 or 3")
     p.add_argument("--work-root", default=None, help="parent of the runs' work_dirs (default: OUT_DIR/runs)")
     p.add_argument("--load-from", default=None, help="checkpoint to fine-tune from (e.g. a surgery output)")
     p.add_argument("--freeze", nargs="*", default=[], metavar="PART",
@@ -117,8 +134,56 @@ def _fmt(value: Any, shot: int, seed: int) -> Any:
     return parse_value(value.replace("{shot}", str(shot)).replace("{seed}", str(seed)))
 
 
+def _set_line(lines: list[str], key: str, value: str, path: Path) -> None:
+    """Replace the ``  KEY: ...`` line (two-space indent, under ``DATASETS:``) as create_config.py does."""
+    hits = [i for i, line in enumerate(lines) if line.startswith(f"  {key}: ")]
+    if not hits:
+        raise CLIError(f"template '{path}' has no '  {key}: ...' line (under DATASETS:) to set")
+    for i in hits:
+        lines[i] = f"  {key}: {value}\n"
+
+
+def create_defrcn_config(dataset: str, config_root: str, shot: int, seed: int, setting: str,
+                         split: int) -> Path:
+    """Write DeFRCN's per-(shot, seed) yaml from its ``seedx`` template; return the new file's path."""
+    root = Path(config_root)
+    part = "novel" if setting == "fsod" else "all"
+    if dataset == "voc":
+        if split not in (1, 2, 3):
+            raise CLIError(f"--split must be 1, 2 or 3 for VOC, got {split}")
+        template = root / f"defrcn_{setting}_r101_novelx_{shot}shot_seedx.yaml"
+        out = root / f"defrcn_{setting}_r101_novel{split}_{shot}shot_seed{seed}.yaml"
+        train = f'("voc_2007_trainval_{part}{split}_{shot}shot_seed{seed}", )'
+        test: str | None = f'("voc_2007_test_{part}{split}",)'
+    else:
+        template = root / f"defrcn_{setting}_r101_novel_{shot}shot_seedx.yaml"
+        out = root / f"defrcn_{setting}_r101_novel_{shot}shot_seed{seed}.yaml"
+        train, test = f'("coco14_trainval_{part}_{shot}shot_seed{seed}", )', None
+    if not template.is_file():
+        raise CLIError(f"template '{template}' does not exist (DeFRCN's configs/{dataset}/ has one per "
+                       f"setting and shot)")
+    lines = template.read_text().splitlines(keepends=True)
+    _set_line(lines, "TRAIN", train, template)
+    if test is not None:
+        _set_line(lines, "TEST", test, template)
+    out.write_text("".join(lines))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln gen-fewshot-configs``."""
+    if args.config_root is not None or args.dataset is not None:
+        if args.config is not None:
+            raise CLIError("give CONFIG (kiln's generator) or --dataset/--config_root (DeFRCN's), not both")
+        if args.config_root is None or args.dataset is None:
+            raise CLIError("DeFRCN's form needs both --dataset and --config_root")
+        path = create_defrcn_config("voc" if args.dataset == "voc" else "coco14", args.config_root,
+                                    args.shot, args.seed, args.setting, args.split)
+        print(path)
+        return 0
+    if args.config is None or args.out_dir is None:
+        raise CLIError("give CONFIG --out-dir DIR (kiln's generator), or --dataset voc --config_root DIR "
+                       "--shot K --seed S --setting fsod --split N (DeFRCN's create_config.py)")
     cfg = load_config(args.config)
     ann_file, img_prefix, classes, pipeline = _train_source(cfg)
     with open(ann_file) as f:

@@ -36,6 +36,7 @@ _COMMANDS = {
     "zoo": "zoo_cmd",
     "convert": "convert_cmd",
     "gen-fewshot-configs": "fewshot",
+    "fewshot": "fewshot_sweep",
 }
 
 

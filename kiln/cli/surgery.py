@@ -11,6 +11,17 @@ Following DeFRCN/TFA's ``model_surgery``:
 
 Everything else (backbone, neck, RPN, RoI feature layers) is kept. Optimizer, scheduler and loop
 state are dropped, so training from the result starts at iteration 0.
+
+DeFRCN's ``tools/model_surgery.py`` flags work as there::
+
+    kiln surgery --dataset voc --method remove --src-path base/model_final.pth --save-dir base
+    kiln surgery --dataset coco --method randinit --src-path base/model_final.pth --save-dir base
+
+write ``SAVE_DIR/{TAR_NAME}_remove.pth`` / ``SAVE_DIR/{TAR_NAME}_surgery.pth`` (``--tar-name`` default
+``model_reset``). With ``--dataset``, randinit maps the base classes into the all-class layers: VOC's 15
+base classes stay rows 0..14 of 20 (a split's "all" order lists base classes first); COCO's 60 base
+classes (contiguous in base order) go to their place among the 80 in COCO id order. ``--param-name``
+names the layers exactly (e.g. ``roi_heads.box_predictor.cls_score``) instead of the patterns.
 """
 
 from __future__ import annotations
@@ -39,8 +50,16 @@ def add_parser(sub: Any, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help="remove or re-initialize the class-specific layers of a checkpoint",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=["remove", "randinit"], required=True)
-    p.add_argument("--src", required=True, help="base-trained checkpoint")
-    p.add_argument("--out", required=True, help="where to write the new checkpoint")
+    p.add_argument("--src", "--src-path", dest="src", required=True, help="base-trained checkpoint")
+    p.add_argument("--out", default=None, help="where to write the new checkpoint")
+    p.add_argument("--save-dir", default=None,
+                   help="DeFRCN's output folder: writes SAVE_DIR/{TAR_NAME}_remove.pth or _surgery.pth")
+    p.add_argument("--tar-name", default="model_reset", help="file name stem with --save-dir")
+    p.add_argument("--dataset", choices=["voc", "coco"], default=None,
+                   help="randinit: map base classes into the all-class layers as DeFRCN does (voc: 15 -> 20, "
+                        "coco: 60 -> 80 in COCO id order); sets --num-classes and --keep-classes")
+    p.add_argument("--param-name", nargs="+", default=None, metavar="NAME",
+                   help="exact classification and regression layer names (module paths without .weight)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="randinit: number of (foreground) classes of the new layers")
     p.add_argument("--keep-classes", nargs="*", default=[], metavar="OLD:NEW",
@@ -170,12 +189,52 @@ def surgery(state: dict[str, Any], method: str, num_classes: int | None = None,
     return out, report
 
 
+def _dataset_mapping(dataset: str) -> tuple[int, list[str]]:
+    """(all-class count, ``OLD:NEW`` pairs) of DeFRCN's base -> all class mapping for ``dataset``."""
+    if dataset == "voc":
+        return 20, [f"{i}:{i}" for i in range(15)]
+    from kiln.data.builtin_meta import COCO_CATEGORIES
+    from kiln.data.fewshot.splits import COCO_NOVEL_IDS
+
+    ids = [i for i, _ in COCO_CATEGORIES]
+    base = [i for i in ids if i not in COCO_NOVEL_IDS]
+    return 80, [f"{b}:{ids.index(c)}" for b, c in enumerate(base)]
+
+
+def _output_path(args: argparse.Namespace) -> str:
+    if args.out and args.save_dir:
+        raise CLIError("give --out FILE or --save-dir DIR (DeFRCN's naming), not both")
+    if args.save_dir:
+        suffix = "remove" if args.method == "remove" else "surgery"
+        return os.path.join(args.save_dir, f"{args.tar_name}_{suffix}.pth")
+    if not args.out:
+        raise CLIError("say where to write the result: --out FILE or --save-dir DIR")
+    return args.out
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``kiln surgery``."""
     import torch
 
+    args.out = _output_path(args)
+    if args.dataset and args.method == "randinit":
+        if args.num_classes is not None or args.keep_classes:
+            raise CLIError("--dataset sets --num-classes and --keep-classes (DeFRCN's base -> all mapping); "
+                           "give one or the other")
+        args.num_classes, args.keep_classes = _dataset_mapping(args.dataset)
+    if args.param_name:
+        if args.cls_pattern or args.reg_pattern:
+            raise CLIError("--param-name names the layers exactly; do not combine it with --cls-pattern/"
+                           "--reg-pattern")
+        cls_names = [n for n in args.param_name if "cls" in n or "score" in n]
+        args.cls_pattern = [f"^{re.escape(n)}$" for n in cls_names]
+        # exactly the named layers: no regression layer when none is named ("(?!)" matches nothing)
+        args.reg_pattern = [f"^{re.escape(n)}$" for n in args.param_name if n not in cls_names] or ["(?!)"]
+        if not cls_names:
+            raise CLIError(f"--param-name {args.param_name}: none is a classification layer (a name with "
+                           f"'cls' or 'score')")
     if not os.path.isfile(args.src):
-        raise CLIError(f"--src checkpoint '{args.src}' does not exist")
+        raise CLIError(f"--src/--src-path checkpoint '{args.src}' does not exist")
     try:
         ckpt = torch.load(args.src, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types; all mean "not a checkpoint"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from .cfg_node import CfgNode
 
-__all__ = ["get_default_cfg", "get_cfg", "global_cfg", "set_global_cfg"]
+__all__ = ["get_default_cfg", "get_cfg", "global_cfg", "set_global_cfg", "add_defrcn_config",
+           "apply_defrcn_project_values"]
 
 
 def _default_device() -> str:
@@ -317,3 +318,46 @@ def set_global_cfg(cfg: CfgNode) -> None:
     global_cfg.defrost()
     dict.clear(global_cfg)
     global_cfg.update(cfg.clone() if isinstance(cfg, CfgNode) else CfgNode(cfg))
+
+
+def add_defrcn_config(cfg: CfgNode) -> CfgNode:
+    """Add DeFRCN's project keys (its ``defrcn/config/defaults.py``) with DeFRCN's default values.
+
+    Only keys Detectron2 lacks are added, so a Detectron2 config means the same with or without them;
+    DeFRCN's defaults.py also changes four Detectron2 values (``MODEL.BACKBONE.FREEZE_AT`` 3,
+    ``MODEL.ROI_HEADS.NAME`` Res5ROIHeads, ``MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION`` 7,
+    ``SOLVER.WEIGHT_DECAY`` 5e-5): :func:`apply_defrcn_project_values` sets those when asked. What
+    kiln does with each key: :mod:`kiln.config.dialects.d2_defrcn`.
+    """
+    m = cfg.MODEL
+    m.BACKBONE.FREEZE = False
+    m.RPN.FREEZE = False
+    m.RPN.ENABLE_DECOUPLE = False
+    m.RPN.BACKWARD_SCALE = 1.0
+    m.ROI_HEADS.FREEZE_FEAT = False
+    m.ROI_HEADS.ENABLE_DECOUPLE = False
+    m.ROI_HEADS.BACKWARD_SCALE = 1.0
+    m.ROI_HEADS.OUTPUT_LAYER = "FastRCNNOutputLayers"
+    m.ROI_HEADS.CLS_DROPOUT = False
+    m.ROI_HEADS.DROPOUT_RATIO = 0.8
+    # the seed's project adds this one (how many of NUM_CLASSES are novel); kiln checks it against the
+    # few-shot test set's own novel classes
+    m.ROI_HEADS.NUM_CLASSES_NOVEL = 5
+    cfg.TEST.PCB_ENABLE = False
+    cfg.TEST.PCB_MODELTYPE = "resnet"
+    cfg.TEST.PCB_MODELPATH = ""
+    cfg.TEST.PCB_ALPHA = 0.50
+    cfg.TEST.PCB_UPPER = 1.0
+    cfg.TEST.PCB_LOWER = 0.05
+    cfg.MUTE_HEADER = True
+    return cfg
+
+
+def apply_defrcn_project_values(cfg: CfgNode) -> CfgNode:
+    """Set the four Detectron2 keys whose defaults DeFRCN's defaults.py changes (before a DeFRCN yaml is
+    merged, to run DeFRCN's configs exactly as its ``main.py`` does)."""
+    cfg.MODEL.BACKBONE.FREEZE_AT = 3
+    cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"
+    cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 7
+    cfg.SOLVER.WEIGHT_DECAY = 5e-5
+    return cfg

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import (
     builtin,  # noqa: F401  (Detectron2's built-in names, registered on first catalog use)
+    fewshot,  # noqa: F401  (DeFRCN's few-shot names, registered on first catalog use)
     transforms,  # noqa: F401  (registers TRANSFORMS)
 )
 from .build import (

@@ -11,12 +11,15 @@ from .coco_evaluation import COCOEvaluator, instances_to_coco_json
 from .coco_metric import CocoMetric
 from .dataset_gt import coco_gt_of_dataset
 from .evaluator import DatasetEvaluator, DatasetEvaluators
+from .fewshot_evaluation import FewShotCOCOEvaluator, FewShotPascalVOCEvaluator
 from .inference import inference_context, inference_on_dataset
 from .pascal_voc_evaluation import PascalVOCDetectionEvaluator
 from .testing import print_csv_format, verify_results
 from .voc_metric import VOCMetric
 
 __all__ = [
+    "FewShotCOCOEvaluator",
+    "FewShotPascalVOCEvaluator",
     "DatasetEvaluator",
     "DatasetEvaluators",
     "COCOEvaluator",

@@ -227,6 +227,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
                                                        self._is_2007)):
                 aps[thr].append(ap * 100)
         mean_ap = {thr: float(np.mean(v)) for thr, v in aps.items()}
+        self.per_class_aps = dict(aps)  # IoU threshold (%) -> AP per class, read by the few-shot split
         rows = [(n, f"{aps[50][i]:.3f}") for i, n in enumerate(self._class_names)]
         logger.info("Per-class AP50 (%%):\n%s", text_table(("class", "AP50"), rows))
         return {"bbox/AP": float(np.mean(list(mean_ap.values()))), "bbox/AP50": mean_ap[50],

@@ -17,6 +17,7 @@ from .detectors import (
     SingleStageDetector,
     TwoStageDetector,
 )
+from .fewshot import DeFRCN
 from .necks import FPN
 from .num_classes import check_model_dataset_classes, check_num_classes, dataset_classes, num_classes_of
 
@@ -24,6 +25,7 @@ __all__ = [
     "AnchorHead",
     "Backbone",
     "BaseDetector",
+    "DeFRCN",
     "DetInputs",
     "DetectorEnsemble",
     "FPN",

@@ -92,6 +92,10 @@ CONTEXTS = [
     ("DATALOADER.REPEAT_", {"DATALOADER.SAMPLER_TRAIN": "RepeatFactorTrainingSampler"}),
     ("DATALOADER.RANDOM_SUBSET_RATIO", {"DATALOADER.SAMPLER_TRAIN": "RandomSubsetTrainingSampler"}),
     ("INPUT.MIN_SIZE_TRAIN", {"INPUT.MIN_SIZE_TRAIN": (640, 800)}),
+    ("MODEL.RPN.BACKWARD_SCALE", {"MODEL.RPN.ENABLE_DECOUPLE": True}),
+    ("MODEL.ROI_HEADS.BACKWARD_SCALE", {"MODEL.ROI_HEADS.ENABLE_DECOUPLE": True}),
+    ("MODEL.ROI_HEADS.DROPOUT_RATIO", {"MODEL.ROI_HEADS.CLS_DROPOUT": True}),
+    ("TEST.PCB_", {"TEST.PCB_ENABLE": True, "TEST.PCB_MODELPATH": "/weights/resnet101.pth"}),
 ]
 
 #: structural keys changed together with the keys that must agree with them (the key's own new value

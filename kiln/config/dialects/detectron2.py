@@ -37,6 +37,7 @@ from .d2_check import (
     warn_unread,
 )
 from .d2_data import catalog_dataset, evaluator_for, loader_settings, pipelines, tta_settings
+from .d2_defrcn import apply_defrcn
 from .d2_model import build_model_dict, unread_subtrees
 from .d2_solver import scaled_solver, solver_settings
 from .mmcv import mmcv_to_canonical
@@ -191,6 +192,7 @@ def d2_to_canonical(d2: Any, num_gpus: int = 1) -> dict[str, Any]:
     if frozen:
         canonical["frozen_modules"] = frozen
     canonical["device"] = str(d2.MODEL.DEVICE)
+    apply_defrcn(d2, canonical)  # DeFRCN's keys: GDL, CLS_DROPOUT, PCB, RPN.FREEZE (d2_defrcn)
     if (
         d2.MODEL.RESNETS.NORM == "SyncBN"
         or d2.MODEL.FPN.NORM == "SyncBN"

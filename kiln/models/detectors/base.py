@@ -372,6 +372,7 @@ class BaseDetector(nn.Module):
                     "flip": bool(meta.get("flip", False)),
                     "flip_direction": meta.get("flip_direction"),
                     "image_id": meta.get("image_id", sample.get("image_id")),
+                    "img_path": meta.get("img_path") or meta.get("filename"),  # read by PCB
                 }
             )
             inputs.sample_index.append(i)
@@ -424,6 +425,7 @@ class BaseDetector(nn.Module):
                 "flip": False,
                 "flip_direction": None,
                 "image_id": sample.get("image_id"),
+                "img_path": sample.get("file_name"),  # read by PCB
             }
         )
         inputs.sample_index.append(i)
@@ -489,6 +491,7 @@ class BaseDetector(nn.Module):
                     "flip": bool(meta.get("flip", False)),
                     "flip_direction": meta.get("flip_direction"),
                     "image_id": meta.get("img_id"),
+                    "img_path": meta.get("img_path"),  # read by PCB
                 }
             )
             inputs.sample_index.append(i)
