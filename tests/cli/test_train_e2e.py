@@ -51,7 +51,8 @@ def test_test_command_evaluates_checkpoint_and_writes_metrics_and_detections(tra
                 "--show-dir", str(tmp_path / "show"), "--show-score-thr", "0.0", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "bbox/AP:" in proc.stdout
-    assert "\r" not in proc.stderr  # redirected output: log lines, not a redrawn progress bar
+    # redirected output: log lines, not a redrawn tqdm bar (text mode turns its \r into newlines)
+    assert "%|" not in proc.stderr
     metrics = json.loads((work / "test_metrics.json").read_text())
     assert "bbox/AP" in metrics and metrics["checkpoint"].endswith("epoch_1.pth")
     assert isinstance(json.loads(out.read_text()), list)
