@@ -211,3 +211,30 @@ def test_published_checkpoint_downloads_and_loads_strictly_with_the_same_detecti
     for key in expected:
         if isinstance(expected[key], torch.Tensor):
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------- the docs and the model builder
+def test_docs_list_every_entry_with_its_figure_and_test_command():
+    import pathlib
+
+    doc = (pathlib.Path(__file__).parents[2] / "docs" / "zoo.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}
+    for e in model_zoo.list_entries():
+        if e.url and e.config and e.box_ap is not None:
+            assert e.name in rows, f"docs/zoo.md does not list {e.name}"
+            row = rows[e.name]
+            assert f"{e.metric} {e.box_ap}" in row and f"`kiln test {e.config} $CKPT`" in row
+
+
+def test_build_model_leaves_a_loop_train_cfg_to_the_runner(tmp_path, on_meta):
+    """A top-level ``train_cfg`` with a ``type`` is the training loop (MMDetection 3.x, Detectron2's
+    canonical form), not the model's assigner settings; a v1-style one is the model's."""
+    cfg = tmp_path / "mine.py"
+    cfg.write_text("_base_ = 'kiln::rpn/rpn_r50_fpn_1x_coco.py'\n"
+                   "train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=12, val_interval=1)\n")
+    assert type(model_zoo.build_model(str(cfg))).__name__ == "RPN"
+    cfg.write_text("_base_ = 'kiln::rpn/rpn_r50_fpn_1x_coco.py'\n"
+                   "test_cfg = dict(rpn=dict(nms_pre=10, max_per_img=5, min_bbox_size=0,\n"
+                   "                         nms=dict(type='nms', iou_threshold=0.5)))\n")
+    with pytest.raises(ValueError, match="test_cfg is given both"):
+        model_zoo.build_model(str(cfg))  # differs from model.test_cfg: the builder refuses the ambiguity
