@@ -65,6 +65,8 @@ def _list(configs: bool) -> int:
         except model_zoo.ZooError:
             state = "missing" if e.cache_name else "-"
         figure = f"{e.metric} {e.box_ap}" if e.box_ap is not None else ""
+        if figure and e.dataset != "COCO val2017":
+            figure += f" ({e.dataset})"
         print(f"{e.name:<46} {state:<10} {figure:<22} {e.config or ''}  {e.note}".rstrip())
     return 0
 

@@ -238,3 +238,11 @@ def test_build_model_leaves_a_loop_train_cfg_to_the_runner(tmp_path, on_meta):
                    "                         nms=dict(type='nms', iou_threshold=0.5)))\n")
     with pytest.raises(ValueError, match="test_cfg is given both"):
         model_zoo.build_model(str(cfg))  # differs from model.test_cfg: the builder refuses the ambiguity
+
+
+def test_zoo_list_names_the_test_set_of_a_figure_not_on_coco(capsys):
+    assert main(["zoo", "list"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "box AP 51.9 (VOC2007 test)" in rows["PascalVOC-Detection/faster_rcnn_R_50_C4"]
+    cascade = rows["cascade_rcnn_r50_fpn_1x_coco"]
+    assert "box AP 40.3 " in cascade and "VOC" not in cascade
