@@ -187,8 +187,8 @@ def get_config(name: str, trained: bool = False) -> Any:
     yaml, not frozen), as ``detectron2.model_zoo.get_config`` returns; ``trained=True`` sets
     ``MODEL.WEIGHTS`` to the checkpoint URL, which kiln downloads and caches when the model loads it.
     For the other names it is a :class:`kiln.config.Config`; ``trained=True`` sets ``load_from`` to the
-    cached checkpoint (downloaded now, verified by hash) and drops the ImageNet ``pretrained`` weights
-    that the checkpoint supersedes.
+    cached checkpoint (downloaded now, verified by hash) and drops the ImageNet initialisation
+    (``pretrained``, ``Pretrained`` init_cfgs) that the checkpoint supersedes.
     """
     path = get_config_file(name)
     if _is_detectron2(path):
@@ -205,9 +205,25 @@ def get_config(name: str, trained: bool = False) -> Any:
     cfg = Config.fromfile(path)
     if trained:
         cfg.load_from = get_checkpoint_path(name)
-        if "model" in cfg and "pretrained" in cfg.model:
-            cfg.model.pretrained = None
+        if "model" in cfg:
+            _drop_pretrained(cfg.model)
     return cfg
+
+
+def _drop_pretrained(node: Any) -> None:
+    """Clear every ImageNet initialisation in a model config (``pretrained=``, ``init_cfg`` of type
+    ``Pretrained``, e.g. a C4 model's shared head): a whole-model checkpoint supersedes them."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pretrained":
+                node[key] = None
+            elif key == "init_cfg" and isinstance(value, dict) and value.get("type") == "Pretrained":
+                node[key] = None
+            else:
+                _drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _drop_pretrained(value)
 
 
 def load_weights(model: Any, path: str, device: str = "cpu", strict: bool = True) -> Any:
@@ -240,7 +256,7 @@ def _model_setting(value: Any) -> Any:
 
 def build_model(config: str) -> Any:
     """The detector a config describes (a ``kiln::`` name, a Detectron2 yaml or an MM-style file), with
-    its initial weights and no ImageNet download: the model a checkpoint is loaded into."""
+    its initial weights and no ImageNet initialisation: the model a checkpoint is loaded into."""
     from kiln.models import build_detector
 
     path = resolve_config_path(config)
@@ -252,7 +268,7 @@ def build_model(config: str) -> Any:
         from kiln.config import Config
 
         cfg = Config.fromfile(path)
-    cfg.model.pretrained = None
+    _drop_pretrained(cfg.model)
     return build_detector(cfg.model, train_cfg=_model_setting(cfg.get("train_cfg")),
                           test_cfg=_model_setting(cfg.get("test_cfg")))
 

@@ -23,12 +23,14 @@ from urllib.parse import urlparse
 import pytest
 import torch
 from loopback import Loopback
+from upstream_helpers import upstream_configs
 from zoo_publishers import kiln_to_detectron2, model_anchor_slots, randomize_bn, write_pickle
 
 from kiln import model_zoo
 from kiln.checkpoint_convert import convert_for_model
 from kiln.cli import main
 from kiln.config import Config
+from kiln.models import build_detector
 from kiln.models.task_modules.anchor_generator import AnchorGenerator
 
 ENTRIES = [e for e in model_zoo.list_entries()
@@ -246,3 +248,74 @@ def test_zoo_list_names_the_test_set_of_a_figure_not_on_coco(capsys):
     assert "box AP 51.9 (VOC2007 test)" in rows["PascalVOC-Detection/faster_rcnn_R_50_C4"]
     cascade = rows["cascade_rcnn_r50_fpn_1x_coco"]
     assert "box AP 40.3 " in cascade and "VOC" not in cascade
+
+
+# ---------------------------------------------------------------------- the same network as the publisher's
+MM_ENTRIES = [e for e in ENTRIES if e.publisher == "MMDetection"]
+
+
+def _plain(value, depth=0):
+    """A setting as plain data: tensors as lists (shapes on the meta device), helper objects (box coders,
+    anchor generators) as their attributes; ``iou_thr`` (MMDetection before 2.3) read as ``iou_threshold``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape) if value.is_meta else value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth) for v in value]
+    if isinstance(value, dict):
+        return {("iou_threshold" if k == "iou_thr" else str(k)): _plain(v, depth) for k, v in value.items()}
+    if isinstance(value, torch.nn.Module):
+        return None  # compared as a module of its own
+    if hasattr(value, "__dict__") and depth < 3:
+        return {type(value).__name__: {k: _plain(v, depth + 1) for k, v in vars(value).items()
+                                       if not k.startswith("_")}}
+    return repr(value)
+
+
+def _settings(model) -> dict:
+    """Every module's class and attributes (conv strides and dilations, RoIAlign output size and sampling,
+    anchors, box coder stds, test-time NMS, the ImageNet weights it starts from...). Losses, assigners,
+    samplers and train_cfg only train, and changed across 2.x releases after these weights were trained,
+    so they are left out."""
+    def kept(key: str) -> bool:
+        return not key.startswith("_") and key not in ("training", "train_cfg") and not key.endswith(
+            ("assigner", "sampler"))
+
+    return {name: (type(m).__name__, {k: _plain(v) for k, v in vars(m).items() if kept(k)})
+            for name, m in model.named_modules() if "loss_" not in name}
+
+
+@pytest.mark.parametrize("entry", MM_ENTRIES, ids=[e.name for e in MM_ENTRIES])
+def test_shipped_config_is_the_network_of_mmdetections_config_of_that_name(entry, on_meta):
+    """The weights were trained and measured with MMDetection 2.x's config of the entry's name: the
+    shipped config must build the same modules with the same settings."""
+    arch = entry.config.split("::")[1].split("/")[0]
+    theirs = build_detector(Config.fromfile(f"{upstream_configs('2.28.2')}/{arch}/{entry.name}.py").model)
+    ours = build_detector(Config.fromfile(model_zoo.get_config_file(entry.name)).model)  # with `pretrained`
+    theirs, ours = _settings(theirs), _settings(ours)
+    assert list(ours) == list(theirs)
+    assert {k: v for k, v in ours.items() if theirs[k] != v} == {}
+
+
+def test_trained_config_drops_every_imagenet_initialisation(tmp_path, monkeypatch):
+    """``get_config(NAME, trained=True)`` starts from the zoo checkpoint: neither the backbone's
+    ``pretrained`` nor a C4 model's shared-head ``init_cfg`` may fetch (or overwrite with) ImageNet
+    weights."""
+    from kiln.model_zoo.download import cache_path_for
+
+    name = "faster_rcnn_r50_caffe_c4_1x_coco"
+    monkeypatch.setenv("KILN_HOME", str(tmp_path))
+    monkeypatch.setenv("KILN_OFFLINE", "1")
+    entry = model_zoo.get_entry(name)
+    cached = cache_path_for(entry.url)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"a checkpoint")
+    row = {k: v for k, v in dataclasses.asdict(entry).items() if k != "name"}
+    (tmp_path / "zoo.json").write_text(json.dumps({name: dict(row, sha256=model_zoo.sha256sum(cached))}))
+    untrained = model_zoo.get_config(name)
+    assert untrained.model.pretrained == "open-mmlab://detectron2/resnet50_caffe"
+    assert untrained.model.roi_head.shared_head.init_cfg.checkpoint == "open-mmlab://detectron2/resnet50_caffe"
+    trained = model_zoo.get_config(name, trained=True)
+    assert trained.load_from == str(cached)
+    assert trained.model.pretrained is None and trained.model.roi_head.shared_head.init_cfg is None

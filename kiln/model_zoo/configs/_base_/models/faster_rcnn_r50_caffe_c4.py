@@ -41,7 +41,9 @@ model = dict(
             dilation=1,
             style='caffe',
             norm_cfg=dict(type='BN', requires_grad=False),
-            norm_eval=True),
+            norm_eval=True,
+            # the model's `pretrained` initialises the backbone only: stage 4 loads its ImageNet weights here
+            init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://detectron2/resnet50_caffe')),
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor',
             roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
