@@ -74,10 +74,11 @@ def convert_for_model(
         converted = rename_legacy_keys(model, converted)  # checkpoints from before the MMDetection names
     aligned, renamed, unexpected, mismatch = align_state_dict(converted, model_state)
     skipped = {m for m, _, _ in mismatch}
-    # BatchNorm's num_batches_tracked counts training steps; no publisher's weights need it, and the
-    # report counts weights.
+    # BatchNorm's num_batches_tracked counts training steps and a Detectron2-style head's loss_normalizer
+    # is a running average of the training batches' foreground count (Detectron2 keeps it out of its
+    # state dict): no publisher's weights carry or need them, and the report counts weights.
     def counted(k: str) -> bool:
-        return not k.endswith("num_batches_tracked")
+        return not k.endswith(("num_batches_tracked", "loss_normalizer"))
 
     missing = [k for k in model_state if k not in aligned and k not in skipped and counted(k)]
     report = LoadReport(source=source, layout=layout, num_model_keys=sum(map(counted, model_state)),

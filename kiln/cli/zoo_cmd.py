@@ -65,6 +65,8 @@ def _list(configs: bool) -> int:
         except model_zoo.ZooError:
             state = "missing" if e.cache_name else "-"
         figure = f"{e.metric} {e.box_ap}" if e.box_ap is not None else ""
+        if figure and e.dataset != "COCO val2017":
+            figure += f" ({e.dataset})"
         print(f"{e.name:<46} {state:<10} {figure:<22} {e.config or ''}  {e.note}".rstrip())
     return 0
 
@@ -126,20 +128,9 @@ def _convert(src: str, dst: str, config: str | None, to: str = "mmdet") -> int:
 
 
 def _build(config: str) -> Any:
-    from kiln.model_zoo import resolve_config_path
-    from kiln.models import build_detector
+    from kiln.model_zoo import build_model
 
-    path = resolve_config_path(config)
-    if path.endswith((".yaml", ".yml")):
-        from .d2_config import load_d2_config
-
-        cfg = load_d2_config(path, opts=["MODEL.WEIGHTS", ""])
-    else:
-        from kiln.config import Config
-
-        cfg = Config.fromfile(path)
-    cfg.model.pretrained = None
-    return build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+    return build_model(config)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
             if not args.config_only:
                 print(f"checkpoint: {model_zoo.get_checkpoint_path(args.name)}")
             if entry.box_ap is not None:
-                print(f"published: {entry.metric} {entry.box_ap} on COCO val2017 ({entry.publisher})")
+                print(f"published: {entry.metric} {entry.box_ap} on {entry.dataset} ({entry.publisher})")
             return 0
         if args.action == "download":
             for name in args.names:

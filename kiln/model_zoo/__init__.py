@@ -11,6 +11,7 @@ from .paths import CONFIG_ROOT, KILN_PREFIX, is_kiln_path, list_configs, resolve
 from .zoo import (
     ZooError,
     add_entry,
+    build_model,
     get,
     get_checkpoint_path,
     get_checkpoint_url,
@@ -26,7 +27,7 @@ from .zoo import (
 __all__ = [
     "CONFIG_ROOT", "KILN_PREFIX", "is_kiln_path", "list_configs", "resolve_config_path",
     "DownloadError", "cached_download", "resolve_url", "resolve_weights",
-    "ZooEntry", "ZooError", "add_entry", "get", "get_checkpoint_path", "get_checkpoint_url",
+    "ZooEntry", "ZooError", "add_entry", "build_model", "get", "get_checkpoint_path", "get_checkpoint_url",
     "get_config", "get_config_file", "get_entry", "kiln_home", "list_entries", "load_weights",
     "sha256sum",
 ]

@@ -36,7 +36,7 @@ from .paths import resolve_config_path
 
 __all__ = [
     "ZooEntry", "ZooError", "kiln_home", "list_entries", "get_entry", "get_checkpoint_url",
-    "get_checkpoint_path", "get_config_file", "get_config", "get", "add_entry", "sha256sum",
+    "get_checkpoint_path", "get_config_file", "get_config", "get", "build_model", "add_entry", "sha256sum",
 ]
 
 
@@ -187,8 +187,8 @@ def get_config(name: str, trained: bool = False) -> Any:
     yaml, not frozen), as ``detectron2.model_zoo.get_config`` returns; ``trained=True`` sets
     ``MODEL.WEIGHTS`` to the checkpoint URL, which kiln downloads and caches when the model loads it.
     For the other names it is a :class:`kiln.config.Config`; ``trained=True`` sets ``load_from`` to the
-    cached checkpoint (downloaded now, verified by hash) and drops the ImageNet ``pretrained`` weights
-    that the checkpoint supersedes.
+    cached checkpoint (downloaded now, verified by hash) and drops the ImageNet initialisation
+    (``pretrained``, ``Pretrained`` init_cfgs) that the checkpoint supersedes.
     """
     path = get_config_file(name)
     if _is_detectron2(path):
@@ -205,9 +205,25 @@ def get_config(name: str, trained: bool = False) -> Any:
     cfg = Config.fromfile(path)
     if trained:
         cfg.load_from = get_checkpoint_path(name)
-        if "model" in cfg and "pretrained" in cfg.model:
-            cfg.model.pretrained = None
+        if "model" in cfg:
+            _drop_pretrained(cfg.model)
     return cfg
+
+
+def _drop_pretrained(node: Any) -> None:
+    """Clear every ImageNet initialisation in a model config (``pretrained=``, ``init_cfg`` of type
+    ``Pretrained``, e.g. a C4 model's shared head): a whole-model checkpoint supersedes them."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pretrained":
+                node[key] = None
+            elif key == "init_cfg" and isinstance(value, dict) and value.get("type") == "Pretrained":
+                node[key] = None
+            else:
+                _drop_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _drop_pretrained(value)
 
 
 def load_weights(model: Any, path: str, device: str = "cpu", strict: bool = True) -> Any:
@@ -229,13 +245,22 @@ def load_weights(model: Any, path: str, device: str = "cpu", strict: bool = True
     return model
 
 
-def get(name: str, trained: bool = False, device: str = "cpu") -> Any:
-    """Build the detector of ``name`` (on ``device``, in eval mode), with the zoo weights when ``trained``
-    (Detectron2's ``model_zoo.get``)."""
+def _model_setting(value: Any) -> Any:
+    """A top-level ``train_cfg``/``test_cfg`` that belongs to the model (MMDetection v1 layout), else None.
+
+    In the canonical schema (Detectron2 yaml, MMDetection 3.x) those keys are the train/test *loops*,
+    which carry a ``type``; the model's own settings never do.
+    """
+    return value if isinstance(value, dict) and "type" not in value else None
+
+
+def build_model(config: str) -> Any:
+    """The detector a config describes (a ``kiln::`` name, a Detectron2 yaml or an MM-style file), with
+    its initial weights and no ImageNet initialisation: the model a checkpoint is loaded into."""
     from kiln.models import build_detector
 
-    path = get_config_file(name)
-    if _is_detectron2(path):
+    path = resolve_config_path(config)
+    if path.endswith((".yaml", ".yml")):
         from kiln.cli.d2_config import load_d2_config
 
         cfg = load_d2_config(path, opts=["MODEL.WEIGHTS", ""])
@@ -243,8 +268,15 @@ def get(name: str, trained: bool = False, device: str = "cpu") -> Any:
         from kiln.config import Config
 
         cfg = Config.fromfile(path)
-    cfg.model.pretrained = None
-    model = build_detector(cfg.model, train_cfg=cfg.get("train_cfg"), test_cfg=cfg.get("test_cfg"))
+    _drop_pretrained(cfg.model)
+    return build_detector(cfg.model, train_cfg=_model_setting(cfg.get("train_cfg")),
+                          test_cfg=_model_setting(cfg.get("test_cfg")))
+
+
+def get(name: str, trained: bool = False, device: str = "cpu") -> Any:
+    """Build the detector of ``name`` (on ``device``, in eval mode), with the zoo weights when ``trained``
+    (Detectron2's ``model_zoo.get``)."""
+    model = build_model(get_config_file(name))
     if trained:
         load_weights(model, get_checkpoint_path(name))
     return model.to(device).eval()

@@ -93,33 +93,41 @@ def write_pickle(obj: object, path: str, protocol: int = 2) -> None:
         pickle.dump(obj, f, protocol=protocol)
 
 
+def _resnet_to_detectron2(sub: str) -> str:
+    """A kiln/torchvision ResNet key (``layer1.0.bn2.weight``) in Detectron2's names
+    (``res2.0.conv2.norm.weight``)."""
+    if m := re.match(r"^(conv1|bn1)\.(\w+)$", sub):
+        return "stem.conv1" + (".norm" if m.group(1) == "bn1" else "") + "." + m.group(2)
+    m = re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", sub)
+    stage, block, module, leaf = m.groups()
+    where = f"res{int(stage) + 1}.{block}"
+    if module.startswith("downsample"):
+        return f"{where}.shortcut" + (".norm" if module.endswith("1") else "") + "." + leaf
+    if module.startswith("bn"):
+        return f"{where}.conv{module[2:]}.norm.{leaf}"
+    return f"{where}.{module}.{leaf}"
+
+
 def kiln_to_detectron2(state: dict[str, torch.Tensor], first_fpn_level: int,
-                       anchors: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, np.ndarray]:
+                       anchors: dict[str, list[tuple[float, float]]] | None = None,
+                       as_numpy: bool = True) -> dict:
     """A kiln detector's state dict written with Detectron2's module names and anchor order.
 
     ``anchors``: per head (``'bbox_head'``, ``'rpn_head'``), the model's anchor slots as (size, ratio);
     Detectron2 enumerates sizes in the outer loop, so per-anchor channels are regrouped in that order.
+    Without an FPN the ResNet is Detectron2's ``backbone`` itself (C4, DC5), and a C4 model's last stage
+    is ``roi_heads.res5``. ``as_numpy=False`` keeps tensors (e.g. on the meta device).
     """
     num_lateral = len({k.split(".")[2] for k in state if k.startswith("neck.lateral_convs.")})
+    bottom_up = "backbone.bottom_up." if num_lateral else "backbone."
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
+        if key.endswith(("num_batches_tracked", "loss_normalizer")):  # training state, not in the files
             continue
         if key.startswith("backbone."):
-            sub = key[len("backbone."):]
-            if m := re.match(r"^(conv1|bn1)\.(\w+)$", sub):
-                name = "stem.conv1" + (".norm" if m.group(1) == "bn1" else "") + "." + m.group(2)
-            else:
-                m = re.match(r"^layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[01])\.(\w+)$", sub)
-                stage, block, module, leaf = m.groups()
-                where = f"res{int(stage) + 1}.{block}"
-                if module.startswith("downsample"):
-                    name = f"{where}.shortcut" + (".norm" if module.endswith("1") else "") + "." + leaf
-                elif module.startswith("bn"):
-                    name = f"{where}.conv{module[2:]}.norm.{leaf}"
-                else:
-                    name = f"{where}.{module}.{leaf}"
-            out["backbone.bottom_up." + name] = value
+            out[bottom_up + _resnet_to_detectron2(key[len("backbone."):])] = value
+        elif key.startswith("roi_head.shared_head."):
+            out["roi_heads." + _resnet_to_detectron2(key[len("roi_head.shared_head."):])] = value
         elif m := re.match(r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.(\w+)$", key):
             kind, j, leaf = m.group(1), int(m.group(2)), m.group(3)
             if kind == "lateral_convs":
@@ -147,6 +155,8 @@ def kiln_to_detectron2(state: dict[str, torch.Tensor], first_fpn_level: int,
                 d2_order = sorted(range(len(slots)), key=lambda j: (slots[j][0], slots[j][1]))
                 value = value.reshape(len(slots), -1, *value.shape[1:])[d2_order].flatten(0, 1)
             out[f"{name}.{key.rsplit('.', 1)[1]}"] = value
+    if not as_numpy:
+        return out
     return {k: v.detach().numpy() for k, v in out.items()}
 
 
