@@ -42,7 +42,8 @@ NARROW = ["model.bbox_head.feat_channels=64"]
 
 CASES = [
     ("3.3.0", "fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py", "conv_centerness"),
-    ("3.3.0", "fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py", "conv_centerness"),
+    ("3.3.0", "fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py",
+     "conv_centerness"),
     ("3.3.0", "atss/atss_r50_fpn_1x_coco.py", "atss_centerness"),
     ("2.28.2", "fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py", "conv_centerness"),
     ("2.28.2", "atss/atss_r50_fpn_1x_coco.py", "atss_centerness"),
