@@ -161,3 +161,10 @@ def test_the_published_dcn_variant_is_refused_with_how_to_build_it():
 def test_regress_ranges_must_match_the_levels():
     with pytest.raises(ValueError, match="1 regress_ranges for 2 strides"):
         head(strides=[8, 16])
+
+
+def test_an_assigner_in_train_cfg_is_reported_as_unused(caplog):
+    # MMDetection 2.x's FCOS configs carry train_cfg=dict(assigner=dict(type='MaxIoUAssigner', ...)).
+    with caplog.at_level("WARNING", logger="kiln.models"):
+        head(train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4)))
+    assert "train_cfg.assigner='MaxIoUAssigner' is not used" in caplog.text

@@ -8,6 +8,7 @@ starts from (which ground truth a point lies in, and its distances to that box's
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,12 +19,13 @@ import torch.nn as nn
 from kiln.registry import MODELS, TASK_UTILS
 
 from ..layers import ConvNormAct
-from ..utils import refuse_init_cfg
+from ..utils import cfg_get, refuse_init_cfg
 from .dense_predict import predict_dense
 
 __all__ = ["AnchorFreeHead", "refuse_head_options"]
 
 INF = 1e8
+logger = logging.getLogger("kiln.models")
 
 
 def refuse_head_options(owner: str, dcn_on_last_conv: bool = False, conv_cfg: Any = None) -> None:
@@ -112,6 +114,13 @@ class AnchorFreeHead(nn.Module):
         )
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
+        if cfg_get(train_cfg, "assigner") is not None:
+            # MMDetection 2.x FCOS configs carry a RetinaNet-style train_cfg that FCOS never reads.
+            logger.warning(
+                "%s: train_cfg.assigner=%r is not used: points are assigned by the head's own rule "
+                "(inside the box, regress range, smallest area), as in MMDetection.",
+                owner, dict(cfg_get(train_cfg, "assigner")).get("type"),
+            )
         self._init_layers()
         self.init_weights()
 
