@@ -170,3 +170,20 @@ def test_post_processed_boxes_match(pair):
         torch.testing.assert_close(d["boxes"], t["boxes"], rtol=1e-4, atol=1e-3)
         assert torch.equal(d["labels"], t["labels"])
         torch.testing.assert_close(d["scores"], t["scores"] ** 2, rtol=1e-4, atol=1e-6)
+
+
+def test_torchvision_fcos_checkpoints_convert_to_kiln_names_and_load_strictly():
+    from kiln.checkpoint_convert import to_kiln_names
+    from kiln.checkpoint_convert.torchvision import COCO91_TO_80
+
+    tv = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)  # torchvision's COCO layout
+    state, layout, notes = to_kiln_names(tv.state_dict())
+    assert layout == "torchvision_detection" and any("prior_offset=0" in n for n in notes)
+    model = kiln_fcos()
+    model.bbox_head.conv_cls = torch.nn.Conv2d(256, 80, 3, padding=1)  # 80 COCO classes
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert unexpected == [] and sorted(missing) == [f"bbox_head.scales.{i}.scale" for i in range(5)]
+    cls = tv.head.classification_head.cls_logits
+    assert torch.equal(model.bbox_head.conv_cls.weight, cls.weight[list(COCO91_TO_80)])
+    assert torch.equal(model.bbox_head.cls_convs[2].gn.weight, tv.head.classification_head.conv[7].weight)
+    assert torch.equal(model.bbox_head.conv_centerness.bias, tv.head.regression_head.bbox_ctrness.bias)
