@@ -172,15 +172,17 @@ def test_post_processed_boxes_match(pair):
         torch.testing.assert_close(d["scores"], t["scores"] ** 2, rtol=1e-4, atol=1e-6)
 
 
-def test_torchvision_fcos_checkpoints_convert_to_kiln_names_and_load_strictly():
+def test_torchvision_fcos_checkpoints_convert_and_load_into_the_shipped_config():
     from kiln.checkpoint_convert import to_kiln_names
     from kiln.checkpoint_convert.torchvision import COCO91_TO_80
 
     tv = fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91)  # torchvision's COCO layout
     state, layout, notes = to_kiln_names(tv.state_dict())
     assert layout == "torchvision_detection" and any("prior_offset=0" in n for n in notes)
-    model = kiln_fcos()
-    model.bbox_head.conv_cls = torch.nn.Conv2d(256, 80, 3, padding=1)  # 80 COCO classes
+    from kiln.config import Config
+
+    cfg = Config.fromfile("kiln::torchvision/fcos_resnet50_fpn_coco.py").model  # the shipped spelling
+    model = build_detector(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert unexpected == [] and sorted(missing) == [f"bbox_head.scales.{i}.scale" for i in range(5)]
     cls = tv.head.classification_head.cls_logits
