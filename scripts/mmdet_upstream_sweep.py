@@ -10,7 +10,7 @@ switched off; AMP configs train in float32 (float16 on a CPU is many times slowe
 config and a summary table.
 
     python scripts/mmdet_upstream_sweep.py [--version 3.3.0|2.28.2|both] [--train 2] [--filter faster]
-                                           [--shard K/N]
+                                           [--exclude lsj] [--shard K/N]
 """
 
 from __future__ import annotations
@@ -183,6 +183,7 @@ def main() -> None:
     p.add_argument("--version", default="both", choices=["3.3.0", "2.28.2", "both"])
     p.add_argument("--train", type=int, default=0, help="train this many iterations (0: build only)")
     p.add_argument("--filter", default="", help="only configs whose path contains this")
+    p.add_argument("--exclude", default="", help="skip configs whose path contains this (e.g. lsj)")
     p.add_argument("--shard", default="0/1", help="K/N: only every N-th config starting at K (parallel runs)")
     args = p.parse_args()
     import logging
@@ -198,7 +199,8 @@ def main() -> None:
         for version in versions:
             tree = upstream_configs(version)
             files = sorted(os.path.join(d, f) for d, _, fs in os.walk(tree) for f in fs
-                           if f.endswith(".py") and "_base_" not in d and args.filter in os.path.join(d, f))
+                           if f.endswith(".py") and "_base_" not in d and args.filter in os.path.join(d, f)
+                           and not (args.exclude and args.exclude in os.path.join(d, f)))
             k, n_shards = (int(v) for v in args.shard.split("/"))
             files = files[k::n_shards]
             counts: collections.Counter = collections.Counter()

@@ -1,4 +1,5 @@
-"""torchvision detector state dicts (``retinanet_resnet50_fpn``, ``fasterrcnn_resnet50_fpn``) → kiln names.
+"""torchvision detector state dicts (``retinanet_resnet50_fpn``, ``fasterrcnn_resnet50_fpn``,
+``fcos_resnet50_fpn``) → kiln names.
 
 Beyond renaming, two layouts differ:
 
@@ -54,6 +55,8 @@ def torchvision_detection_to_kiln(
     default (ratio-major, torchvision's own order) is assumed.
     """
     notes: list[str] = []
+    # FCOS's towers are Sequential(conv, GroupNorm, ReLU) per layer and it predicts a centerness.
+    fcos = "head.regression_head.bbox_ctrness.weight" in state
     inner = sorted({int(m.group(1)) for k in state
                     if (m := re.match(r"backbone\.fpn\.inner_blocks\.(\d+)", k))})
     out: dict[str, torch.Tensor] = {}
@@ -69,6 +72,13 @@ def torchvision_detection_to_kiln(
             k = f"neck.{'lateral_convs' if kind == 'inner' else 'fpn_convs'}.{idx}.conv.{leaf}"
         elif m := re.match(r"^backbone\.fpn\.extra_blocks\.p([67])\.(weight|bias)$", k):
             k = f"neck.fpn_convs.{len(inner) + int(m.group(1)) - 6}.conv.{m.group(2)}"
+        elif fcos and (m := re.match(r"^head\.(classification|regression)_head\.conv\.(\d+)\.(\w+)$", k)):
+            idx = int(m.group(2))
+            part = "conv" if idx % 3 == 0 else "gn"
+            tower = "cls" if m.group(1) == "classification" else "reg"
+            k = f"bbox_head.{tower}_convs.{idx // 3}.{part}.{m.group(3)}"
+        elif fcos and k.startswith("head.regression_head.bbox_ctrness."):
+            k = "bbox_head.conv_centerness." + k.rsplit(".", 1)[1]
         elif m := re.match(r"^head\.(classification|regression)_head\.conv\.(.+)$", k):
             idx, leaf = _conv_index(m.group(2))
             k = f"bbox_head.{'cls' if m.group(1) == 'classification' else 'reg'}_convs.{idx}.conv.{leaf}"
@@ -98,7 +108,15 @@ def torchvision_detection_to_kiln(
                      f"{len(_keep_classes(n))} classes")
     reg_w = state.get("head.regression_head.bbox_reg.weight")
     cls_w = state.get("head.classification_head.cls_logits.weight")
-    if reg_w is not None and cls_w is not None:
+    if fcos and reg_w is not None and cls_w is not None:
+        keep = _keep_classes(cls_w.shape[0])
+        for leaf in ("weight", "bias"):
+            out[f"bbox_head.conv_cls.{leaf}"] = state[f"head.classification_head.cls_logits.{leaf}"][keep]
+            out[f"bbox_head.conv_reg.{leaf}"] = state[f"head.regression_head.bbox_reg.{leaf}"]
+        notes.append(f"FCOS head: {cls_w.shape[0]} class slots -> {len(keep)} classes; torchvision's points "
+                     "sit at the cell corner and it has no per-level Scale: build FCOSHead with "
+                     "prior_offset=0 (scales start at 1)")
+    elif reg_w is not None and cls_w is not None:
         num_anchors = reg_w.shape[0] // 4
         num_slots = cls_w.shape[0] // num_anchors
         keep = _keep_classes(num_slots)

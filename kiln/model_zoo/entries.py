@@ -127,11 +127,17 @@ SHIPPED: list[ZooEntry] = [
     ZooEntry("torchvision/fasterrcnn_resnet50_fpn_coco", "kiln::torchvision/fasterrcnn_resnet50_fpn_coco.py",
              _TV + "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth", "258fb6c6", box_ap=37.0,
              publisher="torchvision"),
+    ZooEntry("torchvision/fcos_resnet50_fpn_coco", "kiln::torchvision/fcos_resnet50_fpn_coco.py",
+             _TV + "fcos_resnet50_fpn_coco-99b0c9b7.pth", "99b0c9b7", box_ap=39.2, publisher="torchvision"),
     # ------------------------------------------------------------------ kiln's own small models
     ZooEntry("shapes_retinanet_r18_fpn", "kiln::shapes/retinanet_r18_fpn_shapes.py",
              note="the `make demo` model; add its checkpoint with `kiln zoo add`"),
     ZooEntry("shapes_faster_rcnn_r18_fpn", "kiln::shapes/faster_rcnn_r18_fpn_shapes.py",
              note="small Faster R-CNN on the generated shapes data"),
+    ZooEntry("shapes_fcos_r18_fpn", "kiln::shapes/fcos_r18_fpn_shapes.py",
+             note="small FCOS on the generated shapes data"),
+    ZooEntry("shapes_atss_r18_fpn", "kiln::shapes/atss_r18_fpn_shapes.py",
+             note="small ATSS on the generated shapes data"),
     # ------------------------------------------------------------------ ImageNet backbones
     *[ZooEntry(f"torchvision/{n}", None, f"{_TV}{n}-{h}.pth", h, note=f"ImageNet backbone (torchvision://{n})",
                publisher="torchvision")

@@ -28,6 +28,7 @@ __all__ = [
 logger = logging.getLogger("kiln.config")
 
 SUPPORTED_META_ARCHITECTURES = ("GeneralizedRCNN", "RetinaNet", "ProposalNetwork")
+SUPPORTED_META_ARCHITECTURES += ("FCOS", "ATSS")  # kiln's dense detectors, head keys from MODEL.RETINANET
 _SEGMENTATION_ARCHS = {
     "SemanticSegmentor": "semantic segmentation (MODEL.SEM_SEG_HEAD)",
     "PanopticFPN": "panoptic segmentation (MODEL.SEM_SEG_HEAD + MODEL.PANOPTIC_FPN)",

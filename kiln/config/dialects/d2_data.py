@@ -150,7 +150,7 @@ def tta_settings(d2: Any, test_pipeline: list) -> dict[str, Any]:
     # Detectron2's GeneralizedRCNNWithTTA: every min size, each also flipped when FLIP; the views'
     # boxes are merged by per-class NMS at the test NMS threshold, keeping DETECTIONS_PER_IMAGE.
     msfa.update(img_scale=[(int(aug.MAX_SIZE), s) for s in sizes], flip=bool(aug.FLIP))
-    if d2.MODEL.META_ARCHITECTURE == "RetinaNet":
+    if d2.MODEL.META_ARCHITECTURE in ("RetinaNet", "FCOS", "ATSS"):  # dense heads: RETINANET's NMS
         iou = float(d2.MODEL.RETINANET.NMS_THRESH_TEST)
     elif d2.MODEL.META_ARCHITECTURE == "ProposalNetwork":
         iou = float(d2.MODEL.RPN.NMS_THRESH)

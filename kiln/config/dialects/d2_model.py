@@ -16,6 +16,7 @@ from typing import Any
 
 from .d2_backbone import backbone_layout, fpn_dicts, resnet_dict
 from .d2_check import refuse, warn_unread
+from .d2_dense import DENSE_META_ARCHITECTURES, dense_dicts
 from .d2_heads import retina_dicts, roi_head_dicts, rpn_dicts
 
 __all__ = ["build_model_dict", "unread_subtrees"]
@@ -24,7 +25,7 @@ __all__ = ["build_model_dict", "unread_subtrees"]
 def unread_subtrees(d2: Any) -> list[str]:
     """Schema nodes Detectron2 does not read for this meta-architecture (so neither does kiln)."""
     arch = d2.MODEL.META_ARCHITECTURE
-    if arch == "RetinaNet":
+    if arch == "RetinaNet" or arch in DENSE_META_ARCHITECTURES:
         return [
             "MODEL.RPN",
             "MODEL.PROPOSAL_GENERATOR",
@@ -44,7 +45,7 @@ def build_model_dict(d2: Any) -> dict:
     """The kiln model dict (without weights) for a merged Detectron2 node whose heads are supported."""
     arch = d2.MODEL.META_ARCHITECTURE
     layout = backbone_layout(d2)
-    retina = arch == "RetinaNet"
+    retina = arch == "RetinaNet" or arch in DENSE_META_ARCHITECTURES
     if layout == "fpn":
         backbone, neck, levels = fpn_dicts(
             d2, retina=d2.MODEL.BACKBONE.NAME == "build_retinanet_resnet_fpn_backbone"
@@ -68,6 +69,10 @@ def build_model_dict(d2: Any) -> dict:
     model: dict[str, Any] = dict(backbone=backbone)
     if neck is not None:
         model["neck"] = neck
+    if arch in DENSE_META_ARCHITECTURES:
+        head, train, test = dense_dicts(d2, levels, neck)
+        model.update(type=arch, bbox_head=head, train_cfg=train, test_cfg=test)
+        return model
     if retina:
         head, train, test = retina_dicts(d2, levels)
         model.update(type="RetinaNet", bbox_head=head, train_cfg=train, test_cfg=test)

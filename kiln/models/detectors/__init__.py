@@ -20,3 +20,6 @@ __all__ = [
     "TwoStageDetector",
     "to_original_pixels",
 ]
+from .fcos import ATSS, FCOS  # noqa: E402
+
+__all__ += ["ATSS", "FCOS"]

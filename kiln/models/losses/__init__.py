@@ -10,3 +10,6 @@ __all__ = [
     "CIoULoss", "CrossEntropyLoss", "DIoULoss", "FocalLoss", "GIoULoss", "L1Loss", "SmoothL1Loss",
     "weight_reduce_loss",
 ]
+from .iou_loss import IoULoss  # noqa: E402
+
+__all__ += ["IoULoss"]

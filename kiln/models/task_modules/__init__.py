@@ -17,3 +17,8 @@ __all__ = [
     "SamplingResult",
     "box_iof",
 ]
+from .atss_assigner import ATSSAssigner  # noqa: E402
+from .distance_point_coder import DistancePointBBoxCoder  # noqa: E402
+from .point_generator import MlvlPointGenerator  # noqa: E402
+
+__all__ += ["ATSSAssigner", "DistancePointBBoxCoder", "MlvlPointGenerator"]
