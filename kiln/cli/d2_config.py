@@ -29,11 +29,44 @@ def add_fewshot_defaults(cfg: Any) -> Any:
     return add_defrcn_config(cfg)  # DeFRCN's keys: GDL, RPN.FREEZE, CLS_DROPOUT, TEST.PCB_* (issue 15)
 
 
+#: Keys only DeFRCN's schema has: a config that sets one is a DeFRCN config, run as DeFRCN's main.py runs it.
+DEFRCN_KEYS = (
+    "MODEL.BACKBONE.FREEZE", "MODEL.RPN.FREEZE", "MODEL.RPN.ENABLE_DECOUPLE", "MODEL.RPN.BACKWARD_SCALE",
+    "MODEL.ROI_HEADS.FREEZE_FEAT", "MODEL.ROI_HEADS.ENABLE_DECOUPLE", "MODEL.ROI_HEADS.BACKWARD_SCALE",
+    "MODEL.ROI_HEADS.CLS_DROPOUT", "MODEL.ROI_HEADS.DROPOUT_RATIO", "MODEL.ROI_HEADS.OUTPUT_LAYER",
+    "TEST.PCB_ENABLE", "TEST.PCB_MODELTYPE", "TEST.PCB_MODELPATH", "TEST.PCB_ALPHA", "TEST.PCB_UPPER",
+    "TEST.PCB_LOWER",
+)
+
+
+def defrcn_keys_in(path: str, opts: list[str] | None = None) -> list[str]:
+    """The DeFRCN-only keys the yaml chain of ``path`` (or ``opts``) sets."""
+    from kiln.config import CfgNode
+
+    raw = CfgNode.load_yaml_with_base(path)
+    found = []
+    for key in DEFRCN_KEYS:
+        node: Any = raw
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            found.append(key)
+    given = list(opts or [])[::2]
+    return found + [k for k in DEFRCN_KEYS if k in given and k not in found]
+
+
 def load_d2_node(path: str, opts: list[str] | None = None) -> Any:
-    """Defaults < project defaults < ``path`` < ``opts``, frozen: the merged Detectron2 ``CfgNode``."""
+    """Defaults < project defaults < ``path`` < ``opts``, frozen: the merged Detectron2 ``CfgNode``.
+
+    A DeFRCN config (one that sets a key only DeFRCN has, e.g. ``MODEL.RPN.ENABLE_DECOUPLE``) gets the four
+    Detectron2 defaults DeFRCN's ``get_cfg`` changes (``FREEZE_AT`` 3, ``Res5ROIHeads``, box pooler 7,
+    weight decay 5e-5) before the file is merged, so it means what it means under DeFRCN's ``main.py``."""
     from kiln.config import get_cfg
+    from kiln.config.defaults import apply_defrcn_project_values
 
     d2 = add_fewshot_defaults(get_cfg())
+    if defrcn_keys_in(path, opts):
+        apply_defrcn_project_values(d2)
     d2.merge_from_file(path)
     if opts:
         d2.merge_from_list(list(opts))
