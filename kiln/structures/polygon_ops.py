@@ -8,11 +8,13 @@ the object (COCO polygons cannot express holes).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["polygons_to_bitmask", "clip_polygon", "polygon_area", "as_polygon"]
+__all__ = ["polygons_to_bitmask", "segmentation_to_bitmask", "valid_polygons", "clip_polygon", "polygon_area",
+           "as_polygon"]
 
 
 def as_polygon(poly: Sequence[float] | np.ndarray, where: str = "polygon") -> np.ndarray:
@@ -47,6 +49,40 @@ def polygons_to_bitmask(polygons: Sequence[np.ndarray], height: int, width: int)
         # pycocotools' decode trips numpy 2's __array__(copy=) deprecation; harmless here.
         warnings.simplefilter("ignore", DeprecationWarning)
         return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+
+
+def valid_polygons(segm: Sequence[Sequence[float]]) -> list[np.ndarray]:
+    """The parts of a COCO polygon list that are polygons (an even count of at least 6 numbers), as
+    MMDetection's and Detectron2's loaders keep them; the others cover no pixel."""
+    parts = [np.asarray(p, dtype=np.float64).reshape(-1) for p in segm]
+    return [p for p in parts if p.size >= 6 and p.size % 2 == 0]
+
+
+def segmentation_to_bitmask(segm: Any, height: int, width: int) -> np.ndarray:
+    """Decode one COCO ``segmentation`` into a ``height x width`` uint8 mask.
+
+    Accepts the three COCO forms: a polygon list, an uncompressed RLE (``counts`` a list) and a
+    compressed RLE (``counts`` a string). An RLE whose ``size`` is not ``[height, width]`` is refused:
+    it belongs to another image size.
+    """
+    if isinstance(segm, (list, tuple)):
+        return polygons_to_bitmask(valid_polygons(segm), height, width).astype(np.uint8)
+    if not isinstance(segm, Mapping) or "counts" not in segm or "size" not in segm:
+        raise ValueError(f"segmentation must be a polygon list or an RLE dict with 'counts' and 'size', got "
+                         f"{type(segm).__name__}: {str(segm)[:80]}.")
+    if [int(v) for v in segm["size"]] != [int(height), int(width)]:
+        raise ValueError(f"RLE segmentation has size {list(segm['size'])} but the image is "
+                         f"{[int(height), int(width)]} (h, w); the annotation belongs to another image size.")
+    from pycocotools import mask as mask_utils
+
+    rle = dict(segm)
+    if isinstance(rle["counts"], list):
+        rle = mask_utils.frPyObjects(rle, int(height), int(width))
+    elif isinstance(rle["counts"], str):
+        rle["counts"] = rle["counts"].encode("ascii")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools vs numpy 2, harmless
+        return mask_utils.decode(rle).astype(np.uint8)
 
 
 def clip_polygon(poly: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
