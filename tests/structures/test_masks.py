@@ -425,3 +425,20 @@ def test_detectron2_polygonmasks_without_size(polys):
         d2.to_ndarray()
     with pytest.raises(ValueError, match="needs the image size"):
         d2.flip()
+
+
+def test_subtract_convex_leaves_disjoint_pieces_of_the_exact_difference():
+    from kiln.structures.polygon_ops import subtract_convex
+
+    square = _rect(0, 0, 10, 10)
+    hole = np.array([4.0, -2.0, 14.0, -2.0, 14.0, 6.0, 4.0, 6.0])  # covers x in [4, 10], y in [0, 6]
+    pieces = subtract_convex(square, hole)
+    assert sum(polygon_area(p) for p in pieces) == pytest.approx(100 - 36)
+    raster = polygons_to_bitmask(pieces, 10, 10)
+    expected = np.ones((10, 10), bool)
+    expected[0:6, 4:10] = False
+    np.testing.assert_array_equal(raster, expected)
+    # clockwise or counter-clockwise convex polygons cut the same
+    assert sum(polygon_area(p) for p in subtract_convex(square, hole.reshape(-1, 2)[::-1].reshape(-1))) == \
+        pytest.approx(64)
+    assert subtract_convex(square, _rect(-1, -1, 11, 11)) == []
