@@ -442,3 +442,18 @@ def test_subtract_convex_leaves_disjoint_pieces_of_the_exact_difference():
     assert sum(polygon_area(p) for p in subtract_convex(square, hole.reshape(-1, 2)[::-1].reshape(-1))) == \
         pytest.approx(64)
     assert subtract_convex(square, _rect(-1, -1, 11, 11)) == []
+
+
+def test_label_map_fill_values_do_not_leak_into_instance_masks():
+    from kiln.data.transforms.transform import PadTransform
+
+    arr = np.ones((1, 4, 5), np.uint8)
+    pad = PadTransform(0, 0, 3, 2, seg_pad_value=255)  # Detectron2's FixedSizeCrop pads label maps with 255
+    out = BitmapMasks(arr, 4, 5).apply_transform(pad).to_ndarray()
+    expected = np.zeros((1, 6, 8), np.uint8)
+    expected[0, :4, :5] = 1
+    np.testing.assert_array_equal(out, expected)
+    ones = BitmapMasks(arr, 4, 5).apply_transform(PadTransform(0, 0, 3, 2, seg_pad_value=1)).to_ndarray()
+    assert ones.all()  # a 0/1 fill (Pad pad_val=dict(masks=1)) is honoured
+    as_bool = BitmapMasks(arr.astype(bool), 4, 5).apply_transform(pad).to_ndarray()
+    np.testing.assert_array_equal(as_bool, expected.astype(bool))
