@@ -133,3 +133,27 @@ def test_hook_sample_maps_mmdet2_gt_masks_back_to_the_original_image():
     np.testing.assert_array_equal(ds.gt_instances.masks.to_ndarray(), orig)
     np.testing.assert_allclose(ds.gt_instances.bboxes.numpy(), [[2, 5, 12, 10]])
     assert torch.equal(ds.pred_instances.masks, torch.from_numpy(orig.astype(bool)))
+
+
+def test_infer_and_show_dir_sink_draws_masks_and_records_their_rle(tmp_path):
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    from kiln.cli.show import ShowPredictions
+    from kiln.visualization.draw import color_for_label
+
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), _gray())
+    masks, boxes = _big_masks()
+    pred = {"boxes": boxes, "scores": torch.tensor([0.9, 0.1]), "labels": torch.tensor([1, 0]),
+            "masks": masks}
+    sink = ShowPredictions(str(tmp_path / "out"), score_thr=0.3, class_names=["a", "b"])
+    sink.process([{"file_name": str(path)}], [pred])
+    drawn = cv2.imread(str(tmp_path / "out" / "img.png"))
+    expected = np.round(0.5 * np.array(color_for_label(1)) + 0.5 * 100)
+    assert drawn[40, 20].tolist() == expected.tolist()
+    assert drawn[40, 50].tolist() == [100, 100, 100]  # below the score threshold: not drawn
+    (record,) = sink.records
+    assert len(record["segmentations"]) == len(record["boxes"]) == 1
+    rle = dict(record["segmentations"][0], counts=record["segmentations"][0]["counts"].encode())
+    np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), masks[0].numpy())
