@@ -157,3 +157,24 @@ def test_infer_and_show_dir_sink_draws_masks_and_records_their_rle(tmp_path):
     assert len(record["segmentations"]) == len(record["boxes"]) == 1
     rle = dict(record["segmentations"][0], counts=record["segmentations"][0]["counts"].encode())
     np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), masks[0].numpy())
+
+
+@pytest.mark.parametrize("poly2mask", [True, False])
+def test_browse_dataset_draws_the_loaded_masks(tmp_path, poly2mask):
+    import cv2
+
+    from kiln.data.browse import browse_dataset
+
+    def pipeline(with_mask):
+        return [dict(type="LoadImageFromFile"),
+                dict(type="LoadAnnotations", with_bbox=True, with_mask=with_mask, poly2mask=poly2mask),
+                dict(type="Resize", img_scale=(96, 96), keep_ratio=True), dict(type="Pad", size_divisor=32)]
+
+    def browse(with_mask, out):
+        cfg = dict(data=dict(train=dict(type="ShapesDataset", split="train", num_images=2, image_size=64,
+                                        root=str(tmp_path / "shapes"), pipeline=pipeline(with_mask))))
+        return [cv2.imread(p) for p in browse_dataset(cfg, str(tmp_path / out), num_images=2)]
+
+    for plain, masked in zip(browse(False, "boxes"), browse(True, "masks")):
+        changed = (plain != masked).any(-1)
+        assert changed.sum() > 50  # the shapes' interiors are tinted
