@@ -117,6 +117,9 @@ def clip_polygon(poly: np.ndarray, x0: float, y0: float, x1: float, y1: float) -
     Returns a flat array, empty when nothing is left.
     """
     out = np.asarray(poly, dtype=np.float64).reshape(-1)
+    xs, ys = out[0::2], out[1::2]
+    if xs.size and xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1:
+        return out.copy()  # the usual case: nothing to cut
     for normal, offset in (((-1.0, 0.0), -x0), ((1.0, 0.0), x1), ((0.0, -1.0), -y0), ((0.0, 1.0), y1)):
         out = clip_halfplane(out, normal, offset)
         if out.size == 0:
