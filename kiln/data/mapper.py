@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,19 +47,6 @@ def read_image(file_name: str, image_format: str = "BGR") -> np.ndarray:
     elif image_format == "L":
         img = img[:, :, None]
     return img
-
-
-def _annotation_mask(segm: Any, h: int, w: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segm, Mapping):
-        rle = mask_utils.frPyObjects(segm, h, w) if isinstance(segm.get("counts"), list) else segm
-    else:
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in segm], h, w))
-    with warnings.catch_warnings():
-        # pycocotools' decode trips numpy 2's __array__(copy=) deprecation; harmless here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(np.uint8)
 
 
 def transform_instance_annotations(annotation: dict, transforms: Transform, image_size: tuple[int, int]
@@ -101,11 +87,12 @@ def _config_args(cfg: Any, is_train: bool) -> dict[str, Any]:
         topk = int(cfg_get(cfg, "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN" if is_train
                            else "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST"))
     mask_on = bool(cfg_get(model, "MASK_ON", False))
+    mask_format = cfg_get(cfg.INPUT, "MASK_FORMAT", "polygon")
     crop = cfg_get(cfg.INPUT, "CROP")
     crop_on = bool(is_train and crop is not None and cfg_get(crop, "ENABLED", False))
     return dict(augmentations=build_augmentation(cfg, is_train),
                 image_format=cfg_get(cfg.INPUT, "FORMAT", "BGR"), use_instance_mask=mask_on,
-                recompute_boxes=mask_on and crop_on, proposal_topk=topk)
+                instance_mask_format=mask_format, recompute_boxes=mask_on and crop_on, proposal_topk=topk)
 
 
 class DatasetMapper:
@@ -114,7 +101,7 @@ class DatasetMapper:
     ``DatasetMapper(cfg, is_train)`` (Detectron2's call) builds everything from a config instead:
     ``INPUT.MIN_SIZE_*``/``MAX_SIZE_*``/``RANDOM_FLIP``/``FORMAT``, ``INPUT.CROP`` (a
     :class:`~.transforms.augmentation.RandomCrop` before the resize, in training), ``MODEL.MASK_ON``
-    (masks, and boxes recomputed from them after a crop).
+    (masks, and boxes recomputed from them after a crop), ``INPUT.MASK_FORMAT``.
 
     Args:
         augmentations: :class:`Augmentation` or :class:`Transform` objects, applied in order, or a
@@ -122,8 +109,13 @@ class DatasetMapper:
         image_format: ``'BGR'`` (default), ``'RGB'`` or ``'L'``. (With a config as first argument,
             a bool here is ``is_train``, as in ``DatasetMapper(cfg, True)``.)
         is_train: training keeps annotations (as ``instances``); inference drops them.
-        use_instance_mask: also produce ``instances.gt_masks`` (bool N x H x W tensor) from
-            polygon or RLE ``segmentation``.
+        use_instance_mask: also produce ``instances.gt_masks`` from the ``segmentation`` of each
+            annotation, moved by the same transforms as the image.
+        instance_mask_format: ``'polygon'`` (Detectron2's default): a
+            :class:`~kiln.structures.PolygonMasks` moved exactly and clipped to the image (RLE
+            annotations are refused: use ``'bitmask'``); ``'bitmask'``: a
+            :class:`~kiln.structures.BitMasks` (polygons rasterized after moving, RLE decoded and
+            moved as pixels).
         recompute_boxes: after augmentation, set boxes to the masks' bounds (needs masks), which is
             tighter than moving the box after crops/rotations.
         min_box_size: boxes with a side (after clipping) at most this are dropped.
@@ -136,8 +128,8 @@ class DatasetMapper:
 
     def __init__(self, augmentations: Sequence[Augmentation | Transform] | Any,
                  image_format: str | bool = "BGR", is_train: bool = True, *, use_instance_mask: bool = False,
-                 recompute_boxes: bool = False, min_box_size: float = 0.0,
-                 proposal_topk: int | None = None) -> None:
+                 instance_mask_format: str = "polygon", recompute_boxes: bool = False,
+                 min_box_size: float = 0.0, proposal_topk: int | None = None) -> None:
         if _is_config(augmentations):
             if isinstance(image_format, bool):  # DatasetMapper(cfg, is_train)
                 is_train = image_format
@@ -148,9 +140,14 @@ class DatasetMapper:
             args = _config_args(augmentations, is_train)
             augmentations, image_format = args["augmentations"], args["image_format"]
             use_instance_mask, recompute_boxes = args["use_instance_mask"], args["recompute_boxes"]
+            instance_mask_format = args["instance_mask_format"]
             proposal_topk = args["proposal_topk"]
         if image_format not in _FORMATS:
             raise ValueError(f"DatasetMapper image_format must be one of {_FORMATS}, got {image_format!r}")
+        if instance_mask_format not in ("polygon", "bitmask"):
+            raise ValueError(f"DatasetMapper instance_mask_format (INPUT.MASK_FORMAT) must be 'polygon' or "
+                             f"'bitmask', got {instance_mask_format!r}.")
+        self.instance_mask_format = instance_mask_format
         if recompute_boxes and not use_instance_mask:
             raise ValueError("DatasetMapper(recompute_boxes=True) needs use_instance_mask=True.")
         self.augmentations = AugmentationList(list(augmentations))
@@ -205,29 +202,44 @@ class DatasetMapper:
         inst.gt_boxes = Boxes(torch.as_tensor(boxes))
         inst.gt_classes = torch.as_tensor(classes)
         if self.use_instance_mask:
-            masks = [self._instance_mask(a, orig, transforms, (h0, w0), (h, w))
-                     for a, orig in zip(moved, kept)]
-            inst.gt_masks = torch.as_tensor(np.stack(masks).astype(bool) if masks
-                                            else np.zeros((0, h, w), bool))
+            inst.gt_masks = self._instance_masks(kept, transforms, (h0, w0), (h, w), d["file_name"])
             if self.recompute_boxes:
-                inst.gt_boxes = Boxes(_mask_bounds(inst.gt_masks))
+                inst.gt_boxes = inst.gt_masks.get_bounding_boxes()
         wh = boxes[:, 2:] - boxes[:, :2] if not self.recompute_boxes else (
             inst.gt_boxes.tensor[:, 2:] - inst.gt_boxes.tensor[:, :2]).numpy()
         keep = (wh > self.min_box_size).all(axis=1)
         d["instances"] = inst[torch.as_tensor(keep)]
         return d
 
-    @staticmethod
-    def _instance_mask(moved: dict, orig: dict, transforms: Transform, orig_size: tuple[int, int],
-                       size: tuple[int, int]) -> np.ndarray:
-        segm = moved.get("segmentation")
-        if segm is None:
-            raise KeyError(f"use_instance_mask=True but annotation {orig.get('id', '?')} has no "
-                           "'segmentation'")
-        if isinstance(segm, list):
-            # Polygons were moved exactly; rasterize them at the output size.
-            return _annotation_mask([p.tolist() for p in segm], *size)
-        return transforms.apply_segmentation(_annotation_mask(segm, *orig_size))
+    def _instance_masks(self, annos: list[dict], transforms: Transform, orig_size: tuple[int, int],
+                        size: tuple[int, int], file_name: str) -> Any:
+        """The annotations' masks as Detectron2's ``gt_masks``: moved by the one geometry core of the
+        mask structures (polygons exactly, then clipped to the image; RLE as pixels)."""
+        from kiln.structures import BitmapMasks, BitMasks, PolygonMasks
+        from kiln.structures.polygon_ops import segmentation_to_bitmask, valid_polygons
+
+        segms = []
+        for a in annos:
+            if a.get("segmentation") is None:
+                raise KeyError(f"use_instance_mask=True (MODEL.MASK_ON) but annotation {a.get('id', '?')} of "
+                               f"'{file_name}' has no 'segmentation'.")
+            segms.append(a["segmentation"])
+        rle = [a.get("id", i) for i, (a, s) in enumerate(zip(annos, segms)) if not isinstance(s, list)]
+        if self.instance_mask_format == "polygon":
+            if rle:
+                raise ValueError(f"'{file_name}': annotations {rle[:5]} are RLE masks, which cannot be "
+                                 "polygons (INPUT.MASK_FORMAT='polygon'); set INPUT.MASK_FORMAT='bitmask'.")
+            polys = PolygonMasks([valid_polygons(s) for s in segms], *orig_size)
+            return polys.apply_transform(transforms, size)
+        out = np.zeros((len(segms), *size), bool)
+        for i, segm in enumerate(segms):
+            if isinstance(segm, list):  # move the polygon exactly, rasterize at the output size
+                moved = PolygonMasks([valid_polygons(segm)], *orig_size).apply_transform(transforms, size)
+                out[i] = moved.to_ndarray()[0]
+            else:
+                bitmap = BitmapMasks(segmentation_to_bitmask(segm, *orig_size)[None], *orig_size)
+                out[i] = bitmap.apply_transform(transforms).to_ndarray()[0]
+        return BitMasks(out)
 
     def _proposals(self, d: dict, transforms: Transform, image_size: tuple[int, int]) -> Any:
         import torch
@@ -259,17 +271,6 @@ class DatasetMapper:
         return (f"DatasetMapper(augmentations={self.augmentations.augs!r}, "
                 f"image_format={self.image_format!r}, "
                 f"is_train={self.is_train}, use_instance_mask={self.use_instance_mask})")
-
-
-def _mask_bounds(masks: Any) -> Any:
-    import torch
-
-    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32)
-    for i, m in enumerate(masks):
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        if len(xs):
-            boxes[i] = torch.stack([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]).float()
-    return boxes
 
 
 def build_augmentation(cfg: Any, is_train: bool) -> list[Augmentation]:

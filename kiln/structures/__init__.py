@@ -9,18 +9,23 @@ from .boxes import Boxes, BoxMode, pairwise_intersection, pairwise_iou
 from .det_data_sample import DetDataSample, InstanceData
 from .image_list import ImageList
 from .instances import Instances
+from .masks import BitmapMasks, BitMasks, PolygonMasks, polygons_to_bitmask
 from .shape_spec import ShapeSpec
 
 __all__ = [
+    "BitMasks",
+    "BitmapMasks",
     "BoxMode",
     "Boxes",
     "DetDataSample",
     "InstanceData",
     "ImageList",
     "Instances",
+    "PolygonMasks",
     "ShapeSpec",
     "pairwise_intersection",
     "pairwise_iou",
+    "polygons_to_bitmask",
     "sample_image_id",
 ]
 

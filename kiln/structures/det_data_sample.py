@@ -159,6 +159,8 @@ class InstanceData:
                 out._fields[key] = torch.cat(values)
             elif isinstance(values[0], np.ndarray):
                 out._fields[key] = np.concatenate(values)
+            elif hasattr(type(values[0]), "cat"):  # Boxes, mask structures
+                out._fields[key] = type(values[0]).cat(values)
             else:
                 out._fields[key] = [v for vs in values for v in vs]
         return out

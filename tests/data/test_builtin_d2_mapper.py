@@ -8,7 +8,7 @@ from kiln.config import CfgNode
 from kiln.data import DatasetCatalog, build_detection_train_loader
 from kiln.data.mapper import DatasetMapper
 from kiln.data.transforms.augmentation import RandomCrop
-from kiln.structures import BoxMode
+from kiln.structures import BitMasks, BoxMode, PolygonMasks
 
 
 @pytest.fixture
@@ -22,13 +22,14 @@ def record(tmp_path):
                                   segmentation=[tri])])
 
 
-def d2cfg(crop=None, mask_on=False, keypoint_on=False, load_proposals=False):
+def d2cfg(crop=None, mask_on=False, keypoint_on=False, load_proposals=False, mask_format="polygon"):
     crop = crop or dict(ENABLED=False, TYPE="relative_range", SIZE=[0.9, 0.9])
     return CfgNode(dict(
         MODEL=dict(MASK_ON=mask_on, KEYPOINT_ON=keypoint_on, LOAD_PROPOSALS=load_proposals),
         DATASETS=dict(PRECOMPUTED_PROPOSAL_TOPK_TRAIN=2, PRECOMPUTED_PROPOSAL_TOPK_TEST=3),
         INPUT=dict(MIN_SIZE_TRAIN=(20,), MAX_SIZE_TRAIN=1000, MIN_SIZE_TRAIN_SAMPLING="choice",
-                   MIN_SIZE_TEST=40, MAX_SIZE_TEST=1000, RANDOM_FLIP="none", FORMAT="BGR", CROP=crop)))
+                   MIN_SIZE_TEST=40, MAX_SIZE_TEST=1000, RANDOM_FLIP="none", FORMAT="BGR", CROP=crop,
+                   MASK_FORMAT=mask_format)))
 
 
 def test_detectron2_call_crops_before_resizing_in_training_only(record):
@@ -46,12 +47,22 @@ def test_detectron2_call_crops_before_resizing_in_training_only(record):
 
 def test_mask_on_with_crop_recomputes_tight_boxes_from_the_masks(record):
     np.random.seed(0)
+    cfg = d2cfg(dict(ENABLED=True, TYPE="relative", SIZE=[0.5, 0.5]), mask_on=True, mask_format="bitmask")
+    for _ in range(5):
+        inst = DatasetMapper(cfg, True)(record)["instances"]
+        assert isinstance(inst.gt_masks, BitMasks)
+        for box, mask in zip(inst.gt_boxes.tensor, inst.gt_masks.tensor):
+            ys, xs = np.nonzero(mask.numpy())
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    # polygons (the default INPUT.MASK_FORMAT): the box is the bounds of the polygon cut by the crop
     cfg = d2cfg(dict(ENABLED=True, TYPE="relative", SIZE=[0.5, 0.5]), mask_on=True)
     for _ in range(5):
         inst = DatasetMapper(cfg, True)(record)["instances"]
-        for box, mask in zip(inst.gt_boxes.tensor, inst.gt_masks):
-            ys, xs = np.nonzero(mask.numpy())
-            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+        assert isinstance(inst.gt_masks, PolygonMasks)
+        for box, parts in zip(inst.gt_boxes.tensor, inst.gt_masks.polygons):
+            pts = np.concatenate(parts).reshape(-1, 2)
+            np.testing.assert_allclose(box.numpy(), [*pts.min(0), *pts.max(0)], rtol=1e-6)
+            assert pts.min() >= 0 and (pts <= [40, 20]).all()  # inside the 40x20 crop
     assert not DatasetMapper(d2cfg(mask_on=True), True).recompute_boxes  # no crop: boxes as annotated
 
 

@@ -9,7 +9,7 @@ import torch
 
 from kiln.data.mapper import DatasetMapper, build_augmentation
 from kiln.data.transforms import RandomFlip, Resize, ResizeShortestEdge
-from kiln.structures import Boxes, BoxMode, Instances
+from kiln.structures import BitMasks, Boxes, BoxMode, Instances, PolygonMasks
 
 
 @pytest.fixture
@@ -77,12 +77,43 @@ def test_mapper_rgb_format_reverses_channels(record):
 
 
 def test_mapper_instance_masks_follow_geometry(record):
-    out = DatasetMapper([Resize((120, 200)), RandomFlip(prob=1.0)], use_instance_mask=True)(record)
+    out = DatasetMapper([Resize((120, 200)), RandomFlip(prob=1.0)], use_instance_mask=True,
+                        instance_mask_format="bitmask")(record)
     masks = out["instances"].gt_masks
-    assert masks.dtype == torch.bool and masks.shape == (2, 120, 200)
-    for mask, box in zip(masks, out["instances"].gt_boxes.tensor):
+    assert isinstance(masks, BitMasks)
+    assert masks.tensor.dtype == torch.bool and masks.tensor.shape == (2, 120, 200)
+    for mask, box in zip(masks.tensor, out["instances"].gt_boxes.tensor):
         ys, xs = torch.nonzero(mask, as_tuple=True)
         np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], box.numpy(), atol=2)
+
+
+def test_mapper_polygon_masks_move_exactly_with_the_boxes(record):
+    out = DatasetMapper([Resize((120, 200)), RandomFlip(prob=1.0)], use_instance_mask=True)(record)
+    masks = out["instances"].gt_masks
+    assert isinstance(masks, PolygonMasks) and (masks.height, masks.width) == (120, 200)
+    # rectangles: the moved polygon's bounds are exactly the moved box
+    np.testing.assert_allclose(masks.get_bounding_boxes().tensor.numpy(),
+                               out["instances"].gt_boxes.tensor.numpy())
+    bitmask = DatasetMapper([Resize((120, 200)), RandomFlip(prob=1.0)], use_instance_mask=True,
+                            instance_mask_format="bitmask")(record)["instances"].gt_masks
+    np.testing.assert_array_equal(masks.to_ndarray().astype(bool), bitmask.tensor.numpy())
+
+
+def test_mapper_rle_masks_need_the_bitmask_format(record):
+    from pycocotools import mask as mask_utils
+
+    m = np.zeros((60, 100), np.uint8, order="F")
+    m[10:30, 20:50] = 1
+    rle = mask_utils.encode(m)
+    rle["counts"] = rle["counts"].decode("ascii")
+    record["annotations"][0]["segmentation"] = rle
+    with pytest.raises(ValueError, match="RLE.*INPUT.MASK_FORMAT='bitmask'"):
+        DatasetMapper([], use_instance_mask=True)(record)
+    flip = DatasetMapper([RandomFlip(prob=1.0)], use_instance_mask=True, instance_mask_format="bitmask")
+    out = flip(record)
+    np.testing.assert_array_equal(out["instances"].gt_masks.tensor[0].numpy(), m[:, ::-1].astype(bool))
+    with pytest.raises(ValueError, match="'polygon' or 'bitmask'"):
+        DatasetMapper([], use_instance_mask=True, instance_mask_format="rle")
 
 
 def test_mapper_does_not_mutate_dataset_dict(record):

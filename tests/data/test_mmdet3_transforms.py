@@ -10,6 +10,7 @@ import torch
 
 from kiln.data.transforms import Compose
 from kiln.registry import TRANSFORMS
+from kiln.structures import BitmapMasks
 
 
 def _results(h: int = 60, w: int = 90) -> dict:
@@ -210,9 +211,9 @@ def test_compose_refuses_a_pipeline_mixing_2x_and_3x():
         Compose([dict(type="Resize", scale=(10, 10)), dict(type="RandomFlip", flip_ratio=0.5)])
 
 
-def test_masks_in_the_3x_form_are_refused():
-    with pytest.raises(ValueError, match="issue 14"):
-        Compose([dict(type="LoadAnnotations", with_bbox=True, with_mask=True), dict(type="PackDetInputs")])
+def test_label_maps_in_the_3x_form_are_refused():
+    with pytest.raises(ValueError, match="with_seg=True.*label maps"):
+        Compose([dict(type="LoadAnnotations", with_bbox=True, with_seg=True), dict(type="PackDetInputs")])
 
 
 def test_load_image_backends(tmp_path):
@@ -269,7 +270,7 @@ def test_random_crop_recompute_bbox_uses_the_masks():
     masks = np.zeros((2, 60, 90), np.uint8)
     masks[0, 10:20, 15:25] = 1
     masks[1, 30:50, 60:80] = 1
-    res.update(gt_masks=masks, mask_fields=["gt_masks"])
+    res.update(gt_masks=BitmapMasks(masks, 60, 90), mask_fields=["gt_masks"])
     np.random.seed(0)
     out = Compose([dict(type="RandomCrop", crop_size=(60, 90), recompute_bbox=True)])(res)  # the whole image
     assert out["gt_bboxes"].tolist() == [[15, 10, 25, 20], [60, 30, 80, 50]]

@@ -11,6 +11,7 @@ import torch
 
 from kiln.data.transforms import Compose
 from kiln.registry import TRANSFORMS
+from kiln.structures import BitmapMasks
 
 IMG_NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 TRAIN_PIPELINE = [
@@ -306,8 +307,8 @@ def test_load_annotations_with_mask_rasterizes_polygons_and_masks_follow_geometr
                 dict(type="Resize", img_scale=(400, 240)), dict(type="RandomFlip", flip_ratio=1.0),
                 dict(type="Pad", size_divisor=32)]
     r = _run(pipeline, sample)
-    assert r["gt_masks"].shape == (2, 256, 416)
-    for box, mask in zip(r["gt_bboxes"], r["gt_masks"]):
+    assert isinstance(r["gt_masks"], BitmapMasks) and r["gt_masks"].to_ndarray().shape == (2, 256, 416)
+    for box, mask in zip(r["gt_bboxes"], r["gt_masks"].to_ndarray()):
         ys, xs = np.nonzero(mask)
         np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], box, atol=2)
 

@@ -67,16 +67,18 @@ class CocoDataset(CustomDataset):
         return state
 
     def get_ann_info(self, idx: int) -> dict[str, Any]:
-        """``bboxes`` XYXY float32, ``labels`` int64, ``bboxes_ignore`` (crowd), ``masks`` (polygons)."""
+        """``bboxes`` XYXY float32, ``labels`` int64, ``bboxes_ignore`` (crowd), ``masks`` (each
+        instance's COCO ``segmentation``: polygons or RLE) and ``masks_ignore`` (the crowds')."""
         img_id = self.data_infos[idx]["id"]
         anns = self._parsed.anns_by_image.get(img_id, [])
-        bboxes, labels, ignore, ignore_labels, masks = [], [], [], [], []
+        bboxes, labels, ignore, ignore_labels, masks, ignore_masks = [], [], [], [], [], []
         for ann in anns:
             x, y, w, h = (float(v) for v in ann["bbox"])
             box = [x, y, x + w, y + h]
             if ann.get("iscrowd", 0):
                 ignore.append(box)
                 ignore_labels.append(self.cat2label[ann["category_id"]])
+                ignore_masks.append(ann.get("segmentation"))
                 continue
             bboxes.append(box)
             labels.append(self.cat2label[ann["category_id"]])
@@ -88,6 +90,7 @@ class CocoDataset(CustomDataset):
             bboxes_ignore=np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
             labels_ignore=np.asarray(ignore_labels, dtype=np.int64),
             masks=masks,
+            masks_ignore=ignore_masks,
             seg_map=info["filename"].rsplit(".", 1)[0] + ".png",
         )
 

@@ -93,8 +93,8 @@ def prepare_steps(steps: Sequence[Any], dialect: str | None, cfg_path: str = "pi
     pipeline, ``LoadAnnotations(empty_without_ann=True)`` (3.x loads empty ground truth for an image
     without annotations).
 
-    In a 3.x pipeline, refuses ``LoadAnnotations(with_mask=True/with_seg=True)``: the 3.x batch form
-    (``PackDetInputs``) carries boxes and labels only in kiln so far (instance masks are issue 14).
+    In a 3.x pipeline, refuses ``LoadAnnotations(with_seg=True)``: the 3.x batch form
+    (``PackDetInputs``) carries boxes, labels and instance masks, not label maps.
     """
     out: list[Any] = []
     for i, step in enumerate(steps):
@@ -107,12 +107,11 @@ def prepare_steps(steps: Sequence[Any], dialect: str | None, cfg_path: str = "pi
             step["axis_order"] = "wh"
         if dialect == MMDET3 and kind == "LoadAnnotations":
             step.setdefault("empty_without_ann", True)
-            for key in ("with_mask", "with_seg"):
-                if step.get(key):
-                    raise ValueError(
-                        f"{cfg_path}[{i}] LoadAnnotations({key}=True): kiln's MMDetection 3.x data path "
-                        "(PackDetInputs) carries boxes and labels only; instance masks and label maps in "
-                        f"the 3.x form are not implemented yet (issue 14). Remove {key}=True, or write the "
-                        "pipeline in the 2.x form (DefaultFormatBundle + Collect), which carries them.")
+            if step.get("with_seg"):
+                raise ValueError(
+                    f"{cfg_path}[{i}] LoadAnnotations(with_seg=True): kiln's MMDetection 3.x data path "
+                    "(PackDetInputs) carries boxes, labels and instance masks; label maps in the 3.x form "
+                    "are not implemented. Remove with_seg=True, or write the pipeline in the 2.x form "
+                    "(DefaultFormatBundle + Collect), which carries them.")
         out.append(step)
     return out

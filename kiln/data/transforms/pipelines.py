@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -265,20 +264,28 @@ class LoadImageFromFile:
                 f"imdecode_backend={self.imdecode_backend!r})")
 
 
-def _polygons_to_mask(polygons: Any, h: int, w: int) -> np.ndarray:
-    """Rasterize one instance's polygons (list of flat ``[x0, y0, ...]`` lists) or an RLE dict."""
-    from pycocotools import mask as mask_utils
+def load_masks(entries: Sequence[Any], h: int, w: int, poly2mask: bool, where: str) -> Any:
+    """One image's COCO ``segmentation`` entries as :class:`~kiln.structures.BitmapMasks`
+    (``poly2mask``: polygons rasterized, RLE decoded) or :class:`~kiln.structures.PolygonMasks`.
 
-    if isinstance(polygons, Mapping):
-        rle = polygons
-        if isinstance(rle.get("counts"), list):
-            rle = mask_utils.frPyObjects(rle, h, w)
-    else:
-        rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, p)) for p in polygons], h, w))
-    with warnings.catch_warnings():
-        # pycocotools' decode trips numpy 2's __array__(copy=) deprecation; harmless here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(np.uint8)
+    Polygon parts with fewer than 3 points are dropped, as MMDetection's loader does. Polygons cannot
+    be made from an RLE, so ``poly2mask=False`` refuses one, naming it.
+    """
+    from kiln.structures import BitmapMasks, PolygonMasks
+    from kiln.structures.polygon_ops import segmentation_to_bitmask, valid_polygons
+
+    for i, segm in enumerate(entries):
+        if segm is None:
+            raise KeyError(f"{where}: instance {i} has no 'segmentation'; with_mask=True needs one per "
+                           "instance (drop with_mask, or fix the annotation).")
+    if poly2mask:
+        arrays = [segmentation_to_bitmask(segm, h, w) for segm in entries]
+        return BitmapMasks(np.stack(arrays) if arrays else np.zeros((0, h, w), np.uint8), h, w)
+    rle = [i for i, segm in enumerate(entries) if not isinstance(segm, (list, tuple))]
+    if rle:
+        raise ValueError(f"{where}: instances {rle[:5]} are RLE masks, which cannot be kept as polygons "
+                         "(LoadAnnotations poly2mask=False); set poly2mask=True.")
+    return PolygonMasks([valid_polygons(segm) for segm in entries], h, w)
 
 
 @TRANSFORMS.register_module()
@@ -288,9 +295,11 @@ class LoadAnnotations:
     Args:
         with_bbox: load ``gt_bboxes`` (N x 4 float32) and ``gt_bboxes_ignore``.
         with_label: load ``gt_labels`` (int64).
-        with_mask: load ``gt_masks`` from ``ann_info['masks']`` (polygons or RLE per instance);
-            ``poly2mask=True`` rasterizes them to an N x H x W uint8 array, otherwise they stay
-            lists of K x 2 float polygons (moved exactly by geometric steps).
+        with_mask: load ``gt_masks`` from ``ann_info['masks']`` (a COCO polygon list, uncompressed or
+            compressed RLE per instance): ``poly2mask=True`` gives :class:`~kiln.structures.BitmapMasks`
+            (uint8), ``False`` :class:`~kiln.structures.PolygonMasks` (moved exactly by geometric
+            steps; RLE is refused). Crowd masks (``ann_info['masks_ignore']``, next to
+            ``bboxes_ignore``) load as ``gt_masks_ignore`` bitmaps.
         with_seg: load ``gt_semantic_seg`` (H x W class indices) from
             ``seg_prefix/ann_info['seg_map']``; geometric steps move it with nearest-neighbour
             resampling and ``Pad`` fills it with 255 (ignore).
@@ -353,14 +362,14 @@ class LoadAnnotations:
             if "masks" not in ann:
                 raise KeyError("LoadAnnotations(with_mask=True) needs ann_info['masks'] (one polygon list "
                                "or RLE per box); the dataset did not provide it.")
-            if self.poly2mask:
-                h, w = results["img_info"]["height"], results["img_info"]["width"]
-                masks = [_polygons_to_mask(m, h, w) for m in ann["masks"]]
-                results["gt_masks"] = (np.stack(masks) if masks else np.zeros((0, h, w), np.uint8))
-            else:
-                results["gt_masks"] = [[np.asarray(p, np.float64).reshape(-1, 2) for p in m]
-                                       for m in ann["masks"]]
+            h, w = results["img_info"]["height"], results["img_info"]["width"]
+            where = f"LoadAnnotations(with_mask=True) on image {results.get('image_id', '?')}"
+            results["gt_masks"] = load_masks(ann["masks"], h, w, self.poly2mask, where)
             results.setdefault("mask_fields", []).append("gt_masks")
+            if ann.get("masks_ignore") is not None and "gt_bboxes_ignore" in results:
+                # Crowd regions are pixel regions (usually RLE): always bitmaps.
+                results["gt_masks_ignore"] = load_masks(ann["masks_ignore"], h, w, True, where + " (crowd)")
+                results["mask_fields"].append("gt_masks_ignore")
         if self.with_seg:
             self._load_seg(results, ann)
         return results
@@ -524,7 +533,7 @@ def _default_meta(results: dict) -> None:
 @TRANSFORMS.register_module()
 class DefaultFormatBundle:
     """Convert ``img`` to a float32 C x H x W tensor, ``gt_bboxes``/``gt_bboxes_ignore`` to float32
-    and ``gt_labels`` to int64 tensors, ``gt_masks`` bitmaps to a uint8 tensor,
+    and ``gt_labels`` to int64 tensors (``gt_masks`` stay mask structures, as in MMDetection),
     ``gt_semantic_seg`` to an int64 1 x H x W tensor; fill default
     ``pad_shape``, ``scale_factor``, ``flip`` and ``img_norm_cfg`` when no step set them."""
 
@@ -542,8 +551,6 @@ class DefaultFormatBundle:
                 results[key] = torch.as_tensor(np.asarray(results[key], np.float32).reshape(-1, 4))
         if "gt_labels" in results:
             results["gt_labels"] = torch.as_tensor(np.asarray(results["gt_labels"], np.int64).reshape(-1))
-        if isinstance(results.get("gt_masks"), np.ndarray):
-            results["gt_masks"] = torch.from_numpy(np.ascontiguousarray(results["gt_masks"]))
         if isinstance(results.get("gt_semantic_seg"), np.ndarray):
             seg = results["gt_semantic_seg"].astype(np.int64)
             results["gt_semantic_seg"] = torch.from_numpy(np.ascontiguousarray(seg[None]))  # 1 x H x W

@@ -16,6 +16,7 @@ import numpy as np
 
 from kiln.image.geometric import rescale_size as _image_rescale_size
 from kiln.registry import TRANSFORMS
+from kiln.structures.masks import PolygonMasks
 
 from .transform import (
     CropTransform,
@@ -49,16 +50,15 @@ def apply_geometry(results: dict, tfm: Transform, clip_shape: tuple[int, int] | 
         results[key] = clip_boxes(boxes, *clip_shape) if clip_shape is not None else boxes
     for key in results.get("mask_fields", []):
         masks = results[key]
-        if isinstance(masks, np.ndarray):
-            moved = [tfm.apply_segmentation(m) for m in masks]
-            if moved:
-                results[key] = np.stack(moved)
-            else:
-                # An empty stack still needs the new H x W: transform a blank mask to learn it.
-                h, w = tfm.apply_segmentation(np.zeros(masks.shape[1:], np.uint8)).shape[:2]
-                results[key] = np.zeros((0, h, w), masks.dtype)
-        else:
-            results[key] = [tfm.apply_polygons(polys) for polys in masks]
+        if not hasattr(masks, "apply_transform"):
+            raise TypeError(f"results[{key!r}] is a {type(masks).__name__}; instance masks in a pipeline are "
+                            "kiln.structures.BitmapMasks or PolygonMasks (LoadAnnotations(with_mask=True) "
+                            "makes them).")
+        img = results.get("img")
+        # Polygons are clipped to the new image, whose size the moved image tells.
+        out_shape = img.shape[:2] if isinstance(img, np.ndarray) else None
+        results[key] = (masks.apply_transform(tfm) if not isinstance(masks, PolygonMasks)
+                        else masks.apply_transform(tfm, out_shape))
     for key in results.get("seg_fields", []):
         results[key] = (seg_transform or tfm).apply_segmentation(results[key])
     done = results.get("transforms")
@@ -421,11 +421,12 @@ def _crop_and_filter(results: dict, tfm: CropTransform, clip: bool, keep: np.nda
             survived = bool(valid.any())
             if "gt_labels" in results:
                 results["gt_labels"] = results["gt_labels"][valid]
-            for mkey in results.get("mask_fields", []):
-                m = results[mkey]
-                results[mkey] = m[valid] if isinstance(m, np.ndarray) else [p for p, v in zip(m, valid) if v]
-        elif key == "gt_bboxes_ignore" and "gt_labels_ignore" in results:
-            results["gt_labels_ignore"] = results["gt_labels_ignore"][valid]
+            if "gt_masks" in results:
+                results["gt_masks"] = results["gt_masks"][valid]
+        elif key == "gt_bboxes_ignore":
+            for extra in ("gt_labels_ignore", "gt_masks_ignore"):
+                if extra in results:
+                    results[extra] = results[extra][valid]
     results["img_shape"] = results["img"].shape
     results["pad_shape"] = results["img"].shape
     return survived
@@ -442,8 +443,9 @@ class RandomCrop:
             for ``'absolute_range'`` the ``(min, max)`` side in pixels. MMDetection 3.x writes
             ``'absolute'``/``'relative'`` sizes as ``(w, h)``: ``axis_order='wh'`` says so
             (:class:`Compose` sets it in 3.x pipelines, see :mod:`.dialect`).
-        recompute_bbox: after the crop, set each box to the extent of its (bitmap) instance mask, as
-            MMDetection does; without masks there is nothing to recompute from and boxes stay clipped.
+        recompute_bbox: after the crop, set each box to the extent of its instance mask (bitmap or
+            polygon), as MMDetection does; without masks there is nothing to recompute from and boxes
+            stay clipped.
     """
 
     def __init__(self, crop_size: Sequence[float], crop_type: str = "absolute",
@@ -487,18 +489,12 @@ class RandomCrop:
 
 
 def _boxes_from_masks(results: dict) -> None:
-    """Set ``gt_bboxes`` to the pixel extent of each bitmap mask in ``gt_masks`` (empty mask: zeros)."""
-    masks = results.get("gt_masks")
-    if not isinstance(masks, np.ndarray):
-        raise ValueError("RandomCrop recompute_bbox=True recomputes boxes from bitmap masks; these masks are "
-                         "polygons (LoadAnnotations poly2mask=False). Set poly2mask=True or remove "
-                         "recompute_bbox.")
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        if len(xs):
-            boxes[i] = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    results["gt_bboxes"] = boxes
+    """Set ``gt_bboxes`` to each instance mask's box: the tight pixel box of a bitmap, the bounds of
+    a (clipped) polygon; zeros for an empty mask."""
+    if "gt_masks" not in results:
+        raise KeyError("RandomCrop recompute_bbox=True recomputes boxes from gt_masks; load them with "
+                       "LoadAnnotations(with_mask=True) or remove recompute_bbox.")
+    results["gt_bboxes"] = results["gt_masks"].get_bboxes()
 
 
 def _iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -140,7 +140,7 @@ class FilterAnnotations:
             keep &= (boxes[:, 2] - boxes[:, 0]) > self.min_wh[0]
             keep &= (boxes[:, 3] - boxes[:, 1]) > self.min_wh[1]
         if self.by_mask and masks is not None:
-            keep &= masks.reshape(len(masks), -1).sum(1) >= self.min_area
+            keep &= masks.areas >= self.min_area  # pixels of a bitmap, the polygon area of polygons
         return keep
 
     def __call__(self, results: dict) -> dict | None:
@@ -152,9 +152,6 @@ class FilterAnnotations:
             if masks is None:
                 raise KeyError("FilterAnnotations(by_mask=True) needs gt_masks; load them with "
                                "LoadAnnotations(with_mask=True).")
-            if not isinstance(masks, np.ndarray):
-                raise ValueError("FilterAnnotations(by_mask=True) measures bitmap masks; these are polygons "
-                                 "(LoadAnnotations poly2mask=False).")
         boxes = np.asarray(results["gt_bboxes"], np.float32).reshape(-1, 4)
         ignored = results.get("gt_bboxes_ignore")
         if len(boxes) == 0 and (ignored is None or len(ignored) == 0):
@@ -169,12 +166,12 @@ class FilterAnnotations:
         if "gt_labels" in results:
             results["gt_labels"] = results["gt_labels"][keep]
         if masks is not None:
-            results["gt_masks"] = masks[keep] if isinstance(masks, np.ndarray) else [
-                m for m, k in zip(masks, keep) if k]
+            results["gt_masks"] = masks[keep]
         if keep_ignored is not None:
             results["gt_bboxes_ignore"] = results["gt_bboxes_ignore"][keep_ignored]
-            if "gt_labels_ignore" in results:
-                results["gt_labels_ignore"] = results["gt_labels_ignore"][keep_ignored]
+            for extra in ("gt_labels_ignore", "gt_masks_ignore"):
+                if extra in results:
+                    results[extra] = results[extra][keep_ignored]
         return results
 
     def __repr__(self) -> str:
@@ -217,7 +214,9 @@ class PackDetInputs:
     have, in MMDetection 3.x spellings (``img_id``, ``img_path``, ``ori_shape``/``img_shape`` as
     ``(h, w)``, ``scale_factor`` as ``(w_scale, h_scale)``, ``flip``, ``flip_direction``), plus
     ``pad_shape`` when a ``Pad`` ran. ``gt_instances`` has ``bboxes`` (float32 N×4 XYXY in ``inputs``
-    pixels) and ``labels`` (int64); ``ignored_instances`` the crowd/difficult boxes and their labels;
+    pixels), ``labels`` (int64) and ``masks`` (the ``BitmapMasks``/``PolygonMasks`` of
+    ``LoadAnnotations(with_mask=True)``); ``ignored_instances`` the crowd/difficult boxes, their
+    labels and (crowd) masks;
     ``proposals`` (``bboxes``, ``scores``) when ``LoadProposals`` ran (Fast R-CNN).
 
     Example::
@@ -252,8 +251,9 @@ class PackDetInputs:
         if "pad_fixed_size" in results and "pad_shape" not in meta:
             meta["pad_shape"] = _meta_value(results, "pad_shape")[1]
         sample = DetDataSample(metainfo=meta)
-        sample.gt_instances = self._instances(results, "gt_bboxes", "gt_labels")
-        sample.ignored_instances = self._instances(results, "gt_bboxes_ignore", "gt_labels_ignore")
+        sample.gt_instances = self._instances(results, "gt_bboxes", "gt_labels", "gt_masks")
+        sample.ignored_instances = self._instances(results, "gt_bboxes_ignore", "gt_labels_ignore",
+                                                   "gt_masks_ignore")
         if "proposals" in results:  # LoadProposals (Fast R-CNN): boxes in `inputs` pixels and their scores
             proposals = self._instances(results, "proposals", None)
             scores = results.get("proposals_scores", np.zeros(len(proposals.bboxes), np.float32))
@@ -262,7 +262,7 @@ class PackDetInputs:
         return {"inputs": img, "data_samples": sample}
 
     @staticmethod
-    def _instances(results: dict, box_key: str, label_key: str | None) -> Any:
+    def _instances(results: dict, box_key: str, label_key: str | None, mask_key: str | None = None) -> Any:
         import torch
 
         from kiln.structures import InstanceData
@@ -272,6 +272,8 @@ class PackDetInputs:
             inst.bboxes = torch.as_tensor(np.asarray(results[box_key], np.float32).reshape(-1, 4))
         if label_key is not None and label_key in results:
             inst.labels = torch.as_tensor(np.asarray(results[label_key], np.int64).reshape(-1))
+        if mask_key is not None and mask_key in results:
+            inst.masks = results[mask_key]  # BitmapMasks/PolygonMasks at the (unpadded) image size
         return inst
 
     def __repr__(self) -> str:
