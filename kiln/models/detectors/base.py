@@ -551,14 +551,15 @@ def _paste_masks(probs: torch.Tensor, boxes: torch.Tensor, meta: Mapping[str, An
 
 
 def _gt_masks(value: Any, num_boxes: int, what: str) -> Any:
-    """A sample's instance masks as kiln's MMDetection-style mask structure, checked against its boxes.
+    """A sample's instance masks, checked: ``BitmapMasks``/``PolygonMasks`` or Detectron2's
+    ``BitMasks``/``PolygonMasks`` spellings of them (the same classes, :mod:`kiln.structures.masks`)."""
+    from kiln.structures.masks import BitmapMasks, PolygonMasks
 
-    Accepts ``BitmapMasks``/``PolygonMasks`` and Detectron2's ``BitMasks``/``PolygonMasks`` spellings of them
-    (:mod:`kiln.structures.masks`).
-    """
-    from kiln.structures.masks import as_mmdet_masks
-
-    masks = as_mmdet_masks(_unwrap(value), what)
+    masks = _unwrap(value)
+    if not isinstance(masks, (BitmapMasks, PolygonMasks)):
+        raise TypeError(f"{what}: expected BitmapMasks or PolygonMasks (kiln.structures.masks), got "
+                        f"{type(masks).__name__}; load masks with LoadAnnotations(with_mask=True) or "
+                        "Detectron2's DatasetMapper with MODEL.MASK_ON.")
     if len(masks) != num_boxes:
         raise ValueError(f"{what}: {len(masks)} masks for {num_boxes} gt boxes; give one mask per box.")
     return masks
