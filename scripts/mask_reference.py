@@ -8,7 +8,10 @@ tests/models/test_mask_reference.py replays them through kiln without detectron2
   (boxes partly outside the image, fractional coordinates);
 * mask targets: ``PolygonMasks.crop_and_resize`` and ``BitMasks.crop_and_resize`` of ground truths for
   proposal boxes;
-* the mask loss: ``mask_rcnn_loss`` of random logits on those proposals.
+* the mask loss: ``mask_rcnn_loss`` of random logits on those proposals;
+* the mask head: ``MaskRCNNConvUpsampleHead`` (2 GN convs of 32 channels, 3 classes) with weights filled by
+  :func:`head_weight` from their Detectron2 names, its logits on seeded RoI features (the weights are
+  rebuilt in the test, only names, shapes and logits are stored).
 """
 
 from __future__ import annotations
@@ -25,6 +28,39 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "d2_par
 def _bits(t: torch.Tensor) -> dict:
     arr = t.cpu().numpy().astype(bool)
     return {"shape": list(arr.shape), "hex": np.packbits(arr.reshape(-1)).tobytes().hex()}
+
+
+def head_weight(name: str, shape: list[int]) -> torch.Tensor:
+    """The value of mask-head parameter ``name`` (Detectron2's name), seeded by the name's CRC32."""
+    import zlib
+
+    g = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    if name.endswith("norm.weight"):
+        return 0.5 + torch.rand(shape, generator=g)
+    fan_in = max(1, int(np.prod(shape[1:])))
+    return torch.randn(shape, generator=g) * (0.1 if name.endswith("bias") else (1.0 / fan_in) ** 0.5)
+
+
+def _mask_head_case() -> dict:
+    from detectron2.config import get_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.roi_heads.mask_head import build_mask_head
+
+    cfg = get_cfg()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    cfg.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
+    cfg.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
+    cfg.MODEL.ROI_MASK_HEAD.NORM = "GN"
+    head = build_mask_head(cfg, ShapeSpec(channels=16, height=14, width=14)).eval()
+    names = {}
+    with torch.no_grad():
+        for name, p in head.state_dict().items():
+            full = "roi_heads.mask_head." + name
+            p.copy_(head_weight(full, list(p.shape)))
+            names[full] = list(p.shape)
+        x = torch.randn(2, 16, 14, 14, generator=torch.Generator().manual_seed(7))
+        logits = head.layers(x)
+    return dict(head_params=names, head_input_seed=7, head_logits=_floats(logits))
 
 
 def _floats(t: torch.Tensor) -> list:
@@ -69,7 +105,7 @@ def main() -> None:
         image_size=[h, w], paste_masks=_floats(masks), paste_boxes=boxes.tolist(), pasted=_bits(pasted),
         polygons=polys, proposals=proposals.tolist(), gt_inds=gt_inds.tolist(), classes=classes.tolist(),
         polygon_targets=_bits(poly_targets), bitmask_targets=_bits(bit_targets), logits=_floats(logits),
-        loss_mask=float(loss),
+        loss_mask=float(loss), **_mask_head_case(),
     )
     with open(OUT, "w") as f:
         json.dump(data, f)

@@ -64,3 +64,41 @@ def test_mask_loss_equals_detectron2s(ref):
                           [_gt(ref, "polygon")], 28)
     loss = head.loss(torch.tensor(ref["logits"]), targets, torch.tensor(ref["classes"]))["loss_mask"]
     assert loss.item() == pytest.approx(ref["loss_mask"], rel=1e-5)
+
+
+def test_detectron2_mask_head_weights_convert_and_give_detectron2s_logits(ref):
+    # The head as the Detectron2 translator builds it for ROI_MASK_HEAD NUM_CONV 2, CONV_DIM 32, NORM GN
+    # (3 classes, 16 input channels); Detectron2's weights (rebuilt from their names) through the converter.
+    import importlib.util
+
+    from kiln.checkpoint_convert.convert import convert_for_model
+    from kiln.config import get_cfg
+    from kiln.config.dialects.d2_heads import mask_head_dicts
+
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "mask_reference.py")
+    spec = importlib.util.spec_from_file_location("mask_reference", script)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)  # the weight recipe the fixture was written with
+    head_weight = recipe.head_weight
+
+    d2 = get_cfg()
+    d2.MODEL.ROI_HEADS.NUM_CLASSES = 3
+    d2.MODEL.ROI_HEADS.IN_FEATURES = ["p2", "p3", "p4", "p5"]
+    d2.MODEL.ROI_MASK_HEAD.NUM_CONV = 2
+    d2.MODEL.ROI_MASK_HEAD.CONV_DIM = 32
+    d2.MODEL.ROI_MASK_HEAD.NORM = "GN"
+    levels = {f"p{i}": (16, 2 ** i) for i in range(2, 7)}
+    head_cfg, extractor, mask_size = mask_head_dicts(d2, levels, c4=False)
+    assert mask_size == 28
+    assert extractor["roi_layer"] == dict(type="RoIAlign", output_size=14, sampling_ratio=0, aligned=True)
+    head = MODELS.build(head_cfg).eval()
+    d2_state = {name: head_weight(name, shape) for name, shape in ref["head_params"].items()}
+    prefix = "roi_head.mask_head."
+    aligned, report = convert_for_model(d2_state, {prefix + k: v for k, v in head.state_dict().items()},
+                                        layout="detectron2")
+    assert report.missing == [] and report.unexpected == [] and report.shape_mismatch == []
+    head.load_state_dict({k[len(prefix):]: v for k, v in aligned.items()}, strict=True)
+    x = torch.randn(2, 16, 14, 14, generator=torch.Generator().manual_seed(ref["head_input_seed"]))
+    with torch.no_grad():
+        logits = head(x)
+    torch.testing.assert_close(logits, torch.tensor(ref["head_logits"]), atol=2e-4, rtol=1e-4)
