@@ -76,7 +76,9 @@ class ShowPredictions(DatasetEvaluator):
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
                 continue
-            drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr)
+            masks = pred.get("masks") if isinstance(pred, dict) else None  # a mask model's, original pixels
+            drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr,
+                               masks=masks)
             stem = os.path.splitext(os.path.basename(path))[0]
             cv2.imwrite(os.path.join(self.out_dir, f"{stem}.png"), drawn)
 

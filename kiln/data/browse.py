@@ -98,9 +98,10 @@ def _browse_mm(cfg: Any, split: str, num_images: int, skip_types: Sequence[str])
         img = _first(item["img"])
         boxes = _first(item.get("gt_bboxes", np.zeros((0, 4), np.float32)))
         labels = _first(item.get("gt_labels"))
+        masks = _first(item.get("gt_masks"))  # BitmapMasks/PolygonMasks on the (padded) image
         fname = _first(item.get("ori_filename") or item.get("filename") or f"{i}")
         norm = _first(item.get("img_norm_cfg")) if not isinstance(img, np.ndarray) else None
-        yield i, str(fname), img, boxes, labels, names, norm
+        yield i, str(fname), img, boxes, labels, names, norm, masks
 
 
 def _browse_d2(cfg: Any, split: str, num_images: int):
@@ -123,15 +124,17 @@ def _browse_d2(cfg: Any, split: str, num_images: int):
         inst = out.get("instances")
         boxes = inst.gt_boxes.tensor if inst is not None else np.zeros((0, 4), np.float32)
         labels = inst.gt_classes if inst is not None else None
+        masks = inst.gt_masks if inst is not None and inst.has("gt_masks") else None
         img = out["image"].permute(1, 2, 0).numpy()
         if fmt == "RGB":
             img = img[:, :, ::-1]
-        yield i, os.path.basename(out["file_name"]), img, boxes, labels, class_names, None
+        yield i, os.path.basename(out["file_name"]), img, boxes, labels, class_names, None, masks
 
 
 def browse_dataset(cfg: Any, output_dir: str, num_images: int = 10, split: str = "train",
                    skip_types: Sequence[str] = SKIP_TYPES) -> list[str]:
-    """Write ``num_images`` augmented samples of ``split`` as PNGs with boxes and class names.
+    """Write ``num_images`` augmented samples of ``split`` as PNGs with boxes, class names and instance
+    masks (when the pipeline loads them: ``LoadAnnotations(with_mask=True)`` / ``MODEL.MASK_ON``).
 
     Args:
         cfg: a loaded config (MM style with ``data`` or ``<split>_dataloader``, or Detectron2 style
@@ -157,14 +160,14 @@ def browse_dataset(cfg: Any, output_dir: str, num_images: int = 10, split: str =
                        "pipeline) nor 'DATASETS' (Detectron2 style); which dataset should be shown?")
     os.makedirs(output_dir, exist_ok=True)
     written = []
-    for i, fname, img, boxes, labels, names, norm in samples:
+    for i, fname, img, boxes, labels, names, norm, masks in samples:
         if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3:
             vis = Visualizer(img, class_names=names)
         else:
             from kiln.visualization import image_from_tensor
 
             vis = Visualizer(image_from_tensor(img, norm), class_names=names)
-        vis.draw_boxes(boxes, labels)
+        vis.draw_boxes(boxes, labels, masks=masks)
         stem = os.path.splitext(os.path.basename(fname))[0]
         written.append(vis.save(os.path.join(output_dir, f"{i:05d}_{stem}.png")))
     return written

@@ -21,7 +21,7 @@ HOOK_KEYS = frozenset({
     "interval", "start", "by_epoch", "save_best", "rule", "greater_keys", "less_keys",
     "gpu_collect", "tmpdir", "broadcast_bn_buffer", "out_dir", "dynamic_intervals",
 })
-_KILN_METRICS = ("bbox",)
+_KILN_METRICS = ("bbox", "segm")
 # Metrics only MMDetection 2.x's datasets define (kiln has no spelling of its own for them).
 _MMDET2_ONLY = ("proposal", "proposal_fast", "mAP", "recall")
 _STYLES = ("kiln", "mmdet2")
@@ -82,18 +82,13 @@ def build_evaluator(
         return EVALUATORS.build(cfg, default_args=default_args, cfg_path="evaluation")
     metrics = cfg.pop("metric", "bbox")
     metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics))
-    if "segm" in metrics:
-        raise ValueError(
-            f"evaluation.metric: {metrics} asks for 'segm' (mask AP), which kiln cannot compute: it has no "
-            f"instance-mask models yet. Evaluate metric='bbox'."
-        )
     known = _KILN_METRICS + _MMDET2_ONLY
     unsupported = [m for m in metrics if m not in known]
     if unsupported or not metrics:
         raise ValueError(
             f"evaluation.metric: {unsupported or metrics} is not supported; kiln evaluates {known} "
-            f"('bbox' is COCO box AP; 'mAP'/'recall' Pascal VOC's; 'proposal'/'proposal_fast' proposal "
-            f"recall). Or give evaluation.type a custom evaluator registered in EVALUATORS."
+            f"('bbox'/'segm' are COCO box/mask AP; 'mAP'/'recall' Pascal VOC's; 'proposal'/'proposal_fast' "
+            f"proposal recall). Or give evaluation.type a custom evaluator registered in EVALUATORS."
         )
     if style == "mmdet2" or any(m in _MMDET2_ONLY for m in metrics):
         from .mmdet2_evaluation import build_mmdet2_evaluator
@@ -108,5 +103,5 @@ def build_evaluator(
     from .coco_evaluation import COCOEvaluator
 
     coco_gt, cat_ids, names = coco_gt_of_dataset(dataset)
-    return COCOEvaluator(coco_gt, cat_ids=cat_ids, class_names=names, output_dir=output_dir,
+    return COCOEvaluator(coco_gt, tuple(metrics), cat_ids=cat_ids, class_names=names, output_dir=output_dir,
                          distributed=distributed, classwise=bool(classwise))

@@ -1,4 +1,4 @@
-"""COCO-style box AP through pycocotools (or faster-coco-eval, which gives the same numbers).
+"""COCO-style box and mask AP through pycocotools (or faster-coco-eval, which gives the same numbers).
 
 Units: every AP kiln reports is in **percent** (0–100), like Detectron2 — ``bbox/AP`` of 41.2
 means 0.412 in pycocotools' ``stats[0]``. A metric pycocotools marks undefined (``-1``: no
@@ -22,74 +22,17 @@ import numpy as np
 
 from kiln.registry import EVALUATORS
 
+from .coco_results import instances_to_coco_json
 from .evaluator import DatasetEvaluator
 
-__all__ = ["COCOEvaluator", "instances_to_coco_json", "coco_metric_table"]
+__all__ = ["COCOEvaluator", "instances_to_coco_json", "coco_metric_table", "segm_results"]
 
 logger = logging.getLogger(__name__)
 
-# Order of pycocotools' COCOeval.stats for bbox.
+# Order of pycocotools' COCOeval.stats for bbox and segm.
 _STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+_TASKS = ("bbox", "segm")
 _BACKENDS = ("auto", "pycocotools", "faster_coco_eval")
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch here
-        return x.detach().cpu().numpy()
-    if hasattr(x, "tensor") and hasattr(x.tensor, "detach"):  # kiln Boxes
-        return x.tensor.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _unpack_prediction(output: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes XYXY N×4, scores N, labels N) from either output form the evaluator accepts."""
-    if isinstance(output, Mapping) and "instances" in output:  # Detectron2-style output
-        inst = output["instances"]
-        return (_to_numpy(inst.pred_boxes).reshape(-1, 4), _to_numpy(inst.scores).reshape(-1),
-                _to_numpy(inst.pred_classes).reshape(-1))
-    if not isinstance(output, Mapping) or not {"boxes", "scores", "labels"} <= set(output):
-        keys = sorted(output) if isinstance(output, Mapping) else type(output).__name__
-        raise KeyError(
-            f"COCOEvaluator: a model output must be a dict with 'boxes' (N×4 XYXY, original-image "
-            f"pixels), 'scores' (N) and 'labels' (N, contiguous 0-based), or with 'instances'; got "
-            f"{keys}. Check that the model is in eval mode (model.eval()) when producing outputs."
-        )
-    return (_to_numpy(output["boxes"]).reshape(-1, 4), _to_numpy(output["scores"]).reshape(-1),
-            _to_numpy(output["labels"]).reshape(-1))
-
-
-def instances_to_coco_json(
-    output: Any, image_id: int, cat_ids: Sequence[int]
-) -> list[dict[str, Any]]:
-    """Convert one image's predictions to COCO result dicts.
-
-    Boxes go from XYXY to COCO's XYWH; contiguous labels ``l`` become ``cat_ids[l]``.
-
-    Example::
-
-        >>> instances_to_coco_json({'boxes': [[0, 0, 10, 5]], 'scores': [0.9], 'labels': [0]},
-        ...                        image_id=7, cat_ids=[3])
-        [{'image_id': 7, 'category_id': 3, 'bbox': [0.0, 0.0, 10.0, 5.0], 'score': 0.9}]
-    """
-    boxes, scores, labels = _unpack_prediction(output)
-    if len(boxes) == 0:
-        return []
-    labels = labels.astype(np.int64)
-    bad = labels[(labels < 0) | (labels >= len(cat_ids))]
-    if bad.size:
-        raise ValueError(
-            f"COCOEvaluator: image {image_id} has predicted label {int(bad[0])}, but the dataset "
-            f"has {len(cat_ids)} categories (contiguous labels 0..{len(cat_ids) - 1}). Check the "
-            f"model's num_classes against the dataset's classes."
-        )
-    xywh = boxes.astype(np.float64)
-    xywh[:, 2:] = xywh[:, 2:] - xywh[:, :2]
-    # Full precision (no rounding): the numbers must equal pycocotools' on the raw detections.
-    cats = np.asarray(cat_ids, dtype=np.int64)[labels].tolist()
-    return [
-        {"image_id": image_id, "category_id": c, "bbox": b, "score": s}
-        for b, s, c in zip(xywh.tolist(), scores.astype(np.float64).tolist(), cats)
-    ]
 
 
 def _load_coco(coco_gt: Any) -> Any:
@@ -151,15 +94,17 @@ def coco_metric_table(rows: Sequence[tuple[str, float]], ncols: int = 3) -> str:
 
 @EVALUATORS.register_module()
 class COCOEvaluator(DatasetEvaluator):
-    """Box AP over a COCO-format ground truth, computed by pycocotools' COCOeval.
+    """Box and mask AP over a COCO-format ground truth, computed by pycocotools' COCOeval.
 
     Args:
         coco_gt: the ground truth — a pycocotools ``COCO`` object (e.g. ``CocoDataset.coco``),
             a path to a COCO instances json, a COCO-format dict, or (Detectron2's first argument)
             the name of a catalog dataset (:mod:`.catalog_coco`: its ``json_file``, or its dicts
             converted). ``ann_file`` and ``dataset_name`` are aliases.
-        tasks: Detectron2's ``tasks``: ``None`` or ``('bbox',)``; ``'segm'``/``'keypoints'`` are
-            refused (kiln has no mask or keypoint heads).
+        tasks: Detectron2's ``tasks``: ``'bbox'`` and/or ``'segm'`` (mask AP: predictions carry masks,
+            which are RLE-encoded; the ground truth needs ``segmentation``). ``None`` evaluates
+            ``'bbox'``, plus ``'segm'`` when the predictions have masks (as Detectron2 infers them).
+            ``'keypoints'`` is refused (kiln has no keypoint heads).
         distributed: gather predictions from all ranks before evaluating.
         output_dir: where ``coco_instances_results.json`` (the detections in COCO result
             format) is written; ``None`` writes nothing.
@@ -176,11 +121,14 @@ class COCOEvaluator(DatasetEvaluator):
         allow_cached_coco: reuse ``<output_dir>/<name>_coco_format.json`` when a catalog dataset
             without ``json_file`` was converted before.
         classwise: also report ``bbox/AP-<class>`` per class.
-        prefix: key prefix of the results.
+        prefix: key prefix of the box results (mask results use ``'segm'``, or ``<prefix>_segm``
+            when ``prefix`` is not the default).
 
     ``evaluate()`` returns ``{'bbox/AP', 'bbox/AP50', 'bbox/AP75', 'bbox/APs', 'bbox/APm',
-    'bbox/APl'}`` (+ per-class entries) in percent; only the images that were processed are
-    evaluated, so a subset run gives that subset's AP.
+    'bbox/APl'}`` and the same ``segm/...`` keys for masks (+ per-class entries) in percent; only the
+    images that were processed are evaluated, so a subset run gives that subset's AP. Mask AP is
+    computed as Detectron2 and MMDetection do: the results' boxes are left out, so COCOeval's
+    small/medium/large split uses the mask area.
 
     Example::
 
@@ -217,7 +165,7 @@ class COCOEvaluator(DatasetEvaluator):
                              "coco_gt= (COCO object, json path or dict) or ann_file=.")
         if len(given) > 1:
             raise ValueError(f"COCOEvaluator: pass one of coco_gt, ann_file and dataset_name, not {given}.")
-        _check_detectron2_args(tasks, kpt_oks_sigmas)
+        self._tasks = _check_detectron2_args(tasks, kpt_oks_sigmas)
         if use_fast_impl is not None and backend is not None:
             raise ValueError("COCOEvaluator: pass backend= or use_fast_impl= (Detectron2's name), not both.")
         if backend is None:
@@ -285,9 +233,10 @@ class COCOEvaluator(DatasetEvaluator):
             )
         for sample, output in zip(inputs, outputs):
             image_id = self._image_id(sample_image_id(sample))
+            with_masks = None if self._tasks is None else "segm" in self._tasks
             self._predictions.append(
                 {"image_id": image_id,
-                 "instances": instances_to_coco_json(output, image_id, self._cat_ids)}
+                 "instances": instances_to_coco_json(output, image_id, self._cat_ids, with_masks)}
             )
 
     def _image_id(self, image_id: Any) -> Any:
@@ -327,7 +276,21 @@ class COCOEvaluator(DatasetEvaluator):
         self._write_results(coco_results)
         if not coco_results:
             logger.warning("COCOEvaluator: the model predicted no boxes on %d images.", len(img_ids))
-        return self._run_cocoeval(coco_results, img_ids)
+        results: dict[str, float] = {}
+        for task in self._tasks_of(coco_results):
+            results.update(self._run_cocoeval(coco_results, img_ids, task))
+        return results
+
+    def _tasks_of(self, coco_results: list[dict[str, Any]]) -> tuple[str, ...]:
+        """The asked tasks, or bbox plus segm when the results carry masks (Detectron2's inference)."""
+        if self._tasks is not None:
+            return self._tasks
+        return ("bbox", "segm") if any("segmentation" in r for r in coco_results) else ("bbox",)
+
+    def _task_prefix(self, task: str) -> str:
+        if task == "bbox":
+            return self._prefix
+        return task if self._prefix == "bbox" else f"{self._prefix}_{task}"
 
     def _write_results(self, coco_results: list[dict[str, Any]]) -> None:
         """``<output_dir>/coco_instances_results.json`` (written atomically) when an output dir is set."""
@@ -353,8 +316,9 @@ class COCOEvaluator(DatasetEvaluator):
             )
         return img_ids
 
-    def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int]) -> dict[str, float]:
-        coco_gt, coco_dt, coco_eval = self._make_cocoeval(coco_results)
+    def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int],
+                      iou_type: str = "bbox") -> dict[str, float]:
+        coco_gt, coco_dt, coco_eval = self._make_cocoeval(coco_results, iou_type)
         coco_eval.params.imgIds = img_ids
         coco_eval.params.maxDets = [1, 10, self._max_dets]
         text = io.StringIO()
@@ -363,20 +327,24 @@ class COCOEvaluator(DatasetEvaluator):
             coco_eval.accumulate()
             coco_eval.summarize()
         self.coco_eval = coco_eval
-        logger.info("COCO bbox evaluation (%s):\n%s", self._backend, text.getvalue().rstrip())
+        logger.info("COCO %s evaluation (%s):\n%s", iou_type, self._backend, text.getvalue().rstrip())
         stats = np.asarray(coco_eval.stats, dtype=np.float64)
+        prefix = self._task_prefix(iou_type)
         results = {
-            f"{self._prefix}/{name}": (float(stats[i] * 100) if stats[i] >= 0 else float("nan"))
+            f"{prefix}/{name}": (float(stats[i] * 100) if stats[i] >= 0 else float("nan"))
             for i, name in enumerate(_STAT_NAMES)
         }
         if self._classwise:
             per_class = self._per_class_ap(coco_eval)
-            logger.info("Per-class %s AP (%%):\n%s", self._prefix, coco_metric_table(per_class))
+            logger.info("Per-class %s AP (%%):\n%s", prefix, coco_metric_table(per_class))
             for name, ap in per_class:
-                results[f"{self._prefix}/AP-{name}"] = ap
+                results[f"{prefix}/AP-{name}"] = ap
         return results
 
-    def _make_cocoeval(self, coco_results: list[dict[str, Any]]) -> tuple[Any, Any, Any]:
+    def _make_cocoeval(self, coco_results: list[dict[str, Any]], iou_type: str = "bbox"
+                       ) -> tuple[Any, Any, Any]:
+        if iou_type == "segm":
+            coco_results = segm_results(coco_results, self._coco_gt)
         if self._backend == "faster_coco_eval":
             from faster_coco_eval import COCO, COCOeval_faster
 
@@ -384,7 +352,7 @@ class COCOEvaluator(DatasetEvaluator):
                 self._fast_gt = COCO(copy.deepcopy(self._coco_gt.dataset))
             coco_gt = self._fast_gt
             coco_dt = coco_gt.loadRes(coco_results) if coco_results else _empty_dt(COCO, coco_gt)
-            return coco_gt, coco_dt, COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=print)
+            return coco_gt, coco_dt, COCOeval_faster(coco_gt, coco_dt, iou_type, print_function=print)
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
@@ -392,7 +360,7 @@ class COCOEvaluator(DatasetEvaluator):
         with contextlib.redirect_stdout(io.StringIO()):
             # loadRes on an empty list fails inside pycocotools; an empty result set is valid.
             coco_dt = coco_gt.loadRes(coco_results) if coco_results else _empty_dt(COCO, coco_gt)
-        return coco_gt, coco_dt, COCOeval(coco_gt, coco_dt, "bbox")
+        return coco_gt, coco_dt, COCOeval(coco_gt, coco_dt, iou_type)
 
     def _per_class_ap(self, coco_eval: Any) -> list[tuple[str, float]]:
         # precision: [iou thresholds, recall points, categories, area ranges, max dets]
@@ -406,17 +374,40 @@ class COCOEvaluator(DatasetEvaluator):
         return rows
 
 
-def _check_detectron2_args(tasks: Sequence[str] | None, kpt_oks_sigmas: Sequence[float]) -> None:
-    """Refuse what Detectron2's COCOEvaluator can do and kiln's cannot (mask and keypoint AP)."""
-    if tasks is not None:
-        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        other = [t for t in tasks if t != "bbox"]
-        if other or not tasks:
-            raise ValueError(f"COCOEvaluator: tasks={tasks}: kiln evaluates 'bbox' only (it has no mask or "
-                             "keypoint heads); pass tasks=('bbox',) or None.")
+def _check_detectron2_args(tasks: Sequence[str] | None, kpt_oks_sigmas: Sequence[float]
+                           ) -> tuple[str, ...] | None:
+    """The evaluated tasks (``None``: decided by the predictions); refuses keypoint AP, which kiln
+    cannot compute."""
     if len(kpt_oks_sigmas):
         raise ValueError("COCOEvaluator: kpt_oks_sigmas is for keypoint AP, which kiln does not compute (no "
                          "keypoint heads); remove it (TEST.KEYPOINT_OKS_SIGMAS must stay empty).")
+    if tasks is None:
+        return None
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    other = [t for t in tasks if t not in _TASKS]
+    if other or not tasks:
+        raise ValueError(f"COCOEvaluator: tasks={tasks}: kiln evaluates {_TASKS} (it has no keypoint "
+                         "heads); pass a subset of them or None.")
+    return tuple(t for t in _TASKS if t in tasks)
+
+
+def segm_results(coco_results: list[dict[str, Any]], coco_gt: Any) -> list[dict[str, Any]]:
+    """The results as COCOeval's ``segm`` needs them: with their masks and without their boxes.
+
+    pycocotools' ``loadRes`` takes a result's area from its box when it has one; mask AP's
+    small/medium/large split must use the mask area (Detectron2 and MMDetection drop the boxes too).
+    Refuses results without masks and a ground truth without ``segmentation``, naming what to fix.
+    """
+    bare = [r for r in coco_results if "segmentation" not in r]
+    if bare:
+        raise KeyError(f"COCO 'segm' evaluation: {len(bare)} results (e.g. image {bare[0]['image_id']}) "
+                       "have no mask; the model must predict masks (a mask head) or evaluate 'bbox' only.")
+    lacking = [a["id"] for a in coco_gt.dataset.get("annotations", []) if not a.get("segmentation")]
+    if lacking:
+        raise ValueError(f"COCO 'segm' evaluation: {len(lacking)} ground-truth annotations (ids "
+                         f"{lacking[:5]}) have no 'segmentation'; mask AP needs instance masks in the "
+                         "annotation json (a box-only dataset can only be evaluated with 'bbox').")
+    return [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
 
 
 def _distributed_run(enabled: bool) -> bool:

@@ -1,4 +1,4 @@
-"""``CocoMetric``: COCO box AP and proposal recall with MMDetection 3.x's arguments, names and scale.
+"""``CocoMetric``: COCO box/mask AP and proposal recall with MMDetection 3.x's arguments, names and scale.
 
 MMDetection 3.x configs write ``val_evaluator = dict(type='CocoMetric', ann_file=...,
 metric='bbox')`` and ``default_hooks.checkpoint.save_best='coco/bbox_mAP'``. This evaluator
@@ -38,7 +38,7 @@ COCO_METRIC_ITEMS = {
 }
 _BBOX_ITEMS = ("mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
 _PROPOSAL_ITEMS = ("AR@100", "AR@300", "AR@1000", "AR_s@1000", "AR_m@1000", "AR_l@1000")
-_METRICS = ("bbox", "proposal", "proposal_fast")
+_METRICS = ("bbox", "segm", "proposal", "proposal_fast")
 
 
 def coco_dict_from_dataset(dataset: Any) -> tuple[dict[str, Any], dict[Any, int], list[str]]:
@@ -74,23 +74,24 @@ def coco_dict_from_dataset(dataset: Any) -> tuple[dict[str, Any], dict[Any, int]
 
 @EVALUATORS.register_module()
 class CocoMetric(COCOEvaluator):
-    """COCO box AP (``'bbox'``) and proposal recall (``'proposal'``, ``'proposal_fast'``), as
-    MMDetection 3.x's ``CocoMetric`` reports them.
+    """COCO box AP (``'bbox'``), mask AP (``'segm'``) and proposal recall (``'proposal'``,
+    ``'proposal_fast'``), as MMDetection 3.x's ``CocoMetric`` reports them.
 
     Args:
         ann_file: COCO instances json of the evaluated split. Without it the ground truth is the
             dataset's (its pycocotools index when it is a CocoDataset, else its annotations
             converted by :func:`coco_dict_from_dataset`).
-        metric: ``'bbox'``, ``'proposal'``, ``'proposal_fast'`` or a list. ``'segm'`` is refused
-            (instance masks are not implemented yet).
+        metric: ``'bbox'``, ``'segm'`` (predictions need masks, the ground truth ``segmentation``),
+            ``'proposal'``, ``'proposal_fast'`` or a list.
         classwise: log a per-class AP table and report ``{prefix}/{class}_precision``.
         proposal_nums: COCOeval's ``maxDets`` (AP uses the last), and the ``AR@n`` numbers.
         iou_thrs: COCOeval's IoU thresholds; default 0.50:0.05:0.95.
         metric_items: which of :data:`COCO_METRIC_ITEMS` to report (default ``mAP``... for
             ``bbox``, ``AR@100``... for ``proposal``).
-        format_only: only write ``<outfile_prefix>.bbox.json`` (COCO result format, e.g. for the
-            test server) and return ``{}``; needs ``outfile_prefix``.
-        outfile_prefix: also write the detections to ``<outfile_prefix>.bbox.json``.
+        format_only: only write ``<outfile_prefix>.bbox.json`` (and ``.segm.json`` with ``'segm'``;
+            COCO result format, e.g. for the test server) and return ``{}``; needs ``outfile_prefix``.
+        outfile_prefix: also write the detections to ``<outfile_prefix>.bbox.json`` (boxes) and, with
+            ``'segm'``, ``<outfile_prefix>.segm.json`` (boxes and RLE masks), as MMDetection does.
         file_client_args: refused, as in MMDetection 3.x (use ``backend_args``).
         backend_args: ``None`` or a local backend.
         collect_device: ``'cpu'``/``'gpu'``: how MMEngine gathers across ranks; kiln gathers the
@@ -106,7 +107,9 @@ class CocoMetric(COCOEvaluator):
 
     ``evaluate()`` returns ``{prefix}/bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``,
     ``bbox_mAP_s/m/l`` (pycocotools' ``stats[0..5]`` rounded to 3 decimals; ``-1.0`` where
-    pycocotools cannot define it), ``{prefix}/AR@100``... for ``proposal``, and unrounded
+    pycocotools cannot define it), the same ``segm_mAP``... for ``segm`` (boxes left out of the
+    results so sizes are mask areas, as MMDetection does), ``{prefix}/AR@100``... for
+    ``proposal``, and unrounded
     ``{prefix}/AR@n`` (mean recall over ``iou_thrs``) for ``proposal_fast``. Only the processed
     images are evaluated (MMDetection evaluates every image of ``ann_file``; the two agree when the
     whole split is evaluated).
@@ -143,9 +146,6 @@ class CocoMetric(COCOEvaluator):
     ) -> None:
         owner = type(self).__name__
         metrics = [metric] if isinstance(metric, str) else list(metric)
-        if "segm" in metrics:
-            raise ValueError(f"{owner}: metric 'segm' (mask AP) is not supported: kiln has no instance-mask "
-                             f"models yet. Evaluate metric='bbox' (the configs' mask heads are refused too).")
         unknown = [m for m in metrics if m not in _METRICS]
         if unknown or not metrics:
             raise ValueError(f"{owner}: metric {unknown or metrics} is not one of {_METRICS}.")
@@ -154,8 +154,8 @@ class CocoMetric(COCOEvaluator):
                              "backend_args instead.")
         check_backend_args(backend_args, owner)
         if format_only and not outfile_prefix:
-            raise ValueError(f"{owner}: format_only=True writes the results to <outfile_prefix>.bbox.json; "
-                             "set outfile_prefix (e.g. './work_dirs/coco_detection/test').")
+            raise ValueError(f"{owner}: format_only=True writes the results to <outfile_prefix>.bbox.json "
+                             "(and .segm.json); set outfile_prefix (e.g. './work_dirs/coco_detection/test').")
         nums = [int(n) for n in proposal_nums]
         if len(nums) != 3 and any(m != "proposal_fast" for m in metrics):
             raise ValueError(f"{owner}: proposal_nums={list(proposal_nums)}: COCOeval's summary needs "
@@ -185,7 +185,8 @@ class CocoMetric(COCOEvaluator):
         del sort_categories  # see the docstring: kiln's category order is already the sorted one
         coco_gt, cat_ids, names = self._ground_truth(ann_file, dataset, owner)
         # output_dir (kiln's, given by build_evaluator): coco_instances_results.json for `kiln test --out`
-        super().__init__(coco_gt, cat_ids=cat_ids, class_names=names, output_dir=output_dir,
+        tasks = ("bbox", "segm") if "segm" in metrics else ("bbox",)  # masks are encoded only for 'segm'
+        super().__init__(coco_gt, tasks, cat_ids=cat_ids, class_names=names, output_dir=output_dir,
                          distributed=distributed, max_dets_per_image=nums[-1], backend="pycocotools",
                          classwise=bool(classwise), prefix=self.prefix or "")
 
@@ -243,12 +244,10 @@ class CocoMetric(COCOEvaluator):
         coco_results = list(itertools.chain.from_iterable(p["instances"] for p in predictions))
         self._write_results(coco_results)
         if self.outfile_prefix:
-            path = f"{self.outfile_prefix}.bbox.json"
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path + ".tmp", "w") as f:
-                json.dump(coco_results, f)
-            os.replace(path + ".tmp", path)
-            logger.info("%s: wrote %d detections to %s", type(self).__name__, len(coco_results), path)
+            boxes_only = [{k: v for k, v in r.items() if k != "segmentation"} for r in coco_results]
+            self._write_json(f"{self.outfile_prefix}.bbox.json", boxes_only)
+            if "segm" in self.metrics:
+                self._write_json(f"{self.outfile_prefix}.segm.json", coco_results)
         if self.format_only:
             return {}
         results: dict[str, float] = {}
@@ -258,6 +257,13 @@ class CocoMetric(COCOEvaluator):
             else:
                 results.update(self._cocoeval(metric, coco_results, img_ids))
         return results
+
+    def _write_json(self, path: str, coco_results: list[dict[str, Any]]) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(coco_results, f)
+        os.replace(path + ".tmp", path)
+        logger.info("%s: wrote %d detections to %s", type(self).__name__, len(coco_results), path)
 
     def _fast_recall(self, predictions: list[dict[str, Any]], img_ids: list[int]) -> dict[str, float]:
         by_image = {p["image_id"]: p["instances"] for p in predictions}
@@ -277,7 +283,7 @@ class CocoMetric(COCOEvaluator):
 
     def _cocoeval(self, metric: str, coco_results: list[dict[str, Any]], img_ids: list[int]
                   ) -> dict[str, float]:
-        _, _, coco_eval = self._make_cocoeval(coco_results)
+        _, _, coco_eval = self._make_cocoeval(coco_results, "segm" if metric == "segm" else "bbox")
         coco_eval.params.catIds = list(self._cat_ids)
         coco_eval.params.imgIds = img_ids
         coco_eval.params.maxDets = list(self.proposal_nums)
@@ -298,13 +304,13 @@ class CocoMetric(COCOEvaluator):
                 results[self._key(item)] = round(float(stats[COCO_METRIC_ITEMS[item]]), 3)
             return results
         if self._classwise:
-            results.update(self._classwise_results(coco_eval))
+            results.update(self._classwise_results(coco_eval, metric))
         for item in self.metric_items or _BBOX_ITEMS:
-            results[self._key(f"bbox_{item}")] = round(float(stats[COCO_METRIC_ITEMS[item]]), 3)
-        logger.info("bbox_mAP_copypaste: %s", " ".join(f"{v:.3f}" for v in stats[:6]))
+            results[self._key(f"{metric}_{item}")] = round(float(stats[COCO_METRIC_ITEMS[item]]), 3)
+        logger.info("%s_mAP_copypaste: %s", metric, " ".join(f"{v:.3f}" for v in stats[:6]))
         return results
 
-    def _classwise_results(self, coco_eval: Any) -> dict[str, float]:
+    def _classwise_results(self, coco_eval: Any, metric: str = "bbox") -> dict[str, float]:
         precision = coco_eval.eval["precision"]  # [iou, recall, category, area, max dets]
 
         def mean_ap(p: np.ndarray) -> float:
@@ -319,7 +325,8 @@ class CocoMetric(COCOEvaluator):
                       for t in (0, 5)]
             by_area = [mean_ap(precision[:, :, k, a, -1]) for a in (1, 2, 3)]
             rows.append([name, *(f"{round(v, 3)}" for v in (ap, *by_iou, *by_area))])
+            # MMDetection's key names the class only; a 'segm' run after 'bbox' overwrites it, as there.
             results[self._key(f"{name}_precision")] = round(ap, 3)
         header = ("category", "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l")
-        logger.info("Per-class bbox AP:\n%s", text_table(header, rows))
+        logger.info("Per-class %s AP:\n%s", metric, text_table(header, rows))
         return results

@@ -1,7 +1,7 @@
 """MMDetection 2.x ``evaluation=dict(metric=...)`` entries: the dataset's ``evaluate()`` arguments
 and result names.
 
-In MMDetection 2.x the metric belongs to the dataset: ``CocoDataset.evaluate(metric='bbox' |
+In MMDetection 2.x the metric belongs to the dataset: ``CocoDataset.evaluate(metric='bbox' | 'segm' |
 'proposal' | 'proposal_fast', classwise, proposal_nums, iou_thrs, metric_items,
 jsonfile_prefix)`` reports ``bbox_mAP``, ``AR@100``...; ``VOCDataset.evaluate(metric='mAP' |
 'recall', iou_thr, proposal_nums, scale_ranges)`` reports ``mAP``, ``AP50``,
@@ -24,7 +24,7 @@ __all__ = ["MMDET2_COCO_METRICS", "MMDET2_VOC_METRICS", "build_mmdet2_evaluator"
 
 logger = logging.getLogger(__name__)
 
-MMDET2_COCO_METRICS = ("bbox", "proposal", "proposal_fast")
+MMDET2_COCO_METRICS = ("bbox", "segm", "proposal", "proposal_fast")
 MMDET2_VOC_METRICS = ("mAP", "recall")
 _COCO_KEYS = ("classwise", "proposal_nums", "iou_thrs", "metric_items", "jsonfile_prefix")
 _VOC_KEYS = ("iou_thr", "proposal_nums", "scale_ranges")

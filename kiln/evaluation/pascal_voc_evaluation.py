@@ -29,7 +29,8 @@ import numpy as np
 
 from kiln.registry import EVALUATORS
 
-from .coco_evaluation import _distributed_run, _unpack_prediction
+from .coco_evaluation import _distributed_run
+from .coco_results import unpack_prediction
 from .evaluator import DatasetEvaluator
 from .metric_args import text_table
 
@@ -156,7 +157,7 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
                              "outputs; the model must return one prediction per image of the batch.")
         for sample, output in zip(inputs, outputs):
             image_id = str(sample_image_id(sample))
-            boxes, scores, labels = _unpack_prediction(output)
+            boxes, scores, labels = unpack_prediction(output)
             for (x0, y0, x1, y1), score, cls in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
                 # VOC's 1-based first pixel: the inverse of the loader's "- 1".
                 self._predictions[int(cls)].append((

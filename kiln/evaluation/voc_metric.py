@@ -18,7 +18,8 @@ import numpy as np
 
 from kiln.registry import EVALUATORS
 
-from .coco_evaluation import _distributed_run, _unpack_prediction
+from .coco_evaluation import _distributed_run
+from .coco_results import unpack_prediction
 from .dataset_gt import dataset_annotations, dataset_class_names, voc_year
 from .evaluator import DatasetEvaluator
 from .mean_ap import EVAL_MODES, eval_map, eval_recalls
@@ -137,7 +138,7 @@ class VOCMetric(DatasetEvaluator):
             raise ValueError(f"VOCMetric.process: {len(inputs)} inputs but {len(outputs)} outputs; the model "
                              "must return one prediction dict per image of the batch.")
         for sample, output in zip(inputs, outputs):
-            boxes, scores, labels = _unpack_prediction(output)
+            boxes, scores, labels = unpack_prediction(output)
             self._predictions.append((sample_image_id(sample), boxes.astype(np.float64),
                                       scores.astype(np.float64), labels.astype(np.int64)))
 

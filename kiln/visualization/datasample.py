@@ -9,6 +9,7 @@ the sample's file, so the ground truth must be in original pixels too:
 * 2.x and Detectron2 forms: annotations are loaded before the geometric transforms, so the boxes
   are in input pixels (resized, flipped); they are mapped back with the sample's meta
   (``img_shape``, ``ori_shape``, ``scale_factor``, ``flip``), as the detectors map predictions.
+  Instance masks go back the same way (padding cut off, flip undone, resized to ``ori_shape``).
 * 3.x form: drawn as they come, as MMDetection's ``DetVisualizationHook`` does. MMDetection 3.x
   test pipelines load annotations *after* ``Resize`` (``LoadImageFromFile, Resize, LoadAnnotations,
   PackDetInputs``), so validation/test ground truth is in original pixels already; a val pipeline
@@ -91,7 +92,25 @@ def _to_original(boxes: torch.Tensor, meta: Mapping[str, Any], what: str) -> tor
     return to_original_pixels(boxes.reshape(-1, 4), plain)
 
 
-def _gt(boxes: Any, labels: Any, meta: Mapping[str, Any], what: str) -> InstanceData:
+def _masks_to_original(masks: Any, meta: Mapping[str, Any], what: str) -> Any:
+    """Input-pixel instance masks → original pixels: cut the padding off, undo the flip, resize."""
+    from kiln.structures import BitmapMasks, PolygonMasks
+
+    if not isinstance(masks, (BitmapMasks, PolygonMasks)):
+        arr = _tensor(masks, torch.uint8).numpy()
+        if arr.ndim != 3:
+            raise ValueError(f"DetVisualizationHook: {what} masks must be N×H×W, got shape {arr.shape}.")
+        masks = BitmapMasks(arr, arr.shape[1], arr.shape[2])
+    ih, iw = (int(v) for v in tuple(meta["img_shape"])[:2])
+    oh, ow = (int(v) for v in tuple(meta["ori_shape"])[:2])
+    if (masks.height, masks.width) != (ih, iw):
+        masks = masks.crop(np.array([0, 0, iw, ih]))
+    if meta.get("flip", False):
+        masks = masks.flip(meta.get("flip_direction") or "horizontal")
+    return masks.resize((oh, ow)) if (ih, iw) != (oh, ow) else masks
+
+
+def _gt(boxes: Any, labels: Any, meta: Mapping[str, Any], what: str, masks: Any = None) -> InstanceData:
     b = _tensor(boxes, torch.float32).reshape(-1, 4)
     if labels is None:
         lab = torch.zeros(len(b), dtype=torch.int64)
@@ -100,7 +119,10 @@ def _gt(boxes: Any, labels: Any, meta: Mapping[str, Any], what: str) -> Instance
     if len(lab) != len(b):
         raise ValueError(f"DetVisualizationHook: {what} has {len(b)} ground-truth boxes but {len(lab)} "
                          "labels.")
-    return InstanceData(bboxes=_to_original(b, meta, what), labels=lab)
+    gt = InstanceData(bboxes=_to_original(b, meta, what), labels=lab)
+    if masks is not None:
+        gt.masks = _masks_to_original(_unwrap(masks), meta, what)
+    return gt
 
 
 def _from_mmdet3(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | None]:
@@ -117,7 +139,10 @@ def _from_mmdet3(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | 
     if len(labels.reshape(-1)) != len(boxes):
         raise ValueError(f"DetVisualizationHook: data_samples.gt_instances has {len(boxes)} boxes but "
                          f"{len(labels.reshape(-1))} labels.")
-    return path, InstanceData(bboxes=boxes, labels=labels.reshape(-1))
+    gt_out = InstanceData(bboxes=boxes, labels=labels.reshape(-1))
+    if "masks" in gt:
+        gt_out.masks = gt.masks
+    return path, gt_out
 
 
 def _from_mmdet2(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | None]:
@@ -125,7 +150,7 @@ def _from_mmdet2(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | 
     path = meta.get("filename") or meta.get("file_name")
     if "gt_bboxes" not in sample:
         return path, None
-    return path, _gt(sample["gt_bboxes"], sample.get("gt_labels"), meta, "gt_bboxes")
+    return path, _gt(sample["gt_bboxes"], sample.get("gt_labels"), meta, "gt_bboxes", sample.get("gt_masks"))
 
 
 def _from_detectron2(sample: Mapping[str, Any]) -> tuple[str | None, InstanceData | None]:
@@ -138,7 +163,8 @@ def _from_detectron2(sample: Mapping[str, Any]) -> tuple[str | None, InstanceDat
     # DatasetMapper records no flip: its test-time transforms resize only.
     meta = {"img_shape": (h, w), "ori_shape": (oh, ow), "scale_factor": (w / ow, h / oh)}
     labels = inst.gt_classes if inst.has("gt_classes") else None
-    return path, _gt(inst.gt_boxes, labels, meta, "instances.gt_boxes")
+    masks = inst.gt_masks if inst.has("gt_masks") else None
+    return path, _gt(inst.gt_boxes, labels, meta, "instances.gt_boxes", masks)
 
 
 def _predictions(output: Any) -> InstanceData:
@@ -151,7 +177,10 @@ def _predictions(output: Any) -> InstanceData:
     scores = _tensor(output["scores"], torch.float32).reshape(-1) if "scores" in output else torch.ones(n)
     labels = (_tensor(output["labels"], torch.int64).reshape(-1) if "labels" in output
               else torch.zeros(n, dtype=torch.int64))
-    return InstanceData(bboxes=boxes, scores=scores, labels=labels)
+    pred = InstanceData(bboxes=boxes, scores=scores, labels=labels)
+    if output.get("masks") is not None:  # bool N×H×W, original pixels like the boxes
+        pred.masks = _tensor(output["masks"], torch.bool)
+    return pred
 
 
 def drawable_sample(sample: Mapping[str, Any], output: Any) -> DrawableSample:
@@ -159,7 +188,8 @@ def drawable_sample(sample: Mapping[str, Any], output: Any) -> DrawableSample:
 
     Args:
         sample: one batch element in any of kiln's three forms.
-        output: the model's output for it (``{'boxes', 'scores', 'labels'}``, original pixels).
+        output: the model's output for it (``{'boxes', 'scores', 'labels'}`` and optional ``'masks'``,
+            original pixels).
     """
     if not isinstance(sample, Mapping):
         raise TypeError(f"DetVisualizationHook: a batch element must be a dict, got {type(sample).__name__}.")

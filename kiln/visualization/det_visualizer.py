@@ -11,9 +11,12 @@ MMDetection configs name it at the top level::
 it to every backend (:mod:`kiln.visualization.vis_backends`). Images are **RGB** H×W×3 uint8, as
 in MMDetection; colours (palette, ``bbox_color``, ``text_color``) are RGB tuples too.
 
+Instance ``masks`` (bool N×H×W at the image's size, or a kiln mask structure) are blended in under
+the boxes, in the boxes' colours unless ``mask_color`` says otherwise, with an outline.
+
 Differences from MMDetection (which draws through matplotlib): boxes are drawn with OpenCV,
-``line_width`` is in pixels, and label text uses OpenCV's Hershey font. Masks are not drawn (issue 14):
-instances with ``masks`` and ``mask_color`` other than ``None`` are refused.
+``line_width`` is in pixels, label text uses OpenCV's Hershey font, and mask colours are exactly the
+box colours (MMDetection jitters them a little).
 
 Example::
 
@@ -41,6 +44,7 @@ import numpy as np
 
 from kiln.registry import VIS_BACKENDS, VISUALIZERS
 
+from .draw import blend_mask, mask_array
 from .vis_backends import BaseVisBackend
 
 __all__ = ["DetLocalVisualizer", "get_palette", "has_display"]
@@ -119,15 +123,6 @@ def _adaptive_scales(areas: np.ndarray, min_area: float = 800, max_area: float =
     return np.clip(0.5 + (areas - min_area) // (max_area - min_area), 0.5, 1.0)
 
 
-def _blend(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int], alpha: float) -> None:
-    sel = mask.astype(bool)
-    if alpha >= 1.0:
-        image[sel] = color
-    else:
-        mixed = alpha * np.asarray(color, np.float32) + (1.0 - alpha) * image[sel].astype(np.float32)
-        image[sel] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
-
-
 @VISUALIZERS.register_module()
 class DetLocalVisualizer:
     """Draws detection ground truth and predictions; records the pictures through its backends.
@@ -141,7 +136,8 @@ class DetLocalVisualizer:
             backends that need a folder are left out (with a warning), as MMEngine does.
         bbox_color: box colour for every class (RGB tuple or name); ``None``: the dataset palette.
         text_color: label text colour (default light gray).
-        mask_color: masks are not drawn yet (issue 14): only ``None``.
+        mask_color: mask colour for every class (RGB tuple, name or list per class); ``None``: the
+            boxes' colours.
         line_width: box line width in pixels.
         alpha: box line opacity (1: the exact colour; 0.8 blends 20% of the image in).
     """
@@ -153,15 +149,14 @@ class DetLocalVisualizer:
                  vis_backends: Any = None, save_dir: str | os.PathLike | None = None,
                  bbox_color: Any = None, text_color: Any = (200, 200, 200), mask_color: Any = None,
                  line_width: float = 3, alpha: float = 0.8) -> None:
-        if mask_color is not None:
-            raise ValueError(f"DetLocalVisualizer(mask_color={mask_color!r}): kiln does not draw masks yet "
-                             "(instance segmentation is issue 14); remove mask_color.")
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"DetLocalVisualizer(alpha={alpha!r}): expected a value in [0, 1].")
         if float(line_width) <= 0:
             raise ValueError(f"DetLocalVisualizer(line_width={line_width!r}): expected a positive width.")
         if bbox_color is not None:
             get_palette(bbox_color, 1, "bbox_color")  # validate now, not at the first drawing
+        if mask_color is not None:
+            get_palette(mask_color, 1, "mask_color")
         get_palette(text_color, 1, "text_color")
         self.instance_name = name
         self.bbox_color = bbox_color
@@ -270,32 +265,45 @@ class DetLocalVisualizer:
 
     # ------------------------------------------------------------------ drawing
     def draw_instances(self, image: np.ndarray, instances: Any) -> np.ndarray:
-        """A copy of RGB ``image`` with ``instances`` (``bboxes`` XYXY, ``labels``, optional ``scores``)
-        drawn: box outlines in the class colour, ``"<name>: <score %>"`` on a dark label at the top-left."""
+        """A copy of RGB ``image`` with ``instances`` (``bboxes`` XYXY, ``labels``, optional ``scores``
+        and ``masks``) drawn: masks blended in (with an outline), box outlines in the class colour,
+        ``"<name>: <score %>"`` on a dark label at the top-left of the box (of the mask without boxes)."""
         out = np.ascontiguousarray(image.copy())
-        if "masks" in instances:
-            raise ValueError("DetLocalVisualizer: these instances have masks, which kiln does not draw yet "
-                             "(instance segmentation is issue 14).")
-        if "bboxes" not in instances:
-            return out
-        bboxes = _numpy(instances.bboxes).reshape(-1, 4).astype(np.float64)
-        if len(bboxes) == 0 or bboxes.sum() <= 0:  # MMDetection's "dummy boxes" rule
+        has_masks = "masks" in instances
+        bboxes = (_numpy(instances.bboxes).reshape(-1, 4).astype(np.float64) if "bboxes" in instances
+                  else np.zeros((0, 4)))
+        dummy_boxes = len(bboxes) == 0 or bboxes.sum() <= 0  # MMDetection's "dummy boxes" rule
+        if dummy_boxes and not has_masks:
             return out
         labels = _numpy(instances.labels).reshape(-1).astype(np.int64)
         scores = _numpy(instances.scores).reshape(-1) if "scores" in instances else None
         classes = self._dataset_meta.get("classes")
         n_colors = int(labels.max()) + 1 if len(labels) else 1
-        box_colors = get_palette(self.bbox_color if self.bbox_color is not None
-                                 else self._dataset_meta.get("palette"), n_colors,
-                                 "bbox_color" if self.bbox_color is not None else "dataset_meta['palette']")
+        box_source = self.bbox_color if self.bbox_color is not None else self._dataset_meta.get("palette")
+        box_what = "bbox_color" if self.bbox_color is not None else "dataset_meta['palette']"
+        box_colors = get_palette(box_source, n_colors, box_what)
         text_colors = get_palette(self.text_color, n_colors, "text_color")
         h, w = out.shape[:2]
+        if has_masks:
+            masks = mask_array(instances.masks, len(labels), h, w, "DetLocalVisualizer masks")
+            mask_colors = (box_colors if self.mask_color is None
+                           else get_palette(self.mask_color, n_colors, "mask_color"))
+            for mask, label in zip(masks, labels):
+                blend_mask(out, mask, mask_colors[label], self.alpha)
+                contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                               cv2.CHAIN_APPROX_NONE)
+                cv2.drawContours(out, contours, -1, mask_colors[label], 1, cv2.LINE_8)
+            if dummy_boxes:  # labels go to the masks' top-left corners
+                from kiln.structures import BitmapMasks
+
+                bboxes = BitmapMasks(masks, h, w).get_bboxes().astype(np.float64)
         thickness = max(1, int(round(self.line_width)))
-        for box, label in zip(bboxes, labels):
-            mask = np.zeros((h, w), np.uint8)
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
-            cv2.rectangle(mask, (x0, y0), (x1, y1), 1, thickness, cv2.LINE_8)
-            _blend(out, mask, box_colors[label], self.alpha)
+        if not dummy_boxes:
+            for box, label in zip(bboxes, labels):
+                outline = np.zeros((h, w), np.uint8)
+                x0, y0, x1, y1 = (int(round(v)) for v in box)
+                cv2.rectangle(outline, (x0, y0), (x1, y1), 1, thickness, cv2.LINE_8)
+                blend_mask(out, outline, box_colors[label], self.alpha)
         areas = (bboxes[:, 3] - bboxes[:, 1]) * (bboxes[:, 2] - bboxes[:, 0])
         for i, (box, label, scale) in enumerate(zip(bboxes, labels, _adaptive_scales(areas))):
             if "label_names" in instances:
@@ -357,7 +365,8 @@ class DetLocalVisualizer:
             name: the image's tag (backends save ``<name>_<step>.png``).
             image: the image, RGB H×W×3.
             data_sample: a :class:`~kiln.structures.DetDataSample` with ``gt_instances`` and/or
-                ``pred_instances`` (``bboxes`` XYXY in ``image`` pixels, ``labels``, ``scores``).
+                ``pred_instances`` (``bboxes`` XYXY in ``image`` pixels, ``labels``, ``scores``,
+                optional ``masks`` at ``image``'s size).
             draw_gt / draw_pred: draw either side.
             show: also show it in a window (needs a display: otherwise a RuntimeError).
             wait_time: seconds the window stays (0: until a key is pressed).

@@ -1,4 +1,5 @@
-"""Draw detection boxes with class names and scores on images (OpenCV, BGR uint8).
+"""Draw detection boxes (and instance masks, blended in the box's colour) with class names and scores
+on images (OpenCV, BGR uint8).
 
 Example::
 
@@ -18,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["Visualizer", "color_for_label", "draw_boxes", "image_from_tensor"]
+__all__ = ["Visualizer", "color_for_label", "draw_boxes", "image_from_tensor", "mask_array"]
 
 # Distinct, saturated BGR colours; labels cycle through them.
 _PALETTE = [
@@ -40,6 +41,30 @@ def _to_numpy(x: Any) -> np.ndarray:
     elif hasattr(x, "tensor") and hasattr(x.tensor, "detach"):  # kiln.structures.Boxes
         x = x.tensor.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def mask_array(masks: Any, n: int, height: int, width: int, what: str = "masks") -> np.ndarray:
+    """``masks`` (a bool/0-1 ``(N, H, W)`` tensor or array, or a kiln mask structure) as a bool array,
+    checked to hold ``n`` masks of the image's ``height x width``."""
+    if hasattr(masks, "to_ndarray"):  # BitmapMasks / PolygonMasks / BitMasks
+        arr = masks.to_ndarray()
+    else:
+        arr = _to_numpy(masks)
+    arr = np.asarray(arr).astype(bool, copy=False)
+    if arr.ndim != 3 or len(arr) != n or arr.shape[1:] != (height, width):
+        raise ValueError(f"{what}: expected {n} masks of the image's size {height}x{width} (N x H x W), got "
+                         f"shape {arr.shape}. Predicted masks must be pasted at the original image size.")
+    return arr
+
+
+def blend_mask(image: np.ndarray, mask: np.ndarray, color: Sequence[int], alpha: float) -> None:
+    """Paint ``color`` over ``mask`` in ``image`` (in place), ``alpha`` of it over the pixels below."""
+    sel = mask.astype(bool, copy=False)
+    if alpha >= 1.0:
+        image[sel] = color
+    else:
+        mixed = alpha * np.asarray(color, np.float32) + (1.0 - alpha) * image[sel].astype(np.float32)
+        image[sel] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
 
 
 def image_from_tensor(img: Any, img_norm_cfg: Mapping | None = None,
@@ -69,12 +94,14 @@ def image_from_tensor(img: Any, img_norm_cfg: Mapping | None = None,
 def draw_boxes(image: np.ndarray, boxes: Any, labels: Any = None, scores: Any = None,
                class_names: Sequence[str] | None = None, score_thr: float = 0.0,
                color: tuple[int, int, int] | None = None, thickness: int | None = None,
-               font_scale: float | None = None) -> np.ndarray:
+               font_scale: float | None = None, masks: Any = None, mask_alpha: float = 0.5) -> np.ndarray:
     """Return a copy of BGR ``image`` with XYXY ``boxes`` drawn, each labelled
     ``"<class name> <score>"`` (names from ``class_names`` when given, else the index).
 
-    Boxes scoring below ``score_thr`` are skipped. Line width and font scale default to values
-    proportional to the image size, so labels stay readable on small and large images.
+    ``masks`` (one ``H x W`` mask per box, at the image's size) are blended under their boxes in the
+    same colour, ``mask_alpha`` opaque. Boxes scoring below ``score_thr`` are skipped with their masks.
+    Line width and font scale default to values proportional to the image size, so labels stay
+    readable on small and large images.
     """
     out = np.ascontiguousarray(image.copy() if image.dtype == np.uint8 else image_from_tensor(image))
     if out.ndim == 2:
@@ -89,11 +116,19 @@ def draw_boxes(image: np.ndarray, boxes: Any, labels: Any = None, scores: Any = 
     h, w = out.shape[:2]
     thickness = thickness or max(1, round(min(h, w) / 200))
     font_scale = font_scale or max(0.3, min(h, w) / 600)
-    for i in range(n):
-        if scores is not None and scores[i] < score_thr:
-            continue
+    masks = None if masks is None else mask_array(masks, n, h, w, "draw_boxes masks")
+
+    def colour(i: int) -> tuple[int, int, int]:
         label = None if labels is None else int(labels[i])
-        c = color or (color_for_label(label) if label is not None else (0, 255, 0))
+        return color or (color_for_label(label) if label is not None else (0, 255, 0))
+
+    shown = [i for i in range(n) if scores is None or scores[i] >= score_thr]
+    if masks is not None:  # under the boxes and labels, so those stay readable
+        for i in shown:
+            blend_mask(out, masks[i], colour(i), mask_alpha)
+    for i in shown:
+        label = None if labels is None else int(labels[i])
+        c = colour(i)
         x0, y0, x1, y1 = (int(round(v)) for v in boxes[i])
         cv2.rectangle(out, (x0, y0), (x1, y1), c, thickness, cv2.LINE_8)  # crisp, exact colour
         parts = []
@@ -149,39 +184,52 @@ class Visualizer:
         self.class_names = list(class_names) if class_names is not None else None
 
     def draw_boxes(self, boxes: Any, labels: Any = None, scores: Any = None, score_thr: float = 0.0,
-                   color: tuple[int, int, int] | None = None) -> Visualizer:
-        """Draw XYXY boxes with optional labels/scores; returns ``self`` for chaining."""
-        self.image = draw_boxes(self.image, boxes, labels, scores, self.class_names, score_thr, color)
+                   color: tuple[int, int, int] | None = None, masks: Any = None) -> Visualizer:
+        """Draw XYXY boxes with optional labels/scores and masks (blended in the box colours);
+        returns ``self`` for chaining."""
+        self.image = draw_boxes(self.image, boxes, labels, scores, self.class_names, score_thr, color,
+                                masks=masks)
         return self
 
     def draw_instance_predictions(self, predictions: Any, score_thr: float = 0.0) -> Visualizer:
-        """Draw a model's eval output for one image: a dict with ``boxes``/``scores``/``labels``
-        (kiln's model contract) or an ``Instances`` with ``pred_boxes``/``scores``/``pred_classes``."""
+        """Draw a model's eval output for one image: a dict with ``boxes``/``scores``/``labels`` and
+        optional ``masks`` (kiln's model contract) or an ``Instances`` with ``pred_boxes``/``scores``/
+        ``pred_classes``/optional ``pred_masks``."""
         if isinstance(predictions, Mapping):
             return self.draw_boxes(predictions["boxes"], predictions.get("labels"),
-                                   predictions.get("scores"), score_thr)
+                                   predictions.get("scores"), score_thr, masks=predictions.get("masks"))
         if hasattr(predictions, "pred_boxes"):
             get = predictions.get if hasattr(predictions, "has") else lambda k: getattr(predictions, k)
             has = predictions.has if hasattr(predictions, "has") else lambda k: hasattr(predictions, k)
             return self.draw_boxes(get("pred_boxes"), get("pred_classes") if has("pred_classes") else None,
-                                   get("scores") if has("scores") else None, score_thr)
+                                   get("scores") if has("scores") else None, score_thr,
+                                   masks=get("pred_masks") if has("pred_masks") else None)
         raise TypeError("draw_instance_predictions expects a dict with 'boxes' (and 'labels', "
                         f"'scores') or Instances with 'pred_boxes'; got {type(predictions).__name__}")
 
     def draw_dataset_dict(self, record: Mapping[str, Any]) -> Visualizer:
         """Draw the ground truth of a standard dataset dict (``annotations`` with ``bbox``,
-        ``bbox_mode``, ``category_id``); crowd boxes are drawn gray."""
+        ``bbox_mode``, ``category_id``, optional ``segmentation``); crowd regions are drawn gray."""
         from kiln.structures import BoxMode
+        from kiln.structures.polygon_ops import segmentation_to_bitmask
 
         annos = record.get("annotations", [])
         boxes = [BoxMode.convert(list(a["bbox"]), BoxMode(a.get("bbox_mode", BoxMode.XYXY_ABS)),
                                  BoxMode.XYXY_ABS) for a in annos]
+        h, w = self.image.shape[:2]
+
+        def masks(idx: list[int]) -> np.ndarray | None:
+            if not idx or any(annos[i].get("segmentation") is None for i in idx):
+                return None  # boxes only unless every drawn annotation has a mask
+            return np.stack([segmentation_to_bitmask(annos[i]["segmentation"], h, w) for i in idx])
+
         normal = [i for i, a in enumerate(annos) if not a.get("iscrowd", 0)]
         crowd = [i for i, a in enumerate(annos) if a.get("iscrowd", 0)]
         if normal:
-            self.draw_boxes([boxes[i] for i in normal], [annos[i]["category_id"] for i in normal])
+            self.draw_boxes([boxes[i] for i in normal], [annos[i]["category_id"] for i in normal],
+                            masks=masks(normal))
         if crowd:
-            self.draw_boxes([boxes[i] for i in crowd], color=(128, 128, 128))
+            self.draw_boxes([boxes[i] for i in crowd], color=(128, 128, 128), masks=masks(crowd))
         return self
 
     def get_image(self, image_format: str = "BGR") -> np.ndarray:

@@ -137,15 +137,6 @@ def test_a_palette_shorter_than_the_labels_is_an_error():
         vis.add_datasample("x", _noise(), _sample(gt=([(1, 1, 9, 9)], [3])))
 
 
-def test_masks_and_mask_color_are_refused_naming_the_issue():
-    with pytest.raises(ValueError, match="mask_color.*issue 14"):
-        DetLocalVisualizer(mask_color=(1, 2, 3))
-    sample = DetDataSample(gt_instances=InstanceData(bboxes=torch.zeros(1, 4), labels=torch.zeros(1),
-                                                     masks=torch.zeros(1, 8, 8)))
-    with pytest.raises(ValueError, match="masks.*issue 14"):
-        DetLocalVisualizer().add_datasample("x", _noise(), sample)
-
-
 def test_show_without_a_display_says_to_write_files(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

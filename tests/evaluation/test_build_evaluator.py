@@ -38,14 +38,17 @@ def test_hook_keys_are_ignored_and_metric_lists_accepted(dataset):
 
 
 def test_unsupported_metric_names_the_supported_ones(dataset):
-    supported = r"\('bbox', 'proposal', 'proposal_fast', 'mAP', 'recall'\)"
+    supported = r"\('bbox', 'segm', 'proposal', 'proposal_fast', 'mAP', 'recall'\)"
     with pytest.raises(ValueError, match=r"\['PQ'\].*" + supported):
         build_evaluator(dict(metric=["bbox", "PQ"]), dataset)
 
 
-def test_mask_ap_is_refused_with_its_reason(dataset):
-    with pytest.raises(ValueError, match="'segm' \\(mask AP\\).*no instance-mask models"):
-        build_evaluator(dict(metric=["bbox", "segm"]), dataset)
+def test_mask_ap_needs_masks_in_the_predictions(dataset):
+    ev = build_evaluator(dict(metric=["bbox", "segm"]), dataset)
+    preds = make_predictions(make_gt())
+    image_id = sorted(preds)[0]
+    with pytest.raises(KeyError, match="'segm' is evaluated but the prediction for image .* has no masks"):
+        ev.process([{"image_id": image_id}], [preds[image_id]])
 
 
 def test_unknown_keys_are_reported(dataset):

@@ -73,8 +73,8 @@ def test_builds_from_a_canonical_evaluator_dict(names, gt_file):
 
 
 def test_what_kiln_cannot_evaluate_is_refused(names):
-    with pytest.raises(ValueError, match=r"tasks=\['bbox', 'segm'\].*'bbox' only"):
-        COCOEvaluator(names[0], ("bbox", "segm"))
+    with pytest.raises(ValueError, match=r"tasks=\['bbox', 'keypoints'\].*no keypoint heads"):
+        COCOEvaluator(names[0], ("bbox", "keypoints"))
     with pytest.raises(ValueError, match="kpt_oks_sigmas is for keypoint AP"):
         COCOEvaluator(names[0], kpt_oks_sigmas=(0.1,) * 17)
     with pytest.raises(ValueError, match="backend= or use_fast_impl="):

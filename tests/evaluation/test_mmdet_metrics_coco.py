@@ -173,7 +173,6 @@ def test_prefix_and_no_change_flags(gt_file, preds):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(metric="segm"), "'segm'.*no instance-mask models"),
     (dict(metric=["bbox", "keypoints"]), r"\['keypoints'\] is not one of"),
     (dict(format_only=True), "set outfile_prefix"),
     (dict(file_client_args=dict(backend="disk")), "file_client_args is deprecated.*backend_args"),
