@@ -74,6 +74,7 @@ CONTEXTS = [
     ("MODEL.FPN.", FPN),
     ("MODEL.ROI_BOX_CASCADE_HEAD.", CASCADE),
     ("MODEL.ROI_MASK_HEAD.", {**FPN, "MODEL.MASK_ON": True}),
+    ("INPUT.MASK_FORMAT", {**FPN, "MODEL.MASK_ON": True}),
     ("MODEL.ROI_BOX_HEAD.NAME", {**FPN, "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead"}),
     ("MODEL.ROI_BOX_HEAD.NUM_", FPN),
     ("MODEL.ROI_BOX_HEAD.FC_DIM", FPN),
@@ -131,6 +132,7 @@ ALTERNATES = {
     "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign",
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign",
     "MODEL.ROI_MASK_HEAD.NORM": "GN",
+    "INPUT.MASK_FORMAT": "bitmask",
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": "range",
     "INPUT.RANDOM_FLIP": "vertical",
     "INPUT.FORMAT": "RGB",
@@ -163,7 +165,6 @@ EXEMPT = {
     "VERSION": "consumed while merging (version-1 files are upgraded); test_d2_yaml covers it",
     "GLOBAL.HACK": "Detectron2's scratch value for users' own code (read through global_cfg), never by "
     "the framework",
-    "INPUT.MASK_FORMAT": "read only when masks are loaded (MODEL.MASK_ON, refused)",
     "TEST.KEYPOINT_OKS_SIGMAS": "read only by keypoint evaluation (MODEL.KEYPOINT_ON, refused)",
 }
 EXEMPT_PREFIXES = {
@@ -252,6 +253,7 @@ HONOURED = [
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION",
     "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO",
     "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
+    "INPUT.MASK_FORMAT",
 ]
 
 
