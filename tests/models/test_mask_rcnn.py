@@ -176,7 +176,7 @@ def test_class_agnostic_mask_rcnn_trains_and_predicts():
     assert out["masks"].shape[1:] == (H, W)
 
 
-def test_cascade_mask_rcnn_trains_a_mask_head_per_stage_and_predicts_masks():
+def _cascade_cfg(**roi_head) -> dict:
     cfg = mask_rcnn_cfg()
     rh = cfg["roi_head"]
     stage_train = cfg["train_cfg"]["rcnn"]
@@ -189,7 +189,12 @@ def test_cascade_mask_rcnn_trains_a_mask_head_per_stage_and_predicts_masks():
                       mask_roi_extractor=rh["mask_roi_extractor"], mask_head=rh["mask_head"]),
         train_cfg=dict(cfg["train_cfg"], rcnn=[copy.deepcopy(stage_train) for _ in range(3)]),
         test_cfg=cfg["test_cfg"])
-    model = build_detector(cascade).train()
+    cascade["roi_head"].update(roi_head)
+    return cascade
+
+
+def test_cascade_mask_rcnn_trains_a_mask_head_per_stage_and_predicts_masks():
+    model = build_detector(_cascade_cfg()).train()
     losses = model([_packed(_polys())])
     assert {"s0.loss_mask", "s1.loss_mask", "s2.loss_mask"} <= set(losses)
     assert len(model.roi_head.mask_head) == 3
@@ -197,3 +202,17 @@ def test_cascade_mask_rcnn_trains_a_mask_head_per_stage_and_predicts_masks():
     with torch.no_grad():
         out = model([_packed()])[0]
     assert out["masks"].shape == (len(out["boxes"]), H, W)
+
+
+def test_detectron2_cascade_mask_has_one_mask_head_trained_on_the_first_stage():
+    model = build_detector(_cascade_cfg(mask_head_per_stage=False)).train()
+    assert any(k.startswith("roi_head.mask_head.convs.0.") for k in model.state_dict())  # Detectron2's layout
+    losses = model([_packed(_polys())])
+    assert "loss_mask" in losses and not any(k.startswith("s") and "mask" in k for k in losses)
+    model.eval()
+    with torch.no_grad():
+        out = model([_packed()])[0]
+    assert out["masks"].shape == (len(out["boxes"]), H, W)
+    with pytest.raises(ValueError, match="give one dict"):
+        three = [mask_rcnn_cfg()["roi_head"]["mask_head"]] * 3
+        build_detector(_cascade_cfg(mask_head_per_stage=False, mask_head=three))

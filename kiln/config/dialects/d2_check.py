@@ -114,13 +114,6 @@ def check_supported_heads(d2: Any) -> None:
     if d2.MODEL.MASK_ON and arch != "GeneralizedRCNN":
         raise refuse("MODEL.MASK_ON", True, f"masks need MODEL.META_ARCHITECTURE GeneralizedRCNN (an R-CNN "
                      f"with ROI heads), not {arch}")
-    if d2.MODEL.MASK_ON and d2.MODEL.ROI_HEADS.NAME == "CascadeROIHeads":
-        raise refuse(
-            "MODEL.MASK_ON", True,
-            "with CascadeROIHeads Detectron2 trains one mask head on the first stage's proposals; kiln's "
-            "Cascade Mask R-CNN is MMDetection's (one mask head per stage). Use MMDetection's "
-            "cascade-mask-rcnn config, or MODEL.MASK_ON False for the box cascade",
-        )
     if d2.MODEL.KEYPOINT_ON:
         raise refuse(
             "MODEL.KEYPOINT_ON",

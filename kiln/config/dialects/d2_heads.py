@@ -351,7 +351,8 @@ def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tup
     return head, train, test
 
 
-def mask_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tuple[dict, dict | None, int]:
+def mask_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool,
+                    feats: list[tuple[int, int]] | None = None) -> tuple[dict, dict | None, int]:
     """(``mask_head``, ``mask_roi_extractor`` or ``None``, ``mask_size``) from ``MODEL.ROI_MASK_HEAD``.
 
     FPN (``StandardROIHeads``): its own 14×14 RoIAlign over ``ROI_HEADS.IN_FEATURES`` and ``NUM_CONV``
@@ -361,7 +362,8 @@ def mask_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tu
     mh = d2.MODEL.ROI_MASK_HEAD
     if mh.NAME != "MaskRCNNConvUpsampleHead":
         raise refuse("MODEL.ROI_MASK_HEAD.NAME", mh.NAME, "kiln implements MaskRCNNConvUpsampleHead")
-    feats = feature_levels(d2, "MODEL.ROI_HEADS.IN_FEATURES", levels, whole=False)
+    if feats is None:
+        feats = feature_levels(d2, "MODEL.ROI_HEADS.IN_FEATURES", levels, whole=False)
     head = dict(
         type="FCNMaskHead",
         num_convs=int(mh.NUM_CONV),
@@ -414,7 +416,15 @@ def _cascade(d2: Any, feats: list[tuple[int, int]], res: int, test: dict) -> tup
         bbox_roi_extractor=_roi_extractor(d2, feats, res),
         bbox_head=heads,
     )
-    return head, [_rcnn_train(d2, iou, iou) for iou in ious], test
+    train = [_rcnn_train(d2, iou, iou) for iou in ious]
+    if d2.MODEL.MASK_ON:
+        # Detectron2's CascadeROIHeads: one mask head, trained on the first stage's sample.
+        mask_head, mask_extractor, mask_size = mask_head_dicts(d2, {}, c4=False, feats=feats)
+        head.update(mask_head=mask_head, mask_roi_extractor=mask_extractor, mask_head_per_stage=False)
+        for t in train:
+            t["mask_size"] = mask_size
+        test["mask_thr_binary"] = 0.5
+    return head, train, test
 
 
 def retina_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dict, dict]:

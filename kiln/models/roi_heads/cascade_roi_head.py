@@ -42,6 +42,9 @@ class CascadeRoIHead(nn.Module):
         mask_roi_extractor, mask_head: Cascade Mask R-CNN: one mask head per stage (or one config shared
             by all stages), each trained on its stage's positive RoIs; ``mask_roi_extractor=None`` pools
             mask features with the stage's box extractor.
+        mask_head_per_stage: ``True`` (MMDetection): as above. ``False`` (Detectron2's
+            ``CascadeROIHeads``): one ``mask_head`` (and ``mask_roi_extractor``), trained on the positives
+            of the first stage's sample (``loss_mask``) and run on the last stage's boxes.
 
     Training losses are named ``s{i}.loss_cls``, ``s{i}.loss_bbox``, ``s{i}.loss_mask`` (weighted) and
     ``s{i}.acc``. At test time the class scores of all stages are averaged and the last stage's boxes are
@@ -60,6 +63,7 @@ class CascadeRoIHead(nn.Module):
         mask_head: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         shared_head: Any = None,
         init_cfg: Any = None,
+        mask_head_per_stage: bool = True,
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
@@ -80,12 +84,24 @@ class CascadeRoIHead(nn.Module):
         self.bbox_head = nn.ModuleList(
             MODELS.build(c, cfg_path=f"roi_head.bbox_head.{i}")
             for i, c in enumerate(_per_stage(bbox_head, self.num_stages, "bbox_head")))
-        self.mask_head = None if mask_head is None else nn.ModuleList(
-            MODELS.build(c, cfg_path=f"roi_head.mask_head.{i}")
-            for i, c in enumerate(_per_stage(mask_head, self.num_stages, "mask_head")))
-        self.mask_roi_extractor = None if mask_roi_extractor is None else nn.ModuleList(
-            MODELS.build(c, cfg_path=f"roi_head.mask_roi_extractor.{i}")
-            for i, c in enumerate(_per_stage(mask_roi_extractor, self.num_stages, "mask_roi_extractor")))
+        self.mask_head_per_stage = bool(mask_head_per_stage)
+        if self.mask_head_per_stage:
+            self.mask_head = None if mask_head is None else nn.ModuleList(
+                MODELS.build(c, cfg_path=f"roi_head.mask_head.{i}")
+                for i, c in enumerate(_per_stage(mask_head, self.num_stages, "mask_head")))
+            self.mask_roi_extractor = None if mask_roi_extractor is None else nn.ModuleList(
+                MODELS.build(c, cfg_path=f"roi_head.mask_roi_extractor.{i}")
+                for i, c in enumerate(_per_stage(mask_roi_extractor, self.num_stages, "mask_roi_extractor")))
+        else:
+            for key, value in (("mask_head", mask_head), ("mask_roi_extractor", mask_roi_extractor)):
+                if isinstance(value, (list, tuple)):
+                    raise ValueError(f"roi_head.{key}: with mask_head_per_stage=False give one dict (one "
+                                     "mask head for all stages, Detectron2's CascadeROIHeads), not a list.")
+            self.mask_head = MODELS.build(mask_head, cfg_path="roi_head.mask_head") if mask_head else None
+            self.mask_roi_extractor = None
+            if mask_roi_extractor is not None:
+                self.mask_roi_extractor = MODELS.build(mask_roi_extractor,
+                                                       cfg_path="roi_head.mask_roi_extractor")
         self.test_cfg = dict(test_cfg or {})
         self.train_cfg = _per_stage(train_cfg, self.num_stages, "train_cfg") if train_cfg else []
         self.assigners = [TASK_UTILS.build(c["assigner"], cfg_path=f"train_cfg.rcnn.{i}.assigner")
@@ -108,10 +124,16 @@ class CascadeRoIHead(nn.Module):
         """Whether the stages segment their detections (Cascade Mask R-CNN)."""
         return self.mask_head is not None
 
+    def _stage_mask_head(self, stage: int) -> nn.Module:
+        return self.mask_head[stage] if self.mask_head_per_stage else self.mask_head
+
     def _mask_forward(self, stage: int, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
         extractors = self.mask_roi_extractor
-        ext = (extractors if extractors is not None else self.bbox_roi_extractor)[stage]
-        return self.mask_head[stage](ext(feats[: ext.num_inputs], rois))
+        if extractors is None:
+            ext = self.bbox_roi_extractor[stage]
+        else:
+            ext = extractors[stage] if self.mask_head_per_stage else extractors
+        return self._stage_mask_head(stage)(ext(feats[: ext.num_inputs], rois))
 
     def _bbox_forward(self, stage: int, feats: Sequence[torch.Tensor], rois: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,8 +178,10 @@ class CascadeRoIHead(nn.Module):
                 pos_weight=float(self.train_cfg[stage].get("pos_weight", -1)))
             w = self.stage_loss_weights[stage]
             stage_losses = head.loss(cls_score, bbox_pred, rois, *targets)
-            if self.with_mask:
+            if self.with_mask and self.mask_head_per_stage:
                 stage_losses.update(self._mask_loss(stage, feats, samples, gt_masks))
+            elif self.with_mask and stage == 0:  # Detectron2: the first stage's sample, unweighted
+                losses.update(self._mask_loss(stage, feats, samples, gt_masks))
             for key, value in stage_losses.items():
                 losses[f"s{stage}.{key}"] = value * w if "loss" in key else value
             put_scalars(**{f"s{stage}.num_pos_rois": sum(len(s.pos_inds) for s in samples) / len(samples)})
@@ -167,7 +191,7 @@ class CascadeRoIHead(nn.Module):
 
     def _mask_loss(self, stage: int, feats: Sequence[torch.Tensor], samples: Sequence[Any],
                    gt_masks: Sequence[Any]) -> dict[str, torch.Tensor]:
-        mask_head = self.mask_head[stage]
+        mask_head = self._stage_mask_head(stage)
         logits = self._mask_forward(stage, feats, bbox2roi([s.pos_bboxes for s in samples]))
         mask_size = self.train_cfg[stage].get("mask_size", mask_head.mask_size)
         targets = mask_head.get_targets([s.pos_bboxes for s in samples],
@@ -180,11 +204,15 @@ class CascadeRoIHead(nn.Module):
         det_bboxes: Sequence[torch.Tensor],
         det_labels: Sequence[torch.Tensor],
     ) -> list[torch.Tensor]:
-        """Per image, each detection's mask probabilities (N×28×28), averaged over the stages' mask heads."""
+        """Per image, each detection's mask probabilities (N×28×28), averaged over the stages' mask heads
+        (the one shared head's with ``mask_head_per_stage=False``)."""
         if not self.with_mask:
             raise RuntimeError("simple_test_mask: this roi_head has no mask_head.")
         rois = bbox2roi(list(det_bboxes)).to(feats[0].device)
         labels = torch.cat(list(det_labels)).to(rois.device)
+        if not self.mask_head_per_stage:
+            probs = self.mask_head.predict_probs(self._mask_forward(self.num_stages - 1, feats, rois), labels)
+            return list(probs.split([len(b) for b in det_bboxes]))
         probs = None
         for stage in range(self.num_stages):
             p = self.mask_head[stage].predict_probs(self._mask_forward(stage, feats, rois), labels)
