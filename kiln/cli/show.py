@@ -65,6 +65,7 @@ class ShowPredictions(DatasetEvaluator):
             boxes, scores, labels = _plain(pred)
             keep = [i for i, s in enumerate(scores) if s >= self.score_thr]
             names = self.class_names
+            masks = pred.get("masks") if isinstance(pred, dict) else None  # a mask model's, original pixels
             self.records.append({
                 "file_name": path,
                 "boxes": [[round(v, 2) for v in boxes[i]] for i in keep],
@@ -73,10 +74,13 @@ class ShowPredictions(DatasetEvaluator):
                 "label_names": [names[int(labels[i])] if names and int(labels[i]) < len(names) else
                                 str(labels[i]) for i in keep],
             })
+            if masks is not None:  # the kept detections' masks as COCO RLE, as in a result json
+                from kiln.evaluation.coco_results import encode_masks, prediction_masks
+
+                self.records[-1]["segmentations"] = encode_masks(prediction_masks(pred)[keep])
             image = cv2.imread(path, cv2.IMREAD_COLOR)
             if image is None:
                 continue
-            masks = pred.get("masks") if isinstance(pred, dict) else None  # a mask model's, original pixels
             drawn = draw_boxes(image, boxes, labels, scores, class_names=names, score_thr=self.score_thr,
                                masks=masks)
             stem = os.path.splitext(os.path.basename(path))[0]

@@ -94,6 +94,11 @@ def convert_to_coco_dict(dataset_name: str) -> dict[str, Any]:
                         "category_id": dataset_ids[label]}
             if isinstance(segm, list) and segm:
                 coco_ann["segmentation"] = [list(map(float, p)) for p in segm]
+            elif isinstance(segm, Mapping):  # RLE, kept for mask AP (bytes counts as text, for json)
+                counts = segm["counts"]
+                coco_ann["segmentation"] = {"size": [int(v) for v in segm["size"]],
+                                            "counts": counts.decode("ascii") if isinstance(counts, bytes)
+                                            else counts}
             annotations.append(coco_ann)
     categories = [{"id": cid, "name": name} for cid, name in zip(dataset_ids, classes)]
     logger.info("Converted %d images and %d annotations of '%s' to COCO format.", len(images),

@@ -1,4 +1,4 @@
-"""Data structures shared by data, models and evaluation: boxes, instances, padded batches."""
+"""Data structures shared by data, models and evaluation: boxes, instance masks, instances, padded batches."""
 
 from __future__ import annotations
 

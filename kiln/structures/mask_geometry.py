@@ -130,6 +130,7 @@ def boxes_tensor(bboxes: Any, what: str) -> torch.Tensor:
         boxes = bboxes
     else:
         boxes = torch.as_tensor(np.asarray(bboxes, dtype=np.float32))
+    boxes = boxes.detach()  # targets: no gradient flows into the proposals through them
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"{what}: bboxes must be (R, 4) XYXY, got shape {tuple(boxes.shape)}.")
     return boxes

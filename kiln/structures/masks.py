@@ -123,13 +123,19 @@ class BitmapMasks:
     # ----------------------------------------------------------------- geometry (one core)
     def apply_transform(self, tfm: Any) -> BitmapMasks:
         """Move every mask with a :class:`~kiln.data.transforms.transform.Transform` (its
-        ``apply_segmentation``: nearest-neighbour, zero fill). The pipelines' geometry core calls this."""
-        moved = [tfm.apply_segmentation(m) for m in self.masks]
-        if moved:
-            out = np.stack(moved)
-        else:
-            h, w = tfm.apply_segmentation(np.zeros((self.height, self.width), np.uint8)).shape[:2]
-            out = np.zeros((0, h, w), self.masks.dtype)
+        ``apply_segmentation``: nearest-neighbour). Pixels the transform adds (padding, borders) are
+        0 unless it fills them with 0 or 1 (``Pad(pad_val=dict(masks=1))``); a label-map fill such as
+        255 is not a mask value. The pipelines' geometry core calls this."""
+        # A blank mask moved alike shows where the transform fills in new pixels, and with what.
+        blank = tfm.apply_segmentation(np.zeros((self.height, self.width), np.uint8))
+        if not len(self):
+            return self._new(np.zeros((0, *blank.shape[:2]), self.masks.dtype), *blank.shape[:2])
+        out = np.stack([tfm.apply_segmentation(m) for m in self.masks])
+        foreign = blank > 1
+        if foreign.any():
+            # A fill that is not 0/1 is a label map's (e.g. 255 = ignore from a pad's seg_pad_value):
+            # new pixels belong to no instance.
+            out[:, foreign] = 0
         return self._new(out, out.shape[1], out.shape[2])
 
     def _apply_image(self, tfm: Any, out_hw: tuple[int, int]) -> BitmapMasks:

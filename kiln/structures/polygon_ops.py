@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["polygons_to_bitmask", "segmentation_to_bitmask", "valid_polygons", "clip_polygon", "polygon_area",
-           "as_polygon"]
+__all__ = ["polygons_to_bitmask", "segmentation_to_bitmask", "valid_polygons", "clip_polygon",
+           "clip_halfplane", "subtract_convex", "polygon_area", "as_polygon"]
 
 
 def as_polygon(poly: Sequence[float] | np.ndarray, where: str = "polygon") -> np.ndarray:
@@ -85,6 +85,30 @@ def segmentation_to_bitmask(segm: Any, height: int, width: int) -> np.ndarray:
         return mask_utils.decode(rle).astype(np.uint8)
 
 
+def clip_halfplane(poly: np.ndarray, normal: Sequence[float], offset: float) -> np.ndarray:
+    """The part of a flat polygon where ``normal . p <= offset`` (one Sutherland–Hodgman pass).
+
+    Returns a flat array, empty when nothing is left.
+    """
+    pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == 0:
+        return pts.reshape(-1)
+    dist = offset - pts @ np.asarray(normal, dtype=np.float64)  # >= 0 inside
+    inside = dist >= 0
+    if inside.all():
+        return pts.reshape(-1)
+    nxt = np.roll(pts, -1, axis=0)
+    nxt_dist = np.roll(dist, -1)
+    crossing = inside != (nxt_dist >= 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(crossing, dist / (dist - nxt_dist), 0.0)
+    cut = pts + t[:, None] * (nxt - pts)
+    # Per vertex: the vertex when inside, then where its outgoing edge crosses the line.
+    both = np.stack([pts, cut], axis=1)
+    keep = np.stack([inside, crossing], axis=1)
+    return both[keep].reshape(-1)
+
+
 def clip_polygon(poly: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     """Intersect a flat polygon with the window ``[x0, x1] x [y0, y1]`` (Sutherland–Hodgman).
 
@@ -92,27 +116,43 @@ def clip_polygon(poly: np.ndarray, x0: float, y0: float, x1: float, y1: float) -
     back as one polygon joined by zero-width seams along the window's border, which cover no pixel.
     Returns a flat array, empty when nothing is left.
     """
-    pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
-    # (axis, bound, keep-side sign): x >= x0, x <= x1, y >= y0, y <= y1.
-    for axis, bound, sign in ((0, x0, 1.0), (0, x1, -1.0), (1, y0, 1.0), (1, y1, -1.0)):
-        if len(pts) == 0:
-            break
-        dist = (pts[:, axis] - bound) * sign
-        inside = dist >= 0
-        if inside.all():
-            continue
-        nxt = np.roll(pts, -1, axis=0)
-        nxt_dist = np.roll(dist, -1)
-        crossing = inside != (nxt_dist >= 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(crossing, dist / (dist - nxt_dist), 0.0)
-        cut = pts + t[:, None] * (nxt - pts)
-        cut[:, axis] = np.where(crossing, bound, cut[:, axis])  # exactly on the border, no rounding
-        # Per vertex: the vertex when inside, then where its outgoing edge crosses the border.
-        both = np.stack([pts, cut], axis=1)
-        keep = np.stack([inside, crossing], axis=1)
-        pts = both[keep]
+    out = np.asarray(poly, dtype=np.float64).reshape(-1)
+    xs, ys = out[0::2], out[1::2]
+    if xs.size and xs.min() >= x0 and xs.max() <= x1 and ys.min() >= y0 and ys.max() <= y1:
+        return out.copy()  # the usual case: nothing to cut
+    for normal, offset in (((-1.0, 0.0), -x0), ((1.0, 0.0), x1), ((0.0, -1.0), -y0), ((0.0, 1.0), y1)):
+        out = clip_halfplane(out, normal, offset)
+        if out.size == 0:
+            return out
+    # Crossing points land on the border up to rounding; put them exactly on it.
+    pts = out.reshape(-1, 2)
+    np.clip(pts[:, 0], x0, x1, out=pts[:, 0])
+    np.clip(pts[:, 1], y0, y1, out=pts[:, 1])
     return pts.reshape(-1)
+
+
+def subtract_convex(poly: np.ndarray, convex: np.ndarray, min_area: float = 1e-9) -> list[np.ndarray]:
+    """``poly`` minus the convex polygon ``convex``, as disjoint flat pieces (convex when ``poly`` is).
+
+    Peels off, edge by edge of ``convex``, the part of what is left that lies outside that edge; what
+    finally remains is inside ``convex`` and dropped. Pieces with no area are left out. Used where an
+    object drawn later hides part of an earlier one (the generated shapes dataset).
+    """
+    hull = np.asarray(convex, dtype=np.float64).reshape(-1, 2)
+    x, y = hull[:, 0], hull[:, 1]
+    ccw = (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) > 0  # math orientation
+    pieces, rest = [], np.asarray(poly, dtype=np.float64).reshape(-1)
+    for a, b in zip(hull, np.roll(hull, -1, axis=0)):
+        edge = b - a
+        outward = np.array([edge[1], -edge[0]]) if ccw else np.array([-edge[1], edge[0]])
+        offset = float(outward @ a)
+        outside = clip_halfplane(rest, -outward, -offset)  # outward . p >= offset
+        if outside.size >= 6 and polygon_area(outside) > min_area:
+            pieces.append(outside)
+        rest = clip_halfplane(rest, outward, offset)
+        if rest.size < 6:
+            break
+    return pieces
 
 
 def polygon_area(poly: np.ndarray) -> float:

@@ -152,3 +152,12 @@ def test_masks_as_raw_arrays_are_refused_by_the_geometry_core():
                mask_fields=["gt_masks"])
     with pytest.raises(TypeError, match="BitmapMasks or PolygonMasks"):
         Compose([dict(type="RandomFlip", prob=1.0)])(res)
+
+
+def test_mmdet3_image_without_annotations_gets_empty_masks(coco):
+    json_file, root = coco
+    pipeline = LOAD + [dict(type="PackDetInputs")]
+    ds = CocoDataset(json_file, pipeline, img_prefix=root, test_mode=True)  # no ann_info in test mode
+    gt = ds[0]["data_samples"].gt_instances
+    assert isinstance(gt.masks, BitmapMasks) and len(gt.masks) == len(gt.bboxes) == 0
+    assert (gt.masks.height, gt.masks.width) == (H, W)

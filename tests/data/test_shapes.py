@@ -12,6 +12,7 @@ from data_helpers import listing
 from kiln.data import DatasetCatalog, MetadataCatalog
 from kiln.data.datasets import SHAPE_CLASSES, generate_shapes_dataset, shapes_paths
 from kiln.registry import DATASETS
+from kiln.structures.polygon_ops import polygon_area, segmentation_to_bitmask
 
 
 def test_writes_real_images_and_a_valid_coco_json(tmp_path):
@@ -27,19 +28,50 @@ def test_writes_real_images_and_a_valid_coco_json(tmp_path):
         assert w >= 4 and h >= 4 and x >= 0 and y >= 0 and x + w <= 64 and y + h <= 48
 
 
-def test_boxes_are_tight_around_the_drawn_shapes(tmp_path):
-    # No noise, PNG: a shape's box edges must touch pixels that differ from the background.
+def _drawn_pixels(img, mask):
+    """The pixels of the colour a shape was drawn in (no noise, PNG): the most common one in its mask."""
+    colours, counts = np.unique(img[mask].reshape(-1, 3), axis=0, return_counts=True)
+    return (img == colours[counts.argmax()]).all(-1)
+
+
+def test_boxes_are_tight_and_polygons_cover_the_drawn_shapes(tmp_path):
+    # No noise, PNG: a shape's pixels have exactly its colour.
     p = generate_shapes_dataset(
-        str(tmp_path), num_images=4, image_size=64, seed=3, noise_std=0.0, image_format="png", max_objects=1
+        str(tmp_path), num_images=12, image_size=64, seed=3, noise_std=0.0, image_format="png", max_objects=1
     )
     coco = json.loads(open(p["ann_file"]).read())
+    ious = []
     for a in coco["annotations"]:
         img = cv2.imread(os.path.join(p["img_prefix"], f"{a['image_id']:06d}.png")).astype(int)
+        mask = segmentation_to_bitmask(a["segmentation"], 64, 64).astype(bool)
+        drawn = _drawn_pixels(img, mask)
+        ys, xs = np.nonzero(drawn)
         x, y, w, h = (int(v) for v in a["bbox"])
-        mask = np.zeros(img.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [np.asarray(a["segmentation"][0]).reshape(-1, 2).astype(np.int32)], 1)
-        ys, xs = np.nonzero(mask)
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
+        ious.append((mask & drawn).sum() / (mask | drawn).sum())
+        assert a["area"] == pytest.approx(sum(polygon_area(np.asarray(q)) for q in a["segmentation"]))
+    # the polygon is the drawn region; only edge pixels may go either way
+    assert min(ious) > 0.9 and np.mean(ious) > 0.97
+
+
+def test_polygons_leave_out_what_later_shapes_cover(tmp_path):
+    p = generate_shapes_dataset(str(tmp_path), num_images=30, image_size=96, seed=4, noise_std=0.0,
+                                image_format="png", min_objects=3, max_objects=4, max_overlap=0.45)
+    coco = json.loads(open(p["ann_file"]).read())
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    cut = 0
+    for image_id, anns in by_image.items():
+        img = cv2.imread(os.path.join(p["img_prefix"], f"{image_id:06d}.png")).astype(int)
+        masks = [segmentation_to_bitmask(a["segmentation"], 96, 96).astype(bool) for a in anns]
+        for i, (a, m) in enumerate(zip(anns, masks)):
+            drawn = _drawn_pixels(img, m)
+            assert (m & drawn).sum() / (m | drawn).sum() > 0.85  # the visible part, not the whole shape
+            for other in masks[i + 1:]:
+                assert (m & other).sum() <= 0.02 * min(m.sum(), other.sum())  # visible parts are disjoint
+            cut += len(a["segmentation"]) > 1
+    assert cut > 0  # some shapes were partly covered, so their polygons have several parts
 
 
 def test_same_parameters_give_identical_data_and_use_the_cache(tmp_path):

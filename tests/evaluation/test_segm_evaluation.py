@@ -231,3 +231,33 @@ def test_mmdet2_evaluation_entry_reports_unprefixed_segm_names(data, tmp_path):
     assert res["segm_mAP"] == round(float(direct_segm(gt_file, preds, (100, 300, 1000))[0]), 3)
     kiln_style = run(build_evaluator(dict(metric=["bbox", "segm"]), dataset, distributed=False), preds)
     assert kiln_style["segm/AP"] == pytest.approx(direct_segm(gt_file, preds)[0] * 100)
+
+
+def test_catalog_dataset_masks_polygons_and_rle_are_converted_for_mask_ap(tmp_path):
+    from kiln.data import DatasetCatalog, MetadataCatalog
+    from kiln.structures import BoxMode
+
+    square = np.zeros((H, W), np.uint8)
+    square[10:40, 20:60] = 1
+    rle = mask_utils.encode(np.asfortranarray(square))
+    tri = [70.0, 10.0, 110.0, 10.0, 90.0, 60.0]
+    record = dict(image_id="img_a", file_name="a.png", height=H, width=W, annotations=[
+        dict(bbox=[20, 10, 60, 40], bbox_mode=BoxMode.XYXY_ABS, category_id=0, iscrowd=0,
+             segmentation=dict(size=rle["size"], counts=rle["counts"])),  # compressed, bytes as loaded
+        dict(bbox=[70, 10, 110, 60], bbox_mode=BoxMode.XYXY_ABS, category_id=1, iscrowd=0,
+             segmentation=[tri])])
+    DatasetCatalog.register("test_segm_catalog", lambda: [record])
+    MetadataCatalog.get("test_segm_catalog").set(thing_classes=["a", "b"])
+    try:
+        ev = COCOEvaluator("test_segm_catalog", ("segm",), distributed=False, output_dir=str(tmp_path))
+        masks = np.stack([square.astype(bool), polygons_to_bitmask([np.array(tri)], H, W)])
+        pred = dict(boxes=np.array([[20, 10, 60, 40], [70, 10, 110, 60]], np.float32),
+                    scores=np.array([0.9, 0.8], np.float32), labels=np.array([0, 1]), masks=masks)
+        ev.process([{"image_id": "img_a"}], [pred])
+        res = ev.evaluate()
+    finally:
+        DatasetCatalog.remove("test_segm_catalog")
+        MetadataCatalog.remove("test_segm_catalog")
+    assert res["segm/AP"] == pytest.approx(100.0)  # the exact masks, from RLE and polygon ground truth
+    cached = json.loads((tmp_path / "test_segm_catalog_coco_format.json").read_text())
+    assert isinstance(cached["annotations"][0]["segmentation"]["counts"], str)

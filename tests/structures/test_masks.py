@@ -425,3 +425,35 @@ def test_detectron2_polygonmasks_without_size(polys):
         d2.to_ndarray()
     with pytest.raises(ValueError, match="needs the image size"):
         d2.flip()
+
+
+def test_subtract_convex_leaves_disjoint_pieces_of_the_exact_difference():
+    from kiln.structures.polygon_ops import subtract_convex
+
+    square = _rect(0, 0, 10, 10)
+    hole = np.array([4.0, -2.0, 14.0, -2.0, 14.0, 6.0, 4.0, 6.0])  # covers x in [4, 10], y in [0, 6]
+    pieces = subtract_convex(square, hole)
+    assert sum(polygon_area(p) for p in pieces) == pytest.approx(100 - 36)
+    raster = polygons_to_bitmask(pieces, 10, 10)
+    expected = np.ones((10, 10), bool)
+    expected[0:6, 4:10] = False
+    np.testing.assert_array_equal(raster, expected)
+    # clockwise or counter-clockwise convex polygons cut the same
+    assert sum(polygon_area(p) for p in subtract_convex(square, hole.reshape(-1, 2)[::-1].reshape(-1))) == \
+        pytest.approx(64)
+    assert subtract_convex(square, _rect(-1, -1, 11, 11)) == []
+
+
+def test_label_map_fill_values_do_not_leak_into_instance_masks():
+    from kiln.data.transforms.transform import PadTransform
+
+    arr = np.ones((1, 4, 5), np.uint8)
+    pad = PadTransform(0, 0, 3, 2, seg_pad_value=255)  # Detectron2's FixedSizeCrop pads label maps with 255
+    out = BitmapMasks(arr, 4, 5).apply_transform(pad).to_ndarray()
+    expected = np.zeros((1, 6, 8), np.uint8)
+    expected[0, :4, :5] = 1
+    np.testing.assert_array_equal(out, expected)
+    ones = BitmapMasks(arr, 4, 5).apply_transform(PadTransform(0, 0, 3, 2, seg_pad_value=1)).to_ndarray()
+    assert ones.all()  # a 0/1 fill (Pad pad_val=dict(masks=1)) is honoured
+    as_bool = BitmapMasks(arr.astype(bool), 4, 5).apply_transform(pad).to_ndarray()
+    np.testing.assert_array_equal(as_bool, expected.astype(bool))

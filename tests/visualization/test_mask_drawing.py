@@ -133,3 +133,48 @@ def test_hook_sample_maps_mmdet2_gt_masks_back_to_the_original_image():
     np.testing.assert_array_equal(ds.gt_instances.masks.to_ndarray(), orig)
     np.testing.assert_allclose(ds.gt_instances.bboxes.numpy(), [[2, 5, 12, 10]])
     assert torch.equal(ds.pred_instances.masks, torch.from_numpy(orig.astype(bool)))
+
+
+def test_infer_and_show_dir_sink_draws_masks_and_records_their_rle(tmp_path):
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    from kiln.cli.show import ShowPredictions
+    from kiln.visualization.draw import color_for_label
+
+    path = tmp_path / "img.png"
+    cv2.imwrite(str(path), _gray())
+    masks, boxes = _big_masks()
+    pred = {"boxes": boxes, "scores": torch.tensor([0.9, 0.1]), "labels": torch.tensor([1, 0]),
+            "masks": masks}
+    sink = ShowPredictions(str(tmp_path / "out"), score_thr=0.3, class_names=["a", "b"])
+    sink.process([{"file_name": str(path)}], [pred])
+    drawn = cv2.imread(str(tmp_path / "out" / "img.png"))
+    expected = np.round(0.5 * np.array(color_for_label(1)) + 0.5 * 100)
+    assert drawn[40, 20].tolist() == expected.tolist()
+    assert drawn[40, 50].tolist() == [100, 100, 100]  # below the score threshold: not drawn
+    (record,) = sink.records
+    assert len(record["segmentations"]) == len(record["boxes"]) == 1
+    rle = dict(record["segmentations"][0], counts=record["segmentations"][0]["counts"].encode())
+    np.testing.assert_array_equal(mask_utils.decode(rle).astype(bool), masks[0].numpy())
+
+
+@pytest.mark.parametrize("poly2mask", [True, False])
+def test_browse_dataset_draws_the_loaded_masks(tmp_path, poly2mask):
+    import cv2
+
+    from kiln.data.browse import browse_dataset
+
+    def pipeline(with_mask):
+        return [dict(type="LoadImageFromFile"),
+                dict(type="LoadAnnotations", with_bbox=True, with_mask=with_mask, poly2mask=poly2mask),
+                dict(type="Resize", img_scale=(96, 96), keep_ratio=True), dict(type="Pad", size_divisor=32)]
+
+    def browse(with_mask, out):
+        cfg = dict(data=dict(train=dict(type="ShapesDataset", split="train", num_images=2, image_size=64,
+                                        root=str(tmp_path / "shapes"), pipeline=pipeline(with_mask))))
+        return [cv2.imread(p) for p in browse_dataset(cfg, str(tmp_path / out), num_images=2)]
+
+    for plain, masked in zip(browse(False, "boxes"), browse(True, "masks")):
+        changed = (plain != masked).any(-1)
+        assert changed.sum() > 50  # the shapes' interiors are tinted

@@ -2,8 +2,13 @@
 
 ``generate_shapes_dataset`` draws circles, squares and triangles of random size, colour and
 rotation, partly overlapping, on textured noisy backgrounds, writes real image files plus a COCO
-instances json, and caches the result in a folder keyed by every generation parameter. Output is
-a pure function of the parameters (seeded per image), so two machines produce identical data.
+instances json, and caches the result in a folder keyed by every generation parameter. Each
+annotation's ``segmentation`` is the exact geometry of what was drawn: the filled polygon, cut to
+the image and minus the shapes drawn over it (disjoint convex polygon parts), so its rasterized mask
+is the shape's visible pixels (up to edge pixels, which OpenCV and pycocotools rasterize slightly
+differently); ``bbox`` is the drawn shape's pixel box (cut by the image border only) and ``area`` the
+visible area. Output is a pure function of the parameters (seeded per image), so two machines produce
+identical data.
 
 Layout of one cached split::
 
@@ -32,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from kiln.registry import DATASETS
+from kiln.structures.polygon_ops import clip_polygon, polygon_area, subtract_convex
 
 from ..catalog import DatasetCatalog, MetadataCatalog, add_lazy_registrar
 from .coco import load_coco_json
@@ -52,7 +58,7 @@ SHAPE_CLASSES = ("circle", "square", "triangle")
 DEFAULT_NUM_IMAGES = {"train": 1000, "val": 200}
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 # Bump when the drawing code changes, so old caches are not reused for new data.
-_GENERATOR_VERSION = 3
+_GENERATOR_VERSION = 4
 
 
 def default_data_root() -> str:
@@ -129,6 +135,7 @@ def _render_image(rng: np.random.Generator, h: int, w: int, classes: Sequence[st
     img, bg = _background(rng, h, w)
     objects: list[dict[str, Any]] = []
     boxes: list[list[float]] = []
+    drawn: list[np.ndarray] = []  # each shape's polygon, in drawing order
     n = int(rng.integers(min_objects, max_objects + 1))
     short = min(h, w)
     for _ in range(n):
@@ -158,16 +165,55 @@ def _render_image(rng: np.random.Generator, h: int, w: int, classes: Sequence[st
                 break
         cv2.fillPoly(img, [pts], colour.tolist())
         boxes.append(box)
+        drawn.append(_as_drawn(pts))
         x0, y0, x1, y1 = box
-        objects.append(dict(
-            category_id=label + 1,
-            bbox=[x0, y0, x1 - x0, y1 - y0],
-            area=float(cv2.contourArea(np.clip(pts, 0, [w, h]).astype(np.float32))) or (x1 - x0) * (y1 - y0),
-            segmentation=[np.clip(pts, 0, [w, h]).astype(float).reshape(-1).tolist()],
-            iscrowd=0,
-        ))
+        objects.append(dict(category_id=label + 1, bbox=[x0, y0, x1 - x0, y1 - y0], iscrowd=0))
+    for i, obj in enumerate(objects):
+        parts = _visible_parts(drawn[i], drawn[i + 1:], h, w)
+        obj["segmentation"] = [p.tolist() for p in parts]
+        obj["area"] = float(sum(polygon_area(p) for p in parts))
     img += rng.standard_normal(size=img.shape, dtype=np.float32) * np.float32(noise_std)
     return np.clip(img, 0, 255).astype(np.uint8), objects
+
+
+def _as_drawn(pts: np.ndarray) -> np.ndarray:
+    """The region ``cv2.fillPoly`` paints for integer vertices ``pts``, as a polygon in continuous
+    pixel coordinates: a vertex ``v`` is pixel ``v``'s centre ``v + 0.5``, and the fill includes the
+    pixels its edges pass through, i.e. the polygon grown by half a pixel (edges moved outwards).
+
+    The shapes are convex; rounding their vertices may leave repeated or collinear points, so the
+    convex hull of the vertices is grown."""
+    import cv2
+
+    hull = cv2.convexHull(pts.astype(np.int32).reshape(-1, 1, 2)).reshape(-1, 2).astype(np.float64) + 0.5
+    x, y = hull[:, 0], hull[:, 1]
+    ccw = (np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) > 0
+    edges = np.roll(hull, -1, axis=0) - hull
+    normals = np.stack([edges[:, 1], -edges[:, 0]], axis=1) * (1.0 if ccw else -1.0)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    offsets = np.einsum("ij,ij->i", normals, hull) + 0.5
+    out = []
+    for k in range(len(hull)):  # vertex k joins the moved edges k-1 and k
+        a = np.stack([normals[k - 1], normals[k]])
+        if abs(np.linalg.det(a)) < 1e-9:  # collinear edges: the vertex just moves outwards
+            out.append(hull[k] + 0.5 * normals[k])
+        else:
+            out.append(np.linalg.solve(a, [offsets[k - 1], offsets[k]]))
+    return np.asarray(out)
+
+
+def _visible_parts(shape: np.ndarray, later: Sequence[np.ndarray], h: int, w: int) -> list[np.ndarray]:
+    """The exact visible region of a drawn shape as COCO polygon parts: the shape cut to the image,
+    minus every shape drawn after it (all shapes are convex, so the parts are disjoint convex
+    polygons).
+
+    ``shape`` is in continuous pixel coordinates: OpenCV draws a vertex ``v`` at pixel ``v``, whose
+    centre is ``v + 0.5``, so the rasterized polygon covers the pixels the drawing covered.
+    """
+    parts = [clip_polygon(shape.reshape(-1), 0, 0, w, h)]
+    for other in later:
+        parts = [piece for part in parts for piece in subtract_convex(part, other)]
+    return [p for p in parts if p.size >= 6 and polygon_area(p) > 1e-6]
 
 
 def _params(split: str, num_images: int, image_size: int | Sequence[int], seed: int, classes: Sequence[str],

@@ -338,7 +338,7 @@ class LoadAnnotations:
     def __call__(self, results: dict) -> dict:
         ann = results.get("ann_info")
         if ann is None and self.empty_without_ann:
-            ann = dict(bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64))
+            ann = dict(bboxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64), masks=[])
         if ann is None:
             raise KeyError(f"LoadAnnotations needs results['ann_info'] (keys: {sorted(results)}); "
                            "test-mode datasets do not provide it, so drop LoadAnnotations from test "
