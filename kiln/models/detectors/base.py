@@ -19,8 +19,10 @@ import torch.nn as nn
 
 from kiln.registry import MODELS
 from kiln.structures import ImageList
+from kiln.structures.masks import BitmapMasks, PolygonMasks
 
 from ..backbones.pretrained import load_checkpoint_state_dict, resolve_pretrained
+from ..roi_heads.mask_paste import paste_masks_in_image
 from ..utils import cfg_get, merge_detections, nms_iou_threshold
 
 __all__ = ["BaseDetector", "DetInputs", "to_original_pixels"]
@@ -539,8 +541,6 @@ def _paste_masks(probs: torch.Tensor, boxes: torch.Tensor, meta: Mapping[str, An
                  ) -> torch.Tensor:
     """Paste per-box mask probabilities predicted on the (possibly flipped) input into the original image;
     ``boxes`` are already in original pixels."""
-    from ..roi_heads.mask_paste import paste_masks_in_image
-
     if meta.get("flip"):
         direction = meta.get("flip_direction") or "horizontal"
         if direction in ("horizontal", "diagonal"):
@@ -553,8 +553,6 @@ def _paste_masks(probs: torch.Tensor, boxes: torch.Tensor, meta: Mapping[str, An
 def _gt_masks(value: Any, num_boxes: int, what: str) -> Any:
     """A sample's instance masks, checked: ``BitmapMasks``/``PolygonMasks`` or Detectron2's
     ``BitMasks``/``PolygonMasks`` spellings of them (the same classes, :mod:`kiln.structures.masks`)."""
-    from kiln.structures.masks import BitmapMasks, PolygonMasks
-
     masks = _unwrap(value)
     if not isinstance(masks, (BitmapMasks, PolygonMasks)):
         raise TypeError(f"{what}: expected BitmapMasks or PolygonMasks (kiln.structures.masks), got "
