@@ -216,3 +216,19 @@ def test_detectron2_cascade_mask_has_one_mask_head_trained_on_the_first_stage():
     with pytest.raises(ValueError, match="give one dict"):
         three = [mask_rcnn_cfg()["roi_head"]["mask_head"]] * 3
         build_detector(_cascade_cfg(mask_head_per_stage=False, mask_head=three))
+
+
+@pytest.mark.parametrize("name", ["kiln::shapes/mask_rcnn_r18_fpn_shapes.py",
+                                  "kiln::mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py",
+                                  "kiln::mask_rcnn/mask_rcnn_r50_fpn_2x_coco.py"])
+def test_shipped_mask_rcnn_configs_build_and_load_masks(name):
+    from kiln.config import Config
+
+    cfg = Config.fromfile(name)
+    with torch.device("meta"):  # the build logic only
+        model = build_detector(dict(cfg.model, pretrained=None))
+    assert type(model).__name__ == "MaskRCNN"
+    assert model.roi_head.mask_head.num_classes == model.roi_head.bbox_head.num_classes
+    steps = {s["type"]: s for s in cfg.data.train.pipeline}
+    assert steps["LoadAnnotations"]["with_mask"] and "gt_masks" in steps["Collect"]["keys"]
+    assert list(cfg.evaluation.metric) == ["bbox", "segm"]
