@@ -36,6 +36,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +49,15 @@ MODELS = {
     "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
     "faster_rcnn": "COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml",
     "faster_rcnn_c4": "COCO-Detection/faster_rcnn_R_50_C4_1x.yaml",
+    "mask_rcnn": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
 }
 DEFAULT_MODELS = ["faster_rcnn", "retinanet"]
 # C4 needs its R50 bottlenecks (the res5 head), shrunk 4x in width; only read by that model's yaml.
 MODEL_OPTS = {"faster_rcnn_c4": ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "16",
                                  "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
                                  "MODEL.RESNETS.WIDTH_PER_GROUP", "16",
-                                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"]}
+                                 "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32"],
+              "mask_rcnn": ["MODEL.ROI_MASK_HEAD.CONV_DIM", "32"]}
 NUM_CLASSES = 3
 SMALL_OPTS = [
     "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu",
@@ -65,7 +68,7 @@ SMALL_OPTS = [
 ]
 LOSS_NAMES = {  # Detectron2 name -> kiln name
     "loss_cls": "loss_cls", "loss_box_reg": "loss_bbox",
-    "loss_rpn_cls": "loss_rpn_cls", "loss_rpn_loc": "loss_rpn_bbox",
+    "loss_rpn_cls": "loss_rpn_cls", "loss_rpn_loc": "loss_rpn_bbox", "loss_mask": "loss_mask",
 }
 SOLVER = dict(lr=0.002, momentum=0.9, weight_decay=1e-4)
 # Two images of different sizes per batch, so padding (and anchors over it) is exercised.
@@ -118,6 +121,16 @@ def make_batches(iters: int, seed: int = 0) -> list[dict[str, Any]]:
             classes.append(torch.randint(0, NUM_CLASSES, (n,), generator=g))
         batches.append(dict(images=images, boxes=boxes, classes=classes))
     return batches
+
+
+def batch_polygons(boxes: torch.Tensor) -> list[list[list[float]]]:
+    """One instance polygon per box (no random draws, so the boxes' batches stay as they were): the
+    diamond through the midpoints of the box's sides."""
+    out = []
+    for x0, y0, x1, y1 in boxes.tolist():
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        out.append([[cx, y0, x1, cy, cx, y1, x0, cy]])
+    return out
 
 
 def preprocess(images: list[torch.Tensor], mean: list[float], std: list[float],
@@ -173,6 +186,11 @@ def d2_to_kiln_name(name: str, d2: dict) -> str | None:
     if p[0] == "proposal_generator":
         return {"conv": "rpn_head.rpn_conv", "objectness_logits": "rpn_head.rpn_cls",
                 "anchor_deltas": "rpn_head.rpn_reg"}[p[2]] + "." + p[-1]
+    if p[:2] == ["roi_heads", "mask_head"]:
+        if p[2].startswith("mask_fcn"):
+            return f"roi_head.mask_head.convs.{int(p[2][8:]) - 1}.conv.{p[-1]}"
+        part = {"deconv": "upsample", "predictor": "conv_logits"}[p[2]]
+        return f"roi_head.mask_head.{part}.{p[-1]}"
     if p[0] == "roi_heads":
         if p[1] == "box_head":
             return f"roi_head.bbox_head.shared_fcs.{int(p[2][2:]) - 1}.{p[-1]}"
@@ -337,6 +355,22 @@ def kiln_model_cfg(d2: dict) -> dict:
         test_cfg=dict(rpn=dict(proposal), rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5),
                                                      max_per_img=100)),
     )
+    if m["MASK_ON"] and not c4:
+        mh = m["ROI_MASK_HEAD"]
+        cfg["type"] = "MaskRCNN"
+        cfg["roi_head"]["mask_roi_extractor"] = dict(
+            type="SingleRoIExtractor",
+            roi_layer=dict(type="RoIAlign", output_size=int(mh["POOLER_RESOLUTION"]),
+                           sampling_ratio=int(mh["POOLER_SAMPLING_RATIO"]), aligned=True),
+            out_channels=out, featmap_strides=[2 ** s for s in stages], canonical_box_size=224,
+            canonical_level=4)
+        cfg["roi_head"]["mask_head"] = dict(
+            type="FCNMaskHead", num_convs=int(mh["NUM_CONV"]), in_channels=out,
+            conv_out_channels=int(mh["CONV_DIM"]), roi_feat_size=int(mh["POOLER_RESOLUTION"]),
+            num_classes=int(rh["NUM_CLASSES"]), class_agnostic=bool(mh["CLS_AGNOSTIC_MASK"]),
+            init_style="detectron2")
+        cfg["train_cfg"]["rcnn"]["mask_size"] = 2 * int(mh["POOLER_RESOLUTION"])
+        cfg["test_cfg"]["rcnn"]["mask_thr_binary"] = 0.5
     return _c4_roi_head(cfg, d2) if c4 else cfg
 
 
@@ -445,6 +479,12 @@ def kiln_run(d2: dict, batches: list[dict], iters: int, seed: int,
                            gt_bboxes=[x.float() for x in b["boxes"]],
                            gt_labels=[x.long() for x in b["classes"]],
                            gt_bboxes_ignore=[None] * len(sizes))
+        if d2["MODEL"]["MASK_ON"]:
+            from kiln.structures.masks import PolygonMasks
+
+            inputs.gt_masks = [PolygonMasks([[np.array(p, dtype=np.float64) for p in obj]
+                                             for obj in batch_polygons(x)], h, w)
+                               for x, (h, w) in zip(b["boxes"], sizes)]
         torch.manual_seed(step_seed(seed, it))
         losses = {k: v for k, v in model.loss(inputs).items() if k.startswith("loss")}
         total = sum(losses.values())
@@ -492,6 +532,10 @@ def d2_parameter_names(d2: dict, kiln_state: dict[str, torch.Tensor]) -> list[st
                  for x in ("weight", "bias")]
         cand += [f"roi_heads.box_predictor.{h}.{x}" for h in ("cls_score", "bbox_pred")
                  for x in ("weight", "bias")]
+        if m["MASK_ON"]:
+            cand += [f"roi_heads.mask_head.{h}.{x}" for x in ("weight", "bias")
+                     for h in [f"mask_fcn{i + 1}" for i in range(int(m["ROI_MASK_HEAD"]["NUM_CONV"]))]
+                     + ["deconv", "predictor"]]
     return cand
 
 
@@ -501,7 +545,7 @@ def reference(model: str, iters: int, seed: int, out: str, opts: list[str] | Non
     import yaml
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-    from detectron2.structures import Boxes, Instances
+    from detectron2.structures import Boxes, Instances, PolygonMasks
     from detectron2.utils.events import EventStorage
 
     cfg = get_cfg()
@@ -525,6 +569,8 @@ def reference(model: str, iters: int, seed: int, out: str, opts: list[str] | Non
         inputs = []
         for img, boxes, classes in zip(b["images"], b["boxes"], b["classes"]):
             inst = Instances(tuple(img.shape[1:]), gt_boxes=Boxes(boxes), gt_classes=classes)
+            if cfg.MODEL.MASK_ON:
+                inst.gt_masks = PolygonMasks(batch_polygons(boxes))
             inputs.append(dict(image=img, instances=inst))
         images = net.preprocess_image(inputs)
         saved.append(dict(tensor=images.tensor.clone(), image_sizes=list(images.image_sizes),

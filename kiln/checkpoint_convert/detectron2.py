@@ -19,6 +19,8 @@ Detectron2                                    kiln / MMDetection
 ``roi_heads.box_head.S`` / ``box_predictor.S``  ``roi_head.bbox_head.S...`` (cascade stage S)
 ``head.cls_subnet.2j`` / ``bbox_subnet.2j``   ``bbox_head.cls_convs.j.conv`` / ``reg_convs.j.conv``
 ``head.cls_score`` / ``head.bbox_pred``       ``bbox_head.retina_cls`` / ``bbox_head.retina_reg``
+``roi_heads.mask_head.mask_fcnK[.norm]``      ``roi_head.mask_head.convs.{K-1}.conv`` / ``bn``
+``roi_heads.mask_head.deconv`` / ``predictor``  ``roi_head.mask_head.upsample`` / ``conv_logits``
 ============================================  ============================================
 
 FPN levels are numbered from the first lateral present (``fpn_lateral3`` is ``lateral_convs.0`` in a
@@ -133,6 +135,11 @@ def detectron2_to_kiln(
         elif m := re.match(r"^roi_heads\.box_predictor\.(\d+\.)?(cls_score|bbox_pred)\.(.+)$", k):
             stage, kind, rest = m.groups()
             k = f"roi_head.bbox_head.{stage or ''}{'fc_cls' if kind == 'cls_score' else 'fc_reg'}.{rest}"
+        elif m := re.match(r"^roi_heads\.mask_head\.mask_fcn(\d+)(\.norm)?\.(.+)$", k):
+            idx, norm, rest = m.groups()
+            k = f"roi_head.mask_head.convs.{int(idx) - 1}.{_conv_module(norm, rest)}"
+        elif m := re.match(r"^roi_heads\.mask_head\.(deconv|predictor)\.(.+)$", k):
+            k = f"roi_head.mask_head.{'upsample' if m.group(1) == 'deconv' else 'conv_logits'}.{m.group(2)}"
         elif m := re.match(r"^head\.(cls|bbox)_subnet\.(\d+)\.(.+)$", k):
             kind, idx, rest = m.groups()
             k = f"bbox_head.{'cls' if kind == 'cls' else 'reg'}_convs.{int(idx) // 2}.conv.{rest}"

@@ -1,5 +1,5 @@
 """torchvision detector state dicts (``retinanet_resnet50_fpn``, ``fasterrcnn_resnet50_fpn``,
-``fcos_resnet50_fpn``) → kiln names.
+``fcos_resnet50_fpn``, ``maskrcnn_resnet50_fpn``) → kiln names.
 
 Beyond renaming, two layouts differ:
 
@@ -97,6 +97,15 @@ def torchvision_detection_to_kiln(
             keep = _keep_classes(value.shape[0])
             value = torch.cat([value[keep], value[:1]])
             k = "roi_head.bbox_head.fc_cls." + k.rsplit(".", 1)[1]
+        elif m := re.match(r"^roi_heads\.mask_head\.(?:(\d+)\.0|mask_fcn(\d+))\.(weight|bias)$", k):
+            # MaskRCNNHeads: Conv2dNormActivation j (>= 0.13) or mask_fcn{j+1} (older releases)
+            idx = int(m.group(1)) if m.group(1) is not None else int(m.group(2)) - 1
+            k = f"roi_head.mask_head.convs.{idx}.conv.{m.group(3)}"
+        elif k.startswith("roi_heads.mask_predictor.conv5_mask."):
+            k = "roi_head.mask_head.upsample." + k.rsplit(".", 1)[1]
+        elif k.startswith("roi_heads.mask_predictor.mask_fcn_logits."):
+            value = value[_keep_classes(value.shape[0])]  # slot 0 (background) has no mask
+            k = "roi_head.mask_head.conv_logits." + k.rsplit(".", 1)[1]
         elif k.startswith("roi_heads.box_predictor.bbox_pred."):
             keep = _keep_classes(value.shape[0] // 4)
             value = value.reshape(-1, 4, *value.shape[1:])[keep].flatten(0, 1)
@@ -105,6 +114,10 @@ def torchvision_detection_to_kiln(
     if "roi_heads.box_predictor.cls_score.weight" in state:
         n = state["roi_heads.box_predictor.cls_score.weight"].shape[0]
         notes.append(f"box predictor: background slot 0 moved last, {n} slots -> "
+                     f"{len(_keep_classes(n))} classes")
+    if "roi_heads.mask_predictor.mask_fcn_logits.weight" in state:
+        n = state["roi_heads.mask_predictor.mask_fcn_logits.weight"].shape[0]
+        notes.append(f"mask predictor: background slot 0 dropped, {n} slots -> "
                      f"{len(_keep_classes(n))} classes")
     reg_w = state.get("head.regression_head.bbox_reg.weight")
     cls_w = state.get("head.classification_head.cls_logits.weight")

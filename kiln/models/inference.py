@@ -150,7 +150,8 @@ def inference_detector(model: nn.Module, images: Any) -> Any:
 
     The config's test pipeline (``data.test.pipeline``) prepares each image, so resizing, padding and
     normalisation match evaluation. Returns a dict ``{'boxes' (N×4 XYXY, original pixels), 'scores',
-    'labels'}`` per image (one dict for one image, a list for a list), on CPU.
+    'labels'}`` per image (one dict for one image, a list for a list), on CPU; a Mask R-CNN adds ``'masks'``
+    (N×H×W bool at the original image size).
     """
     single = not isinstance(images, (list, tuple))
     items = [images] if single else list(images)
@@ -267,7 +268,8 @@ class DefaultPredictor:
 
     def __call__(self, original_image: np.ndarray) -> dict[str, Any]:
         """Detections for one H×W×3 uint8 BGR image (as ``cv2.imread`` gives): ``{'instances': Instances}``
-        with ``pred_boxes`` (:class:`~kiln.structures.Boxes`, XYXY), ``scores`` and ``pred_classes``."""
+        with ``pred_boxes`` (:class:`~kiln.structures.Boxes`, XYXY), ``scores`` and ``pred_classes`` (and
+        ``pred_masks``, N×H×W bool, for a model with a mask head)."""
         from kiln.structures import Boxes, Instances
 
         arr = np.asarray(original_image)
@@ -285,4 +287,6 @@ class DefaultPredictor:
         instances.pred_boxes = Boxes(out["boxes"].detach().cpu())
         instances.scores = out["scores"].detach().cpu()
         instances.pred_classes = out["labels"].detach().cpu()
+        if "masks" in out:
+            instances.pred_masks = out["masks"].detach().cpu()
         return {"instances": instances}

@@ -16,7 +16,7 @@ from .legacy_names import rename_on_load
 
 __all__ = ["FrozenBatchNorm2d", "build_norm_layer", "ConvNormAct", "NORM_TYPES", "is_norm", "norm_abbr"]
 
-NORM_TYPES = ("BN", "BN2d", "SyncBN", "GN", "FrozenBN", "LN")
+NORM_TYPES = ("BN", "BN2d", "SyncBN", "GN", "FrozenBN", "LN", "MMSyncBN")
 
 
 def build_norm_layer(cfg: Mapping[str, Any] | None, num_features: int) -> nn.Module | None:
@@ -34,7 +34,8 @@ def build_norm_layer(cfg: Mapping[str, Any] | None, num_features: int) -> nn.Mod
     requires_grad = args.pop("requires_grad", True)
     if norm_type in ("BN", "BN2d"):
         layer: nn.Module = nn.BatchNorm2d(num_features, **args)
-    elif norm_type == "SyncBN":
+    elif norm_type in ("SyncBN", "MMSyncBN"):
+        # MMSyncBN is MMCV's own implementation of the same synchronised batch norm.
         # Falls back to plain batch norm when not running distributed (e.g. on one CPU process).
         layer = nn.SyncBatchNorm(num_features, **args)
     elif norm_type == "GN":

@@ -44,7 +44,12 @@ def merge_detections(
     keep = batched_nms(boxes.float(), scores.float(), labels, iou_threshold)
     if max_per_img is not None and max_per_img > 0:
         keep = keep[:max_per_img]
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    merged = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    if any("masks" in d for d in dets):  # instance masks (original-image sized) follow their boxes
+        if not all("masks" in d for d in dets):
+            raise ValueError("merge_detections: some detection sets have masks and others not.")
+        merged["masks"] = torch.cat([d["masks"] for d in dets])[keep]
+    return merged
 
 
 def put_scalars(**scalars: float | torch.Tensor) -> None:

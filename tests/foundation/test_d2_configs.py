@@ -21,7 +21,6 @@ ROOT = osp.join(osp.dirname(osp.dirname(__file__)), "fixtures", "detectron2_conf
 ALL = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, "**", "*.yaml"), recursive=True))
 BOX_DIRS = ("COCO-Detection", "PascalVOC-Detection", "Detectron1-Comparisons", "Misc")
 _HEAD_MESSAGES = (
-    "MODEL.MASK_ON=True: kiln has no mask head",
     "MODEL.KEYPOINT_ON=True: kiln has no keypoint head",
     "kiln has no semantic segmentation",
     "kiln has no panoptic segmentation",
@@ -91,7 +90,7 @@ def _translate(rel: str):
 
 def _refused_head(rel: str) -> bool:
     cfg = _load(rel)
-    return bool(cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON) or cfg.MODEL.META_ARCHITECTURE in (
+    return bool(cfg.MODEL.KEYPOINT_ON) or cfg.MODEL.META_ARCHITECTURE in (
         "SemanticSegmentor",
         "PanopticFPN",
     )
@@ -104,7 +103,43 @@ def test_configs_needing_other_heads_load_then_stop_with_one_message(rel, small_
     assert sum(m in str(info.value) for m in _HEAD_MESSAGES) == 1, str(info.value)
 
 
-BOX_CASES = [r for r in ALL if _is_box_case(r) and not _refused_head(r)]
+BOX_CASES = [r for r in ALL if _is_box_case(r) and not _refused_head(r) and not _load(r).MODEL.MASK_ON]
+MASK_DIRS = ("COCO-InstanceSegmentation/", "Cityscapes/", "LVISv0.5-InstanceSegmentation/",
+             "LVISv1-InstanceSegmentation/")
+MASK_CASES = [r for r in ALL if r.startswith(MASK_DIRS)] + [
+    "Detectron1-Comparisons/mask_rcnn_R_50_FPN_noaug_1x.yaml", "Misc/mask_rcnn_R_50_FPN_1x_cls_agnostic.yaml",
+    "Misc/mask_rcnn_R_50_FPN_3x_gn.yaml", "quick_schedules/mask_rcnn_R_50_C4_instant_test.yaml",
+    "quick_schedules/mask_rcnn_R_50_FPN_instant_test.yaml", "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml",
+    "Misc/cascade_mask_rcnn_R_50_FPN_3x.yaml", "quick_schedules/cascade_mask_rcnn_R_50_FPN_instant_test.yaml"]
+
+
+@pytest.mark.parametrize("rel", MASK_CASES)
+def test_mask_configs_translate_to_a_mask_rcnn_kiln_builds(rel, small_data):
+    import torch
+
+    from kiln.models import build_detector
+
+    cfg, canonical = _translate(rel)
+    assert cfg.MODEL.MASK_ON
+    with torch.device("meta"):  # the build logic only
+        model = build_detector(dict(canonical["model"], pretrained=None))
+    cascade = cfg.MODEL.ROI_HEADS.NAME == "CascadeROIHeads"
+    assert type(model).__name__ == ("CascadeRCNN" if cascade else "MaskRCNN")
+    head = model.roi_head.mask_head  # Detectron2's cascade: one mask head for all stages
+    assert head.num_classes == cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    assert head.class_agnostic == cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK
+    assert head.conv_logits.out_channels == (1 if head.class_agnostic else head.num_classes)
+    c4 = cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeads"
+    assert len(head.convs) == (0 if c4 else cfg.MODEL.ROI_MASK_HEAD.NUM_CONV)
+    # FPN: own 14x14 RoIAlign → 28x28 masks; C4: the res5 output of the box pooler (7x7) → 14x14 masks
+    assert head.mask_size == (14 if c4 else 2 * cfg.MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION)
+    rcnn = canonical["model"]["train_cfg"]["rcnn"]
+    assert all(r["mask_size"] == head.mask_size for r in (rcnn if cascade else [rcnn]))
+    assert (model.roi_head.mask_roi_extractor is None) == c4
+
+
+def test_mask_cases_are_the_instance_segmentation_configs():
+    assert len(MASK_CASES) == 26
 
 
 @pytest.mark.parametrize("rel", BOX_CASES)

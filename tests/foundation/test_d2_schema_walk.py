@@ -73,6 +73,8 @@ CONTEXTS = [
     ("MODEL.RETINANET.", RETINA),
     ("MODEL.FPN.", FPN),
     ("MODEL.ROI_BOX_CASCADE_HEAD.", CASCADE),
+    ("MODEL.ROI_MASK_HEAD.", {**FPN, "MODEL.MASK_ON": True}),
+    ("INPUT.MASK_FORMAT", {**FPN, "MODEL.MASK_ON": True}),
     ("MODEL.ROI_BOX_HEAD.NAME", {**FPN, "MODEL.ROI_BOX_HEAD.NAME": "FastRCNNConvFCHead"}),
     ("MODEL.ROI_BOX_HEAD.NUM_", FPN),
     ("MODEL.ROI_BOX_HEAD.FC_DIM", FPN),
@@ -132,6 +134,9 @@ ALTERNATES = {
     "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE": "giou",
     "MODEL.RETINANET.BBOX_REG_LOSS_TYPE": "giou",
     "MODEL.ROI_BOX_HEAD.POOLER_TYPE": "ROIAlign",
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": "ROIAlign",
+    "MODEL.ROI_MASK_HEAD.NORM": "GN",
+    "INPUT.MASK_FORMAT": "bitmask",
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": "range",
     "INPUT.RANDOM_FLIP": "vertical",
     "INPUT.FORMAT": "RGB",
@@ -158,17 +163,15 @@ ALTERNATES = {
     "MODEL.RPN.IOU_THRESHOLDS": [0.2, 0.8],
 }
 
-#: Keys Detectron2 itself reads only for heads kiln refuses up front (MASK_ON, KEYPOINT_ON, the
+#: Keys Detectron2 itself reads only for heads kiln refuses up front (KEYPOINT_ON, the
 #: segmentation meta-architectures; test_refused_heads checks those switches), or never reads at all.
 EXEMPT = {
     "VERSION": "consumed while merging (version-1 files are upgraded); test_d2_yaml covers it",
     "GLOBAL.HACK": "Detectron2's scratch value for users' own code (read through global_cfg), never by "
     "the framework",
-    "INPUT.MASK_FORMAT": "read only when masks are loaded (MODEL.MASK_ON, refused)",
     "TEST.KEYPOINT_OKS_SIGMAS": "read only by keypoint evaluation (MODEL.KEYPOINT_ON, refused)",
 }
 EXEMPT_PREFIXES = {
-    "MODEL.ROI_MASK_HEAD.": "mask head (MODEL.MASK_ON, refused)",
     "MODEL.ROI_KEYPOINT_HEAD.": "keypoint head (MODEL.KEYPOINT_ON, refused)",
     "MODEL.SEM_SEG_HEAD.": "semantic head (SemanticSegmentor/PanopticFPN, refused)",
     "MODEL.PANOPTIC_FPN.": "panoptic fusion (PanopticFPN, refused)",
@@ -246,6 +249,15 @@ HONOURED = [
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST",
     "VIS_PERIOD",
+    "MODEL.MASK_ON",
+    "MODEL.ROI_MASK_HEAD.NUM_CONV",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "MODEL.ROI_MASK_HEAD.NORM",
+    "MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK",
+    "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION",
+    "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO",
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE",
+    "INPUT.MASK_FORMAT",
 ]
 
 
@@ -382,7 +394,6 @@ def test_the_walk_covers_the_whole_schema():
 @pytest.mark.parametrize(
     "switch, value, head",
     [
-        ("MODEL.MASK_ON", True, "mask head"),
         ("MODEL.KEYPOINT_ON", True, "keypoint head"),
         ("MODEL.META_ARCHITECTURE", "SemanticSegmentor", "semantic segmentation"),
         ("MODEL.META_ARCHITECTURE", "PanopticFPN", "panoptic segmentation"),

@@ -105,8 +105,8 @@ def test_fewshot_freeze_flags_and_unmappable_settings(catalog):
     d2.SOLVER.IMS_PER_BATCH = 6
     with pytest.raises(ValueError, match="SOLVER.IMS_PER_BATCH=6: .*not divisible by 4 GPUs"):
         d2_to_canonical(d2, num_gpus=4)
-    d2.MODEL.MASK_ON = True
-    with pytest.raises(ValueError, match="MASK_ON"):
+    d2.MODEL.KEYPOINT_ON = True
+    with pytest.raises(ValueError, match="KEYPOINT_ON"):
         d2_to_canonical(d2)
 
 

@@ -38,7 +38,7 @@ def _max_rel(ref: list[dict], got: list[dict]) -> float:
     return max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-6) for a, b in zip(ref, got) for k in a)
 
 
-@pytest.mark.parametrize("name", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("name", ["retinanet", "faster_rcnn", "mask_rcnn"])
 def test_kiln_reproduces_detectron2_losses(name):
     h, fx = _harness(), _fixture(name)
     got = h.kiln_run(fx["d2_config"], h.make_batches(fx["iters"], fx["seed"]), fx["iters"], fx["seed"])
@@ -59,13 +59,13 @@ def test_mmdetection_defaults_do_not_reproduce_them(name, option):
 
 
 def test_fixture_records_how_it_was_made():
-    for name in ("retinanet", "faster_rcnn"):
+    for name in ("retinanet", "faster_rcnn", "mask_rcnn"):
         fx = _fixture(name)
         assert "scripts/d2_parity.py" in fx["produced_by"] and "Detectron2" in fx["reference"]
         assert fx["d2_config"]["MODEL"]["RESNETS"]["DEPTH"] == 18
 
 
-@pytest.mark.parametrize("name", ["retinanet", "faster_rcnn"])
+@pytest.mark.parametrize("name", ["retinanet", "faster_rcnn", "mask_rcnn"])
 def test_the_yaml_translator_builds_the_model_that_reproduces_them(name):
     # The path of `kiln train x.yaml` and DefaultTrainer: the model config comes from the Detectron2
     # translator, not from the harness's hand mapping.

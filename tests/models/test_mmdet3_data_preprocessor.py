@@ -137,7 +137,7 @@ def test_batch_fixed_size_pad_pads_training_batches_only():
 @pytest.mark.parametrize("bad, message", [
     (dict(batch_augments=[dict(type="BatchSyncRandomResize", random_size_range=(480, 800))]),
      r"batch_augments\[0\]: type 'BatchSyncRandomResize' is not implemented"),
-    (dict(pad_mask=True), r"pad_mask=True.*box-only"),
+    (dict(pad_seg=True), r"pad_seg=True.*no semantic-segmentation heads"),
     (dict(std=None), r"give both"),
 ])
 def test_unsupported_preprocessor_settings_are_refused_by_name(bad, message):

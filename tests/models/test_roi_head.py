@@ -141,10 +141,11 @@ def test_roi_head_without_train_cfg_cannot_train():
         head.forward_train(pyramid(1), [torch.zeros(0, 4)], [torch.zeros(0, 4)], [torch.zeros(0)])
 
 
-def test_mask_heads_are_rejected_clearly():
+def test_a_mask_roi_extractor_without_a_mask_head_is_rejected_clearly():
     cfg = faster_rcnn_cfg()
-    with pytest.raises(NotImplementedError, match="mask_head"):
-        MODELS.build(dict(cfg["roi_head"], mask_head=dict(type="FCNMaskHead")))
+    extractor = cfg["roi_head"]["bbox_roi_extractor"]
+    with pytest.raises(ValueError, match="mask_roi_extractor is set without a mask_head"):
+        MODELS.build(dict(cfg["roi_head"], mask_roi_extractor=extractor))
 
 
 def test_ohem_sampler_keeps_the_rois_the_box_head_finds_hardest():

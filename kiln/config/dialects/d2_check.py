@@ -3,7 +3,7 @@
 Every key of Detectron2's schema is either mapped onto the canonical schema or, when it holds a value
 kiln cannot honour, refused by :func:`refuse` with one message naming the key and the value (a
 ``ValueError`` subclass, :class:`D2KeyError`, that carries the key). Keys that only matter for a head
-kiln does not have (masks, keypoints, semantic and panoptic segmentation) stop translation up front
+kiln does not have (keypoints, semantic and panoptic segmentation) stop translation up front
 (:func:`check_supported_heads`).
 """
 
@@ -112,13 +112,9 @@ def check_supported_heads(d2: Any) -> None:
             arch,
             f"no kiln mapping; supported: {', '.join(SUPPORTED_META_ARCHITECTURES)}",
         )
-    if d2.MODEL.MASK_ON:
-        raise refuse(
-            "MODEL.MASK_ON",
-            True,
-            "kiln has no mask head (MODEL.ROI_MASK_HEAD); it trains box "
-            "detectors only. Set MODEL.MASK_ON False to train the box part of this config",
-        )
+    if d2.MODEL.MASK_ON and arch != "GeneralizedRCNN":
+        raise refuse("MODEL.MASK_ON", True, f"masks need MODEL.META_ARCHITECTURE GeneralizedRCNN (an R-CNN "
+                     f"with ROI heads), not {arch}")
     if d2.MODEL.KEYPOINT_ON:
         raise refuse(
             "MODEL.KEYPOINT_ON",

@@ -89,13 +89,22 @@ def pipelines(d2: Any, with_proposals: bool) -> tuple[list, list]:
     if inp.RANDOM_FLIP == "vertical":
         flip_step["direction"] = "vertical"
     keys = ["img", "gt_bboxes", "gt_labels"] + (["proposals"] if with_proposals else [])
-    train: list[dict] = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True)]
+    load = dict(type="LoadAnnotations", with_bbox=True)
+    if d2.MODEL.MASK_ON:
+        # DatasetMapper's instance masks: polygons stay polygons, 'bitmask' rasterizes them on load.
+        if inp.MASK_FORMAT not in ("polygon", "bitmask"):
+            raise refuse("INPUT.MASK_FORMAT", inp.MASK_FORMAT, "expected 'polygon' or 'bitmask'")
+        load.update(with_mask=True, poly2mask=inp.MASK_FORMAT == "bitmask")
+        keys.append("gt_masks")
+    train: list[dict] = [dict(type="LoadImageFromFile"), load]
     if with_proposals:
         train.append(
             dict(type="LoadProposals", num_max_proposals=int(d2.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN))
         )
     crop = _crop(d2)
     if crop:
+        if d2.MODEL.MASK_ON:  # DatasetMapper's recompute_boxes: the tight box of the cropped mask
+            crop["recompute_bbox"] = True
         train.append(crop)
     train += [
         _resize(d2),
@@ -252,7 +261,8 @@ def evaluator_for(d2: Any) -> dict:
             f"mixes evaluator types {sorted(kinds)}; kiln evaluates the test "
             f"sets of one run with one evaluator",
         )
-    return dict(metric="bbox")
+    # Detectron2's COCOEvaluator adds mask AP when the predictions carry masks (MODEL.MASK_ON).
+    return dict(metric=["bbox", "segm"]) if d2.MODEL.MASK_ON else dict(metric="bbox")
 
 
 def loader_settings(d2: Any, canonical: dict) -> None:

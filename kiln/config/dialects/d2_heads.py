@@ -3,7 +3,8 @@
 Each function returns the head dict and its ``train_cfg``/``test_cfg`` parts in MMDetection's names:
 ``RPNHead``; ``StandardRoIHead`` with ``ConvFCBBoxHead`` (``FastRCNNConvFCHead``) or, for
 ``Res5ROIHeads``, a ``ResLayer`` shared head and ``BBoxHead(with_avg_pool=True)``; ``CascadeRoIHead``;
-``RetinaHead``. Box-regression weights become ``target_stds = 1 / weight``; Detectron2's
+``RetinaHead``; with ``MODEL.MASK_ON`` an ``FCNMaskHead`` (``MaskRCNNConvUpsampleHead``) on the RoI head.
+Box-regression weights become ``target_stds = 1 / weight``; Detectron2's
 ``smooth_l1`` with beta 0 is ``L1Loss``.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from .d2_backbone import anchor_generator, feature_levels, norm_cfg
 from .d2_check import refuse, require_default, value_of, warn_unread
 
-__all__ = ["rpn_dicts", "roi_head_dicts", "retina_dicts"]
+__all__ = ["rpn_dicts", "roi_head_dicts", "retina_dicts", "mask_head_dicts"]
 
 logger = logging.getLogger("kiln.config")
 
@@ -154,11 +155,12 @@ def rpn_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dict, 
     return head, train, proposal, test
 
 
-def _roi_extractor(d2: Any, feats: list[tuple[int, int]], resolution: int) -> dict:
-    bh = d2.MODEL.ROI_BOX_HEAD
+def _roi_extractor(d2: Any, feats: list[tuple[int, int]], resolution: int,
+                   node: str = "MODEL.ROI_BOX_HEAD") -> dict:
+    bh = value_of(d2, node)
     if bh.POOLER_TYPE not in ("ROIAlignV2", "ROIAlign"):
         raise refuse(
-            "MODEL.ROI_BOX_HEAD.POOLER_TYPE",
+            f"{node}.POOLER_TYPE",
             bh.POOLER_TYPE,
             "kiln pools with RoIAlign: 'ROIAlignV2' (aligned) or 'ROIAlign'; ROIPool is not implemented",
         )
@@ -338,7 +340,54 @@ def roi_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool) -> tup
     for key in ("MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS", "MODEL.ROI_BOX_CASCADE_HEAD.IOUS"):
         warn_unread(d2, key, "only read by MODEL.ROI_HEADS.NAME CascadeROIHeads")
     neg, pos = two_level_thresholds("MODEL.ROI_HEADS", rh.IOU_THRESHOLDS, rh.IOU_LABELS)
-    return head, _rcnn_train(d2, neg, pos), test
+    train = _rcnn_train(d2, neg, pos)
+    if d2.MODEL.MASK_ON:
+        mask_head, mask_extractor, mask_size = mask_head_dicts(d2, levels, name == "Res5ROIHeads")
+        head["mask_head"] = mask_head
+        if mask_extractor is not None:
+            head["mask_roi_extractor"] = mask_extractor
+        train["mask_size"] = mask_size
+        test["mask_thr_binary"] = 0.5  # detector_postprocess(mask_threshold=0.5)
+    return head, train, test
+
+
+def mask_head_dicts(d2: Any, levels: dict[str, tuple[int, int]], c4: bool,
+                    feats: list[tuple[int, int]] | None = None) -> tuple[dict, dict | None, int]:
+    """(``mask_head``, ``mask_roi_extractor`` or ``None``, ``mask_size``) from ``MODEL.ROI_MASK_HEAD``.
+
+    FPN (``StandardROIHeads``): its own 14×14 RoIAlign over ``ROI_HEADS.IN_FEATURES`` and ``NUM_CONV``
+    3×3 convs; C4 (``Res5ROIHeads``): the box head's pooled res5 features (7×7) and no extractor of its
+    own. ``MaskRCNNConvUpsampleHead`` is MMDetection's ``FCNMaskHead`` (transposed-conv 2× upsampling).
+    """
+    mh = d2.MODEL.ROI_MASK_HEAD
+    if mh.NAME != "MaskRCNNConvUpsampleHead":
+        raise refuse("MODEL.ROI_MASK_HEAD.NAME", mh.NAME, "kiln implements MaskRCNNConvUpsampleHead")
+    if feats is None:
+        feats = feature_levels(d2, "MODEL.ROI_HEADS.IN_FEATURES", levels, whole=False)
+    head = dict(
+        type="FCNMaskHead",
+        num_convs=int(mh.NUM_CONV),
+        conv_out_channels=int(mh.CONV_DIM),
+        num_classes=int(d2.MODEL.ROI_HEADS.NUM_CLASSES),
+        class_agnostic=bool(mh.CLS_AGNOSTIC_MASK),
+        upsample_cfg=dict(type="deconv", scale_factor=2),
+        loss_mask=dict(type="CrossEntropyLoss", use_mask=True, loss_weight=1.0),
+        init_style="detectron2",  # MSRA convs and deconv, predictor N(0, 0.001)
+    )
+    norm = norm_cfg("MODEL.ROI_MASK_HEAD.NORM", mh.NORM, allow_empty=True)
+    if norm is not None:
+        head["norm_cfg"] = norm
+    if c4:
+        # Res5ROIHeads runs the mask head on the res5 output of the box head's pooled features.
+        for k in ("POOLER_RESOLUTION", "POOLER_SAMPLING_RATIO", "POOLER_TYPE"):
+            warn_unread(d2, f"MODEL.ROI_MASK_HEAD.{k}",
+                        "Res5ROIHeads pools mask features with the box head's pooler (MODEL.ROI_BOX_HEAD)")
+        res = int(d2.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION) // 2
+        head.update(roi_feat_size=res, in_channels=feats[0][0] * 2)
+        return head, None, res * 2
+    res = int(mh.POOLER_RESOLUTION)
+    head.update(roi_feat_size=res, in_channels=feats[0][0])
+    return head, _roi_extractor(d2, feats, res, "MODEL.ROI_MASK_HEAD"), res * 2
 
 
 def _cascade(d2: Any, feats: list[tuple[int, int]], res: int, test: dict) -> tuple[dict, Any, dict]:
@@ -367,7 +416,15 @@ def _cascade(d2: Any, feats: list[tuple[int, int]], res: int, test: dict) -> tup
         bbox_roi_extractor=_roi_extractor(d2, feats, res),
         bbox_head=heads,
     )
-    return head, [_rcnn_train(d2, iou, iou) for iou in ious], test
+    train = [_rcnn_train(d2, iou, iou) for iou in ious]
+    if d2.MODEL.MASK_ON:
+        # Detectron2's CascadeROIHeads: one mask head, trained on the first stage's sample.
+        mask_head, mask_extractor, mask_size = mask_head_dicts(d2, {}, c4=False, feats=feats)
+        head.update(mask_head=mask_head, mask_roi_extractor=mask_extractor, mask_head_per_stage=False)
+        for t in train:
+            t["mask_size"] = mask_size
+        test["mask_thr_binary"] = 0.5
+    return head, train, test
 
 
 def retina_dicts(d2: Any, levels: dict[str, tuple[int, int]]) -> tuple[dict, dict, dict]:

@@ -111,8 +111,9 @@ def build_model_dict(d2: Any) -> dict:
     if d2.MODEL.LOAD_PROPOSALS:
         model.update(type="FastRCNN", train_cfg=dict(rcnn=rcnn_train), test_cfg=dict(rcnn=rcnn_test))
     else:
+        kind = "MaskRCNN" if "mask_head" in roi_head else "FasterRCNN"
         model.update(
-            type="CascadeRCNN" if roi_head["type"] == "CascadeRoIHead" else "FasterRCNN",
+            type="CascadeRCNN" if roi_head["type"] == "CascadeRoIHead" else kind,
             train_cfg=dict(rpn=rpn_train, rpn_proposal=rpn_proposal, rcnn=rcnn_train),
             test_cfg=dict(rpn=rpn_test, rcnn=rcnn_test),
         )

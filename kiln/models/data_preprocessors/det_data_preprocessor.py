@@ -26,16 +26,25 @@ __all__ = ["BatchFixedSizePad", "DetDataPreprocessor", "BATCH_AUGMENTS"]
 BATCH_AUGMENTS = ("BatchFixedSizePad",)
 
 
-def _refuse_masks(owner: str, pad_mask: bool, pad_seg: bool) -> None:
-    # kiln's detectors predict boxes only: no instance masks or semantic maps reach the model, so a
-    # request to pad them cannot be honoured (mask/panoptic models are not implemented).
-    for key, value in (("pad_mask", pad_mask), ("pad_seg", pad_seg)):
-        if value:
-            raise ValueError(
-                f"{owner}({key}=True): kiln's detectors are box-only: no mask or semantic-segmentation "
-                "heads (Mask R-CNN / panoptic configs are not supported), so no masks reach the model "
-                f"to pad. For a box-only model set {key}=False."
-            )
+def _refuse_seg(owner: str, pad_seg: bool) -> None:
+    # kiln has no semantic-segmentation heads (panoptic models are not implemented): no semantic maps
+    # reach the model, so a request to pad them cannot be honoured.
+    if pad_seg:
+        raise ValueError(
+            f"{owner}(pad_seg=True): kiln has no semantic-segmentation heads (panoptic configs are not "
+            "supported), so no semantic maps reach the model to pad. Set pad_seg=False."
+        )
+
+
+def _pad_masks(masks: Sequence[Any], metas: Sequence[Mapping[str, Any]], pad_val: int) -> list[Any]:
+    """Pad each image's gt instance masks bottom/right to the batch's padded shape (``batch_input_shape``),
+    as MMDetection's ``pad_mask``: the mask head's targets are then cropped from masks of the same size as
+    the features they are pooled from."""
+    out = []
+    for m, meta in zip(masks, metas):
+        shape = tuple(int(v) for v in meta["batch_input_shape"][:2])
+        out.append(m.pad(shape, pad_val=pad_val))
+    return out
 
 
 @MODELS.register_module()
@@ -43,7 +52,8 @@ class BatchFixedSizePad(nn.Module):
     """Pad a training batch bottom/right to a fixed ``size=(h, w)`` (MMDetection's large-scale-jitter
     recipes crop to ``size`` and pad every batch to it, so every step has the same input shape).
 
-    A batch already at least ``size`` in both sides is left unchanged, as in MMDetection.
+    A batch already at least ``size`` in both sides is left unchanged, as in MMDetection. With
+    ``pad_mask`` the gt instance masks are padded to the batch too (:meth:`DetDataPreprocessor.pad_gt_masks`).
     """
 
     def __init__(
@@ -58,7 +68,9 @@ class BatchFixedSizePad(nn.Module):
         super().__init__()
         if len(size) != 2 or any(int(s) <= 0 for s in size):
             raise ValueError(f"BatchFixedSizePad size={size!r}: expected (height, width) > 0.")
-        _refuse_masks("BatchFixedSizePad", pad_mask, pad_seg)
+        _refuse_seg("BatchFixedSizePad", pad_seg)
+        self.pad_mask = bool(pad_mask)
+        self.mask_pad_value = int(mask_pad_value)
         self.size = (int(size[0]), int(size[1]))
         self.img_pad_value = float(img_pad_value)
 
@@ -93,7 +105,9 @@ class DetDataPreprocessor(nn.Module):
         bgr_to_rgb, rgb_to_bgr: reverse the channel order before normalising (at most one of them).
         boxtype2tensor: accepted for compatibility; kiln boxes are always plain tensors.
         non_blocking: host→device copies are asynchronous.
-        pad_mask, pad_seg: must be False (kiln's detectors have no mask/segmentation heads).
+        pad_mask, mask_pad_value: pad the gt instance masks of training batches to the padded batch shape
+            with ``mask_pad_value`` (:meth:`pad_gt_masks`; Mask R-CNN configs set it).
+        pad_seg: must be False (kiln has no semantic-segmentation heads).
         batch_augments: list of batch-augmentation configs; kiln implements ``BatchFixedSizePad``.
     """
 
@@ -122,7 +136,9 @@ class DetDataPreprocessor(nn.Module):
             raise ValueError("data_preprocessor: bgr_to_rgb and rgb_to_bgr cannot both be True.")
         if int(pad_size_divisor) < 1:
             raise ValueError(f"data_preprocessor.pad_size_divisor={pad_size_divisor!r}: expected >= 1.")
-        _refuse_masks("DetDataPreprocessor", pad_mask, pad_seg)
+        _refuse_seg("DetDataPreprocessor", pad_seg)
+        self.pad_mask = bool(pad_mask)
+        self.mask_pad_value = int(mask_pad_value)
         self.normalize = mean is not None
         if self.normalize:
             m = torch.tensor([float(v) for v in mean], dtype=torch.float32).view(-1, 1, 1)
@@ -187,3 +203,16 @@ class DetDataPreprocessor(nn.Module):
         for meta in metas:
             meta["batch_input_shape"] = tuple(batch.tensor.shape[-2:])
         return batch
+
+    def pad_gt_masks(self, masks: Sequence[Any], metas: Sequence[Mapping[str, Any]], training: bool = False
+                     ) -> list[Any]:
+        """Pad training gt masks to ``batch_input_shape`` when ``pad_mask`` (here or on a
+        ``BatchFixedSizePad``) asks for it; otherwise return them unchanged."""
+        if not training or not masks:
+            return list(masks)
+        if self.pad_mask:
+            return _pad_masks(masks, metas, self.mask_pad_value)
+        for aug in self.batch_augments or []:
+            if getattr(aug, "pad_mask", False):
+                return _pad_masks(masks, metas, aug.mask_pad_value)
+        return list(masks)

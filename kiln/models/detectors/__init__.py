@@ -5,7 +5,7 @@ from .ensemble import DetectorEnsemble
 from .fast_rcnn import FastRCNN
 from .rpn import RPN
 from .single_stage import RetinaNet, SingleStageDetector
-from .two_stage import CascadeRCNN, FasterRCNN, TwoStageDetector
+from .two_stage import CascadeRCNN, FasterRCNN, MaskRCNN, TwoStageDetector
 
 __all__ = [
     "BaseDetector",
@@ -14,6 +14,7 @@ __all__ = [
     "DetectorEnsemble",
     "FastRCNN",
     "FasterRCNN",
+    "MaskRCNN",
     "RPN",
     "RetinaNet",
     "SingleStageDetector",

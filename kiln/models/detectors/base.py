@@ -19,8 +19,10 @@ import torch.nn as nn
 
 from kiln.registry import MODELS
 from kiln.structures import ImageList
+from kiln.structures.masks import BitmapMasks, PolygonMasks
 
 from ..backbones.pretrained import load_checkpoint_state_dict, resolve_pretrained
+from ..roi_heads.mask_paste import paste_masks_in_image
 from ..utils import cfg_get, merge_detections, nms_iou_threshold
 
 __all__ = ["BaseDetector", "DetInputs", "to_original_pixels"]
@@ -43,6 +45,8 @@ class DetInputs:
             ``flip``, ``flip_direction``, ``image_id``.
         gt_bboxes, gt_labels: per image N×4 XYXY in input pixels, N int64 (empty lists when absent).
         gt_bboxes_ignore: per image M×4 or ``None``.
+        gt_masks: per image the instance masks (``BitmapMasks`` / ``PolygonMasks``, one per gt box, in
+            input pixels) when the batch carries them (Mask R-CNN); empty otherwise.
         proposals: per entry K×4 XYXY precomputed proposals in input pixels (Fast R-CNN; empty when the
             batch has none): MM-form ``proposals``, 3.x ``data_samples.proposals.bboxes``, Detectron2-form
             ``proposals.proposal_boxes``.
@@ -55,6 +59,7 @@ class DetInputs:
     gt_bboxes: list[torch.Tensor] = field(default_factory=list)
     gt_labels: list[torch.Tensor] = field(default_factory=list)
     gt_bboxes_ignore: list[torch.Tensor | None] = field(default_factory=list)
+    gt_masks: list[Any] = field(default_factory=list)
     proposals: list[torch.Tensor] = field(default_factory=list)
     sample_index: list[int] = field(default_factory=list)
 
@@ -265,12 +270,19 @@ class BaseDetector(nn.Module):
     def postprocess(
         self, results: list[dict[str, torch.Tensor]], inputs: DetInputs
     ) -> list[dict[str, torch.Tensor]]:
-        """Map detections to original pixels and merge test-time-augmented views of the same image."""
+        """Map detections to original pixels and merge test-time-augmented views of the same image.
+
+        Per-box mask probabilities (``mask_probs``, N×h×w, from a mask head) are pasted into the original
+        image as ``masks`` (N×H×W bool; threshold ``test_cfg.mask_thr_binary``, 0.5).
+        """
         mapped = []
         for res, meta in zip(results, inputs.metas):
             out = dict(res)
             out["boxes"] = to_original_pixels(res["boxes"], meta)
             out["labels"] = res["labels"].long()
+            if "mask_probs" in out:
+                out["masks"] = _paste_masks(out.pop("mask_probs"), out["boxes"], meta,
+                                            float(cfg_get(self.test_cfg, "mask_thr_binary", 0.5)))
             mapped.append(out)
         num = max(inputs.sample_index) + 1 if inputs.sample_index else 0
         groups: list[list[dict[str, torch.Tensor]]] = [[] for _ in range(num)]
@@ -308,6 +320,9 @@ class BaseDetector(nn.Module):
                 self._add_packed_sample(sample, i, device, images, inputs)
             if self.data_preprocessor is not None:
                 inputs.images = self.data_preprocessor(images, inputs.metas, training=self.training)
+                if inputs.gt_masks and hasattr(self.data_preprocessor, "pad_gt_masks"):
+                    inputs.gt_masks = self.data_preprocessor.pad_gt_masks(inputs.gt_masks, inputs.metas,
+                                                                          training=self.training)
             else:
                 inputs.images = ImageList.from_tensors([im.float() for im in images], self.size_divisibility)
             return inputs
@@ -392,6 +407,8 @@ class BaseDetector(nn.Module):
                 raise ValueError(f"batch[{i}]: {len(boxes)} gt_bboxes but {len(labels)} gt_labels.")
             inputs.gt_bboxes.append(boxes)
             inputs.gt_labels.append(labels)
+            if "gt_masks" in sample:
+                inputs.gt_masks.append(_gt_masks(sample["gt_masks"], len(boxes), f"batch[{i}]['gt_masks']"))
             ign = sample.get("gt_bboxes_ignore")
             inputs.gt_bboxes_ignore.append(
                 None
@@ -445,6 +462,9 @@ class BaseDetector(nn.Module):
             inputs.gt_labels.append(
                 _as_tensor(labels, torch.int64, device, "instances.gt_classes").reshape(-1)
             )
+            if inst.has("gt_masks"):
+                inputs.gt_masks.append(_gt_masks(inst.gt_masks, len(inputs.gt_bboxes[-1]),
+                                                 f"batch[{i}]['instances'].gt_masks"))
             inputs.gt_bboxes_ignore.append(None)
 
     def _add_packed_sample(
@@ -509,12 +529,41 @@ class BaseDetector(nn.Module):
             raise ValueError(f"batch[{i}]: {len(boxes)} gt_instances.bboxes but {len(labels)} labels.")
         inputs.gt_bboxes.append(boxes)
         inputs.gt_labels.append(labels)
+        if "masks" in gt:
+            inputs.gt_masks.append(_gt_masks(gt.masks, len(boxes),
+                                             f"batch[{i}] data_samples.gt_instances.masks"))
         ign = ds.get("ignored_instances")
         ignored = None
         if ign is not None and "bboxes" in ign and len(ign.bboxes):
             ignored = _as_tensor(_box_tensor(ign.bboxes), torch.float32, device, "ignored_instances.bboxes")
             ignored = ignored.reshape(-1, 4)
         inputs.gt_bboxes_ignore.append(ignored)
+
+
+def _paste_masks(probs: torch.Tensor, boxes: torch.Tensor, meta: Mapping[str, Any], threshold: float
+                 ) -> torch.Tensor:
+    """Paste per-box mask probabilities predicted on the (possibly flipped) input into the original image;
+    ``boxes`` are already in original pixels."""
+    if meta.get("flip"):
+        direction = meta.get("flip_direction") or "horizontal"
+        if direction in ("horizontal", "diagonal"):
+            probs = probs.flip(-1)
+        if direction in ("vertical", "diagonal"):
+            probs = probs.flip(-2)
+    return paste_masks_in_image(probs, boxes, meta["ori_shape"][:2], threshold)
+
+
+def _gt_masks(value: Any, num_boxes: int, what: str) -> Any:
+    """A sample's instance masks, checked: ``BitmapMasks``/``PolygonMasks`` or Detectron2's
+    ``BitMasks``/``PolygonMasks`` spellings of them (the same classes, :mod:`kiln.structures.masks`)."""
+    masks = _unwrap(value)
+    if not isinstance(masks, (BitmapMasks, PolygonMasks)):
+        raise TypeError(f"{what}: expected BitmapMasks or PolygonMasks (kiln.structures.masks), got "
+                        f"{type(masks).__name__}; load masks with LoadAnnotations(with_mask=True) or "
+                        "Detectron2's DatasetMapper with MODEL.MASK_ON.")
+    if len(masks) != num_boxes:
+        raise ValueError(f"{what}: {len(masks)} masks for {num_boxes} gt boxes; give one mask per box.")
+    return masks
 
 
 def _proposal_tensor(value: Any, device: torch.device, what: str) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ..utils import build_neck, cfg_get
 from .base import BaseDetector, DetInputs
 from .single_stage import build_backbone_with_pretrained
 
-__all__ = ["TwoStageDetector", "FasterRCNN", "CascadeRCNN"]
+__all__ = ["TwoStageDetector", "FasterRCNN", "CascadeRCNN", "MaskRCNN"]
 
 
 def _section(cfg: Any, key: str, where: str) -> Any:
@@ -48,6 +48,8 @@ class TwoStageDetector(BaseDetector):
 
     Train mode returns ``loss_rpn_cls``, ``loss_rpn_bbox``, ``loss_cls``, ``loss_bbox`` and the
     logged ``acc``; eval mode returns per-image ``boxes``/``scores``/``labels`` in original pixels.
+    With a ``roi_head.mask_head`` (Mask R-CNN) training adds ``loss_mask`` (the batch must carry gt masks)
+    and eval adds ``masks``: N×H×W bool at the original image size.
     With ``keep_proposals`` set, training leaves the batch's RPN proposals in ``last_proposals``.
     """
 
@@ -174,7 +176,9 @@ class TwoStageDetector(BaseDetector):
         feats = self.extract_feat(inputs.images.tensor)
         ignore = inputs.gt_bboxes_ignore or None
         proposals, losses = self.train_proposals(feats, inputs)
-        roi_losses = self.roi_head.forward_train(feats, proposals, inputs.gt_bboxes, inputs.gt_labels, ignore)
+        extra = {"gt_masks": inputs.gt_masks} if getattr(self.roi_head, "with_mask", False) else {}
+        roi_losses = self.roi_head.forward_train(feats, proposals, inputs.gt_bboxes, inputs.gt_labels, ignore,
+                                                 **extra)
         for key, value in roi_losses.items():
             if key in losses:
                 raise KeyError(f"loss name '{key}' is produced by both the RPN and the RoI head.")
@@ -197,7 +201,14 @@ class TwoStageDetector(BaseDetector):
         feats = self.extract_feat(inputs.images.tensor)
         img_shapes = [m["img_shape"] for m in inputs.metas]
         dets = self.roi_head.simple_test(feats, self.test_proposals(feats, inputs), img_shapes)
-        return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in dets]
+        results = [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in dets]
+        if getattr(self.roi_head, "with_mask", False):
+            # Per-box mask probabilities; BaseDetector.postprocess pastes them into the original image.
+            probs = self.roi_head.simple_test_mask(feats, [r["boxes"] for r in results],
+                                                   [r["labels"] for r in results])
+            for r, p in zip(results, probs):
+                r["mask_probs"] = p
+        return results
 
 
 @MODELS.register_module()
@@ -209,3 +220,16 @@ class FasterRCNN(TwoStageDetector):
 class CascadeRCNN(TwoStageDetector):
     """Cascade R-CNN (Cai & Vasconcelos 2018): a :class:`TwoStageDetector` whose ``roi_head`` is a
     ``CascadeRoIHead`` and whose ``train_cfg.rcnn`` is a list with one assigner/sampler per stage."""
+
+
+@MODELS.register_module()
+class MaskRCNN(TwoStageDetector):
+    """Mask R-CNN (He et al. 2017): Faster R-CNN whose ``roi_head`` has a ``mask_head`` (``FCNMaskHead``)
+    segmenting each detection; eval outputs carry ``masks`` (N×H×W bool, original pixels)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not getattr(self.roi_head, "with_mask", False):
+            raise ValueError("MaskRCNN needs roi_head.mask_head (e.g. dict(type='FCNMaskHead', num_convs=4, "
+                             "in_channels=256, conv_out_channels=256, num_classes=80)); a box-only model is "
+                             "type='FasterRCNN'.")

@@ -1,4 +1,5 @@
-"""The standard RoI head: sample proposals, pool their features, classify and refine them."""
+"""The standard RoI head: sample proposals, pool their features, classify and refine them (and, with a
+mask head, segment them: Mask R-CNN)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,20 @@ class StandardRoIHead(nn.Module):
             output_size=7, sampling_ratio=0), out_channels=256, featmap_strides=[4, 8, 16, 32])``.
         bbox_head: e.g. ``dict(type='Shared2FCBBoxHead', in_channels=256, fc_out_channels=1024,
             roi_feat_size=7, num_classes=80, ...)``.
-        train_cfg: the ``rcnn`` train settings: ``assigner``, ``sampler``, ``pos_weight``.
-        test_cfg: the ``rcnn`` test settings: ``score_thr``, ``nms``, ``max_per_img``.
+        train_cfg: the ``rcnn`` train settings: ``assigner``, ``sampler``, ``pos_weight`` (and
+            ``mask_size`` with a mask head: 28).
+        test_cfg: the ``rcnn`` test settings: ``score_thr``, ``nms``, ``max_per_img`` (and
+            ``mask_thr_binary`` with a mask head: 0.5).
         shared_head: layers run on every pooled RoI before the box head, e.g. the C4 res5 stage
             ``dict(type='ResLayer', depth=50, stage=3, stride=2, style='caffe')`` (Detectron2's
             ``Res5ROIHeads``: 14×14 RoIAlign at stride 16 → res5 → 7×7, then a ``BBoxHead`` with
             ``with_avg_pool=True``).
-
-    Masks (``mask_head``) are not implemented; configs that set them fail clearly.
+        mask_roi_extractor: RoI pooling for the mask head (``output_size=14``); ``None`` shares the box
+            head's extractor (C4 Mask R-CNN, MMDetection's ``share_roi_extractor``).
+        mask_head: e.g. ``dict(type='FCNMaskHead', num_convs=4, in_channels=256, conv_out_channels=256,
+            num_classes=80, loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))``.
+            The mask head trains on the positive RoIs of the box head's sample (``loss_mask``) and at test
+            time predicts a mask for each detected box (:meth:`simple_test_mask`).
     """
 
     def __init__(
@@ -50,16 +57,18 @@ class StandardRoIHead(nn.Module):
     ) -> None:
         super().__init__()
         refuse_init_cfg(init_cfg, type(self).__name__)
-        if mask_head is not None or mask_roi_extractor is not None:
-            raise NotImplementedError(
-                "roi_head: mask_head / mask_roi_extractor are not implemented in kiln; "
-                "remove them from the config (boxes only)."
-            )
+        if mask_roi_extractor is not None and mask_head is None:
+            raise ValueError("roi_head: mask_roi_extractor is set without a mask_head; add "
+                             "mask_head=dict(type='FCNMaskHead', ...) or remove mask_roi_extractor.")
         self.bbox_roi_extractor = MODELS.build(bbox_roi_extractor, cfg_path="roi_head.bbox_roi_extractor")
         self.shared_head = (
             MODELS.build(shared_head, cfg_path="roi_head.shared_head") if shared_head is not None else None
         )
         self.bbox_head = MODELS.build(bbox_head, cfg_path="roi_head.bbox_head")
+        self.mask_roi_extractor = (MODELS.build(mask_roi_extractor, cfg_path="roi_head.mask_roi_extractor")
+                                   if mask_roi_extractor is not None else None)
+        self.mask_head = (MODELS.build(mask_head, cfg_path="roi_head.mask_head")
+                          if mask_head is not None else None)
         self.train_cfg = dict(train_cfg or {})
         self.test_cfg = dict(test_cfg or {})
         self.bbox_assigner = self.bbox_sampler = None
@@ -73,6 +82,38 @@ class StandardRoIHead(nn.Module):
     def num_classes(self) -> int:
         """Foreground classes of the box head."""
         return self.bbox_head.num_classes
+
+    @property
+    def with_mask(self) -> bool:
+        """Whether the head segments its detections (Mask R-CNN)."""
+        return self.mask_head is not None
+
+    def _mask_forward(self, feats: Sequence[torch.Tensor], rois: torch.Tensor) -> torch.Tensor:
+        """Mask logits of ``rois`` (K×5): pooled by the mask extractor (or the box one), then the head."""
+        extractor = self.mask_roi_extractor
+        if extractor is None:
+            extractor = self.bbox_roi_extractor
+        roi_feats = extractor(feats[: extractor.num_inputs], rois)
+        if self.shared_head is not None:
+            roi_feats = self.shared_head(roi_feats)
+        return self.mask_head(roi_feats)
+
+    def _mask_loss(self, feats: Sequence[torch.Tensor], samples: Sequence[Any], gt_masks: Sequence[Any]
+                   ) -> dict[str, torch.Tensor]:
+        """``loss_mask`` of the mask head on the positive RoIs of ``samples``."""
+        if gt_masks is None or len(gt_masks) != len(samples):
+            raise KeyError(
+                "roi_head has a mask_head but the training batch has no gt masks: load them with "
+                "LoadAnnotations(with_mask=True) (MMDetection; 2.x: add 'gt_masks' to Collect keys) or "
+                "MODEL.MASK_ON with INPUT.MASK_FORMAT (Detectron2)."
+            )
+        pos_rois = bbox2roi([s.pos_bboxes for s in samples])
+        logits = self._mask_forward(feats, pos_rois)
+        mask_size = self.train_cfg.get("mask_size", self.mask_head.mask_size)
+        targets = self.mask_head.get_targets([s.pos_bboxes for s in samples],
+                                             [s.pos_assigned_gt_inds for s in samples], gt_masks, mask_size)
+        labels = torch.cat([s.pos_gt_labels for s in samples]) if samples else logits.new_zeros(0)
+        return self.mask_head.loss(logits, targets, labels)
 
     def _bbox_forward(
         self, feats: Sequence[torch.Tensor], rois: torch.Tensor
@@ -131,11 +172,17 @@ class StandardRoIHead(nn.Module):
         gt_bboxes: Sequence[torch.Tensor],
         gt_labels: Sequence[torch.Tensor],
         gt_bboxes_ignore: Sequence[torch.Tensor | None] | None = None,
+        gt_masks: Sequence[Any] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``loss_cls``, ``loss_bbox`` (and the logged ``acc``) of the box head on sampled RoIs."""
+        """``loss_cls``, ``loss_bbox`` (and the logged ``acc``) of the box head on sampled RoIs, and
+        ``loss_mask`` of the mask head on their positives (``gt_masks``: per image ``BitmapMasks`` or
+        ``PolygonMasks``)."""
         proposals = [p.detach() for p in proposals]
         samples = self.sample_proposals(proposals, gt_bboxes, gt_labels, gt_bboxes_ignore, feats=feats)
-        return self._bbox_loss(feats, samples)
+        losses = self._bbox_loss(feats, samples)
+        if self.with_mask:
+            losses.update(self._mask_loss(feats, samples, gt_masks))
+        return losses
 
     def _bbox_loss(self, feats: Sequence[torch.Tensor], samples: Sequence[Any]) -> dict[str, torch.Tensor]:
         rois = bbox2roi([torch.cat([s.pos_bboxes, s.neg_bboxes]) for s in samples])
@@ -171,3 +218,21 @@ class StandardRoIHead(nn.Module):
         for i, (r, c, b) in enumerate(per_image):
             results.append(self.bbox_head.get_bboxes(r, c, b, img_shapes[i], cfg))
         return results
+
+    def simple_test_mask(
+        self,
+        feats: Sequence[torch.Tensor],
+        det_bboxes: Sequence[torch.Tensor],
+        det_labels: Sequence[torch.Tensor],
+    ) -> list[torch.Tensor]:
+        """Per image, the mask probabilities (N×28×28) of each detection's class, covering its box.
+
+        ``det_bboxes`` are the detections in input-image pixels; pasting into the original image is the
+        detector's postprocessing (:func:`~kiln.models.roi_heads.mask_paste.paste_masks_in_image`).
+        """
+        if not self.with_mask:
+            raise RuntimeError("simple_test_mask: this roi_head has no mask_head.")
+        rois = bbox2roi(list(det_bboxes)).to(feats[0].device)
+        logits = self._mask_forward(feats, rois)
+        probs = self.mask_head.predict_probs(logits, torch.cat(list(det_labels)).to(logits.device))
+        return list(probs.split([len(b) for b in det_bboxes]))
