@@ -71,12 +71,14 @@ class FewShotCOCOEvaluator(COCOEvaluator):
                              distributed=distributed, classwise=classwise)
         self._parts = split_class_ids(self._class_names, base_classes, novel_classes)
 
-    def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int]) -> dict[str, float]:
-        results = super()._run_cocoeval(coco_results, img_ids)
+    def _run_cocoeval(self, coco_results: list[dict[str, Any]], img_ids: list[int],
+                      iou_type: str = "bbox") -> dict[str, float]:
+        results = super()._run_cocoeval(coco_results, img_ids, iou_type)
+        prefix = self._task_prefix(iou_type)  # bbox/bAP ..., and segm/bAP ... for a mask model
         for part, labels in self._parts.items():
             if not labels:
                 continue
-            _, _, ev = self._make_cocoeval(coco_results)
+            _, _, ev = self._make_cocoeval(coco_results, iou_type)
             ev.params.imgIds = img_ids
             ev.params.maxDets = [1, 10, self._max_dets]
             ev.params.catIds = [self._cat_ids[i] for i in labels]
@@ -86,7 +88,7 @@ class FewShotCOCOEvaluator(COCOEvaluator):
                 ev.summarize()
             for suffix, i in _ITEMS:
                 v = float(ev.stats[i])
-                results[f"{self._prefix}/{part}AP{suffix}"] = v * 100 if v >= 0 else float("nan")
+                results[f"{prefix}/{part}AP{suffix}"] = v * 100 if v >= 0 else float("nan")
         return results
 
 
