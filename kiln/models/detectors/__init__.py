@@ -20,3 +20,7 @@ __all__ = [
     "TwoStageDetector",
     "to_original_pixels",
 ]
+
+from .yolo_ssd import SSD, YOLOV3  # noqa: E402
+
+__all__ += ["SSD", "YOLOV3"]

@@ -3,6 +3,7 @@
 
 from .cross_entropy_loss import CrossEntropyLoss
 from .focal_loss import FocalLoss
+from .mse_loss import MSELoss
 from .regression_losses import CIoULoss, DIoULoss, GIoULoss, L1Loss, SmoothL1Loss
 from .utils import weight_reduce_loss
 
@@ -10,3 +11,4 @@ __all__ = [
     "CIoULoss", "CrossEntropyLoss", "DIoULoss", "FocalLoss", "GIoULoss", "L1Loss", "SmoothL1Loss",
     "weight_reduce_loss",
 ]
+__all__ += ["MSELoss"]

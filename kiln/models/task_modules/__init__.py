@@ -17,3 +17,9 @@ __all__ = [
     "SamplingResult",
     "box_iof",
 ]
+
+from .fixed_size_anchors import SSDAnchorGenerator, YOLOAnchorGenerator  # noqa: E402
+from .grid_assigner import GridAssigner  # noqa: E402
+from .yolo_bbox_coder import YOLOBBoxCoder  # noqa: E402
+
+__all__ += ["GridAssigner", "SSDAnchorGenerator", "YOLOAnchorGenerator", "YOLOBBoxCoder"]
