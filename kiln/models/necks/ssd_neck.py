@@ -126,7 +126,17 @@ class SSDNeck(nn.Module):
         if self.l2_norm is not None:
             outs[0] = self.l2_norm(outs[0])
         x = outs[-1]
-        for layer in self.extra_layers:
+        for i, layer in enumerate(self.extra_layers):
+            conv = layer[1].conv
+            need = conv.kernel_size[0] - 2 * conv.padding[0]
+            if min(x.shape[-2:]) < need:
+                raise ValueError(
+                    f"SSDNeck: extra level {i} gets a {tuple(x.shape[-2:])} map but its "
+                    f"{conv.kernel_size[0]}×{conv.kernel_size[0]} conv needs at least {need}×{need}: SSD is "
+                    "built for one input size "
+                    "(SSD300: 300×300 images). Resize inputs to the anchor generator's input_size "
+                    "(Resize scale=(300, 300), keep_ratio=False)."
+                )
             x = layer(x)
             outs.append(x)
         return tuple(outs)
