@@ -39,7 +39,8 @@ def test_yolo_anchor_generator_refuses_uneven_levels():
 def test_yolo_coder_encodes_cell_offset_and_log_size():
     coder = YOLOBBoxCoder()
     # anchor centre (48, 16), 32×32; gt [30, 0, 62, 32]: centre (46, 16), 32×32 → tx = -2/32 + 0.5
-    # gt [40, 8, 104, 24]: centre (72, 16), 64×16 → tx = 24/32 + 0.5 clamps to 1 - eps, tw = log 2, th = log 1/2
+    # gt [40, 8, 104, 24]: centre (72, 16), 64×16 → tx = 24/32 + 0.5 clamps to 1 - eps,
+    # tw = log 2, th = log 1/2
     anchors = ANCHORS[[2, 2]]
     gts = torch.tensor([[30.0, 0, 62, 32], [40, 8, 104, 24]])
     t = coder.encode(anchors, gts, torch.tensor([32.0, 32.0]))
