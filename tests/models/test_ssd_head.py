@@ -12,7 +12,8 @@ from kiln.models.task_modules import SSDAnchorGenerator
 
 
 def test_ssd300_and_ssd512_anchor_sizes_are_the_published_ones():
-    g300 = SSDAnchorGenerator(strides=[8, 16, 32, 64, 100, 300], ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
+    g300 = SSDAnchorGenerator(strides=[8, 16, 32, 64, 100, 300],
+                              ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]],
                               basesize_ratio_range=(0.15, 0.9), input_size=300)
     assert g300.min_sizes == [21, 45, 99, 153, 207, 261]
     assert g300.max_sizes == [45, 99, 153, 207, 261, 315]
@@ -48,7 +49,8 @@ def _head():
         anchor_generator=dict(type="SSDAnchorGenerator", strides=[16], ratios=[[2]], min_sizes=[16],
                               max_sizes=[32]),
         bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_stds=[0.1, 0.1, 0.2, 0.2]),
-        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.6, neg_iou_thr=0.6, min_pos_iou=0.0),
+        train_cfg=dict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.6, neg_iou_thr=0.6,
+                                     min_pos_iou=0.0),
                        smoothl1_beta=1.0, allowed_border=-1, pos_weight=-1, neg_pos_ratio=3),
         test_cfg=dict(nms_pre=1000, nms=dict(type="nms", iou_threshold=0.45), min_bbox_size=0, score_thr=0.02,
                       max_per_img=200),
