@@ -87,3 +87,23 @@ def test_ssd_loss_without_objects_counts_no_negatives():
 def test_ssd_head_refuses_ssdlite_options():
     with pytest.raises(ValueError, match="SSDLite"):
         SSDHead(num_classes=2, in_channels=(4,), use_depthwise=True)
+
+
+def test_ssd_batches_are_not_padded_past_their_300_px_input():
+    from kiln.models import build_detector
+
+    model = build_detector(dict(
+        type="SSD",
+        backbone=dict(type="SSDVGG", depth=16, widen_factor=0.125),
+        neck=dict(type="SSDNeck", in_channels=(64, 128), out_channels=(64, 128, 64, 32, 32, 32),
+                  level_strides=(2, 2, 1, 1), level_paddings=(1, 1, 0, 0)),
+        bbox_head=dict(type="SSDHead", num_classes=2, in_channels=(64, 128, 64, 32, 32, 32),
+                       anchor_generator=dict(type="SSDAnchorGenerator", input_size=300,
+                                             basesize_ratio_range=(0.15, 0.9),
+                                             strides=[8, 16, 32, 64, 100, 300],
+                                             ratios=[[2], [2, 3], [2, 3], [2, 3], [2], [2]])),
+    ))
+    batch = [dict(img=torch.zeros(3, 300, 300), img_metas=dict(img_shape=(300, 300, 3)))]
+    assert model.preprocess(batch).images.tensor.shape[-2:] == (300, 300)
+    feats = model.extract_feat(model.preprocess(batch).images.tensor)
+    assert [f.shape[-1] for f in feats] == [38, 19, 10, 5, 3, 1]  # SSD300's published map sizes

@@ -128,6 +128,12 @@ class SSDVGG(Backbone):
             for i in self.out_feature_indices
         }
 
+    @property
+    def size_divisibility(self) -> int:
+        """1: SSD takes its fixed input size as it is (padding 300 px to 320 would shift every default box
+        off the features it was laid out for); batches are only padded to their largest image."""
+        return 1
+
     def _random_init(self) -> None:
         # MMDetection's SSDVGG default without a checkpoint: Kaiming-normal convs, zero bias.
         for m in self.modules():
