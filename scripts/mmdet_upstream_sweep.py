@@ -4,10 +4,10 @@ For each non-``_base_`` config: load it with kiln, decide whether it is in scope
 ``model`` is registered in kiln), translate it to the canonical schema and build the runner (model,
 datasets, loaders, evaluator, hooks) on a small generated dataset laid out as MMDetection expects
 (``data/coco``, ``data/VOCdevkit``). With ``--train N``, also train N iterations and evaluate on two
-images. Image scales in the pipelines are shrunk to 96 px and loaders use no worker processes (what a user
-on a small machine passes); pretrained-weight downloads (``init_cfg``/``pretrained``/``load_from``) are
-switched off; AMP configs train in float32 (float16 on a CPU is many times slower). Prints one line per
-config and a summary table.
+images. Image scales in the pipelines are shrunk to 96 px (except for models built for one input size,
+SSD300/SSD512) and loaders use no worker processes (what a user on a small machine passes);
+pretrained-weight downloads (``init_cfg``/``pretrained``/``load_from``) are switched off; AMP configs
+train in float32 (float16 on a CPU is many times slower). Prints one line per config and a summary table.
 
     python scripts/mmdet_upstream_sweep.py [--version 3.3.0|2.28.2|both] [--train 2] [--filter faster]
                                            [--exclude lsj] [--shard K/N]
@@ -78,11 +78,22 @@ def missing_datasets(cfg: dict) -> list[str]:
     return out
 
 
-def _shrink(node: Any) -> None:
-    """Every resize-like transform to 96 px; dataset repeats to 1."""
+# Models whose anchors are laid out for one input size (SSD300/512: the neck's last levels need it) keep
+# their pipelines' scales.
+FIXED_INPUT_NECKS = ("SSDNeck",)
+
+
+def fixed_input_size(model: Any) -> bool:
+    """Whether the model only works at its configured input size (the sweep must not shrink it)."""
+    neck = model.get("neck") if isinstance(model, dict) else None
+    return isinstance(neck, dict) and str(neck.get("type", "")).split(".")[-1] in FIXED_INPUT_NECKS
+
+
+def _shrink(node: Any, scales: bool = True) -> None:
+    """Every resize-like transform to 96 px (unless ``scales=False``); dataset repeats to 1."""
     if isinstance(node, dict):
         t = str(node.get("type", ""))
-        if "Resize" in t or t in ("MultiScaleFlipAug", "RandomCrop"):
+        if scales and ("Resize" in t or t in ("MultiScaleFlipAug", "RandomCrop")):
             for key in _SCALE_KEYS:
                 if key in node:
                     value = node[key]
@@ -90,15 +101,15 @@ def _shrink(node: Any) -> None:
                     node[key] = [(SMALL, SMALL), (SMALL + 16, SMALL + 16)] if multi else (SMALL, SMALL)
             if "crop_size" in node:
                 node["crop_size"] = (SMALL, SMALL)
-        if t == "Pad" and node.get("size") is not None:  # large-scale-jitter pipelines pad to 1024
+        if scales and t == "Pad" and node.get("size") is not None:  # large-scale-jitter pipelines pad to 1024
             node["size"] = (SMALL, SMALL)
         if t == "RepeatDataset":
             node["times"] = 1
         for v in node.values():
-            _shrink(v)
+            _shrink(v, scales)
     elif isinstance(node, list):
         for v in node:
-            _shrink(v)
+            _shrink(v, scales)
 
 
 def _no_downloads(node: Any) -> None:
@@ -136,7 +147,7 @@ def run_one(path: str, work: str, train_iters: int) -> tuple[str, str]:
         return "out-of-scope", f"not in kiln: {sorted(set(missing))[:3]}"
     try:
         d = cfg.to_dict()
-        _shrink(d)
+        _shrink(d, scales=not fixed_input_size(d.get("model")))
         _no_downloads(d)
         d["load_from"] = None
         d["work_dir"] = work

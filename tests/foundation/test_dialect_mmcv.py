@@ -234,3 +234,11 @@ def test_mmengine_runtime_keys_are_translated_not_mistaken_for_typos():
     c = to_canonical(cfg)
     assert c == dict(model=dict(type="X"), find_unused_parameters=True,
                      default_hooks=dict(logger=dict(type="LoggerHook", window=50)))
+
+
+def test_env_cfg_cudnn_benchmark_wins_over_a_top_level_one_with_a_warning(caplog):
+    # MMDetection 3.x's SSD configs keep a 2.x top-level cudnn_benchmark=True next to default_runtime's
+    # env_cfg.cudnn_benchmark=False; MMEngine reads only env_cfg.
+    c = mmcv_to_canonical(dict(cudnn_benchmark=True, env_cfg=dict(cudnn_benchmark=False)))
+    assert c["env_cfg"] == dict(cudnn_benchmark=False)
+    assert "MMEngine reads only env_cfg" in caplog.text

@@ -426,8 +426,16 @@ def _runtime(cfg: Mapping[str, Any], out: dict[str, Any]) -> None:
     if _given(cfg, "cudnn_benchmark"):
         env = dict(out.get("env_cfg") or {})
         if "cudnn_benchmark" in env and env["cudnn_benchmark"] != cfg["cudnn_benchmark"]:
-            raise ValueError("cudnn_benchmark and env_cfg.cudnn_benchmark disagree; keep one.")
-        env["cudnn_benchmark"] = bool(cfg["cudnn_benchmark"])
+            # MMEngine reads only env_cfg; MMDetection 3.x's SSD configs still carry a 2.x top-level
+            # cudnn_benchmark=True that has no effect there. Follow MMEngine, and say so.
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "cudnn_benchmark=%r (top level) disagrees with env_cfg.cudnn_benchmark=%r; MMEngine reads "
+                "only env_cfg, so %r applies. Remove the top-level key to silence this.",
+                cfg["cudnn_benchmark"], env["cudnn_benchmark"], env["cudnn_benchmark"])
+        else:
+            env["cudnn_benchmark"] = bool(cfg["cudnn_benchmark"])
         out["env_cfg"] = env
     gpu_ids = cfg.get("gpu_ids")
     if gpu_ids is not None and list(gpu_ids) not in ([], [0]):

@@ -16,6 +16,7 @@ package exports the augmentations under their names and the pipeline steps are r
 
 from . import (  # noqa: F401  (register TRANSFORMS)
     pipelines,
+    pipelines_expand,
     pipelines_geometric,
     pipelines_mmdet3,
     pipelines_proposals,
@@ -49,6 +50,7 @@ from .pipelines import (
     PhotoMetricDistortion,
     ToTensor,
 )
+from .pipelines_expand import Expand
 from .pipelines_geometric import MinIoURandomCrop, Pad, apply_geometry
 from .pipelines_mmdet3 import FilterAnnotations, PackDetInputs, RandomChoiceResize, RandomResize
 from .pipelines_proposals import LoadProposals, ProposalBroadcaster, ToDataContainer
@@ -77,6 +79,7 @@ __all__ = [
     "DefaultFormatBundle", "FilterAnnotations", "FixedSizeCrop", "HFlipTransform", "HueSaturationTransform",
     "ImageToTensor",
     "LoadAnnotations", "LoadImageFromFile", "LoadProposals", "MinIoURandomCrop", "MultiScaleFlipAug",
+    "Expand",
     "NoOpTransform",
     "Normalize", "PackDetInputs", "Pad", "PadTransform", "RandomChoiceResize", "RandomResize",
     "TestTimeAug", "PhotoMetricDistortion", "ProposalBroadcaster", "RandomApply", "RandomBrightness",

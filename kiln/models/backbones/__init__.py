@@ -13,3 +13,8 @@ __all__ = [
     "convert_resnet_state_dict",
     "resolve_pretrained",
 ]
+
+from .darknet import Darknet  # noqa: E402
+from .ssd_vgg import SSDVGG  # noqa: E402
+
+__all__ += ["Darknet", "SSDVGG"]

@@ -10,3 +10,8 @@ from .atss_head import ATSSHead  # noqa: E402
 from .fcos_head import FCOSHead  # noqa: E402
 
 __all__ += ["AnchorFreeHead", "ATSSHead", "FCOSHead"]
+
+from .ssd_head import SSDHead  # noqa: E402
+from .yolo_head import YOLOV3Head  # noqa: E402
+
+__all__ += ["SSDHead", "YOLOV3Head"]

@@ -48,6 +48,9 @@ class AnchorHead(nn.Module):
         loss_normalizer_init: the average's starting value (Detectron2: 100).
     """
 
+    # Heads sharing one conv across levels need one anchor count everywhere; SSD's per-level convs do not.
+    same_anchors_per_level = True
+
     def __init__(
         self,
         num_classes: int,
@@ -111,7 +114,7 @@ class AnchorHead(nn.Module):
         self.bbox_coder = TASK_UTILS.build(bbox_coder, cfg_path="bbox_head.bbox_coder")
         self.loss_bbox = MODELS.build(loss_bbox, cfg_path="bbox_head.loss_bbox")
         self.num_anchors = self.prior_generator.num_base_anchors[0]
-        if len(set(self.prior_generator.num_base_anchors)) != 1:
+        if self.same_anchors_per_level and len(set(self.prior_generator.num_base_anchors)) != 1:
             raise ValueError(
                 "AnchorHead needs the same number of anchors on every level; got "
                 f"{self.prior_generator.num_base_anchors}."

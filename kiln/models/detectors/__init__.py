@@ -24,3 +24,7 @@ __all__ = [
 from .fcos import ATSS, FCOS  # noqa: E402
 
 __all__ += ["ATSS", "FCOS"]
+
+from .yolo_ssd import SSD, YOLOV3  # noqa: E402
+
+__all__ += ["SSD", "YOLOV3"]

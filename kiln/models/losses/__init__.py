@@ -3,6 +3,7 @@
 
 from .cross_entropy_loss import CrossEntropyLoss
 from .focal_loss import FocalLoss
+from .mse_loss import MSELoss
 from .regression_losses import CIoULoss, DIoULoss, GIoULoss, L1Loss, SmoothL1Loss
 from .utils import weight_reduce_loss
 
@@ -13,3 +14,4 @@ __all__ = [
 from .iou_loss import IoULoss  # noqa: E402
 
 __all__ += ["IoULoss"]
+__all__ += ["MSELoss"]

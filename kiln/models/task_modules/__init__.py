@@ -22,3 +22,9 @@ from .distance_point_coder import DistancePointBBoxCoder  # noqa: E402
 from .point_generator import MlvlPointGenerator  # noqa: E402
 
 __all__ += ["ATSSAssigner", "DistancePointBBoxCoder", "MlvlPointGenerator"]
+
+from .fixed_size_anchors import SSDAnchorGenerator, YOLOAnchorGenerator  # noqa: E402
+from .grid_assigner import GridAssigner  # noqa: E402
+from .yolo_bbox_coder import YOLOBBoxCoder  # noqa: E402
+
+__all__ += ["GridAssigner", "SSDAnchorGenerator", "YOLOAnchorGenerator", "YOLOBBoxCoder"]
