@@ -97,7 +97,9 @@ def build_neck(neck: Mapping[str, Any] | None, backbone: torch.nn.Module) -> tor
     shape = getattr(backbone, "output_shape", None)
     if not isinstance(expected, (list, tuple)) or not callable(shape):
         return module
-    produced = [spec.channels for spec in shape().values()]
+    produced = [spec.channels for spec in shape().values()]  # finest first
+    if getattr(module, "in_channels_order", "finest_first") == "coarsest_first":  # e.g. YOLOV3Neck
+        produced = produced[::-1]
     if list(expected) != produced:
         what = type(backbone).__name__
         depth = getattr(backbone, "depth", None)

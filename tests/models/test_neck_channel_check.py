@@ -31,3 +31,19 @@ def test_the_suggested_fix_builds():
                                             "model.neck.in_channels": [128, 256, 512, 1024]})
     assert build_detector(cfg.model).neck.in_channels == [128, 256, 512, 1024]
     assert build_detector(Config.fromfile(CFG, cfg_options={"model.backbone.depth": 34}).model)  # same widths
+
+
+def test_a_neck_listing_levels_coarsest_first_is_checked_in_its_own_order():
+    """YOLOV3Neck takes in_channels coarsest first ([1024, 512, 256]) from a Darknet that outputs finest
+    first: the published config builds, and a wrong width is still named."""
+    from kiln.models.utils import build_neck
+
+    backbone = build_detector(dict(
+        type="YOLOV3", backbone=dict(type="Darknet", depth=53, out_indices=(3, 4, 5)),
+        neck=dict(type="YOLOV3Neck", num_scales=3, in_channels=[1024, 512, 256],
+                  out_channels=[512, 256, 128]),
+        bbox_head=dict(type="YOLOV3Head", num_classes=3, in_channels=[512, 256, 128],
+                       out_channels=[1024, 512, 256]))).backbone
+    with pytest.raises(ValueError, match=r"model.neck.in_channels=\[1024, 512, 128\] does not match"):
+        build_neck(dict(type="YOLOV3Neck", num_scales=3, in_channels=[1024, 512, 128],
+                        out_channels=[512, 256, 128]), backbone)

@@ -52,6 +52,9 @@ class YOLOV3Neck(nn.Module):
     Returns the outputs coarsest first (stride 32, 16, 8), the order YOLOV3Head takes.
     """
 
+    #: ``in_channels`` lists the backbone's levels coarsest first (read by the detector's channel check)
+    in_channels_order = "coarsest_first"
+
     def __init__(
         self,
         num_scales: int,
