@@ -127,15 +127,10 @@ def _known_failure(exc: BaseException) -> BaseException | None:
     from kiln.engine.checkpoint import CheckpointWriteError, ResumeMismatchError
     from kiln.engine.nonfinite import NonFiniteLossError
     from kiln.image.io import CorruptImageError
+    from kiln.utils.misc import exception_in_chain
 
-    known = (CheckpointWriteError, ResumeMismatchError, NonFiniteLossError, CorruptImageError)
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, known):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return exception_in_chain(exc, (CheckpointWriteError, ResumeMismatchError, NonFiniteLossError,
+                                    CorruptImageError))
 
 
 def _one_line_warnings(prog: str) -> None:

@@ -229,19 +229,12 @@ def _string_variables(tree: ast.Module) -> dict[str, str]:
     """Top-level ``name = 'text'`` assignments of a config file (names not starting with ``_``)."""
     out = {}
     for node in tree.body:
-        name = _is_target(node, _ANY_NAME)
-        if name and not name.startswith("_") and isinstance(node.value, ast.Constant) \
-                and isinstance(node.value.value, str):
-            out[name] = node.value.value
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+            node.target if isinstance(node, ast.AnnAssign) else None)
+        if isinstance(target, ast.Name) and not target.id.startswith("_") \
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            out[target.id] = node.value.value
     return out
-
-
-class _AnyName(dict):
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str)
-
-
-_ANY_NAME = _AnyName()
 
 
 def _fresh(value: Any) -> Any:

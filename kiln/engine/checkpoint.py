@@ -144,13 +144,9 @@ def _resume_mismatch(path: str, report: Any) -> ResumeMismatchError:
 def _os_error_in(exc: BaseException) -> OSError | None:
     """The OSError behind ``exc``: torch.save reports a failed ``write()`` of the file object as a
     RuntimeError ("enforce fail at inline_container.cc") whose context is the real OSError."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    from kiln.utils.misc import exception_in_chain
+
+    return exception_in_chain(exc, OSError)
 
 
 def _write_error(path: str, exc: BaseException) -> CheckpointWriteError:
